@@ -1,0 +1,153 @@
+"""Benchmark of the local learner: our training step against a bare PyTorch loop.
+
+Writes synthetic examples (stage-5 format) to a temporary dir, then times, interleaved and
+repeated (best of the repeats), with the same model, threads and batch:
+
+* ``reader``: ``EgsReader`` alone (minibatches/s), to show reading is not the bottleneck;
+* ``bare``: pre-built tensors, ``torch.optim.SGD`` step (the reference);
+* ``ours-sgd``: reading from ``EgsReader`` + ``make_optimizer("sgd")`` + lr schedule;
+* ``ours-sgd-mc``: the same with our optimizer without natural gradient (max-change only);
+* ``ours-ngsgd``: the same with natural-gradient SGD (``--ng-*`` options: rank, period).
+
+Usage::
+
+    nice python benchmarks/bench_local_learner.py --model-type dnn --threads 1 --steps 40
+    nice python benchmarks/bench_local_learner.py --model-type lstm --batch-size 32 --steps 15
+    python benchmarks/bench_local_learner.py --sweep   # NG-SGD cost for a few rank/period pairs
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from steps_py.nnet.egs import EgsParams, EgsReader, write_egs
+from steps_py.nnet.models import build_model
+from steps_py.nnet.optim import lr_at, make_optimizer, set_lr
+
+
+def synth_egs(out: Path, model_type: str, utts: int, frames: int, dim: int, pdfs: int) -> None:
+    rng = np.random.default_rng(0)
+    names = [f"u{i:04d}" for i in range(utts)]
+    feats = {u: rng.standard_normal((frames, dim)).astype(np.float32) for u in names}
+    alis = {u: rng.integers(0, pdfs, frames).astype(np.int32) for u in names}
+    write_egs(out, (names, feats.__getitem__, alis), pdfs, EgsParams(model_type=model_type, num_shards=4))
+
+
+def cycle(reader: EgsReader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    epoch = 0
+    while True:
+        reader.set_epoch(epoch)
+        yield from reader
+        epoch += 1
+
+
+def time_steps(step: Callable[[], None], steps: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - t0) / steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--model-type", choices=("dnn", "lstm"), default="dnn")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=256, help="frames (dnn) or chunks (lstm)")
+    ap.add_argument("--steps", type=int, default=40, help="timed steps per measurement")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved repeats (best reported)")
+    ap.add_argument("--hidden-dim", type=int, default=512)
+    ap.add_argument("--cells", type=int, default=512)
+    ap.add_argument("--pdfs", type=int, default=300)
+    ap.add_argument("--ng-rank-in", type=int, default=20)
+    ap.add_argument("--ng-rank-out", type=int, default=80)
+    ap.add_argument("--ng-update-period", type=int, default=4)
+    ap.add_argument("--sweep", action="store_true", help="also time NG-SGD at other rank/period settings")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    dim = 40
+    with tempfile.TemporaryDirectory() as tmp:
+        egs = Path(tmp) / "egs"
+        synth_egs(egs, args.model_type, utts=200, frames=300, dim=dim, pdfs=args.pdfs)
+        cfg = {"type": args.model_type, "feat_dim": dim, "num_pdfs": args.pdfs}
+        if args.model_type == "dnn":
+            cfg["hidden_dim"] = args.hidden_dim
+        else:
+            cfg["cells"] = args.cells
+        reader = EgsReader(egs, 0, 1, batch_size=args.batch_size, seed=0)
+        fpe = reader.frames_per_epoch // reader.minibatches_per_epoch
+        cached = [b for _, b in zip(range(8), cycle(reader), strict=False)]
+        p = args.pdfs
+
+        def make(name: str, ng: dict | None = None) -> Callable[[], None]:
+            model = build_model(cfg)
+            if name == "bare":
+                opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+                i = [0]
+
+                def step() -> None:
+                    x, y = cached[i[0] % len(cached)]
+                    i[0] += 1
+                    loss = F.cross_entropy(model(x).reshape(-1, p), y.reshape(-1))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                return step
+            kw = ng or {}
+            opt = make_optimizer(model, name, lr=1e-3, **kw)
+            it = cycle(EgsReader(egs, 0, 1, batch_size=args.batch_size, seed=0))
+            n = [0]
+
+            def step() -> None:
+                x, y = next(it)
+                set_lr(opt, lr_at(n[0] / 1000, 1e-3, 1e-4))
+                n[0] += 1
+                loss = F.cross_entropy(model(x).reshape(-1, p), y.reshape(-1))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            return step
+
+        ng_default = dict(rank_in=args.ng_rank_in, rank_out=args.ng_rank_out, update_period=args.ng_update_period)
+        configs: dict[str, Callable[[], None]] = {
+            "bare": make("bare"), "ours-sgd": make("sgd"), "ours-sgd-mc": make("sgd-mc"),
+            f"ours-ngsgd(r{args.ng_rank_in}/{args.ng_rank_out},p{args.ng_update_period})": make("ngsgd", ng_default),
+        }
+        if args.sweep:
+            for rin, rout, per in ((20, 80, 1), (20, 80, 8), (10, 40, 4), (10, 40, 8)):
+                configs[f"ours-ngsgd(r{rin}/{rout},p{per})"] = make(
+                    "ngsgd", dict(rank_in=rin, rank_out=rout, update_period=per))
+        rd = cycle(EgsReader(egs, 0, 1, batch_size=args.batch_size, seed=1))
+        times: dict[str, list[float]] = {k: [] for k in ["reader", *configs]}
+        for _ in range(args.repeats):
+            times["reader"].append(time_steps(lambda: next(rd), args.steps * 4))
+            for name, step in configs.items():
+                times[name].append(time_steps(step, args.steps))
+        # best-of-repeats: the machine is shared, so the minimum is the least disturbed estimate
+        med = {k: min(v) for k, v in times.items()}
+        spread = {k: statistics.median(v) / min(v) for k, v in times.items()}
+        print(f"model={args.model_type} cfg={build_model(cfg).__class__.__name__} batch={args.batch_size} "
+              f"frames/minibatch={fpe} threads={args.threads} steps={args.steps} repeats={args.repeats}")
+        print(f"{'what':34s} {'ms/step':>9s} {'frames/s':>10s} {'vs bare':>8s} {'median/min':>10s}")
+        print(f"{'reader only':34s} {1000 * med['reader']:9.2f} {fpe / med['reader']:10.0f} "
+              f"{'':>8s}  ({1 / med['reader']:.0f} minibatches/s; "
+              f"{100 * med['reader'] / med['bare']:.1f}% of a bare step)")
+        for name in configs:
+            print(f"{name:34s} {1000 * med[name]:9.2f} {fpe / med[name]:10.0f} {med['bare'] / med[name]:8.3f} "
+                  f"{spread[name]:10.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,482 @@
+"""Natural-gradient SGD in the style of Kaldi nnet3's ``OnlineNaturalGradient``.
+
+Kaldi (Povey, Zhang & Khudanpur, 2015; ``src/nnet3/natural-gradient-online.{h,cc}``)
+replaces the minibatch gradient ``G^T X`` of an affine layer ``y = W x + b`` by
+``G~^T X~``: the rows of the input ``X`` (with a 1 appended for the bias) and of the
+output derivative ``G`` are each multiplied by the inverse of an online Fisher-matrix
+estimate ``F = R^T diag(d) R + rho I`` (``R``: ``rank`` orthonormal rows), smoothed as
+``F + alpha/D tr(F) I``, and rescaled so each keeps its Frobenius norm. ``F`` is
+re-estimated every ``update_period`` minibatches by one step of a power iteration on
+``(1-eta) F + eta/N X^T X`` with ``eta = 1 - exp(-N / num_samples_history)``. The
+estimate used for a minibatch never includes that minibatch (no bias). Nothing here is
+available in a listed package, hence written here.
+
+What this module does with PyTorch:
+
+* ``nn.Linear`` layers (exactly Kaldi's scheme): the optimizer replaces the module's
+  ``forward`` (instance attribute, model code unchanged) by one that runs a custom autograd
+  function: its backward gets ``X`` (saved input) and ``G`` (output derivative) and returns
+  ``G~^T X~`` as the weight gradient (first ``in`` columns) and bias gradient (last column)
+  instead of ``G^T X``. So ``p.grad`` already holds the natural gradient after
+  ``loss.backward()`` (DDP / gradient all-reduce would average preconditioned gradients),
+  and no plain weight gradient is computed. Without grad (eval, ``torch.no_grad``) the
+  layer runs plain ``F.linear``.
+* ``nn.LSTM`` (hooks inside the fused LSTM are impractical): each matrix
+  ``weight_ih_l<k>`` / ``weight_hh_l<k>`` (with its bias appended as an extra column) and
+  ``weight_hr_l<k>`` gets its summed gradient ``Gamma`` (out x in) preconditioned from both
+  sides in ``step()``: the rows of ``Gamma`` are the "samples" of an input-side Fisher
+  estimate (rank ``rank_in``), the columns of the result those of an output-side one
+  (rank ``rank_out``). This differs from Kaldi, whose LSTMs are built of affine
+  components preconditioned per frame: here the Fisher estimates are of gradient rows /
+  columns summed over the minibatch, not of per-frame inputs/derivatives, and their
+  forgetting factor is ``eta = 1 - exp(-1 / grad_history)`` per minibatch.
+* Max-change (Kaldi ``max-change``): each layer's update ``lr * g`` is scaled so its
+  Frobenius norm is <= ``max_change`` (default 0.75), then the whole update so its norm
+  is <= ``max_change_global`` (Kaldi ``max-param-change``, default 2.0). Optional momentum
+  is applied to the max-change-limited update.
+
+Usage::
+
+    opt = NGSGD(model, lr=0.002, max_change=0.75)
+    loss = F.cross_entropy(model(x), y); opt.zero_grad(); loss.backward(); opt.step()
+    opt.set_lr(0.001)
+    torch.save(opt.state_dict(), "opt.pt")   # Fisher estimates are plain tensors
+"""
+
+from __future__ import annotations
+
+import math
+import types
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def init_orthonormal_special(rank: int, dim: int) -> Tensor:
+    """Rows r = 0..rank-1 with equal entries at columns r, r+rank, ... (orthonormal, no zero columns)."""
+    m = torch.zeros(rank, dim, dtype=torch.float32)
+    for r in range(rank):
+        cols = torch.arange(r, dim, rank)
+        m[r, cols] = 1.0 / math.sqrt(len(cols))
+    return m
+
+
+class OnlineNaturalGradient:
+    """Online low-rank-plus-identity Fisher estimate; ``precondition(X)`` returns ``X~``.
+
+    ``X`` is ``[N, D]`` (one row per sample). The returned matrix is ``gamma * X G^{-1}`` with
+    ``G = R^T diag(d) R + beta I``, ``beta = rho (1 + alpha) + alpha/D sum(d)`` (the smoothed
+    Fisher estimate), and ``gamma`` chosen so that ``||X~||_F = ||X||_F``.
+
+    The state (``R``, ``d``, ``rho``, ``t``, ``skipped``) lives in ``self.state``, a dict of
+    tensors, so an optimizer can keep it in its ``state_dict``.
+    """
+
+    def __init__(
+        self,
+        rank: int,
+        alpha: float = 4.0,
+        num_samples_history: float = 2000.0,
+        update_period: int = 4,
+        epsilon: float = 1e-10,
+        delta: float = 5e-4,
+        num_initial_updates: int = 10,
+        state: dict[str, Tensor] | None = None,
+    ) -> None:
+        if rank < 1:
+            raise ValueError(f"rank must be >= 1, got {rank}")
+        if alpha < 0:
+            raise ValueError(f"alpha must be >= 0, got {alpha}")
+        self.rank = rank
+        self.alpha = alpha
+        self.num_samples_history = num_samples_history
+        self.update_period = max(1, update_period)
+        self.epsilon = epsilon
+        self.delta = delta
+        self.num_initial_updates = num_initial_updates
+        self.state: dict[str, Tensor] = state if state is not None else {}
+        self._cached_for: Tensor | None = None
+        self._e = self._w = torch.zeros(0)
+
+    # ---- public -------------------------------------------------------------------
+    def fisher(self) -> tuple[Tensor, Tensor, float]:
+        """(R [rank, D], d [rank], rho) of the current estimate F = R^T diag(d) R + rho I."""
+        s = self.state
+        return s["R"], s["d"], float(s["rho"])
+
+    def smoothed_fisher_matrix(self) -> Tensor:
+        """The dense matrix whose inverse ``precondition`` applies (for tests): R^T d R + beta I."""
+        r, d, rho = self.fisher()
+        dim = r.shape[1]
+        beta = rho * (1 + self.alpha) + self.alpha * float(d.sum()) / dim
+        return r.double().T @ torch.diag(d.double()) @ r.double() + beta * torch.eye(dim, dtype=torch.float64)
+
+    def precondition(self, x: Tensor, num_samples: float | None = None, update: bool | None = None) -> Tensor:
+        """Return the preconditioned copy of ``x`` [N, D]; maybe update the Fisher estimate.
+
+        ``num_samples`` (default N) sets the forgetting factor of the update;
+        ``update`` forces (True) or forbids (False) an update instead of the schedule.
+        """
+        n, dim = x.shape
+        if dim == 1 or n == 0:
+            return x.clone()
+        x = x.float()
+        if "R" not in self.state:
+            self._init(x, float(num_samples if num_samples is not None else n))
+        s = self.state
+        t = int(s["t"])
+        if update is None:
+            update = t < self.num_initial_updates or int(s["skipped"]) >= self.update_period - 1
+        x_hat, h, tr_x = self._apply(x)
+        if update:
+            self._update(x, h, tr_x, float(num_samples if num_samples is not None else n))
+            s["t"] += 1
+            s["skipped"].zero_()
+        else:
+            s["skipped"] += 1
+        return x_hat
+
+    # ---- internals ----------------------------------------------------------------
+    def _rank_for(self, dim: int) -> int:
+        return min(self.rank, dim - 1)
+
+    def _init(self, x: Tensor, n: float) -> None:
+        """Kaldi's Init: a special orthonormal start, d = rho = epsilon, 3 updates on the first X."""
+        dim = x.shape[1]
+        rank = self._rank_for(dim)
+        self.state.update(
+            R=init_orthonormal_special(rank, dim).to(x.device),
+            d=torch.full((rank,), self.epsilon, dtype=torch.float32, device=x.device),
+            rho=torch.tensor(self.epsilon, dtype=torch.float64),
+            t=torch.tensor(0, dtype=torch.int64),
+            skipped=torch.tensor(0, dtype=torch.int64),
+        )
+        for _ in range(3):
+            _, h, tr_x = self._apply(x)
+            self._update(x, h, tr_x, n)
+
+    def _beta_e(self) -> tuple[float, Tensor]:
+        r, d, rho = self.fisher()
+        beta = rho * (1 + self.alpha) + self.alpha * float(d.sum()) / r.shape[1]
+        e = 1.0 / (beta / d + 1.0)  # G^{-1} = (1/beta)(I - R^T diag(e) R)
+        return beta, e
+
+    def _coeffs(self, r: Tensor) -> tuple[Tensor, Tensor]:
+        """(e, 2e - e^2) for the current estimate, cached until R changes (update or load)."""
+        if self._cached_for is not r:
+            _, e = self._beta_e()
+            self._e, self._w = e, 2.0 * e - e * e
+            self._cached_for = r
+        return self._e, self._w
+
+    def _apply(self, x: Tensor) -> tuple[Tensor, Tensor, float]:
+        r = self.state["R"]
+        e, w = self._coeffs(r)
+        h = x @ r.T  # [N, rank]
+        x_hat = torch.addmm(x, h * e, r, alpha=-1.0)  # x (I - R^T E R) = beta x G^{-1}
+        xf = x.reshape(-1)
+        tr_x = float(torch.dot(xf, xf))
+        # ||X R^T E R - X||^2 = ||X||^2 - sum_i (2 e_i - e_i^2) ||h_i||^2 as R R^T = I (Kaldi's
+        # identity); saves a pass over X_hat. Near-cancellation falls back to the direct norm.
+        tr_hat = tr_x - float(torch.dot((h * h).sum(0), w))
+        if tr_hat < 1e-3 * tr_x:
+            tr_hat = float(torch.linalg.vector_norm(x_hat) ** 2)
+        gamma = 1.0 if tr_hat == 0.0 else math.sqrt(tr_x / tr_hat)
+        if not math.isfinite(gamma):
+            raise FloatingPointError("natural-gradient preconditioning produced a non-finite scale")
+        x_hat.mul_(gamma)
+        return x_hat, h, tr_x
+
+    def _update(self, x: Tensor, h: Tensor, tr_x: float, n: float) -> None:
+        """One power-iteration step towards T = (1-eta) F + eta/N X^T X, keeping tr(F) = tr(T)."""
+        s = self.state
+        r, d, rho = self.fisher()
+        rank, dim = r.shape
+        eta = 1.0 - math.exp(-n / self.num_samples_history)
+        # Y = R T = (1-eta) (diag(d) + rho I) R + eta/N (R X^T) X
+        y = torch.addmm(r * ((1.0 - eta) * (d + rho)).unsqueeze(1), h.T, x, alpha=eta / n)
+        # Z = Y Y^T: the products in float32 (cheap), the small eigenproblem in float64
+        z = (y @ y.T).double()
+        z = 0.5 * (z + z.T)
+        scale = max(1.0, float(z.trace()))
+        c, u = torch.linalg.eigh(z / scale)
+        c, u = c.flip(0) * scale, u.flip(1)  # descending
+        must_reorthogonalize = float(c[0]) > 1e6 * float(c[-1])
+        c_floor = max((rho * (1.0 - eta)) ** 2, 1e-30)
+        if float(c[-1]) < c_floor:
+            must_reorthogonalize = True
+            c = c.clamp(min=c_floor)
+        sqrt_c = c.sqrt()
+        r_new = (u.T / sqrt_c.unsqueeze(1)).float() @ y  # C^{-1/2} U^T Y: orthonormal rows
+        tr_t = eta / n * tr_x + (1.0 - eta) * (dim * rho + float(d.sum()))
+        rho_new = (tr_t - float(sqrt_c.sum())) / (dim - rank)
+        d_new = sqrt_c - rho_new
+        rho_new = max(rho_new, self.epsilon, self.delta * float(sqrt_c.max()))
+        d_new = d_new.clamp(min=self.epsilon)
+        if must_reorthogonalize:  # as Kaldi: ill-conditioned or floored C breaks R R^T = I
+            q, _ = torch.linalg.qr(r_new.double().T)
+            r_new = q.T
+        s["R"] = r_new.float()
+        s["d"] = d_new.float()
+        s["rho"] = torch.tensor(rho_new, dtype=torch.float64)
+
+
+# ---------------------------------------------------------------------------------
+def _layer_groups(model: nn.Module) -> list[dict[str, Any]]:
+    """One parameter group per layer (Linear, LSTM layer, or other module's own params)."""
+    groups: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    for name, mod in model.named_modules():
+        own = [(n, p) for n, p in mod.named_parameters(recurse=False) if p.requires_grad and id(p) not in seen]
+        if not own:
+            continue
+        if isinstance(mod, nn.LSTM):
+            by_layer: dict[str, list[tuple[str, nn.Parameter]]] = {}
+            for n, p in own:
+                key = n[n.index("_l") + 1:] if "_l" in n else n  # "l0", "l1_reverse", ...
+                by_layer.setdefault(key, []).append((n, p))
+            for key, plist in by_layer.items():
+                groups.append({"params": [p for _, p in plist], "name": f"{name}.{key}",
+                               "kind": "lstm", "param_names": [n for n, _ in plist]})
+        elif isinstance(mod, nn.Linear):
+            groups.append({"params": [p for _, p in own], "name": name or "linear",
+                           "kind": "linear", "param_names": [n for n, _ in own]})
+        else:
+            groups.append({"params": [p for _, p in own], "name": name or "model",
+                           "kind": "other", "param_names": [n for n, _ in own]})
+        seen.update(id(p) for _, p in own)
+    return groups
+
+
+class _NGLinearFunction(torch.autograd.Function):
+    """``F.linear`` whose backward returns the natural gradient for weight and bias directly.
+
+    Computing ``G~^T X~`` here (instead of replacing autograd's ``G^T X`` in a hook)
+    saves the plain weight-gradient product, which would be thrown away.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, pre: _LinearPreconditioner) -> Tensor:
+        ctx.pre = pre
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(x, weight)
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        gx = g.matmul(weight) if ctx.needs_input_grad[0] else None
+        gw = gb = None
+        if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
+            gw, gb = ctx.pre.natural_gradient(x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1]))
+            gw = gw.to(weight.dtype)
+            gb = gb.to(weight.dtype) if ctx.has_bias else None
+        return gx, gw, gb, None
+
+
+def _ng_linear_forward(self: nn.Linear, x: Tensor) -> Tensor:
+    """Replacement ``forward`` of an nn.Linear under NG-SGD (plain when no grad is needed)."""
+    pre = self.__dict__.get("_ng_pre")
+    if pre is None or not pre.enabled or not torch.is_grad_enabled() or not self.weight.requires_grad:
+        return F.linear(x, self.weight, self.bias)
+    return _NGLinearFunction.apply(x, self.weight, self.bias, pre)
+
+
+class _LinearPreconditioner:
+    """Natural gradient of one nn.Linear: G~^T X~ from its input X and output derivative G.
+
+    Installed by replacing the module's ``forward`` (an instance attribute) with one that
+    uses ``_NGLinearFunction``; a deep copy of the module (e.g. an EMA copy) gets no
+    preconditioner (``__deepcopy__`` returns None) and so behaves as a plain Linear.
+    """
+
+    def __init__(self, module: nn.Linear, ng_in: OnlineNaturalGradient, ng_out: OnlineNaturalGradient) -> None:
+        self.module = module
+        self.ng_in = ng_in
+        self.ng_out = ng_out
+        self.enabled = True
+        module._ng_pre = self  # type: ignore[assignment]
+        module.forward = types.MethodType(_ng_linear_forward, module)  # type: ignore[method-assign]
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> None:
+        return None
+
+    def remove(self) -> None:
+        self.module.__dict__.pop("forward", None)
+        self.module.__dict__.pop("_ng_pre", None)
+
+    def natural_gradient(self, x: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+        """(weight grad [out, in], bias grad [out]) = split of G~^T [X 1]~."""
+        x = x.float()
+        x1 = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)], dim=1)
+        full = self.ng_out.precondition(g.float()).T @ self.ng_in.precondition(x1)
+        return full[:, :-1], full[:, -1]
+
+
+class NGSGD(torch.optim.Optimizer):
+    """SGD with Kaldi-style natural gradient, per-layer and global max-change, and momentum.
+
+    ``natural_gradient=False`` gives SGD with max-change only (same code path otherwise).
+    Parameter groups are layers (see ``_layer_groups``); every group shares the lr.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        lr: float = 0.002,
+        momentum: float = 0.0,
+        max_change: float = 0.75,
+        max_change_global: float = 2.0,
+        natural_gradient: bool = True,
+        rank_in: int = 20,
+        rank_out: int = 80,
+        alpha: float = 4.0,
+        num_samples_history: float = 2000.0,
+        update_period: int = 4,
+        grad_history: float = 10.0,
+    ) -> None:
+        if lr <= 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        groups = _layer_groups(model)
+        if not groups:
+            raise ValueError("model has no trainable parameters")
+        defaults = dict(lr=lr, momentum=momentum, max_change=max_change)
+        super().__init__(groups, defaults)
+        self.max_change_global = max_change_global
+        self.natural_gradient = natural_gradient
+        self.ng_opts = dict(alpha=alpha, num_samples_history=num_samples_history, update_period=update_period)
+        self.rank_in, self.rank_out = rank_in, rank_out
+        self.grad_history = grad_history
+        self._linear: list[_LinearPreconditioner] = []
+        self._lstm: dict[int, tuple[OnlineNaturalGradient, OnlineNaturalGradient]] = {}
+        if natural_gradient:
+            self._attach(model)
+
+    # ---- natural-gradient plumbing ---------------------------------------------
+    def _ng(self, p: Tensor, side: str, rank: int, **kw: Any) -> OnlineNaturalGradient:
+        st = self.state[p]
+        sub = st.setdefault(f"ng_{side}", {})
+        opts = {**self.ng_opts, **kw}
+        return OnlineNaturalGradient(rank, state=sub, **opts)
+
+    def _attach(self, model: nn.Module) -> None:
+        for mod in model.modules():
+            if isinstance(mod, nn.Linear) and mod.weight.requires_grad:
+                w = mod.weight
+                self._linear.append(_LinearPreconditioner(
+                    mod, self._ng(w, "in", self.rank_in), self._ng(w, "out", self.rank_out)))
+            elif isinstance(mod, nn.LSTM):
+                for n, p in mod.named_parameters():
+                    if n.startswith("weight_") and p.requires_grad:
+                        # per-minibatch forgetting: the update sees 1 "sample" per step
+                        kw = dict(num_samples_history=self.grad_history)
+                        self._lstm[id(p)] = (self._ng(p, "in", self.rank_in, **kw),
+                                             self._ng(p, "out", self.rank_out, **kw))
+        self._lstm_bias: dict[int, Tensor] = {}
+        for mod in model.modules():
+            if isinstance(mod, nn.LSTM):
+                for n, p in mod.named_parameters():
+                    if n.startswith("weight_ih") or n.startswith("weight_hh"):
+                        bname = "bias" + n[len("weight"):]
+                        b = getattr(mod, bname, None)
+                        if b is not None and b.requires_grad:
+                            self._lstm_bias[id(p)] = b
+
+    def detach_hooks(self) -> None:
+        """Give the Linear layers their plain forward back (natural gradient off from now on)."""
+        for lp in self._linear:
+            lp.remove()
+        self._linear = []
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        for lp in self._linear:  # rebind the Fisher estimates to the loaded state
+            w = lp.module.weight
+            lp.ng_in.state = self.state[w].setdefault("ng_in", {})
+            lp.ng_out.state = self.state[w].setdefault("ng_out", {})
+        for group in self.param_groups:
+            for p in group["params"]:
+                if id(p) in self._lstm:
+                    ng_in, ng_out = self._lstm[id(p)]
+                    ng_in.state = self.state[p].setdefault("ng_in", {})
+                    ng_out.state = self.state[p].setdefault("ng_out", {})
+
+    def _precondition_lstm(self) -> None:
+        for group in self.param_groups:
+            if group["kind"] != "lstm":
+                continue
+            for p in group["params"]:
+                if id(p) not in self._lstm or p.grad is None:
+                    continue
+                ng_in, ng_out = self._lstm[id(p)]
+                b = self._lstm_bias.get(id(p))
+                gam = p.grad if b is None or b.grad is None else torch.cat([p.grad, b.grad.unsqueeze(1)], 1)
+                g1 = ng_in.precondition(gam.float(), num_samples=1.0)
+                g2 = ng_out.precondition(g1.T.contiguous(), num_samples=1.0).T
+                if b is None or b.grad is None:
+                    p.grad.copy_(g2)
+                else:
+                    p.grad.copy_(g2[:, :-1])
+                    b.grad.copy_(g2[:, -1])
+
+    # ---- the step ---------------------------------------------------------------
+    def set_lr(self, lr: float) -> None:
+        for group in self.param_groups:
+            group["lr"] = lr
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # noqa: D102
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if self.natural_gradient and self._lstm:
+            self._precondition_lstm()
+        all_grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        sq_norms = torch.stack(torch._foreach_norm(all_grads)).double().pow(2).tolist() if all_grads else []
+        scales: list[float] = []
+        sq_total = 0.0
+        k = 0
+        for group in self.param_groups:
+            n_g = sum(1 for p in group["params"] if p.grad is not None)
+            if n_g == 0:
+                scales.append(0.0)
+                continue
+            norm = math.sqrt(sum(sq_norms[k:k + n_g])) * group["lr"]
+            k += n_g
+            if not math.isfinite(norm):
+                raise FloatingPointError(f"non-finite gradient in layer '{group['name']}'")
+            sc = 1.0
+            if group["max_change"] and group["max_change"] > 0 and norm > group["max_change"]:
+                sc = group["max_change"] / norm
+            scales.append(sc)
+            sq_total += (norm * sc) ** 2
+        total = math.sqrt(sq_total)
+        gsc = 1.0
+        if self.max_change_global and self.max_change_global > 0 and total > self.max_change_global:
+            gsc = self.max_change_global / total
+        self.last_update_norm = total * gsc
+        self.num_max_change_applied = sum(1 for s in scales if 0 < s < 1.0)
+        for group, sc in zip(self.param_groups, scales, strict=True):
+            if sc == 0.0:
+                continue
+            step_size = group["lr"] * sc * gsc
+            mom = group["momentum"]
+            params = [p for p in group["params"] if p.grad is not None]
+            if mom == 0:
+                torch._foreach_add_(params, [p.grad for p in params], alpha=-step_size)
+                continue
+            for p in params:
+                if mom > 0:
+                    buf = self.state[p].get("momentum_buffer")
+                    if buf is None:
+                        buf = torch.zeros_like(p)
+                        self.state[p]["momentum_buffer"] = buf
+                    buf.mul_(mom).add_(p.grad, alpha=step_size)
+                    p.sub_(buf)
+        return loss
+

@@ -1,0 +1,288 @@
+"""Stage 1 (steps_py.data.prepare): every bad-input case, on tiny corpora built in tmp_path."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from steps_py.data.kaldi_dir import KaldiDataDir, read_kaldi_map
+from steps_py.data.prepare import main
+from steps_py.data.validate import normalize_text, num_frames, wav_data_shortfall
+
+GOOD_TEXT = "今天天气很好"
+
+
+def tone(path: Path, seconds: float = 1.0, sr: int = 16000, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    x = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.01 * rng.standard_normal(t.size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, x.astype(np.float32), sr, subtype="PCM_16")
+    return path
+
+
+def kaldi_set(d: Path, utts: dict[str, tuple[str, str, Path]]) -> None:
+    """utts: utt -> (spk, text, wav)."""
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "wav.scp").write_text("".join(f"{u} {w}\n" for u, (_, _, w) in utts.items()))
+    (d / "text").write_text("".join(f"{u} {t}\n" for u, (_, t, _) in utts.items()))
+    (d / "utt2spk").write_text("".join(f"{u} {s}\n" for u, (s, _, _) in utts.items()))
+
+
+def good_utts(root: Path, set_name: str, n: int = 25) -> dict[str, tuple[str, str, Path]]:
+    out = {}
+    for i in range(n):
+        spk = f"{set_name}spk{i % 3}"
+        utt = f"{spk}-u{i:03d}"
+        out[utt] = (spk, GOOD_TEXT, tone(root / "wav" / f"{utt}.wav", seconds=0.5, seed=i))
+    return out
+
+
+def kaldi_corpus(root: Path) -> dict[str, dict[str, tuple[str, str, Path]]]:
+    sets = {s: good_utts(root, s) for s in ("train", "dev", "test")}
+    for s, utts in sets.items():
+        kaldi_set(root / "in" / s, utts)
+    return sets
+
+
+def run_prepare(
+    root: Path, *extra: str, corpus: str = "kaldi", corpus_dir: Path | None = None
+) -> int:
+    return main(
+        [
+            "--corpus",
+            corpus,
+            "--corpus-dir",
+            str(corpus_dir or root / "in"),
+            "--out",
+            str(root / "data"),
+            "--nj",
+            "1",
+            *extra,
+        ]
+    )
+
+
+def test_text_normalisation_and_frames() -> None:
+    assert normalize_text("今天，天气 很好！") == (list("今天天气很好"), [])
+    assert normalize_text("ＡＢ好") == (
+        ["好"],
+        ["A", "B"],
+    )  # full-width folded to ASCII, then unpronounceable
+    assert normalize_text(" ，。 ") == ([], [])
+    assert num_frames(399) == 0 and num_frames(400) == 1 and num_frames(16000) == 98
+
+
+def test_clean_kaldi_corpus(tmp_path: Path) -> None:
+    sets = kaldi_corpus(tmp_path)
+    assert run_prepare(tmp_path) == 0
+    data = tmp_path / "data"
+    for s, utts in sets.items():
+        kd = KaldiDataDir.load(data / s)
+        assert kd.utts == sorted(utts)
+        assert kd.text[kd.utts[0]] == " ".join(GOOD_TEXT)
+        assert kd.utt2dur[kd.utts[0]] == pytest.approx(0.5, abs=1e-3)
+        assert (data / s / ".done").is_file() and (data / s / "spk2utt").is_file()
+        assert not (data / s / "rejected.txt").exists()
+    lm = (data / "local" / "lm_text.txt").read_text().splitlines()
+    assert len(lm) == len(sets["train"]) and lm[0] == " ".join(GOOD_TEXT)
+    # idempotent: a second run leaves the finished dirs alone
+    stamp = (data / "train" / "text").stat().st_mtime_ns
+    assert run_prepare(tmp_path) == 0
+    assert (data / "train" / "text").stat().st_mtime_ns == stamp
+    assert run_prepare(tmp_path, "--force") == 0
+    assert (data / "train" / "text").stat().st_mtime_ns != stamp
+
+
+def test_every_bad_input_is_rejected_with_its_reason(tmp_path: Path) -> None:
+    sets = kaldi_corpus(tmp_path)
+    # 25 good train utterances x 20 -> 500 total, so the 8 bad ones below stay under 5 %.
+    train = {}
+    for k in range(20):
+        for u, (spk, t, w) in sets["train"].items():
+            train[f"{u}x{k:02d}"] = (spk, t, w)
+    w = tmp_path / "wav"
+    bad_sr = tone(w / "sr8k.wav", sr=8000)
+    corrupt = w / "corrupt.wav"
+    corrupt.write_bytes(b"this is not audio" * 50)
+    truncated = w / "trunc.wav"
+    full = tone(w / "full.wav").read_bytes()
+    truncated.write_bytes(full[: len(full) // 2])
+    short = tone(w / "short.wav", seconds=0.05)
+    few_frames = tone(w / "few.wav", seconds=0.2)  # 18 frames < 3 x 7 characters
+    ok = tone(w / "ok.wav")
+    train.update(
+        {
+            "trainspk0-badsr": ("trainspk0", GOOD_TEXT, bad_sr),
+            "trainspk0-corrupt": ("trainspk0", GOOD_TEXT, corrupt),
+            "trainspk0-trunc": ("trainspk0", GOOD_TEXT, truncated),
+            "trainspk0-missing": ("trainspk0", GOOD_TEXT, w / "nope.wav"),
+            "trainspk0-short": ("trainspk0", "好", short),
+            "trainspk0-few": ("trainspk0", "今天天气很好啊", few_frames),
+            "trainspk0-empty": ("trainspk0", "，。", ok),
+            "trainspk0-latin": ("trainspk0", "今天ABC", ok),
+        }
+    )
+    d = tmp_path / "in" / "train"
+    kaldi_set(d, train)
+    # duplicate id (twice in text) and ids missing from one of the files
+    with open(d / "text", "a") as f:
+        f.write(f"trainspk1-u001x00 {GOOD_TEXT}\n")
+        f.write(f"trainspk0-onlytext {GOOD_TEXT}\n")
+    with open(d / "wav.scp", "a") as f:
+        f.write(f"trainspk0-nospk {ok}\n")
+    with open(d / "text", "a") as f:
+        f.write(f"trainspk0-nospk {GOOD_TEXT}\n")
+
+    assert run_prepare(tmp_path) == 0
+    rej = read_kaldi_map(tmp_path / "data" / "train" / "rejected.txt")
+    codes = {u: r.split(":")[0] for u, r in rej.items()}
+    assert codes == {
+        "trainspk0-badsr": "wrong-sample-rate",
+        "trainspk0-corrupt": "corrupt-audio",
+        "trainspk0-trunc": "truncated-audio",
+        "trainspk0-missing": "missing-file",
+        "trainspk0-short": "too-short",
+        "trainspk0-few": "too-short",
+        "trainspk0-empty": "empty-transcript",
+        "trainspk0-latin": "no-pronunciation",
+        "trainspk1-u001x00": "duplicate-id",
+        "trainspk0-onlytext": "mismatched-ids",
+        "trainspk0-nospk": "mismatched-ids",
+    }
+    assert "8000 Hz" in rej["trainspk0-badsr"] and "ABC" in rej["trainspk0-latin"]
+    kd = KaldiDataDir.load(tmp_path / "data" / "train")
+    assert not set(rej) & set(kd.utts)
+    assert len(kd.utts) == len(train) - 9  # 8 bad + the duplicated one
+    assert (
+        wav_data_shortfall(str(truncated)) > 0
+        and wav_data_shortfall(str(full_path := w / "full.wav")) == 0
+    ), full_path
+
+
+def test_more_than_5_percent_rejected_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sets = kaldi_corpus(tmp_path)
+    dev = dict(sets["dev"])
+    dev["devspk0-gone1"] = ("devspk0", GOOD_TEXT, tmp_path / "missing1.wav")
+    dev["devspk0-gone2"] = ("devspk0", GOOD_TEXT, tmp_path / "missing2.wav")  # 2 / 27 = 7.4 %
+    kaldi_set(tmp_path / "in" / "dev", dev)
+    assert run_prepare(tmp_path) == 1
+    err = capsys.readouterr().err
+    assert "dev: 2 of 27 utterances" in err and "more than 5 %" in err
+    data = tmp_path / "data"
+    assert not (data / "dev" / ".done").exists()
+    assert set(read_kaldi_map(data / "dev" / "rejected.txt")) == {"devspk0-gone1", "devspk0-gone2"}
+    assert (data / "train" / ".done").is_file()  # the good sets are still finished
+
+
+def test_piped_wav_scp_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    kaldi_corpus(tmp_path)
+    scp = tmp_path / "in" / "test" / "wav.scp"
+    lines = scp.read_text().splitlines()
+    u = lines[0].split()[0]
+    lines[0] = f"{u} sox /x/{u}.flac -t wav - |"
+    scp.write_text("\n".join(lines) + "\n")
+    assert run_prepare(tmp_path) == 1
+    err = capsys.readouterr().err
+    assert "piped wav.scp entry" in err and "sox" in err
+
+
+def test_speaker_prefix_and_lm_text_option(tmp_path: Path) -> None:
+    kaldi_corpus(tmp_path)
+    d = tmp_path / "in" / "train"
+    kaldi_set(
+        d,
+        {"A1": ("spkZ", "你好", tone(tmp_path / "a1.wav"))}
+        | {f"spkZ-{i}": ("spkZ", "你好", tone(tmp_path / f"z{i}.wav", seed=i)) for i in range(3)},
+    )
+    lm = tmp_path / "lm.txt"
+    lm.write_text("北京天气\nhello world\n上海，下雨\n")
+    assert run_prepare(tmp_path, "--lm-text", str(lm)) == 0
+    kd = KaldiDataDir.load(tmp_path / "data" / "train")
+    assert "spkZ-A1" in kd.utts and all(u.startswith(kd.utt2spk[u]) for u in kd.utts)
+    assert (tmp_path / "data" / "local" / "lm_text.txt").read_text() == "北 京 天 气\n上 海 下 雨\n"
+
+
+def write_jsonl_gz(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def test_synth_manifests(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    for s in ("train", "dev", "test"):
+        recs, sups = [], []
+        for i in range(21):
+            spk = f"{s}S{i % 2}"
+            rid = f"{spk}_{i:03d}"
+            rel = f"wav/{spk}/{rid}.wav"
+            tone(corpus / rel, seconds=0.6, seed=i)
+            recs.append(
+                {
+                    "id": rid,
+                    "sources": [{"type": "file", "channels": [0], "source": rel}],
+                    "sampling_rate": 16000,
+                    "num_samples": 9600,
+                    "duration": 0.6,
+                    "channel_ids": [0],
+                }
+            )
+            sups.append(
+                {
+                    "id": rid,
+                    "recording_id": rid,
+                    "start": 0.0,
+                    "duration": 0.6,
+                    "channel": 0,
+                    "text": "导航到北京",
+                    "speaker": spk,
+                }
+            )
+        if s == "train":  # a supervision without recording, and a duplicated supervision
+            sups.append({**sups[0], "id": "trainS0_x", "recording_id": "nothere"})
+            sups.append(dict(sups[1]))
+        write_jsonl_gz(corpus / "manifests" / f"recordings_{s}.jsonl.gz", recs)
+        write_jsonl_gz(corpus / "manifests" / f"supervisions_{s}.jsonl.gz", sups)
+    (corpus / "lm_text.txt").write_text("播放周杰伦的歌\n")
+    assert (
+        main(
+            [
+                "--corpus",
+                "synth",
+                "--corpus-dir",
+                str(corpus),
+                "--out",
+                str(tmp_path / "data"),
+                "--nj",
+                "1",
+            ]
+        )
+        == 1
+    )
+    # 2 of 22 distinct train ids rejected (9 %): fails; with a larger train it passes
+    rej = read_kaldi_map(tmp_path / "data" / "train" / "rejected.txt")
+    assert {u: r.split(":")[0] for u, r in rej.items()} == {
+        "trainS0_x": "mismatched-ids",
+        "trainS1_001": "duplicate-id",
+    }
+    kd = KaldiDataDir.load(tmp_path / "data" / "dev")
+    assert len(kd.utts) == 21 and kd.text["devS0_000"] == "导 航 到 北 京"
+    assert Path(kd.wav["devS0_000"]).is_file()
+
+
+def test_pypinyin_fallback_agrees_with_the_lexicon() -> None:
+    from steps_py.data.validate import char_pronunciations, pypinyin_pronunciations
+
+    for ch in "中国人的了行长北京天气导航到播放音乐一二三〇":
+        assert pypinyin_pronunciations(ch) and char_pronunciations(ch), ch
+    for ch in "aZ9,。 ":
+        assert not pypinyin_pronunciations(ch) and not char_pronunciations(ch), ch

@@ -1,0 +1,78 @@
+"""Acoustic models, model_io round trip and priors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from steps_py.nnet.model_io import ModelFileError, load_acoustic_model, save_acoustic_model
+from steps_py.nnet.models import build_model, splice_frames
+from steps_py.nnet.priors import (
+    load_log_priors,
+    log_priors_from_counts,
+    pdf_counts,
+    save_log_priors,
+)
+
+DNN = {"type": "dnn", "feat_dim": 4, "num_pdfs": 6, "context": 1, "hidden_layers": 2, "hidden_dim": 8}
+LSTM = {"type": "lstm", "feat_dim": 4, "num_pdfs": 6, "left_context": 3, "chunk": 4, "target_delay": 1,
+        "lstm_layers": 2, "cells": 8, "proj": 3}
+
+
+def test_splice_frames_edges() -> None:
+    f = torch.arange(4.0).reshape(4, 1)
+    assert splice_frames(f, 1).tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 3]]
+
+
+@pytest.mark.parametrize("cfg", [DNN, LSTM], ids=["dnn", "lstm"])
+def test_model_io_round_trip(tmp_path, cfg) -> None:
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    priors = np.log(np.full(6, 1 / 6, dtype=np.float32))
+    path = tmp_path / "m.safetensors"
+    save_acoustic_model(path, model, cfg, priors)
+    loaded, cfg2, priors2 = load_acoustic_model(path)
+    assert cfg2["type"] == cfg["type"] and all(cfg2[k] == v for k, v in cfg.items())
+    assert np.allclose(priors2, priors)
+    feats = torch.randn(13, 4)
+    assert torch.allclose(loaded.log_posteriors(feats), model.log_posteriors(feats))
+    assert not loaded.training
+    # forward shapes the loop relies on
+    x = torch.randn(2, 12) if cfg["type"] == "dnn" else torch.randn(2, 7, 4)
+    out = model(x)
+    assert out.shape == ((2, 6) if cfg["type"] == "dnn" else (2, 4, 6))
+
+
+def test_load_rejects_foreign_files(tmp_path) -> None:
+    other = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(other))
+    with pytest.raises(ModelFileError, match="not an acoustic model"):
+        load_acoustic_model(other)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file at all")
+    with pytest.raises(ModelFileError, match="cannot read"):
+        load_acoustic_model(junk)
+    with pytest.raises(ModelFileError, match="no such"):
+        load_acoustic_model(tmp_path / "missing.safetensors")
+
+
+def test_config_errors() -> None:
+    with pytest.raises(ValueError, match="unknown model config keys"):
+        build_model({**DNN, "hiden_dim": 3})
+    with pytest.raises(ValueError, match="'type'"):
+        build_model({"feat_dim": 4, "num_pdfs": 6})
+    with pytest.raises(ValueError, match="priors"):
+        save_acoustic_model("/nonexistent/x", build_model(DNN), DNN, np.zeros(5))
+
+
+def test_priors(tmp_path) -> None:
+    counts = pdf_counts([np.array([0, 0, 1]), np.array([1, 1, 0, 0])], 4)
+    assert counts.tolist() == [4, 3, 0, 0]
+    lp = log_priors_from_counts(counts, floor=0.01)
+    p = np.exp(lp)
+    assert p.sum() == pytest.approx(1.0, abs=1e-6)
+    assert p[2] == p[3] > 0 and p[0] / p[1] == pytest.approx(4 / 3, rel=1e-5)
+    save_log_priors(tmp_path / "p.npy", lp)
+    assert np.array_equal(load_log_priors(tmp_path / "p.npy"), lp)
