@@ -101,10 +101,8 @@ fi
 
 if stage_on 3; then
   log "stage 3: MFCC (GMM) and fbank (networks) features with per-speaker CMVN"
-  for s in train dev test; do
-    for kind in mfcc fbank; do
-      python -m steps_py.features.compute --data "$data/$s" --kind "$kind" --nj "$nj" $force
-    done
+  for kind in mfcc fbank; do
+    python -m steps_py.features.compute --data "$data/train" "$data/dev" "$data/test" --kind "$kind" --nj "$nj" $force
   done
 fi
 

@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.error("%s", e)
             return 1
         res = perplexity(read_arpa(arpa), dev)
-        line = f"{dev_text}: {res.summary()}"
+        line = f"{args.order}-gram LM perplexity on {dev_text}: {res.summary()}"
         atomic_write_text(lm_dir / "perplexity.txt", line + "\n")
         print(line)
         info.update(

@@ -393,7 +393,14 @@ class NGSGD(torch.optim.Optimizer):
         self._linear = []
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # torch's Optimizer.load_state_dict casts floating state to the parameter's dtype;
+        # the Fisher estimates keep some float64 scalars (rho), so put the saved dtypes back
+        # or a resumed run would differ from an uninterrupted one in the last bits.
+        saved = state_dict["state"]
         super().load_state_dict(state_dict)
+        params = [p for g in self.param_groups for p in g["params"]]
+        for idx, st in saved.items():
+            _restore_dtypes(self.state[params[int(idx)]], st)
         for lp in self._linear:  # rebind the Fisher estimates to the loaded state
             w = lp.module.weight
             lp.ng_in.state = self.state[w].setdefault("ng_in", {})
@@ -480,3 +487,15 @@ class NGSGD(torch.optim.Optimizer):
                     p.sub_(buf)
         return loss
 
+
+
+def _restore_dtypes(loaded: dict[str, Any], saved: dict[str, Any]) -> None:
+    for k, v in saved.items():
+        if isinstance(v, dict) and isinstance(loaded.get(k), dict):
+            _restore_dtypes(loaded[k], v)
+        elif (
+            isinstance(v, torch.Tensor)
+            and isinstance(loaded.get(k), torch.Tensor)
+            and loaded[k].dtype != v.dtype
+        ):
+            loaded[k] = v.to(device=loaded[k].device, copy=True)

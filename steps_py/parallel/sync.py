@@ -1,0 +1,176 @@
+"""Synchronization algorithms as small objects with one method called at block end.
+
+Definitions follow DESIGN.md "Synchronization algorithms". N workers; in block t each
+worker starts from B(t-1), runs tau local updates and ends with W_i(t).
+
+* A(t) = mean_i W_i(t) (one all-reduce of the flat state vector).
+* `ma`:  G(t) = A(t), B(t) = G(t).
+* `bmuf-cbm` / `bmuf-nbm` (Chen & Huo 2016):
+  D(t) = A(t) - B(t-1); Delta(t) = eta * Delta(t-1) + zeta * D(t);
+  G(t) = G(t-1) + Delta(t); CBM: B(t) = G(t); NBM: B(t) = G(t) + eta * Delta(t).
+  G and the Nesterov look-ahead are kept apart (fairseq folds them together).
+  Defaults zeta = 1, eta = 1 - 1/N. During `warmup_blocks` blocks: plain averaging
+  (G = B = A, Delta stays 0).
+* `ddp`: gradients averaged every step (tau = 1); G = the (identical) worker model.
+* `none`: one worker, no communication; G = the worker model after every step.
+
+Every object holds its own state (`state_dict()` for checkpoints) and is identical on
+every rank, because all ranks see the same all-reduced A(t).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from steps_py.parallel.group import Group
+
+SYNC_CHOICES = ("none", "ddp", "ma", "bmuf-cbm", "bmuf-nbm")
+
+
+class Sync:
+    """Base: holds G (global model) and B (start of the next block)."""
+
+    name = "base"
+    sync_every_step = False  # True: on_block_end is called after every minibatch
+    averages_gradients = False
+
+    def __init__(self) -> None:
+        self.global_flat: torch.Tensor | None = None
+        self.start_flat: torch.Tensor | None = None
+        self.blocks = 0
+
+    def init(self, start: torch.Tensor) -> None:
+        """G(0) = B(0) = the initial (broadcast) model."""
+        self.global_flat = start.clone()
+        self.start_flat = start.clone()
+
+    def on_block_end(self, group: Group, worker_flats: list[torch.Tensor]) -> torch.Tensor:
+        """Combine the local workers' final states; return B(t), the next block's start."""
+        raise NotImplementedError
+
+    def override_start(self, start: torch.Tensor) -> None:
+        """Replace B(t) (used only by the interfering-EMA ablation: B(t) = E(t))."""
+        self.start_flat = start.clone()
+
+    def average_gradients(self, group: Group, grads: list[torch.Tensor]) -> torch.Tensor:
+        raise RuntimeError(f"--sync {self.name} does not average gradients")
+
+    def state_dict(self) -> dict[str, object]:
+        return {"name": self.name, "blocks": self.blocks, "global": self.global_flat,
+                "start": self.start_flat}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        if state["name"] != self.name:
+            raise ValueError(f"checkpoint was written with --sync {state['name']}, not {self.name}")
+        self.blocks = int(state["blocks"])  # type: ignore[arg-type]
+        self.global_flat = state["global"].clone()  # type: ignore[union-attr]
+        self.start_flat = state["start"].clone()  # type: ignore[union-attr]
+
+
+class NoSync(Sync):
+    """Single worker: G is the worker's model after each step."""
+
+    name = "none"
+    sync_every_step = True
+
+    def on_block_end(self, group: Group, worker_flats: list[torch.Tensor]) -> torch.Tensor:
+        if group.world_size != 1:
+            raise ValueError("--sync none needs exactly one worker")
+        self.blocks += 1
+        self.global_flat = worker_flats[0]  # G is the worker model itself (no copy)
+        self.start_flat = self.global_flat
+        return self.start_flat
+
+
+class GradientAveraging(NoSync):
+    """Synchronous SGD: per-step gradient all-reduce; models stay identical."""
+
+    name = "ddp"
+    averages_gradients = True
+
+    def average_gradients(self, group: Group, grads: list[torch.Tensor]) -> torch.Tensor:
+        return group.all_reduce_mean(grads)
+
+    def on_block_end(self, group: Group, worker_flats: list[torch.Tensor]) -> torch.Tensor:
+        self.blocks += 1
+        self.global_flat = worker_flats[0]  # identical on every worker (no copy)
+        self.start_flat = self.global_flat
+        return self.start_flat
+
+
+class ModelAveraging(Sync):
+    """MA: G(t) = B(t) = A(t)."""
+
+    name = "ma"
+
+    def on_block_end(self, group: Group, worker_flats: list[torch.Tensor]) -> torch.Tensor:
+        self.blocks += 1
+        avg = group.all_reduce_mean(worker_flats)
+        self.global_flat = avg
+        self.start_flat = avg
+        return avg
+
+
+class Bmuf(Sync):
+    """Blockwise model-update filtering with classical (CBM) or Nesterov (NBM) momentum."""
+
+    def __init__(self, world_size: int, nesterov: bool, block_momentum: float | None = None,
+                 block_lr: float = 1.0, warmup_blocks: int = 0) -> None:
+        super().__init__()
+        self.name = "bmuf-nbm" if nesterov else "bmuf-cbm"
+        self.nesterov = nesterov
+        self.eta = (1.0 - 1.0 / world_size) if block_momentum is None else block_momentum
+        self.zeta = block_lr
+        self.warmup_blocks = warmup_blocks
+        self.delta: torch.Tensor | None = None
+        if not 0.0 <= self.eta < 1.0:
+            raise ValueError(f"--bmuf-momentum must be in [0, 1), got {self.eta}")
+        if self.zeta <= 0:
+            raise ValueError(f"--bmuf-lr must be > 0, got {self.zeta}")
+
+    def init(self, start: torch.Tensor) -> None:
+        super().init(start)
+        self.delta = torch.zeros_like(start)
+
+    def on_block_end(self, group: Group, worker_flats: list[torch.Tensor]) -> torch.Tensor:
+        assert self.global_flat is not None and self.start_flat is not None
+        assert self.delta is not None
+        self.blocks += 1
+        avg = group.all_reduce_mean(worker_flats)
+        if self.blocks <= self.warmup_blocks:
+            self.global_flat = avg
+            self.start_flat = avg
+            return avg
+        d = avg.sub_(self.start_flat)  # D(t) = A(t) - B(t-1)
+        self.delta.mul_(self.eta).add_(d, alpha=self.zeta)  # Delta(t)
+        self.global_flat = self.global_flat + self.delta  # G(t)
+        if self.nesterov:
+            self.start_flat = self.global_flat + self.eta * self.delta
+        else:
+            self.start_flat = self.global_flat.clone()
+        return self.start_flat
+
+    def state_dict(self) -> dict[str, object]:
+        s = super().state_dict()
+        s.update(delta=self.delta, eta=self.eta, zeta=self.zeta)
+        return s
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        super().load_state_dict(state)
+        self.delta = state["delta"].clone()  # type: ignore[union-attr]
+
+
+def make_sync(name: str, world_size: int, block_momentum: float | None = None,
+              block_lr: float = 1.0, warmup_blocks: int = 0) -> Sync:
+    if name == "none":
+        if world_size != 1:
+            raise ValueError(f"--sync none runs one worker; got {world_size} (use ma, bmuf-* or ddp)")
+        return NoSync()
+    if name == "ddp":
+        return GradientAveraging()
+    if name == "ma":
+        return ModelAveraging()
+    if name in ("bmuf-cbm", "bmuf-nbm"):
+        return Bmuf(world_size, nesterov=name == "bmuf-nbm", block_momentum=block_momentum,
+                    block_lr=block_lr, warmup_blocks=warmup_blocks)
+    raise ValueError(f"unknown --sync {name!r}; choose one of {', '.join(SYNC_CHOICES)}")
