@@ -16,7 +16,6 @@ is left out and listed in `CerResult.skipped_empty_ref`.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -1,0 +1,122 @@
+"""Build the decoding graph HCLG (Kaldi's utils/mkgraph.sh in Python, with kaldifst).
+
+    python -m steps_py.decode.graph --lang data/lang_test --model exp/mono --out exp/mono/graph
+
+LG = min(det(L_disambig o G)); CLG = context composition (monophone: width 1); H from
+kaldi-hmm-gmm's get_h_transducer; HCLGa = min(rmsymbols(det(H o CLG))); HCLG = HCLGa
+with self-loops and transition probabilities (self-loop scale 0.1). Writes HCLG.fst
+(input labels: transition ids, for GMM decoding), HCLG_pdf.fst (input labels: pdf id + 1,
+for hybrid decoding with DecodableCtc over [T, num_pdfs] log-likelihoods), words.txt,
+phones.txt, num_pdfs, info.json (states/arcs) and .done.
+
+kaldifst has no fstrmsymbols and no mutable arc access, so symbols are relabelled by
+composing with a one-state relabelling transducer (C++ composition, no Python loop over
+arcs). fstpushspecial and fstrmepslocal are not available and are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import kaldi_hmm_gmm as khg
+import kaldifst
+
+from steps_py.fileio import atomic_path, atomic_write_json, atomic_write_text, is_done, mark_done
+from steps_py.gmm.model_io import read_model
+from steps_py.gmm.topo import Lang
+from steps_py.log import setup_logging
+
+log = logging.getLogger("mkgraph")
+
+
+def relabel_input(fst: kaldifst.StdVectorFst, mapping: dict[int, int]) -> kaldifst.StdVectorFst:
+    """Replace input labels by `mapping` (labels not in it stay; 0 stays 0), by composition."""
+    max_label = max([*mapping, *mapping.values(), 0])
+    lines = []
+    for old in range(1, max_label + 1):
+        lines.append(f"0 0 {mapping.get(old, old)} {old} 0")
+    lines.append("0 0")
+    relabel = kaldifst.compile(s="\n".join(lines) + "\n", acceptor=False)
+    kaldifst.arcsort(relabel, sort_type="olabel")
+    kaldifst.arcsort(fst, sort_type="ilabel")
+    out = kaldifst.compose(relabel, fst, connect=True)
+    return kaldifst.StdVectorFst(out) if not isinstance(out, kaldifst.StdVectorFst) else out
+
+
+def fst_size(fst: kaldifst.StdVectorFst) -> tuple[int, int]:
+    n_arcs = 0
+    for s in range(fst.num_states):
+        n_arcs += fst.num_arcs(s)
+    return fst.num_states, n_arcs
+
+
+def make_hclg(lang: Lang, tm: khg.TransitionModel, tree: khg.ContextDependency, self_loop_scale: float = 0.1, transition_scale: float = 1.0) -> tuple[kaldifst.StdVectorFst, kaldifst.StdVectorFst]:
+    """Return (HCLG with transition-id input labels, the same graph with pdf-id + 1 labels)."""
+    L = lang.read_fst("L_disambig.fst")
+    G = lang.read_fst("G.fst")
+    kaldifst.arcsort(L, sort_type="olabel")
+    kaldifst.arcsort(G, sort_type="ilabel")
+    LG = kaldifst.compose(L, G, connect=True)
+    if LG.num_states == 0:
+        raise SystemExit(f"L_disambig o G is empty in {lang.dir}: G.fst and words.txt/L_disambig.fst do not match (rebuild lang_test)")
+    if kaldifst.determinize_star(LG, use_log=True):  # True means it stopped early
+        log.warning("determinize_star(LG) stopped early; the graph is only partly determinized")
+    kaldifst.minimize_encoded(LG)
+    log.info("LG: %d states, %d arcs", *fst_size(LG))
+    CLG, ilabels = kaldifst.compose_context(disambig_syms=lang.disambig_phones, context_width=tree.context_width,
+                                            central_position=tree.central_position, ifst=LG)
+    kaldifst.arcsort(CLG, sort_type="ilabel")
+    H, disambig_tids = khg.get_h_transducer(ilabel_info=ilabels, ctx_dep=tree, trans_model=tm,
+                                            config=khg.HTransducerConfig(transition_scale=transition_scale))
+    kaldifst.arcsort(H, sort_type="olabel")
+    HCLGa = kaldifst.compose(H, CLG, connect=True)
+    kaldifst.determinize_star(HCLGa, use_log=True)
+    HCLGa = relabel_input(HCLGa, {t: 0 for t in disambig_tids})
+    kaldifst.minimize_encoded(HCLGa)
+    HCLG = khg.add_self_loops(self_loop_scale=self_loop_scale, disambig_syms=[], reorder=True, trans_model=tm, ifst=HCLGa)
+    kaldifst.arcsort(HCLG, sort_type="ilabel")
+    tid2pdf = tm.transition_id_to_pdf_array()
+    HCLG_pdf = relabel_input(HCLG, {t: tid2pdf[t] + 1 for t in range(1, tm.num_transition_ids + 1)})
+    return HCLG, HCLG_pdf
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lang", type=Path, default=Path("data/lang_test"), help="lang dir with G.fst")
+    ap.add_argument("--model", type=Path, default=Path("exp/mono"), help="model dir (final.npz) or npz")
+    ap.add_argument("--out", type=Path, default=Path("exp/mono/graph"))
+    ap.add_argument("--self-loop-scale", type=float, default=0.1)
+    ap.add_argument("--transition-scale", type=float, default=1.0)
+    ap.add_argument("--force", action="store_true", help="rebuild even if --out is done")
+    args = ap.parse_args(argv)
+    setup_logging("mkgraph", args.out.parent / "log" / "mkgraph.log")
+    if is_done(args.out) and not args.force:
+        log.info("%s already built (.done present); skipping (use --force to rebuild)", args.out)
+        return
+    t0 = time.time()
+    lang = Lang.load(args.lang)
+    model = read_model(args.model)
+    _, tree, tm, _ = model.build()
+    HCLG, HCLG_pdf = make_hclg(lang, tm, tree, args.self_loop_scale, args.transition_scale)
+    states, arcs = fst_size(HCLG)
+    with atomic_path(args.out) as tmp:
+        tmp.mkdir(parents=True)
+        HCLG.write(str(tmp / "HCLG.fst"))
+        HCLG_pdf.write(str(tmp / "HCLG_pdf.fst"))
+        shutil.copy(lang.dir / "words.txt", tmp / "words.txt")
+        shutil.copy(lang.dir / "phones.txt", tmp / "phones.txt")
+        atomic_write_text(tmp / "topo", model.topo_text)
+        atomic_write_text(tmp / "num_pdfs", f"{model.gmm.num_pdfs}\n")
+        info = {"states": states, "arcs": arcs, "num_pdfs": model.gmm.num_pdfs, "self_loop_scale": args.self_loop_scale,
+                "seconds": round(time.time() - t0, 1)}
+        atomic_write_json(tmp / "info.json", info)
+        mark_done(tmp, info)
+    log.info("HCLG: %d states, %d arcs; written to %s in %.1f s", states, arcs, args.out, time.time() - t0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Align a data dir with a trained GMM (Kaldi's steps/align_si.sh in Python).
+
+    python -m steps_py.gmm.align --data data/train --lang data/lang --model exp/mono --out exp/mono_ali/train --nj 2
+
+Writes <out>/ali.{ark,scp} (transition ids), <out>/pdf.{ark,scp} (pdf ids), one entry
+per feature frame; <out>/report.txt (success rate, every utterance not aligned and why),
+<out>/../num_pdfs and a .done marker. Beam 10, retry beam 40, as Kaldi.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from steps_py.fileio import atomic_write_text, is_done, mark_done
+from steps_py.gmm.ali_io import write_int32_vectors
+from steps_py.gmm.data import load_utterances
+from steps_py.gmm.jobs import AlignOptions, JobPool, Utterance
+from steps_py.gmm.model_io import read_model
+from steps_py.gmm.topo import Lang
+from steps_py.log import setup_logging
+
+log = logging.getLogger("align")
+
+
+def align_utterances(lang: Lang, model_path: Path, utts: list[Utterance], nj: int, opts: AlignOptions) -> tuple[dict[str, np.ndarray], dict[str, str], int]:
+    """Returns (transition-id alignments, failed utt -> reason, number retried)."""
+    model = read_model(model_path)
+    alis: dict[str, np.ndarray] = {}
+    failed: dict[str, str] = {}
+    retried = 0
+    with JobPool(str(lang.dir), utts, nj) as pool:
+        for a, f, r in pool.call("align_model", model, opts):
+            alis.update(a)
+            failed.update(f)
+            retried += r
+    return alis, failed, retried
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path("data/train"))
+    ap.add_argument("--lang", type=Path, default=Path("data/lang"))
+    ap.add_argument("--model", type=Path, default=Path("exp/mono"), help="model dir (final.npz) or npz file")
+    ap.add_argument("--out", type=Path, default=Path("exp/mono_ali/train"))
+    ap.add_argument("--nj", type=int, default=2)
+    ap.add_argument("--beam", type=float, default=10.0)
+    ap.add_argument("--retry-beam", type=float, default=40.0)
+    ap.add_argument("--boost-silence", type=float, default=1.0)
+    ap.add_argument("--force", action="store_true", help="realign even if --out is done")
+    args = ap.parse_args(argv)
+    setup_logging("align", args.out / "log" / "align.log")
+    if is_done(args.out) and not args.force:
+        log.info("%s already aligned (.done present); skipping (use --force to redo)", args.out)
+        return
+    t0 = time.time()
+    lang = Lang.load(args.lang)
+    from steps_py.gmm.feats import open_mfcc
+
+    utts, report = load_utterances(args.data, lang, open_mfcc(args.data))
+    log.info("%d utterances from %s; %s", len(utts), args.data, report.summary())
+    opts = AlignOptions(beam=args.beam, retry_beam=args.retry_beam, boost_silence=args.boost_silence)
+    alis, failed, retried = align_utterances(lang, args.model, utts, args.nj, opts)
+    model = read_model(args.model)
+    _, _, tm, _ = model.build()
+    tid2pdf = np.asarray(tm.transition_id_to_pdf_array(), dtype=np.int32)
+    write_int32_vectors(args.out, "ali", alis)
+    write_int32_vectors(args.out, "pdf", {u: tid2pdf[a] for u, a in alis.items()})
+    atomic_write_text(args.out.parent / "num_pdfs", f"{model.gmm.num_pdfs}\n")
+    total = len(utts) + len(report.skipped)
+    rate = 100.0 * len(alis) / max(1, total)
+    not_aligned = {**report.skipped, **failed}
+    lines = [
+        f"data {args.data}", f"utterances {total}", f"aligned {len(alis)}", f"success_rate {rate:.2f}%",
+        f"retried {retried}", f"oov_tokens {sum(report.oov_tokens.values())}", f"not_aligned {len(not_aligned)}",
+    ] + [f"{u} {why}" for u, why in sorted(not_aligned.items())]
+    atomic_write_text(args.out / "report.txt", "\n".join(lines) + "\n")
+    mark_done(args.out, {"aligned": len(alis), "total": total, "success_rate": rate})
+    log.info("aligned %d of %d utterances (%.2f %%), %d retried, %d failed, %d skipped; %.1f s",
+             len(alis), total, rate, retried, len(failed), len(report.skipped), time.time() - t0)
+
+
+if __name__ == "__main__":
+    main()

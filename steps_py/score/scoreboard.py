@@ -1,0 +1,401 @@
+"""Build the scoreboard: every decoded system of `exp/` in one table, plus plots.
+
+    python -m steps_py.score.scoreboard --exp exp --out results [--runs-glob '*_n*']
+
+Systems:
+
+* every exp dir WITHOUT summary.json that has decode dirs (e.g. `exp/mono` -> GMM):
+  one row per decode tag, from `decode[_<tag>]_{dev,test}/`;
+* every training run `exp/<model>_<sync>_n<N>[_seed<S>]/` with `summary.json`: one row per
+  decoded model tag (`global`, `ema-<decay>`) from `decode_<tag>_{dev,test}/`. Runs that
+  differ only by `_seed<S>` are one system: CERs, wall time and frames/s are given as
+  mean ± std over the seeds.
+
+Columns: system, model, sync, workers, block (minibatches per sync), epochs, dev CER, test
+CER, the EMA model's relative test-CER change vs its own run's global model with a paired
+bootstrap 95 % CI over utterances (1000 resamples, fixed seed; seeds pooled, see
+`steps_py.score.bootstrap`), train wall time, frames/s. CERs are recomputed from each
+decode dir's `ref.txt` and `hyp.txt` (falling back to its `cer` line).
+
+Writes `<out>/scoreboard.md`, `<out>/scoreboard.json`, `<out>/dev_acc_<run>.png` (dev frame
+accuracy per epoch, global vs EMA) and `<out>/cer_vs_ema_decay.png` (when a run tracked
+several decays); prints the markdown table. It is rebuilt only when an input file changed
+(a fingerprint of the inputs is kept in scoreboard.json) or with --force.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import re
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from steps_py.fileio import atomic_write_json, atomic_write_text
+from steps_py.log import setup_logging
+from steps_py.score.bootstrap import RelChangeCI, paired_bootstrap_rel_change
+from steps_py.score.cer import CerResult, ScoreError, score_files
+
+log = logging.getLogger("scoreboard")
+
+RUN_RE = re.compile(r"^(?P<base>(?P<model>[A-Za-z0-9]+)_(?P<sync>[A-Za-z0-9-]+)_n(?P<workers>\d+))"
+                    r"(?:_seed(?P<seed>\d+))?$")
+DECODE_RE = re.compile(r"^decode(?:_(?P<tag>.+?))?_(?P<set>[^_]+)$")
+_CER_LINE = re.compile(r"%[A-Z]+\s+([0-9.]+)\s+\[\s*(\d+)\s*/\s*(\d+)")
+
+
+@dataclass
+class DecodeScore:
+    """CER of one decode dir; `result` (per-utterance details) when ref/hyp texts exist."""
+
+    cer: float
+    result: CerResult | None
+
+
+@dataclass
+class Run:
+    """One exp dir: a training run (with summary) or a GMM/other system (summary None)."""
+
+    path: Path
+    base: str
+    seed: int | None
+    summary: dict[str, Any] | None
+    decodes: dict[tuple[str, str], Path] = field(default_factory=dict)  # (tag, set) -> dir
+
+
+@dataclass
+class SystemRow:
+    system: str
+    base: str
+    tag: str
+    model: str
+    sync: str
+    workers: int | None
+    block: int | None
+    epochs: float | None
+    seeds: list[int | None]
+    dev_cer: list[float]
+    test_cer: list[float]
+    wall_time_s: list[float]
+    frames_per_s: list[float]
+    rel_change: RelChangeCI | None = None
+    decay: float | None = None
+    ema: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in ("system", "base", "tag", "model", "sync", "workers", "block",
+                                           "epochs", "seeds", "dev_cer", "test_cer", "wall_time_s",
+                                           "frames_per_s", "decay", "ema")}
+        for k in ("dev_cer", "test_cer", "wall_time_s", "frames_per_s"):
+            d[f"{k}_mean"], d[f"{k}_std"] = mean_std(getattr(self, k))
+        d["ema_rel_change_test"] = None if self.rel_change is None else {
+            "percent": self.rel_change.rel_change, "ci95_low": self.rel_change.low,
+            "ci95_high": self.rel_change.high, "resamples": self.rel_change.resamples,
+            "seed": self.rel_change.seed}
+        return d
+
+
+def mean_std(xs: list[float]) -> tuple[float | None, float | None]:
+    if not xs:
+        return None, None
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def default_model(name: str) -> str:
+    """Model column for an exp dir without summary.json: 'gmm' for mono*/tri*, else '?'."""
+    return "gmm" if re.match(r"^(mono|tri)", name) else "?"
+
+
+def is_ema(tag: str) -> bool:
+    return tag.startswith("ema")
+
+
+def tag_decay(tag: str, summary: dict[str, Any] | None = None) -> float | None:
+    """EMA decay alpha of a tag: `ema-0.99` -> 0.99; `ema-hl<frames>` -> the alpha the run
+    derived (summary's ema_decays labels / ema_alphas); None for other tags."""
+    if not is_ema(tag):
+        return None
+    label = re.sub(r"^ema[-_]?", "", tag)
+    if summary:
+        labels, alphas = summary.get("ema_decays") or [], summary.get("ema_alphas") or []
+        if len(labels) == len(alphas):
+            for lab, a in zip(labels, alphas, strict=True):
+                if str(lab) == label or (_is_float(lab) and _is_float(label) and float(lab) == float(label)):
+                    return float(a)
+    return float(label) if _is_float(label) else None
+
+
+def _is_float(x: Any) -> bool:
+    try:
+        float(x)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def discover(exp: Path, runs_glob: str, sets: tuple[str, str]) -> list[Run]:
+    """Find exp dirs with decode dirs of the dev/test sets."""
+    runs: list[Run] = []
+    if not exp.is_dir():
+        raise ScoreError(f"{exp}: no such directory; give the recipe's exp dir with --exp")
+    for d in sorted(p for p in exp.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        summary_path = d / "summary.json"
+        summary = None
+        if summary_path.is_file():
+            if not d.match(runs_glob):
+                continue
+            try:
+                summary = json.loads(summary_path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as e:
+                log.warning("skipping %s: unreadable summary.json (%s)", d, e)
+                continue
+        decodes = {}
+        for dd in sorted(d.iterdir()):
+            m = DECODE_RE.match(dd.name)
+            if dd.is_dir() and m and m.group("set") in sets:
+                decodes[(m.group("tag") or "", m.group("set"))] = dd
+        if not decodes:
+            continue
+        m = RUN_RE.match(d.name)
+        if summary is not None and m:
+            runs.append(Run(d, m.group("base"), int(m.group("seed")) if m.group("seed") else None, summary, decodes))
+        else:
+            runs.append(Run(d, d.name, None, summary, decodes))
+    return runs
+
+
+def input_files(runs: list[Run]) -> list[Path]:
+    files = []
+    for r in runs:
+        if r.summary is not None:
+            files.append(r.path / "summary.json")
+        for dd in r.decodes.values():
+            files.extend(p for p in (dd / "ref.txt", dd / "hyp.txt", dd / "cer") if p.is_file())
+    return sorted(files)
+
+
+def fingerprint(files: list[Path], args_key: str) -> str:
+    h = hashlib.sha256(args_key.encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def score_decode_dir(dd: Path) -> DecodeScore | None:
+    """CER of a decode dir from ref.txt/hyp.txt, else from its `cer` line; None if neither."""
+    if (dd / "ref.txt").is_file() and (dd / "hyp.txt").is_file():
+        try:
+            res = score_files(dd / "ref.txt", dd / "hyp.txt", empty_ref="skip")
+            return DecodeScore(res.cer, res)
+        except ScoreError as e:
+            log.warning("%s: cannot rescore (%s); trying its cer file", dd, e)
+    if (dd / "cer").is_file():
+        m = _CER_LINE.search((dd / "cer").read_text(encoding="utf-8"))
+        if m:
+            return DecodeScore(float(m.group(1)), None)
+    log.warning("%s: no ref.txt/hyp.txt or cer line; left out", dd)
+    return None
+
+
+def _num(summary: dict[str, Any] | None, key: str) -> Any:
+    return None if summary is None else summary.get(key)
+
+
+def paired_errors(results: list[tuple[CerResult, CerResult]]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(S, U) errors of A and B and (U,) ref lengths on the utterances every result has."""
+    common = None
+    for a, b in results:
+        s = set(a.utts) & set(b.utts)
+        common = s if common is None else common & s
+    if not common:
+        return None
+    utts = sorted(common)
+    ea = np.array([[a.utts[u].errors for u in utts] for a, _ in results], dtype=np.float64)
+    eb = np.array([[b.utts[u].errors for u in utts] for _, b in results], dtype=np.float64)
+    n = np.array([len(results[0][0].utts[u].ref) for u in utts], dtype=np.float64)
+    return ea, eb, n
+
+
+def build_rows(runs: list[Run], sets: tuple[str, str], resamples: int, seed: int) -> list[SystemRow]:
+    dev_set, test_set = sets
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(r.base, []).append(r)
+    scores: dict[tuple[Path, str, str], DecodeScore] = {}
+    for r in runs:
+        for (tag, s), dd in r.decodes.items():
+            sc = score_decode_dir(dd)
+            if sc is not None:
+                scores[(r.path, tag, s)] = sc
+    rows: list[SystemRow] = []
+    for base, members in groups.items():
+        members.sort(key=lambda r: (r.seed is None, r.seed or 0))
+        tags = sorted({t for r in members for (t, _) in r.decodes},
+                      key=lambda t: (t not in ("", "global"), tag_decay(t, members[0].summary) or 0.0, t))
+        s0 = members[0].summary
+        for tag in tags:
+            dev = [scores[(r.path, tag, dev_set)].cer for r in members if (r.path, tag, dev_set) in scores]
+            test = [scores[(r.path, tag, test_set)].cer for r in members if (r.path, tag, test_set) in scores]
+            if not dev and not test:
+                continue
+            name = base if not tag else f"{base}/{tag}"
+            if len(members) > 1:
+                name += f" ({len(members)} seeds)"
+            row = SystemRow(
+                system=name, base=base, tag=tag or "-",
+                model=str(_num(s0, "model") or default_model(base)),
+                sync=str(_num(s0, "sync") or "-"), workers=_num(s0, "workers"),
+                block=_num(s0, "block_minibatches"), epochs=_num(s0, "epochs"),
+                seeds=[r.seed for r in members], dev_cer=dev, test_cer=test,
+                wall_time_s=[float(r.summary["wall_time_s"]) for r in members
+                             if r.summary and r.summary.get("wall_time_s") is not None],
+                frames_per_s=[float(r.summary["frames_per_s"]) for r in members
+                              if r.summary and r.summary.get("frames_per_s") is not None],
+                decay=tag_decay(tag, s0), ema=is_ema(tag))
+            if row.ema:
+                pairs = []
+                for r in members:
+                    a, b = scores.get((r.path, "global", test_set)), scores.get((r.path, tag, test_set))
+                    if a and b and a.result and b.result:
+                        pairs.append((a.result, b.result))
+                pe = paired_errors(pairs) if pairs else None
+                if pe is not None:
+                    try:
+                        row.rel_change = paired_bootstrap_rel_change(*pe, resamples=resamples, seed=seed)
+                    except ValueError as e:
+                        log.warning("%s: no EMA-vs-global CI (%s)", name, e)
+            rows.append(row)
+    rows.sort(key=lambda r: (r.epochs is not None, r.model, r.sync, r.workers or 0, r.base,
+                             r.ema, r.decay or 0.0, r.tag))
+    return rows
+
+
+def _fmt(xs: list[float], digits: int = 2) -> str:
+    m, s = mean_std(xs)
+    if m is None:
+        return "-"
+    return f"{m:.{digits}f}" if len(xs) == 1 else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def _fmt_time(xs: list[float]) -> str:
+    m, s = mean_std(xs)
+    if m is None:
+        return "-"
+    return f"{m / 60:.1f} min" if len(xs) == 1 else f"{m / 60:.1f} ± {s / 60:.1f} min"
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and not math.isnan(v):
+        return f"{v:g}"
+    return str(v)
+
+
+def markdown_table(rows: list[SystemRow], sets: tuple[str, str]) -> str:
+    head = ["system", "model", "sync", "workers", "block", "epochs", f"{sets[0]} CER %", f"{sets[1]} CER %",
+            f"EMA vs global, {sets[1]} (rel. %, 95 % CI)", "train wall time", "frames/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in rows:
+        cells = [r.system, r.model, r.sync, _cell(r.workers), _cell(r.block), _cell(r.epochs),
+                 _fmt(r.dev_cer), _fmt(r.test_cer), r.rel_change.fmt() if r.rel_change else "-",
+                 _fmt_time(r.wall_time_s), _fmt(r.frames_per_s, 0)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def make_plots(runs: list[Run], rows: list[SystemRow], out: Path, sets: tuple[str, str]) -> list[str]:
+    from steps_py.score.plots import plot_cer_vs_decay, plot_dev_accuracy
+
+    written = []
+    for r in runs:
+        hist = (r.summary or {}).get("history")
+        if isinstance(hist, list) and hist:
+            png = out / f"dev_acc_{r.path.name}.png"
+            if plot_dev_accuracy(hist, png, f"{r.path.name}: dev frame accuracy"):
+                written.append(png.name)
+    series: dict[str, dict[str, Any]] = {}
+    glob_cer = {(r.base, s): mean_std(r.dev_cer if s == sets[0] else r.test_cer)[0]
+                for r in rows if r.tag in ("global",) for s in sets}
+    for r in rows:
+        if r.decay is None:
+            continue
+        for s, xs in ((sets[0], r.dev_cer), (sets[1], r.test_cer)):
+            if xs:
+                d = series.setdefault(f"{r.base} {s}", {"decays": [], "cers": [], "global": glob_cer.get((r.base, s))})
+                d["decays"].append(r.decay)
+                d["cers"].append(mean_std(xs)[0])
+    if plot_cer_vs_decay(series, out / "cer_vs_ema_decay.png"):
+        written.append("cer_vs_ema_decay.png")
+    return written
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m steps_py.score.scoreboard", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--exp", type=Path, default=Path("exp"), help="experiment dir (default: exp)")
+    p.add_argument("--out", type=Path, default=Path("results"), help="output dir (default: results)")
+    p.add_argument("--runs-glob", "--seeds-glob", dest="runs_glob", default="*",
+                   help="glob on training-run dir names to include (e.g. 'dnn_ma_n4*' for one "
+                        "system's seeds); default: all")
+    p.add_argument("--dev-set", default="dev")
+    p.add_argument("--test-set", default="test")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap random seed (default 0)")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--force", action="store_true", help="rebuild even if no input changed")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging("scoreboard")
+    sets = (args.dev_set, args.test_set)
+    try:
+        runs = discover(args.exp, args.runs_glob, sets)
+    except ScoreError as e:
+        log.error("%s", e)
+        return 1
+    if not runs:
+        log.error("%s: no decode dirs (decode[_<tag>]_{%s,%s}) found; run the decoding stage first",
+                  args.exp, *sets)
+        return 1
+    fp = fingerprint(input_files(runs), json.dumps([args.runs_glob, sets, args.resamples, args.seed, args.no_plots]))
+    out_json, out_md = args.out / "scoreboard.json", args.out / "scoreboard.md"
+    if not args.force and out_json.is_file() and out_md.is_file():
+        try:
+            old = json.loads(out_json.read_text(encoding="utf-8")).get("inputs_fingerprint")
+        except json.JSONDecodeError:
+            old = None
+        if old == fp:
+            log.info("%s is up to date with its inputs; skipping (use --force to rebuild)", out_md)
+            print(out_md.read_text(encoding="utf-8"), end="")
+            return 0
+    rows = build_rows(runs, sets, args.resamples, args.seed)
+    table = markdown_table(rows, sets)
+    plots = [] if args.no_plots else make_plots(runs, rows, args.out, sets)
+    md = ("# Scoreboard\n\nCER in %; mean ± std over seeds where a system has several. "
+          "EMA vs global: relative change of the EMA model's test CER vs the same run's global "
+          f"model (negative = EMA better), paired bootstrap 95 % CI over utterances, "
+          f"{args.resamples} resamples, seed {args.seed}.\n\n" + table)
+    if plots:
+        md += "\n" + "".join(f"![{p}]({p})\n" for p in plots)
+    atomic_write_json(out_json, {"inputs_fingerprint": fp, "sets": list(sets),
+                                 "systems": [r.to_dict() for r in rows], "plots": plots})
+    atomic_write_text(out_md, md)
+    log.info("wrote %s, %s and %d plot(s) for %d system(s)", out_md, out_json, len(plots), len(rows))
+    print(table, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

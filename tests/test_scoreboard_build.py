@@ -1,0 +1,116 @@
+"""Scoreboard from small fake exp dirs: rows, numbers, seeds, bootstrap CI, plots, idempotency."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from steps_py.score.scoreboard import main as scoreboard_main
+
+REF = {f"spk{i % 3}-u{i:02d}": "打开导航去北京" for i in range(12)}  # 12 utts x 7 chars = 84
+
+
+def _decode_dir(d: Path, wrong_chars: int) -> None:
+    """A decode dir whose hyp.txt has one substitution in each of the first `wrong_chars` utts."""
+    d.mkdir(parents=True)
+    utts = sorted(REF)
+    (d / "ref.txt").write_text("".join(f"{u} {' '.join(REF[u])}\n" for u in utts), encoding="utf-8")
+    hyp = {u: ("关" + REF[u][1:] if i < wrong_chars else REF[u]) for i, u in enumerate(utts)}
+    (d / "hyp.txt").write_text("".join(f"{u} {' '.join(hyp[u])}\n" for u in utts), encoding="utf-8")
+
+
+def _run(exp: Path, name: str, errs: dict[str, tuple[int, int]], wall: float) -> None:
+    run = exp / name
+    run.mkdir(parents=True)
+    summary = {"model": name.split("_")[0], "sync": name.split("_")[1], "workers": int(name.split("_")[2][1:]),
+               "block_minibatches": 8, "epochs": 2, "ema_decays": [0.9, 0.99], "wall_time_s": wall,
+               "frames_per_s": 1000.0,
+               "history": [{"epoch": e, "train_loss": 2.0 / e, "dev_acc_global": 0.4 + 0.1 * e,
+                            "dev_acc_ema-0.9": 0.45 + 0.1 * e, "dev_acc_ema-0.99": 0.47 + 0.1 * e}
+                           for e in (1, 2)]}
+    (run / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    for tag, (dev, test) in errs.items():
+        _decode_dir(run / f"decode_{tag}_dev", dev)
+        _decode_dir(run / f"decode_{tag}_test", test)
+
+
+@pytest.fixture()
+def exp(tmp_path: Path) -> Path:
+    exp = tmp_path / "exp"
+    _decode_dir(exp / "mono" / "decode_dev", 6)
+    _decode_dir(exp / "mono" / "decode_test", 9)
+    (exp / "mono_ali").mkdir()
+    _run(exp, "dnn_ma_n2_seed1", {"global": (4, 6), "ema-0.9": (3, 4), "ema-0.99": (2, 3)}, 120.0)
+    _run(exp, "dnn_ma_n2_seed2", {"global": (5, 8), "ema-0.9": (4, 6), "ema-0.99": (2, 4)}, 180.0)
+    _run(exp, "lstm_bmuf_n4", {"global": (3, 4), "ema-0.99": (3, 4)}, 600.0)
+    return exp
+
+
+def test_scoreboard_rows_and_numbers(exp: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "results"
+    assert scoreboard_main(["--exp", str(exp), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads((out / "scoreboard.json").read_text(encoding="utf-8"))
+    rows = {r["system"]: r for r in data["systems"]}
+    assert list(rows) == ["mono", "dnn_ma_n2/global (2 seeds)", "dnn_ma_n2/ema-0.9 (2 seeds)",
+                          "dnn_ma_n2/ema-0.99 (2 seeds)", "lstm_bmuf_n4/global", "lstm_bmuf_n4/ema-0.99"]
+    mono = rows["mono"]
+    assert mono["model"] == "gmm" and mono["dev_cer"] == [pytest.approx(100 * 6 / 84)]
+    assert mono["test_cer"] == [pytest.approx(100 * 9 / 84)] and mono["ema_rel_change_test"] is None
+    g = rows["dnn_ma_n2/global (2 seeds)"]
+    assert (g["model"], g["sync"], g["workers"], g["block"], g["epochs"], g["seeds"]) == ("dnn", "ma", 2, 8, 2, [1, 2])
+    assert g["test_cer_mean"] == pytest.approx(100 * 7 / 84)
+    assert g["test_cer_std"] == pytest.approx(statistics.stdev([100 * 6 / 84, 100 * 8 / 84]))
+    assert g["wall_time_s_mean"] == pytest.approx(150.0)
+    e = rows["dnn_ma_n2/ema-0.99 (2 seeds)"]["ema_rel_change_test"]
+    assert e["percent"] == pytest.approx(100 * (3.5 - 7) / 7)  # mean test errors 3.5 vs 7
+    assert e["ci95_low"] <= e["percent"] <= e["ci95_high"] and e["resamples"] == 1000
+    same = rows["lstm_bmuf_n4/ema-0.99"]["ema_rel_change_test"]
+    assert same["percent"] == 0.0 and same["ci95_low"] == same["ci95_high"] == 0.0
+    md = (out / "scoreboard.md").read_text(encoding="utf-8")
+    assert "| dnn_ma_n2/ema-0.99 (2 seeds) | dnn | ma | 2 | 8 | 2 |" in md and "-50.0 %" in md
+    assert "| dnn_ma_n2/global (2 seeds) | dnn | ma | 2 | 8 | 2 |" in printed
+    assert (out / "dev_acc_dnn_ma_n2_seed1.png").stat().st_size > 1000
+    assert (out / "cer_vs_ema_decay.png").stat().st_size > 1000
+    # unchanged inputs: skipped; a changed hyp: rebuilt with the new number
+    mtime = (out / "scoreboard.json").stat().st_mtime_ns
+    assert scoreboard_main(["--exp", str(exp), "--out", str(out), "--no-plots"]) == 0
+    assert (out / "scoreboard.json").stat().st_mtime_ns != mtime  # options changed -> rebuilt
+    mtime = (out / "scoreboard.json").stat().st_mtime_ns
+    assert scoreboard_main(["--exp", str(exp), "--out", str(out), "--no-plots"]) == 0
+    assert (out / "scoreboard.json").stat().st_mtime_ns == mtime
+    (exp / "mono" / "decode_test" / "hyp.txt").write_text("", encoding="utf-8")
+    assert scoreboard_main(["--exp", str(exp), "--out", str(out), "--no-plots"]) == 0
+    rows = {r["system"]: r for r in json.loads((out / "scoreboard.json").read_text(encoding="utf-8"))["systems"]}
+    assert rows["mono"]["test_cer"] == [pytest.approx(100.0)]
+
+
+def test_runs_glob_selects_and_empty_exp_fails(exp: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    assert scoreboard_main(["--exp", str(exp), "--out", str(out), "--runs-glob", "lstm*", "--no-plots"]) == 0
+    systems = [r["system"] for r in json.loads((out / "scoreboard.json").read_text(encoding="utf-8"))["systems"]]
+    assert systems == ["mono", "lstm_bmuf_n4/global", "lstm_bmuf_n4/ema-0.99"]
+    (tmp_path / "empty").mkdir()
+    assert scoreboard_main(["--exp", str(tmp_path / "empty"), "--out", str(out)]) == 1
+
+
+def test_dev_accuracy_curves_flat_and_nested_history() -> None:
+    from steps_py.score.plots import dev_accuracy_curves
+
+    flat = [{"epoch": 1, "dev_acc_global": 0.5, "dev_acc_ema-0.99": 0.55, "dev_ce_global": 1.2, "train_acc": 0.9}]
+    nested = [{"epoch": 2, "dev": {"global": {"acc": 0.6, "ce": 1.0}, "ema_0.999": {"acc": 0.65}}}]
+    assert dev_accuracy_curves(flat) == {"global": [(1.0, 0.5)], "ema-0.99": [(1.0, 0.55)]}
+    assert dev_accuracy_curves(nested) == {"global": [(2.0, 0.6)], "ema-0.999": [(2.0, 0.65)]}
+
+
+def test_tag_decay_from_label_or_half_life() -> None:
+    from steps_py.score.scoreboard import tag_decay
+
+    summary = {"ema_decays": ["0.99", "hl1e+06"], "ema_alphas": [0.99, 0.9987]}
+    assert tag_decay("ema-hl1e+06", summary) == 0.9987
+    assert tag_decay("ema-0.99", summary) == 0.99
+    assert tag_decay("ema-0.9") == 0.9
+    assert tag_decay("global", summary) is None and tag_decay("ema-hl5") is None
