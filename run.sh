@@ -110,13 +110,15 @@ if stage_on 4; then
   log "stage 4: monophone GMM-HMM, alignments, HCLG, GMM decoding"
   python -m steps_py.gmm.train_mono --data $data/train --lang $data/lang --out $exp/mono --nj "$nj" $gmm_opts $force
   for s in train dev; do
-    python -m steps_py.gmm.align --data "$data/$s" --lang $data/lang --model $exp/mono --out "$exp/mono_ali/$s" --nj "$nj" $force
+    python -m steps_py.gmm.align --data "$data/$s" --lang $data/lang --model $exp/mono --out "$exp/mono_ali/$s" --nj "$nj" ${align_opts:-} $force
   done
   python -m steps_py.decode.graph --lang $data/lang_test --model $exp/mono --out $exp/mono/graph $force
   python -m steps_py.decode.gmm --model $exp/mono --graph $exp/mono/graph --data $data/dev \
-    --out $exp/mono/decode_dev --nj "$nj" $decode_opts $force
+    --out $exp/mono/decode_dev --nj "$nj" $gmm_decode_opts $force
   python -m steps_py.decode.gmm --model $exp/mono --graph $exp/mono/graph --data $data/test \
-    --out $exp/mono/decode_test --lm-weight-from $exp/mono/decode_dev --nj "$nj" $decode_opts $force
+    --out $exp/mono/decode_test --lm-weight-from $exp/mono/decode_dev --nj "$nj" $gmm_decode_opts $force
+  log "GMM (mono) dev  $(cat $exp/mono/decode_dev/cer) at LM weight $(cat $exp/mono/decode_dev/best_lmwt)"
+  log "GMM (mono) test $(cat $exp/mono/decode_test/cer)"
 fi
 
 if stage_on 5; then
@@ -164,9 +166,9 @@ if stage_on 7; then
       [ -f "$model" ] || { log "  $d has no final models; run stage 6 first"; exit 1; }
       tag=$(basename "$model" .safetensors)
       python -m steps_py.decode.nnet --model "$model" --graph $exp/mono/graph --data $data/dev \
-        --out "$d/decode_${tag}_dev" --nj "$nj" $decode_opts $force
+        --out "$d/decode_${tag}_dev" --nj "$nj" $nnet_decode_opts $force
       python -m steps_py.decode.nnet --model "$model" --graph $exp/mono/graph --data $data/test \
-        --out "$d/decode_${tag}_test" --lm-weight-from "$d/decode_${tag}_dev" --nj "$nj" $decode_opts $force
+        --out "$d/decode_${tag}_test" --lm-weight-from "$d/decode_${tag}_dev" --nj "$nj" $nnet_decode_opts $force
     done
   done
 fi

@@ -68,11 +68,12 @@ def _fake_loglikes(tm: khg.TransitionModel, phones: list[str], frames_per_state:
     return np.stack(rows)
 
 
+@pytest.mark.parametrize("search", ["faster", "lattice"])
 @pytest.mark.parametrize(("phones", "words"), [(["SIL", "c", "a", "b", "SIL"], ["C", "B"]), (["a", "b", "a"], ["A", "B", "A"])])
-def test_decode_loglikes_known_words(graph_dir, phones: list[str], words: list[str]) -> None:
+def test_decode_loglikes_known_words(graph_dir, phones: list[str], words: list[str], search: str) -> None:
     out, model = graph_dir
     tm, _ = load_gmm(model)
-    dec = WfstDecoder(out)
+    dec = WfstDecoder(out, decoder=search)
     res = dec.decode_loglikes(_fake_loglikes(tm, phones), lm_weights=[1.0, 10.0])
     assert set(res) == {1.0, 10.0}
     for ids in res.values():
@@ -80,11 +81,12 @@ def test_decode_loglikes_known_words(graph_dir, phones: list[str], words: list[s
         assert ids == [WORDS.index(x) for x in words]
 
 
-def test_decode_gmm_on_toy_features(graph_dir) -> None:
+@pytest.mark.parametrize("search", ["faster", "lattice"])
+def test_decode_gmm_on_toy_features(graph_dir, search: str) -> None:
     out, model = graph_dir
     tm, am = load_gmm(model)
     feats, _ = toy_utterance(["B", "A", "C"], np.random.default_rng(4), seed=42)
-    res = WfstDecoder(out).decode_gmm(add_deltas(feats), tm, am, lm_weights=[8.0])
+    res = WfstDecoder(out, decoder=search).decode_gmm(add_deltas(feats), tm, am, lm_weights=[8.0])
     assert [WORDS[i] for i in res[8.0]] == ["B", "A", "C"]
 
 

@@ -72,7 +72,10 @@ def test_priors(tmp_path) -> None:
     assert counts.tolist() == [4, 3, 0, 0]
     lp = log_priors_from_counts(counts, floor=0.01)
     p = np.exp(lp)
-    assert p.sum() == pytest.approx(1.0, abs=1e-6)
-    assert p[2] == p[3] > 0 and p[0] / p[1] == pytest.approx(4 / 3, rel=1e-5)
+    assert p[:2].sum() == pytest.approx(1.0, abs=1e-6)  # a distribution over the seen pdfs
+    assert p[0] / p[1] == pytest.approx(4 / 3, rel=1e-5)
+    assert lp[2] == lp[3] == 0.0  # unseen pdfs: no prior correction, never boosted
+    rare = log_priors_from_counts(np.array([10000, 1, 0]), floor=0.01)
+    assert np.exp(rare[1]) == pytest.approx(0.01 / (10000 / 10001 + 0.01), rel=1e-5)  # floored
     save_log_priors(tmp_path / "p.npy", lp)
     assert np.array_equal(load_log_priors(tmp_path / "p.npy"), lp)

@@ -35,7 +35,8 @@ _SHARED: dict = {}  # filled before forking the decoding workers
 def _decode_share(args: tuple[int, int]) -> dict[str, dict[float, list[str]]]:
     job, nj = args
     s = _SHARED
-    dec = WfstDecoder(s["graph"], beam=s["beam"], lattice_beam=s["lattice_beam"], max_active=s["max_active"])
+    dec = WfstDecoder(s["graph"], beam=s["beam"], lattice_beam=s["lattice_beam"], max_active=s["max_active"],
+                      decoder=s["decoder"])
     _, _, tm, am = read_model(s["model"]).build()
     utts = s["utts"][job::nj]
     out: dict[str, dict[float, list[str]]] = {}
@@ -46,10 +47,11 @@ def _decode_share(args: tuple[int, int]) -> dict[str, dict[float, list[str]]]:
 
 
 def decode_all(graph: Path, model: Path, feats: dict[str, np.ndarray], lm_weights: list[float], nj: int,
-               beam: float = 13.0, lattice_beam: float = 8.0, max_active: int = 7000) -> dict[float, dict[str, str]]:
+               beam: float = 13.0, lattice_beam: float = 8.0, max_active: int = 7000,
+               decoder: str = "faster") -> dict[float, dict[str, str]]:
     """utt -> transcript per LM weight, over `nj` forked processes."""
     _SHARED.update(graph=graph, model=model, feats=feats, utts=sorted(feats), lm_weights=lm_weights,
-                   beam=beam, lattice_beam=lattice_beam, max_active=max_active)
+                   beam=beam, lattice_beam=lattice_beam, max_active=max_active, decoder=decoder)
     nj = max(1, min(nj, len(feats)))
     if nj == 1:
         parts = [_decode_share((0, 1))]
@@ -76,6 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--beam", type=float, default=11.0)
     ap.add_argument("--lattice-beam", type=float, default=8.0)
     ap.add_argument("--max-active", type=int, default=7000)
+    ap.add_argument("--decoder", choices=["faster", "lattice"], default="faster",
+                    help="Kaldi's FasterDecoder (default) or LatticeFasterDecoder; see steps_py/decode/wfst.py")
     ap.add_argument("--force", action="store_true", help="decode again even if --out is done")
     args = ap.parse_args(argv)
     setup_logging("decode_gmm", args.out / "log" / "decode.log")
@@ -93,11 +97,12 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         log.warning("%d utterances of %s have no features and count as deletions, e.g. %s", len(missing), args.data, missing[:5])
     feats = {u: add_deltas(reader[u]) for u in tqdm(sorted(set(text) & have), desc="load feats", leave=False)}
-    hyps = decode_all(args.graph, args.model, feats, weights, args.nj, args.beam, args.lattice_beam, args.max_active)
+    hyps = decode_all(args.graph, args.model, feats, weights, args.nj, args.beam, args.lattice_beam, args.max_active,
+                      args.decoder)
     frames = sum(len(x) for x in feats.values())
     secs = time.time() - t0
     best, res = write_decode_dir(args.out, text, hyps, args.lm_weight_from,
-                                 {"decoder": "gmm", "utterances": len(feats), "seconds": round(secs, 1), "rtf": round(secs / max(frames / 100.0, 1e-9), 4)})
+                                 {"decoder": f"gmm/{args.decoder}", "utterances": len(feats), "seconds": round(secs, 1), "rtf": round(secs / max(frames / 100.0, 1e-9), 4)})
     log.info("%s: %s (LM weight %g%s); %d utts in %.1f s", args.data, res.line(), best,
              f" from {args.lm_weight_from}" if args.lm_weight_from else " chosen here", len(feats), secs)
 

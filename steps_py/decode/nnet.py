@@ -62,6 +62,7 @@ class DecodeConfig:
     beam: float = 13.0
     lattice_beam: float = 8.0
     max_active: int = 7000
+    decoder: str = "faster"
 
 
 @dataclass
@@ -187,7 +188,8 @@ _STATE: dict[str, Any] = {}
 def make_decoder(cfg: DecodeConfig) -> Any:
     from steps_py.decode.wfst import WfstDecoder
 
-    return WfstDecoder(cfg.graph, beam=cfg.beam, lattice_beam=cfg.lattice_beam, max_active=cfg.max_active)
+    return WfstDecoder(cfg.graph, beam=cfg.beam, lattice_beam=cfg.lattice_beam, max_active=cfg.max_active,
+                       decoder=cfg.decoder)
 
 
 def make_feature_reader(data: Path) -> Any:
@@ -327,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=float, default=13.0, help="search beam (default 13)")
     p.add_argument("--lattice-beam", type=float, default=8.0, help="lattice beam (default 8)")
     p.add_argument("--max-active", type=int, default=7000, help="max active tokens per frame (default 7000)")
+    p.add_argument("--decoder", choices=["faster", "lattice"], default="faster",
+                   help="search: Kaldi's FasterDecoder (default) or LatticeFasterDecoder (same best path "
+                        "within the beam, about 3x slower; see steps_py/decode/wfst.py)")
     p.add_argument("--max-utts", type=int, default=0, help="decode only the first N utterances (0 = all)")
     p.add_argument("--force", action="store_true", help="decode again even if --out is done")
     return p
@@ -396,7 +401,7 @@ def _decode(args: argparse.Namespace) -> int:
         raise DecodeError(f"{args.data}: no utterance has both a transcript and fbank features")
     cfg = DecodeConfig(model=args.model, graph=args.graph, data=args.data,
                        lm_weights=tuple(lm_weights), beam=args.beam, lattice_beam=args.lattice_beam,
-                       max_active=args.max_active)
+                       max_active=args.max_active, decoder=args.decoder)
     try:
         make_decoder(cfg)  # surfaces graph problems here, not in every worker
     except ValueError as e:  # GraphError
@@ -419,6 +424,7 @@ def _decode(args: argparse.Namespace) -> int:
             "audio_s": audio_s, "decode_cpu_s": res.seconds, "wall_s": wall,
             "rtf_per_core": res.seconds / audio_s if audio_s else None,
             "beam": args.beam, "lattice_beam": args.lattice_beam, "max_active": args.max_active,
+            "decoder": args.decoder,
             "utt2spk": str(args.data / "utt2spk")}
     best = write_outputs(args.out, ref, hyps, args.lm_weight_from, info)
     line = (args.out / "cer").read_text(encoding="utf-8").strip()
