@@ -20,6 +20,7 @@ nj=2
 conf_dir=""
 force=""
 seed=0
+seeds=""
 workdir=.
 
 usage() {
@@ -33,6 +34,8 @@ Options:
   --conf-dir DIR      configs (default egs/<corpus>/conf)
   --nj N              parallel jobs for data, features, GMM and decoding (default $nj)
   --seed S            seed for corpus synthesis and training (default $seed)
+  --seeds "S1 S2 .."  train (and decode) every run once per seed, in exp/<run>_seed<S>;
+                      the scoreboard then gives mean and spread (default: just --seed)
   --workdir DIR       where corpus/, data/, exp/, results/ and logs/ go (default .)
   --force             redo stages even if their outputs exist
   -h, --help          this text
@@ -48,6 +51,7 @@ while [ $# -gt 0 ]; do
     --conf-dir) conf_dir="$2"; shift 2 ;;
     --nj) nj="$2"; shift 2 ;;
     --seed) seed="$2"; shift 2 ;;
+    --seeds) seeds="$2"; shift 2 ;;
     --force) force="--force"; shift ;;
     --workdir) workdir="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
@@ -130,14 +134,17 @@ if stage_on 5; then
   done
 fi
 
-# A training run is model:sync:workers; see $conf_dir/run.conf.
-run_dir() { echo "$exp/${1}_${2}_n${3}"; }
+# A training run is model:sync:workers; see $conf_dir/run.conf. With several --seeds each
+# run is repeated per seed in its own dir.
+[ -n "$seeds" ] || seeds="$seed"
+n_seeds=$(echo $seeds | wc -w)
+run_dir() { if [ "$n_seeds" -gt 1 ]; then echo "$exp/${1}_${2}_n${3}_seed${4}"; else echo "$exp/${1}_${2}_n${3}"; fi; }
 
 if stage_on 6; then
   log "stage 6: parallel training: $train_runs"
-  for r in $train_runs; do
+  for r in $train_runs; do for sd in $seeds; do
     IFS=: read -r m sync n <<< "$r"
-    d=$(run_dir "$m" "$sync" "$n")
+    d=$(run_dir "$m" "$sync" "$n" "$sd")
     eval "mopts=\${train_opts_$m}"
     eval "sopts=\${sync_opts_${sync//-/_}:-}"
     if [ -f "$d/final/global.safetensors" ] && [ -z "$force" ]; then
@@ -146,22 +153,22 @@ if stage_on 6; then
     log "  $d: $m, --sync $sync, $n workers"
     if [ "$n" -gt 1 ] && [ "${launcher:-torchrun}" = torchrun ]; then
       torchrun --standalone --nnodes 1 --nproc_per_node "$n" -m steps_py.parallel.train \
-        --egs "$exp/egs/$m" --exp-dir "$d" --sync "$sync" --seed "$seed" $mopts $sopts $ema_opts
+        --egs "$exp/egs/$m" --exp-dir "$d" --sync "$sync" --seed "$sd" $mopts $sopts $ema_opts $force
     elif [ "$n" -gt 1 ]; then
       python -m steps_py.parallel.train --simulate "$n" \
-        --egs "$exp/egs/$m" --exp-dir "$d" --sync "$sync" --seed "$seed" $mopts $sopts $ema_opts
+        --egs "$exp/egs/$m" --exp-dir "$d" --sync "$sync" --seed "$sd" $mopts $sopts $ema_opts $force
     else
       python -m steps_py.parallel.train \
-        --egs "$exp/egs/$m" --exp-dir "$d" --sync "$sync" --seed "$seed" $mopts $sopts $ema_opts
+        --egs "$exp/egs/$m" --exp-dir "$d" --sync "$sync" --seed "$sd" $mopts $sopts $ema_opts $force
     fi
-  done
+  done; done
 fi
 
 if stage_on 7; then
   log "stage 7: decoding every final model (global and each EMA); LM weight chosen on dev"
-  for r in $train_runs; do
+  for r in $train_runs; do for sd in $seeds; do
     IFS=: read -r m sync n <<< "$r"
-    d=$(run_dir "$m" "$sync" "$n")
+    d=$(run_dir "$m" "$sync" "$n" "$sd")
     for model in "$d"/final/*.safetensors; do
       [ -f "$model" ] || { log "  $d has no final models; run stage 6 first"; exit 1; }
       tag=$(basename "$model" .safetensors)
@@ -170,7 +177,7 @@ if stage_on 7; then
       python -m steps_py.decode.nnet --model "$model" --graph $exp/mono/graph --data $data/test \
         --out "$d/decode_${tag}_test" --lm-weight-from "$d/decode_${tag}_dev" --nj "$nj" $nnet_decode_opts $force
     done
-  done
+  done; done
 fi
 
 if stage_on 8; then

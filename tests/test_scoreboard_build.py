@@ -114,3 +114,15 @@ def test_tag_decay_from_label_or_half_life() -> None:
     assert tag_decay("ema-0.99", summary) == 0.99
     assert tag_decay("ema-0.9") == 0.9
     assert tag_decay("global", summary) is None and tag_decay("ema-hl5") is None
+
+
+def test_readme_gets_the_scoreboard_between_markers(tmp_path: Path) -> None:
+    from steps_py.score.readme import BEGIN, END, update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{BEGIN}\nold table\n{END}\noutro\n")
+    update_readme(readme, "# Scoreboard\n\n| a |\n|---|\n| 1 |\n![x](dev_acc_r.png)\n", "./run.sh", "log x")
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n")
+    assert "old table" not in text and "| 1 |" in text and "`./run.sh` (log x)" in text
+    assert "![x](results/dev_acc_r.png)" in text
