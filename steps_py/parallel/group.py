@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +30,7 @@ import torch.distributed as dist
 log = logging.getLogger(__name__)
 
 
-class Group:
+class Group(ABC):
     """Interface shared by the real and the simulated group."""
 
     rank: int  # rank of the first local worker
@@ -45,24 +46,28 @@ class Group:
     def local_ranks(self) -> list[int]:
         return list(range(self.rank, self.rank + self.local_size))
 
+    @abstractmethod
     def all_reduce_sum(self, tensors: list[torch.Tensor]) -> torch.Tensor:
-        raise NotImplementedError
+        """Implemented by SimulatedGroup and DistGroup."""
 
     def all_reduce_mean(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         total = self.all_reduce_sum(tensors)
         return total.div_(self.world_size)
 
+    @abstractmethod
     def all_reduce_min_int(self, values: list[int]) -> int:
-        raise NotImplementedError
+        """Implemented by SimulatedGroup and DistGroup."""
 
+    @abstractmethod
     def broadcast(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
-        raise NotImplementedError
+        """Implemented by SimulatedGroup and DistGroup."""
 
+    @abstractmethod
     def barrier(self) -> None:
-        raise NotImplementedError
+        """Implemented by SimulatedGroup and DistGroup."""
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 (optional hook: only DistGroup has something to close)
+        return None
 
 
 def _local_sum(tensors: list[torch.Tensor]) -> torch.Tensor:

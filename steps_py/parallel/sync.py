@@ -20,6 +20,8 @@ every rank, because all ranks see the same all-reduced A(t).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 
 from steps_py.parallel.group import Group
@@ -27,7 +29,7 @@ from steps_py.parallel.group import Group
 SYNC_CHOICES = ("none", "ddp", "ma", "bmuf-cbm", "bmuf-nbm")
 
 
-class Sync:
+class Sync(ABC):
     """Base: holds G (global model) and B (start of the next block)."""
 
     name = "base"
@@ -44,9 +46,9 @@ class Sync:
         self.global_flat = start.clone()
         self.start_flat = start.clone()
 
+    @abstractmethod
     def on_block_end(self, group: Group, worker_flats: list[torch.Tensor]) -> torch.Tensor:
         """Combine the local workers' final states; return B(t), the next block's start."""
-        raise NotImplementedError
 
     def override_start(self, start: torch.Tensor) -> None:
         """Replace B(t) (used only by the interfering-EMA ablation: B(t) = E(t))."""
