@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from steps_py.parallel.backend import read_egs_info, read_log_priors
+from steps_py.parallel.backend import NnetBackend
 
 
 def make_toy_egs(out: Path, frames: int = 4096, dev_frames: int = 512, dim: int = 16,
@@ -107,11 +107,10 @@ class ToyReader:
         self.position = 0 if not self.shuffle else self.position
 
 
-class ToyBackend:
-    name = "toy"
+class ToyBackend(NnetBackend):
+    """NnetBackend's egs info, optimizers and priors; a tiny MLP, numpy reader and saver."""
 
-    def egs_info(self, egs_dir: Path) -> dict[str, Any]:
-        return read_egs_info(egs_dir)
+    name = "toy"
 
     def model_config(self, info: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
         cfg = {"type": "toy", "feat_dim": info["feat_dim"], "num_pdfs": info["num_pdfs"],
@@ -126,14 +125,6 @@ class ToyBackend:
     def make_reader(self, egs_dir: Path, rank: int, world_size: int, batch_size: int, seed: int,
                     split: str) -> ToyReader:
         return ToyReader(egs_dir, rank, world_size, batch_size, seed, split)
-
-    def make_optimizer(self, model: nn.Module, **kwargs: Any) -> torch.optim.Optimizer:
-        from steps_py.nnet.optim import make_optimizer
-
-        return make_optimizer(model, **kwargs)
-
-    def log_priors(self, egs_dir: Path) -> np.ndarray:
-        return read_log_priors(egs_dir)
 
     def save_model(self, path: Path, model: nn.Module, cfg: dict[str, Any],
                    log_priors: np.ndarray) -> None:
