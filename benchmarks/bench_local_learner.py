@@ -1,7 +1,9 @@
 """Benchmark of the local learner: our training step against a bare PyTorch loop.
 
-Writes synthetic examples (stage-5 format) to a temporary dir, then times, interleaved and
-repeated (best of the repeats), with the same model, threads and batch:
+Writes synthetic examples (stage-5 format) to a temporary dir, then times, with the same
+model, threads and batch, round-robin (each round runs ``--chunk`` steps of every
+configuration in turn, so slow drifts of a shared machine hit all of them alike; the
+median round is reported):
 
 * ``reader``: ``EgsReader`` alone (minibatches/s), to show reading is not the bottleneck;
 * ``bare``: pre-built tensors, ``torch.optim.SGD`` step (the reference);
@@ -9,11 +11,17 @@ repeated (best of the repeats), with the same model, threads and batch:
 * ``ours-sgd-mc``: the same with our optimizer without natural gradient (max-change only);
 * ``ours-ngsgd``: the same with natural-gradient SGD (``--ng-*`` options: rank, period).
 
+For a DNN it also prints the arithmetic the natural gradient adds to a step (the products
+with the Fisher factors of every Linear, and the amortized re-estimation), as a share of
+the step's matrix products: ``1 / (1 + share)`` is the best ratio NG-SGD can reach here,
+whatever the implementation.
+
 Usage::
 
     nice python benchmarks/bench_local_learner.py --model-type dnn --threads 1 --steps 40
     nice python benchmarks/bench_local_learner.py --model-type lstm --batch-size 32 --steps 15
     python benchmarks/bench_local_learner.py --sweep   # NG-SGD cost for a few rank/period pairs
+    python benchmarks/bench_local_learner.py --hidden-dim 1024 --steps 10
 """
 
 from __future__ import annotations
@@ -50,13 +58,27 @@ def cycle(reader: EgsReader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch += 1
 
 
-def time_steps(step: Callable[[], None], steps: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        step()
+def time_steps(step: Callable[[], None], steps: int) -> float:
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
     return (time.perf_counter() - t0) / steps
+
+
+def ng_work_share(model: torch.nn.Module, frames: int, rank_in: int, rank_out: int, period: int) -> float | None:
+    """Multiply-adds NG-SGD adds per step over those of the forward+backward products (Linear only)."""
+    base = extra = 0.0
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.LSTM):
+            return None
+        if not isinstance(mod, torch.nn.Linear):
+            continue
+        d_in, d_out = mod.in_features + 1, mod.out_features
+        base += 3 * frames * d_in * d_out  # forward, input grad, weight grad
+        for d, r in ((d_in, min(rank_in, d_in - 1)), (d_out, min(rank_out, d_out - 1))):
+            extra += 2 * frames * d * r  # H = X R^T and X - H E R, every step
+            extra += (frames * d * r + 2 * r * r * d) / period  # H^T X, Y Y^T, C^-1/2 U^T Y
+    return extra / base
 
 
 def main() -> None:
@@ -65,8 +87,9 @@ def main() -> None:
     ap.add_argument("--model-type", choices=("dnn", "lstm"), default="dnn")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=256, help="frames (dnn) or chunks (lstm)")
-    ap.add_argument("--steps", type=int, default=40, help="timed steps per measurement")
-    ap.add_argument("--repeats", type=int, default=5, help="interleaved repeats (best reported)")
+    ap.add_argument("--steps", type=int, default=40, help="rounds (timed chunks per configuration)")
+    ap.add_argument("--chunk", type=int, default=4, help="steps per configuration per round")
+    ap.add_argument("--warmup", type=int, default=12, help="untimed steps per configuration first")
     ap.add_argument("--hidden-dim", type=int, default=512)
     ap.add_argument("--cells", type=int, default=512)
     ap.add_argument("--pdfs", type=int, default=300)
@@ -130,24 +153,30 @@ def main() -> None:
                 configs[f"ours-ngsgd(r{rin}/{rout},p{per})"] = make(
                     "ngsgd", dict(rank_in=rin, rank_out=rout, update_period=per))
         rd = cycle(EgsReader(egs, 0, 1, batch_size=args.batch_size, seed=1))
+        for step in configs.values():  # past NG-SGD's initial every-step Fisher updates
+            for _ in range(args.warmup):
+                step()
         times: dict[str, list[float]] = {k: [] for k in ["reader", *configs]}
-        for _ in range(args.repeats):
-            times["reader"].append(time_steps(lambda: next(rd), args.steps * 4))
+        for _ in range(args.steps):
+            times["reader"].append(time_steps(lambda: next(rd), args.chunk * 4))
             for name, step in configs.items():
-                times[name].append(time_steps(step, args.steps))
-        # best-of-repeats: the machine is shared, so the minimum is the least disturbed estimate
-        med = {k: min(v) for k, v in times.items()}
-        spread = {k: statistics.median(v) / min(v) for k, v in times.items()}
+                times[name].append(time_steps(step, args.chunk))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        iqr = {k: (np.percentile(v, 75) - np.percentile(v, 25)) / med[k] for k, v in times.items()}
         print(f"model={args.model_type} cfg={build_model(cfg).__class__.__name__} batch={args.batch_size} "
-              f"frames/minibatch={fpe} threads={args.threads} steps={args.steps} repeats={args.repeats}")
-        print(f"{'what':34s} {'ms/step':>9s} {'frames/s':>10s} {'vs bare':>8s} {'median/min':>10s}")
+              f"frames/minibatch={fpe} threads={args.threads} rounds={args.steps} x {args.chunk} steps")
+        print(f"{'what':34s} {'ms/step':>9s} {'frames/s':>10s} {'vs bare':>8s} {'IQR/median':>10s}")
         print(f"{'reader only':34s} {1000 * med['reader']:9.2f} {fpe / med['reader']:10.0f} "
               f"{'':>8s}  ({1 / med['reader']:.0f} minibatches/s; "
               f"{100 * med['reader'] / med['bare']:.1f}% of a bare step)")
         for name in configs:
             print(f"{name:34s} {1000 * med[name]:9.2f} {fpe / med[name]:10.0f} {med['bare'] / med[name]:8.3f} "
-                  f"{spread[name]:10.3f}")
-
+                  f"{iqr[name]:10.3f}")
+        share = ng_work_share(build_model(cfg), fpe, args.ng_rank_in, args.ng_rank_out, args.ng_update_period)
+        if share is not None:
+            print(f"NG-SGD adds {100 * share:.1f}% to the step's matrix-product work "
+                  f"(r{args.ng_rank_in}/{args.ng_rank_out}, p{args.ng_update_period}): "
+                  f"best reachable ratio vs bare {1 / (1 + share):.3f}")
 
 if __name__ == "__main__":
     main()

@@ -63,6 +63,24 @@ def test_full_rank_matches_explicit_inverse_of_smoothed_fisher() -> None:
     assert float((fisher - true).norm() / true.norm()) < 0.15
 
 
+def test_affine_input_equals_preconditioning_with_a_ones_column() -> None:
+    """precondition_affine(x) (no [x 1] copy) gives the same result and estimate as precondition([x 1])."""
+    gen = torch.Generator().manual_seed(11)
+    implicit = OnlineNaturalGradient(rank=5, update_period=2)
+    explicit = OnlineNaturalGradient(rank=5, update_period=2)
+    for _ in range(9):  # initial updates, then every other minibatch
+        x = _aniso(48, 17, gen) + 0.5
+        x_hat, col = implicit.precondition_affine(x)
+        full = explicit.precondition(torch.cat([x, torch.ones(48, 1)], 1))
+        assert x_hat.shape == (48, 17) and col.shape == (48,)
+        assert torch.allclose(x_hat, full[:, :-1], atol=1e-5)
+        assert torch.allclose(col, full[:, -1], atol=1e-5)
+    (r1, d1, rho1), (r2, d2, rho2) = implicit.fisher(), explicit.fisher()
+    assert r1.shape == r2.shape == (5, 18)
+    assert torch.allclose(r1.abs(), r2.abs(), atol=1e-4)  # rows are eigenvectors: sign-free
+    assert torch.allclose(d1, d2, rtol=1e-4) and math.isclose(rho1, rho2, rel_tol=1e-4)
+
+
 def test_linear_hooks_give_preconditioned_gradient() -> None:
     torch.manual_seed(3)
     lin = nn.Linear(6, 5)
@@ -162,7 +180,7 @@ def test_lstm_step_and_state_dict_round_trip(tmp_path) -> None:
     losses = []
     for _ in range(6):
         loss = F.cross_entropy(model(x).reshape(-1, 7), y.reshape(-1))
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         opt.zero_grad()
         loss.backward()
         opt.step()

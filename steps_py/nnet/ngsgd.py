@@ -97,8 +97,8 @@ class OnlineNaturalGradient:
         self.delta = delta
         self.num_initial_updates = num_initial_updates
         self.state: dict[str, Tensor] = state if state is not None else {}
-        self._cached_for: Tensor | None = None
-        self._e = self._w = torch.zeros(0)
+        self._cache: tuple[Any, ...] | None = None
+        self._ones_n = torch.zeros(0)
 
     # ---- public -------------------------------------------------------------------
     def fisher(self) -> tuple[Tensor, Tensor, float]:
@@ -122,29 +122,48 @@ class OnlineNaturalGradient:
         n, dim = x.shape
         if dim == 1 or n == 0:
             return x.clone()
-        x = x.float()
+        return self._precondition(x.float(), False, num_samples, update)[0]
+
+    def precondition_affine(self, x: Tensor, num_samples: float | None = None,
+                            update: bool | None = None) -> tuple[Tensor, Tensor]:
+        """Precondition ``[x 1]`` (an affine layer's input with its bias column) without building it.
+
+        Returns the first ``D`` columns [N, D] and the last column [N] of the preconditioned
+        ``[x 1]``; the estimate is of dimension ``D + 1``. Equal to
+        ``precondition(torch.cat([x, ones], 1))`` split in two, but the products keep ``x``'s
+        width (an odd width like 513 makes the weight-gradient product markedly slower) and
+        no ``[N, D+1]`` copy is made.
+        """
+        if x.shape[0] == 0:
+            return x.clone(), x.new_ones(0)
+        x_hat, col = self._precondition(x.float(), True, num_samples, update)
+        assert col is not None
+        return x_hat, col
+
+    # ---- internals ----------------------------------------------------------------
+    def _precondition(self, x: Tensor, affine: bool, num_samples: float | None,
+                      update: bool | None) -> tuple[Tensor, Tensor | None]:
+        n = float(num_samples if num_samples is not None else x.shape[0])
         if "R" not in self.state:
-            self._init(x, float(num_samples if num_samples is not None else n))
+            self._init(x, affine, n)
         s = self.state
-        t = int(s["t"])
         if update is None:
-            update = t < self.num_initial_updates or int(s["skipped"]) >= self.update_period - 1
-        x_hat, h, tr_x = self._apply(x)
+            update = int(s["t"]) < self.num_initial_updates or int(s["skipped"]) >= self.update_period - 1
+        x_hat, col, h, tr_x = self._apply(x, affine)
         if update:
-            self._update(x, h, tr_x, float(num_samples if num_samples is not None else n))
+            self._update(x, affine, h, tr_x, n)
             s["t"] += 1
             s["skipped"].zero_()
         else:
             s["skipped"] += 1
-        return x_hat
+        return x_hat, col
 
-    # ---- internals ----------------------------------------------------------------
     def _rank_for(self, dim: int) -> int:
         return min(self.rank, dim - 1)
 
-    def _init(self, x: Tensor, n: float) -> None:
+    def _init(self, x: Tensor, affine: bool, n: float) -> None:
         """Kaldi's Init: a special orthonormal start, d = rho = epsilon, 3 updates on the first X."""
-        dim = x.shape[1]
+        dim = x.shape[1] + int(affine)
         rank = self._rank_for(dim)
         self.state.update(
             R=init_orthonormal_special(rank, dim).to(x.device),
@@ -154,49 +173,75 @@ class OnlineNaturalGradient:
             skipped=torch.tensor(0, dtype=torch.int64),
         )
         for _ in range(3):
-            _, h, tr_x = self._apply(x)
-            self._update(x, h, tr_x, n)
+            _, _, h, tr_x = self._apply(x, affine)
+            self._update(x, affine, h, tr_x, n)
 
-    def _beta_e(self) -> tuple[float, Tensor]:
-        r, d, rho = self.fisher()
-        beta = rho * (1 + self.alpha) + self.alpha * float(d.sum()) / r.shape[1]
-        e = 1.0 / (beta / d + 1.0)  # G^{-1} = (1/beta)(I - R^T diag(e) R)
-        return beta, e
+    def _derived(self, affine: bool, dim: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """(R, R's first ``dim`` columns, R's last column, e, sqrt(2e - e^2)), cached until R changes.
 
-    def _coeffs(self, r: Tensor) -> tuple[Tensor, Tensor]:
-        """(e, 2e - e^2) for the current estimate, cached until R changes (update or load)."""
-        if self._cached_for is not r:
-            _, e = self._beta_e()
-            self._e, self._w = e, 2.0 * e - e * e
-            self._cached_for = r
-        return self._e, self._w
-
-    def _apply(self, x: Tensor) -> tuple[Tensor, Tensor, float]:
+        ``G^{-1} = (1/beta)(I - R^T diag(e) R)`` with ``e_i = 1 / (beta / d_i + 1)``.
+        """
         r = self.state["R"]
-        e, w = self._coeffs(r)
-        h = x @ r.T  # [N, rank]
-        x_hat = torch.addmm(x, h * e, r, alpha=-1.0)  # x (I - R^T E R) = beta x G^{-1}
+        c = self._cache
+        if c is None or c[0] is not r or c[1] != affine:
+            _, d, rho = self.fisher()
+            beta = rho * (1 + self.alpha) + self.alpha * float(d.sum()) / r.shape[1]
+            e = 1.0 / (beta / d + 1.0)
+            sw = (2.0 * e - e * e).sqrt()
+            rx, rb = (r[:, :dim], r[:, dim]) if affine else (r, r[:, 0])
+            c = self._cache = (r, affine, rx, rb, e, sw)
+        return c[0], c[2], c[3], c[4], c[5]
+
+    def _ones(self, n: int, like: Tensor) -> Tensor:
+        if self._ones_n.shape[0] != n or self._ones_n.device != like.device:
+            self._ones_n = torch.ones(n, dtype=torch.float32, device=like.device)
+        return self._ones_n
+
+    def _apply(self, x: Tensor, affine: bool) -> tuple[Tensor, Tensor | None, Tensor, float]:
+        """(X~ [N, D], last column of [X 1]~ or None, H = X R^T, tr(X^T X)).
+
+        ``affine``: ``x`` stands for ``[x 1]``, whose last column is handled on its own.
+        This runs for every layer on every minibatch, so it keeps to few tensor operations.
+        """
+        n, dim = x.shape
+        r, rx, rb, e, sw = self._derived(affine, dim)
+        h = torch.addmm(rb, x, rx.T) if affine else torch.mm(x, r.T)  # [N, rank]
         xf = x.reshape(-1)
-        tr_x = float(torch.dot(xf, xf))
+        tr_x = float(torch.dot(xf, xf)) + (n if affine else 0)
         # ||X R^T E R - X||^2 = ||X||^2 - sum_i (2 e_i - e_i^2) ||h_i||^2 as R R^T = I (Kaldi's
-        # identity); saves a pass over X_hat. Near-cancellation falls back to the direct norm.
-        tr_hat = tr_x - float(torch.dot((h * h).sum(0), w))
-        if tr_hat < 1e-3 * tr_x:
-            tr_hat = float(torch.linalg.vector_norm(x_hat) ** 2)
-        gamma = 1.0 if tr_hat == 0.0 else math.sqrt(tr_x / tr_hat)
+        # identity); saves a pass over X~. Near-cancellation falls back to the direct norm.
+        tr_hat = tr_x - float(torch.linalg.vector_norm(h * sw)) ** 2
+        he = h * e
+        if tr_hat >= 1e-3 * tr_x:
+            gamma = math.sqrt(tr_x / tr_hat)
+            # X~ = gamma X (I - R^T E R): the scale rides on the copy that addmm makes anyway
+            x_hat = torch.addmm(x, he, rx, beta=gamma, alpha=-gamma)
+            col = torch.addmv(self._ones(n, x), he, rb, beta=gamma, alpha=-gamma) if affine else None
+        else:
+            x_hat = torch.addmm(x, he, rx, alpha=-1.0)
+            col = torch.addmv(self._ones(n, x), he, rb, alpha=-1.0) if affine else None
+            tr_hat = float(torch.linalg.vector_norm(x_hat) ** 2) + (float(col @ col) if col is not None else 0.0)
+            gamma = 1.0 if tr_hat == 0.0 else math.sqrt(tr_x / tr_hat)
+            x_hat.mul_(gamma)
+            if col is not None:
+                col.mul_(gamma)
         if not math.isfinite(gamma):
             raise FloatingPointError("natural-gradient preconditioning produced a non-finite scale")
-        x_hat.mul_(gamma)
-        return x_hat, h, tr_x
+        return x_hat, col, h, tr_x
 
-    def _update(self, x: Tensor, h: Tensor, tr_x: float, n: float) -> None:
+    def _update(self, x: Tensor, affine: bool, h: Tensor, tr_x: float, n: float) -> None:
         """One power-iteration step towards T = (1-eta) F + eta/N X^T X, keeping tr(F) = tr(T)."""
         s = self.state
         r, d, rho = self.fisher()
         rank, dim = r.shape
         eta = 1.0 - math.exp(-n / self.num_samples_history)
-        # Y = R T = (1-eta) (diag(d) + rho I) R + eta/N (R X^T) X
-        y = torch.addmm(r * ((1.0 - eta) * (d + rho)).unsqueeze(1), h.T, x, alpha=eta / n)
+        # Y = R T = (1-eta) (diag(d) + rho I) R + eta/N (R X^T) X, X = [x 1] when affine
+        coef = ((1.0 - eta) * (d + rho)).unsqueeze(1)
+        if affine:
+            y = torch.cat([torch.addmm(r[:, :-1] * coef, h.T, x, alpha=eta / n),
+                           (r[:, -1:] * coef).add_(h.sum(0, keepdim=True).T, alpha=eta / n)], dim=1)
+        else:
+            y = torch.addmm(r * coef, h.T, x, alpha=eta / n)
         # Z = Y Y^T: the products in float32 (cheap), the small eigenproblem in float64
         z = (y @ y.T).double()
         z = 0.5 * (z + z.T)
@@ -309,10 +354,9 @@ class _LinearPreconditioner:
 
     def natural_gradient(self, x: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
         """(weight grad [out, in], bias grad [out]) = split of G~^T [X 1]~."""
-        x = x.float()
-        x1 = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)], dim=1)
-        full = self.ng_out.precondition(g.float()).T @ self.ng_in.precondition(x1)
-        return full[:, :-1], full[:, -1]
+        x_hat, col = self.ng_in.precondition_affine(x)
+        g_hat_t = self.ng_out.precondition(g).T
+        return g_hat_t @ x_hat, g_hat_t @ col
 
 
 class NGSGD(torch.optim.Optimizer):
