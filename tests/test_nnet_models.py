@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 from steps_py.nnet.model_io import ModelFileError, load_acoustic_model, save_acoustic_model
 from steps_py.nnet.models import build_model, splice_frames
 from steps_py.nnet.priors import (
+    average_log_posteriors,
     load_log_priors,
     log_priors_from_counts,
     pdf_counts,
@@ -43,6 +44,37 @@ def test_model_io_round_trip(tmp_path, cfg) -> None:
     x = torch.randn(2, 12) if cfg["type"] == "dnn" else torch.randn(2, 7, 4)
     out = model(x)
     assert out.shape == ((2, 6) if cfg["type"] == "dnn" else (2, 4, 6))
+
+
+def test_model_io_keeps_count_priors_beside_adjusted_ones(tmp_path) -> None:
+    model = build_model(DNN)
+    counts = np.log(np.array([0.5, 0.2, 0.1, 0.1, 0.05, 0.05], dtype=np.float32))
+    adjusted = np.log(np.full(6, 1 / 6, dtype=np.float32))
+    path = tmp_path / "m.safetensors"
+    save_acoustic_model(path, model, DNN, adjusted, counts)
+    assert np.allclose(load_acoustic_model(path)[2], adjusted)
+    assert np.allclose(load_acoustic_model(path, priors="counts")[2], counts)
+    save_acoustic_model(path, model, DNN, counts)  # one set only: it serves both
+    assert np.allclose(load_acoustic_model(path, priors="counts")[2], counts)
+    with pytest.raises(ValueError, match="priors must be one of"):
+        load_acoustic_model(path, priors="uniform")
+    with pytest.raises(ValueError, match="log_priors_counts has 3 entries"):
+        save_acoustic_model(path, model, DNN, adjusted, counts[:3])
+
+
+def test_average_log_posteriors_is_the_mean_softmax_over_labelled_frames() -> None:
+    torch.manual_seed(1)
+    model = build_model(DNN)
+    xs = [torch.randn(5, 12) for _ in range(4)]
+    ys = [torch.tensor([0, 1, -100, 2, 3]) for _ in range(4)]
+    got, frames = average_log_posteriors(model, zip(xs[:3], ys[:3], strict=True), max_frames=8)
+    assert frames == 8  # two minibatches of 4 labelled frames reach 8, the third is not read
+    with torch.no_grad():
+        post = torch.cat([torch.softmax(model(x)[y != -100].double(), -1) for x, y in zip(xs[:2], ys[:2], strict=True)])
+    assert np.allclose(got, np.log(post.mean(0).numpy()), atol=1e-6)
+    assert model.training  # mode restored
+    with pytest.raises(ValueError, match="no frames"):
+        average_log_posteriors(model, [], max_frames=10)
 
 
 def test_load_rejects_foreign_files(tmp_path) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from steps_py.nnet.egs import EgsParams, write_egs
+from steps_py.nnet.egs import EgsParams, EgsReader, write_egs
 from steps_py.nnet.model_io import load_acoustic_model
 from steps_py.parallel.train import build_parser, run
 
@@ -49,8 +49,17 @@ def test_nnet_models_train_and_save_loadable_models(tmp_path: Path, model_type: 
     assert h[-1]["train_loss"] < h[0]["train_loss"] or h[-1]["dev_ce_global"] < h[0]["dev_ce_global"]
     model, mcfg, priors = load_acoustic_model(exp / "final/ema-0.9.safetensors")
     assert mcfg["type"] == model_type and mcfg["num_pdfs"] == P
-    assert np.allclose(priors.numpy() if torch.is_tensor(priors) else priors,
-                       np.load(egs / "priors.npy"))
+    _, _, counts = load_acoustic_model(exp / "final/ema-0.9.safetensors", priors="counts")
+    assert np.allclose(counts, np.load(egs / "priors.npy"))
+    # decoding priors: the model's own mean posterior over one epoch of the training examples
+    # (fewer frames than --prior-frames here), as the single reader of the run's seed gives them
+    reader = EgsReader(egs, rank=0, world_size=1, batch_size=bs, seed=1)
+    with torch.no_grad():
+        logits = torch.cat([model(x).reshape(-1, P)[y.reshape(-1) != -100] for x, y in reader])
+    mean = torch.softmax(logits.double(), -1).mean(0).numpy()
+    assert s["final_priors"]["ema-0.9"]["frames"] == logits.shape[0] > 0
+    assert np.allclose(priors, np.log(mean), atol=1e-5)
+    assert not np.allclose(priors, counts, atol=1e-2)
     lp = model.log_posteriors(torch.randn(30, D))
     assert lp.shape == (30, P)
     g, _, _ = load_acoustic_model(exp / "final/global.safetensors")

@@ -70,9 +70,19 @@ def test_logs_summary_and_idempotence(egs: Path, tmp_path: Path) -> None:
     assert blocks[1]["dev_ce_ema-0.9"] != "" and blocks[0]["dev_ce_ema-0.9"] == ""
     assert float(blocks[-1]["t_comm"]) > 0 and float(blocks[-1]["t_ema"]) > 0
     assert list((exp / "tensorboard").glob("events.out.tfevents.*"))
-    # priors travel with every final model
+    # priors travel with every final model: its own adjusted ones and the count priors
     prior = np.load(egs / "priors.npy")
-    assert np.allclose(load_file(exp / "final/ema-0.9.safetensors")["log_priors"].numpy(), prior)
+    for name in ("global", "ema-0.9", "ema-0.99"):
+        stored = load_file(exp / f"final/{name}.safetensors")
+        assert np.allclose(stored["log_priors_counts"].numpy(), prior)
+        adjusted = stored["log_priors"].double()
+        assert abs(float(torch.logsumexp(adjusted, 0))) < 1e-4  # a distribution over pdfs
+        assert s["final_priors"][name]["frames"] > 0
+    assert s["final_priors"]["priors"] == "adjusted"
+    counts_run = _train(egs, tmp_path / "counts", block_minibatches=4, epochs=1, priors="counts")
+    assert counts_run["final_priors"] == {"priors": "counts"}
+    stored = load_file(tmp_path / "counts/final/global.safetensors")
+    assert np.allclose(stored["log_priors"].numpy(), prior) and "log_priors_counts" not in stored
     # a second run skips the finished work
     mtime = (exp / "final/global.safetensors").stat().st_mtime_ns
     again = _train(egs, exp, simulate=2, sync="ma", block_minibatches=4)

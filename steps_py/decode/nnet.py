@@ -7,7 +7,8 @@
         --lm-weight-from exp/dnn_ma_n4/decode_ema-0.99_dev
 
 Acoustic scores are the network's log posteriors minus the log priors stored with the
-model (hybrid "scaled likelihoods"), computed on CMVN-normalised fbank features
+model (hybrid "scaled likelihoods"; stage 6 stores each model's own mean training posterior,
+Kaldi nnet3's adjusted priors, and keeps the alignment-count priors for `--priors counts`), computed on CMVN-normalised fbank features
 (`steps_py.features.io.FeatureReader(data, "fbank", cmvn=True)`), and decoded with
 `steps_py.decode.wfst.WfstDecoder` at every LM weight of --lm-weights (each LM weight w is
 one Viterbi pass at acoustic scale 1/w; --acoustic-scale A alone means one pass at LM
@@ -63,6 +64,7 @@ class DecodeConfig:
     lattice_beam: float = 8.0
     max_active: int = 7000
     decoder: str = "faster"
+    priors: str = "model"
 
 
 @dataclass
@@ -110,14 +112,18 @@ def read_words(path: Path) -> dict[int, str]:
     return out
 
 
-def load_model(path: Path) -> tuple[Any, dict, np.ndarray]:
-    """(model in eval mode, cfg, log priors as float32 numpy) via steps_py.nnet.model_io."""
+def load_model(path: Path, priors: str = "model") -> tuple[Any, dict, np.ndarray]:
+    """(model in eval mode, cfg, log priors as float32 numpy) via steps_py.nnet.model_io.
+
+    ``priors``: ``"model"`` (the priors stored for decoding: adjusted ones for models trained
+    with the default ``--priors adjusted``) or ``"counts"`` (the alignment-count priors).
+    """
     from steps_py.nnet.model_io import load_acoustic_model
 
     if not Path(path).is_file():
         raise DecodeError(f"model {path} does not exist; train it first (stage 6) or fix --model")
     try:
-        model, cfg, log_priors = load_acoustic_model(path)
+        model, cfg, log_priors = load_acoustic_model(path, priors=priors)
     except ValueError as e:  # ModelFileError: names the file and the fix
         raise DecodeError(str(e)) from None
     model.eval()
@@ -206,7 +212,7 @@ def init_worker(cfg: DecodeConfig, threads: int = 1) -> None:
     torch.set_num_threads(threads)
     _STATE.clear()
     try:
-        model, _, priors = load_model(cfg.model)
+        model, _, priors = load_model(cfg.model, cfg.priors)
         _STATE.update(cfg=cfg, model=model, priors=priors, decoder=make_decoder(cfg),
                       reader=make_feature_reader(cfg.data))
     except Exception as e:  # noqa: BLE001 - reported by decode_chunk in the parent
@@ -332,6 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder", choices=["faster", "lattice"], default="faster",
                    help="search: Kaldi's FasterDecoder (default) or LatticeFasterDecoder (same best path "
                         "within the beam, about 3x slower; see steps_py/decode/wfst.py)")
+    p.add_argument("--priors", choices=["model", "counts"], default="model",
+                   help="log priors to divide by: the model file's decoding priors (its own mean "
+                        "posterior for models trained with --priors adjusted) or the alignment-count "
+                        "priors kept beside them (default %(default)s)")
     p.add_argument("--max-utts", type=int, default=0, help="decode only the first N utterances (0 = all)")
     p.add_argument("--force", action="store_true", help="decode again even if --out is done")
     return p
@@ -357,7 +367,7 @@ def _decode(args: argparse.Namespace) -> int:
 
     graph_pdfs = check_graph(args.graph)
     words = read_words(args.graph / "words.txt")
-    _, mcfg, priors = load_model(args.model)
+    _, mcfg, priors = load_model(args.model, args.priors)
     check_model_vs_graph(args.model, mcfg, priors, args.graph, graph_pdfs)
     if args.nj < 1:
         raise DecodeError(f"--nj must be >= 1, not {args.nj}")
@@ -401,7 +411,7 @@ def _decode(args: argparse.Namespace) -> int:
         raise DecodeError(f"{args.data}: no utterance has both a transcript and fbank features")
     cfg = DecodeConfig(model=args.model, graph=args.graph, data=args.data,
                        lm_weights=tuple(lm_weights), beam=args.beam, lattice_beam=args.lattice_beam,
-                       max_active=args.max_active, decoder=args.decoder)
+                       max_active=args.max_active, decoder=args.decoder, priors=args.priors)
     try:
         make_decoder(cfg)  # surfaces graph problems here, not in every worker
     except ValueError as e:  # GraphError
@@ -424,7 +434,7 @@ def _decode(args: argparse.Namespace) -> int:
             "audio_s": audio_s, "decode_cpu_s": res.seconds, "wall_s": wall,
             "rtf_per_core": res.seconds / audio_s if audio_s else None,
             "beam": args.beam, "lattice_beam": args.lattice_beam, "max_active": args.max_active,
-            "decoder": args.decoder,
+            "decoder": args.decoder, "priors": args.priors,
             "utt2spk": str(args.data / "utt2spk")}
     best = write_outputs(args.out, ref, hyps, args.lm_weight_from, info)
     line = (args.out / "cer").read_text(encoding="utf-8").strip()

@@ -40,7 +40,7 @@ class Backend(Protocol):
     def make_optimizer(self, model: nn.Module, **kwargs: Any) -> torch.optim.Optimizer: ...
     def log_priors(self, egs_dir: Path) -> np.ndarray: ...
     def save_model(self, path: Path, model: nn.Module, cfg: dict[str, Any],
-                   log_priors: np.ndarray) -> None: ...
+                   log_priors: np.ndarray, count_log_priors: np.ndarray | None = None) -> None: ...
 
 
 def read_egs_info(egs_dir: Path) -> dict[str, Any]:
@@ -99,10 +99,10 @@ class NnetBackend:
         return read_log_priors(egs_dir)
 
     def save_model(self, path: Path, model: nn.Module, cfg: dict[str, Any],
-                   log_priors: np.ndarray) -> None:
+                   log_priors: np.ndarray, count_log_priors: np.ndarray | None = None) -> None:
         from steps_py.nnet.model_io import save_acoustic_model
 
-        save_acoustic_model(path, model, cfg, log_priors)
+        save_acoustic_model(path, model, cfg, log_priors, count_log_priors)
 
 
 def get_backend(name: str) -> Backend:

@@ -127,9 +127,11 @@ class ToyBackend(NnetBackend):
         return ToyReader(egs_dir, rank, world_size, batch_size, seed, split)
 
     def save_model(self, path: Path, model: nn.Module, cfg: dict[str, Any],
-                   log_priors: np.ndarray) -> None:
+                   log_priors: np.ndarray, count_log_priors: np.ndarray | None = None) -> None:
         tensors = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         tensors["log_priors"] = torch.from_numpy(np.asarray(log_priors, dtype=np.float32))
+        if count_log_priors is not None:
+            tensors["log_priors_counts"] = torch.from_numpy(np.asarray(count_log_priors, dtype=np.float32))
         save_file(tensors, str(path), metadata={"config": json.dumps(cfg)})
 
 

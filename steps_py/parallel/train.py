@@ -18,6 +18,11 @@ one process) trains its own model copy with its own optimizer on its own data sh
 `EgsReader(rank, world_size)`. Every block of K minibatches the sync object
 (`sync.py`) turns the workers' models into the global model G(t) and the next start
 B(t); the EMAs (`ema.py`) then read G(t) and never feed back.
+
+At the end, final/ holds global.safetensors and one file per EMA, each with its own
+adjusted log priors (its mean posterior over --prior-frames training frames, as Kaldi
+nnet3's adjust-priors) for decoding and the alignment-count priors beside them
+(`--priors counts` stores only those).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -60,7 +66,7 @@ from steps_py.parallel.group import (
     launched_by_torchrun,
     local_world_size,
 )
-from steps_py.parallel.metrics import MetricsLog, TimeSplit, evaluate, frame_loss
+from steps_py.parallel.metrics import IGNORE_LABEL, MetricsLog, TimeSplit, evaluate, frame_loss
 from steps_py.parallel.sync import SYNC_CHOICES, Sync, make_sync
 
 log = logging.getLogger("train")
@@ -172,6 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="alpha_t = min(alpha, (1 + t) / (10 + t))")
     em.add_argument("--ema-interfering", action="store_true",
                     help="ablation: broadcast the (first) EMA as the next start, B(t) = E(t)")
+    pr = p.add_argument_group("priors of the final models")
+    pr.add_argument("--priors", default="adjusted", choices=["adjusted", "counts"],
+                    help="log priors stored with each final model for decoding: 'adjusted' = the "
+                         "model's own mean posterior over training frames (Kaldi nnet3's "
+                         "adjust-priors; the alignment-count priors are kept beside them), "
+                         "'counts' = the alignment-count priors of stage 5 (default %(default)s)")
+    pr.add_argument("--prior-frames", type=int, default=30000,
+                    help="training frames used for the adjusted priors (default %(default)s)")
     lg = p.add_argument_group("checkpoints and logs")
     lg.add_argument("--checkpoint-every-blocks", type=int, default=50)
     lg.add_argument("--keep-checkpoints", type=int, default=2)
@@ -603,6 +617,7 @@ def _finish(args: argparse.Namespace, backend: Backend, exp: Path, cfg: dict[str
             K: int, prog: Progress, timer: TimeSplit, wall: float) -> dict[str, Any]:
     priors = backend.log_priors(args.egs)
     final = exp / "final"
+    prior_info: dict[str, Any] = {"priors": args.priors}
     with atomic_path(final) as tmp:
         tmp.mkdir(parents=True)
         assert sync.global_flat is not None
@@ -610,7 +625,12 @@ def _finish(args: argparse.Namespace, backend: Backend, exp: Path, cfg: dict[str
             zip([_label(x) for x in ema.labels], ema.values, strict=True))
         for name, vec in names:
             eval_flat.set(vec)
-            backend.save_model(tmp / f"{name}.safetensors", eval_model, cfg, priors)
+            if args.priors == "counts":
+                backend.save_model(tmp / f"{name}.safetensors", eval_model, cfg, priors)
+                continue
+            adjusted, frames = _adjusted_priors(args, backend, eval_model, device_of(eval_model))
+            prior_info[name] = _prior_shift(name, adjusted, priors, frames)
+            backend.save_model(tmp / f"{name}.safetensors", eval_model, cfg, adjusted, priors)
     t = timer.as_dict()
     summary = {
         "model": cfg.get("type", cfg.get("model_type", "?")), "model_config": cfg,
@@ -626,6 +646,7 @@ def _finish(args: argparse.Namespace, backend: Backend, exp: Path, cfg: dict[str
         "time_split_s": t, "time_share": {k: v / max(wall, 1e-9) for k, v in t.items()},
         "history": prog.history,
         "final_models": sorted(p.name for p in final.glob("*.safetensors")),
+        "final_priors": prior_info,
     }
     atomic_write_json(exp / "summary.json", summary)
     mark_done(final, {"summary": "summary.json"})
@@ -633,6 +654,33 @@ def _finish(args: argparse.Namespace, backend: Backend, exp: Path, cfg: dict[str
              final, wall, summary["frames_per_s"], 100 * t.get("comm", 0) / max(wall, 1e-9),
              100 * t.get("ema", 0) / max(wall, 1e-9))
     return summary
+
+
+def device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _adjusted_priors(args: argparse.Namespace, backend: Backend, model: nn.Module,
+                     device: torch.device) -> tuple[np.ndarray, int]:
+    """The model's mean posterior over the first --prior-frames training frames (fixed order)."""
+    from steps_py.nnet.priors import average_log_posteriors
+
+    reader = backend.make_reader(args.egs, 0, 1, args.batch_size, args.seed, "train")
+    reader.set_epoch(0)
+    return average_log_posteriors(model, reader, args.prior_frames, device, IGNORE_LABEL)
+
+
+def _prior_shift(name: str, adjusted: np.ndarray, counts: np.ndarray, frames: int) -> dict[str, Any]:
+    """How far a model's adjusted priors are from the count priors (logged and kept in summary.json)."""
+    seen = counts != 0  # count priors store 0 for pdfs never seen in the alignments
+    diff = adjusted[seen] - counts[seen]
+    p = np.exp(adjusted[seen].astype(np.float64))
+    info = {"frames": frames, "kl_adjusted_vs_counts": float(np.sum(p * diff)),
+            "pdfs_raised_over_e": int((diff > 1.0).sum()), "max_raise_nats": float(diff.max())}
+    log.info("adjusted priors of %s from %d training frames: KL to the count priors %.3f nats; "
+             "%d pdfs above e x their count prior (max %+.2f nats)", name, frames,
+             info["kl_adjusted_vs_counts"], info["pdfs_raised_over_e"], info["max_raise_nats"])
+    return info
 
 
 def main(argv: list[str] | None = None) -> int:
