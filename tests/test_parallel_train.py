@@ -79,6 +79,9 @@ def test_logs_summary_and_idempotence(egs: Path, tmp_path: Path) -> None:
         assert abs(float(torch.logsumexp(adjusted, 0))) < 1e-4  # a distribution over pdfs
         assert s["final_priors"][name]["frames"] > 0
     assert s["final_priors"]["priors"] == "adjusted"
+    with pytest.raises(SystemExit, match="--prior-frames 0"):  # refused before any training
+        _train(egs, tmp_path / "bad", prior_frames=0)
+    assert not (tmp_path / "bad").exists()
     counts_run = _train(egs, tmp_path / "counts", block_minibatches=4, epochs=1, priors="counts")
     assert counts_run["final_priors"] == {"priors": "counts"}
     stored = load_file(tmp_path / "counts/final/global.safetensors")

@@ -249,6 +249,9 @@ def _label(name: str) -> str:
 
 
 def run(args: argparse.Namespace, backend: Backend | None = None) -> dict[str, Any]:
+    if args.priors == "adjusted" and args.prior_frames <= 0:
+        raise SystemExit(f"--prior-frames {args.prior_frames}: give a positive number of training "
+                         "frames for the adjusted priors, or --priors counts")
     device = choose_device()
     if args.workers and launched_by_torchrun():
         ws = int(os.environ["WORLD_SIZE"])
