@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -71,6 +72,14 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 def is_done(d: Path) -> bool:
     return (Path(d) / ".done").is_file()
+
+
+def skip_done(d: Path, force: bool, state: str = "done") -> bool:
+    """True (and says so in the log) when ``d`` is done and ``--force`` was not given."""
+    if force or not is_done(d):
+        return False
+    logging.getLogger("steps_py").info("%s is %s (.done present); skipping (use --force to redo)", d, state)
+    return True
 
 
 def mark_done(d: Path, info: dict[str, Any] | None = None) -> None:

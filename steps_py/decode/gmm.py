@@ -22,7 +22,7 @@ from tqdm import tqdm
 from steps_py.data.kaldi_dir import read_kaldi_map
 from steps_py.decode.decode_dir import read_best_lmwt, write_decode_dir
 from steps_py.decode.wfst import WfstDecoder
-from steps_py.fileio import is_done
+from steps_py.fileio import skip_done
 from steps_py.gmm.feats import add_deltas
 from steps_py.gmm.model_io import read_model
 from steps_py.log import setup_logging
@@ -83,8 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--force", action="store_true", help="decode again even if --out is done")
     args = ap.parse_args(argv)
     setup_logging("decode_gmm", args.out / "log" / "decode.log")
-    if is_done(args.out) and not args.force:
-        log.info("%s already decoded (.done present); skipping (use --force to redo)", args.out)
+    if skip_done(args.out, args.force, "already decoded"):
         return
     t0 = time.time()
     weights = [read_best_lmwt(args.lm_weight_from)] if args.lm_weight_from else [float(x) for x in args.lm_weights.split(",")]

@@ -25,7 +25,7 @@ from pathlib import Path
 import kaldi_hmm_gmm as khg
 import kaldifst
 
-from steps_py.fileio import atomic_path, atomic_write_json, atomic_write_text, is_done, mark_done
+from steps_py.fileio import atomic_path, atomic_write_json, atomic_write_text, mark_done, skip_done
 from steps_py.gmm.model_io import read_model
 from steps_py.gmm.topo import Lang
 from steps_py.log import setup_logging
@@ -94,8 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--force", action="store_true", help="rebuild even if --out is done")
     args = ap.parse_args(argv)
     setup_logging("mkgraph", args.out.parent / "log" / "mkgraph.log")
-    if is_done(args.out) and not args.force:
-        log.info("%s already built (.done present); skipping (use --force to rebuild)", args.out)
+    if skip_done(args.out, args.force, "already built"):
         return
     t0 = time.time()
     lang = Lang.load(args.lang)

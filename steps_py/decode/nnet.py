@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from steps_py.decode.decode_dir import format_weight
-from steps_py.fileio import atomic_write_text, is_done
+from steps_py.fileio import atomic_write_text, is_done, skip_done
 from steps_py.log import setup_logging
 
 log = logging.getLogger("decode.nnet")
@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if is_done(args.out) and not args.force:
         setup_logging("decode.nnet")
-        log.info("%s is already decoded (.done); skipping (use --force to redo)", args.out)
+        skip_done(args.out, args.force, "already decoded")
         return 0
     (args.out / ".done").unlink(missing_ok=True)
     setup_logging("decode.nnet", args.out / "log" / "decode.log")

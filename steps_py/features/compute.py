@@ -34,7 +34,7 @@ from steps_py.features.extract import (
     FeatureExtractor,
     read_audio,
 )
-from steps_py.fileio import atomic_path, atomic_write_text, is_done, mark_done
+from steps_py.fileio import atomic_path, atomic_write_text, mark_done, skip_done
 from steps_py.log import setup_logging
 
 log = logging.getLogger("features")
@@ -113,8 +113,7 @@ def compute_features(
 ) -> Path:
     """Run stage 3 for one data dir; returns `<data_dir>/<kind>`."""
     feat_dir = data_dir / kind
-    if is_done(feat_dir) and not force:
-        log.info("%s already done; skipping (use --force to redo)", feat_dir)
+    if skip_done(feat_dir, force):
         return feat_dir
     kd = KaldiDataDir.load(data_dir)
     piped = [u for u in kd.utts if kd.wav.get(u, "").endswith("|")]

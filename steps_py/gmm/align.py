@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from steps_py.fileio import atomic_write_text, is_done, mark_done
+from steps_py.fileio import atomic_write_text, mark_done, skip_done
 from steps_py.gmm.ali_io import write_int32_vectors
 from steps_py.gmm.data import load_utterances
 from steps_py.gmm.jobs import AlignOptions, JobPool, Utterance
@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--force", action="store_true", help="realign even if --out is done")
     args = ap.parse_args(argv)
     setup_logging("align", args.out / "log" / "align.log")
-    if is_done(args.out) and not args.force:
-        log.info("%s already aligned (.done present); skipping (use --force to redo)", args.out)
+    if skip_done(args.out, args.force, "already aligned"):
         return
     t0 = time.time()
     lang = Lang.load(args.lang)

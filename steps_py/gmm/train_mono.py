@@ -22,7 +22,7 @@ import kaldi_hmm_gmm as khg
 import numpy as np
 from tqdm import tqdm
 
-from steps_py.fileio import atomic_write_json, atomic_write_text, is_done, mark_done
+from steps_py.fileio import atomic_write_json, atomic_write_text, mark_done, skip_done
 from steps_py.gmm.accumulate import UpdateConfig, update_gmm, update_transitions
 from steps_py.gmm.data import load_utterances
 from steps_py.gmm.feats import FeatureSource, open_mfcc
@@ -137,8 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--force", action="store_true", help="retrain even if --out is done")
     args = ap.parse_args(argv)
     setup_logging("train_mono", args.out / "log" / "train.log")
-    if is_done(args.out) and not args.force:
-        log.info("%s is already trained (.done present); skipping (use --force to retrain)", args.out)
+    if skip_done(args.out, args.force, "already trained"):
         return
     t0 = time.time()
     lang = Lang.load(args.lang)

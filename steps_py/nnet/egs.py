@@ -61,7 +61,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from steps_py.fileio import atomic_path, atomic_write_json, is_done, mark_done
+from steps_py.fileio import atomic_path, atomic_write_json, is_done, mark_done, skip_done
 from steps_py.log import setup_logging
 from steps_py.nnet.priors import log_priors_from_counts, save_log_priors
 
@@ -422,8 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="rewrite even if the egs dir is done")
     args = ap.parse_args(argv)
     setup_logging("nnet.egs")
-    if is_done(args.out) and not args.force:
-        log.info("%s is done; skipping (use --force to rewrite)", args.out)
+    if skip_done(args.out, args.force):
         return 0
     if (args.dev_feats is None) != (args.dev_ali is None):
         ap.error("--dev-feats and --dev-ali go together")

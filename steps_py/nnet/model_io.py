@@ -48,13 +48,12 @@ def save_acoustic_model(path: Path | str, model: nn.Module, cfg: dict[str, Any],
     """
     full = model_config(cfg)
     tensors = {f"model.{k}": v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    if log_priors is None:
+        log_priors = np.zeros(full["num_pdfs"], dtype=np.float32)
     for key, value in (("log_priors", log_priors), ("log_priors_counts", count_log_priors)):
         if value is None:
-            if key == "log_priors_counts":
-                continue
-            lp = torch.zeros(full["num_pdfs"], dtype=torch.float32)
-        else:
-            lp = torch.as_tensor(np.asarray(value), dtype=torch.float32).reshape(-1)
+            continue
+        lp = torch.as_tensor(np.asarray(value), dtype=torch.float32).reshape(-1)
         if lp.numel() != full["num_pdfs"]:
             raise ValueError(f"{key} has {lp.numel()} entries but the model has {full['num_pdfs']} pdfs")
         tensors[key] = lp

@@ -176,8 +176,8 @@ class OnlineNaturalGradient:
             _, _, h, tr_x = self._apply(x, affine)
             self._update(x, affine, h, tr_x, n)
 
-    def _derived(self, affine: bool, dim: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """(R, R's first ``dim`` columns, R's last column, e, sqrt(2e - e^2)), cached until R changes.
+    def _derived(self, affine: bool, dim: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor]:
+        """(R, R's first ``dim`` columns, R's last column if affine, e, sqrt(2e - e^2)); cached until R changes.
 
         ``G^{-1} = (1/beta)(I - R^T diag(e) R)`` with ``e_i = 1 / (beta / d_i + 1)``.
         """
@@ -188,7 +188,7 @@ class OnlineNaturalGradient:
             beta = rho * (1 + self.alpha) + self.alpha * float(d.sum()) / r.shape[1]
             e = 1.0 / (beta / d + 1.0)
             sw = (2.0 * e - e * e).sqrt()
-            rx, rb = (r[:, :dim], r[:, dim]) if affine else (r, r[:, 0])
+            rx, rb = (r[:, :dim], r[:, dim]) if affine else (r, None)
             c = self._cache = (r, affine, rx, rb, e, sw)
         return c[0], c[2], c[3], c[4], c[5]
 
@@ -205,7 +205,7 @@ class OnlineNaturalGradient:
         """
         n, dim = x.shape
         r, rx, rb, e, sw = self._derived(affine, dim)
-        h = torch.addmm(rb, x, rx.T) if affine else torch.mm(x, r.T)  # [N, rank]
+        h = torch.mm(x, r.T) if rb is None else torch.addmm(rb, x, rx.T)  # [N, rank]
         xf = x.reshape(-1)
         tr_x = float(torch.dot(xf, xf)) + (n if affine else 0)
         # ||X R^T E R - X||^2 = ||X||^2 - sum_i (2 e_i - e_i^2) ||h_i||^2 as R R^T = I (Kaldi's
@@ -216,10 +216,10 @@ class OnlineNaturalGradient:
             gamma = math.sqrt(tr_x / tr_hat)
             # X~ = gamma X (I - R^T E R): the scale rides on the copy that addmm makes anyway
             x_hat = torch.addmm(x, he, rx, beta=gamma, alpha=-gamma)
-            col = torch.addmv(self._ones(n, x), he, rb, beta=gamma, alpha=-gamma) if affine else None
+            col = None if rb is None else torch.addmv(self._ones(n, x), he, rb, beta=gamma, alpha=-gamma)
         else:
             x_hat = torch.addmm(x, he, rx, alpha=-1.0)
-            col = torch.addmv(self._ones(n, x), he, rb, alpha=-1.0) if affine else None
+            col = None if rb is None else torch.addmv(self._ones(n, x), he, rb, alpha=-1.0)
             tr_hat = float(torch.linalg.vector_norm(x_hat) ** 2) + (float(col @ col) if col is not None else 0.0)
             gamma = 1.0 if tr_hat == 0.0 else math.sqrt(tr_x / tr_hat)
             x_hat.mul_(gamma)

@@ -10,9 +10,9 @@ Two estimates:
   posteriors are flatter, so pdfs seen a handful of times get mean posteriors far above
   their count priors, and dividing by the count prior boosts them by several nats. On the
   default corpus the DNN MA model put its best scaled likelihood on floored pdfs for most
-  frames and decoded words as deletions (dev CER 45.6 % with count priors, 26.5 % with its
-  adjusted priors; BMUF 28.0 % vs 27.6 %). Training (stage 6) stores the adjusted priors as
-  a model's ``log_priors`` and keeps the count priors beside them (``--priors``).
+  frames and decoded many words as deletions (compare a decode with
+  ``python -m steps_py.decode.nnet --priors counts``). Training (stage 6) stores the adjusted
+  priors as a model's ``log_priors`` and keeps the count priors beside them (``--priors``).
 
 Usage::
 
@@ -104,5 +104,5 @@ def average_log_posteriors(model: nn.Module, batches: Iterable[tuple[torch.Tenso
     model.train(was_training)
     if total is None or frames == 0:
         raise ValueError("cannot compute adjusted priors: the training examples gave no frames")
-    mean = (total / frames).cpu().numpy()
-    return np.log(np.maximum(mean / mean.sum(), 1e-30)).astype(np.float32), frames
+    mean = (total / frames).cpu().numpy()  # softmax rows sum to 1, so this does too
+    return np.log(np.maximum(mean, 1e-30)).astype(np.float32), frames

@@ -631,7 +631,7 @@ def _finish(args: argparse.Namespace, backend: Backend, exp: Path, cfg: dict[str
             if args.priors == "counts":
                 backend.save_model(tmp / f"{name}.safetensors", eval_model, cfg, priors)
                 continue
-            adjusted, frames = _adjusted_priors(args, backend, eval_model, device_of(eval_model))
+            adjusted, frames = _adjusted_priors(args, backend, eval_model)
             prior_info[name] = _prior_shift(name, adjusted, priors, frames)
             backend.save_model(tmp / f"{name}.safetensors", eval_model, cfg, adjusted, priors)
     t = timer.as_dict()
@@ -659,17 +659,13 @@ def _finish(args: argparse.Namespace, backend: Backend, exp: Path, cfg: dict[str
     return summary
 
 
-def device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _adjusted_priors(args: argparse.Namespace, backend: Backend, model: nn.Module,
-                     device: torch.device) -> tuple[np.ndarray, int]:
+def _adjusted_priors(args: argparse.Namespace, backend: Backend, model: nn.Module) -> tuple[np.ndarray, int]:
     """The model's mean posterior over the first --prior-frames training frames (fixed order)."""
     from steps_py.nnet.priors import average_log_posteriors
 
     reader = backend.make_reader(args.egs, 0, 1, args.batch_size, args.seed, "train")
     reader.set_epoch(0)
+    device = next(model.parameters()).device
     return average_log_posteriors(model, reader, args.prior_frames, device, IGNORE_LABEL)
 
 
