@@ -1,0 +1,156 @@
+"""What every step's ``main()`` does, in one place: logging, skip-done, errors -> exit codes.
+
+A step is an argparse parser plus a body ``run(args) -> int | None``::
+
+    def build_parser() -> argparse.ArgumentParser: ...
+    def run(args: argparse.Namespace) -> int | None: ...   # raises StepError on bad input
+
+    def main(argv: list[str] | None = None) -> int:
+        return step_main("decode.nnet", build_parser(), run, argv,
+                         log_file=lambda a: a.out / "log" / "decode.log",
+                         done_dir=lambda a: a.out, done_state="already decoded")
+
+``step_main`` parses the flags, sets up logging (stderr, plus the step's log file), skips the
+step when ``done_dir(args)`` holds ``.done`` and ``--force`` was not given, runs the body and
+maps failures to exit codes:
+
+* ``StepError`` (and its subclasses, one per area: ``DecodeError``, ``EgsError``, ...): the
+  message is logged as one ERROR line (it names the item and the fix), exit code 1;
+* ``OSError`` with ``ENOSPC``/``EDQUOT`` ("no space left on device writing <file>"),
+  ``EROFS``/``EACCES`` ("cannot write <file>: read-only / permission denied"): one line,
+  exit code 1, instead of a library traceback;
+* ``KeyboardInterrupt``: exit code 130.
+
+Library code raises ``StepError`` subclasses, never ``SystemExit``: only ``main()`` decides
+how a process ends. Anything else is a bug and keeps its traceback.
+
+``progress(iterable, ...)`` is tqdm on a terminal and silent otherwise, so log files never
+fill with carriage-return frames (pass ``log_every`` to get a plain INFO line every so many
+items instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from steps_py.fileio import skip_done
+from steps_py.log import setup_logging
+
+T = TypeVar("T")
+
+
+class StepError(Exception):
+    """A user-facing failure of a step: the message names the item and the fix."""
+
+
+def describe_os_error(e: OSError) -> str | None:
+    """One line for the OS errors a user can fix (disk full, read-only, permissions)."""
+    where = e.filename or "an output file"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on device writing {where}; free some space (df -h) and rerun"
+    if e.errno == errno.EROFS:
+        return f"cannot write {where}: the file system is read-only; choose a writable --workdir/--out"
+    if e.errno == errno.EACCES:
+        return f"cannot write {where}: permission denied; choose a writable --workdir/--out"
+    return None
+
+
+def step_main(name: str, parser: argparse.ArgumentParser,
+              body: Callable[[argparse.Namespace], int | None],
+              argv: list[str] | None = None, *,
+              log_file: Callable[[argparse.Namespace], Path | None] | None = None,
+              done_dir: Callable[[argparse.Namespace], Path] | None = None,
+              done_state: str = "done") -> int:
+    """Parse, set up logging, skip a done step, run ``body``; return the process exit code."""
+    args = parser.parse_args(argv)
+    log = logging.getLogger(name)
+    try:
+        setup_logging(name, log_file(args) if log_file is not None else None)
+        if done_dir is not None and skip_done(done_dir(args), bool(getattr(args, "force", False)),
+                                              done_state):
+            return 0
+        rc = body(args)
+    except StepError as e:
+        log.error("%s", e)
+        return 1
+    except OSError as e:
+        msg = describe_os_error(e)
+        if msg is None:
+            raise
+        log.error("%s", msg)
+        return 1
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+    return int(rc or 0)
+
+
+def on_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+def progress(iterable: Iterable[T] | None = None, *, desc: str = "", total: int | None = None,
+             unit: str = "it", log_every: int = 0, logger: logging.Logger | None = None,
+             **tqdm_kwargs: Any) -> Any:
+    """tqdm on a terminal; otherwise the plain iterable (or a counter), optionally logging.
+
+    The returned object supports iteration (when ``iterable`` is given), ``update(n)`` and
+    ``close()``, like tqdm.
+    """
+    if on_terminal():
+        from tqdm import tqdm
+
+        return tqdm(iterable, desc=desc, total=total, unit=unit, dynamic_ncols=True, **tqdm_kwargs)
+    return _Quiet(iterable, desc, total, unit, log_every, logger)
+
+
+class _Quiet:
+    """The non-terminal stand-in for tqdm: counts, and logs every ``log_every`` items."""
+
+    def __init__(self, iterable: Iterable[Any] | None, desc: str, total: int | None, unit: str,
+                 log_every: int, logger: logging.Logger | None) -> None:
+        self.iterable, self.desc, self.unit = iterable, desc, unit
+        self.total = total if total is not None else _len_or_none(iterable)
+        self.n = 0
+        self.log_every = log_every
+        self.log = logger or logging.getLogger("progress")
+        self._next = log_every
+
+    def __iter__(self) -> Iterator[Any]:
+        assert self.iterable is not None
+        for x in self.iterable:
+            yield x
+            self.update(1)
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self.log_every and self.n >= self._next:
+            of = f"/{self.total}" if self.total else ""
+            self.log.info("%s: %d%s %s", self.desc or "progress", self.n, of, self.unit)
+            while self._next <= self.n:
+                self._next += self.log_every
+
+    def set_postfix(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> _Quiet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _len_or_none(x: Any) -> int | None:
+    try:
+        return len(x)
+    except TypeError:
+        return None
