@@ -79,3 +79,67 @@ def test_sigkilled_worker_restarts_and_resumes_to_the_same_models(egs: Path,
     steps = [[r["global_step"] for r in csv.DictReader((tmp_path / d / "log/train.csv").open())]
              for d in ("sim", "real")]
     assert steps[0] == steps[1]
+
+
+def _listening_sockets(pids: set[int]) -> list[str]:
+    """'addr:port' of every TCP socket in LISTEN state owned by one of `pids` (from /proc)."""
+    inodes: dict[str, int] = {}
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes[target[8:-1]] = pid
+        except OSError:
+            continue
+    out = []
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                parts = line.split()
+                if parts[3] != "0A" or parts[9] not in inodes:  # 0A = LISTEN
+                    continue
+                addr, port = parts[1].split(":")
+                raw = bytes.fromhex(addr)
+                if width == 8:
+                    ip = ".".join(str(b) for b in raw[::-1])
+                else:  # four little-endian 32-bit words
+                    words = [raw[i:i + 4][::-1] for i in range(0, 16, 4)]
+                    ip = ":".join(b"".join(words).hex()[i:i + 4] for i in range(0, 32, 4))
+                out.append(f"{ip}:{int(port, 16)}")
+    return out
+
+
+def _tree(root: int) -> set[int]:
+    pids, todo = {root}, [root]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                kids = [int(x) for x in f.read().split()]
+        except OSError:
+            kids = []
+        pids.update(kids)
+        todo += kids
+    return pids
+
+
+def test_single_machine_launch_listens_on_loopback_only(egs: Path, tmp_path: Path) -> None:
+    """`python -m steps_py.parallel.launch` (torchrun): every socket of the agent and its two
+    workers listens on 127.0.0.1 (plain torchrun's agent stores listen on every interface)."""
+    import time
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    argv = toy_train_argv(egs, tmp_path / "run", epochs=6, block_minibatches=1,
+                          checkpoint_every_blocks=1)
+    proc = subprocess.Popen([sys.executable, "-m", "steps_py.parallel.launch", "--nproc_per_node",
+                             "2", "--monitor-interval", "0.2", "-m", "tests.toy_train", *argv],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    seen: set[str] = set()
+    while proc.poll() is None:
+        seen.update(_listening_sockets(_tree(proc.pid)))
+        time.sleep(0.05)
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    assert proc.returncode == 0, out[-3000:]
+    assert len(seen) >= 2, seen  # the agent's stores (and any gloo listener) were seen
+    assert all(s.startswith(("127.", "0000:0000:0000:0000:0000:0000:0000:0001")) for s in seen), seen

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -92,7 +93,7 @@ def _load(f: Path, device: torch.device | str) -> dict[str, Any]:
         return torch.load(f, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise
-    except (RuntimeError, EOFError, OSError, ValueError) as e:  # truncated zip, empty file, ...
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:  # truncated, empty, junk
         reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
         raise DamagedCheckpoint(f"checkpoint file {f} is damaged ({reason})") from None
 

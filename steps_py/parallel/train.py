@@ -432,9 +432,26 @@ def run(args: argparse.Namespace, backend: Backend | None = None,
         group.close()
 
 
+def check_model_config(args: argparse.Namespace, backend: Backend) -> str | None:
+    """Why --model-config cannot build a model for --egs (None when it can), before any work."""
+    try:
+        backend.build_model(backend.model_config(backend.egs_info(args.egs), args.model_config))
+    except (TypeError, ValueError) as e:
+        return str(e)
+    return None
+
+
 def main(argv: list[str] | None = None, backend: Backend | None = None,
          hooks: Hooks | None = None) -> int:
-    args = parse_args(build_parser(), argv)
+    parser = build_parser()
+    args = parse_args(parser, argv)
+    backend = backend or NnetBackend()
+    try:
+        problem = check_model_config(args, backend)
+    except StepError as e:  # no examples dir
+        parser.error(f"argument --egs: {e}")
+    if problem:
+        parser.error(f"argument --model-config: {problem}")
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: stack dump
     try:
         run(args, backend, hooks)
