@@ -21,8 +21,10 @@ of them are computed from the same G(t) sequence, so one run gives comparable ro
 
 from __future__ import annotations
 
+import argparse
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -168,3 +170,24 @@ class LastModelsCombination(Averager):
                              f"combination, this run {self.max_models}")
         self.kept = [v.clone() for v in state["kept"]]  # type: ignore[union-attr]
         self.last_steps = int(state["last_steps"])  # type: ignore[call-overload]
+
+
+def build_averagers(args: argparse.Namespace, exp: Path, block: int, syncs: int) -> dict[str, Averager]:
+    """The averagers the trainer's options ask for (rank 0 only), by name.
+
+    `block`: minibatches per block asked for (the combination's step for none/ddp);
+    `syncs`: synchronizations the run will do (spaces the post-hoc snapshots).
+    """
+    from steps_py.parallel.posthoc import PowerEmaSnapshots
+
+    out: dict[str, Averager] = {}
+    if args.ema_specs and not args.ema_interfering:
+        out["ema"] = EmaAverager(EmaSet(args.ema_specs))
+    if args.icefall_average_period:
+        out["icefall"] = IcefallAverage(args.icefall_average_period)
+    if args.combine_max_models:
+        out["combine"] = LastModelsCombination(args.combine_max_models, every_steps=block)
+    if args.posthoc_snapshots:
+        out["posthoc"] = PowerEmaSnapshots(exp / "posthoc", args.posthoc_sigma_rels,
+                                           max(1, syncs // args.posthoc_snapshots))
+    return out

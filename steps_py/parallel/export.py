@@ -10,9 +10,9 @@ write reconstructed EMAs.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from steps_py.fileio import atomic_path
+from steps_py.parallel.averagers import Averager, LastModelsCombination
 from steps_py.parallel.backend import Backend, NnetBackend
 from steps_py.parallel.flat import FlatState
 from steps_py.parallel.metrics import IGNORE_LABEL
@@ -81,9 +83,6 @@ class ModelWriter:
         return average_log_posteriors(self.model, reader, self.prior_frames, self.device,
                                       IGNORE_LABEL)
 
-    def copy_model(self) -> nn.Module:
-        return copy.deepcopy(self.model)
-
 
 def prior_shift(name: str, adjusted: np.ndarray, counts: np.ndarray, frames: int) -> dict[str, Any]:
     """How far a model's adjusted priors are from the count priors (logged, kept in summary.json)."""
@@ -96,3 +95,28 @@ def prior_shift(name: str, adjusted: np.ndarray, counts: np.ndarray, frames: int
              "%d pdfs above e x their count prior (max %+.2f nats)", name, frames,
              info["kl_adjusted_vs_counts"], info["pdfs_raised_over_e"], info["max_raise_nats"])
     return info
+
+
+def write_final_models(final: Path, writer: ModelWriter, models: list[tuple[str, torch.Tensor]],
+                       averagers: dict[str, Averager], dev_loss: Callable[[torch.Tensor], float],
+                       global_flat: torch.Tensor) -> dict[str, Any]:
+    """Write `final/` (atomically): every model, the Kaldi combination with k chosen by
+    `dev_loss`, and the post-hoc manifest. Returns what goes into summary.json about them."""
+    from steps_py.parallel.posthoc import PowerEmaSnapshots
+
+    extra: dict[str, Any] = {}
+    with atomic_path(final) as tmp:
+        tmp.mkdir(parents=True)
+        for name, vec in models:
+            writer.write(tmp / f"{name}.safetensors", name, vec)
+        comb = averagers.get("combine")
+        if isinstance(comb, LastModelsCombination) and comb.kept:
+            k, losses = comb.choose_k(dev_loss)
+            writer.write(tmp / f"{comb.label}.safetensors", comb.label, comb.average_of_last(k))
+            extra["combine"] = {"k": k, "dev_ce_by_k": losses, "kept": len(comb.kept)}
+            log.info("Kaldi-style combination: the last %d of %d models (dev CE %.4f)", k,
+                     len(comb.kept), losses[k - 1])
+        ph = averagers.get("posthoc")
+        if isinstance(ph, PowerEmaSnapshots):
+            extra["posthoc_manifest"] = str(ph.finish(global_flat))
+    return extra

@@ -11,6 +11,8 @@ other settings is refused unless asked for (`--resume-any-settings`).
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,18 +23,20 @@ from steps_py.parallel.averagers import Averager
 from steps_py.parallel.checkpoint import (
     CheckpointError,
     DamagedCheckpoint,
+    list_checkpoints,
     load_global,
     load_worker,
+    set_aside,
 )
+from steps_py.parallel.errors import ResumeError
+from steps_py.parallel.group import Group
 from steps_py.parallel.metrics import TimeSplit
 from steps_py.parallel.sync import Sync
 from steps_py.parallel.workers import Worker
 
 VERSION = 2
+log = logging.getLogger("train")
 
-
-class ResumeError(RuntimeError):
-    """A checkpoint cannot continue this run; the message says why and what to do."""
 
 
 @dataclass
@@ -118,3 +122,31 @@ def restore(ck: Path, state: TrainState, settings: dict[str, Any], shapes: dict[
         setattr(state, k, type(getattr(state, k))(v) if k != "history" else v)
     for k, v in g["time"].items():
         timer.seconds[k] = float(v)
+
+
+def resume_newest(exp: Path, resume: bool, group: Group, load: Callable[[Path], None]) -> Path | None:
+    """Load the newest checkpoint every rank can read (`load(ck)`); the one used, or None.
+
+    A damaged checkpoint is reported, set aside as `damaged-block-*` and the one before it
+    tried. Checkpoints without `resume` are refused (they belong to an earlier attempt).
+    """
+    cks = list_checkpoints(exp)
+    if cks and not resume:
+        raise ResumeError(f"{exp} holds checkpoints of an earlier run ({cks[-1].name}); pass "
+                          "--resume to continue it or --force to start over")
+    for ck in reversed(cks):
+        try:
+            load(ck)
+            ok = 1
+        except DamagedCheckpoint as e:
+            log.warning("%s; trying the checkpoint before it", e)
+            ok = 0
+        if group.all_reduce_min_int([ok]):  # every rank could load it
+            log.info("resumed from %s", ck)
+            return ck
+        if group.is_main:
+            set_aside(ck)
+    if cks:
+        raise ResumeError(f"no checkpoint in {exp}/checkpoints could be loaded (set aside as "
+                          "damaged-*); rerun with --force to start over")
+    return None

@@ -39,33 +39,25 @@ from typing import Any
 import torch
 
 from steps_py.cli import StepError, progress
-from steps_py.fileio import atomic_path, atomic_write_json, is_done, mark_done
+from steps_py.fileio import atomic_write_json, is_done, mark_done
 from steps_py.log import setup_logging
 from steps_py.nnet.optim import lr_at, optimizer_kwargs
 from steps_py.parallel import checkpoint as ckpt
-from steps_py.parallel.averagers import (
-    Averager,
-    EmaAverager,
-    IcefallAverage,
-    LastModelsCombination,
-)
+from steps_py.parallel.averagers import build_averagers
 from steps_py.parallel.backend import Backend, NnetBackend
 from steps_py.parallel.ema import EmaSet
-from steps_py.parallel.export import ModelWriter
+from steps_py.parallel.errors import TrainingError
+from steps_py.parallel.export import ModelWriter, write_final_models
 from steps_py.parallel.group import Group, choose_device, init_group, launched_by_torchrun
 from steps_py.parallel.metrics import MetricsLog, TimeSplit, evaluate
 from steps_py.parallel.options import build_parser as _build_parser
 from steps_py.parallel.options import parse_args, settings
-from steps_py.parallel.posthoc import PowerEmaSnapshots
-from steps_py.parallel.state import ResumeError, TrainState, restore, snapshot
+from steps_py.parallel.state import TrainState, restore, resume_newest, snapshot
 from steps_py.parallel.sync import InterferingEma, Sync, make_sync
-from steps_py.parallel.workers import DivergedError, build_workers
+from steps_py.parallel.workers import DivergedError, build_workers, check_model_dims
 
 log = logging.getLogger("train")
 
-
-class TrainingError(StepError):
-    """A clear, user-facing failure (diverged loss, dims mismatch, bad resume)."""
 
 
 @dataclass
@@ -112,47 +104,16 @@ class Trainer:
         self.sync: Sync = InterferingEma(sync, EmaSet(args.ema_specs)) if args.ema_interfering else sync
         self.K = self.sync.block_minibatches(k)
         self.total_steps = args.epochs * self.steps_per_epoch
-        self.averagers = self._averagers(k) if group.is_main else {}
+        syncs = args.epochs * -(-self.steps_per_epoch // self.K)
+        self.averagers = build_averagers(args, self.exp, k, syncs) if group.is_main else {}
         self.settings = settings(args, self.cfg, self.K)
         self.shapes = self.workers[0].flat.describe()
         for w in self.workers:
             w.fwd = self.sync.wrap(w.model, group)
-        self._check_dims(info)
+        check_model_dims(self.workers[0], int(info.get("num_pdfs", 0)), args.egs)
         self.state, self.timer = TrainState(), TimeSplit()
         self.last_ckpt: Path | None = None
         self.lr = args.lr_initial
-
-    def _averagers(self, k: int) -> dict[str, Averager]:
-        a = self.args
-        out: dict[str, Averager] = {}
-        if a.ema_specs and not a.ema_interfering:
-            out["ema"] = EmaAverager(EmaSet(a.ema_specs))
-        if a.icefall_average_period:
-            out["icefall"] = IcefallAverage(a.icefall_average_period)
-        if a.combine_max_models:
-            out["combine"] = LastModelsCombination(a.combine_max_models, every_steps=k)
-        if a.posthoc_snapshots:
-            syncs = a.epochs * -(-self.steps_per_epoch // self.K)
-            out["posthoc"] = PowerEmaSnapshots(self.exp / "posthoc", a.posthoc_sigma_rels,
-                                               max(1, syncs // a.posthoc_snapshots))
-        return out
-
-    def _check_dims(self, info: dict[str, Any]) -> None:
-        num_pdfs, reader = int(info.get("num_pdfs", 0)), self.workers[0].reader
-        state = reader.state_dict()
-        x, _ = next(iter(reader))
-        reader.load_state_dict(state)
-        try:
-            with torch.no_grad():
-                out = self.workers[0].model(x.to(self.device))
-        except RuntimeError as e:
-            raise TrainingError(
-                f"the model does not accept the examples in {self.args.egs} (input shape "
-                f"{tuple(x.shape)}): {str(e).splitlines()[0]}; check --model-config against "
-                f"{self.args.egs}/info.json") from None
-        if num_pdfs and out.shape[-1] != num_pdfs:
-            raise TrainingError(f"model outputs {out.shape[-1]} classes but {self.args.egs} has "
-                                f"{num_pdfs} pdfs; fix --model-config")
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
@@ -308,53 +269,20 @@ class Trainer:
         self.sync.init(start)
         for a in self.averagers.values():
             a.init(start)
-        cks = ckpt.list_checkpoints(self.exp)
-        if cks and not self.args.resume:
-            raise TrainingError(f"{self.exp} holds checkpoints of an earlier run ({cks[-1].name}); "
-                                "pass --resume to continue it or --force to start over")
-        for ck in reversed(cks):
-            try:
-                restore(ck, self.state, self.settings, self.shapes, self.sync, self.averagers,
-                        self.workers, self.timer, self.group.world_size, self.device,
-                        self.args.resume_any_settings)
-                ok = 1
-            except ckpt.DamagedCheckpoint as e:
-                log.warning("%s; trying the checkpoint before it", e)
-                ok = 0
-            except ResumeError as e:
-                raise TrainingError(str(e)) from None
-            if self.group.all_reduce_min_int([ok]):  # every rank could load it
-                self.last_ckpt = ck
-                log.info("resumed from %s: epoch %d, block %d, step %d", ck, self.state.epoch,
-                         self.state.block, self.state.global_step)
-                return
-            if self.group.is_main:
-                ckpt.set_aside(ck)
-        if cks:
-            raise TrainingError(f"no checkpoint in {self.exp}/checkpoints could be loaded (set "
-                                "aside as damaged-*); rerun with --force to start over")
+        self.last_ckpt = resume_newest(
+            self.exp, self.args.resume, self.group,
+            lambda ck: restore(ck, self.state, self.settings, self.shapes, self.sync,
+                               self.averagers, self.workers, self.timer, self.group.world_size,
+                               self.device, self.args.resume_any_settings))
 
     def finish(self, wall: float) -> dict[str, Any]:
         if not self.group.is_main:
             return {}
         a, t, st = self.args, self.timer.as_dict(), self.state
-        final, extra = self.exp / "final", {}
-        with atomic_path(final) as tmp:
-            tmp.mkdir(parents=True)
-            for name, vec in self.models():
-                self.writer.write(tmp / f"{name}.safetensors", name, vec)
-            comb = self.averagers.get("combine")
-            if isinstance(comb, LastModelsCombination) and comb.kept:
-                k, losses = comb.choose_k(lambda v: self.dev_metrics(v)["ce"])
-                self.writer.write(tmp / f"{comb.label}.safetensors", comb.label,
-                                  comb.average_of_last(k))
-                extra["combine"] = {"k": k, "dev_ce_by_k": losses, "kept": len(comb.kept)}
-                log.info("Kaldi-style combination: the last %d of %d models (dev CE %.4f)", k,
-                         len(comb.kept), losses[k - 1])
-            ph = self.averagers.get("posthoc")
-            if isinstance(ph, PowerEmaSnapshots):
-                assert self.sync.global_flat is not None
-                extra["posthoc_manifest"] = str(ph.finish(self.sync.global_flat))
+        final = self.exp / "final"
+        assert self.sync.global_flat is not None
+        extra = write_final_models(final, self.writer, self.models(), self.averagers,
+                                   lambda v: self.dev_metrics(v)["ce"], self.sync.global_flat)
         summary = {
             "model": self.cfg.get("type", "?"), "model_config": self.cfg, "sync": self.sync.name,
             "workers": self.group.world_size, "launcher": "torchrun" if self.group.is_real else

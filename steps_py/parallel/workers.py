@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from steps_py.parallel.backend import Backend, Reader
+from steps_py.parallel.errors import DimsError
 from steps_py.parallel.flat import FlatState
 from steps_py.parallel.group import Group
 from steps_py.parallel.metrics import frame_loss
@@ -24,6 +25,7 @@ from steps_py.parallel.metrics import frame_loss
 
 class DivergedError(RuntimeError):
     """A non-finite training loss."""
+
 
 
 @dataclass
@@ -107,3 +109,20 @@ def build_workers(backend: Backend, base: nn.Module, group: Group, egs: Path, ba
         opt = backend.make_optimizer(model, **opt_kwargs)
         workers.append(Worker(r, model, flat, opt, reader, torch.get_rng_state(), device, cuda_rng))
     return workers
+
+
+def check_model_dims(worker: Worker, num_pdfs: int, egs: Path) -> None:
+    """The model takes the examples' input and has the egs' number of outputs (else DimsError)."""
+    state = worker.reader.state_dict()
+    x, _ = next(iter(worker.reader))
+    worker.reader.load_state_dict(state)
+    try:
+        with torch.no_grad():
+            out = worker.model(x.to(worker.device))
+    except RuntimeError as e:
+        raise DimsError(
+            f"the model does not accept the examples in {egs} (input shape {tuple(x.shape)}): "
+            f"{str(e).splitlines()[0]}; check --model-config against {egs}/info.json") from None
+    if num_pdfs and out.shape[-1] != num_pdfs:
+        raise DimsError(f"model outputs {out.shape[-1]} classes but {egs} has {num_pdfs} pdfs; "
+                        "fix --model-config")
