@@ -103,6 +103,7 @@ class Trainer:
                          args.warmup_blocks, args.ddp_impl)
         self.sync: Sync = InterferingEma(sync, EmaSet(args.ema_specs)) if args.ema_interfering else sync
         self.K = self.sync.block_minibatches(k)
+        self.frames_per_block = group.world_size * frames_per_mb * self.K  # all workers
         self.total_steps = args.epochs * self.steps_per_epoch
         syncs = args.epochs * -(-self.steps_per_epoch // self.K)
         self.averagers = build_averagers(args, self.exp, k, syncs) if group.is_main else {}
@@ -290,7 +291,9 @@ class Trainer:
             "syncs": self.sync.blocks, "epochs": a.epochs, "batch_size": a.batch_size,
             "seed": a.seed, "optimizer": a.optimizer, "lr_times_workers": a.lr_times_workers,
             "ddp_impl": a.ddp_impl if self.sync.name == "ddp" else None,
-            "ema_decays": [s.label for s in a.ema_specs], "ema_interfering": a.ema_interfering,
+            "ema_decays": [s.label.removeprefix("ema-") for s in a.ema_specs],
+            "ema_alphas": [s.alpha(10**9, self.frames_per_block) for s in a.ema_specs],  # full block
+            "ema_interfering": a.ema_interfering,
             "frames": st.frames, "history": st.history, "settings": self.settings,
             "final_models": sorted(p.name for p in final.glob("*.safetensors")),
             "final_priors": self.writer.shifts, **extra,
