@@ -39,7 +39,11 @@ class EmaSpec:
 
     @property
     def label(self) -> str:
-        base = f"{self.decay:g}" if self.decay is not None else f"hl{self.half_life:g}"
+        if self.decay is not None:
+            base = f"{self.decay:g}"
+        else:  # integral half-lives in full (hl1600000, not hl1.6e+06)
+            h = float(self.half_life)  # type: ignore[arg-type]
+            base = f"hl{int(h)}" if h.is_integer() else f"hl{h:g}"
         return f"ema-{base}" + ("-warmup" if self.warmup else "")
 
     def alpha(self, t: int, frames: float) -> float:

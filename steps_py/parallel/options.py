@@ -185,6 +185,9 @@ def build_parser(description: str | None) -> argparse.ArgumentParser:
                     help="resume even if the checkpoint was made with other settings")
     lg.add_argument("--eval-every-blocks", type=int_at_least(0), default=0,
                     help="also evaluate dev CE/accuracy every N blocks (0: per epoch only)")
+    lg.add_argument("--evals", type=int_at_least(0), default=0,
+                    help="also evaluate dev CE/accuracy about this many times, evenly over the "
+                         "run (instead of --eval-every-blocks; 0: off)")
     lg.add_argument("--dev-max-minibatches", type=int_at_least(0), default=0,
                     help="cap on dev minibatches per evaluation (0: all)")
     lg.add_argument("--no-tensorboard", action="store_true")
@@ -198,6 +201,10 @@ def parse_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     args = p.parse_args(argv)
     if args.block_minibatches and args.block_frames:
         p.error("give --block-minibatches or --block-frames, not both")
+    if args.evals and args.eval_every_blocks:
+        p.error("give --evals or --eval-every-blocks, not both")
+    if any(s <= 0 for s in args.posthoc_sigma_rels):
+        p.error("argument --posthoc-sigma-rels: every value must be > 0")
     try:
         args.ema_specs = ema_specs(args.ema_decays, args.ema_half_life_frames,
                                    args.ema_warmup_half_life_frames, args.ema_warmup)

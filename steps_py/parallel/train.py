@@ -107,6 +107,7 @@ class Trainer:
         self.total_steps = args.epochs * self.steps_per_epoch
         syncs = args.epochs * -(-self.steps_per_epoch // self.K)
         self.averagers = build_averagers(args, self.exp, k, syncs) if group.is_main else {}
+        self.eval_every = args.eval_every_blocks or (max(1, syncs // args.evals) if args.evals else 0)
         self.settings = settings(args, self.cfg, self.K)
         self.shapes = self.workers[0].flat.describe()
         for w in self.workers:
@@ -205,7 +206,7 @@ class Trainer:
         st.ep_loss += loss
         st.ep_frames += int(frames)
         st.frames += int(frames)
-        if g.is_main and self.args.eval_every_blocks and st.block % self.args.eval_every_blocks == 0:
+        if g.is_main and self.eval_every and st.block % self.eval_every == 0:
             return self.evaluate()
         return {}
 
