@@ -5,6 +5,7 @@
 #   ./run.sh --stage 4 --stop-stage 4       # one stage
 #   ./run.sh --corpus aishell --corpus-dir /data/aishell
 #   ./run.sh --corpus kaldi --corpus-dir /data/mydirs   # holds train/ dev/ test/ Kaldi dirs
+#   ./run.sh --ali-dir /kaldi/s5/exp/mono_ali   # train the networks on a Kaldi experiment's alignments
 #
 # Stages: 0 corpus | 1 data dirs | 2 lang + LM | 3 features | 4 GMM-HMM, alignments, graph,
 # GMM decode | 5 training examples | 6 parallel training | 7 decoding | 8 scoreboard.
@@ -22,9 +23,10 @@ force=""
 seed=0
 seeds=""
 workdir=.
+ali_dir=""
 
 usage() {
-  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
   cat <<USAGE
 Options:
   --stage N           first stage to run (default $stage)
@@ -37,6 +39,9 @@ Options:
   --seeds "S1 S2 .."  train (and decode) every run once per seed, in exp/<run>_seed<S>;
                       the scoreboard then gives mean and spread (default: just --seed)
   --workdir DIR       where corpus/, data/, exp/, results/ and logs/ go (default .)
+  --ali-dir DIR       a Kaldi exp dir (final.mdl + ali.*.gz or *.ali) whose alignments train the
+                      networks (stage 5) instead of the project's GMM; stage 4 then only builds the
+                      graph from its final.mdl (monophone models) into exp/kaldi_ali/graph
   --force             redo stages even if their outputs exist
   -h, --help          this text
 USAGE
@@ -54,6 +59,7 @@ while [ $# -gt 0 ]; do
     --seeds) seeds="$2"; shift 2 ;;
     --force) force="--force"; shift ;;
     --workdir) workdir="$2"; shift 2 ;;
+    --ali-dir) ali_dir="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -110,7 +116,12 @@ if stage_on 3; then
   done
 fi
 
-if stage_on 4; then
+graph=$exp/mono/graph
+[ -z "$ali_dir" ] || graph=$exp/kaldi_ali/graph
+if stage_on 4 && [ -n "$ali_dir" ]; then
+  log "stage 4: no GMM training: the networks train on Kaldi's alignments in $ali_dir; HCLG from its final.mdl"
+  python -m steps_py.decode.graph --lang $data/lang_test --model "$ali_dir" --out "$graph" $force
+elif stage_on 4; then
   log "stage 4: monophone GMM-HMM, alignments, HCLG, GMM decoding"
   python -m steps_py.gmm.train_mono --data $data/train --lang $data/lang --out $exp/mono --nj "$nj" $gmm_opts $force
   for s in train dev; do
@@ -129,8 +140,10 @@ if stage_on 5; then
   log "stage 5: training examples (shuffled shards any number of workers can share)"
   for m in $egs_types; do
     eval "opts=\${egs_opts_$m}"
-    python -m steps_py.nnet.egs --feats $data/train --ali $exp/mono_ali/train \
-      --dev-feats $data/dev --dev-ali $exp/mono_ali/dev --model-type "$m" --out "$exp/egs/$m" $opts $force
+    ali_opts="--ali $exp/mono_ali/train --dev-ali $exp/mono_ali/dev"
+    [ -z "$ali_dir" ] || ali_opts="--ali-dir $ali_dir"
+    python -m steps_py.nnet.egs --feats $data/train $ali_opts \
+      --dev-feats $data/dev --model-type "$m" --out "$exp/egs/$m" $opts $force
   done
 fi
 
@@ -172,9 +185,9 @@ if stage_on 7; then
     for model in "$d"/final/*.safetensors; do
       [ -f "$model" ] || { log "  $d has no final models; run stage 6 first"; exit 1; }
       tag=$(basename "$model" .safetensors)
-      python -m steps_py.decode.nnet --model "$model" --graph $exp/mono/graph --data $data/dev \
+      python -m steps_py.decode.nnet --model "$model" --graph "$graph" --data $data/dev \
         --out "$d/decode_${tag}_dev" --nj "$nj" $nnet_decode_opts $force
-      python -m steps_py.decode.nnet --model "$model" --graph $exp/mono/graph --data $data/test \
+      python -m steps_py.decode.nnet --model "$model" --graph "$graph" --data $data/test \
         --out "$d/decode_${tag}_test" --lm-weight-from "$d/decode_${tag}_dev" --nj "$nj" $nnet_decode_opts $force
     done
   done; done
