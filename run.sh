@@ -41,7 +41,9 @@ Options:
   --workdir DIR       where corpus/, data/, exp/, results/ and logs/ go (default .)
   --ali-dir DIR       a Kaldi exp dir (final.mdl + ali.*.gz or *.ali) whose alignments train the
                       networks (stage 5) instead of the project's GMM; stage 4 then only builds the
-                      graph from its final.mdl (monophone models) into exp/kaldi_ali/graph
+                      graph from its final.mdl (monophone models) into exp/kaldi_ali/graph, with
+                      the lang \$ali_lang_test of run.conf (default data/lang_test), which must have
+                      the Kaldi model's phones (python -m steps_py.kaldi.lang_import makes one)
   --force             redo stages even if their outputs exist
   -h, --help          this text
 USAGE
@@ -120,7 +122,7 @@ graph=$exp/mono/graph
 [ -z "$ali_dir" ] || graph=$exp/kaldi_ali/graph
 if stage_on 4 && [ -n "$ali_dir" ]; then
   log "stage 4: no GMM training: the networks train on Kaldi's alignments in $ali_dir; HCLG from its final.mdl"
-  python -m steps_py.decode.graph --lang $data/lang_test --model "$ali_dir" --out "$graph" $force
+  python -m steps_py.decode.graph --lang "${ali_lang_test:-$data/lang_test}" --model "$ali_dir" --out "$graph" $force
 elif stage_on 4; then
   log "stage 4: monophone GMM-HMM, alignments, HCLG, GMM decoding"
   python -m steps_py.gmm.train_mono --data $data/train --lang $data/lang --out $exp/mono --nj "$nj" $gmm_opts $force

@@ -193,3 +193,17 @@ def test_network_loglikes_as_kaldi_matrix_archive(tmp_path: Path) -> None:
     assert info["num_pdfs"] == 33 and "latgen-faster-mapped" in info["kaldi_command"]
     assert loglikes_main(["--model", str(tmp_path / "m.safetensors"), "--data", str(tmp_path / "data"),
                           "--out", str(tmp_path / "ll")]) == 0  # done: skipped
+
+
+def test_graph_refuses_a_lang_with_other_phones(work: dict, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from steps_py.decode.graph import main as graph_main
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    for name in ("final.mdl", "tree"):
+        (exp / name).symlink_to(KALDI_EXP / name)
+    (exp / "phones.txt").write_text((KALDI_LANG / "phones.txt").read_text().replace("liN 2", "ling 2"))
+    assert graph_main(["--lang", str(work["lang"]), "--model", str(exp), "--out", str(tmp_path / "g")]) == 1
+    err = capsys.readouterr().err
+    assert "phone 2 is 'ling'" in err and "Traceback" not in err and not (tmp_path / "g").exists()

@@ -117,7 +117,8 @@ def load_graph_inputs(lang_dir: Path, model_path: Path) -> tuple[Lang, MonoModel
     try:
         lang = Lang.load(lang_dir)
         model = read_model(model_path)
-        check_model_matches_lang(model, lang.phones, str(lang.dir))
+        model_dir = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent
+        check_model_matches_lang(model, lang.phones, str(lang.dir), model_dir / "phones.txt")
     except (ModelError, LangError) as e:
         raise GraphBuildError(str(e)) from None
     for name in ("L_disambig.fst", "G.fst"):

@@ -210,11 +210,34 @@ def read_kaldi_gmm(path: Path, tree_path: Path | None = None) -> MonoModel:
     return mono
 
 
-def check_model_matches_lang(model: MonoModel, phones: dict[str, int], where: str) -> None:
-    """Every phone of the model's topology must be a phone of the lang (`phones`: phones.txt)."""
+def check_model_matches_lang(model: MonoModel, phones: dict[str, int], where: str,
+                             model_phones_txt: Path | None = None) -> None:
+    """Every phone of the model's topology must be a phone of the lang (`phones`: phones.txt).
+
+    With `model_phones_txt` (the phones.txt Kaldi keeps in an exp dir) the phone names must
+    agree too, as Kaldi's utils/lang/check_phones_compatible.sh requires.
+    """
     topo = read_topology(model.topo_text)
     ids = set(phones.values())
     missing = [p for p in topo.phones if p not in ids]
     if missing:
         raise ModelError(f"the model's topology has phone ids {missing[:5]} that {where}/phones.txt lacks: "
                          "model and lang dir come from different lang dirs")
+    if model_phones_txt is not None and Path(model_phones_txt).is_file():
+        theirs = {i: p for p, i in read_phone_table(Path(model_phones_txt)).items()}
+        ours = {i: p for p, i in phones.items()}
+        differ = [i for i in topo.phones if theirs.get(i) != ours.get(i)]
+        if differ:
+            i = differ[0]
+            raise ModelError(f"phone {i} is {theirs.get(i)!r} in {model_phones_txt} but {ours.get(i)!r} in "
+                             f"{where}/phones.txt: use the lang dir the model was trained with (for a Kaldi "
+                             "model: python -m steps_py.kaldi.lang_import)")
+
+
+def read_phone_table(path: Path) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        f = line.split()
+        if len(f) == 2 and f[1].isdigit():
+            out[f[0]] = int(f[1])
+    return out
