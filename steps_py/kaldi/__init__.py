@@ -20,7 +20,10 @@ Nothing here is corpus-specific. Modules (each small, named after what it handle
 * ``lang_import``       a Kaldi lang dir (+ ARPA LM) -> a lang dir the project's graph builder uses.
 * ``word_align``        word boundaries on a phone alignment with ``phones/align_lexicon.int``.
 
-Steps: ``python -m steps_py.kaldi.export`` (project GMM + alignments -> Kaldi exp dir),
-``python -m steps_py.kaldi.ctm`` (CTM of a decode), ``python -m steps_py.kaldi.loglikes``
-(network log-likelihoods as a Kaldi matrix archive for ``latgen-faster-mapped``).
+Steps: ``python -m steps_py.kaldi.lang_import`` (Kaldi lang dir + ARPA -> lang dir for the
+graph builder), ``python -m steps_py.kaldi.export`` (project GMM + alignments -> Kaldi exp
+dir), ``python -m steps_py.kaldi.ctm`` (CTM of a decode), ``python -m steps_py.kaldi.loglikes``
+(network log-likelihoods as a Kaldi matrix archive for ``latgen-faster-mapped``). Kaldi
+models are loaded for decoding and alignment by ``steps_py.gmm.model_io.read_model``; Kaldi
+alignments train networks through ``python -m steps_py.nnet.egs --ali-dir``.
 """
