@@ -82,25 +82,35 @@ t_start=$(date +%s)
 
 stage_on() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
+pinyin_lexicon="$data/local/lexicon_pinyin.txt"  # the Mandarin corpora's pronunciation lexicon
+
 if stage_on 0; then
   log "stage 0: corpus ($corpus)"
   case "$corpus" in
-    synth) python -m steps_py.corpus.synth --out-dir "$corpus_dir" --config "$conf_dir/corpus.json" \
+    synth) python -m local.synth --out-dir "$corpus_dir" --config "$conf_dir/corpus.json" \
              --seed "$seed" --nj "$nj" $force ;;
-    aishell) log "AISHELL-1 is read from $corpus_dir by stage 1 (lhotse's prepare_aishell)" ;;
+    aishell) python -m local.aishell.prepare --corpus-dir "$corpus_dir" --out "$data/local/aishell" \
+               --nj "$nj" $force ;;
     kaldi) log "Kaldi data dirs are read from $corpus_dir/{train,dev,test} by stage 1" ;;
   esac
 fi
 
 if stage_on 1; then
-  log "stage 1: Kaldi data dirs in $data/"
-  python -m steps_py.data.prepare --corpus "$corpus" --corpus-dir "$corpus_dir" --out "$data" --nj "$nj" $force
+  log "stage 1: pronunciation lexicon and checked Kaldi data dirs in $data/"
+  python -m local.mandarin.lexicon --out "$pinyin_lexicon" $force
+  case "$corpus" in
+    synth) src=(--manifests "$corpus_dir/manifests" --lm-text "$corpus_dir/lm_text.txt") ;;
+    aishell) src=(--manifests "$data/local/aishell/manifests") ;;
+    kaldi) src=(--kaldi-dirs "$corpus_dir") ;;
+  esac
+  python -m steps_py.data.prepare "${src[@]}" --lexicon "$pinyin_lexicon" --out "$data" --nj "$nj" $force
 fi
 
 if stage_on 2; then
-  log "stage 2: lexicon, $data/lang, ${lm_order}-gram LM, $data/lang_test/G.fst"
-  python -m steps_py.lang.prepare --data "$data" --out $data/lang $force
-  python -m steps_py.lang.lm --data "$data" --lang $data/lang --out $data/lang_test --order "$lm_order" $force
+  log "stage 2: dict dir, $data/lang, ${lm_order}-gram LM, $data/lang_test/G.fst"
+  python -m local.mandarin.prepare_dict --data "$data" --lexicon "$pinyin_lexicon" --out "$data/local/dict" $force
+  python -m steps_py.lang.prepare --dict-dir "$data/local/dict" --out "$data/lang" $force
+  python -m steps_py.lang.lm --data "$data" --lang "$data/lang" --out "$data/lang_test" --order "$lm_order" $force
 fi
 
 if stage_on 3; then
