@@ -103,6 +103,8 @@ if stage_on 1; then
     aishell) src=(--manifests "$data/local/aishell/manifests") ;;
     kaldi) src=(--kaldi-dirs "$corpus_dir") ;;
   esac
+  # audio must meet the feature config (sample rate, channel); default 16 kHz mono
+  [ -f "$conf_dir/mfcc.conf" ] && src+=(--audio-conf "$conf_dir/mfcc.conf")
   python -m steps_py.data.prepare "${src[@]}" --lexicon "$pinyin_lexicon" --out "$data" --nj "$nj" $force
 fi
 
@@ -114,9 +116,15 @@ if stage_on 2; then
 fi
 
 if stage_on 3; then
-  log "stage 3: MFCC (GMM) and fbank (networks) features with per-speaker CMVN"
+  log "stage 3: MFCC (GMM) and fbank (networks) features with CMVN stats"
   for kind in mfcc fbank; do
-    python -m steps_py.features.compute --data "$data/train" "$data/dev" "$data/test" --kind "$kind" --nj "$nj" $force
+    # Kaldi feature configs, as make_mfcc.sh / make_mfcc_pitch.sh: $conf_dir/{mfcc,fbank,pitch}.conf
+    fopts=()
+    [ -f "$conf_dir/$kind.conf" ] && fopts+=(--conf "$conf_dir/$kind.conf")
+    [ -f "$conf_dir/pitch.conf" ] && fopts+=(--pitch-conf "$conf_dir/pitch.conf")
+    eval "kopts=\${feat_opts_$kind:-}"
+    python -m steps_py.features.compute --data "$data/train" "$data/dev" "$data/test" --kind "$kind" \
+      ${fopts[@]+"${fopts[@]}"} $kopts --nj "$nj" $force
   done
 fi
 

@@ -6,64 +6,20 @@ import gzip
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 
-from local.mandarin.lexicon import pinyin_lexicon
 from steps_py.data.kaldi_dir import KaldiDataDir, read_kaldi_map
 from steps_py.data.prepare import main
 from steps_py.data.text import normalize_transcript
 from steps_py.data.validate import num_frames, wav_data_shortfall
-
-GOOD_TEXT = "今天天气很好"
-LEX_CHARS = "今天气很好啊你北京上海下雨导航到播放周杰伦的歌"
-
-
-def write_lexicon(path: Path, chars: str = LEX_CHARS) -> Path:
-    """A small pronunciation lexicon (the Mandarin one, restricted to `chars`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(pinyin_lexicon(chars).to_text(), encoding="utf-8")
-    return path
-
-
-def tone(path: Path, seconds: float = 1.0, sr: int = 16000, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sr)) / sr
-    x = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.01 * rng.standard_normal(t.size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, x.astype(np.float32), sr, subtype="PCM_16")
-    return path
-
-
-def kaldi_set(d: Path, utts: dict[str, tuple[str, str, Path]]) -> None:
-    """utts: utt -> (spk, text, wav)."""
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "wav.scp").write_text("".join(f"{u} {w}\n" for u, (_, _, w) in utts.items()))
-    (d / "text").write_text("".join(f"{u} {t}\n" for u, (_, t, _) in utts.items()))
-    (d / "utt2spk").write_text("".join(f"{u} {s}\n" for u, (s, _, _) in utts.items()))
-
-
-def good_utts(root: Path, set_name: str, n: int = 25) -> dict[str, tuple[str, str, Path]]:
-    out = {}
-    for i in range(n):
-        spk = f"{set_name}spk{i % 3}"
-        utt = f"{spk}-u{i:03d}"
-        out[utt] = (spk, GOOD_TEXT, tone(root / "wav" / f"{utt}.wav", seconds=0.5, seed=i))
-    return out
-
-
-def kaldi_corpus(root: Path) -> dict[str, dict[str, tuple[str, str, Path]]]:
-    sets = {s: good_utts(root, s) for s in ("train", "dev", "test")}
-    for s, utts in sets.items():
-        kaldi_set(root / "in" / s, utts)
-    return sets
-
-
-def run_prepare(root: Path, *extra: str) -> int:
-    lex = write_lexicon(root / "lexicon.txt")
-    return main(["--kaldi-dirs", str(root / "in"), "--out", str(root / "data"), "--nj", "1",
-                 "--lexicon", str(lex), *extra])
+from tests.corpus_fixtures import (
+    GOOD_TEXT,
+    kaldi_corpus,
+    kaldi_set,
+    run_prepare,
+    tone,
+    write_lexicon,
+)
 
 
 def test_text_normalisation_and_frames() -> None:

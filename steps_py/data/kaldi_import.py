@@ -76,11 +76,15 @@ def _split_lines(path: Path, encoding: str) -> tuple[list[tuple[int, bytes | str
         except UnicodeDecodeError as e:
             raise DataDirError(f"{path}: starts with a UTF-16 byte-order mark but is not UTF-16 ({e})") from None
         notes.append(f"{path}: UTF-16 file (byte-order mark), decoded as UTF-16")
-        return [(n, line) for n, line in enumerate(text.split("\n"), 1)], notes
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8):]
-        notes.append(f"{path}: UTF-8 byte-order mark at the start of the file removed")
-    return [(n, line) for n, line in enumerate(data.split(b"\n"), 1)], notes
+        parts: list[bytes | str] = list(text.split("\n"))
+    else:
+        if data.startswith(codecs.BOM_UTF8):
+            data = data[len(codecs.BOM_UTF8):]
+            notes.append(f"{path}: UTF-8 byte-order mark at the start of the file removed")
+        parts = list(data.split(b"\n"))
+    if parts and not parts[-1]:
+        parts.pop()  # the end of the last line
+    return list(enumerate(parts, 1)), notes
 
 
 def read_lines_tolerant(path: Path, encoding: str = "utf-8") -> TolerantMap:
@@ -116,14 +120,19 @@ def read_lines_tolerant(path: Path, encoding: str = "utf-8") -> TolerantMap:
     out.duplicates = {k: c for k, c in counts.items() if c > 1}
     if bad_raw:
         guess = _guess_encoding(bad_raw, encoding)
-        hint = (f"; they decode as {guess}: if the file is in {guess}, pass --encoding {guess}"
-                if guess else "; convert the file to UTF-8")
-        msg = (f"{path}: {len(bad_raw)} of {len(lines)} lines are not valid {encoding} "
-               f"(first: {first_bad}); their utterances are rejected{hint}")
-        out.notes.append(msg)
-        if guess:
-            for k, r in out.undecodable.items():
-                out.undecodable[k] = f"{r}; try --encoding {guess}"
+        non_ascii = sum(1 for _, raw in lines if isinstance(raw, bytes) and not raw.isascii())
+        if 2 * len(bad_raw) > non_ascii:  # most non-ASCII lines fail: the file's encoding
+            hint = (f"; they decode as {guess}: if the file is in {guess}, pass --encoding {guess}"
+                    if guess else "; convert the file to UTF-8 (e.g. iconv)")
+            per_utt = f"; try --encoding {guess}" if guess else ""
+        else:  # a few stray lines in an otherwise fine file
+            hint = (f"; the other lines are valid {encoding}: fix these lines"
+                    + (f" (they decode as {guess})" if guess else ""))
+            per_utt = ""
+        out.notes.append(f"{path}: {len(bad_raw)} of {len(lines)} lines are not valid {encoding} "
+                         f"(first: {first_bad}); their utterances are rejected{hint}")
+        for k, r in out.undecodable.items():
+            out.undecodable[k] = r + per_utt
     return out
 
 

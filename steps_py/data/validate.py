@@ -238,17 +238,15 @@ def summarize_rejections(
 def summarize_changes(checked: list[CheckedUtt]) -> list[str]:
     """Lines for the report (and the log) on what was done to accepted utterances."""
     lines = []
-    audio = Counter(n.split(":", 1)[0] if "channels" in n else n
-                    for c in checked if c.reason is None for n in c.audio_notes)
+    audio: Counter[str] = Counter()
     examples: dict[str, str] = {}
     for c in checked:
         if c.reason is None:
             for n in c.audio_notes:
-                examples.setdefault(n.split(":", 1)[0] if "channels" in n else n,
-                                    f"{c.raw.utt}: {n}")
-    for key, count in sorted(audio.items()):
-        lines.append(f"audio: {count} utterances {key}" + (
-            f" (e.g. {examples[key]})" if "channels" in key else ""))
+                audio[n] += 1
+                examples.setdefault(n, c.raw.utt)
+    for note, count in sorted(audio.items()):
+        lines.append(f"audio: {count} utterances: {note} (e.g. {examples[note]})")
     touched = [c for c in checked if describe_removed(c.removed)]
     if touched:
         total: Counter[str] = Counter()
