@@ -120,12 +120,12 @@ conf_file="$conf_dir/run.conf"
 
 # ---- the config: a bash file of known keys (docs/CONFIG.md) ------------------------------
 # Keys a run.conf may set; docs/CONFIG.md explains each (tests/test_recipe_config.py keeps
-# the two lists equal). The three *_opts arrays are indexed by model or sync name.
+# the two lists equal). The *_opts arrays are indexed by model, sync or feature-kind name.
 conf_required=(lm_order gmm_opts gmm_decode_opts egs_types egs_opts train_runs train_opts ema_opts nnet_decode_opts)
-conf_optional=(align_opts launcher sync_opts ali_lang_test)
+conf_optional=(align_opts launcher sync_opts ali_lang_test feat_opts)
 models=(dnn lstm)                       # steps_py.nnet.egs --model-type
 syncs=(none ddp ma bmuf-cbm bmuf-nbm)   # steps_py.parallel.train --sync
-declare -A egs_opts=() train_opts=() sync_opts=()
+declare -A egs_opts=() train_opts=() sync_opts=() feat_opts=()
 align_opts=""
 launcher=torchrun
 
@@ -134,7 +134,7 @@ conf_error() { die "$conf_file: $*"; }
 # The variables a config file sets: it is sourced in a clean bash, from the recipe root.
 conf_keys() {
   env -i PATH="$PATH" HOME="${HOME:-/}" bash --norc --noprofile -c '
-    declare -A egs_opts train_opts sync_opts
+    declare -A egs_opts train_opts sync_opts feat_opts
     before=$(compgen -v)
     . "$1" > /dev/null || exit 1
     comm -13 <(printf "%s\n" $before | sort) <(compgen -v | sort) | grep -vx before || true' _ "$1"
@@ -172,6 +172,9 @@ for m in "${egs_list[@]}"; do
 done
 for m in "${!egs_opts[@]}" "${!train_opts[@]}"; do
   in_list "$m" "${models[@]}" || conf_error "egs_opts/train_opts[$m]: unknown model '$m' (models: ${models[*]})"
+done
+for k in "${!feat_opts[@]}"; do
+  in_list "$k" mfcc fbank || conf_error "feat_opts[$k]: unknown feature kind '$k' (mfcc, fbank)"
 done
 for s in "${!sync_opts[@]}"; do
   in_list "$s" "${syncs[@]}" || conf_error "sync_opts[$s]: unknown sync '$s' (syncs: ${syncs[*]})"
@@ -244,31 +247,49 @@ launch_training() {
   fi
 }
 
+pinyin_lexicon="$data/local/lexicon_pinyin.txt"  # the Mandarin corpora's pronunciation lexicon
+
 if stage_on 0; then
   log "stage 0: corpus ($corpus)"
   case "$corpus" in
-    synth) python -m steps_py.corpus.synth --out-dir "$corpus_dir" --config "$conf_dir/corpus.json" \
+    synth) python -m local.synth --out-dir "$corpus_dir" --config "$conf_dir/corpus.json" \
              --seed "$seed" --nj "$nj" $force ;;
-    aishell) log "AISHELL-1 is read from $corpus_dir by stage 1 (lhotse's prepare_aishell)" ;;
+    aishell) python -m local.aishell.prepare --corpus-dir "$corpus_dir" --out "$data/local/aishell" \
+               --nj "$nj" $force ;;
     kaldi) log "Kaldi data dirs are read from $corpus_dir/{train,dev,test} by stage 1" ;;
   esac
 fi
 
 if stage_on 1; then
-  log "stage 1: Kaldi data dirs in $data/"
-  python -m steps_py.data.prepare --corpus "$corpus" --corpus-dir "$corpus_dir" --out "$data" --nj "$nj" $force
+  log "stage 1: pronunciation lexicon and checked Kaldi data dirs in $data/"
+  python -m local.mandarin.lexicon --out "$pinyin_lexicon" $force
+  case "$corpus" in
+    synth) src=(--manifests "$corpus_dir/manifests" --lm-text "$corpus_dir/lm_text.txt") ;;
+    aishell) src=(--manifests "$data/local/aishell/manifests") ;;
+    kaldi) src=(--kaldi-dirs "$corpus_dir") ;;
+  esac
+  # audio must meet the feature config (sample rate, channel); default 16 kHz mono
+  [ -f "$conf_dir/mfcc.conf" ] && src+=(--audio-conf "$conf_dir/mfcc.conf")
+  python -m steps_py.data.prepare "${src[@]}" --lexicon "$pinyin_lexicon" --out "$data" --nj "$nj" $force
 fi
 
 if stage_on 2; then
-  log "stage 2: lexicon, $data/lang, ${lm_order}-gram LM, $data/lang_test/G.fst"
-  python -m steps_py.lang.prepare --data "$data" --out "$data/lang" $force
+  log "stage 2: dict dir, $data/lang, ${lm_order}-gram LM, $data/lang_test/G.fst"
+  python -m local.mandarin.prepare_dict --data "$data" --lexicon "$pinyin_lexicon" --out "$data/local/dict" $force
+  python -m steps_py.lang.prepare --dict-dir "$data/local/dict" --out "$data/lang" $force
   python -m steps_py.lang.lm --data "$data" --lang "$data/lang" --out "$data/lang_test" --order "$lm_order" $force
 fi
 
 if stage_on 3; then
-  log "stage 3: MFCC (GMM) and fbank (networks) features with per-speaker CMVN"
+  log "stage 3: MFCC (GMM) and fbank (networks) features with CMVN stats"
   for kind in mfcc fbank; do
-    python -m steps_py.features.compute --data "$data/train" "$data/dev" "$data/test" --kind "$kind" --nj "$nj" $force
+    # Kaldi feature configs, as make_mfcc.sh / make_mfcc_pitch.sh: $conf_dir/{mfcc,fbank,pitch}.conf
+    fopts=()
+    [ -f "$conf_dir/$kind.conf" ] && fopts+=(--conf "$conf_dir/$kind.conf")
+    [ -f "$conf_dir/pitch.conf" ] && fopts+=(--pitch-conf "$conf_dir/pitch.conf")
+    read -r -a kopts <<< "${feat_opts[$kind]:-}"
+    python -m steps_py.features.compute --data "$data/train" "$data/dev" "$data/test" --kind "$kind" \
+      ${fopts[@]+"${fopts[@]}"} ${kopts[@]+"${kopts[@]}"} --nj "$nj" $force
   done
 fi
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from steps_py.corpus.synth.config import load_config
-from steps_py.corpus.synth.generate import BATCH
-from steps_py.corpus.synth.speakers import draw_speakers
-from steps_py.corpus.synth.templates import SentenceGenerator
-from steps_py.corpus.synth.worker import UttTask, init_worker, render_utterance, synthesize_batch
+from local.synth.config import load_config
+from local.synth.generate import BATCH
+from local.synth.speakers import draw_speakers
+from local.synth.templates import SentenceGenerator
+from local.synth.worker import UttTask, init_worker, render_utterance, synthesize_batch
 from steps_py.log import setup_logging
 
 
@@ -45,7 +45,7 @@ def main() -> None:
     speakers = draw_speakers("train", 40, args.seed, cfg["speakers"])
     babble = [(texts[i], speakers[i]) for i in range(min(len(texts), int(cfg["channel"]["babble_bank"])))]
     init_worker(babble, cfg["channel"])
-    from steps_py.corpus.synth.worker import _STATE
+    from local.synth.worker import _STATE
 
     engine = _STATE["engine"]
     c0, audio = cpu_seconds(), 0.0

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from pypinyin import Style, pinyin
 
-from steps_py.corpus.synth import config as synth_config
-from steps_py.corpus.synth.channel import apply_channel, coloured_noise, to_int16
-from steps_py.corpus.synth.espeak import Espeak, EspeakError
-from steps_py.corpus.synth.numbers import int_to_hanzi
-from steps_py.corpus.synth.speakers import draw_speakers
-from steps_py.corpus.synth.templates import SentenceGenerator, sentence_bucket
+from local.synth import config as synth_config
+from local.synth.channel import apply_channel, coloured_noise, to_int16
+from local.synth.espeak import Espeak, EspeakError
+from local.synth.numbers import int_to_hanzi
+from local.synth.speakers import draw_speakers
+from local.synth.templates import SentenceGenerator, sentence_bucket
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "egs/synth/conf/corpus_tiny.json"
@@ -134,7 +134,7 @@ def _hashes(d: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], dict[str, str]]:
-    from steps_py.corpus.synth.generate import generate_corpus
+    from local.synth.generate import generate_corpus
 
     out = tmp_path_factory.mktemp("synth") / "corpus"
     cfg = synth_config.load_config(TINY)
@@ -190,7 +190,7 @@ def test_tiny_corpus_manifests_and_lm_text(tiny: tuple[Path, dict[str, str], dic
 
 
 def test_tiny_corpus_skips_when_done(tiny: tuple[Path, dict[str, str], dict[str, str]]) -> None:
-    from steps_py.corpus.synth.generate import generate_corpus
+    from local.synth.generate import generate_corpus
 
     out = tiny[0]
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}

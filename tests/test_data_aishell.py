@@ -1,4 +1,5 @@
-"""Stage 1 with --corpus aishell: lhotse's recipe on a tiny AISHELL-shaped fixture."""
+"""AISHELL-1: stage 0 (local.aishell.prepare, lhotse's recipe) and stage 1 on a tiny
+AISHELL-shaped fixture."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from local.aishell import prepare as aishell_prepare
+from local.mandarin.lexicon import pinyin_lexicon
 from steps_py.data.kaldi_dir import KaldiDataDir, read_kaldi_map
 from steps_py.data.prepare import main
 
@@ -45,10 +48,12 @@ def make_aishell(root: Path, per_set: int = 21) -> Path:
 def test_aishell_fixture(tmp_path: Path) -> None:
     corpus = make_aishell(tmp_path / "aishell", per_set=41)
     out = tmp_path / "data"
-    assert (
-        main(["--corpus", "aishell", "--corpus-dir", str(corpus), "--out", str(out), "--nj", "1"])
-        == 0
-    )
+    assert aishell_prepare.main(["--corpus-dir", str(corpus), "--out", str(out / "local/aishell"),
+                                 "--nj", "1"]) == 0
+    lex = out / "local" / "lexicon.txt"
+    lex.write_text(pinyin_lexicon("".join(SENTENCES).replace(" ", "")).to_text(), encoding="utf-8")
+    assert main(["--manifests", str(out / "local/aishell/manifests"), "--lexicon", str(lex),
+                 "--out", str(out), "--nj", "1"]) == 0
     rej = read_kaldi_map(out / "train" / "rejected.txt")
     assert {u: r.split(":")[0] for u, r in rej.items()} == {
         "BAC009S0002W0000": "corrupt-audio",
@@ -56,10 +61,12 @@ def test_aishell_fixture(tmp_path: Path) -> None:
     }
     train = KaldiDataDir.load(out / "train")
     assert len(train.utts) == 39
-    utt = "S0003-BAC009S0003W0003"  # speaker-prefixed id
+    utt = "BAC009S0003W0003"  # AISHELL's own id, kept
     assert train.utt2spk[utt] == "S0003"
+    assert "NOT sorted" not in (out / "train" / "report.txt").read_text()  # Kaldi's rule holds
     assert train.text[utt] == " ".join(SENTENCES[0].replace(" ", ""))
     assert "mirror" not in train.wav[utt]  # the original file, not lhotse's symlink mirror
+    assert not (out / "local/aishell/mirror").exists()
     assert (
         Path(train.wav[utt]).resolve()
         == (corpus / "data_aishell/wav/train/S0003/BAC009S0003W0003.wav").resolve()

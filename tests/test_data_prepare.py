@@ -6,76 +6,29 @@ import gzip
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 
 from steps_py.data.kaldi_dir import KaldiDataDir, read_kaldi_map
 from steps_py.data.prepare import main
-from steps_py.data.validate import normalize_text, num_frames, wav_data_shortfall
-
-GOOD_TEXT = "今天天气很好"
-
-
-def tone(path: Path, seconds: float = 1.0, sr: int = 16000, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sr)) / sr
-    x = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.01 * rng.standard_normal(t.size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, x.astype(np.float32), sr, subtype="PCM_16")
-    return path
-
-
-def kaldi_set(d: Path, utts: dict[str, tuple[str, str, Path]]) -> None:
-    """utts: utt -> (spk, text, wav)."""
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "wav.scp").write_text("".join(f"{u} {w}\n" for u, (_, _, w) in utts.items()))
-    (d / "text").write_text("".join(f"{u} {t}\n" for u, (_, t, _) in utts.items()))
-    (d / "utt2spk").write_text("".join(f"{u} {s}\n" for u, (s, _, _) in utts.items()))
-
-
-def good_utts(root: Path, set_name: str, n: int = 25) -> dict[str, tuple[str, str, Path]]:
-    out = {}
-    for i in range(n):
-        spk = f"{set_name}spk{i % 3}"
-        utt = f"{spk}-u{i:03d}"
-        out[utt] = (spk, GOOD_TEXT, tone(root / "wav" / f"{utt}.wav", seconds=0.5, seed=i))
-    return out
-
-
-def kaldi_corpus(root: Path) -> dict[str, dict[str, tuple[str, str, Path]]]:
-    sets = {s: good_utts(root, s) for s in ("train", "dev", "test")}
-    for s, utts in sets.items():
-        kaldi_set(root / "in" / s, utts)
-    return sets
-
-
-def run_prepare(
-    root: Path, *extra: str, corpus: str = "kaldi", corpus_dir: Path | None = None
-) -> int:
-    return main(
-        [
-            "--corpus",
-            corpus,
-            "--corpus-dir",
-            str(corpus_dir or root / "in"),
-            "--out",
-            str(root / "data"),
-            "--nj",
-            "1",
-            *extra,
-        ]
-    )
+from steps_py.data.text import normalize_transcript
+from steps_py.data.validate import num_frames, wav_data_shortfall
+from tests.corpus_fixtures import (
+    GOOD_TEXT,
+    kaldi_corpus,
+    kaldi_set,
+    run_prepare,
+    tone,
+    write_lexicon,
+)
 
 
 def test_text_normalisation_and_frames() -> None:
-    assert normalize_text("今天，天气 很好！") == (list("今天天气很好"), [])
-    assert normalize_text("ＡＢ好") == (
-        ["好"],
-        ["A", "B"],
-    )  # full-width folded to ASCII, then unpronounceable
-    assert normalize_text(" ，。 ") == ([], [])
+    assert normalize_transcript("今天，天气 很好！")[0] == list("今天天气很好")
+    assert normalize_transcript("ＡＢ好")[0] == ["A", "B", "好"]  # full-width folded to ASCII
+    assert normalize_transcript(" ，。 ")[0] == []
+    assert normalize_transcript("don't stop.", unit="word")[0] == ["don't", "stop"]
     assert num_frames(399) == 0 and num_frames(400) == 1 and num_frames(16000) == 98
+    assert num_frames(8000, 8000) == 98 and num_frames(199, 8000) == 0
 
 
 def test_clean_kaldi_corpus(tmp_path: Path) -> None:
@@ -155,7 +108,8 @@ def test_every_bad_input_is_rejected_with_its_reason(tmp_path: Path) -> None:
         "trainspk0-onlytext": "mismatched-ids",
         "trainspk0-nospk": "mismatched-ids",
     }
-    assert "8000 Hz" in rej["trainspk0-badsr"] and "ABC" in rej["trainspk0-latin"]
+    assert "8000 Hz" in rej["trainspk0-badsr"] and "--sample-frequency=8000" in rej["trainspk0-badsr"]
+    assert "ABC" in rej["trainspk0-latin"]
     kd = KaldiDataDir.load(tmp_path / "data" / "train")
     assert not set(rej) & set(kd.utts)
     assert len(kd.utts) == len(train) - 9  # 8 bad + the duplicated one
@@ -194,20 +148,33 @@ def test_piped_wav_scp_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFi
     assert "piped wav.scp entry" in err and "sox" in err
 
 
-def test_speaker_prefix_and_lm_text_option(tmp_path: Path) -> None:
+def test_ids_kept_sorting_rule_and_lm_text_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     kaldi_corpus(tmp_path)
     d = tmp_path / "in" / "train"
     kaldi_set(
         d,
         {"A1": ("spkZ", "你好", tone(tmp_path / "a1.wav"))}
-        | {f"spkZ-{i}": ("spkZ", "你好", tone(tmp_path / f"z{i}.wav", seed=i)) for i in range(3)},
+        | {f"spkZ-{i}": ("spkZ", "你好", tone(tmp_path / f"z{i}.wav", seed=i)) for i in range(3)}
+        | {"B1": ("spkA", "你好", tone(tmp_path / "b1.wav"))},
     )
     lm = tmp_path / "lm.txt"
     lm.write_text("北京天气\nhello world\n上海，下雨\n")
     assert run_prepare(tmp_path, "--lm-text", str(lm)) == 0
     kd = KaldiDataDir.load(tmp_path / "data" / "train")
-    assert "spkZ-A1" in kd.utts and all(u.startswith(kd.utt2spk[u]) for u in kd.utts)
+    assert kd.utts == ["A1", "B1", "spkZ-0", "spkZ-1", "spkZ-2"]  # the corpus's ids, C order
+    assert (tmp_path / "data" / "train" / "spk2utt").read_text().splitlines() == [
+        "spkA B1", "spkZ A1 spkZ-0 spkZ-1 spkZ-2"]
+    report = (tmp_path / "data" / "train" / "report.txt").read_text()
+    assert "NOT sorted by speaker" in report and "A1 of spkZ sorts before B1 of spkA" in report
+    assert "--speaker-prefix" in capsys.readouterr().err
     assert (tmp_path / "data" / "local" / "lm_text.txt").read_text() == "北 京 天 气\n上 海 下 雨\n"
+    # the fix Kaldi recommends, on request
+    assert run_prepare(tmp_path, "--force", "--speaker-prefix") == 0
+    kd = KaldiDataDir.load(tmp_path / "data" / "train")
+    assert kd.utts == ["spkA-B1", "spkZ-0", "spkZ-1", "spkZ-2", "spkZ-A1"]
+    assert "NOT sorted" not in (tmp_path / "data" / "train" / "report.txt").read_text()
 
 
 def write_jsonl_gz(path: Path, rows: list[dict]) -> None:
@@ -253,21 +220,9 @@ def test_synth_manifests(tmp_path: Path) -> None:
         write_jsonl_gz(corpus / "manifests" / f"recordings_{s}.jsonl.gz", recs)
         write_jsonl_gz(corpus / "manifests" / f"supervisions_{s}.jsonl.gz", sups)
     (corpus / "lm_text.txt").write_text("播放周杰伦的歌\n")
-    assert (
-        main(
-            [
-                "--corpus",
-                "synth",
-                "--corpus-dir",
-                str(corpus),
-                "--out",
-                str(tmp_path / "data"),
-                "--nj",
-                "1",
-            ]
-        )
-        == 1
-    )
+    lex = write_lexicon(tmp_path / "lexicon.txt")
+    assert main(["--manifests", str(corpus / "manifests"), "--lm-text", str(corpus / "lm_text.txt"),
+                 "--lexicon", str(lex), "--out", str(tmp_path / "data"), "--nj", "1"]) == 1
     # 2 of 22 distinct train ids rejected (9 %): fails; with a larger train it passes
     rej = read_kaldi_map(tmp_path / "data" / "train" / "rejected.txt")
     assert {u: r.split(":")[0] for u, r in rej.items()} == {
@@ -279,10 +234,14 @@ def test_synth_manifests(tmp_path: Path) -> None:
     assert Path(kd.wav["devS0_000"]).is_file()
 
 
-def test_pypinyin_fallback_agrees_with_the_lexicon() -> None:
-    from steps_py.data.validate import char_pronunciations, pypinyin_pronunciations
-
-    for ch in "中国人的了行长北京天气导航到播放音乐一二三〇":
-        assert pypinyin_pronunciations(ch) and char_pronunciations(ch), ch
-    for ch in "aZ9,。 ":
-        assert not pypinyin_pronunciations(ch) and not char_pronunciations(ch), ch
+def test_pronunciations_come_from_the_given_lexicon(tmp_path: Path) -> None:
+    sets = kaldi_corpus(tmp_path)
+    lex = write_lexicon(tmp_path / "small.txt", chars="今天气很")  # no '好', though pypinyin reads it
+    assert main(["--kaldi-dirs", str(tmp_path / "in"), "--out", str(tmp_path / "data"), "--nj", "1",
+                 "--lexicon", str(lex), "--sets", "dev"]) == 1  # every dev utterance uses '好'
+    rej = read_kaldi_map(tmp_path / "data" / "dev" / "rejected.txt")
+    assert set(rej) == set(sets["dev"])
+    assert all(r == "no-pronunciation: no lexicon entry for '好'" for r in rej.values())
+    # without a lexicon nothing is checked for pronunciations
+    assert main(["--kaldi-dirs", str(tmp_path / "in"), "--out", str(tmp_path / "data2"), "--nj", "1",
+                 "--sets", "dev"]) == 0

@@ -8,14 +8,15 @@ import kaldi_hmm_gmm
 import kaldifst
 import pytest
 
+from local.mandarin.lexicon import SPECIAL_ENTRIES, pinyin_lexicon
+from local.mandarin.prepare_dict import char_lexicon, mandarin_dict
 from steps_py.lang.fst_build import transduce
 from steps_py.lang.lexicon import (
-    SPECIAL_ENTRIES,
     LexEntry,
     Lexicon,
     LexiconError,
     add_disambig_symbols,
-    build_char_lexicon,
+    read_dict_dir,
     read_lexicon,
     write_dict_dir,
 )
@@ -46,7 +47,7 @@ def toy_lexicon() -> Lexicon:
 @pytest.fixture(scope="module")
 def lang_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("lang")
-    prepare_lang(toy_lexicon(), out, sil_prob=0.5)
+    prepare_lang(mandarin_dict(toy_lexicon()), out, sil_prob=0.5)
     return out
 
 
@@ -71,22 +72,42 @@ def test_disambig_symbols_like_add_lex_disambig() -> None:
     assert max_k == 2
 
 
-def test_build_char_lexicon_polyphones_and_errors() -> None:
-    lex = build_char_lexicon(["行", "北", "<UNK>"])
+def test_char_lexicon_polyphones_and_errors() -> None:
+    full = pinyin_lexicon("行北京")
+    lex = char_lexicon({"行": "t:1", "北": "t:1", "<UNK>": "t:2"}, full)
     assert lex.words == ["!SIL", "<SPOKEN_NOISE>", "<UNK>", "北", "行"]
     assert {e.phones for e in lex.entries if e.word == "行"} >= {("x", "ing2"), ("h", "ang2")}
-    with pytest.raises(LexiconError, match="'A'.*text:3"):
-        build_char_lexicon(["北", "A"], where={"A": "text:3"})
+    assert lex.is_pronounceable("行") and not lex.is_pronounceable("京")
+    with pytest.raises(LexiconError, match="'A' \\(text:3\\)"):
+        char_lexicon({"北": "text:1", "A": "text:3"}, full)
 
 
 def test_dict_dir_round_trip(tmp_path: Path) -> None:
     lex = toy_lexicon()
-    write_dict_dir(lex, tmp_path)
+    write_dict_dir(mandarin_dict(lex), tmp_path)
     assert read_lexicon(tmp_path / "lexicon.txt").entries == lex.entries
     assert read_lexicon(tmp_path / "lexiconp.txt", with_probs=True).entries == lex.entries
     nonsil = (tmp_path / "nonsilence_phones.txt").read_text().split()
     assert sorted(nonsil) == sorted(lex.phones - {"SIL", "SPN"})
     assert (tmp_path / "silence_phones.txt").read_text().split() == ["SIL", "SPN"]
+    back = read_dict_dir(tmp_path)
+    assert back.lexicon.entries == lex.entries and back == mandarin_dict(lex)
+
+
+@pytest.mark.parametrize(("name", "text", "message"), [
+    ("lexicon.txt", "<s> SIL\n", "lexicon.txt:1: word '<s>' is reserved"),
+    ("lexicon.txt", "北 b ei3\n北 b ei3\n", "lexicon.txt:2: '北 b ei3' is repeated"),
+    ("lexicon.txt", "北 b q\n", "phone\\(s\\) q of '北' are in neither"),
+    ("silence_phones.txt", "SIL\nb\n", "nonsilence_phones.txt:1: phone 'b' is also in silence_phones.txt:2"),
+    ("optional_silence.txt", "SPX\n", "'SPX' is not in silence_phones.txt"),
+    ("lexicon.txt", "北 b ei3\n\xff\n", "lexicon.txt:2: not valid UTF-8"),
+])
+def test_dict_dir_errors_name_file_and_line(tmp_path: Path, name: str, text: str, message: str) -> None:
+    write_dict_dir(mandarin_dict(toy_lexicon()), tmp_path)
+    (tmp_path / "lexiconp.txt").unlink()
+    (tmp_path / name).write_bytes(text.encode("utf-8", "surrogateescape").replace(b"\xc3\xbf", b"\xff"))
+    with pytest.raises(LexiconError, match=message):
+        read_dict_dir(tmp_path)
 
 
 def test_lang_files_consistent(lang_dir: Path) -> None:

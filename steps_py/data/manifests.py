@@ -1,28 +1,46 @@
 """lhotse manifests (recordings + supervisions per set) -> `RawSet`s for stage 1.
 
-Manifests are read line by line as dicts (`lhotse.serialization.load_jsonl`) rather than
-through `RecordingSet`/`SupervisionSet`, so that a duplicate id or a supervision without
+Manifests are read line by line as dicts (gzip + json, what `lhotse.serialization.load_jsonl`
+does, without the seconds lhotse's import takes) rather than through
+`RecordingSet`/`SupervisionSet`, so that a duplicate id or a supervision without
 a recording becomes a rejection of that utterance instead of an exception for the set.
-Each supervision must cover its whole recording (our Kaldi dirs have no `segments` file).
+A supervision that covers its whole recording is a whole-file utterance; one that covers
+a part becomes a segment (the data dir then gets a ``segments`` file). A corpus's stage 0
+may leave ``rejected_<set>.txt`` (``<utt> <reason>``) beside the manifests for utterances it
+found unusable before lhotse saw them (`local.aishell.prepare` does); they are counted as
+rejections of the set.
 """
 
 from __future__ import annotations
 
+import gzip
+import json
 import logging
 import os
+from collections.abc import Iterator
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from lhotse.serialization import load_jsonl
-
-from steps_py.data.kaldi_dir import DataDirError
+from steps_py.data.kaldi_dir import DataDirError, read_kaldi_map
 from steps_py.data.validate import DUPLICATE_ID, MISMATCHED_IDS, RawSet, RawUtt
 
 log = logging.getLogger(__name__)
 
 UNSUPPORTED_AUDIO = "unsupported-audio"
 COVERAGE_TOLERANCE_S = 0.02
+
+
+def load_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """The rows of a (gzipped) JSON-lines manifest; a bad line is an error naming it."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataDirError(f"{path}:{n}: not a JSON object ({e.msg})") from None
 
 
 def find_manifest(manifest_dir: Path, kind: str, set_name: str) -> Path:
@@ -91,11 +109,22 @@ def import_manifest_set(manifest_dir: Path, set_name: str, base_dir: Path | None
             continue
         start, dur = float(s.get("start", 0.0)), float(s.get("duration", 0.0))
         rec_dur = float(rec.get("duration", dur))
-        if start > COVERAGE_TOLERANCE_S or abs(start + dur - rec_dur) > COVERAGE_TOLERANCE_S:
-            rejected[sid] = (
-                f"{UNSUPPORTED_AUDIO}: supervision covers {start:.2f}-{start + dur:.2f} s of a "
-                f"{rec_dur:.2f} s recording; only whole-recording supervisions are supported"
-            )
+        channel = s.get("channel") if len(rec.get("channel_ids") or [0]) > 1 else None
+        if isinstance(channel, list):
+            rejected[sid] = f"{UNSUPPORTED_AUDIO}: supervision spans channels {channel}; use one"
             continue
-        utts.append(RawUtt(utt=sid, spk=str(s["speaker"]), wav=path, text=str(s.get("text") or "")))
-    return RawSet(name=set_name, utts=utts, rejected=rejected)
+        whole = start <= COVERAGE_TOLERANCE_S and abs(start + dur - rec_dur) <= COVERAGE_TOLERANCE_S
+        utts.append(RawUtt(
+            utt=sid, spk=str(s["speaker"]), wav=path, text=str(s.get("text") or ""),
+            rec=None if whole else rid, start=0.0 if whole else start,
+            end=None if whole else round(start + dur, 6),
+            channel=int(channel) if channel is not None else None,
+        ))
+    listing = manifest_dir / f"rejected_{set_name}.txt"
+    notes = []
+    if listing.is_file():
+        earlier = read_kaldi_map(listing, allow_empty_value=True)
+        for k, v in earlier.items():
+            rejected.setdefault(k, v)
+        notes.append(f"{listing}: {len(earlier)} utterances rejected by the corpus preparation")
+    return RawSet(name=set_name, utts=utts, rejected=rejected, notes=notes)

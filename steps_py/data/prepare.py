@@ -1,15 +1,27 @@
-"""Stage 1: Kaldi data dirs `<out>/{train,dev,test}/` and `<out>/local/lm_text.txt` from a corpus.
+"""Stage 1: checked Kaldi data dirs `<out>/{train,dev,test}/` and `<out>/local/lm_text.txt`.
 
-    python -m steps_py.data.prepare --corpus synth --corpus-dir corpus/synth --out data
-    python -m steps_py.data.prepare --corpus aishell --corpus-dir /data/aishell --out data --nj 4
-    python -m steps_py.data.prepare --corpus kaldi --corpus-dir /data/mydirs --out data
+    python -m steps_py.data.prepare --manifests corpus/synth/manifests --out data \\
+        --lexicon data/local/lexicon_pinyin.txt --lm-text corpus/synth/lm_text.txt
+    python -m steps_py.data.prepare --kaldi-dirs /data/mydirs --out data --lexicon LEX \\
+        [--encoding gb18030] [--audio-conf conf/mfcc.conf]
 
-Each utterance is checked (audio readable, not truncated, 16 kHz, long enough for its
-transcript; transcript non-empty and pronounceable; ids unique and present everywhere).
-Failures are skipped, listed in `<out>/<set>/rejected.txt` and counted in the log; the stage
-fails if more than 5 % of a set is rejected. Transcripts become space-separated characters.
-Utterance ids that do not start with their speaker id get `<spk>-` prepended (Kaldi's
-sorting rule). Finished sets hold a `.done` marker; re-running skips them unless --force.
+The input is a generic format (lhotse manifests, or Kaldi data dirs ``<dir>/<set>/`` with
+wav.scp, text, utt2spk and optional segments); whatever is corpus-specific happens before,
+in the corpus's ``local/`` code (see docs/NEW_CORPUS.md). Each utterance is checked: audio
+readable, complete, at a sample rate and with channels the audio config accepts (the
+features' Kaldi config: ``--sample-frequency``, ``--allow-downsample``, ``--channel``), a
+segment inside its recording, long enough for its transcript; transcript non-empty after
+normalisation (`steps_py.data.text`) and every token in the corpus's pronunciation lexicon
+(``--lexicon``); ids unique, present in every file and decodable. Failures are skipped,
+listed in `<out>/<set>/rejected.txt`, the first few named in the log; the stage fails if more
+than 5 % of a set is rejected. What was done to accepted utterances (a channel chosen,
+audio to be resampled, emoji or private-use characters removed, a byte-order mark
+stripped) is counted in the log and in `<out>/<set>/report.txt`.
+
+Utterance ids are kept as the corpus has them. Kaldi also wants utt2spk sorted by
+utterance to be sorted by speaker; when a set breaks that rule the log says so, and
+``--speaker-prefix`` prepends ``<speaker>-`` to every id to satisfy it. Finished sets hold a
+`.done` marker; re-running skips them unless --force.
 """
 
 from __future__ import annotations
@@ -17,241 +29,280 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
-from tqdm import tqdm
-
-from steps_py.data.kaldi_dir import DataDirError, KaldiDataDir, write_kaldi_map
+from steps_py.cli import StepError, progress, step_main
+from steps_py.data.audio import AudioPolicy
+from steps_py.data.kaldi_dir import (
+    DataDirError,
+    KaldiDataDir,
+    Segment,
+    speaker_order_violation,
+    write_kaldi_map,
+)
+from steps_py.data.text import TOKEN_UNITS, describe_removed, normalize_transcript
 from steps_py.data.validate import (
     CheckedUtt,
     RawSet,
+    RecordingInfo,
     RejectionLimitError,
+    check_audio,
     check_utterance,
     enforce_rejection_limit,
-    normalize_text,
+    summarize_changes,
     summarize_rejections,
 )
 from steps_py.fileio import atomic_path, atomic_write_text, is_done, mark_done
-from steps_py.log import setup_logging
+from steps_py.lang.lexicon import Lexicon, LexiconError, read_lexicon
 
-log = logging.getLogger("prepare")
+log = logging.getLogger("data.prepare")
 
 SETS = ("train", "dev", "test")
 
 
-def check_all(raw: RawSet, nj: int) -> list[CheckedUtt]:
-    """`check_utterance` over a set, in `nj` processes, in input order."""
-    desc = f"check {raw.name}"
-    if nj <= 1 or len(raw.utts) < 64:
-        return [check_utterance(u) for u in tqdm(raw.utts, desc=desc)]
-    with ProcessPoolExecutor(nj) as ex:
-        return list(
-            tqdm(ex.map(check_utterance, raw.utts, chunksize=32), total=len(raw.utts), desc=desc)
-        )
+class DataPrepError(StepError):
+    """Stage 1 cannot make a usable data dir; the message names the set, file and fix."""
 
 
-def build_data_dir(checked: Iterable[CheckedUtt]) -> tuple[KaldiDataDir, int]:
-    """KaldiDataDir of the accepted utterances; returns (dir, number of ids given a speaker prefix)."""
+def check_recordings(paths: list[str], policy: AudioPolicy, nj: int, desc: str) -> dict[str, RecordingInfo]:
+    """`check_audio` of each distinct file, in `nj` processes."""
+    fn = partial(check_audio, policy=policy)
+    if nj <= 1 or len(paths) < 64:
+        infos = [fn(p) for p in progress(paths, desc=desc)]
+    else:
+        with ProcessPoolExecutor(nj) as ex:
+            infos = list(progress(ex.map(fn, paths, chunksize=32), total=len(paths), desc=desc))
+    return dict(zip(paths, infos, strict=True))
+
+
+def build_data_dir(checked: Iterable[CheckedUtt], speaker_prefix: bool) -> KaldiDataDir:
+    """KaldiDataDir of the accepted utterances (ids as given, or `<spk>-` prefixed)."""
+    accepted = list(checked)
     kd = KaldiDataDir()
-    renamed = 0
-    for c in checked:
-        utt, spk = c.raw.utt, c.raw.spk
-        if not utt.startswith(spk):
-            utt = f"{spk}-{utt}"
-            renamed += 1
-        kd.wav[utt] = c.raw.wav
-        kd.text[utt] = " ".join(c.chars)
-        kd.utt2spk[utt] = spk
+    with_segments = any(c.raw.rec is not None for c in accepted)
+    for c in accepted:
+        u = c.raw
+        utt = f"{u.spk}-{u.utt}" if speaker_prefix and not u.utt.startswith(f"{u.spk}-") else u.utt
+        if with_segments:
+            rec = u.rec if u.rec is not None else u.utt
+            if kd.wav.setdefault(rec, u.wav) != u.wav:
+                raise DataDirError(f"recording id '{rec}' names two files: {kd.wav[rec]} and {u.wav}")
+            kd.segments[utt] = Segment(rec, u.start, u.end, u.channel)
+        else:
+            kd.wav[utt] = u.wav
+        kd.text[utt] = " ".join(c.tokens)
+        kd.utt2spk[utt] = u.spk
         kd.utt2dur[utt] = c.duration
-    return kd, renamed
+    return kd
 
 
-def prepare_set(raw: RawSet, out_dir: Path, nj: int) -> KaldiDataDir:
-    """Check, write `out_dir` atomically (with rejected.txt and .done), enforce the 5 % limit."""
-    checked = check_all(raw, nj)
+def prepare_set(raw: RawSet, out_dir: Path, args: argparse.Namespace, policy: AudioPolicy,
+                lexicon: Lexicon | None) -> KaldiDataDir:
+    """Check, write `out_dir` atomically (with rejected.txt, report.txt, .done), enforce 5 %."""
+    paths = list(dict.fromkeys(u.wav for u in raw.utts))
+    recs = check_recordings(paths, policy, args.nj, f"check {raw.name}")
+    checked = [check_utterance(u, recs[u.wav], policy, lexicon, args.token_unit) for u in raw.utts]
     rejected = dict(raw.rejected)
     rejected.update({c.raw.utt: c.reason for c in checked if c.reason})
     total = len(raw.utts) + len(raw.rejected)
-    summarize_rejections(raw.name, rejected, total)
+    listing = out_dir / "rejected.txt"
+    for note in raw.notes:
+        log.warning("%s: %s", raw.name, note) if "not valid" in note else log.info("%s: %s", raw.name, note)
+    summarize_rejections(raw.name, rejected, total, listing if rejected else None)
     try:
-        enforce_rejection_limit(raw.name, len(rejected), total, out_dir / "rejected.txt")
+        enforce_rejection_limit(raw.name, len(rejected), total, listing)
     except RejectionLimitError:
         with atomic_path(out_dir) as tmp:  # leave only the listing, no .done
             tmp.mkdir()
             write_kaldi_map(tmp / "rejected.txt", rejected)
         raise
-    kd, renamed = build_data_dir(c for c in checked if c.reason is None)
-    if not kd.utt2spk:
-        raise DataDirError(f"{raw.name}: no utterances left; see {out_dir / 'rejected.txt'}")
-    if renamed:
-        log.info(
-            "%s: %d utterance ids prefixed with '<speaker>-' (Kaldi sorting rule)",
-            raw.name,
-            renamed,
-        )
+    ok = [c for c in checked if c.reason is None]
+    if not ok:
+        raise DataDirError(f"{raw.name}: no utterances left; see {listing}")
+    kd = build_data_dir(ok, args.speaker_prefix)
+    changes = summarize_changes(ok)
+    for line in changes:
+        log.warning("%s: %s", raw.name, line)
+    bad_order = speaker_order_violation(kd.utt2spk)
+    ids_line = "ids: kept as in the corpus" if not args.speaker_prefix else "ids: '<speaker>-' prefixed (--speaker-prefix)"
+    if bad_order:
+        a, b = bad_order
+        ids_line += (f"; NOT sorted by speaker when sorted by utterance ({a} of {kd.utt2spk[a]} "
+                     f"sorts before {b} of {kd.utt2spk[b]}): Kaldi's validate_data_dir.sh will "
+                     "refuse this dir; rerun with --speaker-prefix to prepend '<speaker>-' to the ids")
+        log.warning("%s: %s", raw.name, ids_line)
+    hours = sum(kd.utt2dur.values()) / 3600
+    codes = Counter(r.split(":", 1)[0].split()[0] for r in rejected.values())
+    report = [
+        f"set {raw.name}: {total} utterances in, {len(kd.utt2spk)} accepted ({hours:.3f} h, "
+        f"{len(kd.spk2utt())} speakers), {len(rejected)} rejected"
+        + (f" ({', '.join(f'{c} {k}' for k, c in codes.most_common())}; see rejected.txt)" if rejected else ""),
+        f"audio: {policy.sample_rate} Hz expected; channel {policy.channel} "
+        f"({'mono expected' if policy.channel == -1 else 'chosen'})",
+        *raw.notes, *changes, ids_line,
+        f"lexicon: {args.lexicon}" if lexicon is not None else "lexicon: none (transcripts not checked for pronunciations)",
+    ]
     with atomic_path(out_dir) as tmp:
         kd.write(tmp)
         if rejected:
             write_kaldi_map(tmp / "rejected.txt", rejected)
-        hours = sum(kd.utt2dur.values()) / 3600
-        mark_done(
-            tmp,
-            {"utterances": len(kd.utt2spk), "rejected": len(rejected), "hours": round(hours, 4)},
-        )
-    log.info(
-        "%s: wrote %s (%d utterances, %d speakers, %.2f h)",
-        raw.name,
-        out_dir,
-        len(kd.utt2spk),
-        len(kd.spk2utt()),
-        hours,
-    )
+        atomic_write_text(tmp / "report.txt", "".join(f"{line}\n" for line in report))
+        mark_done(tmp, {"utterances": len(kd.utt2spk), "rejected": len(rejected),
+                        "rejected_by_code": dict(codes), "hours": round(hours, 4),
+                        "segments": bool(kd.segments), "changes": changes})
+    log.info("%s: wrote %s (%d utterances, %d speakers, %.2f h)", raw.name, out_dir,
+             len(kd.utt2spk), len(kd.spk2utt()), hours)
     return kd
 
 
-def normalize_lm_lines(lines: Iterable[str], source: str) -> list[str]:
-    """Space-separated characters per line; lines with unpronounceable characters are dropped."""
+def normalize_lm_lines(lines: Iterable[str], source: str, lexicon: Lexicon | None, unit: str) -> list[str]:
+    """Space-separated tokens per line; lines with unpronounceable tokens are dropped."""
     out: list[str] = []
     dropped = empty = 0
-    for line in lines:
-        chars, bad = normalize_text(line)
-        if bad:
+    removed: Counter[str] = Counter()
+    for n, line in enumerate(lines, 1):
+        tokens, rm = normalize_transcript(line.lstrip("\ufeff") if n == 1 else line, unit)
+        removed.update(rm)
+        if lexicon is not None and any(not lexicon.is_pronounceable(t) for t in tokens):
             dropped += 1
-        elif not chars:
+        elif not tokens:
             empty += 1
         else:
-            out.append(" ".join(chars))
+            out.append(" ".join(tokens))
     if dropped or empty:
-        log.warning(
-            "LM text %s: dropped %d lines with characters with no pronunciation, %d empty lines",
-            source,
-            dropped,
-            empty,
-        )
+        log.warning("LM text %s: dropped %d lines with words that have no pronunciation, %d empty lines",
+                    source, dropped, empty)
+    if describe_removed(removed):
+        log.warning("LM text %s: removed %s characters", source, describe_removed(removed))
     return out
 
 
-def write_lm_text(args: argparse.Namespace, train: KaldiDataDir | None) -> None:
+def write_lm_text(args: argparse.Namespace, train: KaldiDataDir | None, lexicon: Lexicon | None) -> None:
     target = args.out / "local" / "lm_text.txt"
     lm_file: Path | None = args.lm_text
-    if lm_file is None and args.corpus == "synth":
-        lm_file = args.corpus_dir / "lm_text.txt"
     if lm_file is not None:
         if not lm_file.is_file():
-            raise DataDirError(
-                f"LM text {lm_file} not found; pass --lm-text FILE (one sentence per line)"
-            )
-        with open(lm_file, encoding="utf-8") as f:
-            lines = normalize_lm_lines(f, str(lm_file))
+            raise DataPrepError(f"LM text {lm_file} not found; pass --lm-text FILE (one sentence per line)")
+        try:
+            with open(lm_file, encoding=args.encoding) as f:
+                lines = normalize_lm_lines(f, str(lm_file), lexicon, args.token_unit)
+        except UnicodeDecodeError as e:
+            raise DataPrepError(f"LM text {lm_file} is not valid {args.encoding} ({e}); pass --encoding") from None
     else:
+        if train is None and "train" not in args.sets:
+            log.info("LM text: not written (no --lm-text, and train is not among --sets)")
+            return
         if train is None:
             train = KaldiDataDir.load(args.out / "train")
         lines = [train.text[u] for u in train.utts]
         log.info("LM text: using the %d train transcripts", len(lines))
     if not lines:
-        raise DataDirError(
-            f"LM text from {lm_file or 'train transcripts'} is empty after normalisation"
-        )
+        raise DataPrepError(f"LM text from {lm_file or 'train transcripts'} is empty after normalisation")
     atomic_write_text(target, "".join(line + "\n" for line in lines))
-    log.info(
-        "wrote %s (%d sentences, %d characters)",
-        target,
-        len(lines),
-        sum(len(x.split()) for x in lines),
-    )
+    log.info("wrote %s (%d sentences, %d tokens)", target, len(lines), sum(len(x.split()) for x in lines))
 
 
-def import_corpus(args: argparse.Namespace, sets: tuple[str, ...]) -> dict[str, RawSet]:
-    if not args.corpus_dir.is_dir():
-        raise DataDirError(f"--corpus-dir {args.corpus_dir} does not exist")
-    if args.corpus == "synth":
+def import_sets(args: argparse.Namespace, sets: tuple[str, ...]) -> dict[str, RawSet]:
+    if args.manifests is not None:
         from steps_py.data.manifests import import_manifest_set
 
-        return {
-            s: import_manifest_set(args.corpus_dir / "manifests", s, base_dir=args.corpus_dir)
-            for s in sets
-        }
-    if args.corpus == "aishell":
-        from steps_py.data.aishell import import_aishell
-
-        return import_aishell(args.corpus_dir, args.out / "local" / "aishell", sets, nj=args.nj)
+        if not args.manifests.is_dir():
+            raise DataPrepError(f"--manifests {args.manifests} does not exist (run stage 0 first)")
+        base = args.manifests.parent
+        return {s: import_manifest_set(args.manifests, s, base_dir=base) for s in sets}
     from steps_py.data.kaldi_import import import_kaldi_corpus
 
-    return import_kaldi_corpus(args.corpus_dir, sets)
+    if not args.kaldi_dirs.is_dir():
+        raise DataPrepError(f"--kaldi-dirs {args.kaldi_dirs} does not exist")
+    return import_kaldi_corpus(args.kaldi_dirs, sets, args.encoding)
 
 
-def run(args: argparse.Namespace) -> None:
+def audio_policy(args: argparse.Namespace) -> AudioPolicy:
+    if args.audio_conf is None:
+        return AudioPolicy()
+    from steps_py.features.conf import ConfError, audio_policy_from_conf
+
+    try:
+        return audio_policy_from_conf(args.audio_conf)
+    except ConfError as e:
+        raise DataPrepError(str(e)) from None
+
+
+def run(args: argparse.Namespace) -> int:
     sets = tuple(args.sets)
     lm_target = args.out / "local" / "lm_text.txt"
     todo = [s for s in sets if args.force or not is_done(args.out / s)]
     if not todo and lm_target.is_file() and not args.force:
-        log.info(
-            "%s: data dirs %s and %s already done; skipping (use --force to redo)",
-            args.out,
-            ", ".join(sets),
-            lm_target,
-        )
-        return
+        log.info("%s: data dirs %s and %s already done; skipping (use --force to redo)",
+                 args.out, ", ".join(sets), lm_target)
+        return 0
     for s in sets:
         if s not in todo:
             log.info("%s already done; skipping it (use --force to redo)", args.out / s)
-    raw_sets = import_corpus(args, tuple(todo)) if todo else {}
-    prepared: dict[str, KaldiDataDir] = {}
-    errors: list[str] = []
-    for s in todo:
+    lexicon = None
+    if args.lexicon is not None:
         try:
-            prepared[s] = prepare_set(raw_sets[s], args.out / s, args.nj)
-        except (RejectionLimitError, DataDirError) as e:
-            errors.append(str(e))
-    if errors:
-        raise RejectionLimitError("\n".join(errors))
-    write_lm_text(args, prepared.get("train"))
+            lexicon = read_lexicon(args.lexicon)
+        except (LexiconError, OSError) as e:
+            raise DataPrepError(f"--lexicon {args.lexicon}: {e}") from None
+        log.info("checking transcripts against %s (%d words)", args.lexicon, len(lexicon.words))
+    else:
+        log.warning("no --lexicon: transcripts are not checked for words without a pronunciation")
+    policy = audio_policy(args)
+    try:
+        raw_sets = import_sets(args, tuple(todo)) if todo else {}
+        prepared: dict[str, KaldiDataDir] = {}
+        errors: list[str] = []
+        for s in todo:
+            try:
+                prepared[s] = prepare_set(raw_sets[s], args.out / s, args, policy, lexicon)
+            except (RejectionLimitError, DataDirError) as e:
+                errors.append(str(e))
+        if errors:
+            raise DataPrepError("\n".join(errors))
+        write_lm_text(args, prepared.get("train"), lexicon)
+    except (DataDirError, RejectionLimitError) as e:
+        raise DataPrepError(str(e)) from None
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument(
-        "--corpus",
-        choices=("synth", "aishell", "kaldi"),
-        default="synth",
-        help="corpus type (default synth)",
-    )
-    p.add_argument(
-        "--corpus-dir",
-        type=Path,
-        default=Path("corpus/synth"),
-        help="corpus root (default corpus/synth)",
-    )
-    p.add_argument("--out", type=Path, default=Path("data"), help="output root (default data)")
-    p.add_argument(
-        "--lm-text",
-        type=Path,
-        default=None,
-        help="LM sentences, one per line (default: corpus lm_text.txt for synth, train transcripts otherwise)",
-    )
-    p.add_argument(
-        "--nj", type=int, default=2, help="parallel processes for audio checks (default 2)"
-    )
-    p.add_argument(
-        "--sets", nargs="+", default=list(SETS), help="sets to prepare (default train dev test)"
-    )
+    p = argparse.ArgumentParser(prog="python -m steps_py.data.prepare", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--manifests", type=Path, default=None,
+                     help="lhotse manifest dir: *recordings_<set>.jsonl.gz, *supervisions_<set>.jsonl.gz")
+    src.add_argument("--kaldi-dirs", type=Path, default=None,
+                     help="dir holding one Kaldi data dir per set (<dir>/train, <dir>/dev, ...)")
+    p.add_argument("--out", type=Path, default=Path("data"), help="output root (default: %(default)s)")
+    p.add_argument("--sets", nargs="+", default=list(SETS), help="sets to prepare (default: %(default)s)")
+    p.add_argument("--lexicon", type=Path, default=None,
+                   help="the corpus's pronunciation lexicon (Kaldi lexicon.txt); utterances with other "
+                        "words are rejected (default: none, not checked)")
+    p.add_argument("--token-unit", choices=TOKEN_UNITS, default="char",
+                   help="char: every character a word (Mandarin); word: whitespace-separated words "
+                        "(default: %(default)s)")
+    p.add_argument("--encoding", default="utf-8",
+                   help="encoding of Kaldi data-dir files and --lm-text, e.g. gb18030 (default: %(default)s)")
+    p.add_argument("--audio-conf", type=Path, default=None,
+                   help="Kaldi feature config whose --sample-frequency, --allow-downsample, "
+                        "--allow-upsample and --channel the audio must meet (default: 16 kHz, mono)")
+    p.add_argument("--lm-text", type=Path, default=None,
+                   help="LM sentences, one per line (default: the train transcripts)")
+    p.add_argument("--speaker-prefix", action="store_true",
+                   help="prepend '<speaker>-' to utterance ids (Kaldi's sorting rule); default: keep ids")
+    p.add_argument("--nj", type=int, default=2, help="parallel processes for audio checks (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="redo finished sets")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging("prepare", args.out / "log" / "prepare.log")
-    try:
-        run(args)
-    except (DataDirError, RejectionLimitError) as e:
-        log.error("%s", e)
-        return 1
-    return 0
+    return step_main("data.prepare", build_parser(), run, argv,
+                     log_file=lambda a: a.out / "log" / "prepare.log")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,16 @@
 """Per-utterance checks for stage 1: audio, transcript, and the rejection bookkeeping.
 
-Every corpus importer (synthetic / AISHELL manifests, Kaldi dirs) produces a `RawSet`: the
-utterances it could pair up (id, speaker, audio path, raw transcript) plus the ids it had to
-reject already (duplicates, ids missing from one of the files). `check_utterance` then
-checks each utterance and either returns the clean entry or a rejection reason.
+Every importer (lhotse manifests, Kaldi data dirs, a corpus's own ``local/`` code) produces
+a `RawSet`: the utterances it could pair up (id, speaker, audio path and optional segment,
+raw transcript), the ids it had to reject already (duplicates, ids missing from one of the
+files, undecodable lines) and notes on what it did (a byte-order mark removed ...).
+`check_audio` then checks each recording once against the `AudioPolicy` of the features,
+and `check_utterance` each utterance (its span, its transcript against the corpus's
+lexicon); each either passes, with notes on what was done (a channel chosen, resampling,
+characters removed), or gets a rejection reason.
 
 Rejection reasons are short codes, optionally followed by ': detail'; `rejected.txt` holds
-`<utt> <code>: <detail>` and the log summarises counts per code.
+`<utt> <code>: <detail>`, the log names the first few and counts the rest per code.
 
 The WAV header check is done by hand (`wav_data_shortfall`) because soundfile/libsndfile
 silently shortens a truncated file instead of reporting that the header promised more
@@ -18,48 +22,36 @@ from __future__ import annotations
 import logging
 import os
 import struct
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import soundfile as sf
-from pypinyin import Style, pinyin
 
+from steps_py.data.audio import AudioError, AudioPolicy, segment_samples
+from steps_py.data.text import describe_removed, normalize_transcript
+from steps_py.lang.lexicon import Lexicon
 
-def pypinyin_pronunciations(ch: str) -> list[tuple[str, ...]]:
-    """Readings of a single hanzi as 1-tuples of TONE3 pinyin; [] if pypinyin has none."""
-    if len(ch) != 1:
-        return []
-    readings = pinyin(ch, style=Style.TONE3, heteronym=True, errors=lambda _: [])
-    return [(r,) for r in readings[0]] if readings else []
+log = logging.getLogger("data.validate")
 
-
-try:  # the lexicon's own definition of "pronounceable" (stage 2), when present
-    from steps_py.lang.pron import char_pronunciations
-except ImportError:  # the same question asked of pypinyin directly
-    char_pronunciations = pypinyin_pronunciations
-
-
-log = logging.getLogger(__name__)
-
-SAMPLE_RATE = 16000
 MIN_DURATION_S = 0.1
-FRAME_LENGTH = 400  # 25 ms at 16 kHz
-FRAME_SHIFT = 160  # 10 ms at 16 kHz
-FRAMES_PER_CHAR = 3  # an HMM needs >= 3 frames per (at least one-phone) character
+FRAMES_PER_TOKEN = 3  # an HMM needs >= 3 frames per (at least one-phone) token
 MAX_REJECTED_FRACTION = 0.05
+SHOW_REJECTED = 5  # rejected utterances named in the log before the pointer to rejected.txt
 
 # Reason codes (first token of a rejected.txt reason).
 MISSING_FILE = "missing-file"
 CORRUPT_AUDIO = "corrupt-audio"
 TRUNCATED_AUDIO = "truncated-audio"
 WRONG_SAMPLE_RATE = "wrong-sample-rate"
+BAD_CHANNEL = "bad-channel"
+BAD_SEGMENT = "bad-segment"
 TOO_SHORT = "too-short"
 EMPTY_TRANSCRIPT = "empty-transcript"
 NO_PRONUNCIATION = "no-pronunciation"
 DUPLICATE_ID = "duplicate-id"
 MISMATCHED_IDS = "mismatched-ids"
+BAD_ENCODING = "bad-encoding"
 
 
 class RejectionLimitError(RuntimeError):
@@ -68,56 +60,60 @@ class RejectionLimitError(RuntimeError):
 
 @dataclass(frozen=True)
 class RawUtt:
-    """An utterance as a corpus importer found it, before any check."""
+    """An utterance as an importer found it, before any check.
+
+    `rec` is the recording id when the utterance is a segment of a longer recording
+    (Kaldi's ``segments``: `start`, `end` in seconds, `end` None = to the end of the file,
+    `channel` its optional fifth field); for a whole-file utterance `rec` is None.
+    """
 
     utt: str
     spk: str
     wav: str
     text: str
+    rec: str | None = None
+    start: float = 0.0
+    end: float | None = None
+    channel: int | None = None
 
 
 @dataclass
 class RawSet:
-    """One data set (train/dev/test) as imported, with the rejections found while importing."""
+    """One data set as imported, with the rejections and notes of importing."""
 
     name: str
     utts: list[RawUtt] = field(default_factory=list)
     rejected: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RecordingInfo:
+    """`check_audio`'s verdict on one file: its format, or the reason it is unusable."""
+
+    rate: int = 0
+    channels: int = 0
+    frames: int = 0
+    reason: str | None = None
+    rate_note: str | None = None
 
 
 @dataclass(frozen=True)
 class CheckedUtt:
-    """Result of `check_utterance`: either `reason` is set, or `chars`/`duration` are."""
+    """Result of `check_utterance`: either `reason` is set, or `tokens`/`duration` are."""
 
     raw: RawUtt
-    chars: tuple[str, ...] = ()
+    tokens: tuple[str, ...] = ()
     duration: float = 0.0
     reason: str | None = None
+    audio_notes: tuple[str, ...] = ()
+    removed: Counter[str] = field(default_factory=Counter)
 
 
-def num_frames(num_samples: int) -> int:
-    """Kaldi frame count with snip_edges=true: 1 + (n - 400) // 160, or 0 if n < 400."""
-    return 0 if num_samples < FRAME_LENGTH else 1 + (num_samples - FRAME_LENGTH) // FRAME_SHIFT
-
-
-def is_pronounceable(ch: str) -> bool:
-    return bool(char_pronunciations(ch))
-
-
-def normalize_text(raw: str) -> tuple[list[str], list[str]]:
-    """Split a transcript into characters: (kept characters, characters with no pronunciation).
-
-    NFKC folds full-width ASCII to half-width; whitespace, punctuation and symbols are
-    dropped; everything else must be a hanzi with a pinyin reading.
-    """
-    kept: list[str] = []
-    bad: list[str] = []
-    for ch in unicodedata.normalize("NFKC", raw):
-        cat = unicodedata.category(ch)
-        if ch.isspace() or cat[0] in "PSZC":
-            continue
-        (kept if is_pronounceable(ch) else bad).append(ch)
-    return kept, bad
+def num_frames(num_samples: int, rate: int = 16000) -> int:
+    """Kaldi frame count (25 ms / 10 ms, snip_edges=true): 1 + (n - L) // S, or 0 if n < L."""
+    length, shift = int(0.025 * rate), int(0.010 * rate)
+    return 0 if num_samples < length else 1 + (num_samples - length) // shift
 
 
 def wav_data_shortfall(path: str) -> int:
@@ -143,72 +139,125 @@ def wav_data_shortfall(path: str) -> int:
     return 0
 
 
-def check_audio(path: str) -> tuple[float, int, str | None]:
-    """(duration in s, number of samples, rejection reason or None) for one audio file."""
+def check_audio(path: str, policy: AudioPolicy) -> RecordingInfo:
+    """Check one audio file: exists, readable, complete, a rate the policy accepts."""
     if not os.path.isfile(path):
-        return 0.0, 0, f"{MISSING_FILE}: {path}"
+        return RecordingInfo(reason=f"{MISSING_FILE}: {path}")
     try:
         info = sf.info(path)
     except (sf.SoundFileError, RuntimeError, OSError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        return 0.0, 0, f"{CORRUPT_AUDIO}: soundfile cannot read {path} ({msg})"
-    if info.format == "WAV" or info.format == "WAVEX":
+        return RecordingInfo(reason=f"{CORRUPT_AUDIO}: soundfile cannot read {path} ({msg})")
+    if info.format in ("WAV", "WAVEX"):
         short = wav_data_shortfall(path)
         if short:
-            return (
-                0.0,
-                0,
-                f"{TRUNCATED_AUDIO}: {path} header promises {short} more bytes than the file holds",
+            return RecordingInfo(
+                reason=f"{TRUNCATED_AUDIO}: {path} header promises {short} more bytes than the file holds"
             )
-    if info.samplerate != SAMPLE_RATE:
-        return (
-            0.0,
-            0,
-            f"{WRONG_SAMPLE_RATE}: {info.samplerate} Hz, expected {SAMPLE_RATE} (resample, e.g. sox in.wav -r 16000 out.wav)",
-        )
     if info.frames <= 0:
-        return 0.0, 0, f"{CORRUPT_AUDIO}: {path} holds no samples"
-    return info.frames / info.samplerate, info.frames, None
+        return RecordingInfo(reason=f"{CORRUPT_AUDIO}: {path} holds no samples")
+    try:
+        note = policy.rate_note(info.samplerate)
+    except AudioError as e:
+        return RecordingInfo(reason=f"{WRONG_SAMPLE_RATE}: {e}")
+    return RecordingInfo(info.samplerate, info.channels, info.frames, rate_note=note)
 
 
-def check_utterance(u: RawUtt) -> CheckedUtt:
-    """Run every audio and transcript check on one utterance; the first failure is the reason."""
-    duration, n, reason = check_audio(u.wav)
-    if reason:
-        return CheckedUtt(u, reason=reason)
+def check_utterance(
+    u: RawUtt, rec: RecordingInfo, policy: AudioPolicy, lexicon: Lexicon | None, unit: str
+) -> CheckedUtt:
+    """Every check of one utterance given its recording's `check_audio` result; the first
+    failure is the reason."""
+    if rec.reason:
+        return CheckedUtt(u, reason=rec.reason)
+    notes: list[str] = []
+    try:
+        _, note = policy.channel_of(rec.channels, u.channel)
+    except AudioError as e:
+        return CheckedUtt(u, reason=f"{BAD_CHANNEL}: {e}")
+    if note:
+        notes.append(note)
+    if rec.rate_note:
+        notes.append(rec.rate_note)
+    if u.rec is not None:
+        try:
+            s, e = segment_samples(u.start, u.end, rec.rate, rec.frames)
+        except AudioError as err:
+            return CheckedUtt(u, reason=f"{BAD_SEGMENT}: {err}")
+        n = e - s
+    else:
+        n = rec.frames
+    duration = n / rec.rate
     if duration < MIN_DURATION_S:
         return CheckedUtt(u, reason=f"{TOO_SHORT}: {duration:.3f} s < {MIN_DURATION_S} s")
-    chars, bad = normalize_text(u.text)
-    if bad:
-        shown = "".join(dict.fromkeys(bad))
+    tokens, removed = normalize_transcript(u.text, unit)
+    if lexicon is not None:
+        bad = [t for t in tokens if not lexicon.is_pronounceable(t)]
+        if bad:
+            shown = " ".join(dict.fromkeys(bad)) if unit == "word" else "".join(dict.fromkeys(bad))
+            return CheckedUtt(
+                u, reason=f"{NO_PRONUNCIATION}: no lexicon entry for '{shown}'", removed=removed
+            )
+    if not tokens:
         return CheckedUtt(
-            u, reason=f"{NO_PRONUNCIATION}: characters with no pronunciation '{shown}'"
+            u, reason=f"{EMPTY_TRANSCRIPT}: no words left after normalisation", removed=removed
         )
-    if not chars:
-        return CheckedUtt(u, reason=f"{EMPTY_TRANSCRIPT}: no characters left after normalisation")
-    frames = num_frames(n)
-    if frames < FRAMES_PER_CHAR * len(chars):
+    frames = num_frames(round(n * policy.sample_rate / rec.rate), policy.sample_rate)
+    if frames < FRAMES_PER_TOKEN * len(tokens):
         return CheckedUtt(
             u,
-            reason=f"{TOO_SHORT}: {frames} frames for {len(chars)} characters (need >= {FRAMES_PER_CHAR} per character)",
+            reason=f"{TOO_SHORT}: {frames} frames for {len(tokens)} tokens (need >= {FRAMES_PER_TOKEN} per token)",
+            removed=removed,
         )
-    return CheckedUtt(u, chars=tuple(chars), duration=duration)
+    return CheckedUtt(u, tokens=tuple(tokens), duration=duration, audio_notes=tuple(notes),
+                      removed=removed)
 
 
 def reason_code(reason: str) -> str:
     return reason.split(":", 1)[0].split()[0]
 
 
-def summarize_rejections(set_name: str, rejected: dict[str, str], total: int) -> None:
-    """Log the count per reason code, and each rejection at DEBUG level."""
+def summarize_rejections(
+    set_name: str, rejected: dict[str, str], total: int, listing: Path | None = None
+) -> None:
+    """Log the count per reason code and name the first few rejected utterances."""
     if not rejected:
         log.info("%s: %d utterances, none rejected", set_name, total)
         return
     counts = Counter(reason_code(r) for r in rejected.values())
     parts = ", ".join(f"{c} {k}" for k, c in counts.most_common())
     log.warning("%s: rejected %d of %d utterances (%s)", set_name, len(rejected), total, parts)
-    for utt, r in sorted(rejected.items()):
-        log.debug("%s: rejected %s: %s", set_name, utt, r)
+    for utt, r in sorted(rejected.items())[:SHOW_REJECTED]:
+        log.info("%s: rejected %s: %s", set_name, utt, r)
+    if len(rejected) > SHOW_REJECTED or listing is not None:
+        more = f"{len(rejected) - SHOW_REJECTED} more; " if len(rejected) > SHOW_REJECTED else ""
+        log.info("%s: %severy rejected utterance and its reason: %s", set_name, more,
+                 listing or "rejected.txt")
+
+
+def summarize_changes(checked: list[CheckedUtt]) -> list[str]:
+    """Lines for the report (and the log) on what was done to accepted utterances."""
+    lines = []
+    audio: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    for c in checked:
+        if c.reason is None:
+            for n in c.audio_notes:
+                audio[n] += 1
+                examples.setdefault(n, c.raw.utt)
+    for note, count in sorted(audio.items()):
+        lines.append(f"audio: {count} utterances: {note} (e.g. {examples[note]})")
+    touched = [c for c in checked if describe_removed(c.removed)]
+    if touched:
+        total: Counter[str] = Counter()
+        for c in touched:
+            total.update(c.removed)
+        first = touched[0]
+        lines.append(
+            f"text: {len(touched)} transcripts had characters removed ({describe_removed(total)}; "
+            f"e.g. {first.raw.utt}: {describe_removed(first.removed)})"
+        )
+    return lines
 
 
 def enforce_rejection_limit(set_name: str, num_rejected: int, total: int, listing: Path) -> None:

@@ -5,8 +5,9 @@
     for utt, x in reader.items(): ...   # a read-only Mapping[str, np.ndarray]
 
 Matrices come from `data/<set>/<kind>/feats.scp` through kaldi-native-io's
-RandomAccessFloatMatrixReader. With `cmvn=True` the speaker's mean (from cmvn.ark) is
-subtracted, as Kaldi's `apply-cmvn --norm-vars=false --utt2spk=...`.
+RandomAccessFloatMatrixReader. With `cmvn=True` the mean of the CMVN stats is subtracted,
+as Kaldi's `apply-cmvn --norm-vars=false`: the speaker's (`--utt2spk=...`) or, when stage 3
+computed stats per utterance (``--cmvn utterance``, recorded in `.done`), the utterance's own.
 If the data dir was moved after stage 3 (the scp holds absolute paths), the arks are
 looked up next to feats.scp instead.
 
@@ -16,6 +17,7 @@ that the next read overwrites; `FeatureReader` always returns a fresh array.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import weakref
@@ -79,14 +81,21 @@ class FeatureReader(Mapping[str, np.ndarray]):
         self.dim: int = int(self._reader[self.utts[0]].shape[1])
         self._means: dict[str, np.ndarray] | None = None
         self._utt2spk: dict[str, str] = {}
+        self.cmvn_type = "speaker"
+        done = self.feat_dir / ".done"
+        if done.is_file():
+            self.cmvn_type = json.loads(done.read_text(encoding="utf-8")).get("cmvn", "speaker")
         if cmvn:
-            self._utt2spk = read_kaldi_map(self.data_dir / "utt2spk")
+            if self.cmvn_type == "utterance":
+                self._utt2spk = {u: u for u in self.utts}
+            else:
+                self._utt2spk = read_kaldi_map(self.data_dir / "utt2spk")
             self._means = {spk: speaker_mean(s) for spk, s in read_cmvn(self.feat_dir).items()}
             missing = [u for u in self.utts if self._utt2spk.get(u) not in self._means]
             if missing:
                 raise ValueError(
-                    f"{self.feat_dir}: {len(missing)} utterances (e.g. {missing[0]}) have no speaker CMVN stats; "
-                    "re-run stage 3 with --force"
+                    f"{self.feat_dir}: {len(missing)} utterances (e.g. {missing[0]}) have no "
+                    f"{self.cmvn_type} CMVN stats; re-run stage 3 with --force"
                 )
 
     def __getitem__(self, utt: str) -> np.ndarray:

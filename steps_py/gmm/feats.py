@@ -1,9 +1,9 @@
 """Features for the GMM system: CMVN'd MFCC plus deltas and delta-deltas (39 dims).
 
-`add_deltas` follows Kaldi's `add-deltas` (window 2, order 2): the order-i filter is the
-order-(i-1) filter convolved with the delta window, applied to the static features with
-frames clamped at the edges. Written here with numpy because no listed package exposes
-it (kaldi-native-fbank computes MFCCs but not deltas).
+`add_deltas` is Kaldi's `add-deltas` (window 2, order 2), computed by kaldi-native-fbank's
+`compute_deltas` (>= 1.23; the tests check it equals the numpy definition this module
+used before: the order-i filter is the order-(i-1) filter convolved with the delta window,
+frames clamped at the edges).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
+import kaldi_native_fbank as knf
 import numpy as np
 
 from steps_py.gmm.errors import GmmError
@@ -26,25 +27,13 @@ class FeatureSource(Protocol):
     def __getitem__(self, utt: str) -> np.ndarray: ...
 
 
-def _delta_filters(order: int, window: int) -> list[np.ndarray]:
-    base = np.arange(-window, window + 1, dtype=np.float64)
-    base /= np.sum(base**2)
-    filters = [np.array([1.0])]
-    for _ in range(order):
-        filters.append(np.convolve(filters[-1], base))
-    return filters
-
-
 def add_deltas(feats: np.ndarray, order: int = 2, window: int = 2) -> np.ndarray:
     """(T, D) -> (T, D * (order + 1)) float32, as Kaldi's add-deltas."""
-    feats = np.asarray(feats, dtype=np.float32)
-    num_frames = feats.shape[0]
-    out = [feats]
-    for filt in _delta_filters(order, window)[1:]:
-        half = len(filt) // 2
-        idx = np.clip(np.arange(num_frames)[:, None] + np.arange(-half, half + 1)[None, :], 0, num_frames - 1)
-        out.append(np.einsum("tkd,k->td", feats[idx], filt).astype(np.float32))
-    return np.concatenate(out, axis=1)
+    x = np.ascontiguousarray(feats, dtype=np.float32)
+    if x.shape[0] == 0:
+        return np.zeros((0, x.shape[1] * (order + 1)), dtype=np.float32)
+    return np.asarray(knf.compute_deltas(knf.DeltaOptions(order=order, window=window), x),
+                      dtype=np.float32)
 
 
 def open_mfcc(data_dir: Path) -> FeatureSource:

@@ -129,9 +129,20 @@ def transduce(fst: kaldifst.StdFst, ilabels: Sequence[int]) -> tuple[list[int], 
     return list(olabels), float(weight.value)
 
 
-def make_topo(nonsil_phone_ids: Sequence[int], sil_phone_ids: Sequence[int]) -> str:
-    """Kaldi text topology (as ``utils/gen_topo.pl 3 5``): 3-state left-to-right for
-    non-silence phones, Kaldi's 5-state ergodic-middle silence model for silence phones."""
+def make_topo(
+    nonsil_phone_ids: Sequence[int],
+    sil_phone_ids: Sequence[int],
+    num_nonsil_states: int = 3,
+    num_sil_states: int = 5,
+) -> str:
+    """Kaldi text topology, as ``utils/gen_topo.pl <nonsil> <sil>``: left-to-right HMMs for
+    non-silence phones; for silence, the first state reaches every state but the last, the
+    middle ones reach every state from 1 on, and the last is left-to-right."""
+    if num_nonsil_states < 1 or num_sil_states < 3:
+        raise ValueError(
+            f"need >= 1 non-silence and >= 3 silence states (gen_topo.pl), got "
+            f"{num_nonsil_states} and {num_sil_states}"
+        )
     lines = ["<Topology>"]
     lines += [
         "<TopologyEntry>",
@@ -139,17 +150,22 @@ def make_topo(nonsil_phone_ids: Sequence[int], sil_phone_ids: Sequence[int]) -> 
         " ".join(map(str, nonsil_phone_ids)),
         "</ForPhones>",
     ]
-    for s in range(3):
+    for s in range(num_nonsil_states):
         lines.append(
             f"<State> {s} <PdfClass> {s} <Transition> {s} 0.75 <Transition> {s + 1} 0.25 </State>"
         )
-    lines += ["<State> 3 </State>", "</TopologyEntry>"]
+    lines += [f"<State> {num_nonsil_states} </State>", "</TopologyEntry>"]
     lines += ["<TopologyEntry>", "<ForPhones>", " ".join(map(str, sil_phone_ids)), "</ForPhones>"]
-    trans0 = " ".join(f"<Transition> {t} 0.25" for t in range(4))
+    last = num_sil_states - 1
+    p = f"{1.0 / last:g}"
+    trans0 = " ".join(f"<Transition> {t} {p}" for t in range(last))
     lines.append(f"<State> 0 <PdfClass> 0 {trans0} </State>")
-    trans_mid = " ".join(f"<Transition> {t} 0.25" for t in range(1, 5))
-    for s in range(1, 4):
+    trans_mid = " ".join(f"<Transition> {t} {p}" for t in range(1, num_sil_states))
+    for s in range(1, last):
         lines.append(f"<State> {s} <PdfClass> {s} {trans_mid} </State>")
-    lines.append("<State> 4 <PdfClass> 4 <Transition> 4 0.75 <Transition> 5 0.25 </State>")
-    lines += ["<State> 5 </State>", "</TopologyEntry>", "</Topology>"]
+    lines.append(
+        f"<State> {last} <PdfClass> {last} <Transition> {last} 0.75 "
+        f"<Transition> {num_sil_states} 0.25 </State>"
+    )
+    lines += [f"<State> {num_sil_states} </State>", "</TopologyEntry>", "</Topology>"]
     return "\n".join(lines) + "\n"

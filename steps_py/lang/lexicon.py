@@ -1,13 +1,22 @@
-"""The character lexicon: entries, disambiguation symbols, and Kaldi dict/lexicon files.
+"""Pronunciation lexicons and Kaldi dict dirs (``data/local/dict``), for any language.
 
-Words are single hanzi (plus the special words ``!SIL``, ``<SPOKEN_NOISE>`` and ``<UNK>``);
-each hanzi gets every pronunciation from `steps_py.lang.pron`. All pronunciation
-probabilities are 1.0 (Kaldi's default when a lexicon.txt has no probabilities).
+A corpus's ``local/`` code writes the dict dir that Kaldi's ``utils/prepare_lang.sh`` reads:
 
-`add_disambig_symbols` follows Kaldi's ``utils/add_lex_disambig.pl``: a pronunciation that
-is shared by several words, or that is a proper prefix of another pronunciation, gets a
-``#k`` suffix, numbered from 1 separately for each phone sequence; ``#0`` is reserved for
-the LM's backoff arcs.
+* ``lexicon.txt`` (``word p1 p2 ...``) and/or ``lexiconp.txt`` (``word prob p1 p2 ...``);
+  when both exist they must agree, and ``lexiconp.txt`` is used (as prepare_lang.sh does);
+* ``silence_phones.txt``, ``nonsilence_phones.txt``: one line per base phone, its variants
+  on that line (each line becomes one ``phones/sets.txt`` line and shares a tree root);
+* ``optional_silence.txt``: the one phone of optional silence between words;
+* ``extra_questions.txt`` (may be empty): extra phone sets for tree questions.
+
+`read_dict_dir` checks what ``utils/validate_dict_dir.pl`` checks (disjoint phone lists,
+no phone written ``#...``, ``..._B/_E/_I/_S`` or ``<eps>``, every lexicon phone listed, no
+``<s> </s> <eps> #0`` words, probabilities in (0, 1], no repeated lines) and names the
+file and line of the first problem of each kind.
+
+`Lexicon.is_pronounceable(word)` is the one answer to "does this word have a
+pronunciation": stage 1 asks it of the corpus's lexicon file (``--lexicon``), stage 2 of
+the dict dir. `add_disambig_symbols` follows ``utils/add_lex_disambig.pl``.
 """
 
 from __future__ import annotations
@@ -15,27 +24,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from steps_py.fileio import atomic_write_text
-from steps_py.lang.pron import char_pronunciations
 
-SIL = "SIL"
-SPN = "SPN"
-SIL_WORD = "!SIL"
-SPOKEN_NOISE = "<SPOKEN_NOISE>"
-UNK = "<UNK>"
-SPECIAL_ENTRIES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (SIL_WORD, (SIL,)),
-    (SPOKEN_NOISE, (SPN,)),
-    (UNK, (SPN,)),
-)
-SILENCE_PHONES: tuple[str, ...] = (SIL, SPN)
-OPTIONAL_SILENCE = SIL
+FORBIDDEN_WORDS = frozenset({"<s>", "</s>", "<eps>", "#0"})
 
 
 class LexiconError(ValueError):
-    """Bad lexicon input; the message names the item and the fix."""
+    """Bad lexicon or dict-dir input; the message names the file, line and fix."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +45,7 @@ class LexEntry:
 
 @dataclass
 class Lexicon:
-    """Ordered lexicon entries (specials first, then characters in code-point order)."""
+    """Lexicon entries in file order (a word may have several)."""
 
     entries: list[LexEntry] = field(default_factory=list)
 
@@ -56,12 +54,22 @@ class Lexicon:
         """Distinct words in entry order."""
         return list(dict.fromkeys(e.word for e in self.entries))
 
+    @cached_property
+    def _word_set(self) -> frozenset[str]:
+        return frozenset(e.word for e in self.entries)
+
+    def is_pronounceable(self, word: str) -> bool:
+        """True if `word` has at least one entry."""
+        return word in self._word_set
+
     @property
     def phones(self) -> set[str]:
         return {p for e in self.entries for p in e.phones}
 
-    def nonsilence_phones(self) -> list[str]:
-        return sorted(self.phones - set(SILENCE_PHONES))
+    def restricted(self, words: Iterable[str]) -> Lexicon:
+        """The entries of `words` only, in this lexicon's order."""
+        keep = set(words)
+        return Lexicon([e for e in self.entries if e.word in keep])
 
     def to_text(self, with_probs: bool = False) -> str:
         lines = []
@@ -71,46 +79,61 @@ class Lexicon:
         return "".join(lines)
 
 
-def collect_characters(text_files: Iterable[Path], has_utt_id: Sequence[bool]) -> dict[str, str]:
-    """All tokens in Kaldi `text` files (`has_utt_id`) or plain LM text; token -> first place seen.
+def _read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file; a decoding error names the line."""
+    data = Path(path).read_bytes()
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    out = []
+    for n, raw in enumerate(lines, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise LexiconError(
+                f"{path}:{n}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                "convert the file to UTF-8 (e.g. iconv -f gb18030 -t utf-8)"
+            ) from None
+        if n == 1 and line.startswith("\ufeff"):
+            line = line[1:]
+        out.append(line.rstrip("\r"))
+    return out
 
-    Tokens are split on whitespace; the place is ``file:line`` for error messages.
-    """
+
+def read_lexicon(path: Path, with_probs: bool = False) -> Lexicon:
+    """Read lexicon.txt (``word p1 p2 ...``) or lexiconp.txt (``word prob p1 p2 ...``)."""
+    entries = []
+    need = 3 if with_probs else 2
+    for n, line in enumerate(_read_lines(path), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) < need:
+            raise LexiconError(f"{path}:{n}: expected a word and its phones, got '{line.strip()}'")
+        if with_probs:
+            try:
+                prob = float(parts[1])
+            except ValueError:
+                raise LexiconError(f"{path}:{n}: probability '{parts[1]}' is not a number") from None
+            if not 0.0 < prob <= 1.0:
+                raise LexiconError(f"{path}:{n}: probability {parts[1]} is not in (0, 1]")
+            entries.append(LexEntry(parts[0], tuple(parts[2:]), prob))
+        else:
+            entries.append(LexEntry(parts[0], tuple(parts[1:])))
+    return Lexicon(entries)
+
+
+def collect_words(text_files: Iterable[Path], has_utt_id: Sequence[bool]) -> dict[str, str]:
+    """All tokens of Kaldi `text` files (`has_utt_id`) or plain text; token -> first ``file:line``."""
     seen: dict[str, str] = {}
     for path, with_id in zip(text_files, has_utt_id, strict=True):
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                toks = line.split()
-                if with_id:
-                    toks = toks[1:]
-                for t in toks:
-                    if t not in seen:
-                        seen[t] = f"{path}:{n}"
+        for n, line in enumerate(_read_lines(path), 1):
+            toks = line.split()
+            if with_id:
+                toks = toks[1:]
+            for t in toks:
+                seen.setdefault(t, f"{path}:{n}")
     return seen
-
-
-def build_char_lexicon(tokens: Iterable[str], where: dict[str, str] | None = None) -> Lexicon:
-    """Lexicon for the given tokens: specials, then every pronunciation of each hanzi.
-
-    Special words in `tokens` are accepted (they already have entries). Any other token
-    that is not one pronounceable character raises `LexiconError` listing them all.
-    """
-    specials = {w for w, _ in SPECIAL_ENTRIES}
-    chars = sorted(set(tokens) - specials)
-    bad = [c for c in chars if not char_pronunciations(c)]
-    if bad:
-        where = where or {}
-        shown = ", ".join(f"'{c}' ({where.get(c, '?')})" for c in bad[:20])
-        more = f" and {len(bad) - 20} more" if len(bad) > 20 else ""
-        raise LexiconError(
-            f"{len(bad)} token(s) have no pronunciation: {shown}{more}. Every token must be one "
-            "hanzi that pypinyin can read (or <UNK>); re-run stage 1 (steps_py.data.prepare), "
-            "which rejects such utterances, or remove them from the text."
-        )
-    entries = [LexEntry(w, p) for w, p in SPECIAL_ENTRIES]
-    for c in chars:
-        entries.extend(LexEntry(c, p) for p in char_pronunciations(c))
-    return Lexicon(entries)
 
 
 def add_disambig_symbols(lex: Lexicon) -> tuple[list[tuple[str, tuple[str, ...]]], int]:
@@ -138,54 +161,129 @@ def add_disambig_symbols(lex: Lexicon) -> tuple[list[tuple[str, tuple[str, ...]]
     return out, max_k
 
 
-def read_lexicon(path: Path, with_probs: bool = False) -> Lexicon:
-    """Read lexicon.txt (``word p1 p2 ...``) or lexiconp.txt (``word prob p1 p2 ...``)."""
-    entries = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            need = 3 if with_probs else 2
-            if len(parts) < need:
+@dataclass
+class DictDir:
+    """A Kaldi dict dir in memory: the lexicon and the phone lists (one list per line)."""
+
+    lexicon: Lexicon
+    silence_phones: list[list[str]]
+    nonsilence_phones: list[list[str]]
+    optional_silence: str
+    extra_questions: list[list[str]] = field(default_factory=list)
+
+    @property
+    def silence(self) -> list[str]:
+        return [p for line in self.silence_phones for p in line]
+
+    @property
+    def nonsilence(self) -> list[str]:
+        return [p for line in self.nonsilence_phones for p in line]
+
+    def validate(self, where: str = "dict dir") -> None:
+        """Raise LexiconError on what validate_dict_dir.pl rejects."""
+        seen: dict[str, str] = {}
+        for name, lines in (("silence_phones.txt", self.silence_phones),
+                            ("nonsilence_phones.txt", self.nonsilence_phones)):
+            if not lines:
+                raise LexiconError(f"{where}/{name} is empty; it needs at least one phone")
+            for n, line in enumerate(lines, 1):
+                if not line:
+                    raise LexiconError(f"{where}/{name}:{n}: empty line")
+                for p in line:
+                    if p.startswith("#") or p == "<eps>" or p[-2:] in ("_B", "_E", "_I", "_S"):
+                        raise LexiconError(
+                            f"{where}/{name}:{n}: phone '{p}' has a disallowed form (Kaldi reserves "
+                            "'#...' for disambiguation symbols, '_B/_E/_I/_S' for word positions); rename it"
+                        )
+                    if p in seen:
+                        raise LexiconError(f"{where}/{name}:{n}: phone '{p}' is also in {seen[p]}")
+                    seen[p] = f"{name}:{n}"
+        if self.optional_silence not in self.silence:
+            raise LexiconError(
+                f"{where}/optional_silence.txt: '{self.optional_silence}' is not in silence_phones.txt"
+            )
+        lines_seen: set[tuple[str, tuple[str, ...]]] = set()
+        for n, e in enumerate(self.lexicon.entries, 1):
+            if e.word in FORBIDDEN_WORDS:
                 raise LexiconError(
-                    f"{path}:{n}: expected a word and its phones, got '{line.strip()}'"
+                    f"{where}/lexicon.txt:{n}: word '{e.word}' is reserved (<s> </s> <eps> #0 are "
+                    "added by the lang stage); remove the entry"
                 )
-            if with_probs:
-                try:
-                    prob = float(parts[1])
-                except ValueError:
-                    raise LexiconError(
-                        f"{path}:{n}: probability '{parts[1]}' is not a number"
-                    ) from None
-                entries.append(LexEntry(parts[0], tuple(parts[2:]), prob))
-            else:
-                entries.append(LexEntry(parts[0], tuple(parts[1:])))
-    return Lexicon(entries)
+            missing = [p for p in e.phones if p not in seen]
+            if missing:
+                raise LexiconError(
+                    f"{where}/lexicon.txt:{n}: phone(s) {' '.join(missing)} of '{e.word}' are in "
+                    "neither silence_phones.txt nor nonsilence_phones.txt"
+                )
+            if (e.word, e.phones) in lines_seen:
+                raise LexiconError(
+                    f"{where}/lexicon.txt:{n}: '{e.word} {' '.join(e.phones)}' is repeated"
+                )
+            lines_seen.add((e.word, e.phones))
+        for n, q in enumerate(self.extra_questions, 1):
+            missing = [p for p in q if p not in seen]
+            if missing:
+                raise LexiconError(
+                    f"{where}/extra_questions.txt:{n}: phone(s) {' '.join(missing)} are not in "
+                    "silence_phones.txt or nonsilence_phones.txt"
+                )
 
 
-def write_dict_dir(lex: Lexicon, dict_dir: Path) -> None:
-    """Write Kaldi's ``data/local/dict``: lexicon(p).txt and the silence/nonsilence phone lists.
+def _phone_lines(path: Path) -> list[list[str]]:
+    return [line.split() for line in _read_lines(path) if line.strip()]
 
-    nonsilence_phones.txt groups the tonal variants of one final on one line (Kaldi's
-    convention for "the same base phone", used for tree questions).
-    """
-    dict_dir = Path(dict_dir)
-    atomic_write_text(dict_dir / "lexicon.txt", lex.to_text())
-    atomic_write_text(dict_dir / "lexiconp.txt", lex.to_text(with_probs=True))
-    atomic_write_text(dict_dir / "silence_phones.txt", "".join(f"{p}\n" for p in SILENCE_PHONES))
-    atomic_write_text(dict_dir / "optional_silence.txt", f"{OPTIONAL_SILENCE}\n")
-    groups: dict[str, list[str]] = {}
-    for p in lex.nonsilence_phones():
-        base = p[:-1] if p[-1].isdigit() else p
-        groups.setdefault(base, []).append(p)
-    atomic_write_text(
-        dict_dir / "nonsilence_phones.txt",
-        "".join(" ".join(g) + "\n" for _, g in sorted(groups.items())),
+
+def read_dict_dir(d: Path) -> DictDir:
+    """Read and validate a Kaldi dict dir (see the module docstring)."""
+    d = Path(d)
+    for name in ("silence_phones.txt", "nonsilence_phones.txt", "optional_silence.txt"):
+        if not (d / name).is_file():
+            raise LexiconError(
+                f"{d}/{name} is missing; a dict dir needs lexicon.txt, silence_phones.txt, "
+                "nonsilence_phones.txt, optional_silence.txt (and extra_questions.txt); see "
+                "docs/NEW_CORPUS.md"
+            )
+    lex_path, lexp_path = d / "lexicon.txt", d / "lexiconp.txt"
+    if lexp_path.is_file():
+        lex = read_lexicon(lexp_path, with_probs=True)
+        if lex_path.is_file():
+            plain = read_lexicon(lex_path)
+            if [(e.word, e.phones) for e in plain.entries] != [(e.word, e.phones) for e in lex.entries]:
+                raise LexiconError(
+                    f"{d}: lexicon.txt and lexiconp.txt differ; delete the stale one"
+                )
+    elif lex_path.is_file():
+        lex = read_lexicon(lex_path)
+    else:
+        raise LexiconError(f"{d}: neither lexicon.txt nor lexiconp.txt exists")
+    if not lex.entries:
+        raise LexiconError(f"{d}/lexicon.txt has no entries")
+    opt = [p for line in _phone_lines(d / "optional_silence.txt") for p in line]
+    if len(opt) != 1:
+        raise LexiconError(f"{d}/optional_silence.txt must hold exactly one phone, not {len(opt)}")
+    eq = d / "extra_questions.txt"
+    out = DictDir(
+        lexicon=lex,
+        silence_phones=_phone_lines(d / "silence_phones.txt"),
+        nonsilence_phones=_phone_lines(d / "nonsilence_phones.txt"),
+        optional_silence=opt[0],
+        extra_questions=_phone_lines(eq) if eq.is_file() else [],
     )
-    questions = [" ".join(SILENCE_PHONES)]
-    for tone in "12345":
-        same_tone = [p for p in lex.nonsilence_phones() if p.endswith(tone)]
-        if same_tone:
-            questions.append(" ".join(same_tone))
-    atomic_write_text(dict_dir / "extra_questions.txt", "".join(q + "\n" for q in questions))
+    out.validate(str(d))
+    return out
+
+
+def write_dict_dir(dd: DictDir, d: Path) -> None:
+    """Write lexicon.txt, lexiconp.txt and the phone lists (after validating them)."""
+    dd.validate(str(d))
+    d = Path(d)
+
+    def lines(rows: list[list[str]]) -> str:
+        return "".join(" ".join(r) + "\n" for r in rows)
+
+    atomic_write_text(d / "lexicon.txt", dd.lexicon.to_text())
+    atomic_write_text(d / "lexiconp.txt", dd.lexicon.to_text(with_probs=True))
+    atomic_write_text(d / "silence_phones.txt", lines(dd.silence_phones))
+    atomic_write_text(d / "nonsilence_phones.txt", lines(dd.nonsilence_phones))
+    atomic_write_text(d / "optional_silence.txt", f"{dd.optional_silence}\n")
+    atomic_write_text(d / "extra_questions.txt", lines(dd.extra_questions))

@@ -1,13 +1,17 @@
-"""Stage 2a: character lexicon (data/local/dict) and the lang directory (data/lang).
+"""Stage 2a: the lang directory from a Kaldi dict dir, as ``utils/prepare_lang.sh``.
 
-    python -m steps_py.lang.prepare --data data --out data/lang [--sil-prob 0.5] [--force]
+    python -m steps_py.lang.prepare --dict-dir data/local/dict --out data/lang [--oov '<UNK>']
 
-Reads the characters of data/{train,dev,test}/text and data/local/lm_text.txt, gives each
-every pypinyin pronunciation (steps_py.lang.pron), and writes what Kaldi's
-``utils/prepare_lang.sh`` writes (position-independent phones): phones.txt, words.txt,
-topo, L.fst, L_disambig.fst (OpenFst binary, olabel-sorted), oov.{txt,int},
+The dict dir (``lexicon.txt`` or ``lexiconp.txt``, ``silence_phones.txt``,
+``nonsilence_phones.txt``, ``optional_silence.txt``, ``extra_questions.txt``) is written by
+the corpus's ``local/`` code (Mandarin: ``python -m local.mandarin.prepare_dict``); see
+docs/NEW_CORPUS.md. Writes, with position-independent phones: phones.txt (``<eps>``,
+silence phones, non-silence phones in the dict's order, ``#0 #1 ...``), words.txt (``<eps>``,
+the lexicon's words in C-locale order, ``#0 <s> </s>``), topo (``utils/gen_topo.pl``),
+L.fst and L_disambig.fst (OpenFst binary, olabel-sorted), oov.{txt,int},
 phones/{silence,nonsilence,optional_silence,disambig,context_indep}.{txt,int,csl},
-phones/{sets,roots,extra_questions}.{txt,int}, phones/align_lexicon.{txt,int}, phones/wdisambig*.
+phones/{sets,roots,extra_questions}.{txt,int} (one set per dict line), phones/align_lexicon.{txt,int},
+phones/wdisambig*. A finished lang dir is reused only if the dict dir and the options are unchanged.
 """
 
 from __future__ import annotations
@@ -17,38 +21,25 @@ import hashlib
 import json
 import logging
 import sys
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import kaldifst
 
+from steps_py.cli import StepError, step_main
 from steps_py.fileio import atomic_path, atomic_write_text, is_done, mark_done
 from steps_py.lang.align_lexicon import write_align_lexicon
 from steps_py.lang.fst_build import add_disambig_self_loop, make_lexicon_fst, make_topo, write_fst
-from steps_py.lang.lexicon import (
-    OPTIONAL_SILENCE,
-    SILENCE_PHONES,
-    UNK,
-    Lexicon,
-    LexiconError,
-    add_disambig_symbols,
-    build_char_lexicon,
-    collect_characters,
-    write_dict_dir,
-)
-from steps_py.lang.pron import INITIALS
-from steps_py.log import setup_logging
+from steps_py.lang.lexicon import DictDir, LexiconError, add_disambig_symbols, read_dict_dir
 
 log = logging.getLogger("lang.prepare")
 
+DICT_FILES = ("lexicon.txt", "lexiconp.txt", "silence_phones.txt", "nonsilence_phones.txt",
+              "optional_silence.txt", "extra_questions.txt")
 
-def ordered_phones(lex: Lexicon) -> list[str]:
-    """Non-silence phones in phones.txt order: initials (conventional order), then finals."""
-    nonsil = lex.nonsilence_phones()
-    initials = [p for p in INITIALS if p in nonsil]
-    finals = sorted(p for p in nonsil if p not in INITIALS)
-    return initials + finals
+
+class LangPrepError(StepError):
+    """The dict dir or the options cannot make a lang dir; the message says why."""
 
 
 def symbol_table_text(symbols: Sequence[str]) -> str:
@@ -79,60 +70,55 @@ def write_phone_lines(
     atomic_write_text(phones_dir / f"{name}.int", "".join(f"{to_int(ln)}\n" for ln in lines))
 
 
-def text_sources(data: Path) -> tuple[list[Path], list[bool]]:
-    """The text files whose characters become words; missing optional ones are logged."""
-    files: list[Path] = []
-    has_id: list[bool] = []
-    for s in ("train", "dev", "test"):
-        p = data / s / "text"
+def dict_fingerprint(dict_dir: Path, options: dict[str, object]) -> str:
+    """sha1 of the dict files and options: a finished lang dir is reused only if it matches."""
+    h = hashlib.sha1(json.dumps(options, sort_keys=True).encode())
+    for name in DICT_FILES:
+        p = dict_dir / name
+        h.update(f"\n{name}\n".encode())
         if p.is_file():
-            files.append(p)
-            has_id.append(True)
-        else:
-            log.warning("%s not found; its characters are not in the lexicon", p)
-    lm = data / "local" / "lm_text.txt"
-    if lm.is_file():
-        files.append(lm)
-        has_id.append(False)
-    else:
-        log.warning("%s not found; the lexicon covers only the data dirs", lm)
-    if not files:
-        raise LexiconError(f"no text found under {data}: run stage 1 (steps_py.data.prepare) first")
-    return files, has_id
-
-
-def tokens_fingerprint(tokens: Iterable[str], sil_prob: float) -> str:
-    """sha1 of the sorted token set and options: a finished lang dir is reused only if it matches."""
-    h = hashlib.sha1(f"sil_prob={sil_prob}\n".encode())
-    h.update("\n".join(sorted(tokens)).encode("utf-8"))
+            h.update(p.read_bytes())
     return h.hexdigest()
 
 
-def prepare_lang(lex: Lexicon, out: Path, sil_prob: float = 0.5) -> dict[str, int]:
-    """Write a complete lang dir for `lex` into `out` (an empty or fresh directory)."""
+def prepare_lang(
+    dd: DictDir,
+    out: Path,
+    oov: str = "<UNK>",
+    sil_prob: float = 0.5,
+    num_sil_states: int = 5,
+    num_nonsil_states: int = 3,
+) -> dict[str, int]:
+    """Write a complete lang dir for the dict `dd` into `out` (an empty or fresh directory)."""
+    lex = dd.lexicon
+    if not lex.is_pronounceable(oov):
+        raise LexiconError(
+            f"the OOV word '{oov}' (--oov) has no lexicon entry; add one such as "
+            f"'{oov} {dd.optional_silence}' to lexicon.txt, or pass --oov WORD"
+        )
     out.mkdir(parents=True, exist_ok=True)
     phones_dir = out / "phones"
     phones_dir.mkdir(exist_ok=True)
     dis_entries, max_k = add_disambig_symbols(lex)
     ndisambig = max_k + 1  # one more for the silence arc of L_disambig, as prepare_lang.sh does
     disambig = [f"#{k}" for k in range(ndisambig + 1)]
-    nonsil = ordered_phones(lex)
-    phones = ["<eps>", *SILENCE_PHONES, *nonsil, *disambig]
+    silence, nonsil = dd.silence, dd.nonsilence
+    phones = ["<eps>", *silence, *nonsil, *disambig]
     phone_ids = {p: i for i, p in enumerate(phones)}
-    words = ["<eps>", *lex.words, "#0", "<s>", "</s>"]
+    if len(phone_ids) != len(phones):
+        raise LexiconError("a phone is written like a disambiguation symbol (#k); rename it")
+    # words.txt in C-locale (byte) order, as prepare_lang.sh's `sort` under LC_ALL=C
+    words = ["<eps>", *sorted(lex.words, key=lambda w: w.encode("utf-8")), "#0", "<s>", "</s>"]
     word_ids = {w: i for i, w in enumerate(words)}
-    if len(word_ids) != len(words):
-        raise LexiconError(
-            "a word is duplicated among the special symbols (#0, <s>, </s>); remove it from the text"
-        )
 
     atomic_write_text(out / "phones.txt", symbol_table_text(phones))
     atomic_write_text(out / "words.txt", symbol_table_text(words))
-    atomic_write_text(out / "oov.txt", f"{UNK}\n")
-    atomic_write_text(out / "oov.int", f"{word_ids[UNK]}\n")
+    atomic_write_text(out / "oov.txt", f"{oov}\n")
+    atomic_write_text(out / "oov.int", f"{word_ids[oov]}\n")
     atomic_write_text(
         out / "topo",
-        make_topo([phone_ids[p] for p in nonsil], [phone_ids[p] for p in SILENCE_PHONES]),
+        make_topo([phone_ids[p] for p in nonsil], [phone_ids[p] for p in silence],
+                  num_nonsil_states=num_nonsil_states, num_sil_states=num_sil_states),
     )
     atomic_write_text(out / "lexiconp.txt", lex.to_text(with_probs=True))
     atomic_write_text(
@@ -143,32 +129,30 @@ def prepare_lang(lex: Lexicon, out: Path, sil_prob: float = 0.5) -> dict[str, in
         ),
     )
 
-    write_phone_set(phones_dir, "silence", SILENCE_PHONES, phone_ids)
+    write_phone_set(phones_dir, "silence", silence, phone_ids)
     write_phone_set(phones_dir, "nonsilence", nonsil, phone_ids)
-    write_phone_set(phones_dir, "optional_silence", [OPTIONAL_SILENCE], phone_ids)
-    write_align_lexicon(phones_dir, [(e.word, e.phones) for e in lex.entries], OPTIONAL_SILENCE, phone_ids, word_ids)
+    write_phone_set(phones_dir, "optional_silence", [dd.optional_silence], phone_ids)
+    write_align_lexicon(phones_dir, [(e.word, e.phones) for e in lex.entries], dd.optional_silence,
+                        phone_ids, word_ids)
     write_phone_set(phones_dir, "disambig", disambig, phone_ids)
-    write_phone_set(phones_dir, "context_indep", SILENCE_PHONES, phone_ids)
-    sets = [*SILENCE_PHONES, *nonsil]
+    write_phone_set(phones_dir, "context_indep", silence, phone_ids)
+    sets = [" ".join(line) for line in (*dd.silence_phones, *dd.nonsilence_phones)]
     write_phone_lines(phones_dir, "sets", sets, phone_ids)
-    write_phone_lines(phones_dir, "roots", [f"shared split {p}" for p in sets], phone_ids)
-    questions = [" ".join(SILENCE_PHONES)]
-    for tone in "12345":
-        same = [p for p in nonsil if p.endswith(tone)]
-        if same:
-            questions.append(" ".join(same))
-    write_phone_lines(phones_dir, "extra_questions", questions, phone_ids)
+    write_phone_lines(phones_dir, "roots", [f"shared split {s}" for s in sets], phone_ids)
+    write_phone_lines(phones_dir, "extra_questions", [" ".join(q) for q in dd.extra_questions],
+                      phone_ids)
     atomic_write_text(phones_dir / "wdisambig.txt", "#0\n")
     atomic_write_text(phones_dir / "wdisambig_phones.int", f"{phone_ids['#0']}\n")
     atomic_write_text(phones_dir / "wdisambig_words.int", f"{word_ids['#0']}\n")
 
+    sil = dd.optional_silence
     plain = [(e.word, e.phones, e.prob) for e in lex.entries]
-    L = make_lexicon_fst(plain, phone_ids, word_ids, sil_prob=sil_prob)
+    L = make_lexicon_fst(plain, phone_ids, word_ids, sil_prob=sil_prob, sil_phone=sil)
     kaldifst.arcsort(L, sort_type="olabel")
     write_fst(L, out / "L.fst")
     with_dis = [(w, p, e.prob) for (w, p), e in zip(dis_entries, lex.entries, strict=True)]
     Ld = make_lexicon_fst(
-        with_dis, phone_ids, word_ids, sil_prob=sil_prob, sil_disambig=disambig[-1]
+        with_dis, phone_ids, word_ids, sil_prob=sil_prob, sil_phone=sil, sil_disambig=disambig[-1]
     )
     add_disambig_self_loop(Ld, phone_ids["#0"], word_ids["#0"])
     kaldifst.arcsort(Ld, sort_type="olabel")
@@ -184,70 +168,64 @@ def prepare_lang(lex: Lexicon, out: Path, sil_prob: float = 0.5) -> dict[str, in
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
+        prog="python -m steps_py.lang.prepare",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument(
-        "--data", type=Path, default=Path("data"), help="data root with train/dev/test and local/"
-    )
-    ap.add_argument("--out", type=Path, default=Path("data/lang"), help="lang directory to write")
-    ap.add_argument(
-        "--dict-dir", type=Path, default=None, help="dict dir (default: <data>/local/dict)"
-    )
-    ap.add_argument(
-        "--sil-prob", type=float, default=0.5, help="optional-silence probability in L.fst"
-    )
-    ap.add_argument("--force", action="store_true", help="redo even if <out>/.done exists")
-    args = ap.parse_args(argv)
-    setup_logging("lang.prepare")
-    dict_dir = args.dict_dir or args.data / "local" / "dict"
-    try:
-        files, has_id = text_sources(args.data)
-        where = collect_characters(files, has_id)
-    except (LexiconError, OSError) as e:
-        log.error("%s", e)
-        return 1
-    fingerprint = tokens_fingerprint(where, args.sil_prob)
+    ap.add_argument("--dict-dir", type=Path, default=Path("data/local/dict"),
+                    help="Kaldi dict dir written by the corpus's local/ code (default: %(default)s)")
+    ap.add_argument("--out", type=Path, default=Path("data/lang"),
+                    help="lang directory to write (default: %(default)s)")
+    ap.add_argument("--oov", default="<UNK>",
+                    help="word that out-of-lexicon words map to; needs a lexicon entry (default: %(default)s)")
+    ap.add_argument("--sil-prob", type=float, default=0.5,
+                    help="optional-silence probability in L.fst (default: %(default)s)")
+    ap.add_argument("--num-sil-states", type=int, default=5,
+                    help="HMM states of silence phones, >= 3 (default: %(default)s)")
+    ap.add_argument("--num-nonsil-states", type=int, default=3,
+                    help="HMM states of non-silence phones (default: %(default)s)")
+    ap.add_argument("--force", action="store_true", help="redo even if <out>/.done matches")
+    return ap
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0.0 <= args.sil_prob < 1.0:
+        raise LangPrepError(f"--sil-prob must be in [0, 1), got {args.sil_prob}")
+    if args.num_sil_states < 3 or args.num_nonsil_states < 1:
+        raise LangPrepError("--num-sil-states must be >= 3 and --num-nonsil-states >= 1")
+    if not args.dict_dir.is_dir():
+        raise LangPrepError(
+            f"dict dir {args.dict_dir} not found; write it with the corpus's local/ code first "
+            "(Mandarin: python -m local.mandarin.prepare_dict)"
+        )
+    options = {"oov": args.oov, "sil_prob": args.sil_prob, "num_sil_states": args.num_sil_states,
+               "num_nonsil_states": args.num_nonsil_states}
+    fingerprint = dict_fingerprint(args.dict_dir, options)
     if is_done(args.out) and not args.force:
         done = json.loads((args.out / ".done").read_text(encoding="utf-8"))
         if done.get("fingerprint") == fingerprint:
-            log.info(
-                "%s is already done for these texts (.done); skipping. Use --force to redo.",
-                args.out,
-            )
+            log.info("%s is already done for this dict dir (.done); skipping. Use --force to redo.",
+                     args.out)
             return 0
-        log.info("%s/.done is for other texts or options; rebuilding", args.out)
+        log.info("%s/.done is for another dict dir or other options; rebuilding", args.out)
     try:
-        lex = build_char_lexicon(where, where)
-    except LexiconError as e:
-        log.error("%s", e)
-        return 1
-    n_chars = len(lex.words) - 3
-    n_prons = Counter(e.word for e in lex.entries)
-    n_poly = sum(1 for w in lex.words[3:] if n_prons[w] > 1)
-    log.info(
-        "%d characters from %s; %d lexicon entries, %d polyphonic characters",
-        n_chars,
-        ", ".join(map(str, files)),
-        len(lex.entries),
-        n_poly,
-    )
-    write_dict_dir(lex, dict_dir)
-    log.info("wrote %s", dict_dir)
-    with atomic_path(args.out) as tmp:
-        info = prepare_lang(lex, tmp, sil_prob=args.sil_prob)
-        info.update(
-            {
-                "characters": n_chars,
-                "polyphonic_characters": n_poly,
-                "sil_prob": args.sil_prob,
-                "fingerprint": fingerprint,
-            }
-        )
-        mark_done(tmp, info)
-    log.info("wrote %s: %s", args.out, ", ".join(f"{k}={v}" for k, v in sorted(info.items())))
+        dd = read_dict_dir(args.dict_dir)
+        with atomic_path(args.out) as tmp:
+            info = prepare_lang(dd, tmp, oov=args.oov, sil_prob=args.sil_prob,
+                                num_sil_states=args.num_sil_states,
+                                num_nonsil_states=args.num_nonsil_states)
+            info.update({**options, "dict_dir": str(args.dict_dir), "fingerprint": fingerprint})
+            mark_done(tmp, info)
+    except (LexiconError, ValueError) as e:
+        raise LangPrepError(str(e)) from None
+    log.info("wrote %s: %s", args.out,
+             ", ".join(f"{k}={v}" for k, v in sorted(info.items()) if k != "fingerprint"))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return step_main("lang.prepare", build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from steps_py.corpus.synth import numbers
-from steps_py.corpus.synth.lexicon_source import WordPool, is_pronounceable, load_word_pools
+from local.synth import numbers
+from local.synth.lexicon_source import WordPool, is_pronounceable, load_word_pools
 
 CLOSED_SLOTS: dict[str, tuple[str, ...]] = {
     "poi": ("机场", "火车站", "医院", "大学", "公园", "酒店", "银行", "超市", "商场", "加油站",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from steps_py.lang.pron import PHONE_SET, char_pronunciations, is_pronounceable, split_tone
+from local.mandarin.pron import PHONE_SET, char_pronunciations, is_pronounceable, split_tone
 
 
 @pytest.mark.parametrize(

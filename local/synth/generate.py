@@ -22,12 +22,12 @@ import numpy as np
 from lhotse import AudioSource, Recording, SupervisionSegment
 from tqdm import tqdm
 
-from steps_py.corpus.synth.config import SPLITS, config_hash
-from steps_py.corpus.synth.espeak import Espeak
-from steps_py.corpus.synth.report import build_report
-from steps_py.corpus.synth.speakers import SPLIT_CODES, Speaker, draw_speakers
-from steps_py.corpus.synth.templates import SentenceGenerator
-from steps_py.corpus.synth.worker import UttTask, init_worker, synthesize_batch
+from local.synth.config import SPLITS, config_hash
+from local.synth.espeak import Espeak
+from local.synth.report import build_report
+from local.synth.speakers import SPLIT_CODES, Speaker, draw_speakers
+from local.synth.templates import SentenceGenerator
+from local.synth.worker import UttTask, init_worker, synthesize_batch
 from steps_py.fileio import atomic_path, atomic_write_json, atomic_write_text, is_done, mark_done
 
 log = logging.getLogger("corpus.synth")

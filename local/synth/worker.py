@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from steps_py.corpus.synth.channel import apply_channel, resample, to_int16
-from steps_py.corpus.synth.espeak import Espeak
-from steps_py.corpus.synth.speakers import SPLIT_CODES, Speaker
+from local.synth.channel import apply_channel, resample, to_int16
+from local.synth.espeak import Espeak
+from local.synth.speakers import SPLIT_CODES, Speaker
 
 UTT_PURPOSE = 3  # mixed into per-utterance seeds
 

@@ -1,4 +1,4 @@
-"""CLI: python -m steps_py.corpus.synth --out-dir corpus/synth --config egs/synth/conf/corpus.json"""
+"""CLI: python -m local.synth --out-dir corpus/synth --config egs/synth/conf/corpus.json"""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from steps_py.corpus.synth.config import ConfigError, load_config
-from steps_py.corpus.synth.espeak import EspeakError
+from local.synth.config import ConfigError, load_config
+from local.synth.espeak import EspeakError
 from steps_py.log import setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m steps_py.corpus.synth",
+        prog="python -m local.synth",
         description="Generate the synthetic Mandarin voice-search corpus (espeak-ng cmn voice, "
                     "noise, reverberation): wavs, lhotse manifests, LM text and a report.")
     p.add_argument("--out-dir", type=Path, default=Path("corpus/synth"), help="output directory (default: %(default)s)")
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         log.error("bad config: %s", e)
         return 1
-    from steps_py.corpus.synth.generate import (
+    from local.synth.generate import (
         generate_corpus,  # after arg parsing: --help stays fast
     )
 

@@ -3,7 +3,8 @@
 jieba's ``dict.txt`` lists ~349k words with a corpus frequency and a part-of-speech
 tag (ICTCLAS tag set: ``ns`` place, ``nr`` person, ``nz`` other proper noun, ``nt``
 organisation, ``n`` noun, ``v`` verb, ``a`` adjective ...).  We keep words whose every
-character is a CJK ideograph that pypinyin can pronounce, bucket them by tag and draw
+character is a CJK ideograph that the Mandarin lexicon (`local.mandarin.pron`,
+pypinyin's readings) can pronounce, bucket them by tag and draw
 them with probability proportional to ``freq ** power`` (power < 1 flattens the Zipf
 curve so that many distinct characters appear).
 """
@@ -15,12 +16,13 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from pypinyin.pinyin_dict import pinyin_dict
+
+from local.mandarin import pron
 
 
 def is_pronounceable(ch: str) -> bool:
-    """True for a CJK unified ideograph that pypinyin has a reading for."""
-    return len(ch) == 1 and "\u4e00" <= ch <= "\u9fff" and ord(ch) in pinyin_dict
+    """True for a CJK unified ideograph that the Mandarin lexicon (`local.mandarin.pron`) reads."""
+    return len(ch) == 1 and "\u4e00" <= ch <= "\u9fff" and pron.is_pronounceable(ch)
 
 
 def jieba_dict_path() -> Path:

@@ -1,5 +1,8 @@
 """Hanzi pronunciations as phone tuples (initial, tonal final), from pypinyin.
 
+The Mandarin pronunciation source of every Mandarin corpus here (`local.mandarin.lexicon`
+writes it out as a Kaldi lexicon; the synthetic corpus draws only words it can read).
+
 Phone set (position-independent, tone on the final, as in Kaldi's AISHELL recipe):
 
 * Initials: ``b p m f d t n l g k h j q x zh ch sh r z c s`` (21).
@@ -122,4 +125,4 @@ def _cached_pronunciations(ch: str) -> tuple[tuple[str, ...], ...]:
 
 def is_pronounceable(ch: str) -> bool:
     """True if `ch` is one character with at least one pronunciation in this phone set."""
-    return bool(char_pronunciations(ch))
+    return bool(_cached_pronunciations(ch))
