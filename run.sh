@@ -116,7 +116,7 @@ conf_file="$conf_dir/run.conf"
 conf_required=(lm_order gmm_opts gmm_decode_opts egs_types egs_opts train_runs train_opts ema_opts nnet_decode_opts)
 conf_optional=(align_opts launcher sync_opts)
 models=(dnn lstm)                       # steps_py.nnet.egs --model-type
-syncs=(none ddp ma bmuf-cbm bmuf-nbm)   # steps_py.parallel.train --sync
+syncs=(none ddp ma bmuf-cbm bmuf-nbm)   # steps_py.parallel.train --sync (SYNC_CHOICES of sync.py)
 declare -A egs_opts=() train_opts=() sync_opts=()
 align_opts=""
 launcher=torchrun
@@ -222,12 +222,13 @@ read -r -a gmm_decode_args <<< "$gmm_decode_opts"
 read -r -a ema_args <<< "$ema_opts"
 read -r -a nnet_decode_args <<< "$nnet_decode_opts"
 
-# One training run of stage 7, N workers: torchrun processes, N simulated workers in one
-# process (launcher=simulate: same algorithms, same results), or a single worker.
+# One training run of stage 7, N workers: torchrun processes (steps_py.parallel.launch is
+# torchrun with every listening socket on loopback), N simulated workers in one process
+# (launcher=simulate: same algorithms, same results), or a single worker.
 launch_training() {
   local n=$1; shift
   if [ "$n" -gt 1 ] && [ "$launcher" = torchrun ]; then
-    torchrun --standalone --nnodes 1 --nproc_per_node "$n" -m steps_py.parallel.train "$@"
+    python -m steps_py.parallel.launch --standalone --nnodes 1 --nproc_per_node "$n" -m steps_py.parallel.train "$@"
   elif [ "$n" -gt 1 ]; then
     python -m steps_py.parallel.train --simulate "$n" "$@"
   else

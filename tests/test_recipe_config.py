@@ -119,7 +119,7 @@ def test_docs_list_exactly_the_keys_run_sh_accepts(tmp_path: Path) -> None:
 
 
 def test_run_sh_knows_the_trainers_sync_methods() -> None:
-    from steps_py.parallel.train import SYNC_CHOICES
+    from steps_py.parallel.sync import SYNC_CHOICES
 
     m = re.search(r"^syncs=\(([^)]*)\)", (ROOT / "run.sh").read_text(), flags=re.M)
     assert m and m.group(1).split() == list(SYNC_CHOICES)

@@ -23,7 +23,7 @@ import numpy as np
 
 from steps_py.cli import progress, step_main
 from steps_py.fileio import atomic_write_json, atomic_write_text, mark_done
-from steps_py.gmm.accumulate import UpdateConfig, update_gmm, update_transitions
+from steps_py.gmm.accumulate import UpdateConfig, split_gmms, update_gmm, update_transitions
 from steps_py.gmm.data import load_utterances
 from steps_py.gmm.errors import GmmError
 from steps_py.gmm.feats import FeatureSource, open_mfcc
@@ -64,20 +64,25 @@ def sum_results(results: list[PassResult]) -> PassResult:
     return total
 
 
-def estimate(model: MonoModel, res: PassResult, cfg: UpdateConfig, mixup: int) -> MonoModel:
-    """gmm-est: transition update, GMM update, mix-up. Returns the new model."""
+def estimate(model: MonoModel, res: PassResult, cfg: UpdateConfig, mixup: int,
+             rng: np.random.Generator) -> MonoModel:
+    """gmm-est: transition update, GMM update, mix-up (seeded by `rng`). Returns the new model."""
     _, _, tm, am = model.build()
     update_transitions(tm, res.tid_counts)
-    update_gmm(am, res.stats, cfg, mixup_target=mixup)
-    return MonoModel(model.topo_text, np.asarray(tm.log_probs, dtype=np.float64), GmmParams.from_am(am))
+    update_gmm(am, res.stats, cfg)
+    gmm = split_gmms(GmmParams.from_am(am), res.stats.pdf_occupancy(), mixup, cfg, rng)
+    return MonoModel(model.topo_text, np.asarray(tm.log_probs, dtype=np.float64), gmm)
 
 
 def train(
     lang: Lang, utts: list[Utterance], nj: int = 2, num_iters: int = 25, max_gauss: int = 1000,
     realign_iters: list[int] | None = None, boost_silence: float = 1.0, beam: float = 10.0,
-    retry_beam: float = 40.0, initial_beam: float = 6.0,
+    retry_beam: float = 40.0, initial_beam: float = 6.0, seed: int = 0,
 ) -> tuple[MonoModel, list[dict], list[str]]:
-    """Run the whole monophone training; returns (model, per-pass rows, utterances that never aligned)."""
+    """Run the whole monophone training; returns (model, per-pass rows, utterances that never aligned).
+
+    Deterministic for a given `seed` (the mix-up perturbation is the only random step).
+    """
     realign = set(default_realign_iters(num_iters) if realign_iters is None else realign_iters)
     model = flat_start(lang, utts)
     num_pdfs = model.gmm.num_pdfs
@@ -100,7 +105,8 @@ def train(
             if res.frames == 0:
                 raise GmmError("no utterance could be aligned: check features and transcripts")
             cfg = UpdateConfig(min_gaussian_occupancy=3.0 if it == 0 else 10.0)
-            model = estimate(model, res, cfg, mixup=num_gauss if it > 0 else 0)
+            model = estimate(model, res, cfg, mixup=num_gauss if it > 0 else 0,
+                             rng=np.random.default_rng([seed, it]))
             row = {
                 "pass": it, "realigned": int(do_align), "avg_loglike": res.loglike / res.frames,
                 "frames": res.frames, "num_gauss": model.gmm.num_gauss, "align_failed": len(res.failed) if do_align else "",
