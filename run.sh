@@ -16,6 +16,8 @@ if [ -z "${BASH_VERSINFO:-}" ] || [ "${BASH_VERSINFO[0]}" -lt 4 ] ||
   echo "run.sh needs bash >= 4.4 (associative arrays, empty arrays under set -u); this is bash ${BASH_VERSION:-?}" >&2
   exit 2
 fi
+{ # braces: bash reads the whole script before running it, so editing run.sh (or a git pull)
+  # while it runs cannot change what it does half-way
 set -Eeuo pipefail
 caller_pwd=$PWD
 cd "$(dirname "$0")"
@@ -162,8 +164,11 @@ for m in "${egs_list[@]}"; do
   in_list "$m" "${models[@]}" || conf_error "egs_types: unknown model '$m' (models: ${models[*]})"
   [ -n "${egs_opts[$m]+set}" ] || conf_error "missing egs_opts[$m] (the options of stage 6 for $m; \"\" for none)"
 done
-for m in "${!egs_opts[@]}" "${!train_opts[@]}"; do
-  in_list "$m" "${models[@]}" || conf_error "egs_opts/train_opts[$m]: unknown model '$m' (models: ${models[*]})"
+for m in "${!egs_opts[@]}"; do
+  in_list "$m" "${models[@]}" || conf_error "egs_opts[$m]: unknown model '$m' (models: ${models[*]})"
+done
+for m in "${!train_opts[@]}"; do
+  in_list "$m" "${models[@]}" || conf_error "train_opts[$m]: unknown model '$m' (models: ${models[*]})"
 done
 for s in "${!sync_opts[@]}"; do
   in_list "$s" "${syncs[@]}" || conf_error "sync_opts[$s]: unknown sync '$s' (syncs: ${syncs[*]})"
@@ -339,3 +344,5 @@ if stage_on 9; then
 fi
 
 log "done in $(( $(date +%s) - t_start )) s (stages $stage..$stop_stage); log: $log_file"
+exit
+}
