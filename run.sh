@@ -5,6 +5,7 @@
 #   ./run.sh --stage 5 --stop-stage 5       # one stage (here: GMM decoding)
 #   ./run.sh --corpus aishell --corpus-dir /data/aishell
 #   ./run.sh --corpus kaldi --corpus-dir /data/mydirs   # holds train/ dev/ test/ Kaldi dirs
+#   ./run.sh --ali-dir /kaldi/s5/exp/mono_ali   # train the networks on a Kaldi experiment's alignments
 #
 # Stages: 0 corpus | 1 data dirs | 2 lang + LM | 3 features | 4 GMM-HMM, alignments, graph |
 # 5 GMM decoding | 6 training examples | 7 parallel training | 8 decoding | 9 scoreboard.
@@ -35,6 +36,7 @@ seed=0
 seeds=""
 workdir=.
 dry_run=""
+ali_dir=""
 
 usage() {
   awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
@@ -50,6 +52,11 @@ Options:
   --seeds "S1 S2 .."  train (and decode) every run once per seed, in exp/<run>_seed<S>;
                       the scoreboard then gives mean and spread (default: just --seed)
   --workdir DIR       where corpus/, data/, exp/, results/ and logs/ go (default: the recipe dir)
+  --ali-dir DIR       a Kaldi exp dir (final.mdl + ali.*.gz or *.ali) whose alignments train the
+                      networks (stage 6) instead of the project's GMM; stage 4 then only builds the
+                      graph from its final.mdl (monophone models) into exp/kaldi_ali/graph, with
+                      the lang ali_lang_test of run.conf (default data/lang_test), which must have
+                      the Kaldi model's phones (python -m steps_py.kaldi.lang_import makes one)
   --force             redo stages even if their outputs exist
   --no-resume         stage 7: start an unfinished training run from scratch instead of
                       resuming it from its last checkpoint (resuming is the default)
@@ -74,6 +81,7 @@ while [ $# -gt 0 ]; do
     --seed) need_value "$@"; seed=$2; shift 2 ;;
     --seeds) need_value "$@"; seeds=$2; shift 2 ;;
     --workdir) need_value "$@"; workdir=$(abs_path "$2"); shift 2 ;;
+    --ali-dir) need_value "$@"; ali_dir=$(abs_path "$2"); shift 2 ;;
     --force) force=--force; shift ;;
     --resume) resume=--resume; shift ;;
     --no-resume) resume=""; shift ;;
@@ -116,7 +124,7 @@ conf_file="$conf_dir/run.conf"
 # Keys a run.conf may set; docs/CONFIG.md explains each (tests/test_recipe_config.py keeps
 # the two lists equal). The three *_opts arrays are indexed by model or sync name.
 conf_required=(lm_order gmm_opts gmm_decode_opts egs_types egs_opts train_runs train_opts ema_opts nnet_decode_opts)
-conf_optional=(align_opts launcher sync_opts)
+conf_optional=(align_opts launcher sync_opts ali_lang_test)
 models=(dnn lstm)                       # steps_py.nnet.egs --model-type
 syncs=(none ddp ma bmuf-cbm bmuf-nbm)   # steps_py.parallel.train --sync (SYNC_CHOICES of sync.py)
 declare -A egs_opts=() train_opts=() sync_opts=()
@@ -228,12 +236,12 @@ read -r -a ema_args <<< "$ema_opts"
 read -r -a nnet_decode_args <<< "$nnet_decode_opts"
 
 # One training run of stage 7, N workers: torchrun processes (steps_py.parallel.launch is
-# torchrun with every listening socket on loopback), N simulated workers in one process
+# torchrun with every socket on loopback), N simulated workers in one process
 # (launcher=simulate: same algorithms, same results), or a single worker.
 launch_training() {
   local n=$1; shift
   if [ "$n" -gt 1 ] && [ "$launcher" = torchrun ]; then
-    python -m steps_py.parallel.launch --standalone --nnodes 1 --nproc_per_node "$n" -m steps_py.parallel.train "$@"
+    python -m steps_py.parallel.launch --nnodes 1 --nproc_per_node "$n" -m steps_py.parallel.train "$@"
   elif [ "$n" -gt 1 ]; then
     python -m steps_py.parallel.train --simulate "$n" "$@"
   else
@@ -269,7 +277,12 @@ if stage_on 3; then
   done
 fi
 
-if stage_on 4; then
+graph=$exp/mono/graph
+[ -z "$ali_dir" ] || graph=$exp/kaldi_ali/graph
+if stage_on 4 && [ -n "$ali_dir" ]; then
+  log "stage 4: no GMM training: the networks train on Kaldi's alignments in $ali_dir; HCLG from its final.mdl"
+  python -m steps_py.decode.graph --lang "${ali_lang_test:-$data/lang_test}" --model "$ali_dir" --out "$graph" $force
+elif stage_on 4; then
   log "stage 4: monophone GMM-HMM, alignments of train and dev, HCLG"
   python -m steps_py.gmm.train_mono --data "$data/train" --lang "$data/lang" --out "$exp/mono" --nj "$nj" "${gmm_args[@]}" $force
   for s in train dev; do
@@ -280,21 +293,26 @@ if stage_on 4; then
 fi
 
 if stage_on 5; then
-  log "stage 5: GMM decoding of dev and test (LM weight chosen on dev)"
-  python -m steps_py.decode.gmm --model "$exp/mono" --graph "$exp/mono/graph" --data "$data/dev" \
-    --out "$exp/mono/decode_dev" --nj "$nj" "${gmm_decode_args[@]}" $force
-  python -m steps_py.decode.gmm --model "$exp/mono" --graph "$exp/mono/graph" --data "$data/test" \
-    --out "$exp/mono/decode_test" --lm-weight-from "$exp/mono/decode_dev" --nj "$nj" "${gmm_decode_args[@]}" $force
-  log "GMM (mono) dev  $(cat "$exp/mono/decode_dev/cer") at LM weight $(cat "$exp/mono/decode_dev/best_lmwt")"
-  log "GMM (mono) test $(cat "$exp/mono/decode_test/cer")"
+  # the project's GMM, or with --ali-dir the Kaldi experiment's own model (exp/kaldi_ali)
+  gmm_model=$exp/mono; gmm_dir=$exp/mono
+  [ -z "$ali_dir" ] || { gmm_model=$ali_dir; gmm_dir=$exp/kaldi_ali; }
+  log "stage 5: GMM decoding of dev and test with $gmm_model (LM weight chosen on dev)"
+  python -m steps_py.decode.gmm --model "$gmm_model" --graph "$graph" --data "$data/dev" \
+    --out "$gmm_dir/decode_dev" --nj "$nj" "${gmm_decode_args[@]}" $force
+  python -m steps_py.decode.gmm --model "$gmm_model" --graph "$graph" --data "$data/test" \
+    --out "$gmm_dir/decode_test" --lm-weight-from "$gmm_dir/decode_dev" --nj "$nj" "${gmm_decode_args[@]}" $force
+  log "GMM ($(basename "$gmm_dir")) dev  $(cat "$gmm_dir/decode_dev/cer") at LM weight $(cat "$gmm_dir/decode_dev/best_lmwt")"
+  log "GMM ($(basename "$gmm_dir")) test $(cat "$gmm_dir/decode_test/cer")"
 fi
 
 if stage_on 6; then
   log "stage 6: training examples (shuffled shards any number of workers can share)"
   for m in "${egs_list[@]}"; do
     read -r -a opts <<< "${egs_opts[$m]}"
-    python -m steps_py.nnet.egs --feats "$data/train" --ali "$exp/mono_ali/train" \
-      --dev-feats "$data/dev" --dev-ali "$exp/mono_ali/dev" --model-type "$m" --out "$exp/egs/$m" "${opts[@]}" $force
+    ali_args=(--ali "$exp/mono_ali/train" --dev-ali "$exp/mono_ali/dev")
+    [ -z "$ali_dir" ] || ali_args=(--ali-dir "$ali_dir")
+    python -m steps_py.nnet.egs --feats "$data/train" "${ali_args[@]}" \
+      --dev-feats "$data/dev" --model-type "$m" --out "$exp/egs/$m" "${opts[@]}" $force
   done
 fi
 
@@ -330,9 +348,9 @@ if stage_on 8; then
     for model in "$d"/final/*.safetensors; do
       [ -f "$model" ] || { log "  $d has no final models; run stage 7 first"; exit 1; }
       tag=$(basename "$model" .safetensors)
-      python -m steps_py.decode.nnet --model "$model" --graph "$exp/mono/graph" --data "$data/dev" \
+      python -m steps_py.decode.nnet --model "$model" --graph "$graph" --data "$data/dev" \
         --out "$d/decode_${tag}_dev" --nj "$nj" "${nnet_decode_args[@]}" $force
-      python -m steps_py.decode.nnet --model "$model" --graph "$exp/mono/graph" --data "$data/test" \
+      python -m steps_py.decode.nnet --model "$model" --graph "$graph" --data "$data/test" \
         --out "$d/decode_${tag}_test" --lm-weight-from "$d/decode_${tag}_dev" --nj "$nj" "${nnet_decode_args[@]}" $force
     done
   done; done

@@ -3,7 +3,7 @@
 #
 #   local/run_study.sh [--workdir DIR] [--only-train] [--table-only]
 #
-# 1. ./run.sh stages 0-6 on the study corpus (egs/synth/conf_study: 5 h of training speech,
+# 1. ./run.sh stages 0-4 and 6 on the study corpus (egs/synth/conf_study: 5 h of training speech,
 #    160 speakers; dev and test 0.5 h, 16 speakers each), into DIR (default study_work);
 # 2. python -m steps_py.study.run: every training run of egs/synth/conf_study/study.json, its
 #    decodes, the EMA half-life chosen on dev per config, post-hoc EMA, and the table and
@@ -26,7 +26,9 @@ while [ $# -gt 0 ]; do
 done
 . ./path.sh
 t0=$(date +%s)
-./run.sh --conf-dir egs/synth/conf_study --workdir "$workdir" --stop-stage 6
+# corpus, data dirs, lang + LM, features, GMM + alignments + graph; then the examples
+./run.sh --conf-dir egs/synth/conf_study --workdir "$workdir" --stop-stage 4
+./run.sh --conf-dir egs/synth/conf_study --workdir "$workdir" --stage 6 --stop-stage 6
 python -m steps_py.study.run --plan egs/synth/conf_study/study.json --workdir "$workdir" \
   --results results/study "${extra[@]}"
 mkdir -p results/study

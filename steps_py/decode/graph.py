@@ -1,6 +1,11 @@
 """Build the decoding graph HCLG (Kaldi's utils/mkgraph.sh in Python, with kaldifst).
 
     python -m steps_py.decode.graph --lang data/lang_test --model exp/mono --out exp/mono/graph
+    python -m steps_py.decode.graph --lang data/lang_kaldi_test --model /kaldi/s5/exp/mono --out exp/kaldi_mono/graph
+
+--model is the project's GMM (exp/mono, final.npz) or a Kaldi monophone final.mdl (or a Kaldi
+exp dir holding final.mdl and tree); the lang dir must be the one the model was trained with
+(for a Kaldi model: Kaldi's lang dir imported with `python -m steps_py.kaldi.lang_import`).
 
 LG = min(det(L_disambig o G)); CLG = context composition (monophone: width 1); H from
 kaldi-hmm-gmm's get_h_transducer; HCLGa = min(rmsymbols(det(H o CLG))); HCLG = HCLGa
@@ -25,16 +30,26 @@ from pathlib import Path
 import kaldi_hmm_gmm as khg
 import kaldifst
 
-from steps_py.fileio import atomic_path, atomic_write_json, atomic_write_text, mark_done, skip_done
-from steps_py.gmm.model_io import read_model
-from steps_py.gmm.topo import Lang
-from steps_py.log import setup_logging
+from steps_py.cli import StepError, step_main
+from steps_py.fileio import atomic_path, atomic_write_json, atomic_write_text, mark_done
+from steps_py.gmm.model_io import ModelError, MonoModel, check_model_matches_lang, read_model
+from steps_py.gmm.topo import Lang, LangError
 
 log = logging.getLogger("mkgraph")
 
 
+class GraphBuildError(StepError):
+    """The graph cannot be built from these inputs; the message names the file and the fix."""
+
+
 def relabel_input(fst: kaldifst.StdVectorFst, mapping: dict[int, int]) -> kaldifst.StdVectorFst:
-    """Replace input labels by `mapping` (labels not in it stay; 0 stays 0), by composition."""
+    """Replace input labels by `mapping` (labels not in it stay; 0 stays 0), by composition.
+
+    Labels above the largest key of `mapping` are not kept: the callers map every label
+    that can occur (or, for disambiguation symbols, the largest ones).
+    """
+    if not mapping:  # nothing to relabel (e.g. a lang whose G has no #0: no disambiguation ids)
+        return fst
     max_label = max([*mapping, *mapping.values(), 0])
     lines = []
     for old in range(1, max_label + 1):
@@ -62,7 +77,7 @@ def make_hclg(lang: Lang, tm: khg.TransitionModel, tree: khg.ContextDependency, 
     kaldifst.arcsort(G, sort_type="ilabel")
     LG = kaldifst.compose(L, G, connect=True)
     if LG.num_states == 0:
-        raise SystemExit(f"L_disambig o G is empty in {lang.dir}: G.fst and words.txt/L_disambig.fst do not match (rebuild lang_test)")
+        raise GraphBuildError(f"L_disambig o G is empty in {lang.dir}: G.fst and words.txt/L_disambig.fst do not match (rebuild lang_test)")
     if kaldifst.determinize_star(LG, use_log=True):  # True means it stopped early
         log.warning("determinize_star(LG) stopped early; the graph is only partly determinized")
     kaldifst.minimize_encoded(LG)
@@ -84,24 +99,44 @@ def make_hclg(lang: Lang, tm: khg.TransitionModel, tree: khg.ContextDependency, 
     return HCLG, HCLG_pdf
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lang", type=Path, default=Path("data/lang_test"), help="lang dir with G.fst")
-    ap.add_argument("--model", type=Path, default=Path("exp/mono"), help="model dir (final.npz) or npz")
-    ap.add_argument("--out", type=Path, default=Path("exp/mono/graph"))
-    ap.add_argument("--self-loop-scale", type=float, default=0.1)
-    ap.add_argument("--transition-scale", type=float, default=1.0)
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m steps_py.decode.graph", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lang", type=Path, default=Path("data/lang_test"), help="lang dir with G.fst (default: %(default)s)")
+    ap.add_argument("--model", type=Path, default=Path("exp/mono"),
+                    help="GMM: model dir (final.npz) or npz, or a Kaldi final.mdl / exp dir holding one (default: %(default)s)")
+    ap.add_argument("--out", type=Path, default=Path("exp/mono/graph"), help="graph dir (default: %(default)s)")
+    ap.add_argument("--self-loop-scale", type=float, default=0.1, help="(default: %(default)s)")
+    ap.add_argument("--transition-scale", type=float, default=1.0, help="(default: %(default)s)")
     ap.add_argument("--force", action="store_true", help="rebuild even if --out is done")
-    args = ap.parse_args(argv)
-    setup_logging("mkgraph", args.out.parent / "log" / "mkgraph.log")
-    if skip_done(args.out, args.force, "already built"):
-        return
+    return ap
+
+
+def load_graph_inputs(lang_dir: Path, model_path: Path) -> tuple[Lang, MonoModel]:
+    """The lang dir and the GMM (project npz or Kaldi final.mdl), checked to belong together."""
+    try:
+        lang = Lang.load(lang_dir)
+        model = read_model(model_path)
+        model_dir = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent
+        check_model_matches_lang(model, lang.phones, str(lang.dir), model_dir / "phones.txt")
+    except (ModelError, LangError) as e:
+        raise GraphBuildError(str(e)) from None
+    for name in ("L_disambig.fst", "G.fst"):
+        if not (lang.dir / name).is_file():
+            raise GraphBuildError(f"{lang.dir}/{name} not found: --lang must be a lang dir with G.fst "
+                                  "(python -m steps_py.lang.lm, or steps_py.kaldi.lang_import for a Kaldi lang)")
+    return lang, model
+
+
+def run(args: argparse.Namespace) -> int:
     t0 = time.time()
-    lang = Lang.load(args.lang)
-    model = read_model(args.model)
+    lang, model = load_graph_inputs(args.lang, args.model)
     _, tree, tm, _ = model.build()
     HCLG, HCLG_pdf = make_hclg(lang, tm, tree, args.self_loop_scale, args.transition_scale)
     states, arcs = fst_size(HCLG)
+    if arcs == 0:
+        raise GraphBuildError(f"HCLG built from {args.lang} and {args.model} is empty: the model's phones do not "
+                              "match the lang's L.fst (use the lang dir the model was trained with)")
     with atomic_path(args.out) as tmp:
         tmp.mkdir(parents=True)
         HCLG.write(str(tmp / "HCLG.fst"))
@@ -111,11 +146,17 @@ def main(argv: list[str] | None = None) -> None:
         atomic_write_text(tmp / "topo", model.topo_text)
         atomic_write_text(tmp / "num_pdfs", f"{model.gmm.num_pdfs}\n")
         info = {"states": states, "arcs": arcs, "num_pdfs": model.gmm.num_pdfs, "self_loop_scale": args.self_loop_scale,
-                "seconds": round(time.time() - t0, 1)}
+                "model": str(args.model), "lang": str(args.lang), "seconds": round(time.time() - t0, 1)}
         atomic_write_json(tmp / "info.json", info)
         mark_done(tmp, info)
     log.info("HCLG: %d states, %d arcs; written to %s in %.1f s", states, arcs, args.out, time.time() - t0)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return step_main("mkgraph", build_parser(), run, argv, log_file=lambda a: a.out.parent / "log" / "mkgraph.log",
+                     done_dir=lambda a: a.out, done_state="already built")
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,10 +1,19 @@
-"""Save and load a monophone GMM-HMM (topology, transition model, diagonal GMMs) as npz.
+"""Save and load a monophone GMM-HMM (topology, transition model, diagonal GMMs).
+
+One loading function for every GMM the project can use, ``read_model(path)``:
+
+* the project's own ``final.npz`` (or a dir holding it), written by ``save_model``;
+* a Kaldi ``final.mdl`` (text or binary; or a dir holding it and no final.npz), read by
+  ``steps_py.kaldi.model_file``; a ``tree`` beside it is read and checked against the
+  model. Context-independent models only (``gmm-init-mono``, with or without
+  ``--shared-phones``): kaldi-hmm-gmm cannot build a triphone ContextDependency.
 
 kaldi-hmm-gmm's TransitionModel and AmDiagGmm have no read/write methods, and pickling
 them is not allowed here, so the parameters go to a plain npz and the objects are
-rebuilt on load: topology from its text, monophone tree from the topology, transition
-probabilities restored by an MLE update on counts proportional to the saved
-probabilities (checked after the rebuild), GMMs set Gaussian by Gaussian.
+rebuilt on load: topology from its text, monophone tree from the topology (or the shared
+monophone tree of a Kaldi model), transition probabilities restored by an MLE update on
+counts proportional to the saved probabilities (checked after the rebuild), GMMs set
+Gaussian by Gaussian.
 """
 
 from __future__ import annotations
@@ -71,10 +80,14 @@ class MonoModel:
     topo_text: str
     transition_log_probs: np.ndarray
     gmm: GmmParams
+    shared_phones: list[list[int]] | None = None  # a Kaldi model's --shared-phones sets, else None
 
     def build(self) -> tuple[khg.HmmTopology, khg.ContextDependency, khg.TransitionModel, khg.AmDiagGmm]:
         topo = read_topology(self.topo_text)
-        tree = monophone_tree(topo)
+        if self.shared_phones:
+            tree = khg.monophone_context_dependency_shared(self.shared_phones, topo.get_phone_to_num_pdf_classes())
+        else:
+            tree = monophone_tree(topo)
         tm = khg.TransitionModel(ctx_dep=tree, hmm_topo=topo)
         set_transition_log_probs(tm, self.transition_log_probs)
         return topo, tree, tm, self.gmm.to_am()
@@ -118,6 +131,9 @@ def save_model(path: Path, model: MonoModel) -> None:
         "means": np.concatenate(g.means).astype(np.float32),
         "variances": np.concatenate(g.variances).astype(np.float32),
     }
+    if model.shared_phones:
+        arrays["shared_phone_set_sizes"] = np.array([len(x) for x in model.shared_phones], dtype=np.int64)
+        arrays["shared_phones"] = np.array([p for x in model.shared_phones for p in x], dtype=np.int64)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     with atomic_path(Path(path)) as tmp:
@@ -125,19 +141,103 @@ def save_model(path: Path, model: MonoModel) -> None:
 
 
 def read_model(path: Path) -> MonoModel:
+    """The GMM at `path`: a project npz, a Kaldi final.mdl, or a dir holding one of them."""
     path = Path(path)
     if path.is_dir():
+        if not (path / "final.npz").is_file() and (path / "final.mdl").is_file():
+            return read_kaldi_gmm(path / "final.mdl")
         path = path / "final.npz"
     if not path.is_file():
-        raise ModelError(f"{path} not found: train it with `python -m steps_py.gmm.train_mono`")
+        raise ModelError(f"{path} not found: train it with `python -m steps_py.gmm.train_mono` "
+                         "(or pass a Kaldi final.mdl, or a Kaldi exp dir holding one)")
+    if path.suffix != ".npz":
+        from steps_py.kaldi.model_file import is_kaldi_model_file
+
+        if is_kaldi_model_file(path):
+            return read_kaldi_gmm(path)
+        raise ModelError(f"{path} is neither a model npz nor a Kaldi GMM model (final.mdl)")
     with np.load(path, allow_pickle=False) as z:
         bounds = np.concatenate([[0], np.cumsum(z["gauss_per_pdf"])])
         sl = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         gmm = GmmParams([z["weights"][s] for s in sl], [z["means"][s] for s in sl], [z["variances"][s] for s in sl])
-        return MonoModel(bytes(z["topo"]).decode("utf-8"), z["transition_log_probs"], gmm)
+        shared = None
+        if "shared_phones" in z.files:
+            ends = np.cumsum(z["shared_phone_set_sizes"])
+            shared = [[int(p) for p in x] for x in np.split(z["shared_phones"], ends[:-1])]
+        return MonoModel(bytes(z["topo"]).decode("utf-8"), z["transition_log_probs"], gmm, shared)
 
 
 def load_gmm(path: Path) -> tuple[khg.TransitionModel, khg.AmDiagGmm]:
     """Rebuild (TransitionModel, AmDiagGmm) from a model npz (or a dir holding final.npz)."""
     _, _, tm, am = read_model(path).build()
     return tm, am
+
+
+def read_kaldi_gmm(path: Path, tree_path: Path | None = None) -> MonoModel:
+    """A Kaldi ``final.mdl`` as a MonoModel whose kaldi-hmm-gmm objects map ids as Kaldi's do.
+
+    `tree_path` (default: ``tree`` beside the model, if present) is checked against the model:
+    the transition model Kaldi would build from that tree must be the one in the file.
+    """
+    from steps_py.kaldi.model_file import read_kaldi_model, to_mono_model
+    from steps_py.kaldi.stream import KaldiFormatError
+    from steps_py.kaldi.transition_model import TransitionModel
+    from steps_py.kaldi.tree import read_tree
+
+    path = Path(path)
+    try:
+        kmodel = read_kaldi_model(path)
+        tm = kmodel.transition_model
+        tree_path = Path(tree_path) if tree_path is not None else path.parent / "tree"
+        if tree_path.is_file():
+            tree = read_tree(tree_path)
+            if not tree.is_monophone():
+                raise ModelError(f"{tree_path}: context width {tree.context_width}: only monophone Kaldi models can "
+                                 "decode or align here (kaldi-hmm-gmm cannot build a triphone tree); their alignments "
+                                 "can still train networks (steps_py.nnet.egs --ali-dir)")
+            if tm.is_hmm() and TransitionModel.from_tree(tree, tm.topo).tuples != tm.tuples:
+                raise ModelError(f"{tree_path} does not belong to {path}: the transition states it defines differ")
+        mono = to_mono_model(kmodel)
+    except KaldiFormatError as e:
+        raise ModelError(f"{path}: {e}") from None
+    _, _, ktm, _ = mono.build()
+    tid2pdf = np.asarray(ktm.transition_id_to_pdf_array(), dtype=np.int64)
+    if len(tid2pdf) == tm.num_transition_ids:
+        tid2pdf = np.concatenate([[-1], tid2pdf])
+    if ktm.num_transition_ids != tm.num_transition_ids or not np.array_equal(tid2pdf[1:], tm.tid2pdf[1:]):
+        raise ModelError(f"{path}: kaldi-hmm-gmm numbers this model's transition ids differently from Kaldi "
+                         "(unusual tree); it cannot be used for decoding or alignment here")
+    return mono
+
+
+def check_model_matches_lang(model: MonoModel, phones: dict[str, int], where: str,
+                             model_phones_txt: Path | None = None) -> None:
+    """Every phone of the model's topology must be a phone of the lang (`phones`: phones.txt).
+
+    With `model_phones_txt` (the phones.txt Kaldi keeps in an exp dir) the phone names must
+    agree too, as Kaldi's utils/lang/check_phones_compatible.sh requires.
+    """
+    topo = read_topology(model.topo_text)
+    ids = set(phones.values())
+    missing = [p for p in topo.phones if p not in ids]
+    if missing:
+        raise ModelError(f"the model's topology has phone ids {missing[:5]} that {where}/phones.txt lacks: "
+                         "model and lang dir come from different lang dirs")
+    if model_phones_txt is not None and Path(model_phones_txt).is_file():
+        theirs = {i: p for p, i in read_phone_table(Path(model_phones_txt)).items()}
+        ours = {i: p for p, i in phones.items()}
+        differ = [i for i in topo.phones if theirs.get(i) != ours.get(i)]
+        if differ:
+            i = differ[0]
+            raise ModelError(f"phone {i} is {theirs.get(i)!r} in {model_phones_txt} but {ours.get(i)!r} in "
+                             f"{where}/phones.txt: use the lang dir the model was trained with (for a Kaldi "
+                             "model: python -m steps_py.kaldi.lang_import)")
+
+
+def read_phone_table(path: Path) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        f = line.split()
+        if len(f) == 2 and f[1].isdigit():
+            out[f[0]] = int(f[1])
+    return out

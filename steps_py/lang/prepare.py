@@ -7,7 +7,7 @@ every pypinyin pronunciation (steps_py.lang.pron), and writes what Kaldi's
 ``utils/prepare_lang.sh`` writes (position-independent phones): phones.txt, words.txt,
 topo, L.fst, L_disambig.fst (OpenFst binary, olabel-sorted), oov.{txt,int},
 phones/{silence,nonsilence,optional_silence,disambig,context_indep}.{txt,int,csl},
-phones/{sets,roots,extra_questions}.{txt,int}, phones/wdisambig*.
+phones/{sets,roots,extra_questions}.{txt,int}, phones/align_lexicon.{txt,int}, phones/wdisambig*.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 import kaldifst
 
 from steps_py.fileio import atomic_path, atomic_write_text, is_done, mark_done
+from steps_py.lang.align_lexicon import write_align_lexicon
 from steps_py.lang.fst_build import add_disambig_self_loop, make_lexicon_fst, make_topo, write_fst
 from steps_py.lang.lexicon import (
     OPTIONAL_SILENCE,
@@ -145,6 +146,7 @@ def prepare_lang(lex: Lexicon, out: Path, sil_prob: float = 0.5) -> dict[str, in
     write_phone_set(phones_dir, "silence", SILENCE_PHONES, phone_ids)
     write_phone_set(phones_dir, "nonsilence", nonsil, phone_ids)
     write_phone_set(phones_dir, "optional_silence", [OPTIONAL_SILENCE], phone_ids)
+    write_align_lexicon(phones_dir, [(e.word, e.phones) for e in lex.entries], OPTIONAL_SILENCE, phone_ids, word_ids)
     write_phone_set(phones_dir, "disambig", disambig, phone_ids)
     write_phone_set(phones_dir, "context_indep", SILENCE_PHONES, phone_ids)
     sets = [*SILENCE_PHONES, *nonsil]

@@ -38,6 +38,9 @@ Usage::
 
     python -m steps_py.nnet.egs --feats data/train --ali exp/mono_ali/train --model-type dnn \\
         --out exp/egs/dnn --dev-feats data/dev --dev-ali exp/mono_ali/dev --context 5
+    # a Kaldi experiment's alignments instead (final.mdl + ali.*.gz or *.ali; pdfs from final.mdl)
+    python -m steps_py.nnet.egs --feats data/train --ali-dir /kaldi/egs/x/s5/exp/tri5a_ali \\
+        --model-type dnn --out exp/egs/dnn --dev-feats data/dev
 
     reader = EgsReader("exp/egs/dnn", rank=0, world_size=4, batch_size=256, seed=1)
     for epoch in range(reader.epoch, num_epochs):
@@ -202,6 +205,42 @@ def read_pdf_alignments(ali_dir: Path) -> dict[str, np.ndarray]:
         raise EgsError(f"cannot read {scp} as Kaldi int32 vectors ({str(e).strip()[:200]}); "
                        "re-run the alignment stage for this set") from None
     return out
+
+
+def read_kaldi_pdf_alignments(exp_dir: Path) -> tuple[dict[str, np.ndarray], int]:
+    """Per-frame pdf ids and the pdf count of a Kaldi exp dir (final.mdl + ali.*.gz or *.ali).
+
+    Transition ids are mapped to pdfs with the dir's final.mdl (steps_py.kaldi.exp_dir), so
+    any Kaldi GMM system's alignments (mono, tri5a, ...) can train the networks.
+    """
+    from steps_py.kaldi.exp_dir import KaldiExpDir
+
+    try:
+        exp = KaldiExpDir.open(exp_dir)
+        alis = exp.pdf_alignments()
+    except StepError as e:
+        raise EgsError(str(e)) from None
+    log.info("%s: %d Kaldi alignments (%s), %d pdfs from final.mdl", exp_dir, len(alis),
+             " ".join(p.name for p in exp.ali_files[:3]) + (" ..." if len(exp.ali_files) > 3 else ""), exp.num_pdfs)
+    return alis, exp.num_pdfs
+
+
+def report_length_mismatch(utts: Sequence[str], num_frames: Callable[[str], int],
+                           alignments: Mapping[str, np.ndarray], where: Path) -> None:
+    """Say once, with the typical difference, when alignments and features disagree in length.
+
+    Looks at up to 200 utterances spread over the set (reading features costs time); the
+    skipping itself, and its count, happen in `write_split`.
+    """
+    have = [u for u in utts if u in alignments]
+    sample = have[:: max(1, len(have) // 200)]
+    diffs = [len(alignments[u]) - num_frames(u) for u in sample]
+    bad = [d for d in diffs if d != 0]
+    if bad:
+        common = max(set(bad), key=bad.count)
+        log.warning("%s: %d of %d utterances checked have a different number of alignment and feature frames (most often "
+                    "%+d) and are skipped. Kaldi's alignments need the features' frame count: same frame shift "
+                    "and length, sample rate, and snip-edges (Kaldi's default true)", where, len(bad), len(diffs), common)
 
 
 def find_num_pdfs(ali_dir: Path, alignments: Mapping[str, np.ndarray]) -> int:
@@ -408,7 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m steps_py.nnet.egs", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--feats", type=Path, required=True, help="train data dir with fbank/ (e.g. data/train)")
-    ap.add_argument("--ali", type=Path, required=True, help="alignment dir with pdf.scp (e.g. exp/mono_ali/train)")
+    ap.add_argument("--ali", type=Path, help="alignment dir with pdf.scp (e.g. exp/mono_ali/train)")
+    ap.add_argument("--ali-dir", type=Path, help="instead of --ali: a Kaldi exp dir with final.mdl and ali.*.gz or "
+                    "*.ali (e.g. exp/tri5a_ali); transition ids are mapped to pdfs with its final.mdl, which also "
+                    "gives the number of pdfs; dev alignments come from it too unless --dev-ali is given")
     ap.add_argument("--model-type", choices=("dnn", "lstm"), required=True)
     ap.add_argument("--out", type=Path, required=True, help="output egs dir (e.g. exp/egs/dnn)")
     ap.add_argument("--dev-feats", type=Path, help="dev data dir (validation examples)")
@@ -428,30 +470,47 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _inputs(args: argparse.Namespace) -> list[Path]:
     """What the examples are made of (their stamps go into .done; a change means a redo)."""
-    ins = [args.feats, args.feats / args.feat_kind, args.ali]
-    if args.dev_feats is not None and args.dev_ali is not None:
-        ins += [args.dev_feats, args.dev_feats / args.feat_kind, args.dev_ali]
+    ins = [args.feats, args.feats / args.feat_kind, args.ali or args.ali_dir]
+    if args.dev_feats is not None:
+        ins += [args.dev_feats, args.dev_feats / args.feat_kind]
+        if args.dev_ali is not None:
+            ins.append(args.dev_ali)
     return ins
 
 
 def run(args: argparse.Namespace) -> None:
-    if (args.dev_feats is None) != (args.dev_ali is None):
-        raise EgsError("--dev-feats and --dev-ali go together: give both (validation examples) or neither")
+    if (args.ali is None) == (args.ali_dir is None):
+        raise EgsError("give exactly one of --ali (project alignments) and --ali-dir (a Kaldi exp dir)")
+    if (args.dev_ali is not None and args.dev_feats is None) or (
+            args.dev_feats is not None and args.dev_ali is None and args.ali_dir is None):
+        raise EgsError("--dev-feats and --dev-ali go together: give both (validation examples) or "
+                       "neither (with --ali-dir, --dev-ali may be left out)")
     params = EgsParams(args.model_type, args.context, args.chunk, args.left_context, args.target_delay,
                        args.num_shards, args.seed)
     from steps_py.features.io import FeatureReader  # the stage-3 reader
 
-    def load(data: Path, ali_dir: Path) -> tuple[list[str], Callable[[str], np.ndarray], dict[str, np.ndarray]]:
+    kaldi: tuple[dict[str, np.ndarray], int] | None = None
+
+    def load(data: Path, ali_dir: Path | None) -> tuple[list[str], Callable[[str], np.ndarray], dict[str, np.ndarray]]:
         try:
             reader = FeatureReader(data, args.feat_kind, cmvn=True)
         except (FileNotFoundError, ValueError) as e:  # the reader's messages name the file and the fix
             raise EgsError(str(e)) from None
-        alis = read_pdf_alignments(ali_dir)
+        if ali_dir is None:  # --ali-dir: Kaldi's alignments of this set
+            assert kaldi is not None
+            alis = {u: kaldi[0][u] for u in reader.utts if u in kaldi[0]}
+            report_length_mismatch(list(reader.utts), reader.num_frames, alis, args.ali_dir)
+        else:
+            alis = read_pdf_alignments(ali_dir)
         log.info("%s: %d utterances with features, %d alignments", data, len(reader.utts), len(alis))
         return list(reader.utts), reader.__getitem__, alis
 
+    if args.ali_dir is not None:
+        kaldi = read_kaldi_pdf_alignments(args.ali_dir)
+        if args.num_pdfs and args.num_pdfs != kaldi[1]:
+            raise EgsError(f"--num-pdfs {args.num_pdfs} but {args.ali_dir}/final.mdl has {kaldi[1]} pdfs")
     train = load(args.feats, args.ali)
-    num_pdfs = args.num_pdfs or find_num_pdfs(args.ali, train[2])
+    num_pdfs = kaldi[1] if kaldi is not None else args.num_pdfs or find_num_pdfs(args.ali, train[2])
     dev = load(args.dev_feats, args.dev_ali) if args.dev_feats else None
     info = write_egs(args.out, train, num_pdfs, params, dev, args.prior_floor)
     log.info("wrote %s: %s", args.out, json.dumps({k: info[k] for k in ("feat_dim", "num_pdfs", "frames", "splits", "skipped")}))

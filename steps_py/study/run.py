@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", type=Path, default=Path("egs/synth/conf_study/study.json"),
                    help="study plan JSON (default %(default)s)")
     p.add_argument("--workdir", type=Path, default=Path("study_work"),
-                   help="where run.sh stages 0-6 of the study corpus wrote corpus/ data/ exp/ "
+                   help="where run.sh stages 0-4 and 6 of the study corpus wrote corpus/ data/ exp/ "
                         "(default %(default)s)")
     p.add_argument("--results", type=Path, default=Path("results/study"),
                    help="where the table and plots go (default %(default)s)")
@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     for key in (plan.graph, plan.dev, plan.test, *plan.egs.values()):
         if not (args.workdir / key).exists():
             raise StudyError(f"{args.workdir / key} does not exist: prepare the study corpus first "
-                             "(local/run_study.sh runs ./run.sh stages 0-6 for it)")
+                             "(local/run_study.sh runs ./run.sh stages 0-4 and 6 for it)")
     t0 = time.time()
     if not args.table_only:
         study.run_all(args.only_train)
