@@ -17,6 +17,8 @@ if [ -z "${BASH_VERSINFO:-}" ] || [ "${BASH_VERSINFO[0]}" -lt 4 ] ||
   echo "run.sh needs bash >= 4.4 (associative arrays, empty arrays under set -u); this is bash ${BASH_VERSION:-?}" >&2
   exit 2
 fi
+{ # braces: bash reads the whole script before running it, so editing run.sh (or a git pull)
+  # while it runs cannot change what it does half-way
 set -Eeuo pipefail
 caller_pwd=$PWD
 cd "$(dirname "$0")"
@@ -124,7 +126,7 @@ conf_file="$conf_dir/run.conf"
 conf_required=(lm_order gmm_opts gmm_decode_opts egs_types egs_opts train_runs train_opts ema_opts nnet_decode_opts)
 conf_optional=(align_opts launcher sync_opts ali_lang_test feat_opts)
 models=(dnn lstm)                       # steps_py.nnet.egs --model-type
-syncs=(none ddp ma bmuf-cbm bmuf-nbm)   # steps_py.parallel.train --sync
+syncs=(none ddp ma bmuf-cbm bmuf-nbm)   # steps_py.parallel.train --sync (SYNC_CHOICES of sync.py)
 declare -A egs_opts=() train_opts=() sync_opts=() feat_opts=()
 align_opts=""
 launcher=torchrun
@@ -170,8 +172,11 @@ for m in "${egs_list[@]}"; do
   in_list "$m" "${models[@]}" || conf_error "egs_types: unknown model '$m' (models: ${models[*]})"
   [ -n "${egs_opts[$m]+set}" ] || conf_error "missing egs_opts[$m] (the options of stage 6 for $m; \"\" for none)"
 done
-for m in "${!egs_opts[@]}" "${!train_opts[@]}"; do
-  in_list "$m" "${models[@]}" || conf_error "egs_opts/train_opts[$m]: unknown model '$m' (models: ${models[*]})"
+for m in "${!egs_opts[@]}"; do
+  in_list "$m" "${models[@]}" || conf_error "egs_opts[$m]: unknown model '$m' (models: ${models[*]})"
+done
+for m in "${!train_opts[@]}"; do
+  in_list "$m" "${models[@]}" || conf_error "train_opts[$m]: unknown model '$m' (models: ${models[*]})"
 done
 for k in "${!feat_opts[@]}"; do
   in_list "$k" mfcc fbank || conf_error "feat_opts[$k]: unknown feature kind '$k' (mfcc, fbank)"
@@ -378,3 +383,5 @@ if stage_on 9; then
 fi
 
 log "done in $(( $(date +%s) - t_start )) s (stages $stage..$stop_stage); log: $log_file"
+exit
+}

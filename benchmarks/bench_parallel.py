@@ -5,6 +5,10 @@ on the same data with
   * N=1, one thread (`--sync none`)             the single-worker baseline,
   * N=2 real processes (torchrun, gloo, one thread each, `--sync ma`, K=32 minibatches),
   * optionally N=1 with two threads (`--n1-threads2`), for reference,
+  * with `--simulate-compare N`: instead, N=1 (`--sync ma`) and N simulated workers
+    (`--simulate N --sync ma`) on the same data, threads and block, alternated `--rounds`
+    times (each round runs both, so slow drifts of a shared machine hit both alike), and
+    the median ratio of training wall time per frame (target <= 1.1 at N = 64),
 and reports, from each run's summary.json:
   * share of wall time in synchronization (all-reduce + flatten/assign; target <= 1 %),
   * share in the EMA update (target <= 0.2 %),
@@ -54,7 +58,8 @@ def make_egs(out: Path, frames: int, dim: int, pdfs: int, seed: int = 0) -> Path
     return out
 
 
-def train(egs: Path, exp: Path, n: int, threads: int, sync: str, args: argparse.Namespace) -> dict:
+def train(egs: Path, exp: Path, n: int, threads: int, sync: str, args: argparse.Namespace,
+          simulate: bool = False) -> dict:
     common = ["--egs", str(egs), "--exp-dir", str(exp), "--sync", sync, "--epochs",
               str(args.epochs), "--batch-size", str(args.batch_size), "--block-minibatches",
               str(args.block_minibatches), "--ema-decays", args.ema_decays, "--optimizer",
@@ -65,8 +70,10 @@ def train(egs: Path, exp: Path, n: int, threads: int, sync: str, args: argparse.
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(threads))
     if n == 1:
         cmd = [sys.executable, "-m", "steps_py.parallel.train", *common]
+    elif simulate:
+        cmd = [sys.executable, "-m", "steps_py.parallel.train", "--simulate", str(n), *common]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+        cmd = [sys.executable, "-m", "steps_py.parallel.launch", "--nnodes", "1",
                "--nproc_per_node", str(n), "-m", "steps_py.parallel.train", *common]
     log.info("running N=%d threads=%d sync=%s", n, threads, sync)
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
@@ -101,7 +108,13 @@ def main() -> int:
     p.add_argument("--n1-threads2", action="store_true", help="also run N=1 with 2 threads")
     p.add_argument("--workdir", type=Path, default=None, help="default: a temporary dir")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    p.add_argument("--simulate-compare", type=int, default=0, metavar="N",
+                   help="compare N simulated workers with one worker per training frame")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of --simulate-compare")
+    p.add_argument("--threads", type=int, default=2, help="threads of --simulate-compare runs")
     args = p.parse_args()
+    if args.simulate_compare:
+        return simulate_compare(args)
     with tempfile.TemporaryDirectory(prefix="bench_parallel_") as tmp:
         work = args.workdir or Path(tmp)
         egs = work / "egs"
@@ -134,6 +147,38 @@ def main() -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def simulate_compare(args: argparse.Namespace) -> int:
+    """N simulated workers vs one worker: training wall time per frame, median of rounds."""
+    import statistics
+
+    n = args.simulate_compare
+    with tempfile.TemporaryDirectory(prefix="bench_simulate_") as tmp:
+        work = args.workdir or Path(tmp)
+        egs = work / "egs"
+        if not (egs / ".done").is_file():
+            make_egs(egs, args.frames, args.dim, args.pdfs)
+        ratios, rows = [], []
+        for r in range(args.rounds):
+            one = train(egs, work / f"n1_{r}", 1, args.threads, "ma", args)
+            many = train(egs, work / f"n{n}_{r}", n, args.threads, "ma", args, simulate=True)
+            per_frame = [x["train_wall_s"] / x["frames"] for x in (one, many)]
+            ratios.append(per_frame[1] / per_frame[0])
+            rows.append((one, many))
+            print(f"round {r + 1}: N=1 {one['frames_per_s']:.0f} frames/s, simulated N={n} "
+                  f"{many['frames_per_s']:.0f} frames/s (sync {100 * many['sync_share']:.2f} %, "
+                  f"averagers {100 * many['ema_share']:.2f} %), time per frame ratio {ratios[-1]:.3f}")
+    med = statistics.median(ratios)
+    print(f"simulated N={n} vs N=1, {args.threads} threads, {args.frames} frames, block "
+          f"{args.block_minibatches} minibatches: time per training frame ratio {med:.3f} "
+          f"(median of {args.rounds}; range {min(ratios):.3f}-{max(ratios):.3f}; target <= 1.1); "
+          f"1-min load average {os.getloadavg()[0]:.1f}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"ratios": ratios, "median": med, "runs": rows},
+                                       indent=2) + "\n", encoding="utf-8")
     return 0
 
 

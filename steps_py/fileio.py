@@ -105,6 +105,14 @@ def final_name(path: str | os.PathLike[str]) -> str:
     return os.sep.join(m["name"] if (m := _TMP_RE.match(x)) else x for x in parts)
 
 
+def temp_sibling(path: Path) -> Path:
+    """A temporary name next to ``path`` for this process (``.<name>.tmp-<pid>@<host>``),
+    after removing the leftovers of killed processes; for writers that rename by themselves."""
+    path = Path(path)
+    remove_stale_temps(path)
+    return path.with_name(f".{path.name}.tmp-{_tag()}")
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` via a temporary file in the same directory and `os.replace`."""
     path = Path(path)

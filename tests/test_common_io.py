@@ -163,3 +163,18 @@ def test_run_sh_skip_check_cli(tmp_path: Path) -> None:
     assert main(["is-current", str(final), str(egs)]) == 0
     mark_done(egs, {})
     assert main(["is-current", str(final), str(egs)]) == 3  # examples remade: retrain
+
+
+def test_alignment_writer_removes_a_killed_writers_temporaries(tmp_path: Path) -> None:
+    import numpy as np
+
+    from steps_py.gmm.ali_io import read_int32_vectors, write_int32_vectors
+
+    dead = _dead_pid()
+    left = [tmp_path / f".pdf.ark.tmp-{dead}", tmp_path / f".pdf.scp.tmp-{dead}"]
+    for p in left:
+        p.write_text("partial")
+    write_int32_vectors(tmp_path, "pdf", {"u1": np.array([1, 2, 3])})
+    assert not any(p.exists() for p in left)
+    assert read_int32_vectors(tmp_path / "pdf.scp")["u1"].tolist() == [1, 2, 3]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pdf.ark", "pdf.scp"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import kaldi_native_io as kio
 import numpy as np
 
-from steps_py.fileio import atomic_write_text
+from steps_py.fileio import atomic_write_text, temp_sibling
 
 
 def write_int32_vectors(out_dir: Path, name: str, vectors: dict[str, np.ndarray]) -> None:
@@ -20,8 +20,8 @@ def write_int32_vectors(out_dir: Path, name: str, vectors: dict[str, np.ndarray]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     final_ark = (out_dir / f"{name}.ark").resolve()
-    tmp_ark = out_dir / f".{name}.ark.tmp-{os.getpid()}"
-    tmp_scp = out_dir / f".{name}.scp.tmp-{os.getpid()}"
+    tmp_ark = temp_sibling(out_dir / f"{name}.ark")
+    tmp_scp = temp_sibling(out_dir / f"{name}.scp")
     w = kio.Int32VectorWriter(f"ark,scp:{tmp_ark},{tmp_scp}")
     for key in sorted(vectors):
         w.write(key, [int(x) for x in vectors[key]])
