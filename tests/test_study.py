@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,7 @@ def _fake_study(tmp_path: Path, dev_errors: dict[str, list[int]], test_errors: d
             _decode_dir(d / f"decode_{tag}_dev", [e + run.seed - 1 for e in errs])
         for tag, errs in test_errors.items():
             _decode_dir(d / f"decode_{tag}_test", errs)
+        study.update_record(run)
     return study
 
 
@@ -62,7 +64,9 @@ def test_the_ema_is_chosen_on_dev_and_the_table_compares_it_with_global(tmp_path
     study = _fake_study(tmp_path, dev, test)
     choices = study.choose()
     assert choices["dnn_ma_n2"]["ema"] == "ema-hl4000"
-    assert json.loads((study.root / "choices.json").read_text())["dnn_ma_n2"]["seeds"] == [1, 2]
+    assert json.loads((study.results / "choices.json").read_text())["dnn_ma_n2"]["seeds"] == [1, 2]
+    # the table comes from the committed records alone: the work dir may be gone
+    shutil.rmtree(study.wd)
     rows = build_rows(study)
     by = {r["averager"]: r for r in rows}
     assert set(by) == {"global", "ema", "icefall-avg"}
@@ -81,10 +85,14 @@ def test_the_ema_is_chosen_on_dev_and_the_table_compares_it_with_global(tmp_path
 def test_no_choice_until_every_seed_has_its_dev_decodes(tmp_path: Path) -> None:
     n = len(REF)
     study = _fake_study(tmp_path, {"global": [1] * n, "ema-hl1000": [1] * n}, {})
-    run2 = study.plan.runs[1]
-    for p in (study.run_dir(run2) / "decode_ema-hl1000_dev").iterdir():
-        p.unlink()
+    rec = study.record(study.plan.runs[1])
+    del rec["models"]["ema-hl1000"]["dev"]
+    study.record_path(study.plan.runs[1]).write_text(json.dumps(rec))
     assert study.choose() == {}
+    # a decode that is in the record is not redone, even when its dir is gone (training or
+    # decoding here would fail: there is no model)
+    shutil.rmtree(study.run_dir(study.plan.runs[0]) / "decode_ema-hl1000_dev")
+    study.decode(study.plan.runs[0], "ema-hl1000", "dev")
 
 
 def test_plan_errors_name_the_key(tmp_path: Path) -> None:

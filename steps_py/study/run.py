@@ -13,17 +13,19 @@ this session or a later one, and continues where it stopped. Per run, in plan or
 3. decode the global model and the non-EMA averagers on test (with dev's LM weight);
 4. once every seed of a config has its dev decodes: choose the EMA (half-life, or the one
    with warm-up) with the lowest mean dev CER over the seeds, write it to
-   `<workdir>/exp/study/choices.json`, and decode that EMA on test for every seed.
+   `results/study/choices.json`, and decode that EMA on test for every seed.
 Then the post-hoc runs of the plan: EMAs of many half-lives reconstructed from the
 snapshots (`steps_py.parallel.posthoc`), each decoded on dev (the CER-vs-half-life curve),
 and the tracked half-lives reconstructed for the comparison with the tracked EMAs.
-Finally the table and plots (`steps_py.study.table`). Nothing is ever chosen on test.
+After each step a run's record (`results/study/runs/<run>.json`, `record.py`) is brought up
+to date; the table and plots (`steps_py.study.table`) are built from the records, and a
+decode already in a record is never redone, so a later session needs only the repository
+(and regenerates the deterministic corpus) to continue. Nothing is ever chosen on test.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import subprocess
@@ -35,6 +37,7 @@ from pathlib import Path
 from steps_py.cli import StepError, step_main
 from steps_py.fileio import atomic_write_json, is_done
 from steps_py.study.plan import Plan, RunSpec, load_plan
+from steps_py.study.record import make_record, read_record, write_record
 
 log = logging.getLogger("study")
 
@@ -57,10 +60,37 @@ class Study:
     def run_dir(self, run: RunSpec) -> Path:
         return self.root / run.name
 
+    def record_path(self, run: RunSpec) -> Path:
+        return self.results / "runs" / f"{run.name}.json"
+
+    def record(self, run: RunSpec) -> dict | None:
+        return read_record(self.record_path(run))
+
+    def has(self, run: RunSpec, tag: str, split: str) -> bool:
+        rec = self.record(run)
+        return rec is not None and split in rec["models"].get(tag, {})
+
+    def update_record(self, run: RunSpec) -> None:
+        """Merge what the run dir now holds into the run's record (never drops an entry)."""
+        d = self.run_dir(run)
+        if not is_done(d / "final"):
+            return
+        new = make_record(d, self.models(run) + self.models(run, posthoc=True))
+        old = self.record(run)
+        if old is not None:
+            for tag, splits in old["models"].items():
+                for split, e in splits.items():
+                    new["models"].setdefault(tag, {}).setdefault(split, e)
+        write_record(self.record_path(run), new)
+
     def models(self, run: RunSpec, posthoc: bool = False) -> list[str]:
-        """Tags of the run's final models (`posthoc-*` only when asked)."""
+        """Tags of the run's final models (`posthoc-*` only when asked), from its dir or record."""
         final = self.run_dir(run) / "final"
-        tags = sorted(p.stem for p in final.glob("*.safetensors"))
+        if is_done(final):
+            tags = sorted(p.stem for p in final.glob("*.safetensors"))
+        else:
+            rec = self.record(run)
+            tags = sorted(rec["final_models"]) if rec else []
         return [t for t in tags if t.startswith("posthoc-") == posthoc]
 
     # ----------------------------------------------------------------- steps
@@ -78,11 +108,12 @@ class Study:
         self._call(argv, d / "log" / "study_train.out", run.name)
         log.info("trained %s in %.0f s", run.name, time.time() - t0)
 
-    def decode(self, run: RunSpec, tag: str, split: str) -> Path:
+    def decode(self, run: RunSpec, tag: str, split: str) -> None:
         d = self.run_dir(run)
         out = d / f"decode_{tag}_{split}"
-        if is_done(out):
-            return out
+        if is_done(out) or self.has(run, tag, split):
+            return
+        self.train(run)
         data = self.wd / (self.plan.dev if split == "dev" else self.plan.test)
         argv = [self.python, "-m", "steps_py.decode.nnet", "--model",
                 str(d / "final" / f"{tag}.safetensors"), "--graph", str(self.wd / self.plan.graph),
@@ -91,7 +122,6 @@ class Study:
         if split != "dev":
             argv += ["--lm-weight-from", str(d / f"decode_{tag}_dev")]
         self._call(argv, d / "log" / f"study_decode_{tag}_{split}.out", f"{run.name} {tag} {split}")
-        return out
 
     def _call(self, argv: list[str], log_path: Path, what: str) -> None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,10 +137,9 @@ class Study:
 
     # ----------------------------------------------------------------- choices
     def dev_cer(self, run: RunSpec, tag: str) -> float | None:
-        s = self.run_dir(run) / f"decode_{tag}_dev" / "summary.json"
-        if not s.is_file() or not is_done(s.parent):
-            return None
-        return float(json.loads(s.read_text(encoding="utf-8"))["cer"])
+        rec = self.record(run)
+        e = rec["models"].get(tag, {}).get("dev") if rec else None
+        return None if e is None else float(e["cer"])
 
     def choose(self) -> dict[str, dict[str, object]]:
         """Per config whose seeds are all dev-decoded: the EMA with the lowest mean dev CER."""
@@ -119,7 +148,7 @@ class Study:
             by_config[r.config].append(r)
         choices: dict[str, dict[str, object]] = {}
         for config, runs in by_config.items():
-            if not all(is_done(self.run_dir(r) / "final") for r in runs):
+            if not all(self.record(r) is not None for r in runs):
                 continue
             tags = [t for t in self.models(runs[0]) if is_tracked_ema(t)]
             cers = {t: [self.dev_cer(r, t) for r in runs] for t in tags}
@@ -128,25 +157,33 @@ class Study:
             mean = {t: sum(cs) / len(cs) for t, cs in cers.items()}  # type: ignore[arg-type]
             best = min(tags, key=lambda t: (mean[t], t))
             choices[config] = {"ema": best, "dev_cer_mean": mean, "seeds": [r.seed for r in runs]}
-        atomic_write_json(self.root / "choices.json", choices)
+        atomic_write_json(self.results / "choices.json", choices)
         return choices
 
     # ----------------------------------------------------------------- whole study
     def run_one(self, run: RunSpec) -> None:
-        self.train(run)
+        if self.record(run) is None:
+            self.train(run)
+            self.update_record(run)
         for tag in self.models(run):
             self.decode(run, tag, "dev")
         for tag in self.models(run):
             if self.plan.test_models == "all" or tag.startswith(NON_EMA_PREFIXES):
                 self.decode(run, tag, "test")
+        self.update_record(run)
 
     def test_chosen(self, choices: dict[str, dict[str, object]]) -> None:
         for r in self.plan.runs:
             c = choices.get(r.config)
-            if c is not None and is_done(self.run_dir(r) / "final"):
+            if c is not None and not self.has(r, str(c["ema"]), "test"):
                 self.decode(r, str(c["ema"]), "test")
+                self.update_record(r)
 
     def posthoc(self, run: RunSpec) -> None:
+        if self.record(run) is not None and self.models(run, posthoc=True) and all(
+                self.has(run, t, "dev") for t in self.models(run, posthoc=True)):
+            return
+        self.train(run)
         d = self.run_dir(run)
         tracked = [float(t.removeprefix("ema-hl")) for t in self.models(run)
                    if t.startswith("ema-hl") and not t.endswith("-warmup")]
@@ -159,6 +196,7 @@ class Study:
             self._call(argv, d / "log" / "study_posthoc.out", f"{run.name} post-hoc")
         for tag in self.models(run, posthoc=True):
             self.decode(run, tag, "dev")
+        self.update_record(run)
 
     def run_all(self, only_train: bool = False) -> None:
         for run in self.plan.runs:
@@ -200,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
     plan = load_plan(args.plan)
     study = Study(plan, args.workdir, args.results)
     for key in (plan.graph, plan.dev, plan.test, *plan.egs.values()):
-        if not (args.workdir / key).exists():
+        if not args.table_only and not (args.workdir / key).exists():
             raise StudyError(f"{args.workdir / key} does not exist: prepare the study corpus first "
                              "(local/run_study.sh runs ./run.sh stages 0-4 and 6 for it)")
     t0 = time.time()

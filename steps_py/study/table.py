@@ -18,7 +18,6 @@ training frames, training wall time. Plots:
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -27,9 +26,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steps_py.fileio import atomic_write_json, atomic_write_text, is_done
+from steps_py.fileio import atomic_write_json, atomic_write_text
 from steps_py.score.bootstrap import paired_bootstrap_rel_change
-from steps_py.score.scoreboard import paired_errors, score_decode_dir
+from steps_py.study.record import paired
 
 if TYPE_CHECKING:
     from steps_py.study.run import Study
@@ -55,54 +54,45 @@ def _tag_for(averager: str, tags: list[str], chosen: str | None) -> str | None:
 
 
 def build_rows(study: Study) -> list[dict[str, Any]]:
-    """Rows of the table from every config with at least one finished run."""
-    choices_path = study.root / "choices.json"
+    """Rows of the table from the records of every config with at least one finished run."""
+    choices_path = study.results / "choices.json"
     choices = json.loads(choices_path.read_text()) if choices_path.is_file() else {}
-    by_config: dict[str, list] = defaultdict(list)
+    by_config: dict[str, list[tuple[Any, dict[str, Any]]]] = defaultdict(list)
     for r in study.plan.runs:
-        if is_done(study.run_dir(r) / "final"):
-            by_config[r.config].append(r)
+        rec = study.record(r)
+        if rec is not None:
+            by_config[r.config].append((r, rec))
     rows: list[dict[str, Any]] = []
-    for config, runs in by_config.items():
+    for config, members in by_config.items():
+        runs, recs = [m[0] for m in members], [m[1] for m in members]
         chosen = (choices.get(config) or {}).get("ema")
-        summaries = [json.loads((study.run_dir(r) / "summary.json").read_text()) for r in runs]
-        tags = study.models(runs[0])
-        scores = {}
-        for r in runs:
-            for split in ("dev", "test"):
-                for t in tags:
-                    dd = study.run_dir(r) / f"decode_{t}_{split}"
-                    if is_done(dd):
-                        scores[(r.name, t, split)] = score_decode_dir(dd)
+        tags = recs[0]["final_models"]
         for averager in AVERAGERS:
             tag = _tag_for(averager, tags, chosen)
             if tag is None:
                 continue
-            dev = [scores[(r.name, tag, "dev")].cer for r in runs if scores.get((r.name, tag, "dev"))]
-            test = [scores[(r.name, tag, "test")].cer for r in runs if scores.get((r.name, tag, "test"))]
+            dev = [rec["models"][tag]["dev"]["cer"] for rec in recs if "dev" in rec["models"].get(tag, {})]
+            test = [rec["models"][tag]["test"]["cer"] for rec in recs if "test" in rec["models"].get(tag, {})]
             if not dev and not test:
                 continue
+            s0 = recs[0]["summary"]
             row: dict[str, Any] = {
                 "config": config, "model": runs[0].model, "sync": runs[0].sync,
                 "workers": runs[0].workers, "variant": runs[0].tag or "-", "averager": averager,
-                "model_tag": tag, "seeds": [r.seed for r in runs],
-                "dev_cer": dev, "test_cer": test,
-                "syncs": summaries[0].get("syncs"), "frames": summaries[0].get("frames"),
-                "block_minibatches": summaries[0].get("block_minibatches"),
-                "train_wall_s": [float(s["wall_time_s"]) for s in summaries],
+                "model_tag": tag, "seeds": [r.seed for r in runs], "dev_cer": dev, "test_cer": test,
+                "syncs": s0.get("syncs"), "frames": s0.get("frames"),
+                "block_minibatches": s0.get("block_minibatches"),
+                "train_wall_s": [float(rec["summary"]["wall_time_s"]) for rec in recs],
             }
             for k in ("dev_cer", "test_cer", "train_wall_s"):
                 row[f"{k}_mean"], row[f"{k}_std"] = mean_std(row[k])
             row["vs_global"] = None
             if averager != "global":
-                pairs = [(scores[(r.name, "global", "test")].result, scores[(r.name, tag, "test")].result)
-                         for r in runs if scores.get((r.name, "global", "test"))
-                         and scores.get((r.name, tag, "test"))]
-                pe = paired_errors([p for p in pairs if p[0] and p[1]]) if pairs else None
-                if pe is not None and len(pairs) == len(runs):
+                pe = paired(recs, "global", tag, "test")
+                if pe is not None:
                     ci = paired_bootstrap_rel_change(*pe, resamples=RESAMPLES, seed=BOOT_SEED)
                     row["vs_global"] = {"percent": ci.rel_change, "ci95_low": ci.low,
-                                        "ci95_high": ci.high, "seeds_pooled": len(pairs)}
+                                        "ci95_high": ci.high, "seeds_pooled": len(recs)}
             rows.append(row)
     rows.sort(key=lambda r: (r["model"], r["variant"] != "-", r["variant"], r["sync"],
                              r["workers"], AVERAGERS.index(r["averager"])))
@@ -230,19 +220,18 @@ def plot_cer_vs_workers(rows: list[dict[str, Any]], path: Path) -> None:
 
 def plot_dev_ce_vs_frames(study: Study, path: Path) -> None:
     plt = _plt()
-    picked = [r for r in study.plan.runs if r.seed == min(x.seed for x in study.plan.runs)
-              and r.workers == 16 and not r.tag and (study.run_dir(r) / "log/train.csv").is_file()]
+    first = min(x.seed for x in study.plan.runs)
+    picked = [(r, rec) for r in study.plan.runs if r.seed == first and r.workers == 16 and not r.tag
+              and (rec := study.record(r)) is not None and rec.get("dev_curve")]
     if not picked:
         return
     fig, axes = plt.subplots(1, len(picked), figsize=(4 * len(picked), 3.2), squeeze=False)
-    for ax, r in zip(axes[0], picked, strict=True):
-        with open(study.run_dir(r) / "log/train.csv", encoding="utf-8") as f:
-            rows = [x for x in csv.DictReader(f) if x.get("dev_ce_global")]
-        cols = [c for c in (rows[0] if rows else {}) if c.startswith("dev_ce_")]
-        for c in cols:
-            pts = [(float(x["frames"]), float(x[c])) for x in rows if x.get(c)]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=c.removeprefix("dev_ce_"),
-                    lw=2 if c == "dev_ce_global" else 1)
+    for ax, (r, rec) in zip(axes[0], picked, strict=True):
+        curve = rec["dev_curve"]
+        for name in [k for k in curve[0] if k != "frames"]:
+            pts = [(p["frames"], p[name]) for p in curve if name in p]
+            ax.plot([q[0] for q in pts], [q[1] for q in pts], label=name,
+                    lw=2 if name == "global" else 1)
         ax.set_title(r.name, fontsize=9)
         ax.set_xlabel("training frames")
         ax.set_ylabel("dev CE (nats/frame)")
@@ -256,7 +245,8 @@ def plot_dev_ce_vs_frames(study: Study, path: Path) -> None:
 def half_life_curve(study: Study, run: Any, prefix: str) -> list[tuple[float, float]]:
     """(half-life, dev CER) of a run's decoded models whose tag starts with `prefix` + 'hl'."""
     pts = []
-    for t in study.models(run, posthoc=prefix == "posthoc-"):
+    rec = study.record(run) or {"models": {}}
+    for t in rec["models"]:
         if t.startswith(prefix + "hl") and not t.endswith("-warmup"):
             cer = study.dev_cer(run, t)
             if cer is not None:
@@ -267,8 +257,7 @@ def half_life_curve(study: Study, run: Any, prefix: str) -> list[tuple[float, fl
 def plot_cer_vs_half_life(study: Study, path: Path) -> None:
     plt = _plt()
     names = {r.name: r for r in study.plan.runs}
-    runs = [names[n] for n in study.plan.posthoc_runs if n in names
-            and is_done(study.run_dir(names[n]) / "final")]
+    runs = [names[n] for n in study.plan.posthoc_runs if n in names and study.record(names[n])]
     if not runs:
         return
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -1,0 +1,106 @@
+"""One committed record per finished study run: what the table needs, nothing else.
+
+`results/study/runs/<run>.json` holds the run's summary figures (syncs, frames, wall time,
+block) and, for every decoded model and set, the CER and the per-utterance error counts and
+reference lengths (what the paired bootstrap resamples). The table is built from these
+records only, so it can be rebuilt, and the study continued in a later session, from the
+repository alone: a run with a record is not trained or decoded again.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from steps_py.fileio import atomic_write_json, is_done
+from steps_py.score.scoreboard import score_decode_dir
+
+SUMMARY_KEYS = ("model", "sync", "workers", "block_minibatches", "syncs", "epochs", "frames",
+                "batch_size", "seed", "wall_time_s", "frames_per_s", "combine", "ema_decays")
+
+
+def decode_entry(decode_dir: Path) -> dict[str, Any] | None:
+    """CER and per-utterance errors of a finished decode dir (None when not done)."""
+    if not is_done(decode_dir):
+        return None
+    score = score_decode_dir(decode_dir)
+    if score is None or score.result is None:
+        return None
+    utts = sorted(score.result.utts)
+    entry: dict[str, Any] = {
+        "cer": score.cer, "utts": utts,
+        "errors": [score.result.utts[u].errors for u in utts],
+        "ref_len": [len(score.result.utts[u].ref) for u in utts]}
+    s = decode_dir / "summary.json"
+    if s.is_file():
+        info = json.loads(s.read_text(encoding="utf-8"))
+        for k in ("best_lmwt", "best_wip", "oracle_cer", "rtf_per_core"):
+            if k in info:
+                entry[k] = info[k]
+    return entry
+
+
+def make_record(run_dir: Path, tags: list[str]) -> dict[str, Any]:
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    models: dict[str, dict[str, Any]] = {}
+    for tag in tags:
+        for split in ("dev", "test"):
+            e = decode_entry(run_dir / f"decode_{tag}_{split}")
+            if e is not None:
+                models.setdefault(tag, {})[split] = e
+    return {"run": run_dir.name, "summary": {k: summary.get(k) for k in SUMMARY_KEYS},
+            "final_models": tags, "models": models, "dev_curve": dev_curve(run_dir / "log/train.csv")}
+
+
+def dev_curve(train_csv: Path) -> list[dict[str, float]]:
+    """The dev cross entropy of every model at each evaluation: [{"frames": F, "<model>": CE}]."""
+    if not train_csv.is_file():
+        return []
+    out = []
+    with open(train_csv, encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get("kind") == "block" and row.get("dev_ce_global"):
+                point = {"frames": float(row["frames"])}
+                point.update({k.removeprefix("dev_ce_"): float(v) for k, v in row.items()
+                              if k.startswith("dev_ce_") and v})
+                out.append(point)
+    return out
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    atomic_write_json(path, record)
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def paired(records: list[dict[str, Any]], tag_a: str, tag_b: str, split: str
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(S, U) errors of model a and b over the seeds' records, and (U,) reference lengths,
+    on the utterances every record has (None when a record lacks either decode)."""
+    entries = []
+    for r in records:
+        a, b = r["models"].get(tag_a, {}).get(split), r["models"].get(tag_b, {}).get(split)
+        if a is None or b is None:
+            return None
+        entries.append((a, b))
+    common = set(entries[0][0]["utts"])
+    for a, b in entries:
+        common &= set(a["utts"]) & set(b["utts"])
+    utts = sorted(common)
+    if not utts:
+        return None
+
+    def pick(e: dict[str, Any], key: str) -> list[int]:
+        idx = {u: i for i, u in enumerate(e["utts"])}
+        return [e[key][idx[u]] for u in utts]
+
+    ea = np.array([pick(a, "errors") for a, _ in entries], dtype=np.float64)
+    eb = np.array([pick(b, "errors") for _, b in entries], dtype=np.float64)
+    n = np.array(pick(entries[0][0], "ref_len"), dtype=np.float64)
+    return ea, eb, n
