@@ -1,86 +1,240 @@
 #!/usr/bin/env bash
-# The whole recipe, top to bottom (Kaldi/icefall conventions).
+# The whole recipe, top to bottom (Kaldi/icefall conventions). Needs bash >= 4.4.
 #
 #   ./run.sh                                # everything on the embedded synthetic corpus
-#   ./run.sh --stage 4 --stop-stage 4       # one stage
+#   ./run.sh --stage 5 --stop-stage 5       # one stage (here: GMM decoding)
 #   ./run.sh --corpus aishell --corpus-dir /data/aishell
 #   ./run.sh --corpus kaldi --corpus-dir /data/mydirs   # holds train/ dev/ test/ Kaldi dirs
 #
-# Stages: 0 corpus | 1 data dirs | 2 lang + LM | 3 features | 4 GMM-HMM, alignments, graph,
-# GMM decode | 5 training examples | 6 parallel training | 7 decoding | 8 scoreboard.
-# Every stage skips work that is already done (and says so); --force redoes it.
-set -euo pipefail
+# Stages: 0 corpus | 1 data dirs | 2 lang + LM | 3 features | 4 GMM-HMM, alignments, graph |
+# 5 GMM decoding | 6 training examples | 7 parallel training | 8 decoding | 9 scoreboard.
+# Every stage skips work that is already done (and says so); --force redoes it, and the
+# steps that record their inputs (docs/CONFIG.md) then redo what was made from the old outputs.
+# Settings: egs/<corpus>/conf/run.conf (--conf-dir), every key explained in docs/CONFIG.md.
+if [ -z "${BASH_VERSINFO:-}" ] || [ "${BASH_VERSINFO[0]}" -lt 4 ] ||
+   { [ "${BASH_VERSINFO[0]}" -eq 4 ] && [ "${BASH_VERSINFO[1]}" -lt 4 ]; }; then
+  echo "run.sh needs bash >= 4.4 (associative arrays, empty arrays under set -u); this is bash ${BASH_VERSION:-?}" >&2
+  exit 2
+fi
+set -Eeuo pipefail
+caller_pwd=$PWD
 cd "$(dirname "$0")"
 
+last_stage=9
 stage=0
-stop_stage=8
+stop_stage=$last_stage
 corpus=synth
 corpus_dir=""
 nj=2
 conf_dir=""
 force=""
+resume=--resume
 seed=0
 seeds=""
 workdir=.
+dry_run=""
 
 usage() {
-  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
-  cat <<USAGE
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+  echo; cat <<USAGE
 Options:
-  --stage N           first stage to run (default $stage)
-  --stop-stage M      last stage to run (default $stop_stage)
+  --stage N           first stage to run, 0..$last_stage (default $stage)
+  --stop-stage M      last stage to run (default and at most $last_stage)
   --corpus NAME       synth | aishell | kaldi (default $corpus)
-  --corpus-dir DIR    where the corpus lives (synth: where to write it; default corpus/<corpus>)
-  --conf-dir DIR      configs (default egs/<corpus>/conf)
+  --corpus-dir DIR    where the corpus lives (synth: where to write it; default <workdir>/corpus/<corpus>)
+  --conf-dir DIR      configs: run.conf (and corpus.json for synth) (default egs/<corpus>/conf)
   --nj N              parallel jobs for data, features, GMM and decoding (default $nj)
   --seed S            seed for corpus synthesis and training (default $seed)
   --seeds "S1 S2 .."  train (and decode) every run once per seed, in exp/<run>_seed<S>;
                       the scoreboard then gives mean and spread (default: just --seed)
-  --workdir DIR       where corpus/, data/, exp/, results/ and logs/ go (default .)
+  --workdir DIR       where corpus/, data/, exp/, results/ and logs/ go (default: the recipe dir)
   --force             redo stages even if their outputs exist
+  --no-resume         stage 7: start an unfinished training run from scratch instead of
+                      resuming it from its last checkpoint (resuming is the default)
+  --dry-run           check the flags and the config, say what would run, and exit
   -h, --help          this text
 USAGE
 }
 
+die() { echo "run.sh: $*" >&2; exit 2; }
+# An option that takes a value must get one (not the end of the line, not the next option).
+need_value() { if [ $# -lt 2 ] || [[ "$2" == --* ]]; then die "$1 needs a value (see --help)"; fi; }
+abs_path() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$caller_pwd/$1" ;; esac; }
+
 while [ $# -gt 0 ]; do
   case "$1" in
-    --stage) stage="$2"; shift 2 ;;
-    --stop-stage|--stop_stage) stop_stage="$2"; shift 2 ;;
-    --corpus) corpus="$2"; shift 2 ;;
-    --corpus-dir) corpus_dir="$2"; shift 2 ;;
-    --conf-dir) conf_dir="$2"; shift 2 ;;
-    --nj) nj="$2"; shift 2 ;;
-    --seed) seed="$2"; shift 2 ;;
-    --seeds) seeds="$2"; shift 2 ;;
-    --force) force="--force"; shift ;;
-    --workdir) workdir="$2"; shift 2 ;;
+    --stage) need_value "$@"; stage=$2; shift 2 ;;
+    --stop-stage|--stop_stage) need_value "$@"; stop_stage=$2; shift 2 ;;
+    --corpus) need_value "$@"; corpus=$2; shift 2 ;;
+    --corpus-dir) need_value "$@"; corpus_dir=$(abs_path "$2"); shift 2 ;;
+    --conf-dir) need_value "$@"; conf_dir=$(abs_path "$2"); shift 2 ;;
+    --nj) need_value "$@"; nj=$2; shift 2 ;;
+    --seed) need_value "$@"; seed=$2; shift 2 ;;
+    --seeds) need_value "$@"; seeds=$2; shift 2 ;;
+    --workdir) need_value "$@"; workdir=$(abs_path "$2"); shift 2 ;;
+    --force) force=--force; shift ;;
+    --resume) resume=--resume; shift ;;
+    --no-resume) resume=""; shift ;;
+    --dry-run) dry_run=1; shift ;;
     -h|--help) usage; exit 0 ;;
-    *) echo "run.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+    *) die "unknown option '$1' (see --help)" ;;
   esac
 done
 
-case "$corpus" in synth|aishell|kaldi) ;; *) echo "run.sh: --corpus must be synth, aishell or kaldi, not '$corpus'" >&2; exit 2 ;; esac
-[[ "$stage" =~ ^[0-9]+$ && "$stop_stage" =~ ^[0-9]+$ && "$nj" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: --stage, --stop-stage and --nj take non-negative integers (nj >= 1)" >&2; exit 2; }
+# ---- flags: every mistake is an error here, before any work --------------------------------
+case "$corpus" in synth|aishell|kaldi) ;; *) die "--corpus must be synth, aishell or kaldi, not '$corpus'" ;; esac
+[[ "$stage" =~ ^[0-9]+$ ]] || die "--stage '$stage': give a stage number 0..$last_stage"
+[[ "$stop_stage" =~ ^[0-9]+$ ]] || die "--stop-stage '$stop_stage': give a stage number 0..$last_stage"
+stage=$((10#$stage)); stop_stage=$((10#$stop_stage))
+[ "$stage" -le "$last_stage" ] || die "--stage $stage: there is no such stage, the last one is $last_stage (see --help)"
+[ "$stage" -le "$stop_stage" ] || die "--stage $stage is after --stop-stage $stop_stage: nothing would run"
+[ "$stop_stage" -le "$last_stage" ] || stop_stage=$last_stage
+[[ "$nj" =~ ^[1-9][0-9]*$ ]] || die "--nj '$nj': give a positive integer"
+[ -n "$seeds" ] || seeds=$seed
+read -r -a seed_list <<< "$seeds"
+[ "${#seed_list[@]}" -gt 0 ] || die "--seeds '$seeds': give one or more seeds, e.g. \"0 1 2\""
+declare -A seen_seed=()
+for s in "$seed" "${seed_list[@]}"; do
+  [[ "$s" =~ ^[0-9]+$ ]] || die "--seed/--seeds: '$s' is not a seed (a non-negative integer)"
+done
+for s in "${seed_list[@]}"; do
+  [ -z "${seen_seed[$s]:-}" ] || die "--seeds '$seeds': seed $s is given twice"
+  seen_seed[$s]=1
+done
 [ -n "$corpus_dir" ] || corpus_dir="$workdir/corpus/$corpus"
 data="$workdir/data"; exp="$workdir/exp"; results="$workdir/results"
 [ -n "$conf_dir" ] || conf_dir="egs/$corpus/conf"
 if [ "$corpus" != synth ] && [ ! -d "$corpus_dir" ]; then
-  echo "run.sh: --corpus-dir '$corpus_dir' does not exist; point it at your $corpus corpus" >&2; exit 2
+  die "--corpus-dir '$corpus_dir' does not exist; point it at your $corpus corpus"
 fi
-[ -f "$conf_dir/run.conf" ] || { echo "run.sh: no $conf_dir/run.conf; copy egs/synth/conf/run.conf and edit it" >&2; exit 2; }
+conf_file="$conf_dir/run.conf"
+[ -f "$conf_file" ] || die "no $conf_file; copy egs/synth/conf/run.conf and edit it"
 
-mkdir -p "$workdir/logs"
+# ---- the config: a bash file of known keys (docs/CONFIG.md) ------------------------------
+# Keys a run.conf may set; docs/CONFIG.md explains each (tests/test_recipe_config.py keeps
+# the two lists equal). The three *_opts arrays are indexed by model or sync name.
+conf_required=(lm_order gmm_opts gmm_decode_opts egs_types egs_opts train_runs train_opts ema_opts nnet_decode_opts)
+conf_optional=(align_opts launcher sync_opts)
+models=(dnn lstm)                       # steps_py.nnet.egs --model-type
+syncs=(none ddp ma bmuf-cbm bmuf-nbm)   # steps_py.parallel.train --sync
+declare -A egs_opts=() train_opts=() sync_opts=()
+align_opts=""
+launcher=torchrun
+
+in_list() { local x=$1 y; shift; for y in "$@"; do [ "$x" = "$y" ] && return 0; done; return 1; }
+conf_error() { die "$conf_file: $*"; }
+# The variables a config file sets: it is sourced in a clean bash, from the recipe root.
+conf_keys() {
+  env -i PATH="$PATH" HOME="${HOME:-/}" bash --norc --noprofile -c '
+    declare -A egs_opts train_opts sync_opts
+    before=$(compgen -v)
+    . "$1" > /dev/null || exit 1
+    comm -13 <(printf "%s\n" $before | sort) <(compgen -v | sort) | grep -vx before || true' _ "$1"
+}
+# Which file sets KEY: the config or one of the files it sources (". FILE" lines).
+file_setting() {
+  local f
+  for f in "$conf_file" $(sed -nE 's/^[[:space:]]*(\.|source)[[:space:]]+"?([^" ;]+)"?.*/\2/p' "$conf_file"); do
+    if grep -qE "^[[:space:]]*(declare[^=]*[[:space:]])?$1(\[|=|\+=)" "$f" 2> /dev/null; then echo "$f"; return; fi
+  done
+  echo "$conf_file (or a file it sources)"
+}
+keys=$(conf_keys "$conf_file") || die "$conf_file does not load (its bash error is above)"
+for k in $keys; do
+  in_list "$k" "${conf_required[@]}" "${conf_optional[@]}" && continue
+  hint=""
+  case "$k" in egs_opts_*|train_opts_*|sync_opts_*)
+    base=${k%%_opts_*}_opts; sub=${k#*_opts_}; hint=" (write $base[${sub//_/-}]=\"...\"; the *_opts keys are arrays now)" ;;
+  esac
+  die "unknown key '$k' in $(file_setting "$k")$hint; allowed keys: ${conf_required[*]} ${conf_optional[*]}"
+done
+# shellcheck disable=SC1090
+. "$conf_file"
+for k in "${conf_required[@]}"; do
+  case "$k" in egs_opts|train_opts) continue ;; esac  # checked per model below
+  [ -n "${!k+set}" ] || conf_error "missing required key '$k' (docs/CONFIG.md explains it)"
+done
+[[ "$lm_order" =~ ^[1-9][0-9]*$ ]] || conf_error "lm_order='$lm_order': give the n-gram order (e.g. 3)"
+in_list "$launcher" torchrun simulate || conf_error "launcher='$launcher': torchrun or simulate"
+read -r -a egs_list <<< "$egs_types"
+[ "${#egs_list[@]}" -gt 0 ] || conf_error "egs_types is empty: give dnn and/or lstm"
+for m in "${egs_list[@]}"; do
+  in_list "$m" "${models[@]}" || conf_error "egs_types: unknown model '$m' (models: ${models[*]})"
+  [ -n "${egs_opts[$m]+set}" ] || conf_error "missing egs_opts[$m] (the options of stage 6 for $m; \"\" for none)"
+done
+for m in "${!egs_opts[@]}" "${!train_opts[@]}"; do
+  in_list "$m" "${models[@]}" || conf_error "egs_opts/train_opts[$m]: unknown model '$m' (models: ${models[*]})"
+done
+for s in "${!sync_opts[@]}"; do
+  in_list "$s" "${syncs[@]}" || conf_error "sync_opts[$s]: unknown sync '$s' (syncs: ${syncs[*]})"
+done
+read -r -a runs <<< "$train_runs"
+for r in "${runs[@]}"; do
+  IFS=: read -r m sync n extra <<< "$r"
+  [ -z "$extra" ] && in_list "$m" "${egs_list[@]}" && in_list "$sync" "${syncs[@]}" && [[ "$n" =~ ^[1-9][0-9]*$ ]] ||
+    conf_error "train_runs: '$r' is not model:sync:workers with a model of egs_types (${egs_list[*]}), a sync of ${syncs[*]} and workers >= 1"
+  [ -n "${train_opts[$m]+set}" ] || conf_error "missing train_opts[$m] (the trainer's options for $m, used by '$r')"
+done
+
+# A training run is model:sync:workers; with several --seeds each is repeated per seed.
+run_dir() { if [ "${#seed_list[@]}" -gt 1 ]; then echo "$exp/${1}_${2}_n${3}_seed${4}"; else echo "$exp/${1}_${2}_n${3}"; fi; }
+
+if [ -n "$dry_run" ]; then
+  echo "run.sh: flags and $conf_file are valid; stages $stage..$stop_stage would run in $workdir"
+  for r in "${runs[@]}"; do for sd in "${seed_list[@]}"; do
+    IFS=: read -r m sync n <<< "$r"
+    echo "  training run $(run_dir "$m" "$sync" "$n" "$sd"): $m, --sync $sync, $n workers ($launcher)"
+  done; done
+  exit 0
+fi
+
+# ---- the log: everything below goes to the terminal and to logs/run-<time>.log -------------
 log_file="$workdir/logs/run-$(date +%Y%m%d-%H%M%S).log"
+[ ! -e "$log_file" ] || log_file="${log_file%.log}-$$.log"
+if ! mkdir -p "$workdir/logs" 2> /dev/null || ! : >> "$log_file" 2> /dev/null; then
+  echo "run.sh: cannot write to --workdir '$workdir' (read-only file system, or no permission); choose a writable --workdir" >&2
+  exit 1
+fi
+exec 3>&1 4>&2
 exec > >(tee -a "$log_file") 2>&1
+tee_pid=$!
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') (run.sh:${BASH_LINENO[0]}) $*"; }
+cur_stage=""
+on_error() {  # a command failed (set -e): say which stage and step, then run.sh stops
+  [ "$BASHPID" = "$$" ] || return 0
+  local cmd=${2%% --*}
+  log "ERROR: stage ${cur_stage:-?} failed: '$cmd' exited with status $1 (its error is above)." \
+      "Fix it and rerun with --stage ${cur_stage:-$stage}; the whole log: $log_file"
+}
+on_exit() { local rc=$?; exec 1>&3 2>&4; wait "$tee_pid" 2> /dev/null || true; exit "$rc"; }
+trap 'on_error $? "$BASH_COMMAND"' ERR
+trap on_exit EXIT
 log "log file: $log_file"
 
 . ./path.sh
-# shellcheck disable=SC1090
-. "$conf_dir/run.conf"
 t_start=$(date +%s)
 
-stage_on() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+stage_on() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ] && cur_stage=$1; }
+# Option strings of the config, split on white space (no quoting inside them).
+read -r -a gmm_args <<< "$gmm_opts"
+read -r -a align_args <<< "$align_opts"
+read -r -a gmm_decode_args <<< "$gmm_decode_opts"
+read -r -a ema_args <<< "$ema_opts"
+read -r -a nnet_decode_args <<< "$nnet_decode_opts"
+
+# One training run of stage 7, N workers: torchrun processes (steps_py.parallel.launch is
+# torchrun with every socket on loopback), N simulated workers in one process
+# (launcher=simulate: same algorithms, same results), or a single worker.
+launch_training() {
+  local n=$1; shift
+  if [ "$n" -gt 1 ] && [ "$launcher" = torchrun ]; then
+    python -m steps_py.parallel.launch --nnodes 1 --nproc_per_node "$n" -m steps_py.parallel.train "$@"
+  elif [ "$n" -gt 1 ]; then
+    python -m steps_py.parallel.train --simulate "$n" "$@"
+  else
+    python -m steps_py.parallel.train "$@"
+  fi
+}
 
 if stage_on 0; then
   log "stage 0: corpus ($corpus)"
@@ -99,8 +253,8 @@ fi
 
 if stage_on 2; then
   log "stage 2: lexicon, $data/lang, ${lm_order}-gram LM, $data/lang_test/G.fst"
-  python -m steps_py.lang.prepare --data "$data" --out $data/lang $force
-  python -m steps_py.lang.lm --data "$data" --lang $data/lang --out $data/lang_test --order "$lm_order" $force
+  python -m steps_py.lang.prepare --data "$data" --out "$data/lang" $force
+  python -m steps_py.lang.lm --data "$data" --lang "$data/lang" --out "$data/lang_test" --order "$lm_order" $force
 fi
 
 if stage_on 3; then
@@ -111,77 +265,76 @@ if stage_on 3; then
 fi
 
 if stage_on 4; then
-  log "stage 4: monophone GMM-HMM, alignments, HCLG, GMM decoding"
-  python -m steps_py.gmm.train_mono --data $data/train --lang $data/lang --out $exp/mono --nj "$nj" $gmm_opts $force
+  log "stage 4: monophone GMM-HMM, alignments of train and dev, HCLG"
+  python -m steps_py.gmm.train_mono --data "$data/train" --lang "$data/lang" --out "$exp/mono" --nj "$nj" "${gmm_args[@]}" $force
   for s in train dev; do
-    python -m steps_py.gmm.align --data "$data/$s" --lang $data/lang --model $exp/mono --out "$exp/mono_ali/$s" --nj "$nj" ${align_opts:-} $force
+    python -m steps_py.gmm.align --data "$data/$s" --lang "$data/lang" --model "$exp/mono" --out "$exp/mono_ali/$s" \
+      --nj "$nj" "${align_args[@]}" $force
   done
-  python -m steps_py.decode.graph --lang $data/lang_test --model $exp/mono --out $exp/mono/graph $force
-  python -m steps_py.decode.gmm --model $exp/mono --graph $exp/mono/graph --data $data/dev \
-    --out $exp/mono/decode_dev --nj "$nj" $gmm_decode_opts $force
-  python -m steps_py.decode.gmm --model $exp/mono --graph $exp/mono/graph --data $data/test \
-    --out $exp/mono/decode_test --lm-weight-from $exp/mono/decode_dev --nj "$nj" $gmm_decode_opts $force
-  log "GMM (mono) dev  $(cat $exp/mono/decode_dev/cer) at LM weight $(cat $exp/mono/decode_dev/best_lmwt)"
-  log "GMM (mono) test $(cat $exp/mono/decode_test/cer)"
+  python -m steps_py.decode.graph --lang "$data/lang_test" --model "$exp/mono" --out "$exp/mono/graph" $force
 fi
 
 if stage_on 5; then
-  log "stage 5: training examples (shuffled shards any number of workers can share)"
-  for m in $egs_types; do
-    eval "opts=\${egs_opts_$m}"
-    python -m steps_py.nnet.egs --feats $data/train --ali $exp/mono_ali/train \
-      --dev-feats $data/dev --dev-ali $exp/mono_ali/dev --model-type "$m" --out "$exp/egs/$m" $opts $force
+  log "stage 5: GMM decoding of dev and test (LM weight chosen on dev)"
+  python -m steps_py.decode.gmm --model "$exp/mono" --graph "$exp/mono/graph" --data "$data/dev" \
+    --out "$exp/mono/decode_dev" --nj "$nj" "${gmm_decode_args[@]}" $force
+  python -m steps_py.decode.gmm --model "$exp/mono" --graph "$exp/mono/graph" --data "$data/test" \
+    --out "$exp/mono/decode_test" --lm-weight-from "$exp/mono/decode_dev" --nj "$nj" "${gmm_decode_args[@]}" $force
+  log "GMM (mono) dev  $(cat "$exp/mono/decode_dev/cer") at LM weight $(cat "$exp/mono/decode_dev/best_lmwt")"
+  log "GMM (mono) test $(cat "$exp/mono/decode_test/cer")"
+fi
+
+if stage_on 6; then
+  log "stage 6: training examples (shuffled shards any number of workers can share)"
+  for m in "${egs_list[@]}"; do
+    read -r -a opts <<< "${egs_opts[$m]}"
+    python -m steps_py.nnet.egs --feats "$data/train" --ali "$exp/mono_ali/train" \
+      --dev-feats "$data/dev" --dev-ali "$exp/mono_ali/dev" --model-type "$m" --out "$exp/egs/$m" "${opts[@]}" $force
   done
 fi
 
-# A training run is model:sync:workers; see $conf_dir/run.conf. With several --seeds each
-# run is repeated per seed in its own dir.
-[ -n "$seeds" ] || seeds="$seed"
-n_seeds=$(echo $seeds | wc -w)
-run_dir() { if [ "$n_seeds" -gt 1 ]; then echo "$exp/${1}_${2}_n${3}_seed${4}"; else echo "$exp/${1}_${2}_n${3}"; fi; }
-
-if stage_on 6; then
-  log "stage 6: parallel training: $train_runs"
-  for r in $train_runs; do for sd in $seeds; do
-    IFS=: read -r m sync n <<< "$r"
-    d=$(run_dir "$m" "$sync" "$n" "$sd")
-    eval "mopts=\${train_opts_$m}"
-    eval "sopts=\${sync_opts_${sync//-/_}:-}"
-    if [ -f "$d/final/global.safetensors" ] && [ -z "$force" ]; then
-      log "  $d: already trained, skipping (use --force to retrain)"; continue
-    fi
-    log "  $d: $m, --sync $sync, $n workers"
-    if [ "$n" -gt 1 ] && [ "${launcher:-torchrun}" = torchrun ]; then
-      torchrun --standalone --nnodes 1 --nproc_per_node "$n" -m steps_py.parallel.train \
-        --egs "$exp/egs/$m" --exp-dir "$d" --sync "$sync" --seed "$sd" $mopts $sopts $ema_opts $force
-    elif [ "$n" -gt 1 ]; then
-      python -m steps_py.parallel.train --simulate "$n" \
-        --egs "$exp/egs/$m" --exp-dir "$d" --sync "$sync" --seed "$sd" $mopts $sopts $ema_opts $force
-    else
-      python -m steps_py.parallel.train \
-        --egs "$exp/egs/$m" --exp-dir "$d" --sync "$sync" --seed "$sd" $mopts $sopts $ema_opts $force
-    fi
-  done; done
-fi
-
 if stage_on 7; then
-  log "stage 7: decoding every final model (global and each EMA); LM weight chosen on dev"
-  for r in $train_runs; do for sd in $seeds; do
+  log "stage 7: parallel training: $train_runs"
+  for r in "${runs[@]}"; do for sd in "${seed_list[@]}"; do
     IFS=: read -r m sync n <<< "$r"
     d=$(run_dir "$m" "$sync" "$n" "$sd")
-    for model in "$d"/final/*.safetensors; do
-      [ -f "$model" ] || { log "  $d has no final models; run stage 6 first"; exit 1; }
-      tag=$(basename "$model" .safetensors)
-      python -m steps_py.decode.nnet --model "$model" --graph $exp/mono/graph --data $data/dev \
-        --out "$d/decode_${tag}_dev" --nj "$nj" $nnet_decode_opts $force
-      python -m steps_py.decode.nnet --model "$model" --graph $exp/mono/graph --data $data/test \
-        --out "$d/decode_${tag}_test" --lm-weight-from "$d/decode_${tag}_dev" --nj "$nj" $nnet_decode_opts $force
-    done
+    read -r -a mopts <<< "${train_opts[$m]}"
+    read -r -a sopts <<< "${sync_opts[$sync]:-}"
+    redo=$force
+    if [ -z "$force" ]; then  # skip a finished run unless its examples were remade since
+      rc=0; python -m steps_py.fileio is-current "$d/final" "$exp/egs/$m" || rc=$?
+      case $rc in
+        0) log "  $d: already trained, skipping (use --force to retrain)"; continue ;;
+        3) log "  $d: its examples $exp/egs/$m were remade since it was trained; retraining from scratch"; redo=--force ;;
+      esac
+    fi
+    # An unfinished run continues from its last checkpoint (--no-resume: from scratch).
+    resume_opt=$resume; [ -z "$redo" ] || resume_opt=""
+    log "  $d: $m, --sync $sync, $n workers${resume_opt:+ (resuming from its last checkpoint if it has one)}"
+    launch_training "$n" --egs "$exp/egs/$m" --exp-dir "$d" --sync "$sync" --seed "$sd" \
+      "${mopts[@]}" "${sopts[@]}" "${ema_args[@]}" $resume_opt $redo
+    python -m steps_py.fileio record-inputs "$d/final" "$exp/egs/$m"
   done; done
 fi
 
 if stage_on 8; then
-  log "stage 8: scoreboard"
+  log "stage 8: decoding every final model (global and each EMA); LM weight chosen on dev"
+  for r in "${runs[@]}"; do for sd in "${seed_list[@]}"; do
+    IFS=: read -r m sync n <<< "$r"
+    d=$(run_dir "$m" "$sync" "$n" "$sd")
+    for model in "$d"/final/*.safetensors; do
+      [ -f "$model" ] || { log "  $d has no final models; run stage 7 first"; exit 1; }
+      tag=$(basename "$model" .safetensors)
+      python -m steps_py.decode.nnet --model "$model" --graph "$exp/mono/graph" --data "$data/dev" \
+        --out "$d/decode_${tag}_dev" --nj "$nj" "${nnet_decode_args[@]}" $force
+      python -m steps_py.decode.nnet --model "$model" --graph "$exp/mono/graph" --data "$data/test" \
+        --out "$d/decode_${tag}_test" --lm-weight-from "$d/decode_${tag}_dev" --nj "$nj" "${nnet_decode_args[@]}" $force
+    done
+  done; done
+fi
+
+if stage_on 9; then
+  log "stage 9: scoreboard"
   python -m steps_py.score.scoreboard --exp "$exp" --out "$results"
 fi
 

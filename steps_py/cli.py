@@ -12,10 +12,16 @@ A step is an argparse parser plus a body ``run(args) -> int | None``::
 
 ``step_main`` parses the flags, sets up logging (stderr, plus the step's log file), skips the
 step when ``done_dir(args)`` holds ``.done`` and ``--force`` was not given, runs the body and
-maps failures to exit codes:
+maps failures to exit codes. With ``inputs=lambda a: [a.data, a.lang, ...]`` it also records
+the stamps of those inputs in ``.done`` after a successful body and redoes the step when
+one of them changed since (``steps_py/fileio.py``: a ``--force`` redo of an earlier stage
+then propagates instead of leaving stale outputs downstream).
 
-* ``StepError`` (and its subclasses, one per area: ``DecodeError``, ``EgsError``, ...): the
-  message is logged as one ERROR line (it names the item and the fix), exit code 1;
+* ``StepError`` (and its subclasses, one per area: ``DecodeError``, ``EgsError``, ...) and the
+  exception types listed in ``user_errors`` (input errors of shared readers, e.g.
+  ``LangError``): the message is logged as one ERROR line (it names the item and the fix),
+  exit code 1;
+
 * ``OSError`` with ``ENOSPC``/``EDQUOT`` ("no space left on device writing <file>"),
   ``EROFS``/``EACCES`` ("cannot write <file>: read-only / permission denied"): one line,
   exit code 1, instead of a library traceback;
@@ -35,11 +41,11 @@ import argparse
 import errno
 import logging
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from steps_py.fileio import skip_done
+from steps_py.fileio import final_name, input_stamps, is_done, read_done, skip_done, write_done
 from steps_py.log import setup_logging
 
 T = TypeVar("T")
@@ -51,7 +57,7 @@ class StepError(Exception):
 
 def describe_os_error(e: OSError) -> str | None:
     """One line for the OS errors a user can fix (disk full, read-only, permissions)."""
-    where = e.filename or "an output file"
+    where = final_name(e.filename) if e.filename else "an output file"
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"no space left on device writing {where}; free some space (df -h) and rerun"
     if e.errno == errno.EROFS:
@@ -66,17 +72,24 @@ def step_main(name: str, parser: argparse.ArgumentParser,
               argv: list[str] | None = None, *,
               log_file: Callable[[argparse.Namespace], Path | None] | None = None,
               done_dir: Callable[[argparse.Namespace], Path] | None = None,
-              done_state: str = "done") -> int:
+              done_state: str = "done",
+              inputs: Callable[[argparse.Namespace], Sequence[Path]] | None = None,
+              user_errors: tuple[type[Exception], ...] = ()) -> int:
     """Parse, set up logging, skip a done step, run ``body``; return the process exit code."""
     args = parser.parse_args(argv)
     log = logging.getLogger(name)
     try:
         setup_logging(name, log_file(args) if log_file is not None else None)
-        if done_dir is not None and skip_done(done_dir(args), bool(getattr(args, "force", False)),
-                                              done_state):
+        out = done_dir(args) if done_dir is not None else None
+        ins = list(inputs(args)) if inputs is not None else []
+        if out is not None and skip_done(out, bool(getattr(args, "force", False)), done_state, ins):
             return 0
+        stamps = input_stamps(out, ins) if out is not None and ins else {}
         rc = body(args)
-    except StepError as e:
+        if stamps and not rc and out is not None and is_done(out):
+            done = read_done(out)
+            write_done(out, {**done, "inputs": {**done.get("inputs", {}), **stamps}})
+    except (StepError, *user_errors) as e:
         log.error("%s", e)
         return 1
     except OSError as e:

@@ -1,28 +1,116 @@
-"""Atomic outputs and stage markers.
+"""Atomic outputs, stage markers and input stamps.
 
 Every stage writes its outputs so that they appear only when it succeeded: files are
-written to a temporary sibling and renamed; directories are built as `<dir>.tmp-<pid>`
-and renamed into place. A stage is "done" when its directory holds a `.done` marker.
+written to a temporary sibling and renamed; directories are built as
+``.<dir>.tmp-<pid>@<host>`` and renamed into place. Temporary siblings left by a killed
+process (its PID no longer alive on this host) are removed the next time the same output
+is written.
+
+A stage is "done" when its directory holds a ``.done`` marker: a JSON object with the
+step's own summary, the time it was made (``done_at``, so every redo changes the marker)
+and, for steps that record them, the stamps of its inputs (``inputs``: path relative to
+the output dir -> stamp). The stamp of an input directory is a hash of its own ``.done``;
+of anything else its size and modification time (for a directory without ``.done``: of
+every file under it). ``skip_done(d, force, inputs=[...])`` then skips only when ``d`` is
+done *and* none of its inputs changed since, so a ``--force`` redo of an earlier stage
+makes the later stages redo their work instead of reusing stale outputs.
+
+Which steps record inputs: ``gmm.train_mono``, ``gmm.align``, ``nnet.egs`` (through
+``step_main(..., inputs=...)`` in ``steps_py/cli.py``), and run.sh's own skip check of the
+training stage (``python -m steps_py.fileio is-current`` / ``record-inputs``). Other steps
+still skip on ``.done`` alone until they pass ``inputs`` too.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import datetime
+import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import socket
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("steps_py.fileio")
+
+_HOST = socket.gethostname().replace("/", "_").replace("~", "_")
+# .<name>.tmp-<pid>[@<host>][~<random>] (atomic_path, atomic_write_text) and .<name>.old-<pid>...
+_TMP_RE = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)(?:@(?P<host>[^~]*))?(?:~.*)?$")
+
+
+def _tag() -> str:
+    return f"{os.getpid()}@{_HOST}"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Remove temporary siblings of ``path`` made by processes that are no longer alive.
+
+    Only names of the form ``.<path.name>.tmp-<pid>...`` / ``.<path.name>.old-<pid>...``
+    are considered, and only those made on this host (or with no host in the name) whose
+    PID is not running. Returns what was removed.
+    """
+    path = Path(path)
+    parent = path.parent
+    removed: list[Path] = []
+    prefix = f".{path.name}."
+    try:
+        entries = [e for e in os.scandir(parent) if e.name.startswith(prefix)]
+    except FileNotFoundError:
+        return removed
+    for e in entries:
+        m = _TMP_RE.match(e.name)
+        if m is None or m["name"] != path.name:
+            continue
+        host = m["host"]
+        if host not in (None, "", _HOST) or _pid_alive(int(m["pid"])):
+            continue
+        p = parent / e.name
+        if e.is_dir(follow_symlinks=False):
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        removed.append(p)
+    if removed:
+        log.info("removed %d temporary leftover(s) of killed processes: %s", len(removed),
+                 ", ".join(str(p) for p in removed[:3]) + (" ..." if len(removed) > 3 else ""))
+    return removed
+
+
+def final_name(path: str | os.PathLike[str]) -> str:
+    """``path`` with temporary components (``.<name>.tmp-<pid>...``) shown as the output they become."""
+    parts = str(path).split(os.sep)
+    return os.sep.join(m["name"] if (m := _TMP_RE.match(x)) else x for x in parts)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` via a temporary file in the same directory and `os.replace`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{_tag()}~", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -44,11 +132,13 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success rename it to `path`.
 
-    Works for files and directories (an existing target directory is replaced).
+    Works for files and directories (an existing target directory is replaced). Leftover
+    temporaries of killed processes writing the same `path` are removed first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    remove_stale_temps(path)
+    tmp = path.with_name(f".{path.name}.tmp-{_tag()}")
     if tmp.is_dir():
         shutil.rmtree(tmp)
     elif tmp.exists():
@@ -56,7 +146,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         if path.is_dir() and tmp.is_dir():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            old = path.with_name(f".{path.name}.old-{_tag()}")
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
@@ -70,17 +160,137 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
+# ---------------------------------------------------------------------------------
+# stage markers and input stamps
+
 def is_done(d: Path) -> bool:
     return (Path(d) / ".done").is_file()
 
 
-def skip_done(d: Path, force: bool, state: str = "done") -> bool:
-    """True (and says so in the log) when ``d`` is done and ``--force`` was not given."""
-    if force or not is_done(d):
+def read_done(d: Path) -> dict[str, Any]:
+    """The ``.done`` marker of ``d`` as a dict ({} when missing or not a JSON object)."""
+    try:
+        obj = json.loads((Path(d) / ".done").read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def input_stamp(p: Path) -> str:
+    """What identifies the current version of an input (see the module docstring)."""
+    p = Path(p)
+    done = p / ".done"
+    if done.is_file():
+        return "done:" + hashlib.sha256(done.read_bytes()).hexdigest()[:16]
+    if p.is_file():
+        st = p.stat()
+        return f"file:{st.st_size}:{st.st_mtime_ns}"
+    if p.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(x for x in p.rglob("*") if x.is_file()):
+            st = f.stat()
+            h.update(f"{f.relative_to(p)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return "dir:" + h.hexdigest()[:16]
+    return "missing"
+
+
+def _key(d: Path, p: Path) -> str:
+    """An input's key in ``d/.done``: its path relative to ``d`` (stable if the workdir moves)."""
+    return os.path.relpath(os.path.abspath(p), os.path.abspath(d))
+
+
+def input_stamps(d: Path, inputs: Iterable[Path]) -> dict[str, str]:
+    return {_key(d, Path(p)): input_stamp(Path(p)) for p in inputs}
+
+
+def changed_inputs(d: Path, inputs: Iterable[Path]) -> list[str]:
+    """Inputs of the done dir ``d`` that differ from what its ``.done`` recorded (why, each)."""
+    recorded = read_done(d).get("inputs")
+    if not isinstance(recorded, dict):  # made by a step (or version) that records no inputs
+        log.info("%s records no input stamps (made before they were recorded); taking it as current", d)
+        return []
+    why: list[str] = []
+    for p in inputs:
+        key, now = _key(d, Path(p)), input_stamp(Path(p))
+        if key not in recorded:
+            why.append(f"{p} (not recorded when {d} was made)")
+        elif recorded[key] != now:
+            why.append(f"{p} (redone or changed since)" if now != "missing" else f"{p} (now missing)")
+    return why
+
+
+def unmark_done(d: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (Path(d) / ".done").unlink()
+
+
+def skip_done(d: Path, force: bool, state: str = "done", inputs: Sequence[Path] | None = None) -> bool:
+    """True (and says so in the log) when ``d`` is done, its inputs unchanged, and no ``--force``.
+
+    When the step is to be redone although ``d`` is done (``--force``, or an input changed),
+    the old marker is removed first, so a redo that fails half-way is not taken for done.
+    """
+    if not is_done(d):
         return False
-    logging.getLogger("steps_py").info("%s is %s (.done present); skipping (use --force to redo)", d, state)
+    if force:
+        unmark_done(d)
+        return False
+    stale = changed_inputs(d, inputs) if inputs else []
+    if stale:
+        log.info("%s is %s but its inputs changed: %s; redoing it", d, state, "; ".join(stale))
+        unmark_done(d)
+        return False
+    log.info("%s is %s (.done present); skipping (use --force to redo)", d, state)
     return True
 
 
-def mark_done(d: Path, info: dict[str, Any] | None = None) -> None:
-    atomic_write_json(Path(d) / ".done", info or {})
+def mark_done(d: Path, info: dict[str, Any] | None = None, inputs: Sequence[Path] | None = None) -> None:
+    """Write ``d/.done``: ``info``, the time, and the stamps of ``inputs`` (when given)."""
+    obj = dict(info or {})
+    obj["done_at"] = datetime.datetime.now().isoformat(timespec="microseconds")
+    if inputs:
+        obj["inputs"] = input_stamps(d, inputs)
+    write_done(d, obj)
+
+
+def write_done(d: Path, obj: dict[str, Any]) -> None:
+    """Replace ``d/.done`` with ``obj`` as it is (``mark_done`` adds the time and stamps)."""
+    atomic_write_json(Path(d) / ".done", obj)
+
+
+def record_inputs(d: Path, inputs: Sequence[Path]) -> None:
+    """Add the stamps of ``inputs`` to an existing ``d/.done`` (for steps that do not record them)."""
+    if not is_done(d):
+        raise FileNotFoundError(f"{d}/.done not found: the step did not finish")
+    obj = read_done(d)
+    stamps = obj.get("inputs") if isinstance(obj.get("inputs"), dict) else {}
+    write_done(d, {**obj, "inputs": {**stamps, **input_stamps(d, inputs)}})
+
+
+# ---------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    """run.sh's skip checks. ``is-current DIR INPUT...``: exit 0 when DIR is done and its inputs
+    unchanged, 1 when it is not done, 3 when it is done but an input changed (says which);
+    ``record-inputs DIR INPUT...``: add the inputs' stamps to DIR/.done."""
+    ap = argparse.ArgumentParser(prog="python -m steps_py.fileio", description=main.__doc__)
+    ap.add_argument("command", choices=("is-current", "record-inputs"))
+    ap.add_argument("dir", type=Path)
+    ap.add_argument("inputs", type=Path, nargs="*")
+    args = ap.parse_args(argv)
+    if args.command == "record-inputs":
+        if not is_done(args.dir):
+            print(f"{args.dir}/.done not found: the step that writes {args.dir} did not finish", file=sys.stderr)
+            return 1
+        record_inputs(args.dir, args.inputs)
+        return 0
+    if not is_done(args.dir):
+        return 1
+    stale = changed_inputs(args.dir, args.inputs)
+    if stale:
+        print(f"{args.dir} is done but its inputs changed: {'; '.join(stale)}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

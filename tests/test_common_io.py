@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from steps_py.data.kaldi_dir import DataDirError, KaldiDataDir, read_rejected, write_rejected
-from steps_py.fileio import atomic_path, atomic_write_text, is_done, mark_done
+from steps_py.fileio import (
+    atomic_path,
+    atomic_write_text,
+    changed_inputs,
+    is_done,
+    mark_done,
+    remove_stale_temps,
+    skip_done,
+)
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
@@ -64,3 +76,90 @@ def test_rejected_merges(tmp_path: Path) -> None:
     write_rejected(tmp_path, {"u1": "missing file x.wav"})
     write_rejected(tmp_path, {"u2": "empty transcript"})
     assert read_rejected(tmp_path) == {"u1": "missing file x.wav", "u2": "empty transcript"}
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def test_temporaries_of_killed_processes_are_removed(tmp_path: Path) -> None:
+    dead, alive = _dead_pid(), os.getppid()
+    out = tmp_path / "synth"
+    stale_dir = tmp_path / f".synth.tmp-{dead}"  # a killed step's half-built dir (old name form)
+    stale_dir.mkdir()
+    (stale_dir / "x.wav").write_text("partial")
+    stale_file = tmp_path / f".synth.tmp-{dead}@{socket.gethostname()}~abc"
+    stale_file.write_text("partial")
+    live = tmp_path / f".synth.tmp-{alive}"  # a running writer: left alone
+    live.mkdir()
+    remote = tmp_path / f".synth.tmp-{dead}@another-host"  # another machine's (shared disk): left alone
+    remote.mkdir()
+    other = tmp_path / f".synthx.tmp-{dead}"  # another output's: not ours to judge here
+    other.mkdir()
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+    assert out.is_dir()
+    assert not stale_dir.exists() and not stale_file.exists()
+    assert live.exists() and remote.exists() and other.exists()
+    # files written with atomic_write_text clean up after their killed writers too
+    f = tmp_path / "num_pdfs"
+    leftover = tmp_path / f".num_pdfs.tmp-{dead}@{socket.gethostname()}~k2j3"
+    leftover.write_text("1")
+    atomic_write_text(f, "7\n")
+    assert not leftover.exists() and f.read_text() == "7\n"
+    assert remove_stale_temps(out) == []
+
+
+def test_input_stamps_make_later_steps_redo(tmp_path: Path) -> None:
+    up, down = tmp_path / "ali", tmp_path / "egs"
+    up.mkdir()
+    down.mkdir()
+    mark_done(up, {"aligned": 3})
+    mark_done(down, {"frames": 10}, inputs=[up, tmp_path / "feats.scp"])
+    assert json.loads((down / ".done").read_text())["frames"] == 10
+    assert skip_done(down, force=False, inputs=[up, tmp_path / "feats.scp"])  # nothing changed
+    assert changed_inputs(down, [up]) == []
+    mark_done(up, {"aligned": 3})  # the upstream step was redone (same summary, new marker)
+    assert "redone or changed since" in changed_inputs(down, [up])[0]
+    assert not skip_done(down, force=False, inputs=[up])
+    assert not is_done(down)  # the stale marker is gone: a redo that fails is not taken for done
+    # a file input: size and mtime; a new file appearing counts as a change
+    mark_done(down, {}, inputs=[up, tmp_path / "feats.scp"])
+    (tmp_path / "feats.scp").write_text("u1 a.ark:1\n")
+    assert "feats.scp" in changed_inputs(down, [tmp_path / "feats.scp"])[0]
+    # an input it was not made from counts as changed; a marker without stamps is trusted
+    mark_done(down, {}, inputs=[up])
+    assert "not recorded" in changed_inputs(down, [tmp_path / "lang"])[0]
+    (down / ".done").write_text("{}\n")
+    assert skip_done(down, force=False, inputs=[up])
+    assert not skip_done(down, force=True, inputs=[up]) and not is_done(down)
+
+
+def test_input_stamps_survive_moving_the_workdir(tmp_path: Path) -> None:
+    a = tmp_path / "a"
+    (a / "data").mkdir(parents=True)
+    (a / "exp").mkdir()
+    mark_done(a / "data", {})
+    mark_done(a / "exp", {}, inputs=[a / "data"])
+    b = tmp_path / "b"
+    a.rename(b)
+    assert changed_inputs(b / "exp", [b / "data"]) == []
+
+
+def test_run_sh_skip_check_cli(tmp_path: Path) -> None:
+    from steps_py.fileio import main
+
+    egs, final = tmp_path / "egs", tmp_path / "run" / "final"
+    egs.mkdir()
+    final.mkdir(parents=True)
+    mark_done(egs, {})
+    assert main(["is-current", str(final), str(egs)]) == 1  # not trained
+    mark_done(final, {"summary": "summary.json"})  # the trainer's marker: no stamps
+    assert main(["is-current", str(final), str(egs)]) == 0  # taken as current
+    assert main(["record-inputs", str(final), str(egs)]) == 0
+    assert json.loads((final / ".done").read_text())["summary"] == "summary.json"
+    assert main(["is-current", str(final), str(egs)]) == 0
+    mark_done(egs, {})
+    assert main(["is-current", str(final), str(egs)]) == 3  # examples remade: retrain

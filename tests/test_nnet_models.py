@@ -95,6 +95,10 @@ def test_config_errors() -> None:
         build_model({**DNN, "hiden_dim": 3})
     with pytest.raises(ValueError, match="'type'"):
         build_model({"feat_dim": 4, "num_pdfs": 6})
+    with pytest.raises(ValueError, match="'hidden_dim' must be a non-negative integer, got 'abc'"):
+        build_model({**DNN, "hidden_dim": "abc"})
+    with pytest.raises(ValueError, match="'norm' must be a string"):
+        build_model({**DNN, "norm": 3})
     with pytest.raises(ValueError, match="priors"):
         save_acoustic_model("/nonexistent/x", build_model(DNN), DNN, np.zeros(5))
 

@@ -203,3 +203,17 @@ def test_lr_schedule() -> None:
     assert all(g["lr"] == 0.05 for g in opt.param_groups)
     with pytest.raises(ValueError, match="unknown optimizer"):
         make_optimizer(nn.Linear(2, 2), "adam")
+
+
+def test_fisher_eigenvalues_are_floored_relative_to_the_largest() -> None:
+    """As current Kaldi: D and rho are floored at max(epsilon, delta * max sqrt(c)), so a
+    direction the data never excites does not get a near-zero (epsilon) eigenvalue."""
+    torch.manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(30, 2))[0].T  # the data spans 2 of 30 dimensions
+    ng = OnlineNaturalGradient(rank=6, update_period=1, num_initial_updates=100)
+    for _ in range(20):
+        ng.precondition(10.0 * torch.randn(64, 2) @ basis)
+    _, d, rho = ng.fisher()
+    top = float(d.max()) + rho
+    assert float(d.min()) >= ng.delta * top * 0.99
+    assert rho >= ng.delta * top * 0.99

@@ -18,22 +18,23 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from steps_py.parallel.toy import make_toy_egs, toy_train_argv
-from steps_py.parallel.train import build_parser, run
+from tests.conftest import train_toy
+from tests.toy_nnet import toy_train_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def egs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_toy_egs(tmp_path_factory.mktemp("toy") / "egs", frames=1024, dev_frames=128)
+def egs(toy_egs: Path) -> Path:
+    return toy_egs
 
 
-def _torchrun(argv: list[str], restarts: int = 0) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
+def _torchrun(argv: list[str], restarts: int = 0, **env_extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1",
+               **env_extra)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
            "--nproc_per_node", "2", "--max-restarts", str(restarts), "--monitor-interval", "0.2",
-           "-m", "steps_py.parallel.train", *argv]
+           "-m", "tests.toy_train", *argv]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150, cwd=ROOT)
     assert p.returncode == 0, p.stderr[-4000:]
     return p
@@ -53,7 +54,7 @@ def test_two_gloo_processes_equal_simulation(egs: Path, tmp_path: Path) -> None:
     # ddp here (torch DistributedDataParallel); BMUF-NBM is compared in the kill test below
     sync = "ddp"
     opts = dict(sync=sync, block_minibatches=4, epochs=1)
-    s = run(build_parser().parse_args(toy_train_argv(egs, tmp_path / "sim", simulate=2, **opts)))
+    s = train_toy(egs, tmp_path / "sim", simulate=2, **opts)
     _torchrun(toy_train_argv(egs, tmp_path / "real", **opts))
     assert s["launcher"] == "simulate"
     real = json.loads((tmp_path / "real/summary.json").read_text())
@@ -68,9 +69,9 @@ def test_sigkilled_worker_restarts_and_resumes_to_the_same_models(egs: Path,
     # NG-SGD with max-change: its Fisher estimates (float64 rho included) are checkpointed
     opts = dict(sync="bmuf-nbm", optimizer="ngsgd", lr_initial=0.05, lr_final=0.01,
                 block_minibatches=4, checkpoint_every_blocks=3)
-    run(build_parser().parse_args(toy_train_argv(egs, tmp_path / "sim", simulate=2, **opts)))
-    p = _torchrun(toy_train_argv(egs, tmp_path / "real", resume=True, debug_kill_at_block=5,
-                                 **opts), restarts=1)
+    train_toy(egs, tmp_path / "sim", simulate=2, **opts)
+    p = _torchrun(toy_train_argv(egs, tmp_path / "real", resume=True, **opts), restarts=1,
+                  TOY_KILL_AT_BLOCK="5", TOY_KILL_RANK="1")
     assert "SIGKILL to myself" in p.stderr
     assert "resumed from" in p.stderr and "block-00000003" in p.stderr
     _assert_same_models(tmp_path / "sim", tmp_path / "real")
@@ -78,3 +79,67 @@ def test_sigkilled_worker_restarts_and_resumes_to_the_same_models(egs: Path,
     steps = [[r["global_step"] for r in csv.DictReader((tmp_path / d / "log/train.csv").open())]
              for d in ("sim", "real")]
     assert steps[0] == steps[1]
+
+
+def _listening_sockets(pids: set[int]) -> list[str]:
+    """'addr:port' of every TCP socket in LISTEN state owned by one of `pids` (from /proc)."""
+    inodes: dict[str, int] = {}
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes[target[8:-1]] = pid
+        except OSError:
+            continue
+    out = []
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                parts = line.split()
+                if parts[3] != "0A" or parts[9] not in inodes:  # 0A = LISTEN
+                    continue
+                addr, port = parts[1].split(":")
+                raw = bytes.fromhex(addr)
+                if width == 8:
+                    ip = ".".join(str(b) for b in raw[::-1])
+                else:  # four little-endian 32-bit words
+                    words = [raw[i:i + 4][::-1] for i in range(0, 16, 4)]
+                    ip = ":".join(b"".join(words).hex()[i:i + 4] for i in range(0, 32, 4))
+                out.append(f"{ip}:{int(port, 16)}")
+    return out
+
+
+def _tree(root: int) -> set[int]:
+    pids, todo = {root}, [root]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                kids = [int(x) for x in f.read().split()]
+        except OSError:
+            kids = []
+        pids.update(kids)
+        todo += kids
+    return pids
+
+
+def test_single_machine_launch_listens_on_loopback_only(egs: Path, tmp_path: Path) -> None:
+    """`python -m steps_py.parallel.launch` (torchrun): every socket of the agent and its two
+    workers listens on 127.0.0.1 (plain torchrun's agent stores listen on every interface)."""
+    import time
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    argv = toy_train_argv(egs, tmp_path / "run", epochs=6, block_minibatches=1,
+                          checkpoint_every_blocks=1)
+    proc = subprocess.Popen([sys.executable, "-m", "steps_py.parallel.launch", "--nproc_per_node",
+                             "2", "--monitor-interval", "0.2", "-m", "tests.toy_train", *argv],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    seen: set[str] = set()
+    while proc.poll() is None:
+        seen.update(_listening_sockets(_tree(proc.pid)))
+        time.sleep(0.05)
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    assert proc.returncode == 0, out[-3000:]
+    assert len(seen) >= 2, seen  # the agent's stores (and any gloo listener) were seen
+    assert all(s.startswith(("127.", "0000:0000:0000:0000:0000:0000:0000:0001")) for s in seen), seen

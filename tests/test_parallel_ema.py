@@ -8,20 +8,20 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from steps_py.parallel.ema import EmaSet
-from steps_py.parallel.toy import make_toy_egs, toy_train_argv
-from steps_py.parallel.train import build_parser, run
+from steps_py.parallel.ema import EmaSet, EmaSpec
+from tests.conftest import train_toy
+from tests.toy_nnet import make_toy_egs
 
 
 def test_ema_matches_reference_with_and_without_warmup() -> None:
     g = torch.Generator().manual_seed(0)
     gs = [torch.randn(20, generator=g) for _ in range(8)]
     for warmup in (False, True):
-        ema = EmaSet(["0.9", "0.5"], [0.9, 0.5], warmup=warmup)
+        ema = EmaSet([EmaSpec(decay=0.9, warmup=warmup), EmaSpec(decay=0.5, warmup=warmup)])
         ema.init(gs[0])
         ref = [gs[0].double().clone(), gs[0].double().clone()]
         for t, gt in enumerate(gs[1:], start=1):
-            ema.update(gt)
+            ema.update(gt, frames=100.0)
             for i, alpha in enumerate((0.9, 0.5)):
                 a = min(alpha, (1 + t) / (10 + t)) if warmup else alpha
                 ref[i] = a * ref[i] + (1 - a) * gt.double()
@@ -30,40 +30,51 @@ def test_ema_matches_reference_with_and_without_warmup() -> None:
         # with warm-up both alphas are capped at (1+t)/(10+t) < 0.5 for t < 8: equal
         assert torch.allclose(ema.values[0], ema.values[1]) == warmup
     # the warm-up changes the result (early alphas are smaller)
-    cold = EmaSet(["0.9"], [0.9])
-    warm = EmaSet(["0.9"], [0.9], warmup=True)
+    cold = EmaSet([EmaSpec(decay=0.9)])
+    warm = EmaSet([EmaSpec(decay=0.9, warmup=True)])
     for e in (cold, warm):
         e.init(gs[0])
         for gt in gs[1:]:
-            e.update(gt)
+            e.update(gt, frames=100.0)
     assert not torch.allclose(cold.values[0], warm.values[0])
+    assert warm.labels == ["ema-0.9-warmup"]
 
 
 def test_half_life_gives_half_weight_after_half_life_frames() -> None:
-    ema = EmaSet.from_args([0.99], [4096.0], frames_per_update=512.0, warmup=False)
-    assert ema.labels == ["0.99", "hl4096"]
-    assert ema.alphas[1] ** (4096 / 512) == pytest.approx(0.5)
+    ema = EmaSet([EmaSpec(decay=0.99), EmaSpec(half_life=4096.0)])
+    assert ema.labels == ["ema-0.99", "ema-hl4096"]
     ema.init(torch.zeros(1))
     for _ in range(8):  # 8 updates of 512 frames = one half-life
-        ema.update(torch.ones(1))
+        ema.update(torch.ones(1), frames=512.0)
     assert float(ema.values[1]) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="half-life"):
-        EmaSet.from_args([], [0.0], 512.0, False)
+        EmaSpec(half_life=0.0)
+
+
+def test_a_short_block_gets_the_decay_of_its_own_frames() -> None:
+    """Fix: the short last block of an epoch decays by 0.5 ** (its frames / half-life)."""
+    ema = EmaSet([EmaSpec(half_life=1000.0)])
+    ema.init(torch.zeros(1))
+    ema.update(torch.ones(1), frames=1000.0)  # a full block: alpha 0.5
+    assert ema.last_alphas == [pytest.approx(0.5)]
+    ema.update(torch.ones(1), frames=250.0)  # a quarter block: alpha 0.5 ** 0.25
+    assert ema.last_alphas == [pytest.approx(0.5 ** 0.25)]
+    assert float(ema.values[0]) == pytest.approx(1 - 0.5 * 0.5 ** 0.25)
 
 
 def test_ema_state_roundtrip_and_label_check() -> None:
-    a = EmaSet(["0.9"], [0.9])
+    a = EmaSet([EmaSpec(decay=0.9)])
     a.init(torch.ones(3))
-    a.update(torch.zeros(3))
-    b = EmaSet(["0.9"], [0.9])
+    a.update(torch.zeros(3), frames=1.0)
+    b = EmaSet([EmaSpec(decay=0.9)])
     b.load_state_dict(a.state_dict())
     assert torch.equal(a.values[0], b.values[0]) and b.updates == 1
-    with pytest.raises(ValueError, match="same --ema-decays"):
-        EmaSet(["0.99"], [0.99]).load_state_dict(a.state_dict())
+    with pytest.raises(ValueError, match="same --ema"):
+        EmaSet([EmaSpec(decay=0.99)]).load_state_dict(a.state_dict())
 
 
 def _train(egs: Path, exp: Path, **opts: object) -> dict:
-    return run(build_parser().parse_args(toy_train_argv(egs, exp, epochs=1, **opts)))
+    return train_toy(egs, exp, epochs=1, **opts)
 
 
 def test_changing_ema_decay_leaves_global_bit_identical(tmp_path: Path) -> None:
@@ -72,15 +83,30 @@ def test_changing_ema_decay_leaves_global_bit_identical(tmp_path: Path) -> None:
     _train(egs, tmp_path / "a", ema_decays="0.9", **common)
     _train(egs, tmp_path / "b", ema_decays="0.5,0.999", ema_warmup=True, **common)
     _train(egs, tmp_path / "c", ema_decays="0.5", ema_interfering=True, **common)
+    ec = load_file(tmp_path / "c/final/ema-interfering-0.5.safetensors")
     ga = load_file(tmp_path / "a/final/global.safetensors")
     gb = load_file(tmp_path / "b/final/global.safetensors")
     gc = load_file(tmp_path / "c/final/global.safetensors")
     ea = load_file(tmp_path / "a/final/ema-0.9.safetensors")
-    eb = load_file(tmp_path / "b/final/ema-0.5.safetensors")
+    eb = load_file(tmp_path / "b/final/ema-0.5-warmup.safetensors")
     weights = [k for k in ga if k != "log_priors"]
     assert all(torch.equal(ga[k], gb[k]) for k in weights)  # non-interfering
     assert any(not torch.equal(ga[k], ea[k]) for k in weights)  # the EMA is its own model
     assert any(not torch.equal(ea[k], eb[k]) for k in weights)
     assert any(not torch.equal(ga[k], gc[k]) for k in weights)  # the ablation does interfere
+    assert any(not torch.equal(gc[k], ec[k]) for k in weights)  # its G is not its E
     assert sorted(p.name for p in (tmp_path / "b/final").glob("*.safetensors")) == [
-        "ema-0.5.safetensors", "ema-0.999.safetensors", "global.safetensors"]
+        "ema-0.5-warmup.safetensors", "ema-0.999-warmup.safetensors", "global.safetensors"]
+
+
+@pytest.mark.parametrize("sync", ["none", "ddp"])
+def test_interfering_ablation_keeps_its_own_global_model(tmp_path: Path, sync: str) -> None:
+    """Fix: with none/ddp, G used to alias the worker buffer, so the saved global was E."""
+    egs = make_toy_egs(tmp_path / "egs", frames=512, dev_frames=64)
+    n = 1 if sync == "none" else 2
+    s = _train(egs, tmp_path / "run", simulate=n, sync=sync, ema_decays="0.5", ema_interfering=True)
+    g = load_file(tmp_path / "run/final/global.safetensors")
+    e = load_file(tmp_path / "run/final/ema-interfering-0.5.safetensors")
+    weights = [k for k in g if not k.startswith("log_priors")]
+    assert any(not torch.equal(g[k], e[k]) for k in weights)
+    assert s["ema_interfering"] and "ema-interfering-0.5.safetensors" in s["final_models"]

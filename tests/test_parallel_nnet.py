@@ -10,7 +10,7 @@ import torch
 
 from steps_py.nnet.egs import EgsParams, EgsReader, write_egs
 from steps_py.nnet.model_io import load_acoustic_model
-from steps_py.parallel.train import build_parser, run
+from steps_py.parallel.train import build_parser, parse_args, run
 
 P, D = 5, 6
 
@@ -41,9 +41,10 @@ def test_nnet_models_train_and_save_loadable_models(tmp_path: Path, model_type: 
     exp = tmp_path / "exp"
     argv = ["--egs", str(egs), "--exp-dir", str(exp), "--model-config", cfg, "--epochs", "2",
             "--batch-size", str(bs), "--simulate", "2", "--sync", "bmuf-nbm",
-            "--block-minibatches", "2", "--ema-decays", "0.9", "--optimizer", "ngsgd",
+            "--block-minibatches", "2", "--ema-decays", "0.9", "--ema-half-life-frames", "",
+            "--optimizer", "ngsgd",
             "--lr-initial", "0.01", "--lr-final", "0.002", "--threads", "1", "--no-tensorboard"]
-    s = run(build_parser().parse_args(argv))
+    s = run(parse_args(build_parser(), argv))
     assert s["model"] == model_type and s["workers"] == 2
     h = s["history"]
     assert h[-1]["train_loss"] < h[0]["train_loss"] or h[-1]["dev_ce_global"] < h[0]["dev_ce_global"]

@@ -50,7 +50,7 @@ def test_model_averaging_matches_reference() -> None:
     ref_b = start.clone()
     for t in range(1, BLOCKS + 1):
         ws = _local_training(models, ref_b, t)
-        b = sync.on_block_end(group, [w.clone() for w in ws])
+        b = sync.on_block_end(group, [w.clone() for w in ws], 0.0)
         ref_a = sum(w.double() for w in ws).float() / N  # A(t); MA: G(t) = B(t) = A(t)
         ref_b = ref_a
         torch.testing.assert_close(sync.global_flat, ref_a, rtol=0, atol=1e-7)
@@ -72,7 +72,7 @@ def test_bmuf_matches_reference_with_global_and_lookahead_apart(nesterov: bool) 
     g_ref, b_ref, delta_ref = start.clone(), start.clone(), torch.zeros_like(start)
     for t in range(1, BLOCKS + 1):
         ws = _local_training(models, sync.start_flat, t)
-        b = sync.on_block_end(group, ws)
+        b = sync.on_block_end(group, ws, 0.0)
         a = sum(w.double() for w in ws) / N
         d = a - b_ref
         delta_ref = eta * delta_ref + zeta * d
@@ -97,18 +97,18 @@ def test_bmuf_warmup_blocks_are_plain_averaging_and_state_roundtrips() -> None:
     sync.init(FlatState(models[0]).get())
     for t in (1, 2):
         ws = _local_training(models, sync.start_flat, t)
-        b = sync.on_block_end(group, ws)
+        b = sync.on_block_end(group, ws, 0.0)
         torch.testing.assert_close(b, (ws[0] + ws[1]) / 2)
         assert torch.equal(sync.global_flat, b)
     ws = _local_training(models, sync.start_flat, 3)
     prev_b = sync.start_flat.clone()
-    sync.on_block_end(group, ws)
+    sync.on_block_end(group, ws, 0.0)
     expect_delta = 1.5 * ((ws[0] + ws[1]) / 2 - prev_b)
     torch.testing.assert_close(sync.delta, expect_delta, rtol=0, atol=1e-6)
     clone = make_sync("bmuf-nbm", N, block_momentum=0.75, block_lr=1.5, warmup_blocks=2)
     clone.load_state_dict(sync.state_dict())
     ws = _local_training(models, sync.start_flat, 4)
-    assert torch.equal(clone.on_block_end(group, ws), sync.on_block_end(group, ws))
+    assert torch.equal(clone.on_block_end(group, ws, 0.0), sync.on_block_end(group, ws, 0.0))
 
 
 def test_make_sync_rejects_bad_settings() -> None:

@@ -6,12 +6,19 @@ AccumAmDiagGmm objects cannot be pickled or summed across processes. The statist
 (occupancy, sum x, sum x^2 per Gaussian) are plain arrays, so jobs sum them. The
 M-step is Kaldi's own: the summed statistics are loaded into an AccumAmDiagGmm exactly
 (two weighted pseudo-frames mean +- stddev per Gaussian reproduce its three statistics)
-and `mle_am_diag_gmm_update`, `AmDiagGmm.split_by_count` (mix-up) and
-`TransitionModel.mle_update` do the rest.
+and `mle_am_diag_gmm_update` and `TransitionModel.mle_update` do the rest.
+
+Mix-up (`split_gmms`) is Kaldi's `AmDiagGmm::SplitByCount` / `DiagGmm::Split` written out
+in numpy: kaldi-hmm-gmm 1.1.4's `split_by_count` perturbs the new means with a random
+generator that is seeded differently in every process (two processes given the same model
+and counts return different means), which made GMM training, and everything downstream,
+differ between runs with the same seed. Here the perturbation comes from a
+`numpy.random.Generator` the caller seeds.
 """
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 import kaldi_hmm_gmm as khg
@@ -101,8 +108,8 @@ class UpdateConfig:
     min_count: float = 20.0
 
 
-def update_gmm(am: khg.AmDiagGmm, stats: GmmStats, cfg: UpdateConfig, mixup_target: int = 0) -> tuple[float, float]:
-    """Kaldi's MLE update of `am` (in place) from `stats`, then mix up to `mixup_target` Gaussians.
+def update_gmm(am: khg.AmDiagGmm, stats: GmmStats, cfg: UpdateConfig) -> tuple[float, float]:
+    """Kaldi's MLE update of `am` (in place) from `stats` (gmm-est without the mix-up).
 
     Returns (objective improvement, frame count) as gmm-est reports them.
     """
@@ -117,9 +124,69 @@ def update_gmm(am: khg.AmDiagGmm, stats: GmmStats, cfg: UpdateConfig, mixup_targ
                 acc.accumulate_for_gaussian(am=am, data=(mean + sign * std).astype(np.float32), gmm_index=j, gauss_index=int(k), weight=occ / 2)
     opts = khg.MleDiagGmmOptions(min_gaussian_occupancy=cfg.min_gaussian_occupancy, min_variance=cfg.min_variance)
     impr, count = khg.mle_am_diag_gmm_update(config=opts, amdiag_gmm_acc=acc, flags=khg.GmmUpdateFlags.kGmmAll, am_gmm=am)
-    if mixup_target > am.num_gauss:
-        am.split_by_count(state_occs=stats.pdf_occupancy(), target_components=mixup_target, perturb_factor=cfg.perturb_factor, power=cfg.power, min_count=cfg.min_count)
     return float(impr), float(count)
+
+
+def split_targets(occs: np.ndarray, target: int, power: float, min_count: float) -> list[int]:
+    """Gaussians per pdf after mix-up: Kaldi's `GetSplitTargets` (am-diag-gmm.cc).
+
+    Each pdf starts with one Gaussian; repeatedly the pdf with the largest
+    occ**power / components gets one more, unless (components + 1) * min_count would reach
+    its occupancy, in which case it is never split again.
+    """
+    occs = np.asarray(occs, dtype=np.float64)
+    comps = [1] * len(occs)
+    weight = [float(o) ** power for o in occs]
+    # max-heap on weight / components (ties: lower pdf index first)
+    heap = [(-w / (1 + 1e-10), j) for j, w in enumerate(weight)]
+    heapq.heapify(heap)
+    total = len(occs)
+    while total < target and heap:
+        key, j = heapq.heappop(heap)
+        if key == 0.0:
+            break
+        if (comps[j] + 1) * min_count >= occs[j]:
+            weight[j] = 0.0
+        else:
+            comps[j] += 1
+            total += 1
+        heapq.heappush(heap, (-weight[j] / (comps[j] + 1e-10), j))
+    return comps
+
+
+def split_gmm(weights: np.ndarray, means: np.ndarray, variances: np.ndarray, target: int,
+              perturb_factor: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Kaldi's `DiagGmm::Split`: split the heaviest Gaussian until there are `target`.
+
+    The heaviest component's weight is halved and shared with a copy; the two means move
+    apart by +- perturb_factor * stddev * N(0, 1) per dimension.
+    """
+    w = list(np.asarray(weights, dtype=np.float64))
+    mu = [np.asarray(m, dtype=np.float64) for m in means]
+    var = [np.asarray(v, dtype=np.float64) for v in variances]
+    while len(w) < target:
+        k = int(np.argmax(w))
+        w[k] /= 2.0
+        shift = perturb_factor * rng.standard_normal(len(mu[k])) * np.sqrt(var[k])
+        w.append(w[k])
+        var.append(var[k].copy())
+        mu.append(mu[k] + shift)
+        mu[k] = mu[k] - shift
+    return (np.asarray(w, dtype=np.float32), np.asarray(mu, dtype=np.float32),
+            np.asarray(var, dtype=np.float32))
+
+
+def split_gmms(gmm: GmmParams, occs: np.ndarray, target: int, cfg: UpdateConfig,
+               rng: np.random.Generator) -> GmmParams:
+    """Mix up to about `target` Gaussians in all (Kaldi's `AmDiagGmm::SplitByCount`)."""
+    if target <= gmm.num_gauss:
+        return gmm
+    goals = split_targets(occs, target, cfg.power, cfg.min_count)
+    w, m, v = list(gmm.weights), list(gmm.means), list(gmm.variances)
+    for j, goal in enumerate(goals):
+        if len(w[j]) < goal:
+            w[j], m[j], v[j] = split_gmm(w[j], m[j], v[j], goal, cfg.perturb_factor, rng)
+    return GmmParams(w, m, v)
 
 
 def update_transitions(tm: khg.TransitionModel, tid_counts: np.ndarray) -> tuple[float, float]:

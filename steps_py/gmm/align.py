@@ -16,13 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from steps_py.fileio import atomic_write_text, mark_done, skip_done
+from steps_py.cli import step_main
+from steps_py.fileio import atomic_write_text, mark_done
 from steps_py.gmm.ali_io import write_int32_vectors
 from steps_py.gmm.data import load_utterances
+from steps_py.gmm.errors import GmmError
+from steps_py.gmm.feats import open_mfcc
 from steps_py.gmm.jobs import AlignOptions, JobPool, Utterance
-from steps_py.gmm.model_io import read_model
-from steps_py.gmm.topo import Lang
-from steps_py.log import setup_logging
+from steps_py.gmm.model_io import ModelError, read_model
+from steps_py.gmm.topo import Lang, LangError
 
 log = logging.getLogger("align")
 
@@ -41,25 +43,26 @@ def align_utterances(lang: Lang, model_path: Path, utts: list[Utterance], nj: in
     return alis, failed, retried
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path("data/train"))
-    ap.add_argument("--lang", type=Path, default=Path("data/lang"))
-    ap.add_argument("--model", type=Path, default=Path("exp/mono"), help="model dir (final.npz) or npz file")
-    ap.add_argument("--out", type=Path, default=Path("exp/mono_ali/train"))
-    ap.add_argument("--nj", type=int, default=2)
-    ap.add_argument("--beam", type=float, default=10.0)
-    ap.add_argument("--retry-beam", type=float, default=40.0)
-    ap.add_argument("--boost-silence", type=float, default=1.0)
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m steps_py.gmm.align", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path("data/train"), help="data dir (text + mfcc/) (default %(default)s)")
+    ap.add_argument("--lang", type=Path, default=Path("data/lang"), help="lang dir (default %(default)s)")
+    ap.add_argument("--model", type=Path, default=Path("exp/mono"), help="model dir (final.npz) or npz file (default %(default)s)")
+    ap.add_argument("--out", type=Path, default=Path("exp/mono_ali/train"), help="alignment dir (default %(default)s)")
+    ap.add_argument("--nj", type=int, default=2, help="parallel jobs (default %(default)s)")
+    ap.add_argument("--beam", type=float, default=10.0, help="alignment beam (default %(default)s)")
+    ap.add_argument("--retry-beam", type=float, default=40.0, help="beam of the second try for utterances that failed (default %(default)s)")
+    ap.add_argument("--boost-silence", type=float, default=1.0, help="factor on silence Gaussian weights (default %(default)s)")
     ap.add_argument("--force", action="store_true", help="realign even if --out is done")
-    args = ap.parse_args(argv)
-    setup_logging("align", args.out / "log" / "align.log")
-    if skip_done(args.out, args.force, "already aligned"):
-        return
+    return ap
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.nj < 1:
+        raise GmmError(f"--nj {args.nj}: must be >= 1")
     t0 = time.time()
     lang = Lang.load(args.lang)
-    from steps_py.gmm.feats import open_mfcc
-
     utts, report = load_utterances(args.data, lang, open_mfcc(args.data))
     log.info("%d utterances from %s; %s", len(utts), args.data, report.summary())
     opts = AlignOptions(beam=args.beam, retry_beam=args.retry_beam, boost_silence=args.boost_silence)
@@ -83,5 +86,13 @@ def main(argv: list[str] | None = None) -> None:
              len(alis), total, rate, retried, len(failed), len(report.skipped), time.time() - t0)
 
 
+def main(argv: list[str] | None = None) -> int:
+    return step_main("gmm.align", build_parser(), run, argv,
+                     log_file=lambda a: a.out / "log" / "align.log",
+                     done_dir=lambda a: a.out, done_state="already aligned",
+                     inputs=lambda a: [a.data, a.data / "mfcc", a.lang, a.model],
+                     user_errors=(LangError, ModelError))
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

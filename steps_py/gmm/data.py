@@ -12,9 +12,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
-from steps_py.data.kaldi_dir import read_kaldi_map
+from steps_py.cli import progress
+from steps_py.data.kaldi_dir import DataDirError, read_kaldi_map
+from steps_py.gmm.errors import GmmError
 from steps_py.gmm.feats import FeatureSource, add_deltas
 from steps_py.gmm.jobs import Utterance
 from steps_py.gmm.topo import Lang
@@ -37,12 +37,15 @@ def load_utterances(data_dir: Path, lang: Lang, feats: FeatureSource, deltas: bo
     """Utterances of `data_dir` with transcripts and features (plus deltas), sorted by id."""
     text_path = Path(data_dir) / "text"
     if not text_path.is_file():
-        raise SystemExit(f"{text_path} not found: run stage 1 (`python -m steps_py.data.prepare`) first")
-    text = read_kaldi_map(text_path, allow_empty_value=True)
+        raise GmmError(f"{text_path} not found: run stage 1 (`python -m steps_py.data.prepare`) first")
+    try:
+        text = read_kaldi_map(text_path, allow_empty_value=True)
+    except DataDirError as e:
+        raise GmmError(str(e)) from None
     have = set(feats.utts)
     report = LoadReport()
     out: list[Utterance] = []
-    for utt in tqdm(sorted(text), desc=f"load {Path(data_dir).name}", unit="utt", leave=False):
+    for utt in progress(sorted(text), desc=f"load {Path(data_dir).name}", unit="utt", leave=False):
         tokens = text[utt].split()
         if utt not in have:
             report.skipped[utt] = "no-features: not in feats.scp (rerun stage 3)"

@@ -14,6 +14,8 @@ from typing import Protocol
 
 import numpy as np
 
+from steps_py.gmm.errors import GmmError
+
 
 class FeatureSource(Protocol):
     """What the GMM code needs from a feature reader (steps_py.features.io.FeatureReader)."""
@@ -50,7 +52,10 @@ def open_mfcc(data_dir: Path) -> FeatureSource:
     try:
         from steps_py.features.io import FeatureReader
     except ImportError as e:  # pragma: no cover - depends on stage 3 being installed
-        raise SystemExit(f"steps_py.features.io is missing ({e}); run stage 3 code first") from e
+        raise GmmError(f"steps_py.features.io is missing ({e}); run stage 3 code first") from e
     if not (Path(data_dir) / "mfcc" / "feats.scp").is_file():
-        raise SystemExit(f"{data_dir}/mfcc/feats.scp not found: run `python -m steps_py.features.compute --data {data_dir} --kind mfcc` first")
-    return FeatureReader(Path(data_dir), "mfcc", cmvn=True)
+        raise GmmError(f"{data_dir}/mfcc/feats.scp not found: run `python -m steps_py.features.compute --data {data_dir} --kind mfcc` first")
+    try:
+        return FeatureReader(Path(data_dir), "mfcc", cmvn=True)
+    except (FileNotFoundError, ValueError) as e:  # the reader's messages name the file and the fix
+        raise GmmError(str(e)) from None

@@ -20,16 +20,16 @@ from pathlib import Path
 
 import kaldi_hmm_gmm as khg
 import numpy as np
-from tqdm import tqdm
 
-from steps_py.fileio import atomic_write_json, atomic_write_text, mark_done, skip_done
-from steps_py.gmm.accumulate import UpdateConfig, update_gmm, update_transitions
+from steps_py.cli import progress, step_main
+from steps_py.fileio import atomic_write_json, atomic_write_text, mark_done
+from steps_py.gmm.accumulate import UpdateConfig, split_gmms, update_gmm, update_transitions
 from steps_py.gmm.data import load_utterances
+from steps_py.gmm.errors import GmmError
 from steps_py.gmm.feats import FeatureSource, open_mfcc
 from steps_py.gmm.jobs import AlignOptions, JobPool, PassResult, Utterance
-from steps_py.gmm.model_io import GmmParams, MonoModel, monophone_tree, save_model
-from steps_py.gmm.topo import Lang
-from steps_py.log import setup_logging
+from steps_py.gmm.model_io import GmmParams, ModelError, MonoModel, monophone_tree, save_model
+from steps_py.gmm.topo import Lang, LangError
 
 log = logging.getLogger("train_mono")
 
@@ -64,20 +64,25 @@ def sum_results(results: list[PassResult]) -> PassResult:
     return total
 
 
-def estimate(model: MonoModel, res: PassResult, cfg: UpdateConfig, mixup: int) -> MonoModel:
-    """gmm-est: transition update, GMM update, mix-up. Returns the new model."""
+def estimate(model: MonoModel, res: PassResult, cfg: UpdateConfig, mixup: int,
+             rng: np.random.Generator) -> MonoModel:
+    """gmm-est: transition update, GMM update, mix-up (seeded by `rng`). Returns the new model."""
     _, _, tm, am = model.build()
     update_transitions(tm, res.tid_counts)
-    update_gmm(am, res.stats, cfg, mixup_target=mixup)
-    return MonoModel(model.topo_text, np.asarray(tm.log_probs, dtype=np.float64), GmmParams.from_am(am))
+    update_gmm(am, res.stats, cfg)
+    gmm = split_gmms(GmmParams.from_am(am), res.stats.pdf_occupancy(), mixup, cfg, rng)
+    return MonoModel(model.topo_text, np.asarray(tm.log_probs, dtype=np.float64), gmm)
 
 
 def train(
     lang: Lang, utts: list[Utterance], nj: int = 2, num_iters: int = 25, max_gauss: int = 1000,
     realign_iters: list[int] | None = None, boost_silence: float = 1.0, beam: float = 10.0,
-    retry_beam: float = 40.0, initial_beam: float = 6.0,
+    retry_beam: float = 40.0, initial_beam: float = 6.0, seed: int = 0,
 ) -> tuple[MonoModel, list[dict], list[str]]:
-    """Run the whole monophone training; returns (model, per-pass rows, utterances that never aligned)."""
+    """Run the whole monophone training; returns (model, per-pass rows, utterances that never aligned).
+
+    Deterministic for a given `seed` (the mix-up perturbation is the only random step).
+    """
     realign = set(default_realign_iters(num_iters) if realign_iters is None else realign_iters)
     model = flat_start(lang, utts)
     num_pdfs = model.gmm.num_pdfs
@@ -90,7 +95,7 @@ def train(
         if too_short:
             log.warning("%d utterances are too short for their transcript (equal alignment failed), e.g. %s", len(too_short), too_short[:5])
         failed_last: list[str] = []
-        for it in tqdm(range(num_iters), desc="mono EM", unit="pass"):
+        for it in progress(range(num_iters), desc="mono EM", unit="pass"):
             t0 = time.time()
             opts = AlignOptions(beam=initial_beam if it == 1 else beam, retry_beam=retry_beam, boost_silence=boost_silence)
             do_align = it in realign and it > 0
@@ -98,9 +103,10 @@ def train(
             if do_align:
                 failed_last = res.failed
             if res.frames == 0:
-                raise SystemExit("no utterance could be aligned: check features and transcripts")
+                raise GmmError("no utterance could be aligned: check features and transcripts")
             cfg = UpdateConfig(min_gaussian_occupancy=3.0 if it == 0 else 10.0)
-            model = estimate(model, res, cfg, mixup=num_gauss if it > 0 else 0)
+            model = estimate(model, res, cfg, mixup=num_gauss if it > 0 else 0,
+                             rng=np.random.default_rng([seed, it]))
             row = {
                 "pass": it, "realigned": int(do_align), "avg_loglike": res.loglike / res.frames,
                 "frames": res.frames, "num_gauss": model.gmm.num_gauss, "align_failed": len(res.failed) if do_align else "",
@@ -122,31 +128,37 @@ def write_likelihood_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path("data/train"), help="training data dir (text + mfcc/)")
-    ap.add_argument("--lang", type=Path, default=Path("data/lang"))
-    ap.add_argument("--out", type=Path, default=Path("exp/mono"))
-    ap.add_argument("--nj", type=int, default=2, help="parallel jobs for alignment and accumulation")
-    ap.add_argument("--num-iters", type=int, default=25)
-    ap.add_argument("--max-gauss", type=int, default=1000, help="target total number of Gaussians")
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m steps_py.gmm.train_mono", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path("data/train"), help="training data dir (text + mfcc/) (default %(default)s)")
+    ap.add_argument("--lang", type=Path, default=Path("data/lang"), help="lang dir (default %(default)s)")
+    ap.add_argument("--out", type=Path, default=Path("exp/mono"), help="model dir (default %(default)s)")
+    ap.add_argument("--nj", type=int, default=2, help="parallel jobs for alignment and accumulation (default %(default)s)")
+    ap.add_argument("--num-iters", type=int, default=25, help="EM passes (default %(default)s)")
+    ap.add_argument("--max-gauss", type=int, default=1000, help="target total number of Gaussians (default %(default)s)")
     ap.add_argument("--realign-iters", type=str, default=None, help="space/comma separated passes to realign at (default: Kaldi's schedule below --num-iters)")
-    ap.add_argument("--boost-silence", type=float, default=1.0, help="factor on silence Gaussian weights during alignment")
-    ap.add_argument("--beam", type=float, default=10.0)
-    ap.add_argument("--retry-beam", type=float, default=40.0)
+    ap.add_argument("--boost-silence", type=float, default=1.0, help="factor on silence Gaussian weights during alignment (default %(default)s)")
+    ap.add_argument("--beam", type=float, default=10.0, help="alignment beam (default %(default)s)")
+    ap.add_argument("--retry-beam", type=float, default=40.0, help="alignment retry beam (default %(default)s)")
     ap.add_argument("--force", action="store_true", help="retrain even if --out is done")
-    args = ap.parse_args(argv)
-    setup_logging("train_mono", args.out / "log" / "train.log")
-    if skip_done(args.out, args.force, "already trained"):
-        return
+    return ap
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.nj < 1 or args.num_iters < 1 or args.max_gauss < 1:
+        raise GmmError(f"--nj {args.nj}, --num-iters {args.num_iters}, --max-gauss {args.max_gauss}: each must be >= 1")
     t0 = time.time()
     lang = Lang.load(args.lang)
     feats: FeatureSource = open_mfcc(args.data)
     utts, report = load_utterances(args.data, lang, feats)
     log.info("%d utterances loaded from %s; %s", len(utts), args.data, report.summary())
     if not utts:
-        raise SystemExit(f"no usable utterance in {args.data}")
-    realign = None if args.realign_iters is None else [int(x) for x in args.realign_iters.replace(",", " ").split()]
+        raise GmmError(f"no usable utterance in {args.data}")
+    try:
+        realign = None if args.realign_iters is None else [int(x) for x in args.realign_iters.replace(",", " ").split()]
+    except ValueError:
+        raise GmmError(f"--realign-iters {args.realign_iters!r}: give pass numbers, e.g. '1 2 3 5 10'") from None
     model, rows, failed = train(lang, utts, args.nj, args.num_iters, args.max_gauss, realign, args.boost_silence, args.beam, args.retry_beam)
     save_model(args.out / "final.npz", model)
     atomic_write_text(args.out / "num_pdfs", f"{model.gmm.num_pdfs}\n")
@@ -161,5 +173,13 @@ def main(argv: list[str] | None = None) -> None:
     log.info("done in %.1f s: %d pdfs, %d Gaussians, final avg loglike %.4f", time.time() - t0, info["num_pdfs"], info["num_gauss"], info["final_avg_loglike"])
 
 
+def main(argv: list[str] | None = None) -> int:
+    return step_main("gmm.train_mono", build_parser(), run, argv,
+                     log_file=lambda a: a.out / "log" / "train.log",
+                     done_dir=lambda a: a.out, done_state="already trained",
+                     inputs=lambda a: [a.data, a.data / "mfcc", a.lang],
+                     user_errors=(LangError, ModelError))
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -59,16 +59,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from steps_py.fileio import atomic_path, atomic_write_json, is_done, mark_done, skip_done
-from steps_py.log import setup_logging
+from steps_py.cli import StepError, progress, step_main
+from steps_py.fileio import atomic_path, atomic_write_json, is_done, mark_done
 from steps_py.nnet.priors import log_priors_from_counts, save_log_priors
 
 log = logging.getLogger("nnet.egs")
 
 
-class EgsError(ValueError):
+class EgsError(StepError, ValueError):
     """Examples cannot be written or read; the message names the item and the fix."""
 
 
@@ -124,7 +123,7 @@ def write_split(out: Path, utts: Sequence[str], get_feats: Callable[[str], np.nd
     shards: list[list[str]] = [order[k::num_shards] for k in range(num_shards)]
     counts = np.zeros(num_pdfs, dtype=np.int64)
     feat_dim = -1
-    bar = tqdm(total=len(order), desc=desc, unit="utt", leave=False)
+    bar = progress(total=len(order), desc=desc, unit="utt", leave=False)
     for k, shard_utts in enumerate(shards):
         feats_l: list[np.ndarray] = []
         tgts_l: list[np.ndarray] = []
@@ -208,7 +207,11 @@ def read_pdf_alignments(ali_dir: Path) -> dict[str, np.ndarray]:
 def find_num_pdfs(ali_dir: Path, alignments: Mapping[str, np.ndarray]) -> int:
     for cand in (Path(ali_dir) / "num_pdfs", Path(ali_dir).parent / "num_pdfs"):
         if cand.is_file():
-            return int(cand.read_text().split()[0])
+            words = cand.read_text(encoding="utf-8", errors="replace").split()
+            if len(words) != 1 or not words[0].isdigit():
+                raise EgsError(f"{cand}: expected one integer (the number of pdfs), got {' '.join(words)[:40]!r}; "
+                               "re-run the alignment stage or pass --num-pdfs")
+            return int(words[0])
     n = 1 + max((int(a.max()) for a in alignments.values() if len(a)), default=-1)
     log.warning("no num_pdfs file next to %s; using 1 + max pdf id = %d", ali_dir, n)
     return n
@@ -401,7 +404,7 @@ class EgsReader:
 
 
 # ---------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m steps_py.nnet.egs", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--feats", type=Path, required=True, help="train data dir with fbank/ (e.g. data/train)")
@@ -420,32 +423,44 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--prior-floor", type=float, default=1e-5, help="floor of the pdf priors")
     ap.add_argument("--force", action="store_true", help="rewrite even if the egs dir is done")
-    args = ap.parse_args(argv)
-    setup_logging("nnet.egs")
-    if skip_done(args.out, args.force):
-        return 0
+    return ap
+
+
+def _inputs(args: argparse.Namespace) -> list[Path]:
+    """What the examples are made of (their stamps go into .done; a change means a redo)."""
+    ins = [args.feats, args.feats / args.feat_kind, args.ali]
+    if args.dev_feats is not None and args.dev_ali is not None:
+        ins += [args.dev_feats, args.dev_feats / args.feat_kind, args.dev_ali]
+    return ins
+
+
+def run(args: argparse.Namespace) -> None:
     if (args.dev_feats is None) != (args.dev_ali is None):
-        ap.error("--dev-feats and --dev-ali go together")
+        raise EgsError("--dev-feats and --dev-ali go together: give both (validation examples) or neither")
     params = EgsParams(args.model_type, args.context, args.chunk, args.left_context, args.target_delay,
                        args.num_shards, args.seed)
     from steps_py.features.io import FeatureReader  # the stage-3 reader
 
     def load(data: Path, ali_dir: Path) -> tuple[list[str], Callable[[str], np.ndarray], dict[str, np.ndarray]]:
-        reader = FeatureReader(data, args.feat_kind, cmvn=True)
+        try:
+            reader = FeatureReader(data, args.feat_kind, cmvn=True)
+        except (FileNotFoundError, ValueError) as e:  # the reader's messages name the file and the fix
+            raise EgsError(str(e)) from None
         alis = read_pdf_alignments(ali_dir)
         log.info("%s: %d utterances with features, %d alignments", data, len(reader.utts), len(alis))
         return list(reader.utts), reader.__getitem__, alis
 
-    try:
-        train = load(args.feats, args.ali)
-        num_pdfs = args.num_pdfs or find_num_pdfs(args.ali, train[2])
-        dev = load(args.dev_feats, args.dev_ali) if args.dev_feats else None
-        info = write_egs(args.out, train, num_pdfs, params, dev, args.prior_floor)
-    except (EgsError, FileNotFoundError, ValueError) as e:  # FeatureReader's errors name the fix
-        log.error("%s", e)
-        return 1
+    train = load(args.feats, args.ali)
+    num_pdfs = args.num_pdfs or find_num_pdfs(args.ali, train[2])
+    dev = load(args.dev_feats, args.dev_ali) if args.dev_feats else None
+    info = write_egs(args.out, train, num_pdfs, params, dev, args.prior_floor)
     log.info("wrote %s: %s", args.out, json.dumps({k: info[k] for k in ("feat_dim", "num_pdfs", "frames", "splits", "skipped")}))
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return step_main("nnet.egs", build_parser(), run, argv,
+                     log_file=lambda a: a.out.parent / "log" / f"egs_{a.out.name}.log",
+                     done_dir=lambda a: a.out, inputs=_inputs)
 
 
 if __name__ == "__main__":

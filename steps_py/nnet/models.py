@@ -139,6 +139,10 @@ def model_config(cfg: dict[str, Any]) -> dict[str, Any]:
     out = {"type": kind, "feat_dim": cfg["feat_dim"], "num_pdfs": cfg["num_pdfs"]}
     for k, v in defaults.items():
         out[k] = cfg.get(k, v)
+        if isinstance(v, int) and (not isinstance(out[k], int) or isinstance(out[k], bool) or out[k] < 0):
+            raise ValueError(f"model config '{k}' must be a non-negative integer, got {out[k]!r}")
+        if isinstance(v, str) and not isinstance(out[k], str):
+            raise ValueError(f"model config '{k}' must be a string, got {out[k]!r}")
     return out
 
 

@@ -258,8 +258,10 @@ class OnlineNaturalGradient:
         tr_t = eta / n * tr_x + (1.0 - eta) * (dim * rho + float(d.sum()))
         rho_new = (tr_t - float(sqrt_c.sum())) / (dim - rank)
         d_new = sqrt_c - rho_new
-        rho_new = max(rho_new, self.epsilon, self.delta * float(sqrt_c.max()))
-        d_new = d_new.clamp(min=self.epsilon)
+        # current Kaldi floors both rho and D at max(epsilon, delta * max sqrt(c))
+        floor_val = max(self.epsilon, self.delta * float(sqrt_c.max()))
+        rho_new = max(rho_new, floor_val)
+        d_new = d_new.clamp(min=floor_val)
         if must_reorthogonalize:  # as Kaldi: ill-conditioned or floored C breaks R R^T = I
             q, _ = torch.linalg.qr(r_new.double().T)
             r_new = q.T

@@ -3,9 +3,9 @@
 The loop is written against the stage-5/6 API of docs/INTERFACES.md
 (`steps_py.nnet.models.build_model`, `steps_py.nnet.egs.EgsReader`,
 `steps_py.nnet.model_io.save_acoustic_model`, `steps_py.nnet.optim.make_optimizer`).
-`NnetBackend` binds those (imported lazily, so `--help` works without them);
-`steps_py.parallel.toy.ToyBackend` provides the same API with a tiny MLP on numpy
-examples for tests and benchmarks (`--backend toy`).
+`NnetBackend` binds those (imported lazily, so `--help` works without them). Tests inject
+their own backend with the same API (`tests/toy_nnet.py`: a tiny MLP on numpy examples) by
+calling `steps_py.parallel.train.run(args, backend=...)`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import nn
+
+from steps_py.cli import StepError
 
 
 class Reader(Protocol):
@@ -43,10 +45,14 @@ class Backend(Protocol):
                    log_priors: np.ndarray, count_log_priors: np.ndarray | None = None) -> None: ...
 
 
+class EgsMissing(StepError):
+    """The examples dir is not one written by stage 5."""
+
+
 def read_egs_info(egs_dir: Path) -> dict[str, Any]:
     f = Path(egs_dir) / "info.json"
     if not f.is_file():
-        raise SystemExit(f"{f} not found: --egs must be an examples dir written by stage 5 "
+        raise EgsMissing(f"{f} not found: --egs must be an examples dir written by stage 5 "
                          "(python -m steps_py.nnet.egs ...)")
     return json.loads(f.read_text(encoding="utf-8"))
 
@@ -54,7 +60,7 @@ def read_egs_info(egs_dir: Path) -> dict[str, Any]:
 def read_log_priors(egs_dir: Path) -> np.ndarray:
     f = Path(egs_dir) / "priors.npy"
     if not f.is_file():
-        raise SystemExit(f"{f} not found: stage 5 writes the log priors next to info.json")
+        raise EgsMissing(f"{f} not found: stage 5 writes the log priors next to info.json")
     return np.load(f, allow_pickle=False)
 
 
@@ -103,13 +109,3 @@ class NnetBackend:
         from steps_py.nnet.model_io import save_acoustic_model
 
         save_acoustic_model(path, model, cfg, log_priors, count_log_priors)
-
-
-def get_backend(name: str) -> Backend:
-    if name == "nnet":
-        return NnetBackend()
-    if name == "toy":
-        from steps_py.parallel.toy import ToyBackend
-
-        return ToyBackend()
-    raise SystemExit(f"unknown --backend {name!r} (nnet or toy)")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -32,6 +33,10 @@ _NAME = re.compile(r"^block-(\d{8})$")
 
 class CheckpointError(RuntimeError):
     pass
+
+
+class DamagedCheckpoint(CheckpointError):
+    """A checkpoint file exists but cannot be read (truncated, empty, not a checkpoint)."""
 
 
 def ckpt_dir(exp_dir: Path, block: int) -> Path:
@@ -83,12 +88,21 @@ def save_checkpoint(exp_dir: Path, block: int, group: Group, global_state: dict[
     return final
 
 
-def load_global(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    f = Path(path) / "global.pt"
+def _load(f: Path, device: torch.device | str) -> dict[str, Any]:
     try:
         return torch.load(f, map_location=device, weights_only=True)
-    except FileNotFoundError as e:
-        raise CheckpointError(f"{path} has no global.pt; delete it or resume from an older one") from e
+    except FileNotFoundError:
+        raise
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:  # truncated, empty, junk
+        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise DamagedCheckpoint(f"checkpoint file {f} is damaged ({reason})") from None
+
+
+def load_global(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    f = Path(path) / "global.pt"
+    if not f.is_file():
+        raise DamagedCheckpoint(f"{path} has no global.pt")
+    return _load(f, device)
 
 
 def load_worker(path: Path, rank: int, device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -98,4 +112,15 @@ def load_worker(path: Path, rank: int, device: torch.device | str = "cpu") -> di
         raise CheckpointError(
             f"{path} has no {f.name} (it holds {', '.join(have) or 'no worker files'}); "
             "resume with the same number of workers it was written with")
-    return torch.load(f, map_location=device, weights_only=True)
+    return _load(f, device)
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged checkpoint to `damaged-block-*` so that it is never tried again."""
+    path = Path(path)
+    dest = path.with_name(f"damaged-{path.name}")
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(path, dest)
+    log.warning("set %s aside as %s", path, dest.name)
+    return dest

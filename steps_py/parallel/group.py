@@ -161,15 +161,20 @@ def choose_device() -> torch.device:
 def _attempt_store(timeout: datetime.timedelta) -> dist.Store:
     """The rendezvous store, under a prefix unique to this torchrun restart attempt.
 
+    When this process hosts it (no agent store) and the host is loopback, it listens on
+    127.0.0.1 only (`launch.loopback_tcp_store`).
+
     torchrun (c10d rendezvous) keeps one agent store across restarts; without a fresh
     prefix, restarted gloo workers read the dead workers' addresses from the previous
     attempt and fail with "connectFullMesh ... Connection refused".
     """
+    from steps_py.parallel.launch import loopback_tcp_store
+
     use_agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
     rank = int(os.environ["RANK"])
-    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
-                          int(os.environ["WORLD_SIZE"]), is_master=not use_agent and rank == 0,
-                          timeout=timeout, multi_tenant=not use_agent)
+    store = loopback_tcp_store(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                               int(os.environ["WORLD_SIZE"]), is_master=not use_agent and rank == 0,
+                               timeout=timeout, multi_tenant=not use_agent)
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     return dist.PrefixStore(f"ema_asr_attempt_{attempt}", store)
 

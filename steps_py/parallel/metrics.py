@@ -5,7 +5,8 @@ data), wait (real processes: barrier before a block's all-reduce = load imbalanc
 (all-reduce, flat copies, sync arithmetic), ema, eval, checkpoint.
 `evaluate` gives frame-level cross entropy and accuracy of a model on dev minibatches.
 `MetricsLog` appends one CSV row per block/epoch (header fixed at start; a resumed run
-appends to the same file) and mirrors every number to tensorboard.
+appends to the same file) and mirrors every number to tensorboard, against training frames
+(all workers), so runs with different N and block sizes line up.
 """
 
 from __future__ import annotations
@@ -121,9 +122,9 @@ class MetricsLog:
     def row(self, values: dict[str, Any]) -> None:
         self._w.writerow({k: _fmt(v) for k, v in values.items()})
         self._f.flush()
-        if self._tb is not None:
+        if self._tb is not None:  # x axis: training frames (all workers), comparable across N
             kind = values.get("kind", "block")
-            step = int(values.get("global_step", 0))
+            step = int(values.get("frames", 0))
             for k, v in values.items():
                 if k in ("kind", "epoch", "block", "global_step") or not isinstance(v, int | float):
                     continue

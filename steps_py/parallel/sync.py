@@ -16,6 +16,13 @@ worker starts from B(t-1), runs tau local updates and ends with W_i(t).
 
 Every object holds its own state (`state_dict()` for checkpoints) and is identical on
 every rank, because all ranks see the same all-reduced A(t).
+
+The training loop calls four hooks and knows nothing else of the algorithm:
+`block_minibatches(K)` (1 for `none`/`ddp`: they synchronize after every step),
+`wrap(model, group)` (torch DistributedDataParallel for `ddp` under torchrun, else the
+model), `after_backward(group, flats)` (the flat gradient all-reduce of simulated `ddp`,
+a no-op for the others) and `on_block_end(group, worker_flats, frames) -> B(t)`.
+`InterferingEma` wraps any of them for the ablation B(t) = E(t).
 """
 
 from __future__ import annotations
@@ -23,7 +30,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import torch
+from torch import nn
 
+from steps_py.parallel.ema import EmaSet
+from steps_py.parallel.flat import FlatState
 from steps_py.parallel.group import Group
 
 SYNC_CHOICES = ("none", "ddp", "ma", "bmuf-cbm", "bmuf-nbm")
@@ -33,8 +43,6 @@ class Sync(ABC):
     """Base: holds G (global model) and B (start of the next block)."""
 
     name = "base"
-    sync_every_step = False  # True: on_block_end is called after every minibatch
-    averages_gradients = False
 
     def __init__(self) -> None:
         self.global_flat: torch.Tensor | None = None
@@ -46,16 +54,25 @@ class Sync(ABC):
         self.global_flat = start.clone()
         self.start_flat = start.clone()
 
+    def block_minibatches(self, k: int) -> int:
+        """Local minibatches between two synchronizations, given the block size asked for."""
+        return k
+
+    def wrap(self, model: nn.Module, group: Group) -> nn.Module:
+        """The module a worker's forward/backward goes through (the model itself by default)."""
+        return model
+
+    def after_backward(self, group: Group, flats: list[FlatState]) -> None:  # noqa: B027
+        """Called once per step after every local worker's backward, before the updates."""
+
     @abstractmethod
-    def on_block_end(self, group: Group, worker_flats: list[torch.Tensor]) -> torch.Tensor:
+    def on_block_end(self, group: Group, worker_flats: list[torch.Tensor],
+                     frames: float) -> torch.Tensor:
         """Combine the local workers' final states; return B(t), the next block's start."""
 
     def override_start(self, start: torch.Tensor) -> None:
         """Replace B(t) (used only by the interfering-EMA ablation: B(t) = E(t))."""
         self.start_flat = start.clone()
-
-    def average_gradients(self, group: Group, grads: list[torch.Tensor]) -> torch.Tensor:
-        raise RuntimeError(f"--sync {self.name} does not average gradients")
 
     def state_dict(self) -> dict[str, object]:
         return {"name": self.name, "blocks": self.blocks, "global": self.global_flat,
@@ -73,9 +90,12 @@ class NoSync(Sync):
     """Single worker: G is the worker's model after each step."""
 
     name = "none"
-    sync_every_step = True
 
-    def on_block_end(self, group: Group, worker_flats: list[torch.Tensor]) -> torch.Tensor:
+    def block_minibatches(self, k: int) -> int:
+        return 1
+
+    def on_block_end(self, group: Group, worker_flats: list[torch.Tensor],
+                     frames: float) -> torch.Tensor:
         if group.world_size != 1:
             raise ValueError("--sync none needs exactly one worker")
         self.blocks += 1
@@ -85,15 +105,37 @@ class NoSync(Sync):
 
 
 class GradientAveraging(NoSync):
-    """Synchronous SGD: per-step gradient all-reduce; models stay identical."""
+    """Synchronous SGD: per-step gradient all-reduce; models stay identical.
+
+    Under torchrun with `impl="torch"` the all-reduce is torch's DistributedDataParallel
+    (bucketed, overlapped with backward); otherwise one all-reduce of the flat gradient
+    after the workers' backward passes (always so in simulation).
+    """
 
     name = "ddp"
-    averages_gradients = True
 
-    def average_gradients(self, group: Group, grads: list[torch.Tensor]) -> torch.Tensor:
-        return group.all_reduce_mean(grads)
+    def __init__(self, impl: str = "torch") -> None:
+        super().__init__()
+        self.impl = impl
+        self.torch_ddp = False
 
-    def on_block_end(self, group: Group, worker_flats: list[torch.Tensor]) -> torch.Tensor:
+    def wrap(self, model: nn.Module, group: Group) -> nn.Module:
+        if not (group.is_real and self.impl == "torch"):
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        self.torch_ddp = True
+        return DistributedDataParallel(model, broadcast_buffers=False)
+
+    def after_backward(self, group: Group, flats: list[FlatState]) -> None:
+        if self.torch_ddp:
+            return
+        g = group.all_reduce_mean([f.grads() for f in flats])
+        for f in flats:
+            f.set_grads(g)
+
+    def on_block_end(self, group: Group, worker_flats: list[torch.Tensor],
+                     frames: float) -> torch.Tensor:
         self.blocks += 1
         self.global_flat = worker_flats[0]  # identical on every worker (no copy)
         self.start_flat = self.global_flat
@@ -105,7 +147,8 @@ class ModelAveraging(Sync):
 
     name = "ma"
 
-    def on_block_end(self, group: Group, worker_flats: list[torch.Tensor]) -> torch.Tensor:
+    def on_block_end(self, group: Group, worker_flats: list[torch.Tensor],
+                     frames: float) -> torch.Tensor:
         self.blocks += 1
         avg = group.all_reduce_mean(worker_flats)
         self.global_flat = avg
@@ -134,7 +177,8 @@ class Bmuf(Sync):
         super().init(start)
         self.delta = torch.zeros_like(start)
 
-    def on_block_end(self, group: Group, worker_flats: list[torch.Tensor]) -> torch.Tensor:
+    def on_block_end(self, group: Group, worker_flats: list[torch.Tensor],
+                     frames: float) -> torch.Tensor:
         assert self.global_flat is not None and self.start_flat is not None
         assert self.delta is not None
         self.blocks += 1
@@ -162,14 +206,73 @@ class Bmuf(Sync):
         self.delta = state["delta"].clone()  # type: ignore[union-attr]
 
 
+class InterferingEma(Sync):
+    """Ablation only: the EMA is broadcast as the next start, B(t) = E(t) (the paper does not).
+
+    Wraps the real sync object; its EMA (one, `emas`) exists identically on every rank.
+    G(t) stays the wrapped algorithm's global model, copied before the workers are
+    overwritten with E(t) (for `none`/`ddp` G is otherwise the worker's live buffer).
+    """
+
+    def __init__(self, inner: Sync, emas: EmaSet) -> None:
+        super().__init__()
+        if len(emas) != 1:
+            raise ValueError(f"the interfering ablation broadcasts one EMA, got {len(emas)}")
+        self.inner, self.emas = inner, emas
+        self.name = inner.name
+
+    @property
+    def label(self) -> str:
+        return self.emas.labels[0].replace("ema-", "ema-interfering-", 1)
+
+    def init(self, start: torch.Tensor) -> None:
+        self.inner.init(start)
+        self.emas.init(start)
+        self.global_flat, self.start_flat = self.inner.global_flat, self.inner.start_flat
+
+    def block_minibatches(self, k: int) -> int:
+        return self.inner.block_minibatches(k)
+
+    def wrap(self, model: nn.Module, group: Group) -> nn.Module:
+        return self.inner.wrap(model, group)
+
+    def after_backward(self, group: Group, flats: list[FlatState]) -> None:
+        self.inner.after_backward(group, flats)
+
+    def on_block_end(self, group: Group, worker_flats: list[torch.Tensor],
+                     frames: float) -> torch.Tensor:
+        self.inner.on_block_end(group, worker_flats, frames)
+        assert self.inner.global_flat is not None
+        self.global_flat = self.inner.global_flat.clone()
+        self.emas.update(self.global_flat, frames)
+        start = self.emas.values[0].clone()
+        self.inner.override_start(start)
+        self.start_flat = start
+        self.blocks = self.inner.blocks
+        return start
+
+    def state_dict(self) -> dict[str, object]:
+        return {"inner": self.inner.state_dict(), "ema": self.emas.state_dict(),
+                "global": self.global_flat, "name": self.name, "interfering": True}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        if "interfering" not in state:
+            raise ValueError("checkpoint was written without --ema-interfering")
+        self.inner.load_state_dict(state["inner"])  # type: ignore[arg-type]
+        self.emas.load_state_dict(state["ema"])  # type: ignore[arg-type]
+        self.global_flat = state["global"].clone()  # type: ignore[union-attr]
+        self.start_flat = self.inner.start_flat
+        self.blocks = self.inner.blocks
+
+
 def make_sync(name: str, world_size: int, block_momentum: float | None = None,
-              block_lr: float = 1.0, warmup_blocks: int = 0) -> Sync:
+              block_lr: float = 1.0, warmup_blocks: int = 0, ddp_impl: str = "torch") -> Sync:
     if name == "none":
         if world_size != 1:
             raise ValueError(f"--sync none runs one worker; got {world_size} (use ma, bmuf-* or ddp)")
         return NoSync()
     if name == "ddp":
-        return GradientAveraging()
+        return GradientAveraging(ddp_impl)
     if name == "ma":
         return ModelAveraging()
     if name in ("bmuf-cbm", "bmuf-nbm"):

@@ -1,7 +1,8 @@
-"""A toy backend with the stage-5/6 API: tiny MLP, numpy examples, SGD.
+"""Test double of the training backend (stage-5/6 API): tiny MLP, numpy examples, SGD.
 
-Used by tests and benchmarks so that the parallel engine can be checked without real
-features (`--backend toy`). `make_toy_egs(dir)` writes `info.json`, `priors.npy` and
+Tests inject `ToyBackend()` into `steps_py.parallel.train.run(args, backend=...)` (and
+`tests/toy_train.py` does so for torchrun) so the parallel engine is checked without real
+features. `make_toy_egs(dir)` writes `info.json`, `priors.npy` and
 `{train,dev}.npz` (x: float32 [N, D], y: int64 [N]) from a seed: labels come from a
 fixed random linear teacher plus noise, so the task is learnable but not trivial.
 """
@@ -136,15 +137,16 @@ class ToyBackend(NnetBackend):
 
 
 def toy_train_argv(egs: Path, exp: Path, **opts: object) -> list[str]:
-    """Command-line arguments of a small deterministic toy run (tests, benchmarks).
+    """Command-line arguments of a small deterministic toy run.
 
     `opts` override the defaults (`block_minibatches=4` -> `--block-minibatches 4`);
     a value of True is a bare flag, None or False drops the option.
     """
     base: dict[str, object] = {
-        "backend": "toy", "egs": egs, "exp_dir": exp, "sync": "ma", "optimizer": "sgd",
+        "egs": egs, "exp_dir": exp, "sync": "ma", "optimizer": "sgd",
         "lr_initial": 0.1, "lr_final": 0.02, "momentum": 0.5, "batch_size": 32, "epochs": 2,
-        "block_minibatches": 8, "ema_decays": "0.9,0.99", "checkpoint_every_blocks": 3,
+        "block_minibatches": 8, "ema_decays": "0.9,0.99", "ema_half_life_frames": "",
+        "checkpoint_every_blocks": 3,
         "threads": 1, "seed": 3, "no_tensorboard": True,
     }
     base.update(opts)

@@ -1,0 +1,220 @@
+"""Run the EMA study: every training run of a plan, its decodes, the choices made on dev.
+
+    python -m steps_py.study.run --plan egs/synth/conf_study/study.json --workdir study_work
+
+Resumable and idempotent: each step of each run is skipped when its output is done (a
+trained run has `final/.done`, a decode dir `.done`), and a killed training run resumes
+from its last checkpoint. So the command can be stopped at any time and run again, in
+this session or a later one, and continues where it stopped. Per run, in plan order:
+
+1. train (`python -m steps_py.parallel.train`, `--simulate N` for N > 1: bit-identical to
+   torchrun, see tests/test_parallel_dist.py), into `<workdir>/exp/study/<run>/`;
+2. decode every final model on dev (the LM weight and insertion penalty chosen there);
+3. decode the global model and the non-EMA averagers on test (with dev's LM weight);
+4. once every seed of a config has its dev decodes: choose the EMA (half-life, or the one
+   with warm-up) with the lowest mean dev CER over the seeds, write it to
+   `<workdir>/exp/study/choices.json`, and decode that EMA on test for every seed.
+Then the post-hoc runs of the plan: EMAs of many half-lives reconstructed from the
+snapshots (`steps_py.parallel.posthoc`), each decoded on dev (the CER-vs-half-life curve),
+and the tracked half-lives reconstructed for the comparison with the tracked EMAs.
+Finally the table and plots (`steps_py.study.table`). Nothing is ever chosen on test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from steps_py.cli import StepError, step_main
+from steps_py.fileio import atomic_write_json, is_done
+from steps_py.study.plan import Plan, RunSpec, load_plan
+
+log = logging.getLogger("study")
+
+NON_EMA_PREFIXES = ("global", "icefall", "kaldi-combine", "ema-interfering")
+
+
+class StudyError(StepError):
+    """A step of the study failed; the message names the run and its log."""
+
+
+def is_tracked_ema(tag: str) -> bool:
+    return tag.startswith("ema-") and not tag.startswith("ema-interfering")
+
+
+class Study:
+    def __init__(self, plan: Plan, workdir: Path, results: Path, python: str = sys.executable) -> None:
+        self.plan, self.wd, self.results, self.python = plan, Path(workdir), Path(results), python
+        self.root = self.wd / "exp" / "study"
+
+    def run_dir(self, run: RunSpec) -> Path:
+        return self.root / run.name
+
+    def models(self, run: RunSpec, posthoc: bool = False) -> list[str]:
+        """Tags of the run's final models (`posthoc-*` only when asked)."""
+        final = self.run_dir(run) / "final"
+        tags = sorted(p.stem for p in final.glob("*.safetensors"))
+        return [t for t in tags if t.startswith("posthoc-") == posthoc]
+
+    # ----------------------------------------------------------------- steps
+    def train(self, run: RunSpec) -> None:
+        d = self.run_dir(run)
+        if is_done(d / "final"):
+            return
+        argv = [self.python, "-m", "steps_py.parallel.train", "--egs",
+                str(self.wd / self.plan.egs[run.model]), "--exp-dir", str(d), "--resume",
+                *self.plan.train_argv(run)]
+        if run.workers > 1:
+            argv += ["--simulate", str(run.workers)]
+        log.info("training %s (%d workers)", run.name, run.workers)
+        t0 = time.time()
+        self._call(argv, d / "log" / "study_train.out", run.name)
+        log.info("trained %s in %.0f s", run.name, time.time() - t0)
+
+    def decode(self, run: RunSpec, tag: str, split: str) -> Path:
+        d = self.run_dir(run)
+        out = d / f"decode_{tag}_{split}"
+        if is_done(out):
+            return out
+        data = self.wd / (self.plan.dev if split == "dev" else self.plan.test)
+        argv = [self.python, "-m", "steps_py.decode.nnet", "--model",
+                str(d / "final" / f"{tag}.safetensors"), "--graph", str(self.wd / self.plan.graph),
+                "--data", str(data), "--out", str(out), "--nj", str(self.plan.decode_nj),
+                *self.plan.decode_opts]
+        if split != "dev":
+            argv += ["--lm-weight-from", str(d / f"decode_{tag}_dev")]
+        self._call(argv, d / "log" / f"study_decode_{tag}_{split}.out", f"{run.name} {tag} {split}")
+        return out
+
+    def _call(self, argv: list[str], log_path: Path, what: str) -> None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n")
+            f.flush()
+            p = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, env=env, check=False)
+        if p.returncode != 0:
+            tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-5:]
+            raise StudyError(f"{what} failed (exit {p.returncode}); see {log_path}:\n  "
+                             + "\n  ".join(tail))
+
+    # ----------------------------------------------------------------- choices
+    def dev_cer(self, run: RunSpec, tag: str) -> float | None:
+        s = self.run_dir(run) / f"decode_{tag}_dev" / "summary.json"
+        if not s.is_file() or not is_done(s.parent):
+            return None
+        return float(json.loads(s.read_text(encoding="utf-8"))["cer"])
+
+    def choose(self) -> dict[str, dict[str, object]]:
+        """Per config whose seeds are all dev-decoded: the EMA with the lowest mean dev CER."""
+        by_config: dict[str, list[RunSpec]] = defaultdict(list)
+        for r in self.plan.runs:
+            by_config[r.config].append(r)
+        choices: dict[str, dict[str, object]] = {}
+        for config, runs in by_config.items():
+            if not all(is_done(self.run_dir(r) / "final") for r in runs):
+                continue
+            tags = [t for t in self.models(runs[0]) if is_tracked_ema(t)]
+            cers = {t: [self.dev_cer(r, t) for r in runs] for t in tags}
+            if not tags or any(c is None for cs in cers.values() for c in cs):
+                continue
+            mean = {t: sum(cs) / len(cs) for t, cs in cers.items()}  # type: ignore[arg-type]
+            best = min(tags, key=lambda t: (mean[t], t))
+            choices[config] = {"ema": best, "dev_cer_mean": mean, "seeds": [r.seed for r in runs]}
+        atomic_write_json(self.root / "choices.json", choices)
+        return choices
+
+    # ----------------------------------------------------------------- whole study
+    def run_one(self, run: RunSpec) -> None:
+        self.train(run)
+        for tag in self.models(run):
+            self.decode(run, tag, "dev")
+        for tag in self.models(run):
+            if self.plan.test_models == "all" or tag.startswith(NON_EMA_PREFIXES):
+                self.decode(run, tag, "test")
+
+    def test_chosen(self, choices: dict[str, dict[str, object]]) -> None:
+        for r in self.plan.runs:
+            c = choices.get(r.config)
+            if c is not None and is_done(self.run_dir(r) / "final"):
+                self.decode(r, str(c["ema"]), "test")
+
+    def posthoc(self, run: RunSpec) -> None:
+        d = self.run_dir(run)
+        tracked = [float(t.removeprefix("ema-hl")) for t in self.models(run)
+                   if t.startswith("ema-hl") and not t.endswith("-warmup")]
+        wanted = sorted(set(self.plan.posthoc_half_lives) | set(tracked))
+        todo = [h for h in wanted if not (d / "final" / f"posthoc-hl{_hl(h)}.safetensors").is_file()]
+        if todo:
+            argv = [self.python, "-m", "steps_py.parallel.posthoc", "--exp-dir", str(d), "--egs",
+                    str(self.wd / self.plan.egs[run.model]), "--half-life-frames",
+                    ",".join(_hl(h) for h in todo)]
+            self._call(argv, d / "log" / "study_posthoc.out", f"{run.name} post-hoc")
+        for tag in self.models(run, posthoc=True):
+            self.decode(run, tag, "dev")
+
+    def run_all(self, only_train: bool = False) -> None:
+        for run in self.plan.runs:
+            if only_train:
+                self.train(run)
+                continue
+            self.run_one(run)
+            self.test_chosen(self.choose())
+        if only_train:
+            return
+        names = {r.name: r for r in self.plan.runs}
+        for name in self.plan.posthoc_runs:
+            self.posthoc(names[name])
+
+
+def _hl(h: float) -> str:
+    return str(int(h)) if float(h).is_integer() else f"{h:g}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m steps_py.study.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--plan", type=Path, default=Path("egs/synth/conf_study/study.json"),
+                   help="study plan JSON (default %(default)s)")
+    p.add_argument("--workdir", type=Path, default=Path("study_work"),
+                   help="where run.sh stages 0-4 and 6 of the study corpus wrote corpus/ data/ exp/ "
+                        "(default %(default)s)")
+    p.add_argument("--results", type=Path, default=Path("results/study"),
+                   help="where the table and plots go (default %(default)s)")
+    p.add_argument("--only-train", action="store_true", help="train every run, decode nothing")
+    p.add_argument("--table-only", action="store_true",
+                   help="only rebuild the table and plots from what is done")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from steps_py.study.table import write_study_table
+
+    plan = load_plan(args.plan)
+    study = Study(plan, args.workdir, args.results)
+    for key in (plan.graph, plan.dev, plan.test, *plan.egs.values()):
+        if not (args.workdir / key).exists():
+            raise StudyError(f"{args.workdir / key} does not exist: prepare the study corpus first "
+                             "(local/run_study.sh runs ./run.sh stages 0-4 and 6 for it)")
+    t0 = time.time()
+    if not args.table_only:
+        study.run_all(args.only_train)
+        log.info("study steps done in %.0f s", time.time() - t0)
+    write_study_table(study)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return step_main("study", build_parser(), run, argv,
+                     log_file=lambda a: a.workdir / "logs" / "study.log")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,291 @@
+"""The study's table and plots, from the runs and decodes that are done (partial is fine).
+
+`results/study/table.json` and `table.md`: one row per model x sync x N (x variant) x
+averager: the global model, the EMA chosen on dev (mean dev CER over the config's seeds),
+icefall's running average, Kaldi's last-k combination and, in the ablation, the interfering
+EMA. Columns: dev and test CER (mean ± std over seeds), the paired-bootstrap 95 % CI of the
+relative test-CER change against the same runs' global models (seeds pooled), syncs,
+training frames, training wall time. Plots:
+
+* `cer_vs_workers.png`: test CER against N per sync method (global, EMA, icefall average,
+  Kaldi combination; error bars = std over seeds);
+* `dev_ce_vs_frames.png`: dev cross entropy against training frames, global vs EMAs;
+* `cer_vs_half_life.png`: dev CER against the EMA half-life, tracked EMAs (points) and
+  post-hoc reconstructed ones (curve).
+
+`verdict(rows)` writes the README's "Does the EMA model help?" paragraph from the rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from steps_py.fileio import atomic_write_json, atomic_write_text, is_done
+from steps_py.score.bootstrap import paired_bootstrap_rel_change
+from steps_py.score.scoreboard import paired_errors, score_decode_dir
+
+if TYPE_CHECKING:
+    from steps_py.study.run import Study
+
+log = logging.getLogger("study")
+
+AVERAGERS = ("global", "ema", "icefall-avg", "kaldi-combine", "ema-interfering")
+RESAMPLES, BOOT_SEED = 1000, 0
+
+
+def mean_std(xs: list[float]) -> tuple[float | None, float | None]:
+    if not xs:
+        return None, None
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def _tag_for(averager: str, tags: list[str], chosen: str | None) -> str | None:
+    if averager == "ema":
+        return chosen
+    if averager == "ema-interfering":
+        return next((t for t in tags if t.startswith("ema-interfering")), None)
+    return averager if averager in tags else None
+
+
+def build_rows(study: Study) -> list[dict[str, Any]]:
+    """Rows of the table from every config with at least one finished run."""
+    choices_path = study.root / "choices.json"
+    choices = json.loads(choices_path.read_text()) if choices_path.is_file() else {}
+    by_config: dict[str, list] = defaultdict(list)
+    for r in study.plan.runs:
+        if is_done(study.run_dir(r) / "final"):
+            by_config[r.config].append(r)
+    rows: list[dict[str, Any]] = []
+    for config, runs in by_config.items():
+        chosen = (choices.get(config) or {}).get("ema")
+        summaries = [json.loads((study.run_dir(r) / "summary.json").read_text()) for r in runs]
+        tags = study.models(runs[0])
+        scores = {}
+        for r in runs:
+            for split in ("dev", "test"):
+                for t in tags:
+                    dd = study.run_dir(r) / f"decode_{t}_{split}"
+                    if is_done(dd):
+                        scores[(r.name, t, split)] = score_decode_dir(dd)
+        for averager in AVERAGERS:
+            tag = _tag_for(averager, tags, chosen)
+            if tag is None:
+                continue
+            dev = [scores[(r.name, tag, "dev")].cer for r in runs if scores.get((r.name, tag, "dev"))]
+            test = [scores[(r.name, tag, "test")].cer for r in runs if scores.get((r.name, tag, "test"))]
+            if not dev and not test:
+                continue
+            row: dict[str, Any] = {
+                "config": config, "model": runs[0].model, "sync": runs[0].sync,
+                "workers": runs[0].workers, "variant": runs[0].tag or "-", "averager": averager,
+                "model_tag": tag, "seeds": [r.seed for r in runs],
+                "dev_cer": dev, "test_cer": test,
+                "syncs": summaries[0].get("syncs"), "frames": summaries[0].get("frames"),
+                "block_minibatches": summaries[0].get("block_minibatches"),
+                "train_wall_s": [float(s["wall_time_s"]) for s in summaries],
+            }
+            for k in ("dev_cer", "test_cer", "train_wall_s"):
+                row[f"{k}_mean"], row[f"{k}_std"] = mean_std(row[k])
+            row["vs_global"] = None
+            if averager != "global":
+                pairs = [(scores[(r.name, "global", "test")].result, scores[(r.name, tag, "test")].result)
+                         for r in runs if scores.get((r.name, "global", "test"))
+                         and scores.get((r.name, tag, "test"))]
+                pe = paired_errors([p for p in pairs if p[0] and p[1]]) if pairs else None
+                if pe is not None and len(pairs) == len(runs):
+                    ci = paired_bootstrap_rel_change(*pe, resamples=RESAMPLES, seed=BOOT_SEED)
+                    row["vs_global"] = {"percent": ci.rel_change, "ci95_low": ci.low,
+                                        "ci95_high": ci.high, "seeds_pooled": len(pairs)}
+            rows.append(row)
+    rows.sort(key=lambda r: (r["model"], r["variant"] != "-", r["variant"], r["sync"],
+                             r["workers"], AVERAGERS.index(r["averager"])))
+    return rows
+
+
+def _fmt(m: float | None, s: float | None, n: int) -> str:
+    if m is None:
+        return "-"
+    return f"{m:.2f}" if n <= 1 else f"{m:.2f} ± {s:.2f}"
+
+
+def _ci(v: dict[str, Any] | None) -> str:
+    if not v:
+        return "-"
+    star = "**" if v["ci95_high"] < 0 or v["ci95_low"] > 0 else ""
+    return f"{star}{v['percent']:+.1f} % [{v['ci95_low']:+.1f}, {v['ci95_high']:+.1f}]{star}"
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    head = ("| model | sync | N | variant | averager | model chosen on dev | seeds | dev CER % | "
+            "test CER % | test vs global (rel., 95 % CI) | syncs | frames | train time |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['sync']} | {r['workers']} | {r['variant']} | {r['averager']} | "
+            f"{r['model_tag'] if r['averager'] == 'ema' else '-'} | {len(r['seeds'])} | "
+            f"{_fmt(r['dev_cer_mean'], r['dev_cer_std'], len(r['dev_cer']))} | "
+            f"{_fmt(r['test_cer_mean'], r['test_cer_std'], len(r['test_cer']))} | "
+            f"{_ci(r['vs_global'])} | {r['syncs']} | {r['frames']} | "
+            f"{(r['train_wall_s_mean'] or 0) / 60:.1f} min |")
+    return head + "\n".join(lines) + "\n"
+
+
+def verdict(rows: list[dict[str, Any]]) -> str:
+    """Plain sentences on where the EMA helps, from the CIs (nothing typed in)."""
+    ema = [r for r in rows if r["averager"] == "ema" and r["vs_global"] and r["variant"] == "-"]
+    if not ema:
+        return "No configuration has test decodes of both its global and its EMA model yet."
+    better = [r for r in ema if r["vs_global"]["ci95_high"] < 0]
+    worse = [r for r in ema if r["vs_global"]["ci95_low"] > 0]
+    same = [r for r in ema if r not in better and r not in worse]
+
+    def names(rs: list[dict[str, Any]]) -> str:
+        return ", ".join(f"{r['model']} {r['sync']} N={r['workers']} ({r['vs_global']['percent']:+.1f} %)"
+                         for r in rs) or "none"
+
+    out = [f"Of {len(ema)} configurations (model x sync x N) with test decodes, the EMA chosen on "
+           f"dev is significantly better than the same runs' global model (paired-bootstrap 95 % "
+           f"CI of the relative test-CER change below 0) in {len(better)}: {names(better)}; "
+           f"significantly worse in {len(worse)}: {names(worse)}; and not significantly "
+           f"different in {len(same)}: {names(same)}."]
+    for rival in ("icefall-avg", "kaldi-combine"):
+        pairs = []
+        for e in ema:
+            o = next((r for r in rows if r["config"] == e["config"] and r["averager"] == rival
+                      and r["test_cer_mean"] is not None), None)
+            if o is not None and e["test_cer_mean"] is not None:
+                pairs.append((e, o))
+        if pairs:
+            wins = sum(1 for e, o in pairs if e["test_cer_mean"] < o["test_cer_mean"])
+            out.append(f"Against {rival} (the same runs), the EMA has the lower mean test CER in "
+                       f"{wins} of {len(pairs)} configurations.")
+    return " ".join(out)
+
+
+def write_study_table(study: Study) -> list[dict[str, Any]]:
+    rows = build_rows(study)
+    out = study.results
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "table.json", {"plan": str(study.plan.path), "rows": rows,
+                                           "resamples": RESAMPLES, "bootstrap_seed": BOOT_SEED})
+    text = format_table(rows)
+    atomic_write_text(out / "table.md", text + "\n" + verdict(rows) + "\n")
+    try:
+        plot_cer_vs_workers(rows, out / "cer_vs_workers.png")
+        plot_dev_ce_vs_frames(study, out / "dev_ce_vs_frames.png")
+        plot_cer_vs_half_life(study, out / "cer_vs_half_life.png")
+    except ImportError as e:  # matplotlib is a dependency; say so if it is broken
+        log.warning("plots skipped: %s", e)
+    log.info("study table: %d rows -> %s", len(rows), out / "table.md")
+    return rows
+
+
+# ---------------------------------------------------------------------- plots
+def _plt():  # noqa: ANN202
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_cer_vs_workers(rows: list[dict[str, Any]], path: Path) -> None:
+    plt = _plt()
+    base = [r for r in rows if r["variant"] == "-" and r["test_cer_mean"] is not None]
+    syncs = [s for s in ("ma", "bmuf-cbm", "bmuf-nbm", "ddp") if any(r["sync"] == s for r in base)]
+    models = sorted({r["model"] for r in base})
+    if not syncs or not models:
+        return
+    fig, axes = plt.subplots(len(models), len(syncs), figsize=(4 * len(syncs), 3.2 * len(models)),
+                             squeeze=False, sharey="row")
+    for i, m in enumerate(models):
+        for j, s in enumerate(syncs):
+            ax = axes[i][j]
+            for averager in ("global", "ema", "icefall-avg", "kaldi-combine"):
+                pts = sorted((r["workers"], r["test_cer_mean"], r["test_cer_std"] or 0.0) for r in base
+                             if r["model"] == m and r["averager"] == averager
+                             and (r["sync"] == s or (r["workers"] == 1 and r["sync"] == "ma")))
+                if pts:
+                    ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
+                                marker="o", capsize=3, label=averager)
+            ax.set_xscale("log", base=2)
+            ax.set_title(f"{m} {s}")
+            ax.set_xlabel("workers N")
+            ax.set_ylabel("test CER %")
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_dev_ce_vs_frames(study: Study, path: Path) -> None:
+    plt = _plt()
+    picked = [r for r in study.plan.runs if r.seed == min(x.seed for x in study.plan.runs)
+              and r.workers == 16 and not r.tag and (study.run_dir(r) / "log/train.csv").is_file()]
+    if not picked:
+        return
+    fig, axes = plt.subplots(1, len(picked), figsize=(4 * len(picked), 3.2), squeeze=False)
+    for ax, r in zip(axes[0], picked, strict=True):
+        with open(study.run_dir(r) / "log/train.csv", encoding="utf-8") as f:
+            rows = [x for x in csv.DictReader(f) if x.get("dev_ce_global")]
+        cols = [c for c in (rows[0] if rows else {}) if c.startswith("dev_ce_")]
+        for c in cols:
+            pts = [(float(x["frames"]), float(x[c])) for x in rows if x.get(c)]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=c.removeprefix("dev_ce_"),
+                    lw=2 if c == "dev_ce_global" else 1)
+        ax.set_title(r.name, fontsize=9)
+        ax.set_xlabel("training frames")
+        ax.set_ylabel("dev CE (nats/frame)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def half_life_curve(study: Study, run: Any, prefix: str) -> list[tuple[float, float]]:
+    """(half-life, dev CER) of a run's decoded models whose tag starts with `prefix` + 'hl'."""
+    pts = []
+    for t in study.models(run, posthoc=prefix == "posthoc-"):
+        if t.startswith(prefix + "hl") and not t.endswith("-warmup"):
+            cer = study.dev_cer(run, t)
+            if cer is not None:
+                pts.append((float(t.removeprefix(prefix + "hl")), cer))
+    return sorted(pts)
+
+
+def plot_cer_vs_half_life(study: Study, path: Path) -> None:
+    plt = _plt()
+    names = {r.name: r for r in study.plan.runs}
+    runs = [names[n] for n in study.plan.posthoc_runs if n in names
+            and is_done(study.run_dir(names[n]) / "final")]
+    if not runs:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in runs:
+        rec = half_life_curve(study, r, "posthoc-")
+        tr = half_life_curve(study, r, "ema-")
+        line = ax.plot([p[0] for p in rec], [p[1] for p in rec], label=f"{r.config} post-hoc")
+        ax.scatter([p[0] for p in tr], [p[1] for p in tr], color=line[0].get_color(),
+                   marker="o", label=f"{r.config} tracked")
+        g = study.dev_cer(r, "global")
+        if g is not None and not math.isnan(g):
+            ax.axhline(g, color=line[0].get_color(), ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("EMA half-life (training frames)")
+    ax.set_ylabel("dev CER % (dotted: global model)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

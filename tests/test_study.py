@@ -1,0 +1,102 @@
+"""The study driver: plan checks, the EMA chosen on dev (never test), the table and verdict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from steps_py.fileio import mark_done
+from steps_py.study.plan import PlanError, load_plan
+from steps_py.study.run import Study
+from steps_py.study.table import build_rows, format_table, verdict
+
+PLAN = {
+    "egs": {"dnn": "exp/egs/dnn"}, "graph": "exp/mono/graph", "dev": "data/dev", "test": "data/test",
+    "train_common": ["--epochs", "1"],
+    "families": [{"model": "dnn", "sync": "ma", "workers": [2], "seeds": [1, 2]}],
+}
+REF = {f"u{i:02d}": "一 二 三 四 五 六 七 八 九 十" for i in range(20)}
+
+
+def _decode_dir(d: Path, errors_per_utt: list[int]) -> None:
+    """A finished decode dir whose hypothesis has the given substitution counts per utterance."""
+    d.mkdir(parents=True)
+    (d / "ref.txt").write_text("".join(f"{u} {t}\n" for u, t in REF.items()), encoding="utf-8")
+    hyp = {}
+    for (u, t), e in zip(REF.items(), errors_per_utt, strict=True):
+        chars = t.split()
+        hyp[u] = " ".join(["错"] * e + chars[e:])
+    (d / "hyp.txt").write_text("".join(f"{u} {t}\n" for u, t in hyp.items()), encoding="utf-8")
+    cer = 100.0 * sum(errors_per_utt) / (10 * len(REF))
+    (d / "summary.json").write_text(json.dumps({"cer": cer}), encoding="utf-8")
+    mark_done(d)
+
+
+def _fake_study(tmp_path: Path, dev_errors: dict[str, list[int]], test_errors: dict[str, list[int]]) -> Study:
+    plan_path = tmp_path / "study.json"
+    plan_path.write_text(json.dumps(PLAN), encoding="utf-8")
+    study = Study(load_plan(plan_path), tmp_path / "work", tmp_path / "results")
+    for run in study.plan.runs:
+        d = study.run_dir(run)
+        (d / "final").mkdir(parents=True)
+        for tag in dev_errors:
+            (d / "final" / f"{tag}.safetensors").write_bytes(b"")
+        mark_done(d / "final")
+        (d / "summary.json").write_text(json.dumps({"syncs": 10, "frames": 1000,
+                                                    "block_minibatches": 4, "wall_time_s": 60.0}))
+        for tag, errs in dev_errors.items():
+            _decode_dir(d / f"decode_{tag}_dev", [e + run.seed - 1 for e in errs])
+        for tag, errs in test_errors.items():
+            _decode_dir(d / f"decode_{tag}_test", errs)
+    return study
+
+
+def test_the_ema_is_chosen_on_dev_and_the_table_compares_it_with_global(tmp_path: Path) -> None:
+    n = len(REF)
+    dev = {"global": [3] * n, "ema-hl1000": [2] * n, "ema-hl4000": [1] * n,
+           "ema-hl4000-warmup": [1] * (n - 1) + [2], "icefall-avg": [2] * n}
+    # on test the other EMA would be better: the choice must not look at test
+    test = {"global": [3] * n, "ema-hl1000": [0] * n, "ema-hl4000": [2] * n, "icefall-avg": [3] * n}
+    study = _fake_study(tmp_path, dev, test)
+    choices = study.choose()
+    assert choices["dnn_ma_n2"]["ema"] == "ema-hl4000"
+    assert json.loads((study.root / "choices.json").read_text())["dnn_ma_n2"]["seeds"] == [1, 2]
+    rows = build_rows(study)
+    by = {r["averager"]: r for r in rows}
+    assert set(by) == {"global", "ema", "icefall-avg"}
+    assert by["ema"]["model_tag"] == "ema-hl4000"
+    assert by["ema"]["test_cer_mean"] == pytest.approx(20.0) and by["global"]["test_cer_mean"] == pytest.approx(30.0)
+    assert by["ema"]["dev_cer_mean"] == pytest.approx((10.0 + 20.0) / 2)  # seeds 1 and 2
+    ci = by["ema"]["vs_global"]
+    assert ci["percent"] == pytest.approx(-100 / 3) and ci["ci95_high"] < 0 and ci["seeds_pooled"] == 2
+    assert by["icefall-avg"]["vs_global"]["percent"] == pytest.approx(0.0)
+    table = format_table(rows)
+    assert "| dnn | ma | 2 | - | ema | ema-hl4000 | 2 |" in table and "**-33.3 %" in table
+    text = verdict(rows)
+    assert "significantly better than the same runs' global model" in text and "in 1: dnn ma N=2" in text
+
+
+def test_no_choice_until_every_seed_has_its_dev_decodes(tmp_path: Path) -> None:
+    n = len(REF)
+    study = _fake_study(tmp_path, {"global": [1] * n, "ema-hl1000": [1] * n}, {})
+    run2 = study.plan.runs[1]
+    for p in (study.run_dir(run2) / "decode_ema-hl1000_dev").iterdir():
+        p.unlink()
+    assert study.choose() == {}
+
+
+def test_plan_errors_name_the_key(tmp_path: Path) -> None:
+    bad = dict(PLAN, families=[{"model": "dnn", "sync": "bmuf", "workers": [2], "seeds": [1]}])
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps(bad))
+    with pytest.raises(PlanError, match="sync 'bmuf' is not one of"):
+        load_plan(p)
+    p.write_text(json.dumps(dict(PLAN, famlies=[])))
+    with pytest.raises(PlanError, match=r"unknown keys \['famlies'\]"):
+        load_plan(p)
+    plan = load_plan(Path(__file__).resolve().parents[1] / "egs/synth/conf_study/study.json")
+    names = [r.name for r in plan.runs]
+    assert len(names) == len(set(names)) >= 30 and "dnn_ma_n64_seed1" in names
+    assert {r.workers for r in plan.runs if r.model == "dnn"} >= {1, 4, 16, 64}
