@@ -36,8 +36,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -62,7 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from steps_py.decode.api import read_ref
-    from steps_py.decode.inputs import DecodeError, check_graph, parse_lm_weights, parse_penalties, read_words
+    from steps_py.decode.inputs import (
+        DecodeError,
+        check_graph,
+        parse_lm_weights,
+        parse_penalties,
+        read_words,
+    )
     from steps_py.decode.scorers import load_scorer, model_kind
     from steps_py.decode.search import Search, SearchConfig
     from steps_py.log import setup_logging

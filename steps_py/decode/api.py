@@ -13,7 +13,9 @@ weight x word insertion penalty and the best pair is chosen; with ``lm_weight_fr
 dev decode dir per model) only the dev-chosen pair is scored, and a data dir that looks like
 a test set refuses to be decoded without it (the pair is never chosen on test).
 
-A done decode dir (``.done``) is skipped unless ``force``. A decode where more than
+A done decode dir (``.done``) is skipped unless ``force`` or one of its inputs changed since
+(the model file, the graph, the data dir's text and feats.scp, the dev decode dir it took
+its LM weight from: their stamps are kept in ``.done``, see ``steps_py.fileio``). A decode where more than
 ``max_failed`` (5 %) of the utterances failed (no features, no path, an error) stops with a
 ``DecodeError`` naming them and writes nothing; below that they count as deletions and are
 listed in ``summary.json``.
@@ -42,7 +44,7 @@ from steps_py.decode.inputs import (
 )
 from steps_py.decode.pool import ChunkResult, PoolConfig, UttResult, make_tasks, run_pool
 from steps_py.decode.search import SearchConfig, Timing
-from steps_py.fileio import is_done
+from steps_py.fileio import skip_done
 
 log = logging.getLogger("decode")
 
@@ -112,13 +114,22 @@ def decode_models(models: list[Path], graph: Path, data: Path, out_dirs: list[Pa
         raise DecodeError(f"give one --lm-weight-from dir per model ({len(models)} models, {len(froms)} dirs)")
     if nj < 1:
         raise DecodeError(f"--nj must be >= 1, not {nj}")
-    todo = [i for i, o in enumerate(out_dirs) if req.force or not is_done(o)]
-    for i in sorted(set(range(len(models))) - set(todo)):
-        log.info("%s is already decoded (.done present); skipping (use --force to redo)", out_dirs[i])
+    data = Path(data)
+
+    def inputs_of(i: int) -> list[Path]:
+        from steps_py.decode.scorers import model_kind
+
+        try:
+            kind = "mfcc" if model_kind(models[i]) == "gmm" else "fbank"
+        except DecodeError:
+            kind = "fbank"
+        ins = [models[i], Path(graph), data / "text", data / kind / "feats.scp"]
+        return ins + ([Path(froms[i])] if froms[i] is not None else [])  # type: ignore[list-item]
+
+    todo = [i for i, o in enumerate(out_dirs) if not skip_done(o, req.force, "already decoded", inputs_of(i))]
     results: list[dict[str, Any] | None] = [None] * len(models)
     if not todo:
         return results
-    data = Path(data)
     ginfo = check_graph(graph)
     words = read_words(Path(graph) / "words.txt")
     chosen: dict[int, Chosen] = {}
@@ -211,7 +222,7 @@ def decode_models(models: list[Path], graph: Path, data: Path, out_dirs: list[Pa
                 "nj": nj, "beam": req.search.beam, "lattice_beam": req.search.lattice_beam,
                 "acoustic_scale": req.search.acoustic_scale, "priors": req.priors if kinds[i] == "nnet" else None,
                 "no_features": no_feats}
-        s = write_decode_dir(md, ref, words, nj, utt2spk, info, tm)
+        s = write_decode_dir(md, ref, words, nj, utt2spk, info, tm, inputs_of(i))
         log.info("%s: %%CER %.2f (LM weight %s, penalty %s, %s), oracle %.2f, %.2f arcs/frame, RTF per core %.4f",
                  out_dirs[i], s["cer"], format_weight(s["lm_weight"]), format_penalty(s["word_ins_penalty"]),
                  "chosen here" if i not in chosen else f"from {chosen[i].source}", s["oracle_cer"],

@@ -18,7 +18,7 @@
   ``oracle_cer``/``oracle_errors``, ``lattice_density`` (word-lattice arcs per frame), failed
   utterances, the search settings; every time measurement lives under ``timing`` (the rest
   of the dir is byte-for-byte the same when the same decode runs again);
-* ``.done`` last.
+* ``.done`` last (with the stamps of the inputs and the time it was written).
 
 The pair is chosen on the set itself only for a dev set: the lowest error count, ties going
 to the smaller penalty, then the smaller LM weight (the order Kaldi's best_wer.sh sees the
@@ -101,7 +101,7 @@ def clear_outputs(out: Path) -> None:
 
 def write_decode_dir(md: ModelDecode, ref: dict[str, str], words: dict[int, str], nj: int,
                      utt2spk: dict[str, str] | None, info: dict[str, Any],
-                     timing: dict[str, Any]) -> dict[str, Any]:
+                     timing: dict[str, Any], inputs: list[Path] | None = None) -> dict[str, Any]:
     """Score every grid point, choose (or take) the pair, write every file; returns summary."""
     out = md.out
     out.mkdir(parents=True, exist_ok=True)
@@ -166,5 +166,5 @@ def write_decode_dir(md: ModelDecode, ref: dict[str, str], words: dict[int, str]
         "num_jobs": len(jobs), **info, "timing": timing,
     }
     atomic_write_json(out / "summary.json", summary)
-    mark_done(out, {"cer": summary["cer"], "lm_weight": lmwt, "word_ins_penalty": wip})
+    mark_done(out, {"cer": summary["cer"], "lm_weight": lmwt, "word_ins_penalty": wip}, inputs=inputs)
     return summary

@@ -11,7 +11,8 @@ state-level ``Lattice``, and only to a file), so the format is written here, fro
 * the FST is OpenFst's binary ``vector`` format, all little-endian: the header
   ``int32 magic 2125659606``, ``string fst_type "vector"``, ``string arc_type``,
   ``int32 version 2``, ``int32 flags 0``, ``uint64 properties``, ``int64 start``,
-  ``int64 num_states``, ``int64 num_arcs`` (a string is ``int32 length`` + bytes); then
+  ``int64 num_states``, ``int64 num_arcs`` (left 0 by OpenFst's VectorFst writer; a string
+  is ``int32 length`` + bytes); then
   for each state its final weight, ``int64 num_arcs`` and each arc as ``int32 ilabel``,
   ``int32 olabel``, weight, ``int32 nextstate``;
 * ``arc_type`` is ``compactlattice44`` for a CompactLattice: its weight is a
@@ -64,15 +65,16 @@ def _string(s: str) -> bytes:
     return _I32.pack(len(b)) + b
 
 
-def _header(arc_type: str, properties: int, start: int, num_states: int, num_arcs: int) -> bytes:
+def _header(arc_type: str, properties: int, start: int, num_states: int) -> bytes:
+    # OpenFst's VectorFst::Write leaves the header's arc count at 0; so do we
     return (_I32.pack(FST_MAGIC) + _string("vector") + _string(arc_type)
-            + _HEAD.pack(2, 0, properties, start, num_states, num_arcs))
+            + _HEAD.pack(2, 0, properties, start, num_states, 0))
 
 
 def compact_lattice_bytes(lat: CompactLattice) -> bytes:
     """One CompactLattice in Kaldi/OpenFst binary form (what follows `<utt> ` in an archive)."""
     out = [_header("compactlattice44", COMPACT_LATTICE_PROPERTIES,
-                   lat.start if lat.num_states else -1, lat.num_states, lat.num_arcs)]
+                   lat.start if lat.num_states else -1, lat.num_states)]
     for s in range(lat.num_states):
         fin = lat.finals[s]
         if fin is None:
@@ -92,7 +94,7 @@ def lattice_bytes(num_states: int, start: int, finals: list[tuple[float, float] 
                   arcs: list[list[tuple[int, int, float, float, int]]], properties: int) -> bytes:
     """A state-level Lattice (`lattice4`) in binary form; arcs are (ilabel, olabel, graph,
     acoustic, nextstate). Used to check this writer against OpenFst's own (kaldifst)."""
-    out = [_header("lattice4", properties, start, num_states, sum(len(a) for a in arcs))]
+    out = [_header("lattice4", properties, start, num_states)]
     for s in range(num_states):
         fin = finals[s]
         out.append(_FF.pack(*(fin if fin is not None else (INF, INF))))

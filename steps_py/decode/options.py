@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from steps_py.decode.api import DecodeRequest, decode_models
@@ -31,6 +32,9 @@ def build_parser(prog: str, doc: str, *, model_help: str, model_default: list[Pa
                         "(required for test sets)")
     p.add_argument("--beam", type=float, default=beam, help="search beam (default %(default)s)")
     p.add_argument("--lattice-beam", type=float, default=lattice_beam, help="lattice beam (default %(default)s)")
+    p.add_argument("--max-active", type=int, default=None,
+                   help="accepted for Kaldi-style command lines; the lattice search has no max-active "
+                        "(use --beam or --pdf-beam), so it only logs a warning")
     p.add_argument("--pdf-beam", type=float, default=0.0,
                    help="prune, per frame, pdfs more than this many nats (log-likelihood) below the "
                         "frame's best: a speed/accuracy trade like max-active, which the lattice "
@@ -50,6 +54,10 @@ def build_parser(prog: str, doc: str, *, model_help: str, model_default: list[Pa
 
 
 def request_from_args(args: argparse.Namespace) -> DecodeRequest:
+    if args.max_active is not None:
+        logging.getLogger("decode").warning(
+            "--max-active %d has no effect: kaldi-decoder's lattice search has no max-active; "
+            "trade speed for accuracy with --beam or --pdf-beam", args.max_active)
     for flag, v in (("--beam", args.beam), ("--lattice-beam", args.lattice_beam),
                     ("--acoustic-scale", args.acoustic_scale)):
         if not v > 0:
