@@ -317,12 +317,12 @@ if stage_on 5; then
   # the project's GMM, or with --ali-dir the Kaldi experiment's own model (exp/kaldi_ali)
   gmm_model=$exp/mono; gmm_dir=$exp/mono
   [ -z "$ali_dir" ] || { gmm_model=$ali_dir; gmm_dir=$exp/kaldi_ali; }
-  log "stage 5: GMM decoding of dev and test with $gmm_model (LM weight chosen on dev)"
+  log "stage 5: GMM lattice decoding of dev and test with $gmm_model (LM weight and insertion penalty chosen on dev)"
   python -m steps_py.decode.gmm --model "$gmm_model" --graph "$graph" --data "$data/dev" \
     --out "$gmm_dir/decode_dev" --nj "$nj" "${gmm_decode_args[@]}" $force
   python -m steps_py.decode.gmm --model "$gmm_model" --graph "$graph" --data "$data/test" \
     --out "$gmm_dir/decode_test" --lm-weight-from "$gmm_dir/decode_dev" --nj "$nj" "${gmm_decode_args[@]}" $force
-  log "GMM ($(basename "$gmm_dir")) dev  $(cat "$gmm_dir/decode_dev/cer") at LM weight $(cat "$gmm_dir/decode_dev/best_lmwt")"
+  log "GMM ($(basename "$gmm_dir")) dev  $(cat "$gmm_dir/decode_dev/cer") at LM weight $(cat "$gmm_dir/decode_dev/best_lmwt"), penalty $(cat "$gmm_dir/decode_dev/best_wip")"
   log "GMM ($(basename "$gmm_dir")) test $(cat "$gmm_dir/decode_test/cer")"
 fi
 
@@ -362,19 +362,22 @@ if stage_on 7; then
 fi
 
 if stage_on 8; then
-  log "stage 8: decoding every final model (global and each EMA); LM weight chosen on dev"
+  log "stage 8: lattice decoding of every final model (global and each EMA), all in one worker pool per set; LM weight and penalty chosen on dev"
+  models=(); dev_dirs=(); test_dirs=()
   for r in "${runs[@]}"; do for sd in "${seed_list[@]}"; do
     IFS=: read -r m sync n <<< "$r"
     d=$(run_dir "$m" "$sync" "$n" "$sd")
     for model in "$d"/final/*.safetensors; do
       [ -f "$model" ] || { log "  $d has no final models; run stage 7 first"; exit 1; }
       tag=$(basename "$model" .safetensors)
-      python -m steps_py.decode.nnet --model "$model" --graph "$graph" --data "$data/dev" \
-        --out "$d/decode_${tag}_dev" --nj "$nj" "${nnet_decode_args[@]}" $force
-      python -m steps_py.decode.nnet --model "$model" --graph "$graph" --data "$data/test" \
-        --out "$d/decode_${tag}_test" --lm-weight-from "$d/decode_${tag}_dev" --nj "$nj" "${nnet_decode_args[@]}" $force
+      models+=("$model"); dev_dirs+=("$d/decode_${tag}_dev"); test_dirs+=("$d/decode_${tag}_test")
     done
   done; done
+  python -m steps_py.decode.nnet --model "${models[@]}" --graph "$graph" --data "$data/dev" \
+    --out "${dev_dirs[@]}" --log-file "$exp/log/decode_nnet_dev.log" --nj "$nj" "${nnet_decode_args[@]}" $force
+  python -m steps_py.decode.nnet --model "${models[@]}" --graph "$graph" --data "$data/test" \
+    --out "${test_dirs[@]}" --lm-weight-from "${dev_dirs[@]}" --log-file "$exp/log/decode_nnet_test.log" \
+    --nj "$nj" "${nnet_decode_args[@]}" $force
 fi
 
 if stage_on 9; then

@@ -1,20 +1,31 @@
-"""Decoding speed: real-time factor (RTF) per core of the NN decode, search and network apart.
+"""Where decoding time goes: best-path vs lattice decoding side by side, network forward vs search.
 
     python benchmarks/bench_decode.py --graph exp/mono/graph --data data/dev \\
-        --model exp/dnn_ma_n4/final/ema-0.99.safetensors [--utts 50] [--lm-weights 10]
+        --model exp/dnn_ma_n4/final/global.safetensors [--utts 40] \\
+        [--lattice-beams 8,9,10] [--best-beam 13 --max-active 7000]
+    python benchmarks/bench_decode.py --model exp/mono --data data/dev ...   # the GMM
 
-One process, one torch thread (so the numbers are per core). For each utterance it times
-the network forward (log posteriors - log priors) and the WFST search
-(`WfstDecoder.decode_loglikes`) and reports RTF = seconds / audio seconds (10 ms frames)
-for each and in total; the target for the total is <= 0.05. Without --model (or --data)
-the acoustic scores are synthetic and NN-like: a random path through HCLG_pdf.fst gives
-each frame's pdf, which scores about -0.5 while all others score about -12; the search
-only is timed, and `synthetic_path_wer` (decoded words vs the walked path's words, in %)
-shows how many search errors the beam settings cause. Needs the
-decoding graph from stage 4 (exp/mono/graph); `--toy-graph DIR` instead builds the 3-word
-toy graph of `steps_py.gmm.toy` in DIR (a smoke test of this script only: its RTF says
-nothing about the real graph). Writes a JSON line with the numbers to stdout and, with
---out, to a file.
+One process, one torch thread, CPU time (``time.process_time``), so every number is per core
+and the configurations are measured side by side on the same utterances (on a shared
+machine only the ratios are stable). For each utterance it times once:
+
+* ``load``: reading HCLG.fst and building the decoders (once per worker process);
+* ``forward``: the acoustic model (network forward, or the GMM's log-likelihoods);
+
+and for each search configuration:
+
+* ``best-path``: kaldi-decoder's FasterDecoder (beam, max-active), Viterbi best path only;
+* ``lattice b<B>``: LatticeSimpleDecoder at beam B (no max-active exists there), split
+  into ``search`` (token passing), ``lattice`` (raw lattice out of the decoder),
+  ``determinize`` (word-level determinization, ``steps_py.decode.lattice``) and ``score``
+  (best path at every LM weight x penalty, oracle).
+
+Each row gives the real-time factor (seconds per second of audio) of each part and in
+total (forward included), the CER at the decoding scale (LM weight 1/acoustic-scale,
+penalty 0) and, for lattices, the best CER over the LM weight x penalty grid and the
+oracle CER, the raw and word lattice arcs per frame, and the time ratio to best-path. It
+prints a table and one JSON line (``--out`` writes the JSON to a file too). The target is
+a total RTF <= 0.05 per core.
 """
 
 from __future__ import annotations
@@ -25,166 +36,135 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-
-class GraphWalker:
-    """Random paths through HCLG_pdf.fst, so synthetic scores follow a sequence the graph allows."""
-
-    def __init__(self, fst_path: Path, seed: int = 0) -> None:
-        import kaldifst
-
-        self.fst = kaldifst.StdVectorFst.read(str(fst_path))
-        self.arcs: dict[int, list[tuple[int, int, int]]] = {}
-        self.rng = np.random.default_rng(seed)
-        self._kaldifst = kaldifst
-
-    def _arcs(self, s: int) -> list[tuple[int, int, int]]:
-        if s not in self.arcs:
-            self.arcs[s] = [(a.ilabel, a.olabel, a.nextstate) for a in self._kaldifst.ArcIterator(self.fst, s)]
-        return self.arcs[s]
-
-    def pdf_path(self, frames: int) -> tuple[list[int], list[int]]:
-        """(pdf id per frame, word ids on the path) for about `frames` frames: self-loops taken
-        with probability 1/2; the walk ends in a final state (or restarts at a dead end)."""
-        while True:
-            pdfs: list[int] = []
-            words: list[int] = []
-            s = self.fst.start
-            while True:
-                arcs = self._arcs(s)
-                final = self.fst.final(s) != float("inf")
-                if len(pdfs) >= frames and final:
-                    return pdfs, words
-                if not arcs or len(pdfs) > 3 * frames:
-                    break  # dead end or lost: walk again
-                loops = [a for a in arcs if a[2] == s]
-                moves = [a for a in arcs if a[2] != s] or loops
-                pool = loops if loops and self.rng.random() < 0.5 else moves
-                ilabel, olabel, s = pool[int(self.rng.integers(len(pool)))]
-                if ilabel > 0:
-                    pdfs.append(ilabel - 1)
-                if olabel > 0:
-                    words.append(olabel)
-
-
-def synthetic_loglikes(rng: np.random.Generator, path: list[int], num_pdfs: int) -> np.ndarray:
-    """NN-like scores: the path's pdf near log 1 (-0.5), the others around -12 (std 2)."""
-    out = rng.normal(-12.0, 2.0, size=(len(path), num_pdfs)).astype(np.float32)
-    out[np.arange(len(path)), path] = rng.normal(-0.5, 0.3, size=len(path))
-    return out
-
-
-def build_toy_graph(d: Path) -> Path:
-    """The toy lang's HCLG in d/graph (files as steps_py.decode.graph writes them)."""
-    import shutil
-
-    import kaldi_hmm_gmm as khg
-
-    from steps_py.decode.graph import make_hclg
-    from steps_py.gmm.model_io import monophone_tree
-    from steps_py.gmm.topo import Lang
-    from steps_py.gmm.toy import make_toy_lang
-
-    lang_dir = make_toy_lang(d / "lang")
-    lang = Lang.load(lang_dir)
-    topo = lang.topology()
-    tree = monophone_tree(topo)
-    tm = khg.TransitionModel(ctx_dep=tree, hmm_topo=topo)
-    hclg, hclg_pdf = make_hclg(lang, tm, tree)
-    g = d / "graph"
-    g.mkdir(parents=True, exist_ok=True)
-    hclg.write(str(g / "HCLG.fst"))
-    hclg_pdf.write(str(g / "HCLG_pdf.fst"))
-    shutil.copy(lang_dir / "words.txt", g / "words.txt")
-    shutil.copy(lang_dir / "topo", g / "topo")
-    (g / "num_pdfs").write_text(f"{tm.num_pdfs}\n")
-    return g
-
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--graph", type=Path, default=Path("exp/mono/graph"))
-    p.add_argument("--toy-graph", type=Path, default=None, help="build and use the toy graph in this dir (smoke test)")
-    p.add_argument("--model", type=Path, default=None, help="acoustic model; synthetic scores without it")
-    p.add_argument("--data", type=Path, default=None, help="data dir with fbank features (needs --model)")
-    p.add_argument("--utts", type=int, default=50, help="utterances to decode (default 50)")
-    p.add_argument("--synthetic-frames", type=int, default=300, help="frames per synthetic utterance")
-    p.add_argument("--lm-weights", default="10", help="LM weights per decode (default 10; the sweep costs more)")
-    p.add_argument("--beam", type=float, default=13.0)
-    p.add_argument("--lattice-beam", type=float, default=8.0)
-    p.add_argument("--max-active", type=int, default=7000)
+    p.add_argument("--model", type=Path, required=True, help="network .safetensors or GMM dir (exp/mono)")
+    p.add_argument("--data", type=Path, required=True, help="data dir with text and features")
+    p.add_argument("--utts", type=int, default=40, help="utterances (the first N sorted; default %(default)s)")
+    p.add_argument("--acoustic-scale", type=float, default=None,
+                   help="default 0.1 for networks, 0.083333 for GMMs")
+    p.add_argument("--best-beam", type=float, default=13.0, help="best-path beam (default %(default)s)")
+    p.add_argument("--max-active", type=int, default=7000, help="best-path max-active (default %(default)s)")
+    p.add_argument("--lattice-beams", default="8,10", help="lattice search beams (default %(default)s)")
+    p.add_argument("--lattice-beam", type=float, default=5.0, help="lattice beam (default %(default)s)")
+    p.add_argument("--pdf-beam", type=float, default=0.0,
+                   help="lattice search: pdfs more than this many nats below a frame's best are pushed "
+                        "out of the beam (0 = off; default %(default)s)")
+    p.add_argument("--lm-weights", default="7:17")
+    p.add_argument("--word-ins-penalties", default="0.0,0.5,1.0")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON result here")
     args = p.parse_args(argv)
 
     import torch
 
-    from steps_py.decode import nnet
+    from steps_py.decode.api import read_ref
+    from steps_py.decode.inputs import (
+        DecodeError,
+        check_graph,
+        parse_lm_weights,
+        parse_penalties,
+        read_words,
+    )
+    from steps_py.decode.scorers import load_scorer, model_kind
+    from steps_py.decode.search import Search, SearchConfig
     from steps_py.log import setup_logging
+    from steps_py.score.cer import score_texts
+    from steps_py.score.normalize import normalize_text, normalize_token
 
     log = setup_logging("bench_decode")
     torch.set_num_threads(1)
-    if args.toy_graph is not None:
-        args.graph = build_toy_graph(args.toy_graph)
     try:
-        num_pdfs = nnet.check_graph(args.graph)
-        lm_weights = nnet.parse_lm_weights(args.lm_weights)
-        cfg = nnet.DecodeConfig(model=args.model or Path("-"), graph=args.graph, data=args.data or Path("-"),
-                                lm_weights=tuple(lm_weights), beam=args.beam,
-                                lattice_beam=args.lattice_beam, max_active=args.max_active)
-        t0 = time.perf_counter()
-        decoder = nnet.make_decoder(cfg)
-        decoder.decode_loglikes(np.zeros((5, num_pdfs), dtype=np.float32), lm_weights[:1])  # loads HCLG
-        load_s = time.perf_counter() - t0
-        real = args.model is not None and args.data is not None
-        if real:
-            model, mcfg, priors = nnet.load_model(args.model)
-            nnet.check_model_vs_graph(args.model, mcfg, priors, args.graph, num_pdfs)
-            reader = nnet.make_feature_reader(args.data)
-            utts = reader.utts[:args.utts]
-    except (nnet.DecodeError, ValueError) as e:  # ValueError: the decoder's GraphError
+        info = check_graph(args.graph)
+        words = read_words(args.graph / "words.txt")
+        scorer = load_scorer(args.model)
+        ref_all = read_ref(args.data)
+        acwt = args.acoustic_scale or (0.1 if model_kind(args.model) == "nnet" else 0.083333)
+        grid = [(w, q) for q in parse_penalties(args.word_ins_penalties) for w in parse_lm_weights(args.lm_weights)]
+        beams = [float(b) for b in args.lattice_beams.split(",") if b.strip()]
+    except (DecodeError, ValueError) as e:
         log.error("%s", e)
         return 1
-    rng = np.random.default_rng(0)
-    walker = None if real else GraphWalker(args.graph / "HCLG_pdf.fst")
-    import kaldialign
-
-    nn_s = search_s = 0.0
-    path_err = path_len = 0
+    reader = scorer.open_features(args.data)
+    utts = [u for u in sorted(ref_all) if u in reader][:args.utts]
+    ref = {u: ref_all[u] for u in utts}
+    units = {i: tuple(normalize_token(w)) for i, w in words.items()}
+    t0 = time.process_time()
+    searches = {"best-path": Search(args.graph, SearchConfig(beam=args.best_beam, acoustic_scale=acwt,
+                                                             max_active=args.max_active), info.num_pdfs)}
+    load_s = time.process_time() - t0
+    for b in beams:
+        searches[f"lattice b{b:g}"] = Search(args.graph, SearchConfig(beam=b, lattice_beam=args.lattice_beam,
+                                                                      acoustic_scale=acwt, pdf_beam=args.pdf_beam),
+                                                 info.num_pdfs)
+    decode_lmwt = 1.0 / acwt
+    k_decode = min(range(len(grid)), key=lambda k: (abs(grid[k][0] - decode_lmwt), grid[k][1]))
+    rows: dict[str, dict] = {name: {"search": 0.0, "lattice": 0.0, "determinize": 0.0, "score": 0.0,
+                                    "raw_arcs": 0.0, "arcs": 0, "oracle": 0, "hyp": {}, "grid": [{} for _ in grid]}
+                             for name in searches}
+    forward = 0.0
     frames = 0
-    n = len(utts) if real else args.utts
-    for i in range(n):
-        if real:
-            feats = reader[utts[i]]
-            t0 = time.perf_counter()
-            loglikes = nnet.acoustic_scores(model, feats, priors)
-            nn_s += time.perf_counter() - t0
-        else:
-            pdfs, path_words = walker.pdf_path(args.synthetic_frames)
-            loglikes = synthetic_loglikes(rng, pdfs, num_pdfs)
-        t0 = time.perf_counter()
-        best = decoder.decode_loglikes(loglikes, lm_weights)
-        search_s += time.perf_counter() - t0
-        if not real:  # search errors: decoded words vs the words of the walked path
-            d = kaldialign.edit_distance(path_words, best[lm_weights[0]])
-            path_err += d["total"]
-            path_len += len(path_words)
-        frames += loglikes.shape[0]
-    audio_s = frames * nnet.FRAME_SHIFT_S
-    res = {"graph": str(args.graph), "scores": "model" if real else "synthetic", "utterances": n,
-           "audio_s": round(audio_s, 2), "graph_load_s": round(load_s, 3), "lm_weights": lm_weights,
-           "beam": args.beam, "max_active": args.max_active,
-           "rtf_nn": round(nn_s / audio_s, 5) if real else None, "rtf_search": round(search_s / audio_s, 5),
-           "rtf_total": round((nn_s + search_s) / audio_s, 5), "target_rtf": 0.05,
-           "synthetic_path_wer": round(100.0 * path_err / path_len, 2) if path_len else None}
-    res["meets_target"] = res["rtf_total"] <= 0.05
-    line = json.dumps(res)
+    for utt in utts:
+        t0 = time.process_time()
+        ll = scorer.loglikes(reader, utt)
+        forward += time.process_time() - t0
+        frames += ll.shape[0]
+        for name, s in searches.items():
+            r = rows[name]
+            if name == "best-path":
+                ids, t = s.best_path(ll)
+                r["hyp"][utt] = " ".join(words[i] for i in ids)
+                r["search"] += t.search
+                continue
+            lat, t = s.lattice(ll)
+            t1 = time.process_time()
+            best = lat.best_paths(grid)
+            r["oracle"] += lat.oracle_errors(normalize_text(ref[utt]), lambda w: units.get(w, ()))
+            t.score = time.process_time() - t1
+            for k, (ids, _, _) in enumerate(best):
+                r["grid"][k][utt] = " ".join(words[i] for i in ids)
+            r["hyp"][utt] = r["grid"][k_decode][utt]
+            for part in ("search", "lattice", "determinize", "score"):
+                r[part] += getattr(t, part)
+            r["raw_arcs"] += t.extra["raw_arcs"]
+            r["arcs"] += lat.num_arcs
+    audio = frames * 0.01
+    ref_len = score_texts(ref, ref, empty_ref="skip").ref_len
+    out = {"graph": str(args.graph), "model": str(args.model), "data": str(args.data), "utterances": len(utts),
+           "audio_s": round(audio, 2), "acoustic_scale": acwt, "load_s": round(load_s, 3),
+           "rtf_forward": round(forward / audio, 5), "decode_lm_weight": grid[k_decode][0], "rows": []}
+    base = rows["best-path"]["search"]
+    for name, r in rows.items():
+        total = forward + r["search"] + r["lattice"] + r["determinize"] + r["score"]
+        cer = score_texts(ref, r["hyp"], empty_ref="skip").cer
+        row = {"config": name, "rtf_search": round(r["search"] / audio, 5), "rtf_lattice": round(r["lattice"] / audio, 5),
+               "rtf_determinize": round(r["determinize"] / audio, 5), "rtf_score": round(r["score"] / audio, 5),
+               "rtf_total": round(total / audio, 5),
+               "time_vs_best_path": round((total - forward) / base, 2) if base else None,
+               "cer_at_decode_scale": round(cer, 2)}
+        if name != "best-path":
+            cers = [score_texts(ref, g, empty_ref="skip") for g in r["grid"]]
+            kb = min(range(len(grid)), key=lambda k: (cers[k].errors, grid[k][1], grid[k][0]))
+            row.update(best_grid_cer=round(cers[kb].cer, 2), best_grid=list(grid[kb]),
+                       oracle_cer=round(100.0 * r["oracle"] / ref_len, 2),
+                       raw_arcs_per_frame=round(r["raw_arcs"] / frames, 2), lattice_density=round(r["arcs"] / frames, 3))
+        out["rows"].append(row)
+    print(f"{len(utts)} utterances, {audio:.1f} s of audio; graph load {load_s:.2f} s; network/GMM forward RTF "
+          f"{out['rtf_forward']:.4f}; CPU seconds per audio second, one core")
+    print(f"{'config':<14} {'search':>8} {'lattice':>8} {'det':>8} {'score':>8} {'total':>8} {'x best':>7} "
+          f"{'CER@dec':>8} {'CER best':>9} {'oracle':>7} {'raw a/f':>8} {'lat a/f':>8}")
+    for row in out["rows"]:
+        print(f"{row['config']:<14} {row['rtf_search']:>8.4f} {row['rtf_lattice']:>8.4f} {row['rtf_determinize']:>8.4f} "
+              f"{row['rtf_score']:>8.4f} {row['rtf_total']:>8.4f} {row['time_vs_best_path'] or 0:>7.2f} "
+              f"{row['cer_at_decode_scale']:>8.2f} {row.get('best_grid_cer', float('nan')):>9.2f} "
+              f"{row.get('oracle_cer', float('nan')):>7.2f} {row.get('raw_arcs_per_frame', float('nan')):>8.1f} "
+              f"{row.get('lattice_density', float('nan')):>8.3f}")
+    line = json.dumps(out)
     print(line)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(line + "\n", encoding="utf-8")
-    log.info("RTF per core: total %.4f (search %.4f%s) over %.1f s of audio; target <= 0.05",
-             res["rtf_total"], res["rtf_search"], f", network {res['rtf_nn']:.4f}" if real else "", audio_s)
     return 0
 
 

@@ -61,14 +61,17 @@ def test_kaldi_model_decodes_digits_through_the_projects_graph(work: dict) -> No
     """Digit error rate of Kaldi's monophone on 20 of its training utterances (all speakers)."""
     import kaldialign
 
-    from steps_py.decode.wfst import WfstDecoder
-    from steps_py.gmm.model_io import read_model
+    from steps_py.decode.inputs import read_words
+    from steps_py.decode.scorers import GmmScorer
+    from steps_py.decode.search import Search, SearchConfig
 
-    _, _, tm, am = read_model(KALDI_EXP).build()
-    dec = WfstDecoder(work["graph"], beam=13.0)
+    scorer = GmmScorer(KALDI_EXP)
+    search = Search(work["graph"], SearchConfig(beam=13.0, acoustic_scale=0.1), scorer.num_pdfs)
+    words_txt = read_words(work["graph"] / "words.txt")
     errors = words = 0
     for utt in spread(list(work["ali"]), 20):
-        hyp = dec.words_of(dec.decode_gmm(gmm_features(utt), tm, am, [10.0], utt)[10.0])
+        ids, _ = search.best_path(scorer.loglikes_of(gmm_features(utt)))
+        hyp = [words_txt[i] for i in ids]
         errors += kaldialign.edit_distance(work["text"][utt], hyp)["total"]
         words += len(work["text"][utt])
     der = 100.0 * errors / words
@@ -168,7 +171,7 @@ def test_export_project_gmm_and_alignments_as_kaldi_exp_dir(work: dict, tmp_path
 def test_network_loglikes_as_kaldi_matrix_archive(tmp_path: Path) -> None:
     import torch
 
-    from steps_py.decode.nnet import acoustic_scores, load_model
+    from steps_py.decode.scorers import NnetScorer
     from steps_py.features.io import FeatureReader
     from steps_py.kaldi.loglikes import main as loglikes_main
     from steps_py.nnet.model_io import save_acoustic_model
@@ -181,13 +184,13 @@ def test_network_loglikes_as_kaldi_matrix_archive(tmp_path: Path) -> None:
     save_acoustic_model(tmp_path / "m.safetensors", build_model(cfg), cfg, np.log(np.full(33, 1 / 33)))
     assert loglikes_main(["--model", str(tmp_path / "m.safetensors"), "--data", str(tmp_path / "data"),
                           "--out", str(tmp_path / "ll")]) == 0
-    model, _, priors = load_model(tmp_path / "m.safetensors")
+    scorer = NnetScorer(tmp_path / "m.safetensors")
     reader = FeatureReader(tmp_path / "data", "fbank")
     # kaldi-native-io (Kaldi's table code) reads the scp; its arrays are views of one buffer: copy
     got = {k: np.array(v) for k, v in kio.SequentialFloatMatrixReader(f"scp:{tmp_path / 'll' / 'loglikes.scp'}")}
     assert sorted(got) == sorted(utts)
     for u in utts:
-        np.testing.assert_allclose(got[u], acoustic_scores(model, reader[u], priors), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(got[u], scorer.loglikes_of(reader[u]), rtol=1e-6, atol=1e-6)
         assert got[u].shape == (reader.num_frames(u), 33)
     info = json.loads((tmp_path / "ll" / "info.json").read_text())
     assert info["num_pdfs"] == 33 and "latgen-faster-mapped" in info["kaldi_command"]

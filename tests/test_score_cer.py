@@ -100,3 +100,32 @@ def test_score_cli_writes_reports(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert spk[1].split()[:3] == ["s1", "2", "6"] and spk[2].split()[:3] == ["s2", "1", "2"]
     hyp.write_text("s9-z 好\n", encoding="utf-8")
     assert score_main(["--ref", str(ref), "--hyp", str(hyp)]) == 1
+
+
+def test_utf8_bom_is_removed_and_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    p = tmp_path / "text"
+    p.write_bytes("\ufeffs1-a 打 开\ns1-b 导 航\n\ufeffs2-a 音 乐\n".encode())  # two files cat-ed together
+    with caplog.at_level("WARNING"):
+        got = read_text(p)
+    assert sorted(got) == ["s1-a", "s1-b", "s2-a"] and all("\ufeff" not in u for u in got)
+    assert "byte-order mark" in caplog.text and "1, 3" in caplog.text
+
+
+def test_utf16_and_gb18030_are_clear_errors_or_read_with_encoding(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    ref, hyp = tmp_path / "ref", tmp_path / "hyp"
+    ref.write_text("s1-a 打 开 导 航\ns1-b 天 气\n", encoding="utf-16")
+    with pytest.raises(ScoreError, match=r"is UTF-16.*iconv -f UTF-16 -t UTF-8.*--encoding utf-16"):
+        read_text(ref)
+    assert read_text(ref, encoding="utf-16") == {"s1-a": "打 开 导 航", "s1-b": "天 气"}
+    ref.write_text("s1-a 打 开 导 航\ns1-b 天 气\n", encoding="gb18030")
+    hyp.write_text("s1-a 打 开 导 航\ns1-b 天 汽\n", encoding="gb18030")
+    with pytest.raises(ScoreError, match=rf"{ref}:1: not utf-8 .*iconv -f GB18030 -t UTF-8.*--encoding gb18030"):
+        read_text(ref)
+    assert score_main(["--ref", str(ref), "--hyp", str(hyp)]) == 1
+    err = capsys.readouterr().err
+    assert f"{ref}:1: not utf-8" in err and "Traceback" not in err and "UnicodeDecodeError" not in err
+    assert score_main(["--ref", str(ref), "--hyp", str(hyp), "--encoding", "gb18030"]) == 0
+    assert capsys.readouterr().out.strip() == "%CER 16.67 [ 1 / 6, 0 ins, 0 del, 1 sub ]"
+    assert score_main(["--ref", str(ref), "--hyp", str(hyp), "--encoding", "nonesuch"]) == 1
+    assert "unknown encoding 'nonesuch'" in capsys.readouterr().err

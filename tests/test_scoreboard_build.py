@@ -126,3 +126,25 @@ def test_readme_gets_the_scoreboard_between_markers(tmp_path: Path) -> None:
     assert text.startswith("intro\n") and text.endswith("outro\n")
     assert "old table" not in text and "| 1 |" in text and "`./run.sh` (log x)" in text
     assert "![x](results/dev_acc_r.png)" in text
+
+
+def test_oracle_chosen_pair_columns_and_kaldi_results_file(tmp_path: Path) -> None:
+    exp = tmp_path / "exp"
+    for s, wrong in (("dev", 6), ("test", 9)):
+        d = exp / "mono" / f"decode_{s}"
+        _decode_dir(d, wrong)
+        (d / "summary.json").write_text(json.dumps({"oracle_cer": 2.5 if s == "dev" else 4.0, "lm_weight": 12.0,
+                                                    "word_ins_penalty": 0.5}), encoding="utf-8")
+        pairs = [(12, "0.5")] if s == "test" else [(11, "0.0"), (12, "0.5"), (13, "1.0")]
+        for lw, p in pairs:
+            n = wrong + (lw != 12)
+            (d / f"cer_{lw}_{p}").write_text(f"%WER {100 * n / 84:.2f} [ {n} / 84, 0 ins, 0 del, {n} sub ]\n"
+                                             f"%SER 50.00 [ 6 / 12 ]\nScored 12 sentences, 0 not present in hyp.\n")
+    out = tmp_path / "results"
+    assert scoreboard_main(["--exp", str(exp), "--out", str(out), "--no-plots"]) == 0
+    md = (out / "scoreboard.md").read_text(encoding="utf-8")
+    assert "| dev oracle % | test oracle % | LM wt/pen. |" in md and "| 2.50 | 4.00 | 12/0.5 |" in md
+    results = (out / "RESULTS").read_text(encoding="utf-8").splitlines()
+    lines = [x for x in results if not x.startswith("#")]
+    assert lines == ["%WER 7.14 [ 6 / 84, 0 ins, 0 del, 6 sub ] exp/mono/decode_dev/cer_12_0.5",
+                     "%WER 10.71 [ 9 / 84, 0 ins, 0 del, 9 sub ] exp/mono/decode_test/cer_12_0.5"]

@@ -72,19 +72,19 @@ def write_matrix_archive(out_dir: Path, name: str, items: Iterable[tuple[str, np
 
 
 def run(args: argparse.Namespace) -> int:
-    from steps_py.decode.nnet import DecodeError, acoustic_scores, load_model, make_feature_reader
+    from steps_py.decode.scorers import NnetScorer
 
     try:
-        model, _, priors = load_model(args.model, args.priors)
-        reader = make_feature_reader(args.data)
-    except (DecodeError, FileNotFoundError, ValueError) as e:
+        scorer = NnetScorer(args.model, args.priors)  # the decoder's own acoustic scores
+        reader = scorer.open_features(args.data)
+    except (StepError, FileNotFoundError, ValueError) as e:
         raise StepError(str(e)) from None
     utts = sorted(reader.utts)
     if not utts:
         raise StepError(f"{args.data} has no utterances with fbank features")
     cmd = (f"latgen-faster-mapped --acoustic-scale=0.1 --word-symbol-table=<graph>/words.txt <exp>/final.mdl "
            f"<graph>/HCLG.fst scp:{args.out.resolve()}/loglikes.scp ark:lat.1")
-    scores = ((u, acoustic_scores(model, reader[u], priors)) for u in progress(utts, desc="loglikes", unit="utt"))
+    scores = ((u, scorer.loglikes(reader, u)) for u in progress(utts, desc="loglikes", unit="utt"))
     with atomic_path(args.out) as tmp:
         tmp.mkdir(parents=True)
         n, frames, num_pdfs = write_matrix_archive(tmp, "loglikes", scores, final_dir=args.out)

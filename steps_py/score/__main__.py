@@ -14,12 +14,13 @@ Normalisation rules: see `steps_py.score.normalize`.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
+from steps_py.cli import StepError, step_main
 from steps_py.data.kaldi_dir import DataDirError, read_kaldi_map
 from steps_py.fileio import atomic_write_json, atomic_write_text
-from steps_py.log import setup_logging
 from steps_py.score.cer import (
     ScoreError,
     format_per_speaker,
@@ -36,21 +37,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hyp", type=Path, required=True, help="hypothesis Kaldi text")
     p.add_argument("--utt2spk", type=Path, default=None, help="utt2spk for the per-speaker table")
     p.add_argument("--out-dir", type=Path, default=None, help="write cer, per_utt, per_spk, missing.txt, cer.json here")
+    p.add_argument("--encoding", default="utf-8",
+                   help="encoding of --ref and --hyp (default %(default)s; e.g. gb18030, utf-16). "
+                        "A UTF-8 byte-order mark is removed either way")
     p.add_argument("--skip-empty-ref", action="store_true",
                    help="leave out (and report) reference utterances that are empty after "
                         "normalisation instead of failing")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    log = setup_logging("score")
+class ScoreInputError(StepError):
+    """Scoring inputs that cannot be read; the message names the file and the fix."""
+
+
+def run(args: argparse.Namespace) -> int:
+    log = logging.getLogger("score")
     try:
-        res = score_files(args.ref, args.hyp, empty_ref="skip" if args.skip_empty_ref else "error")
+        res = score_files(args.ref, args.hyp, empty_ref="skip" if args.skip_empty_ref else "error",
+                          encoding=args.encoding)
         utt2spk = read_kaldi_map(args.utt2spk) if args.utt2spk else None
-    except (ScoreError, DataDirError, OSError) as e:
-        log.error("%s", e)
-        return 1
+    except (ScoreError, DataDirError) as e:
+        raise ScoreInputError(str(e)) from None
+    except UnicodeDecodeError as e:
+        raise ScoreInputError(f"{args.utt2spk}: not UTF-8 ({e.reason} at byte {e.start}); convert it with iconv") from None
     if res.missing:
         log.warning("%d reference utterance(s) missing from %s, scored as deletions: %s",
                     len(res.missing), args.hyp, " ".join(res.missing[:10]) + (" ..." if len(res.missing) > 10 else ""))
@@ -67,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(d / "cer.json", res.to_dict())
         log.info("wrote cer, per_utt, per_spk, missing.txt, cer.json to %s", d)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return step_main("score", build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ is left out and listed in `CerResult.skipped_empty_ref`.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,30 +81,64 @@ class CerResult:
                 "missing": list(self.missing), "skipped_empty_ref": list(self.skipped_empty_ref)}
 
 
-def read_text(path: Path, allow_empty: bool = True) -> dict[str, str]:
+_BOM = "\ufeff"
+
+
+def read_text(path: Path, allow_empty: bool = True, encoding: str = "utf-8") -> dict[str, str]:
     """Read a Kaldi `text` file (`<utt> <transcript...>`); an id alone means an empty transcript.
 
     Duplicate ids are an error naming the file and line. With `allow_empty=False` an empty
     transcript is an error naming the file, line and utterance.
+
+    Encodings: UTF-8 by default. A UTF-8 byte-order mark (U+FEFF at the start of the file,
+    or of a line, as `cat`-ing two files leaves it) is removed and reported, so it never
+    becomes part of an utterance id. A UTF-16 file (recognised by its byte-order mark) or
+    bytes that are not UTF-8 (GB18030, Latin-1) are a `ScoreError` naming the file and line
+    and the fix (`iconv -f GB18030 -t UTF-8`, or `encoding=`/`--encoding gb18030`).
     """
     path = Path(path)
     if not path.is_file():
         raise ScoreError(f"{path}: no such file; give a Kaldi text file '<utt> <transcript>'")
+    raw = path.read_bytes()
+    enc = encoding.lower().replace("_", "-")
+    if enc in ("utf-8", "utf8") and raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise ScoreError(f"{path} is UTF-16 (it starts with a UTF-16 byte-order mark); convert it "
+                         f"(iconv -f UTF-16 -t UTF-8 {path}) or pass --encoding utf-16")
+    try:
+        content = raw.decode(encoding)
+    except LookupError:
+        raise ScoreError(f"unknown encoding {encoding!r} for {path}; give a Python codec name such as "
+                         "utf-8, gb18030 or utf-16") from None
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ScoreError(f"{path}:{line}: not {encoding} (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+                         f"Kaldi text files are UTF-8: convert it (e.g. iconv -f GB18030 -t UTF-8 {path}) "
+                         "or pass --encoding gb18030") from None
     out: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, raw in enumerate(f, 1):
-            line = raw.rstrip("\r\n")
-            if not line.strip():
-                continue
-            parts = line.split(maxsplit=1)
-            utt = parts[0]
-            text = parts[1].strip() if len(parts) > 1 else ""
-            if utt in out:
-                raise ScoreError(f"{path}:{n}: duplicate utterance id '{utt}'; ids must be unique")
-            if not text and not allow_empty:
-                raise ScoreError(f"{path}:{n}: utterance '{utt}' has an empty transcript; "
-                                 "remove it or give it a transcript")
-            out[utt] = text
+    boms = []
+    for n, rawline in enumerate(content.splitlines(), 1):
+        line = rawline
+        if line.startswith(_BOM):
+            line = line.lstrip(_BOM)
+            boms.append(n)
+        if not line.strip():
+            continue
+        parts = line.split(maxsplit=1)
+        utt = parts[0]
+        if _BOM in utt:
+            raise ScoreError(f"{path}:{n}: utterance id {utt!r} contains U+FEFF (a byte-order mark); "
+                             "remove it from the file")
+        text = parts[1].strip() if len(parts) > 1 else ""
+        if utt in out:
+            raise ScoreError(f"{path}:{n}: duplicate utterance id '{utt}'; ids must be unique")
+        if not text and not allow_empty:
+            raise ScoreError(f"{path}:{n}: utterance '{utt}' has an empty transcript; "
+                             "remove it or give it a transcript")
+        out[utt] = text
+    if boms:
+        logging.getLogger("score").warning(
+            "%s: removed a UTF-8 byte-order mark (U+FEFF) at the start of line(s) %s", path,
+            ", ".join(map(str, boms[:5])) + (" ..." if len(boms) > 5 else ""))
     return out
 
 
@@ -166,9 +201,11 @@ def score_texts(ref: dict[str, str], hyp: dict[str, str], *, ref_name: str = "re
     return res
 
 
-def score_files(ref_path: Path, hyp_path: Path, empty_ref: str = "error") -> CerResult:
+def score_files(ref_path: Path, hyp_path: Path, empty_ref: str = "error",
+                encoding: str = "utf-8") -> CerResult:
     """`score_texts` on two Kaldi text files."""
-    return score_texts(read_text(ref_path), read_text(hyp_path), ref_name=str(ref_path),
+    return score_texts(read_text(ref_path, encoding=encoding), read_text(hyp_path, encoding=encoding),
+                       ref_name=str(ref_path),
                        hyp_name=str(hyp_path), empty_ref=empty_ref)
 
 

@@ -17,7 +17,12 @@ bootstrap 95 % CI over utterances (1000 resamples, fixed seed; seeds pooled, see
 `steps_py.score.bootstrap`), train wall time, frames/s. CERs are recomputed from each
 decode dir's `ref.txt` and `hyp.txt` (falling back to its `cer` line).
 
-Writes `<out>/scoreboard.md`, `<out>/scoreboard.json`, `<out>/dev_acc_<run>.png` (dev frame
+Also: the dev and test lattice oracle CER (from each decode dir's summary.json) and the (LM
+weight, word insertion penalty) chosen on dev.
+
+Writes `<out>/scoreboard.md`, `<out>/scoreboard.json`, `<out>/RESULTS` (Kaldi style: the
+best `%WER` line of each decode dir's `cer_<lmwt>_<wip>` files with the file name, what
+`grep WER exp/*/decode*/cer_* | utils/best_wer.sh` gives per dir), `<out>/dev_acc_<run>.png` (dev frame
 accuracy per epoch, global vs EMA) and `<out>/cer_vs_ema_decay.png` (when a run tracked
 several decays); prints the markdown table. It is rebuilt only when an input file changed
 (a fingerprint of the inputs is kept in scoreboard.json) or with --force.
@@ -58,6 +63,17 @@ class DecodeScore:
 
     cer: float
     result: CerResult | None
+    summary: dict[str, Any] = field(default_factory=dict)  # the decode dir's summary.json
+
+    @property
+    def oracle(self) -> float | None:
+        v = self.summary.get("oracle_cer")
+        return float(v) if isinstance(v, (int, float)) else None
+
+    @property
+    def chosen(self) -> str | None:
+        lw, p = self.summary.get("lm_weight"), self.summary.get("word_ins_penalty")
+        return f"{lw:g}/{p:g}" if isinstance(lw, (int, float)) and isinstance(p, (int, float)) else None
 
 
 @dataclass
@@ -84,6 +100,9 @@ class SystemRow:
     seeds: list[int | None]
     dev_cer: list[float]
     test_cer: list[float]
+    dev_oracle: list[float]
+    test_oracle: list[float]
+    chosen: list[str]  # "LM weight/penalty" chosen on dev, per seed
     wall_time_s: list[float]
     frames_per_s: list[float]
     rel_change: RelChangeCI | None = None
@@ -92,9 +111,10 @@ class SystemRow:
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in ("system", "base", "tag", "model", "sync", "workers", "block",
-                                           "epochs", "seeds", "dev_cer", "test_cer", "wall_time_s",
-                                           "frames_per_s", "decay", "ema")}
-        for k in ("dev_cer", "test_cer", "wall_time_s", "frames_per_s"):
+                                           "epochs", "seeds", "dev_cer", "test_cer", "dev_oracle",
+                                           "test_oracle", "chosen", "wall_time_s", "frames_per_s",
+                                           "decay", "ema")}
+        for k in ("dev_cer", "test_cer", "dev_oracle", "test_oracle", "wall_time_s", "frames_per_s"):
             d[f"{k}_mean"], d[f"{k}_std"] = mean_std(getattr(self, k))
         d["ema_rel_change_test"] = None if self.rel_change is None else {
             "percent": self.rel_change.rel_change, "ci95_low": self.rel_change.low,
@@ -178,7 +198,9 @@ def input_files(runs: list[Run]) -> list[Path]:
         if r.summary is not None:
             files.append(r.path / "summary.json")
         for dd in r.decodes.values():
-            files.extend(p for p in (dd / "ref.txt", dd / "hyp.txt", dd / "cer") if p.is_file())
+            files.extend(p for p in (dd / "ref.txt", dd / "hyp.txt", dd / "cer", dd / "summary.json")
+                         if p.is_file())
+            files.extend(sorted(dd.glob("cer_*")))
     return sorted(files)
 
 
@@ -190,18 +212,26 @@ def fingerprint(files: list[Path], args_key: str) -> str:
     return h.hexdigest()
 
 
+def _summary(dd: Path) -> dict[str, Any]:
+    try:
+        obj = json.loads((dd / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
 def score_decode_dir(dd: Path) -> DecodeScore | None:
     """CER of a decode dir from ref.txt/hyp.txt, else from its `cer` line; None if neither."""
     if (dd / "ref.txt").is_file() and (dd / "hyp.txt").is_file():
         try:
             res = score_files(dd / "ref.txt", dd / "hyp.txt", empty_ref="skip")
-            return DecodeScore(res.cer, res)
+            return DecodeScore(res.cer, res, _summary(dd))
         except ScoreError as e:
             log.warning("%s: cannot rescore (%s); trying its cer file", dd, e)
     if (dd / "cer").is_file():
         m = _CER_LINE.search((dd / "cer").read_text(encoding="utf-8"))
         if m:
-            return DecodeScore(float(m.group(1)), None)
+            return DecodeScore(float(m.group(1)), None, _summary(dd))
     log.warning("%s: no ref.txt/hyp.txt or cer line; left out", dd)
     return None
 
@@ -243,8 +273,9 @@ def build_rows(runs: list[Run], sets: tuple[str, str], resamples: int, seed: int
                       key=lambda t: (t not in ("", "global"), tag_decay(t, members[0].summary) or 0.0, t))
         s0 = members[0].summary
         for tag in tags:
-            dev = [scores[(r.path, tag, dev_set)].cer for r in members if (r.path, tag, dev_set) in scores]
-            test = [scores[(r.path, tag, test_set)].cer for r in members if (r.path, tag, test_set) in scores]
+            devs = [scores[(r.path, tag, dev_set)] for r in members if (r.path, tag, dev_set) in scores]
+            tests = [scores[(r.path, tag, test_set)] for r in members if (r.path, tag, test_set) in scores]
+            dev, test = [x.cer for x in devs], [x.cer for x in tests]
             if not dev and not test:
                 continue
             name = base if not tag else f"{base}/{tag}"
@@ -256,6 +287,9 @@ def build_rows(runs: list[Run], sets: tuple[str, str], resamples: int, seed: int
                 sync=str(_num(s0, "sync") or "-"), workers=_num(s0, "workers"),
                 block=_num(s0, "block_minibatches"), epochs=_num(s0, "epochs"),
                 seeds=[r.seed for r in members], dev_cer=dev, test_cer=test,
+                dev_oracle=[x.oracle for x in devs if x.oracle is not None],
+                test_oracle=[x.oracle for x in tests if x.oracle is not None],
+                chosen=[x.chosen for x in devs if x.chosen is not None],
                 wall_time_s=[float(r.summary["wall_time_s"]) for r in members
                              if r.summary and r.summary.get("wall_time_s") is not None],
                 frames_per_s=[float(r.summary["frames_per_s"]) for r in members
@@ -303,14 +337,52 @@ def _cell(v: Any) -> str:
 
 def markdown_table(rows: list[SystemRow], sets: tuple[str, str]) -> str:
     head = ["system", "model", "sync", "workers", "block", "epochs", f"{sets[0]} CER %", f"{sets[1]} CER %",
+            f"{sets[0]} oracle %", f"{sets[1]} oracle %", "LM wt/pen.",
             f"EMA vs global, {sets[1]} (rel. %, 95 % CI)", "train wall time", "frames/s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
         cells = [r.system, r.model, r.sync, _cell(r.workers), _cell(r.block), _cell(r.epochs),
-                 _fmt(r.dev_cer), _fmt(r.test_cer), r.rel_change.fmt() if r.rel_change else "-",
+                 _fmt(r.dev_cer), _fmt(r.test_cer), _fmt(r.dev_oracle), _fmt(r.test_oracle),
+                 ", ".join(dict.fromkeys(r.chosen)) or "-", r.rel_change.fmt() if r.rel_change else "-",
                  _fmt_time(r.wall_time_s), _fmt(r.frames_per_s, 0)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+_KALDI_WER = re.compile(r"%WER\s+([0-9.]+)\s")
+
+
+def best_kaldi_line(dd: Path) -> str | None:
+    """``grep WER dd/cer_* | utils/best_wer.sh`` for one decode dir: the lowest %WER line of its
+    ``cer_<lmwt>_<wip>`` files (the first in file order on ties) with the file's name after it."""
+    best: tuple[float, str] | None = None
+    for f in sorted(dd.glob("cer_*"), key=_cer_file_order):
+        for line in f.read_text(encoding="utf-8").splitlines():
+            m = _KALDI_WER.match(line)
+            if m and (best is None or float(m.group(1)) < best[0]):
+                best = (float(m.group(1)), f"{line} {f}")
+    return None if best is None else best[1]
+
+
+def _cer_file_order(f: Path) -> tuple[float, float, str]:
+    parts = f.name.split("_")
+    try:
+        return float(parts[2]), float(parts[1]), f.name  # penalty, then LM weight, as score.sh loops
+    except (IndexError, ValueError):
+        return math.inf, math.inf, f.name
+
+
+def results_text(runs: list[Run], exp: Path) -> str:
+    """A Kaldi-style RESULTS file: the best_wer.sh line of every decode dir, by path."""
+    lines = []
+    for r in runs:
+        for dd in sorted(r.decodes.values()):
+            line = best_kaldi_line(dd)
+            if line is not None:
+                lines.append(line.replace(f"{exp.parent}/", "") if str(exp.parent) not in ("", ".") else line)
+    head = ("# CER of every decode dir (best LM weight / penalty on dev; the dev-chosen pair on test),\n"
+            "# as `for x in exp/*/decode*; do grep WER $x/cer_* | utils/best_wer.sh; done` prints it.\n")
+    return head + "".join(f"{x}\n" for x in sorted(lines, key=lambda x: x.rsplit(" ", 1)[-1]))
 
 
 def make_plots(runs: list[Run], rows: list[SystemRow], out: Path, sets: tuple[str, str]) -> list[str]:
@@ -392,7 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(out_json, {"inputs_fingerprint": fp, "sets": list(sets),
                                  "systems": [r.to_dict() for r in rows], "plots": plots})
     atomic_write_text(out_md, md)
-    log.info("wrote %s, %s and %d plot(s) for %d system(s)", out_md, out_json, len(plots), len(rows))
+    atomic_write_text(args.out / "RESULTS", results_text(runs, args.exp))
+    log.info("wrote %s, %s, %s and %d plot(s) for %d system(s)", out_md, out_json, args.out / "RESULTS",
+             len(plots), len(rows))
     print(table, end="")
     return 0
 

@@ -1,0 +1,455 @@
+"""Word lattices: Kaldi's CompactLattice in Python, lattice determinization, and what scoring
+needs from a lattice (best path at many LM weights and insertion penalties at once, N-best,
+oracle error count, density).
+
+A ``CompactLattice`` is an acyclic acceptor over word ids; each arc and each final state
+carries a ``LatticeWeight`` (graph cost, acoustic cost) and the string of transition ids
+it covers, as in Kaldi (``src/lat/kaldi-lattice.h``). Costs are stored as float32 values
+(what the file holds) and acoustic costs are unscaled (Kaldi's on-disk convention).
+
+Why written here: the decoders that give a raw state-level lattice (kaldi-decoder's
+``LatticeSimpleDecoder.get_raw_lattice``) stop there; kaldifst can determinize only
+tropical FSTs, and Kaldi's ``DeterminizeLatticePruned`` (lattice semiring with strings of
+transition ids) is not bound by any installable wheel. ``determinize`` follows Kaldi's
+algorithm (``src/lat/determinize-lattice-pruned.cc``): subset construction over word
+labels after epsilon closure, where an element of a subset is (raw state, residual
+weight, residual transition-id string); subsets keep only states with word arcs out or a
+final weight (Kaldi's ``ConvertToMinimal``); the output arc gets the best weight of the
+subset (``LatticeWeight`` order: lower graph+acoustic, then lower graph cost) and the common
+prefix of the strings; elements whose forward + backward cost exceeds the best path by
+more than the lattice beam are pruned. For each word sequence the result keeps its best
+alignment, so its best path at any scale is a path of the raw lattice.
+
+Scaling as Kaldi's ``local/score.sh``: at LM weight ``L`` and word insertion penalty
+``p`` a path costs ``graph + acoustic / L + p * (number of words)``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+INF = math.inf
+Ali = tuple[int, ...]
+Arc = tuple[int, int, float, float, Ali]  # word, next state, graph cost, acoustic cost, transition ids
+Final = tuple[float, float, Ali]
+
+
+@dataclass
+class CompactLattice:
+    """An acyclic word lattice; ``arcs[s]`` leave state ``s``; ``finals[s]`` is None if not final."""
+
+    start: int
+    arcs: list[list[Arc]]
+    finals: list[Final | None]
+
+    @property
+    def num_states(self) -> int:
+        return len(self.arcs)
+
+    @property
+    def num_arcs(self) -> int:
+        return sum(len(a) for a in self.arcs)
+
+    def topo_order(self) -> list[int]:
+        """States in topological order (Kahn); raises ValueError on a cycle."""
+        return _topo([[a[1] for a in arcs] for arcs in self.arcs])
+
+    def best_paths(self, grid: Sequence[tuple[float, float]]) -> list[tuple[list[int], float, float]]:
+        """Best path for each (LM weight, insertion penalty) of ``grid``, all in one pass:
+        (word ids, graph cost, acoustic cost) each; ([], inf, inf) for an empty lattice."""
+        k = len(grid)
+        if self.num_states == 0 or k == 0:
+            return [([], INF, INF)] * k
+        inv_l = np.array([1.0 / lm for lm, _ in grid])
+        wip = np.array([p for _, p in grid])
+        n = self.num_states
+        cost = np.full((n, k), INF)
+        cost[self.start] = 0.0
+        back: list[list[tuple[int, Arc] | None]] = [[None] * k for _ in range(n)]
+        for s in self.topo_order():
+            cs = cost[s]
+            if not np.isfinite(cs).any():
+                continue
+            for arc in self.arcs[s]:
+                c = cs + arc[2] + arc[3] * inv_l + wip
+                better = c < cost[arc[1]]
+                if better.any():
+                    cost[arc[1]][better] = c[better]
+                    bk = back[arc[1]]
+                    for j in np.flatnonzero(better):
+                        bk[j] = (s, arc)
+        out = []
+        fin = [(s, f) for s, f in enumerate(self.finals) if f is not None]
+        for j in range(k):
+            best, arg = INF, None
+            for s, f in fin:
+                c = cost[s, j] + f[0] + f[1] * inv_l[j]
+                if c < best:
+                    best, arg = c, s
+            if arg is None:
+                out.append(([], INF, INF))
+                continue
+            words: list[int] = []
+            g, a = self.finals[arg][0], self.finals[arg][1]  # type: ignore[index]
+            s = arg
+            while back[s][j] is not None:
+                prev, arc = back[s][j]  # type: ignore[misc]
+                words.append(arc[0])
+                g += arc[2]
+                a += arc[3]
+                s = prev
+            out.append((words[::-1], g, a))
+        return out
+
+    def nbest(self, n: int, lm_weight: float, wip: float = 0.0) -> list[tuple[list[int], float, float]]:
+        """The ``n`` best distinct word sequences at these scales (the lattice is deterministic,
+        so paths are distinct sequences), best first: (word ids, graph cost, acoustic cost)."""
+        if self.num_states == 0 or n <= 0:
+            return []
+        inv_l = 1.0 / lm_weight
+
+        def arc_cost(arc: Arc) -> float:
+            return arc[2] + arc[3] * inv_l + wip
+
+        h = [INF] * self.num_states  # exact cost to the end: A* finds paths in order
+        for s in reversed(self.topo_order()):
+            f = self.finals[s]
+            best = f[0] + f[1] * inv_l if f is not None else INF
+            for arc in self.arcs[s]:
+                best = min(best, arc_cost(arc) + h[arc[1]])
+            h[s] = best
+        heap: list[tuple[float, int, int, float, tuple[Arc, ...]]] = [(h[self.start], 0, self.start, 0.0, ())]
+        tick = 1
+        out: list[tuple[list[int], float, float]] = []
+        while heap and len(out) < n:
+            _, _, s, so_far, path = heapq.heappop(heap)
+            if s < 0:  # a completed path
+                f = self.finals[-s - 1]
+                assert f is not None
+                out.append(([a[0] for a in path], sum(a[2] for a in path) + f[0], sum(a[3] for a in path) + f[1]))
+                continue
+            f = self.finals[s]
+            if f is not None:
+                c = so_far + f[0] + f[1] * inv_l
+                heapq.heappush(heap, (c, tick, -s - 1, c, path))
+                tick += 1
+            for arc in self.arcs[s]:
+                c = so_far + arc_cost(arc)
+                if h[arc[1]] < INF:
+                    heapq.heappush(heap, (c + h[arc[1]], tick, arc[1], c, (*path, arc)))
+                    tick += 1
+        return out
+
+    def oracle_errors(self, ref: Sequence[str], units: Callable[[int], Sequence[str]]) -> int:
+        """Fewest edits (ins + del + sub) between ``ref`` (scoring units, e.g. characters) and
+        any path of the lattice, a word spelling as ``units(word_id)`` (Kaldi's lattice-oracle,
+        on the units CER counts)."""
+        nref = len(ref)
+        if self.num_states == 0:
+            return nref
+        ramp = np.arange(nref + 1, dtype=np.float64)
+        refa = np.array(ref, dtype=object)
+        d: list[np.ndarray | None] = [None] * self.num_states
+        d[self.start] = ramp.copy()
+        best = INF
+        for s in self.topo_order():
+            cur = d[s]
+            if cur is None:
+                continue
+            if self.finals[s] is not None:
+                best = min(best, float(cur[nref]))
+            for arc in self.arcs[s]:
+                v = cur
+                for u in units(arc[0]):
+                    tmp = np.empty_like(v)
+                    tmp[0] = v[0] + 1.0  # u inserted
+                    if nref:
+                        tmp[1:] = np.minimum(v[1:] + 1.0, v[:-1] + (refa != u))
+                    # deletions of reference units: new[j] = min(tmp[j], new[j-1] + 1)
+                    v = np.minimum.accumulate(tmp - ramp) + ramp
+                old = d[arc[1]]
+                d[arc[1]] = v if old is None else np.minimum(old, v)
+        return int(best) if best < INF else nref
+
+
+def f32(values: Sequence[float]) -> list[float]:
+    """Round to float32 (what a lattice file stores), so in-memory and on-disk scores agree."""
+    return np.asarray(values, dtype=np.float32).astype(np.float64).tolist()
+
+
+# ---------------------------------------------------------------- raw lattices
+
+RawArc = tuple[int, int, float, float, int]  # ilabel (transition id), olabel (word), graph, acoustic, next
+
+
+@dataclass
+class RawLattice:
+    """A state-level lattice as the decoder gives it (states roughly by frame)."""
+
+    start: int
+    arcs: list[list[RawArc]]
+    finals: list[tuple[float, float] | None]
+
+    @classmethod
+    def from_kaldifst_file(cls, path: str) -> RawLattice:
+        """Parse a ``kaldifst.Lattice`` written with ``.write(path)`` (OpenFst binary,
+        arc type lattice4; exact float32 weights, which ``to_str`` would round)."""
+        with open(path, "rb") as f:
+            buf = f.read()
+        magic, n = struct.unpack_from("<ii", buf, 0)
+        if magic != 2125659606:
+            raise ValueError(f"{path}: not an OpenFst binary FST")
+        pos = 8 + n
+        (n,) = struct.unpack_from("<i", buf, pos)
+        arc_type = buf[pos + 4:pos + 4 + n].decode()
+        if arc_type != "lattice4":
+            raise ValueError(f"{path}: arc type {arc_type}, expected lattice4")
+        pos += 4 + n
+        _v, _fl, _props, start, num_states, _num_arcs = struct.unpack_from("<iiQqqq", buf, pos)
+        pos += struct.calcsize("<iiQqqq")
+        arcs: list[list[RawArc]] = []
+        finals: list[tuple[float, float] | None] = []
+        for _ in range(num_states):
+            g, a, narcs = struct.unpack_from("<ffq", buf, pos)
+            pos += 16
+            finals.append(None if g == INF and a == INF else (g, a))
+            end = pos + 20 * narcs
+            arcs.append([(il, ol, g, a, nx) for il, ol, g, a, nx in struct.iter_unpack("<iiffi", buf[pos:end])])
+            pos = end
+        return cls(start=max(start, 0), arcs=arcs, finals=finals)
+
+    @property
+    def num_arcs(self) -> int:
+        return sum(len(a) for a in self.arcs)
+
+    def topo_order(self) -> list[int]:
+        return _topo([[a[4] for a in arcs] for arcs in self.arcs])
+
+
+def _topo(succ: list[list[int]]) -> list[int]:
+    indeg = [0] * len(succ)
+    for nx in succ:
+        for t in nx:
+            indeg[t] += 1
+    stack = [s for s in range(len(succ)) if indeg[s] == 0]
+    order = []
+    while stack:
+        s = stack.pop()
+        order.append(s)
+        for t in succ[s]:
+            indeg[t] -= 1
+            if indeg[t] == 0:
+                stack.append(t)
+    if len(order) != len(succ):
+        raise ValueError("raw lattice has a cycle (the graph has an epsilon loop)")
+    return order
+
+
+def _better(g1: float, a1: float, g2: float, a2: float) -> bool:
+    """Kaldi's LatticeWeight order: lower total cost, then lower graph cost."""
+    t1, t2 = g1 + a1, g2 + a2
+    return t1 < t2 or (t1 == t2 and g1 < g2)
+
+
+def determinize(raw: RawLattice, beam: float, acoustic_scale: float) -> CompactLattice:
+    """Word-level determinization with pruning (see the module docstring).
+
+    ``raw`` has acoustic costs at the decoding scale; the result's are divided by
+    ``acoustic_scale`` (unscaled), as Kaldi writes lattices. An empty lattice (no path)
+    comes back with no states.
+
+    Implementation notes (it is the hot loop of lattice decoding): transition-id strings are
+    built as linked pairs ``(tid, rest)`` with the last tid first and turned into tuples
+    only for the states a subset keeps; an epsilon closure expands raw states in
+    topological order (a heap of ranks), so each is expanded once.
+    """
+    arcs, finals = raw.arcs, raw.finals
+    n = len(arcs)
+    if n == 0:
+        return CompactLattice(start=0, arcs=[], finals=[])
+    order = raw.topo_order()
+    rank = [0] * n
+    for i, s in enumerate(order):
+        rank[s] = i
+    beta = [INF] * n  # best cost from a raw state to the end (graph + scaled acoustic)
+    for s in reversed(order):
+        f = finals[s]
+        b = f[0] + f[1] if f is not None else INF
+        for _il, _ol, g, a, nx in arcs[s]:
+            c = g + a + beta[nx]
+            if c < b:
+                b = c
+        beta[s] = b
+    if beta[raw.start] == INF:
+        return CompactLattice(start=0, arcs=[], finals=[])
+    cutoff = beta[raw.start] + beam
+    # per state: epsilon arcs and word arcs as (ilabel, [word,] g, a, next, g + a + beta[next])
+    eps: list[list[tuple[int, float, float, int, float]]] = []
+    wrd: list[list[tuple[int, int, float, float, int, float]]] = []
+    for s in range(n):
+        e, w = [], []
+        for il, ol, g, a, nx in arcs[s]:
+            tail = g + a + beta[nx]
+            if tail == INF:
+                continue
+            if ol == 0:
+                e.append((il, g, a, nx, tail))
+            else:
+                w.append((il, ol, g, a, nx, tail))
+        eps.append(e)
+        wrd.append(w)
+    keep_state = [finals[s] is not None or bool(wrd[s]) for s in range(n)]
+
+    def closure(seeds: dict[int, tuple[float, float, object]], alpha: float) -> dict[int, tuple[float, float, Ali]]:
+        """Epsilon (word 0) closure keeping per raw state the best (weight, string); returns
+        the states a subset keeps, with their strings as tuples."""
+        cur = dict(seeds)
+        lim = cutoff - alpha
+        heap = [(rank[s], s) for s in cur]
+        heapq.heapify(heap)
+        seen = set()
+        while heap:
+            _, s = heapq.heappop(heap)
+            if s in seen:
+                continue
+            seen.add(s)
+            g0, a0, t0 = cur[s]
+            tot0 = g0 + a0
+            for il, g, a, nx, tail in eps[s]:
+                if tot0 + tail > lim:
+                    continue
+                ng, na = g0 + g, a0 + a
+                old = cur.get(nx)
+                if old is None:
+                    cur[nx] = (ng, na, (il, t0) if il else t0)
+                    heapq.heappush(heap, (rank[nx], nx))
+                else:
+                    nt, ot = ng + na, old[0] + old[1]
+                    if nt < ot or (nt == ot and ng < old[0]):
+                        cur[nx] = (ng, na, (il, t0) if il else t0)
+        return {s: (g, a, _unlink(t)) for s, (g, a, t) in cur.items() if keep_state[s]}
+
+    def key(elems: dict[int, tuple[float, float, Ali]]) -> tuple:
+        return tuple(sorted((s, round(g * 1024.0), round(a * 1024.0), t) for s, (g, a, t) in elems.items()))
+
+    start = closure({raw.start: (0.0, 0.0, None)}, 0.0)
+    subsets: list[dict[int, tuple[float, float, Ali]]] = [start]
+    alphas = [0.0]
+    ids = {key(start): 0}
+    out_arcs: list[list[Arc]] = [[]]
+    out_finals: list[Final | None] = [None]
+    heap = [(0.0, 0)]
+    done = set()
+    while heap:
+        alpha, d = heapq.heappop(heap)
+        if d in done:
+            continue
+        done.add(d)
+        lim = cutoff - alpha
+        fin: Final | None = None
+        by_word: dict[int, dict[int, tuple[float, float, object]]] = {}
+        for s, (g0, a0, t0) in sorted(subsets[d].items()):
+            f = finals[s]
+            if f is not None and g0 + f[0] + a0 + f[1] <= lim + 1e-3 and (
+                    fin is None or _better(g0 + f[0], a0 + f[1], fin[0], fin[1])):
+                fin = (g0 + f[0], a0 + f[1], t0)
+            tot0 = g0 + a0
+            link = _link(t0)
+            for il, ol, g, a, nx, tail in wrd[s]:
+                if tot0 + tail > lim:
+                    continue
+                ng, na = g0 + g, a0 + a
+                grp = by_word.setdefault(ol, {})
+                old = grp.get(nx)
+                if old is None or _better(ng, na, old[0], old[1]):
+                    grp[nx] = (ng, na, (il, link) if il else link)
+        out_finals[d] = fin
+        for word in sorted(by_word):
+            elems = closure(by_word[word], alpha)
+            if not elems:
+                continue
+            bg, ba = INF, INF
+            for g, a, _t in elems.values():
+                if bg == INF or _better(g, a, bg, ba):
+                    bg, ba = g, a
+            prefix = _common_prefix([t for _g, _a, t in elems.values()])
+            k = len(prefix)
+            norm = {s: (g - bg, a - ba, t[k:]) for s, (g, a, t) in elems.items()}
+            kk = key(norm)
+            nd = ids.get(kk)
+            na_ = alpha + bg + ba
+            if nd is None:
+                nd = len(subsets)
+                ids[kk] = nd
+                subsets.append(norm)
+                alphas.append(na_)
+                out_arcs.append([])
+                out_finals.append(None)
+                heapq.heappush(heap, (na_, nd))
+            elif na_ < alphas[nd] and nd not in done:
+                alphas[nd] = na_
+                heapq.heappush(heap, (na_, nd))
+            out_arcs[d].append((word, nd, bg, ba, prefix))
+    return _finish(out_arcs, out_finals, 1.0 / acoustic_scale)
+
+
+def _link(t: Ali) -> object:
+    """A tuple of transition ids as linked pairs (last first)."""
+    link: object = None
+    for x in t:
+        link = (x, link)
+    return link
+
+
+def _unlink(link: object) -> Ali:
+    out = []
+    while link is not None:
+        x, link = link  # type: ignore[misc]
+        out.append(x)
+    return tuple(reversed(out))
+
+
+def _common_prefix(strings: list[Ali]) -> Ali:
+    first = min(strings, key=len)
+    k = len(first)
+    for t in strings:
+        i = 0
+        while i < k and t[i] == first[i]:
+            i += 1
+        k = i
+        if k == 0:
+            break
+    return first[:k]
+
+
+def _finish(arcs: list[list[Arc]], finals: list[Final | None], ac_unscale: float) -> CompactLattice:
+    """Connect (drop states that reach no final state), renumber in topological order, unscale
+    acoustic costs and round weights to float32."""
+    n = len(arcs)
+    order = _topo([[a[1] for a in out] for out in arcs])
+    coacc = [False] * n
+    for s in reversed(order):
+        coacc[s] = finals[s] is not None or any(coacc[a[1]] for a in arcs[s])
+    keep = [s for s in order if coacc[s]]
+    if not keep or not coacc[0]:
+        return CompactLattice(start=0, arcs=[], finals=[])
+    new = {s: i for i, s in enumerate(keep)}
+    out_arcs: list[list[Arc]] = []
+    out_finals: list[Final | None] = []
+    for s in keep:
+        row = [a for a in arcs[s] if coacc[a[1]]]
+        w = f32([x for a in row for x in (a[2], a[3] * ac_unscale)])
+        out_arcs.append([(a[0], new[a[1]], w[2 * i], w[2 * i + 1], a[4]) for i, a in enumerate(row)])
+        f = finals[s]
+        if f is None:
+            out_finals.append(None)
+        else:
+            g, a = f32([f[0], f[1] * ac_unscale])
+            out_finals.append((g, a, f[2]))
+    return CompactLattice(start=new[0], arcs=out_arcs, finals=out_finals)

@@ -1,0 +1,87 @@
+"""Command-line options shared by ``python -m steps_py.decode.gmm`` and ``...decode.nnet``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from steps_py.decode.api import DecodeRequest, decode_models
+from steps_py.decode.inputs import DecodeError, parse_lm_weights, parse_penalties
+from steps_py.decode.search import SearchConfig
+
+
+def build_parser(prog: str, doc: str, *, model_help: str, model_default: list[Path] | None,
+                 beam: float, lattice_beam: float, acoustic_scale: float) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, nargs="+", required=model_default is None, default=model_default,
+                   help=model_help)
+    p.add_argument("--graph", type=Path, default=Path("exp/mono/graph"),
+                   help="graph dir from stage 4 (HCLG.fst, words.txt, num_pdfs, topo) (default %(default)s)")
+    p.add_argument("--data", type=Path, required=True, help="Kaldi data dir with text and features")
+    p.add_argument("--out", type=Path, nargs="+", required=True,
+                   help="decode dir per model, e.g. exp/<run>/decode_<tag>_<set>")
+    p.add_argument("--nj", type=int, default=2, help="decoding processes (default %(default)s)")
+    p.add_argument("--lm-weights", default="7:17",
+                   help="LM weights scored from the lattices on dev: START:STOP[:STEP] or a comma "
+                        "list (default %(default)s, as Kaldi's local/score.sh)")
+    p.add_argument("--word-ins-penalties", default="0.0,0.5,1.0",
+                   help="word insertion penalties scored on dev (default %(default)s)")
+    p.add_argument("--lm-weight-from", type=Path, nargs="+", default=None,
+                   help="dev decode dir per model whose chosen LM weight and penalty are used "
+                        "(required for test sets)")
+    p.add_argument("--beam", type=float, default=beam, help="search beam (default %(default)s)")
+    p.add_argument("--lattice-beam", type=float, default=lattice_beam, help="lattice beam (default %(default)s)")
+    p.add_argument("--max-active", type=int, default=None,
+                   help="accepted for Kaldi-style command lines; the lattice search has no max-active "
+                        "(use --beam or --pdf-beam), so it only logs a warning")
+    p.add_argument("--pdf-beam", type=float, default=0.0,
+                   help="prune, per frame, pdfs more than this many nats (log-likelihood) below the "
+                        "frame's best: a speed/accuracy trade like max-active, which the lattice "
+                        "search lacks; 0 = off (default %(default)s)")
+    p.add_argument("--acoustic-scale", type=float, default=acoustic_scale,
+                   help="acoustic scale of the search; lattices are stored unscaled and "
+                        "rescored at 1/LM weight (default %(default)s)")
+    p.add_argument("--nbest", type=int, default=0,
+                   help="also write nbest.txt with this many best word sequences per utterance at "
+                        "the chosen LM weight and penalty (test sets, i.e. with --lm-weight-from) "
+                        "(default %(default)s)")
+    p.add_argument("--max-utts", type=int, default=0, help="decode only the first N utterances (0 = all)")
+    p.add_argument("--log-file", type=Path, default=None,
+                   help="log file (default: <first --out>/log/decode.log)")
+    p.add_argument("--force", action="store_true", help="decode again even if an out dir is done")
+    return p
+
+
+def request_from_args(args: argparse.Namespace) -> DecodeRequest:
+    if args.max_active is not None:
+        logging.getLogger("decode").warning(
+            "--max-active %d has no effect: kaldi-decoder's lattice search has no max-active; "
+            "trade speed for accuracy with --beam or --pdf-beam", args.max_active)
+    for flag, v in (("--beam", args.beam), ("--lattice-beam", args.lattice_beam),
+                    ("--acoustic-scale", args.acoustic_scale)):
+        if not v > 0:
+            raise DecodeError(f"{flag} must be positive, not {v}")
+    if args.pdf_beam < 0:
+        raise DecodeError(f"--pdf-beam must be >= 0, not {args.pdf_beam}")
+    if args.nbest < 0 or args.max_utts < 0:
+        raise DecodeError("--nbest and --max-utts must be >= 0")
+    return DecodeRequest(
+        search=SearchConfig(beam=args.beam, lattice_beam=args.lattice_beam, acoustic_scale=args.acoustic_scale,
+                            pdf_beam=args.pdf_beam),
+        lm_weights=tuple(parse_lm_weights(args.lm_weights)),
+        penalties=tuple(parse_penalties(args.word_ins_penalties)),
+        priors=getattr(args, "priors", "model"), nbest=args.nbest, max_utts=args.max_utts, force=args.force)
+
+
+def run(args: argparse.Namespace) -> int:
+    results = decode_models(args.model, args.graph, args.data, args.out, args.nj, request_from_args(args),
+                            args.lm_weight_from)
+    for out, s in zip(args.out, results, strict=True):
+        if s is not None:
+            print(f"{(out / 'cer').read_text(encoding='utf-8').strip()} {out}")
+    return 0
+
+
+def log_file(args: argparse.Namespace) -> Path:
+    return args.log_file or args.out[0] / "log" / "decode.log"

@@ -1,0 +1,165 @@
+"""One pool of decoding worker processes for GMM and NN models alike.
+
+Each worker loads the graph once (``Search``), then serves tasks ``(model index, chunk of
+utterances)`` for any number of acoustic models on one data dir: it loads each model the
+first time a task names it and keeps it, opens each feature kind once, and for every
+utterance computes the log-likelihoods, the word lattice, and from the lattice the best
+path at every (LM weight, penalty) the model's grid asks for, the oracle error count and,
+on request, an N-best list. Workers are spawned (one torch thread each) so that results do
+not depend on the parent's threads; with ``nj == 1`` everything runs in this process.
+
+A worker never raises for one bad utterance: the failure is recorded with its message and
+the caller decides (``steps_py.decode.api`` stops when more than 5 % failed).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from steps_py.decode.lattice import CompactLattice
+from steps_py.decode.search import SearchConfig, Timing
+
+Grid = tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """Everything a worker needs (picklable)."""
+
+    graph: Path
+    num_pdfs: int
+    data: Path
+    search: SearchConfig
+    models: tuple[Path, ...]
+    grids: tuple[Grid, ...]  # per model: the (LM weight, penalty) pairs to score
+    refs: dict[str, tuple[str, ...]]  # utterance -> reference scoring units (for the oracle)
+    priors: str = "model"
+    nbest: int = 0
+    nbest_at: tuple[tuple[float, float] | None, ...] = ()  # per model, where to take the N-best
+    threads: int = 1
+
+
+@dataclass
+class UttResult:
+    utt: str
+    frames: int = 0
+    lattice: CompactLattice | None = None
+    best: list[tuple[list[int], float, float]] = field(default_factory=list)  # one per grid point
+    oracle_errors: int = 0
+    nbest: list[tuple[list[int], float, float]] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class ChunkResult:
+    model: int
+    utts: list[UttResult]
+    timing: Timing
+
+
+_W: dict[str, Any] = {}
+
+
+def init_worker(cfg: PoolConfig) -> None:
+    """Pool initializer. It never raises (a raising initializer makes multiprocessing start
+    workers forever); the error is kept and raised by the first task."""
+    _W.clear()
+    try:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+        from steps_py.decode.inputs import read_words
+        from steps_py.decode.search import Search
+        from steps_py.score.normalize import normalize_token
+
+        words = read_words(cfg.graph / "words.txt")
+        _W.update(cfg=cfg, search=Search(cfg.graph, cfg.search, cfg.num_pdfs), scorers={}, readers={},
+                  units={i: tuple(normalize_token(w)) for i, w in words.items()})
+    except Exception as e:  # noqa: BLE001 - raised again by the first task
+        _W["init_exc"] = e
+
+
+def _scorer(i: int) -> Any:
+    from steps_py.decode.scorers import load_scorer
+
+    sc = _W["scorers"].get(i)
+    if sc is None:
+        sc = load_scorer(_W["cfg"].models[i], _W["cfg"].priors)
+        _W["scorers"][i] = sc
+    return sc
+
+
+def _reader(kind: str, scorer: Any) -> Any:
+    r = _W["readers"].get(kind)
+    if r is None:
+        r = scorer.open_features(_W["cfg"].data)
+        _W["readers"][kind] = r
+    return r
+
+
+def decode_chunk(task: tuple[int, list[str]]) -> ChunkResult:
+    """Decode `task`'s utterances with model `task[0]`; failures are recorded, never raised."""
+    if "init_exc" in _W:
+        raise _W["init_exc"]
+    model_i, utts = task
+    cfg: PoolConfig = _W["cfg"]
+    scorer = _scorer(model_i)
+    reader = _reader(scorer.feature_kind, scorer)
+    search = _W["search"]
+    units = _W["units"]
+    grid = cfg.grids[model_i]
+    nbest_at = cfg.nbest_at[model_i] if cfg.nbest_at else None
+    timing = Timing()
+    out = []
+    for utt in utts:
+        r = UttResult(utt)
+        try:
+            t0 = time.process_time()
+            ll = scorer.loglikes(reader, utt)
+            t_fwd = time.process_time() - t0
+            lat, t = search.lattice(ll)
+            t.forward = t_fwd
+            t0 = time.process_time()
+            r.best = lat.best_paths(grid)
+            r.oracle_errors = lat.oracle_errors(cfg.refs.get(utt, ()), lambda w: units.get(w, ()))
+            if cfg.nbest > 0 and nbest_at is not None:
+                r.nbest = lat.nbest(cfg.nbest, *nbest_at)
+            t.score = time.process_time() - t0
+            r.frames, r.lattice = int(ll.shape[0]), lat
+            timing.add(t)
+        except Exception as e:  # noqa: BLE001 - one bad utterance must not stop the job
+            r.error = f"{type(e).__name__}: {e}"
+        out.append(r)
+    return ChunkResult(model_i, out, timing)
+
+
+def run_pool(cfg: PoolConfig, tasks: list[tuple[int, list[str]]], nj: int,
+             on_result: Callable[[ChunkResult], None]) -> None:
+    """Run `tasks` over `nj` spawned workers (in this process when nj == 1)."""
+    for r in _results(cfg, tasks, nj):
+        on_result(r)
+
+
+def _results(cfg: PoolConfig, tasks: list[tuple[int, list[str]]], nj: int) -> Iterator[ChunkResult]:
+    if nj <= 1:
+        init_worker(cfg)
+        try:
+            for t in tasks:
+                yield decode_chunk(t)
+        finally:
+            _W.clear()
+        return
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(nj, initializer=init_worker, initargs=(cfg,)) as pool:
+        yield from pool.imap_unordered(decode_chunk, tasks)
+
+
+def make_tasks(num_models: int, utts: list[str], nj: int, chunk: int = 0) -> list[tuple[int, list[str]]]:
+    """Model-major chunks of utterances, small enough to keep `nj` workers busy."""
+    size = chunk or max(1, min(16, len(utts) // (4 * max(nj, 1)) or 1))
+    return [(m, utts[i:i + size]) for m in range(num_models) for i in range(0, len(utts), size)]

@@ -1,0 +1,158 @@
+"""The search, shared by GMM and NN decoding: HCLG.fst and pdf log-likelihoods in, a word
+lattice (or the best path) out.
+
+    search = Search(graph_dir, SearchConfig(beam=13, lattice_beam=6, acoustic_scale=0.1))
+    lat, t = search.lattice(loglikes)      # loglikes: [T, num_pdfs] float32, unscaled
+    words, t = search.best_path(loglikes)  # Viterbi best path only (Kaldi's FasterDecoder)
+
+Both decoders come from ``kaldi-decoder`` 0.2.11 (the release that accepts kaldifst 1.7.17
+FSTs): ``LatticeSimpleDecoder`` (beam, lattice beam, no max-active) gives the raw state-level
+lattice, which ``steps_py.decode.lattice.determinize`` turns into a word-level CompactLattice;
+``FasterDecoder`` (beam, max-active) gives the best path only. The graph's input labels are
+transition ids; ``DecodableCtc`` scores label ``i`` with column ``i - 1``, so the
+log-likelihoods are expanded from pdfs to transition ids (``loglikes[:, tid2pdf]``) and
+multiplied by the acoustic scale. Lattices therefore hold real transition ids, as Kaldi's do.
+
+kaldi-hmm-gmm's own decoders (LatticeFasterDecoder with max-active) return only the best
+path, not a lattice, in the 1.1.4 bindings.
+
+Import order: kaldifst and kaldi_hmm_gmm before kaldi_decoder (the other order deadlocks in
+kaldifst's static initialisation).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import kaldi_hmm_gmm as khg
+import kaldifst
+import numpy as np
+
+# isort: split
+import kaldi_decoder as kd  # after kaldifst and kaldi_hmm_gmm: the other order deadlocks
+
+from steps_py.decode.inputs import GraphError, read_graph_fst
+from steps_py.decode.lattice import CompactLattice, RawLattice, determinize
+from steps_py.gmm.model_io import monophone_tree, read_topology
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Beam settings (Kaldi's names). ``max_active`` applies to the best-path search only."""
+
+    beam: float = 13.0
+    lattice_beam: float = 6.0
+    acoustic_scale: float = 0.1
+    max_active: int = 7000
+    pdf_beam: float = 0.0  # > 0: per frame, pdfs more than this many nats below the best are pruned
+
+
+@dataclass
+class Timing:
+    """Seconds spent per part, summed over utterances."""
+
+    forward: float = 0.0  # acoustic model (network forward or GMM likelihoods)
+    search: float = 0.0  # the decoder's token passing
+    lattice: float = 0.0  # getting the raw lattice out of the decoder
+    determinize: float = 0.0
+    score: float = 0.0  # best paths, oracle, N-best from the word lattice
+    frames: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def add(self, other: Timing) -> None:
+        for k in ("forward", "search", "lattice", "determinize", "score"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        self.frames += other.frames
+
+    @property
+    def total(self) -> float:
+        return self.forward + self.search + self.lattice + self.determinize + self.score
+
+
+def transition_to_pdf(graph_dir: Path, num_pdfs: int) -> np.ndarray:
+    """pdf id of each transition id 1..N (index tid - 1), from the graph dir's topology."""
+    topo = read_topology((Path(graph_dir) / "topo").read_text(encoding="utf-8"))
+    tm = khg.TransitionModel(ctx_dep=monophone_tree(topo), hmm_topo=topo)
+    if tm.num_pdfs != num_pdfs:
+        raise GraphError(f"{graph_dir}/topo gives {tm.num_pdfs} pdfs but {graph_dir}/num_pdfs says "
+                         f"{num_pdfs}; rebuild the graph (python -m steps_py.decode.graph --force)")
+    return np.asarray(tm.transition_id_to_pdf_array(), dtype=np.int64)[1:]
+
+
+class Search:
+    """One graph, loaded once; decodes any number of utterances of any number of models."""
+
+    def __init__(self, graph_dir: Path, cfg: SearchConfig, num_pdfs: int) -> None:
+        self.graph_dir = Path(graph_dir)
+        self.cfg = cfg
+        self.num_pdfs = num_pdfs
+        self.fst = read_graph_fst(self.graph_dir / "HCLG.fst")
+        self.tid2pdf = transition_to_pdf(self.graph_dir, num_pdfs)
+        lc = kd.LatticeSimpleDecoderConfig()
+        lc.beam, lc.lattice_beam = cfg.beam, cfg.lattice_beam
+        lc.determinize_lattice = False
+        self._lattice_decoder = kd.LatticeSimpleDecoder(self.fst, lc)
+        fo = kd.FasterDecoderOptions()
+        fo.beam, fo.max_active = cfg.beam, cfg.max_active
+        self._faster = kd.FasterDecoder(self.fst, fo)
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        fd, self._tmp = tempfile.mkstemp(prefix="decode-lat-", suffix=".fst", dir=shm)
+        os.close(fd)
+
+    def __del__(self) -> None:
+        tmp = getattr(self, "_tmp", None)
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+
+    def _decodable(self, loglikes: np.ndarray) -> kd.DecodableCtc:
+        ll = np.asarray(loglikes, dtype=np.float32)
+        if ll.ndim != 2 or ll.shape[1] != self.num_pdfs:
+            raise ValueError(f"log-likelihoods have shape {ll.shape}, the graph needs (T, {self.num_pdfs})")
+        if ll.shape[0] == 0:
+            raise ValueError("no frames")
+        if not np.isfinite(ll).all():
+            raise ValueError("log-likelihoods contain NaN or inf")
+        scaled = ll * np.float32(self.cfg.acoustic_scale)
+        if self.cfg.pdf_beam > 0:  # pushed out of the beam, not removed: a path always exists
+            low = ll < ll.max(axis=1, keepdims=True) - np.float32(self.cfg.pdf_beam)
+            scaled[low] -= np.float32(self.cfg.beam + 1.0)
+        mat = np.ascontiguousarray(scaled[:, self.tid2pdf])
+        return kd.DecodableCtc(mat)
+
+    def lattice(self, loglikes: np.ndarray) -> tuple[CompactLattice, Timing]:
+        """Word lattice of one utterance (acoustic costs unscaled, as on disk)."""
+        t = Timing(frames=int(loglikes.shape[0]))
+        decodable = self._decodable(loglikes)
+        t0 = time.process_time()
+        self._lattice_decoder.decode(decodable)
+        t1 = time.process_time()
+        ok, raw = self._lattice_decoder.get_raw_lattice()
+        if not ok or raw.num_states == 0:
+            raise RuntimeError("the decoder produced no lattice (no path within the beam)")
+        raw.write(self._tmp)
+        rl = RawLattice.from_kaldifst_file(self._tmp)
+        t2 = time.process_time()
+        lat = determinize(rl, self.cfg.lattice_beam, self.cfg.acoustic_scale)
+        t3 = time.process_time()
+        if lat.num_states == 0:
+            raise RuntimeError("the lattice has no complete path")
+        t.search, t.lattice, t.determinize = t1 - t0, t2 - t1, t3 - t2
+        t.extra["raw_arcs"] = float(rl.num_arcs)
+        return lat, t
+
+    def best_path(self, loglikes: np.ndarray) -> tuple[list[int], Timing]:
+        """Word ids of the Viterbi best path (FasterDecoder: beam and max-active)."""
+        t = Timing(frames=int(loglikes.shape[0]))
+        decodable = self._decodable(loglikes)
+        t0 = time.process_time()
+        self._faster.decode(decodable)
+        ok, best = self._faster.get_best_path()
+        t.search = time.process_time() - t0
+        if not ok:
+            raise RuntimeError("the decoder found no path within the beam")
+        _, _, words, _ = kaldifst.get_linear_symbol_sequence(best)
+        return [int(w) for w in words if w != 0], t
