@@ -156,3 +156,33 @@ def test_too_many_failed_utterances_stop_the_decode(toy, tmp_path: Path, monkeyp
     s = decode_models([toy["gmm"]], toy["graph"], data, [out], nj=1)[0]
     assert s is not None and sorted(s["failed"]) == sorted(bad) and s["del"] >= 2
     assert api.DecodeRequest().max_failed == 0.05
+
+
+def test_best_path_mode_matches_the_search_at_each_lm_weight(toy, tmp_path: Path) -> None:
+    """--no-lattices: one FasterDecoder pass per LM weight (penalty 0), no lattices, no oracle;
+    the chosen hypothesis is the best-path search at 1 / LM weight, and test reuses dev's weight."""
+    from steps_py.decode.scorers import NnetScorer
+    from steps_py.decode.search import Search
+    from steps_py.features.io import FeatureReader
+
+    dev, test = tmp_path / "dev", tmp_path / "test"
+    common = ["--model", str(toy["nn1"]), "--graph", str(toy["graph"]), "--nj", "1", "--no-lattices",
+              "--beam", "12", "--max-active", "500"]
+    assert decode_nnet.main([*common, "--data", str(toy["dev"]), "--out", str(dev), "--lm-weights", "8,12"]) == 0
+    s = json.loads((dev / "summary.json").read_text())
+    assert s["oracle_cer"] is None and s["lattice_density"] is None and s["lattices"] is False
+    assert s["max_active"] == 500 and s["word_ins_penalties"] == [0.0] and not list(dev.glob("lat.*.gz"))
+    assert sorted(f.name for f in dev.glob("cer_*")) == ["cer_12_0.0", "cer_8_0.0"]
+    words = read_words(toy["graph"] / "words.txt")
+    scorer = NnetScorer(toy["nn1"])
+    search = Search(toy["graph"], SearchConfig(beam=12.0, max_active=500), scorer.num_pdfs)
+    reader = FeatureReader(toy["dev"], "fbank", cmvn=True)
+    lmwt = float((dev / "best_lmwt").read_text())
+    hyp = dict(line.split(maxsplit=1) if " " in line else (line, "")
+               for line in (dev / "hyp.txt").read_text().splitlines())
+    for utt in reader.utts:
+        ids, _ = search.best_path(scorer.loglikes_of(reader[utt]), 1.0 / lmwt)
+        assert hyp[utt].strip() == " ".join(words[i] for i in ids)
+    assert decode_nnet.main([*common, "--data", str(toy["test"]), "--out", str(test),
+                             "--lm-weight-from", str(dev)]) == 0
+    assert (test / "best_lmwt").read_text() == (dev / "best_lmwt").read_text()

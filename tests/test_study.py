@@ -17,6 +17,7 @@ PLAN = {
     "egs": {"dnn": "exp/egs/dnn"}, "graph": "exp/mono/graph", "dev": "data/dev", "test": "data/test",
     "train_common": ["--epochs", "1"],
     "families": [{"model": "dnn", "sync": "ma", "workers": [2], "seeds": [1, 2]}],
+    "decode": {"calibrate": {"dnn": "dnn_ma_n2_seed1"}},
 }
 REF = {f"u{i:02d}": "一 二 三 四 五 六 七 八 九 十" for i in range(20)}
 
@@ -92,7 +93,7 @@ def test_no_choice_until_every_seed_has_its_dev_decodes(tmp_path: Path) -> None:
     # a decode that is in the record is not redone, even when its dir is gone (training or
     # decoding here would fail: there is no model)
     shutil.rmtree(study.run_dir(study.plan.runs[0]) / "decode_ema-hl1000_dev")
-    study.decode(study.plan.runs[0], "ema-hl1000", "dev")
+    study.decode(study.plan.runs[0], ["ema-hl1000"], "dev")
 
 
 def test_plan_errors_name_the_key(tmp_path: Path) -> None:
@@ -103,6 +104,9 @@ def test_plan_errors_name_the_key(tmp_path: Path) -> None:
         load_plan(p)
     p.write_text(json.dumps(dict(PLAN, famlies=[])))
     with pytest.raises(PlanError, match=r"unknown keys \['famlies'\]"):
+        load_plan(p)
+    p.write_text(json.dumps(dict(PLAN, decode={})))
+    with pytest.raises(PlanError, match=r"decode.calibrate needs a run per model type; missing \['dnn'\]"):
         load_plan(p)
     plan = load_plan(Path(__file__).resolve().parents[1] / "egs/synth/conf_study/study.json")
     names = [r.name for r in plan.runs]

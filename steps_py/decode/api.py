@@ -220,13 +220,17 @@ def decode_models(models: list[Path], graph: Path, data: Path, out_dirs: list[Pa
               "rtf_search": round((t.search + t.lattice + t.determinize) / audio, 5) if audio else None}
         info = {"model": str(models[i]), "model_kind": kinds[i], "graph": str(graph), "data": str(data),
                 "nj": nj, "beam": req.search.beam, "lattice_beam": req.search.lattice_beam,
+                "lattices": req.search.lattices,
+                "max_active": None if req.search.lattices else req.search.max_active,
                 "acoustic_scale": req.search.acoustic_scale, "priors": req.priors if kinds[i] == "nnet" else None,
                 "no_features": no_feats}
         s = write_decode_dir(md, ref, words, nj, utt2spk, info, tm, inputs_of(i))
-        log.info("%s: %%CER %.2f (LM weight %s, penalty %s, %s), oracle %.2f, %.2f arcs/frame, RTF per core %.4f",
+        lat = (f"oracle {s['oracle_cer']:.2f}, {s['lattice_density']:.2f} arcs/frame"
+               if s["oracle_cer"] is not None else "best path only")
+        log.info("%s: %%CER %.2f (LM weight %s, penalty %s, %s), %s, RTF per core %.4f",
                  out_dirs[i], s["cer"], format_weight(s["lm_weight"]), format_penalty(s["word_ins_penalty"]),
-                 "chosen here" if i not in chosen else f"from {chosen[i].source}", s["oracle_cer"],
-                 s["lattice_density"], tm["rtf_per_core"] or float("nan"))
+                 "chosen here" if i not in chosen else f"from {chosen[i].source}", lat,
+                 tm["rtf_per_core"] or float("nan"))
         results[i] = s
     return results
 

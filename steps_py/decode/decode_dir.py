@@ -3,7 +3,8 @@
 ``<exp>/decode_<tag>_<set>/``:
 
 * ``lat.<job>.gz`` (``job`` = 1..``num_jobs``): word lattices, Kaldi binary CompactLattice
-  archives (``steps_py.decode.lattice_io``); ``num_jobs``;
+  archives (``steps_py.decode.lattice_io``); ``num_jobs`` (a best-path decode,
+  ``--no-lattices``, writes no lattices and has no oracle);
 * ``cer_<lmwt>_<wip>``: for every LM weight and word insertion penalty scored, the lines
   Kaldi's ``compute-wer`` prints (``%WER`` line, ``%SER`` line, ``Scored ...``), as Kaldi's
   aishell recipe writes its ``cer_*`` files, so ``grep WER exp/*/decode*/cer_* |
@@ -107,6 +108,7 @@ def write_decode_dir(md: ModelDecode, ref: dict[str, str], words: dict[int, str]
     out.mkdir(parents=True, exist_ok=True)
     clear_outputs(out)
     ok = {u: r for u, r in md.utts.items() if r.error is None}
+    with_lattices = all(r.oracle_errors >= 0 for r in ok.values())
     hyps: list[dict[str, str]] = []
     for k in range(len(md.grid)):
         hyps.append({u: " ".join(words[w] for w in r.best[k][0]) for u, r in ok.items()})
@@ -137,7 +139,7 @@ def write_decode_dir(md: ModelDecode, ref: dict[str, str], words: dict[int, str]
     atomic_write_text(out / "best_wip", f"{format_penalty(wip)}\n")
 
     jobs = split_jobs(sorted(md.utts), nj)
-    for j, part in enumerate(jobs, 1):
+    for j, part in enumerate(jobs if with_lattices else [], 1):
         write_lattice_archive(out / f"lat.{j}.gz", [(u, md.utts[u].lattice) for u in part
                                                     if md.utts[u].lattice is not None])
     atomic_write_text(out / "num_jobs", f"{len(jobs)}\n")
@@ -149,7 +151,8 @@ def write_decode_dir(md: ModelDecode, ref: dict[str, str], words: dict[int, str]
         atomic_write_text(out / "nbest.txt", "\n".join(lines) + "\n")
 
     scored = [u for u in res.utts]  # reference utterances that count (empty ones skipped)
-    oracle = sum(ok[u].oracle_errors if u in ok else len(normalize_text(ref[u])) for u in scored)
+    oracle = sum(ok[u].oracle_errors if u in ok else len(normalize_text(ref[u])) for u in scored) \
+        if with_lattices else None
     frames = sum(r.frames for r in ok.values())
     arcs = sum(r.lattice.num_arcs for r in ok.values() if r.lattice is not None)
     summary: dict[str, Any] = {
@@ -157,8 +160,9 @@ def write_decode_dir(md: ModelDecode, ref: dict[str, str], words: dict[int, str]
         "lm_weight": lmwt, "word_ins_penalty": wip,
         "chosen_on": str(md.chosen_from.source) if md.chosen_from else "this set",
         "oracle_errors": oracle,
-        "oracle_cer": round(100.0 * oracle / res.ref_len, 4) if res.ref_len else 0.0,
-        "lattice_density": round(arcs / frames, 4) if frames else 0.0,
+        "oracle_cer": (round(100.0 * oracle / res.ref_len, 4) if res.ref_len else 0.0)
+        if oracle is not None else None,
+        "lattice_density": (round(arcs / frames, 4) if frames else 0.0) if with_lattices else None,
         "lattice_arcs": arcs, "frames": frames, "audio_s": round(frames * 0.01, 2),
         "decoded": len(ok), "failed": {u: r.error for u, r in sorted(md.utts.items()) if r.error},
         "not_decoded": sorted(set(ref) - set(md.utts)),

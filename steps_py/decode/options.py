@@ -33,8 +33,12 @@ def build_parser(prog: str, doc: str, *, model_help: str, model_default: list[Pa
     p.add_argument("--beam", type=float, default=beam, help="search beam (default %(default)s)")
     p.add_argument("--lattice-beam", type=float, default=lattice_beam, help="lattice beam (default %(default)s)")
     p.add_argument("--max-active", type=int, default=None,
-                   help="accepted for Kaldi-style command lines; the lattice search has no max-active "
-                        "(use --beam or --pdf-beam), so it only logs a warning")
+                   help="max active tokens per frame of the best-path search (--no-lattices; "
+                        "default 7000); the lattice search has none (use --beam or --pdf-beam)")
+    p.add_argument("--no-lattices", action="store_true",
+                   help="best path only: Kaldi's FasterDecoder (beam, max-active), one search per "
+                        "LM weight of --lm-weights, penalty 0; no lattices, no oracle. Much faster "
+                        "when the lattice search's lack of max-active makes it slow")
     p.add_argument("--pdf-beam", type=float, default=0.0,
                    help="prune, per frame, pdfs more than this many nats (log-likelihood) below the "
                         "frame's best: a speed/accuracy trade like max-active, which the lattice "
@@ -54,10 +58,20 @@ def build_parser(prog: str, doc: str, *, model_help: str, model_default: list[Pa
 
 
 def request_from_args(args: argparse.Namespace) -> DecodeRequest:
-    if args.max_active is not None:
+    if args.max_active is not None and not args.no_lattices:
         logging.getLogger("decode").warning(
             "--max-active %d has no effect: kaldi-decoder's lattice search has no max-active; "
-            "trade speed for accuracy with --beam or --pdf-beam", args.max_active)
+            "trade speed for accuracy with --beam or --pdf-beam, or use --no-lattices", args.max_active)
+    if args.max_active is not None and args.max_active < 1:
+        raise DecodeError(f"--max-active must be >= 1, not {args.max_active}")
+    penalties = parse_penalties(args.word_ins_penalties)
+    if args.no_lattices:
+        if args.nbest:
+            raise DecodeError("--nbest needs lattices; drop --no-lattices")
+        if penalties != [0.0] and args.lm_weight_from is None:
+            logging.getLogger("decode").info("--no-lattices: word insertion penalty 0 only (no lattice to "
+                                             "rescore), not %s", args.word_ins_penalties)
+        penalties = [0.0]
     for flag, v in (("--beam", args.beam), ("--lattice-beam", args.lattice_beam),
                     ("--acoustic-scale", args.acoustic_scale)):
         if not v > 0:
@@ -68,9 +82,10 @@ def request_from_args(args: argparse.Namespace) -> DecodeRequest:
         raise DecodeError("--nbest and --max-utts must be >= 0")
     return DecodeRequest(
         search=SearchConfig(beam=args.beam, lattice_beam=args.lattice_beam, acoustic_scale=args.acoustic_scale,
-                            pdf_beam=args.pdf_beam),
+                            pdf_beam=args.pdf_beam, lattices=not args.no_lattices,
+                            max_active=args.max_active or 7000),
         lm_weights=tuple(parse_lm_weights(args.lm_weights)),
-        penalties=tuple(parse_penalties(args.word_ins_penalties)),
+        penalties=tuple(penalties),
         priors=getattr(args, "priors", "model"), nbest=args.nbest, max_utts=args.max_utts, force=args.force)
 
 

@@ -5,7 +5,9 @@ utterances)`` for any number of acoustic models on one data dir: it loads each m
 first time a task names it and keeps it, opens each feature kind once, and for every
 utterance computes the log-likelihoods, the word lattice, and from the lattice the best
 path at every (LM weight, penalty) the model's grid asks for, the oracle error count and,
-on request, an N-best list. Workers are spawned (one torch thread each) so that results do
+on request, an N-best list. With ``SearchConfig(lattices=False)`` it runs Kaldi's
+FasterDecoder (with max-active) once per LM weight instead and keeps only the best paths
+(penalty 0; no lattice, no oracle). Workers are spawned (one torch thread each) so that results do
 not depend on the parent's threads; with ``nj == 1`` everything runs in this process.
 
 A worker never raises for one bad utterance: the failure is recorded with its message and
@@ -122,6 +124,16 @@ def decode_chunk(task: tuple[int, list[str]]) -> ChunkResult:
             t0 = time.process_time()
             ll = scorer.loglikes(reader, utt)
             t_fwd = time.process_time() - t0
+            if not cfg.search.lattices:  # best path only: one search per LM weight
+                t = Timing(frames=int(ll.shape[0]))
+                for lmwt, _ in grid:
+                    ids, tk = search.best_path(ll, 1.0 / lmwt)
+                    t.search += tk.search
+                    r.best.append((ids, 0.0, 0.0))
+                t.forward, r.frames, r.oracle_errors = t_fwd, int(ll.shape[0]), -1
+                timing.add(t)
+                out.append(r)
+                continue
             lat, t = search.lattice(ll)
             t.forward = t_fwd
             t0 = time.process_time()

@@ -15,7 +15,9 @@ A plan is a JSON file (e.g. `egs/synth/conf_study/study.json`)::
          "extra": ["--lr-times-workers"]}
       ],
       "posthoc": {"runs": ["dnn_ma_n16_seed1"], "half_lives": [12500, ...]},
-      "decode": {"nj": 2, "opts": ["--beam", "11"]}
+      "decode": {"nj": 1, "opts": ["--no-lattices", "--beam", "10", "--max-active", "1000"],
+                 "calibrate": {"dnn": "dnn_ma_n1_seed1"}, "calibrate_lm_weights": "6:14",
+                 "test_models": "chosen"}
     }
 
 A run is named `<model>_<sync>_n<N>[_<tag>]_seed<S>`; a config (what seeds are pooled over,
@@ -68,9 +70,11 @@ class Plan:
     runs: list[RunSpec]
     posthoc_runs: list[str] = field(default_factory=list)
     posthoc_half_lives: list[float] = field(default_factory=list)
-    decode_nj: int = 2
+    decode_nj: int = 1
     decode_opts: list[str] = field(default_factory=list)
     test_models: str = "chosen"  # or "all"
+    calibrate: dict[str, str] = field(default_factory=dict)  # model type -> run whose global picks the LM weight
+    calibrate_lm_weights: str = "6:14"
 
     def train_argv(self, run: RunSpec) -> list[str]:
         """The run's options (without --egs/--exp-dir/--simulate)."""
@@ -125,8 +129,16 @@ def load_plan(path: Path) -> Plan:
     test_models = str(dec.get("test_models", "chosen"))
     if test_models not in ("chosen", "all"):
         raise PlanError(f"{path}: decode.test_models must be 'chosen' or 'all'")
+    calibrate = dict(dec.get("calibrate", {}))
+    for model, run in calibrate.items():
+        if run not in names or not run.startswith(f"{model}_"):
+            raise PlanError(f"{path}: decode.calibrate[{model}] = '{run}' is not a {model} run of the plan")
+    missing = sorted({r.model for r in runs} - set(calibrate))
+    if missing:
+        raise PlanError(f"{path}: decode.calibrate needs a run per model type; missing {missing}")
     return Plan(path, egs, _need(raw, "graph", str, str(path)), _need(raw, "dev", str, str(path)),
                 _need(raw, "test", str, str(path)), list(raw.get("train_common", [])),
                 dict(raw.get("train_model", {})), dict(raw.get("train_sync", {})), runs,
                 list(ph.get("runs", [])), [float(h) for h in ph.get("half_lives", [])],
-                int(dec.get("nj", 2)), list(dec.get("opts", [])), test_models)
+                int(dec.get("nj", 1)), list(dec.get("opts", [])), test_models, calibrate,
+                str(dec.get("calibrate_lm_weights", "6:14")))

@@ -26,10 +26,12 @@ decode already in a record is never redone, so a later session needs only the re
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -56,6 +58,8 @@ class Study:
     def __init__(self, plan: Plan, workdir: Path, results: Path, python: str = sys.executable) -> None:
         self.plan, self.wd, self.results, self.python = plan, Path(workdir), Path(results), python
         self.root = self.wd / "exp" / "study"
+        self.lock = threading.RLock()
+        self.calib_locks = {m: threading.Lock() for m in plan.egs}
 
     def run_dir(self, run: RunSpec) -> Path:
         return self.root / run.name
@@ -108,20 +112,60 @@ class Study:
         self._call(argv, d / "log" / "study_train.out", run.name)
         log.info("trained %s in %.0f s", run.name, time.time() - t0)
 
-    def decode(self, run: RunSpec, tag: str, split: str) -> None:
+    def decode(self, run: RunSpec, tags: list[str], split: str) -> None:
+        """Decode the run's models `tags` on dev or test (one pool, the graph read once).
+
+        Every model of a model type is decoded at the same LM weight, chosen on dev once
+        (`lm_weight`); test reads it from the model's dev decode dir.
+        """
         d = self.run_dir(run)
-        out = d / f"decode_{tag}_{split}"
-        if is_done(out) or self.has(run, tag, split):
+        todo = [t for t in tags if not is_done(d / f"decode_{t}_{split}") and not self.has(run, t, split)]
+        if not todo:
             return
+        lmwt = self.lm_weight(run.model) if split == "dev" else None
         self.train(run)
         data = self.wd / (self.plan.dev if split == "dev" else self.plan.test)
         argv = [self.python, "-m", "steps_py.decode.nnet", "--model",
-                str(d / "final" / f"{tag}.safetensors"), "--graph", str(self.wd / self.plan.graph),
-                "--data", str(data), "--out", str(out), "--nj", str(self.plan.decode_nj),
-                *self.plan.decode_opts]
-        if split != "dev":
-            argv += ["--lm-weight-from", str(d / f"decode_{tag}_dev")]
-        self._call(argv, d / "log" / f"study_decode_{tag}_{split}.out", f"{run.name} {tag} {split}")
+                *[str(d / "final" / f"{t}.safetensors") for t in todo], "--graph",
+                str(self.wd / self.plan.graph), "--data", str(data), "--out",
+                *[str(d / f"decode_{t}_{split}") for t in todo], "--nj", str(self.plan.decode_nj),
+                "--log-file", str(d / "log" / f"decode_{split}.log"), *self.plan.decode_opts]
+        if split == "dev":
+            argv += ["--lm-weights", _hl(lmwt)]  # type: ignore[arg-type]
+        else:
+            argv += ["--lm-weight-from", *[str(d / f"decode_{t}_dev") for t in todo]]
+        self._call(argv, d / "log" / f"study_decode_{split}.out", f"{run.name} {split} decode")
+
+    def lm_weight(self, model: str) -> float:
+        """The LM weight of every `model` decode: the best of `calibrate_lm_weights` for the
+        global model of the plan's calibration run, on dev (results/study/lm_weights.json)."""
+        path = self.results / "lm_weights.json"
+        with self.calib_locks[model]:  # one calibration per model type; other types go on
+            with self.lock:
+                known = json.loads(path.read_text()) if path.is_file() else {}
+            if model in known:
+                return float(known[model]["lm_weight"])
+            run = next(r for r in self.plan.runs if r.name == self.plan.calibrate[model])
+            d = self.run_dir(run)
+            out = d / "decode_global_dev"
+            if not is_done(out):
+                self.train(run)
+                argv = [self.python, "-m", "steps_py.decode.nnet", "--model",
+                        str(d / "final" / "global.safetensors"), "--graph", str(self.wd / self.plan.graph),
+                        "--data", str(self.wd / self.plan.dev), "--out", str(out), "--nj",
+                        str(self.plan.decode_nj), *self.plan.decode_opts,
+                        "--lm-weights", self.plan.calibrate_lm_weights]
+                self._call(argv, d / "log" / "study_decode_calibrate.out", f"{run.name} LM weight")
+            summary = json.loads((out / "summary.json").read_text())
+            cer_lines = {p.name: p.read_text().split()[1] for p in out.glob("cer_*")}
+            with self.lock:
+                known = json.loads(path.read_text()) if path.is_file() else {}
+                known[model] = {"lm_weight": summary["lm_weight"], "from": f"{run.name}/global on dev",
+                                "cer_by_file": dict(sorted(cer_lines.items()))}
+                atomic_write_json(path, known)
+            log.info("LM weight for every %s decode: %s (chosen on dev with %s's global model)",
+                     model, summary["lm_weight"], run.name)
+            return float(summary["lm_weight"])
 
     def _call(self, argv: list[str], log_path: Path, what: str) -> None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,19 +209,20 @@ class Study:
         if self.record(run) is None:
             self.train(run)
             self.update_record(run)
-        for tag in self.models(run):
-            self.decode(run, tag, "dev")
-        for tag in self.models(run):
-            if self.plan.test_models == "all" or tag.startswith(NON_EMA_PREFIXES):
-                self.decode(run, tag, "test")
-        self.update_record(run)
+        tags = self.models(run)
+        self.decode(run, tags, "dev")
+        self.decode(run, [t for t in tags if self.plan.test_models == "all"
+                          or t.startswith(NON_EMA_PREFIXES)], "test")
+        with self.lock:
+            self.update_record(run)
 
     def test_chosen(self, choices: dict[str, dict[str, object]]) -> None:
         for r in self.plan.runs:
             c = choices.get(r.config)
             if c is not None and not self.has(r, str(c["ema"]), "test"):
-                self.decode(r, str(c["ema"]), "test")
-                self.update_record(r)
+                self.decode(r, [str(c["ema"])], "test")
+                with self.lock:
+                    self.update_record(r)
 
     def posthoc(self, run: RunSpec) -> None:
         if self.record(run) is not None and self.models(run, posthoc=True) and all(
@@ -194,19 +239,28 @@ class Study:
                     str(self.wd / self.plan.egs[run.model]), "--half-life-frames",
                     ",".join(_hl(h) for h in todo)]
             self._call(argv, d / "log" / "study_posthoc.out", f"{run.name} post-hoc")
-        for tag in self.models(run, posthoc=True):
-            self.decode(run, tag, "dev")
+        self.decode(run, self.models(run, posthoc=True), "dev")
         self.update_record(run)
 
-    def run_all(self, only_train: bool = False) -> None:
-        for run in self.plan.runs:
+    def run_all(self, only_train: bool = False, jobs: int = 1) -> None:
+        """Every run (`jobs` at a time, each single-threaded), then the post-hoc runs."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(run: RunSpec) -> None:
             if only_train:
                 self.train(run)
-                continue
+                return
             self.run_one(run)
-            self.test_chosen(self.choose())
+            with self.lock:
+                choices = self.choose()
+            self.test_chosen(choices)
+
+        with ThreadPoolExecutor(max_workers=jobs) as ex:
+            for f in [ex.submit(one, r) for r in self.plan.runs]:
+                f.result()  # the first failure stops the study with its message
         if only_train:
             return
+        self.test_chosen(self.choose())
         names = {r.name: r for r in self.plan.runs}
         for name in self.plan.posthoc_runs:
             self.posthoc(names[name])
@@ -227,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", type=Path, default=Path("results/study"),
                    help="where the table and plots go (default %(default)s)")
     p.add_argument("--only-train", action="store_true", help="train every run, decode nothing")
+    p.add_argument("--jobs", type=int, default=2,
+                   help="runs trained and decoded at the same time, one thread each (default %(default)s)")
     p.add_argument("--table-only", action="store_true",
                    help="only rebuild the table and plots from what is done")
     return p
@@ -243,7 +299,9 @@ def run(args: argparse.Namespace) -> int:
                              "(local/run_study.sh runs ./run.sh stages 0-4 and 6 for it)")
     t0 = time.time()
     if not args.table_only:
-        study.run_all(args.only_train)
+        if args.jobs < 1:
+            raise StudyError(f"--jobs must be >= 1, not {args.jobs}")
+        study.run_all(args.only_train, args.jobs)
         log.info("study steps done in %.0f s", time.time() - t0)
     write_study_table(study)
     return 0
