@@ -35,6 +35,17 @@ What this module does with PyTorch:
   is <= ``max_change_global`` (Kaldi ``max-param-change``, default 2.0). Optional momentum
   is applied to the max-change-limited update.
 
+Where the time goes (``benchmarks/bench_local_learner.py --breakdown`` measures it): on
+a CPU the step is dominated by the products, the layers' own (forward, input and weight
+gradient) and NG-SGD's four per layer and minibatch (``H = X A^T`` and ``X - H B`` on
+each side, see ``OnlineNaturalGradient``); the re-estimation adds, every
+``update_period`` minibatches, three ``[rank, D]`` products per estimate and a
+``[rank x rank]`` eigenproblem (LAPACK's, which at rank 80 costs about as much as those
+products). The small ``[rank x rank]`` operations and the Python around them are minor.
+The [rank x rank] work is done on the CPU in numpy as Kaldi does it there (a GPU would
+gain nothing on matrices that small); the output side is preconditioned first in
+backward while ``G`` is in cache.
+
 Usage::
 
     opt = NGSGD(model, lr=0.002, max_change=0.75)
@@ -257,8 +268,8 @@ class OnlineNaturalGradient:
         """
         n, dim = x.shape
         c = self._scaled(affine, dim)
-        # H^T = A X^T [rank, N]: MKL is faster at this shape than at X A^T (for rank 20 by a
-        # quarter), and the re-estimation wants H^T anyway
+        # H^T = A X^T [rank, N]: MKL is faster at this shape than at X A^T for small ranks,
+        # and the re-estimation wants H^T anyway
         h = (torch.mm(c.ax, x.T) if c.ab is None else torch.addmm(c.ab.unsqueeze(1), c.ax, x.T)).T
         xf = x.reshape(-1)
         tr_x = float(torch.dot(xf, xf)) + (n if affine else 0)
@@ -303,7 +314,7 @@ class OnlineNaturalGradient:
             y.addmm_(h.T, x, alpha=eta / n)
         # Z = Y Y^T = S^-1 Y' Y'^T S^-1 (the product in float32), scaled by 1/max(1, tr Z) and
         # decomposed in float32 as Kaldi does (the scale keeps the data's fourth power in
-        # range; float32 takes 0.6x the time of float64 at rank 80); eigh reads the lower
+        # range; float32 is markedly faster than float64 at rank 80); eigh reads the lower
         # triangle only (as Kaldi's packed SpMatrix), so Z needs no symmetrization
         inv_sw = 1.0 / sw
         z = torch.mm(y, y.T).to("cpu", torch.float64).numpy() * np.outer(inv_sw, inv_sw)
@@ -633,7 +644,7 @@ class NGSGD(torch.optim.Optimizer):
 
 
 def _sq_norm(g: Tensor) -> float:
-    """||g||^2: a BLAS dot product (2x faster here than torch's norm kernels), in float64 if that overflows."""
+    """||g||^2: a BLAS dot product (faster on CPU than torch's norm kernels), in float64 if that overflows."""
     if g.dtype in (torch.float32, torch.float64) and g.is_contiguous():
         v = float(torch.dot(g.view(-1), g.view(-1)))
         if math.isfinite(v):
