@@ -3,7 +3,7 @@
 Writes synthetic examples (stage-5 format) to a temporary dir, then times, with the same
 model, threads and batch, round-robin (each round runs ``--chunk`` steps of every
 configuration in turn, so slow drifts of a shared machine hit all of them alike; the
-median round is reported):
+median round is reported, and the median of the per-round ratios with its quartiles):
 
 * ``reader``: ``EgsReader`` alone (minibatches/s), to show reading is not the bottleneck;
 * ``bare``: pre-built tensors, ``torch.optim.SGD`` step (the reference);
@@ -205,16 +205,22 @@ def main() -> None:
                 times[name].append(time_steps(step, args.chunk, clock))
         med = {k: statistics.median(v) for k, v in times.items()}
         iqr = {k: (np.percentile(v, 75) - np.percentile(v, 25)) / med[k] for k, v in times.items()}
+        # ratio per round (all configurations of a round ran within a second or so), then the
+        # median and quartiles of those: slow drifts of a shared machine cancel in each round
+        ratios = {k: [b / t for b, t in zip(times["bare"], v, strict=True)] for k, v in times.items()}
+        r_med = {k: statistics.median(v) for k, v in ratios.items()}
+        r_q = {k: (np.percentile(v, 25), np.percentile(v, 75)) for k, v in ratios.items()}
         print(f"model={args.model_type} cfg={build_model(cfg).__class__.__name__} batch={args.batch_size} "
               f"frames/minibatch={fpe} threads={args.threads} rounds={args.steps} x {args.chunk} steps "
               f"clock={args.clock}")
-        print(f"{'what':34s} {'ms/step':>9s} {'frames/s':>10s} {'vs bare':>8s} {'IQR/median':>10s}")
+        print(f"{'what':34s} {'ms/step':>9s} {'frames/s':>10s} {'vs bare':>8s} {'IQR/median':>10s} "
+              f"{'per-round vs bare [quartiles]':>30s}")
         print(f"{'reader only':34s} {1000 * med['reader']:9.2f} {fpe / med['reader']:10.0f} "
               f"{'':>8s}  ({1 / med['reader']:.0f} minibatches/s; "
               f"{100 * med['reader'] / med['bare']:.1f}% of a bare step)")
         for name in configs:
             print(f"{name:34s} {1000 * med[name]:9.2f} {fpe / med[name]:10.0f} {med['bare'] / med[name]:8.3f} "
-                  f"{iqr[name]:10.3f}")
+                  f"{iqr[name]:10.3f} {r_med[name]:15.3f} [{r_q[name][0]:.3f}, {r_q[name][1]:.3f}]")
         share = ng_work_share(build_model(cfg), fpe, args.ng_rank_in, args.ng_rank_out, args.ng_update_period)
         if share is not None:
             print(f"NG-SGD adds {100 * share:.1f}% to the step's matrix-product work "

@@ -319,7 +319,7 @@ class OnlineNaturalGradient:
         inv_sw = 1.0 / sw
         z = torch.mm(y, y.T).to("cpu", torch.float64).numpy() * np.outer(inv_sw, inv_sw)
         z_scale = max(1.0, float(np.trace(z)))
-        c_t, u_t = torch.linalg.eigh(torch.from_numpy((z / z_scale).astype(np.float32)))
+        c_t, u_t = _eigh_one_thread(torch.from_numpy((z / z_scale).astype(np.float32)))
         cv = c_t.numpy()[::-1].astype(np.float64) * z_scale  # descending
         u = u_t.numpy()[:, ::-1].astype(np.float64)
         must_reorthogonalize = bool(cv[0] > 1e6 * cv[-1])
@@ -344,6 +344,18 @@ class OnlineNaturalGradient:
         s["R"], s["d"] = r_new, d_t
         s["rho"] = torch.tensor(rho_new, dtype=torch.float64)
         self._cache = _Scaled(r_new, d_t, rho_new, self.alpha, affine, x.shape[1], d_new)
+
+
+def _eigh_one_thread(z: Tensor) -> tuple[Tensor, Tensor]:
+    """``torch.linalg.eigh`` on one thread: LAPACK's threads only slow a matrix this small down."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        return torch.linalg.eigh(z)
+    torch.set_num_threads(1)
+    try:
+        return torch.linalg.eigh(z)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _reorthogonalize(r: Tensor, threshold: float = 1e-3) -> Tensor:
