@@ -217,3 +217,173 @@ def test_fisher_eigenvalues_are_floored_relative_to_the_largest() -> None:
     top = float(d.max()) + rho
     assert float(d.min()) >= ng.delta * top * 0.99
     assert rho >= ng.delta * top * 0.99
+
+
+# ---- the optimized computation against a dense float64 reference of Kaldi's algorithm ----
+class _Reference:
+    """Kaldi's OnlineNaturalGradient (natural-gradient-online.cc) written out densely in float64.
+
+    Preconditioning by the explicit inverse of the smoothed Fisher matrix, one power
+    iteration with an explicit eigendecomposition, floors of C, rho and D, and Kaldi's
+    re-orthogonalization (skipped while R R^T is within 1e-3 of I, else Gram-Schmidt).
+    """
+
+    def __init__(self, rank: int, alpha: float = 4.0, history: float = 2000.0, period: int = 4) -> None:
+        self.rank, self.alpha, self.history, self.period = rank, alpha, history, period
+        self.eps, self.delta = 1e-10, 5e-4
+        self.r: torch.Tensor | None = None
+
+    def precondition(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.double()
+        n, dim = x.shape
+        if self.r is None:
+            rank = min(self.rank, dim - 1)
+            self.r = torch.zeros(rank, dim, dtype=torch.float64)
+            for i in range(rank):
+                cols = torch.arange(i, dim, rank)
+                self.r[i, cols] = 1 / math.sqrt(len(cols))
+            self.d, self.rho, self.t, self.skipped = torch.full((rank,), self.eps, dtype=torch.float64), self.eps, 0, 0
+            for _ in range(3):
+                self._update(x)
+        beta = self.rho * (1 + self.alpha) + self.alpha * float(self.d.sum()) / dim
+        g = self.r.T @ torch.diag(self.d) @ self.r + beta * torch.eye(dim, dtype=torch.float64)
+        x_hat = x @ torch.linalg.inv(g)
+        x_hat *= x.norm() / x_hat.norm()
+        if self.t < 10 or self.skipped >= self.period - 1:
+            self._update(x)
+            self.t, self.skipped = self.t + 1, 0
+        else:
+            self.skipped += 1
+        return x_hat
+
+    def _update(self, x: torch.Tensor) -> None:
+        r, d, rho = self.r, self.d, self.rho
+        assert r is not None
+        (rank, dim), n = r.shape, x.shape[0]
+        eta = 1 - math.exp(-n / self.history)
+        y = (1 - eta) * (d + rho)[:, None] * r + eta / n * (r @ x.T) @ x
+        c, u = torch.linalg.eigh(y @ y.T)
+        c, u = c.flip(0), u.flip(1)
+        must = float(c[0]) > 1e6 * float(c[-1])
+        if float(c[-1]) < (rho * (1 - eta)) ** 2:
+            must, c = True, c.clamp(min=(rho * (1 - eta)) ** 2)
+        sqrt_c = c.sqrt()
+        r_new = (u.T / sqrt_c[:, None]) @ y
+        tr_t = eta / n * float((x * x).sum()) + (1 - eta) * (dim * rho + float(d.sum()))
+        floor = max(self.eps, self.delta * float(sqrt_c.max()))
+        self.rho = max((tr_t - float(sqrt_c.sum())) / (dim - rank), floor)
+        self.d = (sqrt_c - self.rho).clamp(min=floor)
+        if must and float((r_new @ r_new.T - torch.eye(rank, dtype=torch.float64)).abs().max()) > 1e-3:
+            q, tri = torch.linalg.qr(r_new.T)
+            r_new = (q * tri.diagonal().sign()).T  # Gram-Schmidt: the rows' order and signs kept
+        self.r = r_new
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+@pytest.mark.parametrize("rank,affine", [(6, False), (6, True), (20, False)])
+def test_matches_dense_float64_reference_over_reestimations(rank: int, affine: bool) -> None:
+    """Every minibatch's output equals the reference's to float32 accuracy, through the 10
+    initial updates and then re-estimation every other minibatch; so do d and rho."""
+    gen = torch.Generator().manual_seed(21 + rank + affine)
+    ours, ref = OnlineNaturalGradient(rank, update_period=2), _Reference(rank, period=2)
+    for _ in range(16):
+        x = _aniso(96, 40, gen) + 0.2
+        if affine:
+            x_hat, col = ours.precondition_affine(x)
+            got = torch.cat([x_hat, col.unsqueeze(1)], 1)
+            want = ref.precondition(torch.cat([x, torch.ones(96, 1)], 1))
+        else:
+            got, want = ours.precondition(x), ref.precondition(x)
+        assert _rel(got, want) < 2e-5
+    _, d, rho = ours.fisher()
+    assert torch.allclose(d.double(), ref.d, rtol=1e-3) and math.isclose(rho, ref.rho, rel_tol=1e-3)
+
+
+def test_matches_reference_when_reorthogonalization_is_needed() -> None:
+    """Inputs with a large common offset (like un-normalized features) make C ill-conditioned:
+    the re-orthogonalization runs, R stays orthonormal and the output stays the reference's."""
+    gen = torch.Generator().manual_seed(22)
+    ours, ref = OnlineNaturalGradient(8, update_period=1), _Reference(8, period=1)
+    for _ in range(12):
+        x = _aniso(64, 30, gen) * 0.05 + 20.0
+        assert _rel(ours.precondition(x), ref.precondition(x)) < 1e-3
+    r, _, _ = ours.fisher()
+    assert float((r @ r.T - torch.eye(8)).abs().max()) < 2e-3
+
+
+def test_reorthogonalize_skips_orthonormal_rows_and_fixes_others() -> None:
+    from steps_py.nnet.ngsgd import _reorthogonalize
+
+    q = torch.linalg.qr(torch.randn(40, 6, generator=torch.Generator().manual_seed(23)))[0].T.contiguous()
+    near = q + 1e-5 * torch.randn(6, 40)
+    assert _reorthogonalize(near) is near  # within Kaldi's 1e-3 of orthonormal: left alone
+    skewed = q + 0.3 * q[[1, 2, 3, 4, 5, 0]]
+    fixed = _reorthogonalize(skewed)
+    assert torch.allclose(fixed @ fixed.T, torch.eye(6), atol=1e-5)
+    # same row space, and Gram-Schmidt order: row i stays in the span of rows 0..i
+    assert torch.allclose(fixed.T @ fixed, skewed.T @ torch.linalg.solve(skewed @ skewed.T, skewed), atol=1e-4)
+    assert abs(float(fixed[0] @ skewed[0])) == pytest.approx(float(skewed[0].norm()), rel=1e-5)
+    dependent = torch.cat([q[:5], q[4:5] + 1e-7 * q[5:6]])  # Cholesky breaks down: QR instead
+    fixed = _reorthogonalize(dependent)
+    assert torch.allclose(fixed @ fixed.T, torch.eye(6), atol=1e-5)
+
+
+def test_ngsgd_gradients_match_reference_over_steps() -> None:
+    """An nn.Linear's weight/bias gradients are G~^T [X 1]~ of the float64 reference, step after step."""
+    torch.manual_seed(24)
+    lin = nn.Linear(12, 9)
+    opt = NGSGD(lin, lr=0.05, rank_in=4, rank_out=3, update_period=2)
+    ref_in, ref_out = _Reference(4, period=2), _Reference(3, period=2)
+    gen = torch.Generator().manual_seed(25)
+    for _ in range(14):
+        x = _aniso(32, 12, gen)
+        g_out = torch.randn(32, 9, generator=gen)
+        opt.zero_grad()
+        lin(x).backward(g_out)
+        full = ref_out.precondition(g_out).T @ ref_in.precondition(torch.cat([x, torch.ones(32, 1)], 1))
+        assert _rel(lin.weight.grad, full[:, :-1]) < 1e-4
+        assert _rel(lin.bias.grad, full[:, -1]) < 1e-4
+        opt.step()
+
+
+def test_resume_continues_bit_exactly_with_the_running_counters(tmp_path) -> None:
+    """The schedule's counters run as Python ints; state_dict() writes them out, so a run
+    resumed from a checkpoint taken mid-period repeats the uninterrupted one bit for bit."""
+    torch.manual_seed(26)
+    model = build_model({"type": "dnn", "feat_dim": 5, "num_pdfs": 6, "context": 1, "hidden_layers": 2,
+                         "hidden_dim": 16})
+    opt = make_optimizer(model, "ngsgd", lr=0.05, rank_in=4, rank_out=5)
+    gen = torch.Generator().manual_seed(27)
+    data = [(torch.randn(20, 15, generator=gen), torch.randint(0, 6, (20,), generator=gen)) for _ in range(20)]
+
+    def run(m: nn.Module, o: torch.optim.Optimizer, batches: list) -> None:
+        for x, y in batches:
+            loss = F.cross_entropy(m(x), y)
+            o.zero_grad()
+            loss.backward()
+            o.step()
+
+    run(model, opt, data[:13])  # 10 initial updates, then 3 skipped: the next one updates
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, tmp_path / "ckpt.pt")
+    st = opt.state[model.hidden[0].weight]["ng_in"]
+    assert (int(st["t"]), int(st["skipped"])) == (10, 3)
+    twin = copy.deepcopy(model)
+    twin_opt = make_optimizer(twin, "ngsgd", lr=0.05, rank_in=4, rank_out=5)
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    twin.load_state_dict(ckpt["model"])
+    twin_opt.load_state_dict(ckpt["opt"])
+    run(model, opt, data[13:])
+    run(twin, twin_opt, data[13:])
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_squared_norm_falls_back_to_float64_on_overflow() -> None:
+    from steps_py.nnet.ngsgd import _sq_norm
+
+    g = torch.full((1000,), 1e20)
+    assert _sq_norm(g) == pytest.approx(1000 * 1e40, rel=1e-6)
+    assert _sq_norm(torch.tensor([3.0, 4.0])) == pytest.approx(25.0)

@@ -35,6 +35,17 @@ What this module does with PyTorch:
   is <= ``max_change_global`` (Kaldi ``max-param-change``, default 2.0). Optional momentum
   is applied to the max-change-limited update.
 
+Where the time goes (``benchmarks/bench_local_learner.py --breakdown`` measures it): on
+a CPU the step is dominated by the products, the layers' own (forward, input and weight
+gradient) and NG-SGD's four per layer and minibatch (``H = X A^T`` and ``X - H B`` on
+each side, see ``OnlineNaturalGradient``); the re-estimation adds, every
+``update_period`` minibatches, three ``[rank, D]`` products per estimate and a
+``[rank x rank]`` eigenproblem (LAPACK's, which at rank 80 costs about as much as those
+products). The small ``[rank x rank]`` operations and the Python around them are minor.
+The [rank x rank] work is done on the CPU in numpy as Kaldi does it there (a GPU would
+gain nothing on matrices that small); the output side is preconditioned first in
+backward while ``G`` is in cache.
+
 Usage::
 
     opt = NGSGD(model, lr=0.002, max_change=0.75)
@@ -49,6 +60,7 @@ import math
 import types
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -63,6 +75,34 @@ def init_orthonormal_special(rank: int, dim: int) -> Tensor:
     return m
 
 
+class _Scaled:
+    """The scaled copies of one state's ``R`` that ``OnlineNaturalGradient`` multiplies with.
+
+    ``a = S R`` and ``b = S^{-1} E R`` ([rank, D], float32; ``ax``/``ab`` and ``bx``/``bb``
+    their first ``dim`` columns and last column for an affine input), and in float64
+    (numpy) ``d64`` = d and ``sw64`` = sqrt(2e - e^2) for the re-estimation. An object
+    stands for one state: the preconditioner replaces it whenever the state changes.
+    """
+
+    __slots__ = ("r", "d", "rho", "affine", "a", "ax", "ab", "bx", "bb", "d64", "sw64")
+
+    def __init__(self, r: Tensor, d: Tensor, rho: float, alpha: float, affine: bool, dim: int,
+                 d_np: np.ndarray | None = None) -> None:
+        self.r, self.d, self.rho, self.affine = r, d, rho, affine
+        dn = (d.to("cpu", torch.float32).numpy() if d_np is None else d_np).astype(np.float64)
+        beta = rho * (1 + alpha) + alpha * float(dn.sum()) / r.shape[1]
+        e = 1.0 / (beta / dn + 1.0)
+        sw = np.sqrt(2.0 * e - e * e)
+        scales = torch.from_numpy(np.stack([sw, np.sqrt(e / (2.0 - e))]).astype(np.float32)).to(r.device).unsqueeze(2)
+        self.a = r * scales[0]
+        b = r * scales[1]
+        self.d64, self.sw64 = dn, sw
+        if affine:
+            self.ax, self.ab, self.bx, self.bb = self.a[:, :dim], self.a[:, dim], b[:, :dim], b[:, dim]
+        else:
+            self.ax, self.ab, self.bx, self.bb = self.a, None, b, None
+
+
 class OnlineNaturalGradient:
     """Online low-rank-plus-identity Fisher estimate; ``precondition(X)`` returns ``X~``.
 
@@ -71,7 +111,19 @@ class OnlineNaturalGradient:
     Fisher estimate), and ``gamma`` chosen so that ``||X~||_F = ||X||_F``.
 
     The state (``R``, ``d``, ``rho``, ``t``, ``skipped``) lives in ``self.state``, a dict of
-    tensors, so an optimizer can keep it in its ``state_dict``.
+    tensors, so an optimizer can keep it in its ``state_dict``. The two counters are kept
+    as Python ints while running and written into their tensors by ``sync_state()``
+    (``NGSGD.state_dict()`` calls it), which saves two tensor operations per minibatch.
+
+    How it is computed (Kaldi's maths; fewer and cheaper operations, as Kaldi keeps the
+    scaled ``W = E^{1/2} R`` for the same reason): with ``E = diag(e)``,
+    ``e_i = 1 / (beta/d_i + 1)``, ``G^{-1} = (I - R^T E R) / beta``, and
+    ``S = diag(sqrt(2e - e^2))``, two scaled copies of ``R`` are kept, ``A = S R`` and
+    ``B = S^{-1} E R``. Then ``H = X A^T`` gives ``X - X R^T E R = X - H B`` and
+    ``||X - H B||^2 = ||X||^2 - ||H||^2`` (as ``R R^T = I``): a minibatch costs two products,
+    two dot products and no elementwise pass. The re-estimation uses ``H`` with ``S^{-1}``
+    folded into its ``[rank x rank]`` matrices, which are worked on on the CPU (numpy in
+    float64; the eigenproblem with ``torch.linalg.eigh`` in float32), as Kaldi does.
     """
 
     def __init__(
@@ -96,9 +148,18 @@ class OnlineNaturalGradient:
         self.epsilon = epsilon
         self.delta = delta
         self.num_initial_updates = num_initial_updates
-        self.state: dict[str, Tensor] = state if state is not None else {}
-        self._cache: tuple[Any, ...] | None = None
+        self.state = state if state is not None else {}
         self._ones_n = torch.zeros(0)
+
+    @property
+    def state(self) -> dict[str, Tensor]:
+        return self._state
+
+    @state.setter
+    def state(self, value: dict[str, Tensor]) -> None:
+        self._state = value
+        self._cache: _Scaled | None = None
+        self._counts: list[int] | None = None  # [t, skipped] while running, else in the tensors
 
     # ---- public -------------------------------------------------------------------
     def fisher(self) -> tuple[Tensor, Tensor, float]:
@@ -112,6 +173,12 @@ class OnlineNaturalGradient:
         dim = r.shape[1]
         beta = rho * (1 + self.alpha) + self.alpha * float(d.sum()) / dim
         return r.double().T @ torch.diag(d.double()) @ r.double() + beta * torch.eye(dim, dtype=torch.float64)
+
+    def sync_state(self) -> None:
+        """Write the running counters into ``state["t"]`` / ``state["skipped"]``."""
+        if self._counts is not None and "t" in self._state:
+            self._state["t"].fill_(self._counts[0])
+            self._state["skipped"].fill_(self._counts[1])
 
     def precondition(self, x: Tensor, num_samples: float | None = None, update: bool | None = None) -> Tensor:
         """Return the preconditioned copy of ``x`` [N, D]; maybe update the Fisher estimate.
@@ -144,18 +211,21 @@ class OnlineNaturalGradient:
     def _precondition(self, x: Tensor, affine: bool, num_samples: float | None,
                       update: bool | None) -> tuple[Tensor, Tensor | None]:
         n = float(num_samples if num_samples is not None else x.shape[0])
-        if "R" not in self.state:
+        if "R" not in self._state:
             self._init(x, affine, n)
-        s = self.state
+        counts = self._counts
+        if counts is None:
+            s = self._state
+            counts = self._counts = [int(s["t"]), int(s["skipped"])]
         if update is None:
-            update = int(s["t"]) < self.num_initial_updates or int(s["skipped"]) >= self.update_period - 1
+            update = counts[1] >= self.update_period - 1 or counts[0] < self.num_initial_updates
         x_hat, col, h, tr_x = self._apply(x, affine)
         if update:
             self._update(x, affine, h, tr_x, n)
-            s["t"] += 1
-            s["skipped"].zero_()
+            counts[0] += 1
+            counts[1] = 0
         else:
-            s["skipped"] += 1
+            counts[1] += 1
         return x_hat, col
 
     def _rank_for(self, dim: int) -> int:
@@ -165,32 +235,25 @@ class OnlineNaturalGradient:
         """Kaldi's Init: a special orthonormal start, d = rho = epsilon, 3 updates on the first X."""
         dim = x.shape[1] + int(affine)
         rank = self._rank_for(dim)
-        self.state.update(
+        self._state.update(
             R=init_orthonormal_special(rank, dim).to(x.device),
             d=torch.full((rank,), self.epsilon, dtype=torch.float32, device=x.device),
             rho=torch.tensor(self.epsilon, dtype=torch.float64),
             t=torch.tensor(0, dtype=torch.int64),
             skipped=torch.tensor(0, dtype=torch.int64),
         )
+        self._counts = [0, 0]
         for _ in range(3):
             _, _, h, tr_x = self._apply(x, affine)
             self._update(x, affine, h, tr_x, n)
 
-    def _derived(self, affine: bool, dim: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor]:
-        """(R, R's first ``dim`` columns, R's last column if affine, e, sqrt(2e - e^2)); cached until R changes.
-
-        ``G^{-1} = (1/beta)(I - R^T diag(e) R)`` with ``e_i = 1 / (beta / d_i + 1)``.
-        """
-        r = self.state["R"]
+    def _scaled(self, affine: bool, dim: int) -> _Scaled:
+        """The scaled copies ``A = S R``, ``B = S^{-1} E R`` of the current state (cached until it changes)."""
+        s = self._state
         c = self._cache
-        if c is None or c[0] is not r or c[1] != affine:
-            _, d, rho = self.fisher()
-            beta = rho * (1 + self.alpha) + self.alpha * float(d.sum()) / r.shape[1]
-            e = 1.0 / (beta / d + 1.0)
-            sw = (2.0 * e - e * e).sqrt()
-            rx, rb = (r[:, :dim], r[:, dim]) if affine else (r, None)
-            c = self._cache = (r, affine, rx, rb, e, sw)
-        return c[0], c[2], c[3], c[4], c[5]
+        if c is None or c.r is not s["R"] or c.d is not s["d"] or c.affine != affine:
+            c = self._cache = _Scaled(s["R"], s["d"], float(s["rho"]), self.alpha, affine, dim)
+        return c
 
     def _ones(self, n: int, like: Tensor) -> Tensor:
         if self._ones_n.shape[0] != n or self._ones_n.device != like.device:
@@ -198,28 +261,29 @@ class OnlineNaturalGradient:
         return self._ones_n
 
     def _apply(self, x: Tensor, affine: bool) -> tuple[Tensor, Tensor | None, Tensor, float]:
-        """(X~ [N, D], last column of [X 1]~ or None, H = X R^T, tr(X^T X)).
+        """(X~ [N, D], last column of [X 1]~ or None, H = X A^T, tr(X^T X)) for the current state.
 
         ``affine``: ``x`` stands for ``[x 1]``, whose last column is handled on its own.
         This runs for every layer on every minibatch, so it keeps to few tensor operations.
         """
         n, dim = x.shape
-        r, rx, rb, e, sw = self._derived(affine, dim)
-        h = torch.mm(x, r.T) if rb is None else torch.addmm(rb, x, rx.T)  # [N, rank]
+        c = self._scaled(affine, dim)
+        # H^T = A X^T [rank, N]: MKL is faster at this shape than at X A^T for small ranks,
+        # and the re-estimation wants H^T anyway
+        h = (torch.mm(c.ax, x.T) if c.ab is None else torch.addmm(c.ab.unsqueeze(1), c.ax, x.T)).T
         xf = x.reshape(-1)
         tr_x = float(torch.dot(xf, xf)) + (n if affine else 0)
-        # ||X R^T E R - X||^2 = ||X||^2 - sum_i (2 e_i - e_i^2) ||h_i||^2 as R R^T = I (Kaldi's
-        # identity); saves a pass over X~. Near-cancellation falls back to the direct norm.
-        tr_hat = tr_x - float(torch.linalg.vector_norm(h * sw)) ** 2
-        he = h * e
+        # ||X - X R^T E R||^2 = ||X||^2 - ||H||^2 (Kaldi's identity, R R^T = I): saves a pass
+        # over X~. Near-cancellation falls back to the direct norm.
+        tr_hat = tr_x - float(torch.linalg.vector_norm(h)) ** 2
         if tr_hat >= 1e-3 * tr_x:
             gamma = math.sqrt(tr_x / tr_hat)
-            # X~ = gamma X (I - R^T E R): the scale rides on the copy that addmm makes anyway
-            x_hat = torch.addmm(x, he, rx, beta=gamma, alpha=-gamma)
-            col = None if rb is None else torch.addmv(self._ones(n, x), he, rb, beta=gamma, alpha=-gamma)
+            # X~ = gamma (X - H B): the scale rides on the copy that addmm makes anyway
+            x_hat = torch.addmm(x, h, c.bx, beta=gamma, alpha=-gamma)
+            col = None if c.bb is None else torch.addmv(self._ones(n, x), h, c.bb, beta=gamma, alpha=-gamma)
         else:
-            x_hat = torch.addmm(x, he, rx, alpha=-1.0)
-            col = None if rb is None else torch.addmv(self._ones(n, x), he, rb, alpha=-1.0)
+            x_hat = torch.addmm(x, h, c.bx, alpha=-1.0)
+            col = None if c.bb is None else torch.addmv(self._ones(n, x), h, c.bb, alpha=-1.0)
             tr_hat = float(torch.linalg.vector_norm(x_hat) ** 2) + (float(col @ col) if col is not None else 0.0)
             gamma = 1.0 if tr_hat == 0.0 else math.sqrt(tr_x / tr_hat)
             x_hat.mul_(gamma)
@@ -230,44 +294,88 @@ class OnlineNaturalGradient:
         return x_hat, col, h, tr_x
 
     def _update(self, x: Tensor, affine: bool, h: Tensor, tr_x: float, n: float) -> None:
-        """One power-iteration step towards T = (1-eta) F + eta/N X^T X, keeping tr(F) = tr(T)."""
-        s = self.state
-        r, d, rho = self.fisher()
-        rank, dim = r.shape
+        """One power-iteration step towards T = (1-eta) F + eta/N X^T X, keeping tr(F) = tr(T).
+
+        ``h`` = X A^T of the current state. The [rank, D] products run where the data is;
+        the [rank x rank] part on the CPU (as Kaldi: float64, the eigenproblem in float32).
+        """
+        c = self._scaled(affine, x.shape[1])
+        rho, dn, sw = c.rho, c.d64, c.sw64
+        rank, dim = c.r.shape
         eta = 1.0 - math.exp(-n / self.num_samples_history)
-        # Y = R T = (1-eta) (diag(d) + rho I) R + eta/N (R X^T) X, X = [x 1] when affine
-        coef = ((1.0 - eta) * (d + rho)).unsqueeze(1)
+        # Y = R T = (1-eta) (diag(d) + rho I) R + eta/N R X^T X (X = [x 1] when affine), as
+        # Y' = S Y = (1-eta) (diag(d) + rho I) A + eta/N H^T X
+        coef = torch.from_numpy(((1.0 - eta) * (dn + rho)).astype(np.float32)).to(c.r.device)
+        y = c.a * coef.unsqueeze(1)
         if affine:
-            y = torch.cat([torch.addmm(r[:, :-1] * coef, h.T, x, alpha=eta / n),
-                           (r[:, -1:] * coef).add_(h.sum(0, keepdim=True).T, alpha=eta / n)], dim=1)
+            y[:, :-1].addmm_(h.T, x, alpha=eta / n)
+            y[:, -1].add_(h.sum(0), alpha=eta / n)
         else:
-            y = torch.addmm(r * coef, h.T, x, alpha=eta / n)
-        # Z = Y Y^T: the products in float32 (cheap), the small eigenproblem in float64
-        z = (y @ y.T).double()
-        z = 0.5 * (z + z.T)
-        scale = max(1.0, float(z.trace()))
-        c, u = torch.linalg.eigh(z / scale)
-        c, u = c.flip(0) * scale, u.flip(1)  # descending
-        must_reorthogonalize = float(c[0]) > 1e6 * float(c[-1])
+            y.addmm_(h.T, x, alpha=eta / n)
+        # Z = Y Y^T = S^-1 Y' Y'^T S^-1 (the product in float32), scaled by 1/max(1, tr Z) and
+        # decomposed in float32 as Kaldi does (the scale keeps the data's fourth power in
+        # range; float32 is markedly faster than float64 at rank 80); eigh reads the lower
+        # triangle only (as Kaldi's packed SpMatrix), so Z needs no symmetrization
+        inv_sw = 1.0 / sw
+        z = torch.mm(y, y.T).to("cpu", torch.float64).numpy() * np.outer(inv_sw, inv_sw)
+        z_scale = max(1.0, float(np.trace(z)))
+        c_t, u_t = _eigh_one_thread(torch.from_numpy((z / z_scale).astype(np.float32)))
+        cv = c_t.numpy()[::-1].astype(np.float64) * z_scale  # descending
+        u = u_t.numpy()[:, ::-1].astype(np.float64)
+        must_reorthogonalize = bool(cv[0] > 1e6 * cv[-1])
         c_floor = max((rho * (1.0 - eta)) ** 2, 1e-30)
-        if float(c[-1]) < c_floor:
+        if cv[-1] < c_floor:
             must_reorthogonalize = True
-            c = c.clamp(min=c_floor)
-        sqrt_c = c.sqrt()
-        r_new = (u.T / sqrt_c.unsqueeze(1)).float() @ y  # C^{-1/2} U^T Y: orthonormal rows
-        tr_t = eta / n * tr_x + (1.0 - eta) * (dim * rho + float(d.sum()))
+            cv = np.maximum(cv, c_floor)
+        sqrt_c = np.sqrt(cv)
+        # R' = C^{-1/2} U^T Y = C^{-1/2} U^T S^-1 Y': orthonormal rows
+        m = (u.T / sqrt_c[:, None]) * inv_sw[None, :]
+        r_new = torch.mm(torch.from_numpy(m.astype(np.float32)).to(y.device), y)
+        tr_t = eta / n * tr_x + (1.0 - eta) * (dim * rho + float(dn.sum()))
         rho_new = (tr_t - float(sqrt_c.sum())) / (dim - rank)
-        d_new = sqrt_c - rho_new
         # current Kaldi floors both rho and D at max(epsilon, delta * max sqrt(c))
-        floor_val = max(self.epsilon, self.delta * float(sqrt_c.max()))
+        floor_val = max(self.epsilon, self.delta * float(sqrt_c[0]))
         rho_new = max(rho_new, floor_val)
-        d_new = d_new.clamp(min=floor_val)
+        d_new = np.maximum(sqrt_c - rho_new, floor_val).astype(np.float32)
         if must_reorthogonalize:  # as Kaldi: ill-conditioned or floored C breaks R R^T = I
-            q, _ = torch.linalg.qr(r_new.double().T)
-            r_new = q.T
-        s["R"] = r_new.float()
-        s["d"] = d_new.float()
+            r_new = _reorthogonalize(r_new)
+        d_t = torch.from_numpy(d_new).to(c.r.device)
+        s = self._state
+        s["R"], s["d"] = r_new, d_t
         s["rho"] = torch.tensor(rho_new, dtype=torch.float64)
+        self._cache = _Scaled(r_new, d_t, rho_new, self.alpha, affine, x.shape[1], d_new)
+
+
+def _eigh_one_thread(z: Tensor) -> tuple[Tensor, Tensor]:
+    """``torch.linalg.eigh`` on one thread: LAPACK's threads only slow a matrix this small down."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        return torch.linalg.eigh(z)
+    torch.set_num_threads(1)
+    try:
+        return torch.linalg.eigh(z)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _reorthogonalize(r: Tensor, threshold: float = 1e-3) -> Tensor:
+    """Rows of ``r`` made orthonormal as Kaldi's ReorthogonalizeRt1 does (Cholesky: Gram-Schmidt order).
+
+    Left alone when ``R R^T`` is already within ``threshold`` of I (Kaldi's ``IsUnit``
+    check); else ``R <- L^{-1} R`` with ``R R^T = L L^T`` (float64 Cholesky). Where that
+    fails (rows nearly dependent), a QR factorization gives orthonormal rows instead of
+    Kaldi's reset to ``[I 0]``, which would throw the estimate away.
+    """
+    o = torch.mm(r, r.T).to("cpu", torch.float64)
+    eye = torch.eye(o.shape[0], dtype=torch.float64)
+    if float((o - eye).abs().max()) <= threshold:
+        return r
+    low, info = torch.linalg.cholesky_ex(o)
+    if int(info) == 0 and float(low.diagonal().min()) > 1e-4 * float(low.diagonal().max()):
+        inv = torch.linalg.solve_triangular(low, eye, upper=False)
+        return torch.mm(inv.to(r.dtype).to(r.device), r)
+    q, _ = torch.linalg.qr(r.double().T)
+    return q.T.to(r.dtype).contiguous()
 
 
 # ---------------------------------------------------------------------------------
@@ -301,7 +409,8 @@ class _NGLinearFunction(torch.autograd.Function):
     """``F.linear`` whose backward returns the natural gradient for weight and bias directly.
 
     Computing ``G~^T X~`` here (instead of replacing autograd's ``G^T X`` in a hook)
-    saves the plain weight-gradient product, which would be thrown away.
+    saves the plain weight-gradient product, which would be thrown away. ``G~`` is made
+    first, while ``G`` (just written by the layer above) is still in cache.
     """
 
     @staticmethod
@@ -314,12 +423,21 @@ class _NGLinearFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
         x, weight = ctx.saved_tensors
+        pre = ctx.pre
+        need_w = ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2])
+        g_hat = pre.ng_out.precondition(g.reshape(-1, g.shape[-1])) if need_w else None
         gx = g.matmul(weight) if ctx.needs_input_grad[0] else None
         gw = gb = None
-        if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
-            gw, gb = ctx.pre.natural_gradient(x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1]))
-            gw = gw.to(weight.dtype)
-            gb = gb.to(weight.dtype) if ctx.has_bias else None
+        if g_hat is not None:
+            x_hat, col = pre.ng_in.precondition_affine(x.reshape(-1, x.shape[-1]))
+            g_hat_t = g_hat.T  # G~^T [X 1]~, split into weight and bias gradient
+            gw = g_hat_t @ x_hat
+            if gw.dtype != weight.dtype:
+                gw = gw.to(weight.dtype)
+            if ctx.has_bias:
+                gb = g_hat_t @ col
+                if gb.dtype != weight.dtype:
+                    gb = gb.to(weight.dtype)
         return gx, gw, gb, None
 
 
@@ -353,12 +471,6 @@ class _LinearPreconditioner:
     def remove(self) -> None:
         self.module.__dict__.pop("forward", None)
         self.module.__dict__.pop("_ng_pre", None)
-
-    def natural_gradient(self, x: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
-        """(weight grad [out, in], bias grad [out]) = split of G~^T [X 1]~."""
-        x_hat, col = self.ng_in.precondition_affine(x)
-        g_hat_t = self.ng_out.precondition(g).T
-        return g_hat_t @ x_hat, g_hat_t @ col
 
 
 class NGSGD(torch.optim.Optimizer):
@@ -432,6 +544,15 @@ class NGSGD(torch.optim.Optimizer):
                         if b is not None and b.requires_grad:
                             self._lstm_bias[id(p)] = b
 
+    def _estimates(self) -> list[OnlineNaturalGradient]:
+        return [ng for lp in self._linear for ng in (lp.ng_in, lp.ng_out)] + [
+            ng for pair in self._lstm.values() for ng in pair]
+
+    def state_dict(self) -> dict[str, Any]:
+        for ng in self._estimates():  # the running counters into their tensors first
+            ng.sync_state()
+        return super().state_dict()
+
     def detach_hooks(self) -> None:
         """Give the Linear layers their plain forward back (natural gradient off from now on)."""
         for lp in self._linear:
@@ -490,7 +611,7 @@ class NGSGD(torch.optim.Optimizer):
         if self.natural_gradient and self._lstm:
             self._precondition_lstm()
         all_grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
-        sq_norms = torch.stack(torch._foreach_norm(all_grads)).double().pow(2).tolist() if all_grads else []
+        sq_norms = [_sq_norm(g) for g in all_grads]
         scales: list[float] = []
         sq_total = 0.0
         k = 0
@@ -533,6 +654,14 @@ class NGSGD(torch.optim.Optimizer):
                     p.sub_(buf)
         return loss
 
+
+def _sq_norm(g: Tensor) -> float:
+    """||g||^2: a BLAS dot product (faster on CPU than torch's norm kernels), in float64 if that overflows."""
+    if g.dtype in (torch.float32, torch.float64) and g.is_contiguous():
+        v = float(torch.dot(g.view(-1), g.view(-1)))
+        if math.isfinite(v):
+            return v
+    return float(torch.linalg.vector_norm(g, dtype=torch.float64)) ** 2
 
 
 def _restore_dtypes(loaded: dict[str, Any], saved: dict[str, Any]) -> None:
