@@ -64,12 +64,20 @@ def test_scoreboard_rows_and_numbers(exp: Path, tmp_path: Path, capsys: pytest.C
     assert (g["model"], g["sync"], g["workers"], g["block"], g["epochs"], g["seeds"]) == ("dnn", "ma", 2, 8, 2, [1, 2])
     assert g["test_cer_mean"] == pytest.approx(100 * 7 / 84)
     assert g["test_cer_std"] == pytest.approx(statistics.stdev([100 * 6 / 84, 100 * 8 / 84]))
-    assert g["wall_time_s_mean"] == pytest.approx(150.0)
+    assert g["timing"]["wall_time_s_mean"] == pytest.approx(150.0)
     e = rows["dnn_ma_n2/ema-0.99 (2 seeds)"]["ema_rel_change_test"]
     assert e["percent"] == pytest.approx(100 * (3.5 - 7) / 7)  # mean test errors 3.5 vs 7
     assert e["ci95_low"] <= e["percent"] <= e["ci95_high"] and e["resamples"] == 1000
     same = rows["lstm_bmuf_n4/ema-0.99"]["ema_rel_change_test"]
     assert same["percent"] == 0.0 and same["ci95_low"] == same["ci95_high"] == 0.0
+    # how sure: test set size and the CI half-widths, (high - low) / 2 over the EMA rows
+    power = data["power"]
+    assert (power["test_set"], power["characters"]) == ("test", 84)
+    widths = [(r["ema_rel_change_test"]["ci95_high"] - r["ema_rel_change_test"]["ci95_low"]) / 2
+              for r in data["systems"] if r["ema_rel_change_test"]]
+    assert power["ci95_half_width_rel_percent"]["max"] == pytest.approx(max(widths))
+    assert power["ci95_half_width_rel_percent"]["n"] == 3
+    assert "84 characters" in (out / "scoreboard.md").read_text(encoding="utf-8")
     md = (out / "scoreboard.md").read_text(encoding="utf-8")
     assert "| dnn_ma_n2/ema-0.99 (2 seeds) | dnn | ma | 2 | 8 | 2 |" in md and "-50.0 %" in md
     assert "| dnn_ma_n2/global (2 seeds) | dnn | ma | 2 | 8 | 2 |" in printed

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 from lhotse import AudioSource, Recording, SupervisionSegment
-from tqdm import tqdm
 
 from local.synth.config import SPLITS, config_hash
 from local.synth.espeak import Espeak
@@ -28,6 +27,7 @@ from local.synth.report import build_report
 from local.synth.speakers import SPLIT_CODES, Speaker, draw_speakers
 from local.synth.templates import SentenceGenerator
 from local.synth.worker import UttTask, init_worker, synthesize_batch
+from steps_py.cli import progress
 from steps_py.fileio import atomic_path, atomic_write_json, atomic_write_text, is_done, mark_done
 
 log = logging.getLogger("corpus.synth")
@@ -86,7 +86,7 @@ def synthesize_split(split: str, cfg: dict[str, Any], seed: int, gen: SentenceGe
     recordings, supervisions, skipped = [], [], []
     total_s, index = 0.0, 0
     max_index = int(target_s / 0.3) + 1000
-    bar = tqdm(total=round(target_s), unit="s", desc=f"synth {split}", leave=False)
+    bar = progress(total=round(target_s), unit="s", desc=f"synth {split}", leave=False)
     while total_s < target_s:
         if index > max_index:
             raise RuntimeError(f"{split}: {index} utterances gave only {total_s:.0f} s; is espeak producing audio?")

@@ -112,10 +112,16 @@ class SystemRow:
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in ("system", "base", "tag", "model", "sync", "workers", "block",
                                            "epochs", "seeds", "dev_cer", "test_cer", "dev_oracle",
-                                           "test_oracle", "chosen", "wall_time_s", "frames_per_s",
-                                           "decay", "ema")}
-        for k in ("dev_cer", "test_cer", "dev_oracle", "test_oracle", "wall_time_s", "frames_per_s"):
+                                           "test_oracle", "chosen", "decay", "ema")}
+        for k in ("dev_cer", "test_cer", "dev_oracle", "test_oracle"):
             d[f"{k}_mean"], d[f"{k}_std"] = mean_std(getattr(self, k))
+        # Measured times differ from run to run and machine to machine; everything outside
+        # "timing" is a function of the inputs and seeds only (README: Reproducibility).
+        timing: dict[str, Any] = {}
+        for k in ("wall_time_s", "frames_per_s"):
+            timing[k] = getattr(self, k)
+            timing[f"{k}_mean"], timing[f"{k}_std"] = mean_std(getattr(self, k))
+        d["timing"] = timing
         d["ema_rel_change_test"] = None if self.rel_change is None else {
             "percent": self.rel_change.rel_change, "ci95_low": self.rel_change.low,
             "ci95_high": self.rel_change.high, "resamples": self.rel_change.resamples,
@@ -313,6 +319,39 @@ def build_rows(runs: list[Run], sets: tuple[str, str], resamples: int, seed: int
     return rows
 
 
+def power_summary(runs: list[Run], rows: list[SystemRow], test_set: str) -> dict[str, Any]:
+    """How sure the table can be: the test set's size and the EMA-vs-global CI half-widths.
+
+    The half-width of a paired-bootstrap 95 % CI, (high - low) / 2 in relative %, is what
+    separates "no difference" from "too small a test set to tell".
+    """
+    size: dict[str, Any] = {}
+    for r in runs:
+        for (_, s), dd in sorted(r.decodes.items()):
+            sc = score_decode_dir(dd) if s == test_set else None
+            if sc is not None and sc.result is not None:
+                size = {"utterances": len(sc.result.utts), "characters": sc.result.ref_len}
+                break
+        if size:
+            break
+    widths = [(r.rel_change.high - r.rel_change.low) / 2 for r in rows if r.rel_change is not None]
+    return {"test_set": test_set, **size,
+            "ci95_half_width_rel_percent": {
+                "median": statistics.median(widths) if widths else None,
+                "max": max(widths) if widths else None, "n": len(widths)}}
+
+
+def power_text(power: dict[str, Any]) -> str:
+    hw = power["ci95_half_width_rel_percent"]
+    size = (f"{power['characters']} characters in {power['utterances']} utterances"
+            if "characters" in power else "size unknown (no ref.txt)")
+    line = f"Test set `{power['test_set']}`: {size}."
+    if hw["n"]:
+        line += (f" Half-width of the EMA-vs-global 95 % CI: median {hw['median']:.1f} %, "
+                 f"max {hw['max']:.1f} % relative ({hw['n']} comparisons).")
+    return line + "\n"
+
+
 def _fmt(xs: list[float], digits: int = 2) -> str:
     m, s = mean_std(xs)
     if m is None:
@@ -443,27 +482,28 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     fp = fingerprint(input_files(runs), json.dumps([args.runs_glob, sets, args.resamples, args.seed, args.no_plots]))
     out_json, out_md = args.out / "scoreboard.json", args.out / "scoreboard.md"
-    if not args.force and out_json.is_file() and out_md.is_file():
-        try:
-            old = json.loads(out_json.read_text(encoding="utf-8")).get("inputs_fingerprint")
-        except json.JSONDecodeError:
-            old = None
-        if old == fp:
-            log.info("%s is up to date with its inputs; skipping (use --force to rebuild)", out_md)
-            print(out_md.read_text(encoding="utf-8"), end="")
-            return 0
+    # the inputs' sizes and mtimes live beside the scoreboard, not in it, so that the same
+    # runs give a byte-identical scoreboard.json
+    stamp = args.out / ".scoreboard.inputs"
+    if (not args.force and out_json.is_file() and out_md.is_file() and stamp.is_file()
+            and stamp.read_text(encoding="utf-8").strip() == fp):
+        log.info("%s is up to date with its inputs; skipping (use --force to rebuild)", out_md)
+        print(out_md.read_text(encoding="utf-8"), end="")
+        return 0
     rows = build_rows(runs, sets, args.resamples, args.seed)
     table = markdown_table(rows, sets)
+    power = power_summary(runs, rows, sets[1])
     plots = [] if args.no_plots else make_plots(runs, rows, args.out, sets)
     md = ("# Scoreboard\n\nCER in %; mean ± std over seeds where a system has several. "
           "EMA vs global: relative change of the EMA model's test CER vs the same run's global "
           f"model (negative = EMA better), paired bootstrap 95 % CI over utterances, "
-          f"{args.resamples} resamples, seed {args.seed}.\n\n" + table)
+          f"{args.resamples} resamples, seed {args.seed}. " + power_text(power) + "\n" + table)
     if plots:
         md += "\n" + "".join(f"![{p}]({p})\n" for p in plots)
-    atomic_write_json(out_json, {"inputs_fingerprint": fp, "sets": list(sets),
-                                 "systems": [r.to_dict() for r in rows], "plots": plots})
+    atomic_write_json(out_json, {"sets": list(sets), "systems": [r.to_dict() for r in rows],
+                                 "power": power, "plots": plots})
     atomic_write_text(out_md, md)
+    atomic_write_text(stamp, fp + "\n")
     atomic_write_text(args.out / "RESULTS", results_text(runs, args.exp))
     log.info("wrote %s, %s, %s and %d plot(s) for %d system(s)", out_md, out_json, args.out / "RESULTS",
              len(plots), len(rows))
