@@ -79,6 +79,20 @@ def test_kaldi_model_decodes_digits_through_the_projects_graph(work: dict) -> No
     assert words >= 40 and der < 15.0
 
 
+def test_decode_step_takes_a_kaldi_exp_dir_as_model(work: dict, tmp_path: Path) -> None:
+    """`python -m steps_py.decode.gmm --model <Kaldi exp dir>`, as README shows: lattices, scoring."""
+    from steps_py.decode.gmm import main as decode_main
+
+    data = tmp_path / "dev_digits"
+    write_feature_dir(data, spread(list(work["ali"]), 8))
+    out = tmp_path / "decode_dev"
+    assert decode_main(["--model", str(KALDI_EXP), "--graph", str(work["graph"]), "--data", str(data),
+                        "--out", str(out), "--nj", "1", "--beam", "10", "--lm-weights", "8:12"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model_kind"] == "gmm" and summary["cer"] < 20.0
+    assert sorted(out.glob("lat.*.gz")) and (out / "scoring_kaldi" / "best_cer").is_file()
+
+
 def test_project_aligner_with_kaldis_model_agrees_with_kaldis_alignments(work: dict) -> None:
     from steps_py.gmm.jobs import AlignOptions, Job, Utterance
     from steps_py.gmm.model_io import read_model

@@ -8,7 +8,7 @@
   log posteriors minus the log priors stored with the model ("scaled likelihoods").
 
 ``model_kind(path)`` tells them apart: a ``.safetensors`` file is a network, a dir holding
-``final.npz`` (or an ``.npz`` file) is a GMM.
+``final.npz`` (or an ``.npz`` file) is a GMM, and so is a Kaldi ``final.mdl`` or an exp dir holding one.
 """
 
 from __future__ import annotations
@@ -25,10 +25,15 @@ def model_kind(path: Path) -> str:
     p = Path(path)
     if p.suffix == ".safetensors":
         return "nnet"
-    if p.suffix == ".npz" or (p / "final.npz").is_file():
+    if p.suffix == ".npz" or (p / "final.npz").is_file() or (p / "final.mdl").is_file():
         return "gmm"
-    raise DecodeError(f"model {p}: neither a network (.safetensors from stage 6) nor a GMM dir "
-                      "(with final.npz, stage 4); fix --model")
+    if p.is_file():
+        from steps_py.kaldi.model_file import is_kaldi_model_file
+
+        if is_kaldi_model_file(p):
+            return "gmm"
+    raise DecodeError(f"model {p}: neither a network (.safetensors from stage 7) nor a GMM (a dir with "
+                      "final.npz from stage 4, or a Kaldi final.mdl / exp dir holding one); fix --model")
 
 
 class GmmScorer:
