@@ -136,6 +136,21 @@ def test_readme_gets_the_scoreboard_between_markers(tmp_path: Path) -> None:
     assert "![x](results/dev_acc_r.png)" in text
 
 
+def test_readme_gets_the_study_table_between_its_own_markers(tmp_path: Path) -> None:
+    from steps_py.score.readme import main as readme_main
+
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- scoreboard:begin -->\nboard\n<!-- scoreboard:end -->\n"
+                      "<!-- study:begin -->\nold\n<!-- study:end -->\nz\n")
+    (tmp_path / "results" / "study").mkdir(parents=True)
+    (tmp_path / "results" / "study" / "table.md").write_text("| dnn | 1 |\n\n![p](cer_vs_workers.png)\n")
+    assert readme_main(["--what", "study", "--results", str(tmp_path / "results"), "--readme", str(readme),
+                        "--command", "local/run_study.sh"]) == 0
+    text = readme.read_text()
+    assert "board" in text and "old" not in text and "| dnn | 1 |" in text
+    assert "![p](results/study/cer_vs_workers.png)" in text and "`local/run_study.sh`" in text
+
+
 def test_oracle_chosen_pair_columns_and_kaldi_results_file(tmp_path: Path) -> None:
     exp = tmp_path / "exp"
     for s, wrong in (("dev", 6), ("test", 9)):

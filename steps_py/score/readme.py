@@ -1,10 +1,13 @@
-"""Copy the latest scoreboard into README.md, between the scoreboard markers.
+"""Copy the latest scoreboard (or the study table) into README.md, between its markers.
 
     python -m steps_py.score.readme --results results --readme README.md --command "./run.sh"
+    python -m steps_py.score.readme --what study --command "local/run_study.sh" --note "..."
 
-The README's table is never typed in: this step copies `results/scoreboard.md` (written by
-`python -m steps_py.score.scoreboard` from the exp dirs) and says which command and which
-run log produced it.
+The README's tables are never typed in: this step copies `results/scoreboard.md` (written by
+`python -m steps_py.score.scoreboard` from the exp dirs) between `<!-- scoreboard:begin -->`
+and `<!-- scoreboard:end -->`, or `results/study/table.md` (written by
+`python -m steps_py.study.run`) between `<!-- study:begin -->` and `<!-- study:end -->`, and
+says which command and which run log produced it.
 """
 
 from __future__ import annotations
@@ -18,35 +21,47 @@ from steps_py.fileio import atomic_write_text
 
 BEGIN = "<!-- scoreboard:begin -->"
 END = "<!-- scoreboard:end -->"
+# what -> (source file under --results, markers' name, the plots' dir relative to the README)
+SECTIONS = {"scoreboard": ("scoreboard.md", "scoreboard", "results"),
+            "study": ("study/table.md", "study", "results/study")}
 
 
-def render(board_md: str, command: str, note: str) -> str:
+def render(board_md: str, command: str, note: str, what: str = "scoreboard") -> str:
+    _, name, plots = SECTIONS[what]
     body = board_md.strip()
-    body = re.sub(r"^# Scoreboard\s*", "", body)  # README has its own heading
-    body = re.sub(r"!\[([^\]]*)\]\(([^)/]+\.png)\)", r"![\1](results/\2)", body)  # plots live in results/
+    body = re.sub(r"^# [^\n]*\s*", "", body)  # README has its own heading
+    body = re.sub(r"!\[([^\]]*)\]\(([^)/]+\.png)\)", rf"![\1]({plots}/\2)", body)
     header = f"Produced by `{command}`" + (f" ({note})" if note else "") + f" on {platform.machine()} Linux, CPU only.\n\n"
-    return f"{BEGIN}\n{header}{body}\n{END}"
+    return f"<!-- {name}:begin -->\n{header}{body}\n<!-- {name}:end -->"
 
 
-def update_readme(readme: Path, board_md: str, command: str, note: str = "") -> None:
+def update_readme(readme: Path, board_md: str, command: str, note: str = "", what: str = "scoreboard") -> None:
+    _, name, _ = SECTIONS[what]
+    begin, end_marker = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     text = readme.read_text(encoding="utf-8")
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{readme}: no '{BEGIN}' ... '{END}' markers to replace")
-    start, end = text.index(BEGIN), text.index(END) + len(END)
-    atomic_write_text(readme, text[:start] + render(board_md, command, note) + text[end:])
+    if begin not in text or end_marker not in text:
+        raise SystemExit(f"{readme}: no '{begin}' ... '{end_marker}' markers to replace")
+    start, end = text.index(begin), text.index(end_marker) + len(end_marker)
+    atomic_write_text(readme, text[:start] + render(board_md, command, note, what) + text[end:])
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--results", type=Path, default=Path("results"), help="dir holding scoreboard.md")
+    ap.add_argument("--what", choices=sorted(SECTIONS), default="scoreboard",
+                    help="the scoreboard (results/scoreboard.md) or the study table (results/study/table.md) "
+                         "(default %(default)s)")
+    ap.add_argument("--results", type=Path, default=Path("results"),
+                    help="dir holding scoreboard.md and study/ (default %(default)s)")
     ap.add_argument("--readme", type=Path, default=Path("README.md"))
     ap.add_argument("--command", default="./run.sh", help="the command that produced the results")
     ap.add_argument("--note", default="", help="e.g. the run log and its wall time")
     args = ap.parse_args(argv)
-    board = args.results / "scoreboard.md"
+    board = args.results / SECTIONS[args.what][0]
     if not board.is_file():
-        raise SystemExit(f"{board} not found: run `python -m steps_py.score.scoreboard` (run.sh stage 8) first")
-    update_readme(args.readme, board.read_text(encoding="utf-8"), args.command, args.note)
+        maker = ("`python -m steps_py.score.scoreboard` (run.sh stage 9)" if args.what == "scoreboard"
+                 else "local/run_study.sh")
+        raise SystemExit(f"{board} not found: run {maker} first")
+    update_readme(args.readme, board.read_text(encoding="utf-8"), args.command, args.note, args.what)
     print(f"updated {args.readme} from {board}")
     return 0
 
