@@ -178,3 +178,39 @@ def test_alignment_writer_removes_a_killed_writers_temporaries(tmp_path: Path) -
     assert not any(p.exists() for p in left)
     assert read_int32_vectors(tmp_path / "pdf.scp")["u1"].tolist() == [1, 2, 3]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pdf.ark", "pdf.scp"]
+
+
+def test_one_symbol_table_reader_behind_each_stages_error(tmp_path: Path) -> None:
+    """words.txt/phones.txt are read by steps_py.lang.symbols; each stage names the line."""
+    from steps_py.decode.inputs import GraphError, read_words
+    from steps_py.gmm.topo import LangError, read_symbols
+    from steps_py.kaldi.lang_import import LangImportError, read_table
+    from steps_py.lang.symbols import SymbolTableError, read_symbol_table
+
+    good = tmp_path / "words.txt"
+    good.write_text("<eps> 0\n\nA 1\nB 2\n", encoding="utf-8")
+    assert read_symbol_table(good) == [("<eps>", 0), ("A", 1), ("B", 2)]
+    assert read_words(good) == {0: "<eps>", 1: "A", 2: "B"} and read_symbols(good)["B"] == 2
+    bad = tmp_path / "bad" / "words.txt"
+    bad.parent.mkdir()
+    bad.write_text("<eps> 0\nA one\n", encoding="utf-8")
+    for fn, err in ((read_symbol_table, SymbolTableError), (read_words, GraphError),
+                    (read_symbols, LangError), (read_table, LangImportError)):
+        with pytest.raises(err, match=f"{bad}:2: expected '<symbol> <id>'"):
+            fn(bad)
+    bad.write_bytes(b"\xff 0\n")
+    with pytest.raises(GraphError, match="not UTF-8.*--force"):
+        read_words(bad)
+    bad.write_text("")
+    with pytest.raises(GraphError, match="is empty"):
+        read_words(bad)
+
+
+def test_damaged_alignments_are_one_error_naming_the_scp(tmp_path: Path) -> None:
+    from steps_py.gmm.ali_io import AlignmentReadError, read_pdf_alignments
+
+    (tmp_path / "pdf.scp").write_text(f"u1 {tmp_path}/pdf.ark:7\n")
+    with pytest.raises(AlignmentReadError, match=f"cannot read {tmp_path}/pdf.scp"):
+        read_pdf_alignments(tmp_path)
+    with pytest.raises(FileNotFoundError, match="alignment stage"):
+        read_pdf_alignments(tmp_path / "nothing")

@@ -19,8 +19,8 @@ from steps_py.decode.scorers import GmmScorer
 from steps_py.decode.search import Search, SearchConfig
 from steps_py.gmm.feats import add_deltas
 from steps_py.gmm.model_io import load_gmm
-from steps_py.gmm.toy import WORDS, toy_utterance
 from tests.toy_decode import build_graph, pdfs_of, tiny_nnet, toy_data
+from tests.toy_gmm import WORDS, toy_utterance
 
 
 @pytest.fixture(scope="module")

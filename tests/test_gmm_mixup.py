@@ -66,8 +66,8 @@ def test_training_twice_gives_the_same_model(tmp_path) -> None:
     from steps_py.gmm.feats import add_deltas
     from steps_py.gmm.jobs import Utterance
     from steps_py.gmm.topo import Lang
-    from steps_py.gmm.toy import make_toy_lang, toy_corpus
     from steps_py.gmm.train_mono import train
+    from tests.toy_gmm import make_toy_lang, toy_corpus
 
     lang = Lang.load(make_toy_lang(tmp_path / "lang"))
     utts = [Utterance(u, add_deltas(x), lang.word_ids(w)[0]) for u, w, x, _ in toy_corpus(30, 2)]

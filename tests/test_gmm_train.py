@@ -16,8 +16,8 @@ from steps_py.gmm.feats import add_deltas
 from steps_py.gmm.jobs import AlignOptions, Utterance
 from steps_py.gmm.model_io import GmmParams, load_gmm, read_model, save_model
 from steps_py.gmm.topo import Lang
-from steps_py.gmm.toy import PHONES, make_toy_lang, toy_corpus, toy_features, toy_utterance
 from steps_py.gmm.train_mono import train
+from tests.toy_gmm import PHONES, make_toy_lang, toy_corpus, toy_features, toy_utterance
 
 
 @pytest.fixture(scope="module")

@@ -4,41 +4,41 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import kaldi_hmm_gmm as khg
 import kaldifst
-import numpy as np
 import pytest
 
 from steps_py.decode import graph as mkgraph
-from steps_py.gmm.feats import add_deltas
-from steps_py.gmm.model_io import GmmParams, MonoModel, load_gmm, monophone_tree, save_model
-from steps_py.gmm.toy import PHONES, make_toy_lang, toy_features
-
-
-def _pdfs_of(tm: khg.TransitionModel, phone: str) -> list[int]:
-    return sorted(khg.get_pdfs_for_phones(tm, [PHONES.index(phone)])[1])
+from steps_py.gmm.model_io import load_gmm
+from steps_py.lang.fst_build import make_topo, transduce
+from tests.toy_decode import build_graph
+from tests.toy_gmm import PHONES, WORDS
 
 
 @pytest.fixture(scope="module")
 def graph_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("graph")
-    lang = make_toy_lang(root / "lang_test")
-    topo_text = (lang / "topo").read_text()
-    from steps_py.gmm.model_io import read_topology
+    """The toy lang (built by steps_py.lang.prepare) and its GMM through steps_py.decode.graph."""
+    return build_graph(tmp_path_factory.mktemp("graph"))
 
-    topo = read_topology(topo_text)
-    tm = khg.TransitionModel(ctx_dep=monophone_tree(topo), hmm_topo=topo)
-    w, m, v = [], [], []
-    for j in range(tm.num_pdfs):  # each pdf: the true Gaussian of its phone in the toy features
-        phone = next(p for p in ("SIL", "SPN", "a", "b", "c") if j in _pdfs_of(tm, p))
-        w.append(np.ones(1, np.float32))
-        m.append(add_deltas(toy_features([(phone, 40)], seed=1)).mean(0)[None].astype(np.float32))
-        v.append(np.full((1, 39), 0.25, np.float32))
-    model = root / "final.npz"
-    save_model(model, MonoModel(topo_text, np.asarray(tm.log_probs), GmmParams(w, m, v)))
-    out = root / "graph"
-    mkgraph.main(["--lang", str(lang), "--model", str(model), "--out", str(out)])
-    return out, model
+
+def test_toy_lang_comes_from_the_lang_stage(graph_dir) -> None:
+    """The toy lang is stage 2's output: gen_topo.pl's topology, L.fst/L_disambig.fst from
+    make_lexicon_fst with optional silence, and disambiguation symbols where needed."""
+    lang = graph_dir[0].parent / "lang_test"
+    ph = {p: i for i, p in enumerate(PHONES)}
+    assert (lang / "topo").read_text() == make_topo([ph["a"], ph["b"], ph["c"]], [ph["SIL"], ph["SPN"]])
+    assert (lang / "phones" / "disambig.txt").read_text().split() == ["#0", "#1", "#2", "#3"]
+    assert (lang / "oov.txt").read_text().strip() == "<UNK>"
+    sil = {"L.fst": ["SIL"], "L_disambig.fst": ["SIL", "#3"]}  # #3 marks optional silence there
+    for name, s in sil.items():
+        L = kaldifst.StdVectorFst.read(str(lang / name))
+        kaldifst.arcsort(L, sort_type="ilabel")
+        got = transduce(L, [ph[p] for p in (*s, "c", "a", "b", *s, "a")])
+        assert got is not None, name
+        assert [WORDS[w] for w in got[0]] == ["C", "B", "A"], name
+    Ld = kaldifst.StdVectorFst.read(str(lang / "L_disambig.fst"))
+    kaldifst.arcsort(Ld, sort_type="ilabel")
+    spn = transduce(Ld, [ph["SPN"], ph["#2"]])  # <UNK>'s SPN, told apart from <SPOKEN_NOISE>'s by #2
+    assert spn is not None and [WORDS[w] for w in spn[0]] == ["<UNK>"]
 
 
 def _max_ilabel(path: Path) -> int:

@@ -41,6 +41,14 @@ def test_no_pronunciation_for_non_hanzi() -> None:
         assert not is_pronounceable(tok)
 
 
+def test_basic_block_keeps_to_u4e00_u9fff() -> None:
+    """The synthetic corpus's check: pypinyin reads 〇 (U+3007) and 㐀 (extension A) too."""
+    for ch in "〇㐀":
+        assert is_pronounceable(ch) and not is_pronounceable(ch, basic_block=True)
+    assert is_pronounceable("行", basic_block=True)
+    assert not is_pronounceable("北京", basic_block=True)
+
+
 def test_all_phones_in_phone_set_and_no_y_w() -> None:
     text = "导航到北京西站播放周杰伦的歌明天上海天气怎么样我想买一双运动鞋嗯哼儿女绿"
     for ch in text:

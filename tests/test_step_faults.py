@@ -98,3 +98,16 @@ def test_gmm_steps_without_earlier_stages_say_which_stage_to_run(tmp_path: Path,
     errors = _errors(capsys)
     assert rc == 1 and len(errors) == 1 and "run stage 2" in errors[0], errors
     assert not (tmp_path / "ali" / ".done").exists()
+
+
+def test_egs_names_a_damaged_or_missing_pdf_scp(tmp_path: Path, egs_inputs: list[str],
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    scp = tmp_path / "ali" / "train" / "pdf.scp"
+    scp.write_text(f"a-1 {scp.parent}/pdf.ark:999999\n")
+    assert egs.main(egs_inputs) == 1
+    errors = _errors(capsys)
+    assert len(errors) == 1 and errors[0].startswith(f"cannot read {scp} as Kaldi int32 vectors"), errors
+    scp.unlink()
+    assert egs.main(egs_inputs) == 1
+    errors = _errors(capsys)
+    assert len(errors) == 1 and errors[0].startswith(f"{scp} not found: run the alignment stage"), errors

@@ -13,7 +13,7 @@ from steps_py.decode import graph as mkgraph
 from steps_py.features.cmvn import write_cmvn
 from steps_py.gmm.feats import add_deltas
 from steps_py.gmm.model_io import GmmParams, MonoModel, monophone_tree, read_topology, save_model
-from steps_py.gmm.toy import PHONES, make_toy_lang, toy_features, toy_utterance
+from tests.toy_gmm import PHONES, make_toy_lang, toy_features, toy_utterance
 
 FEAT_DIM = 13
 TEXTS = [["B", "A", "C"], ["A"], ["C", "B"], ["A", "B"], ["C"], ["B", "A"]]

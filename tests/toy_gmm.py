@@ -1,8 +1,9 @@
-"""A tiny synthetic lang dir and features, for tests and smoke runs of the GMM stage.
+"""A tiny lang dir and features for the GMM and graph tests (a test fixture, not a stage).
 
-It writes the files stage 2 would write (phones.txt, words.txt, topo, L.fst,
-L_disambig.fst, phones/*, oov.txt, G.fst) for a 3-word lexicon, so that the GMM and
-graph code can be tested without depending on the real lang preparation. Features are
+The lang dir is built by the real stage-2 code (`steps_py.lang.prepare.prepare_lang`: topo
+from ``fst_build.make_topo``, L.fst and L_disambig.fst from ``fst_build.make_lexicon_fst``,
+symbol tables, phones/*, oov) from a 3-word dict dir, so the graph tests exercise those
+builders; only G.fst, a unigram loop over the three words, is written here. Features are
 Gaussian blobs, one mean per phone, so the right alignment is known.
 """
 
@@ -14,91 +15,46 @@ from pathlib import Path
 import kaldifst
 import numpy as np
 
-PHONES = ["<eps>", "SIL", "SPN", "a", "b", "c", "#0", "#1"]
-WORDS = ["<eps>", "!SIL", "<SPOKEN_NOISE>", "<UNK>", "A", "B", "C", "#0", "<s>", "</s>"]
+from steps_py.lang.lexicon import DictDir, LexEntry, Lexicon
+from steps_py.lang.prepare import prepare_lang
+from steps_py.lang.symbols import read_symbol_table
+
 LEXICON = {"!SIL": ["SIL"], "<SPOKEN_NOISE>": ["SPN"], "<UNK>": ["SPN"], "A": ["a"], "B": ["b"], "C": ["c", "a"]}
+# What prepare_lang makes of LEXICON: <SPOKEN_NOISE> and <UNK> share SPN (#1, #2) and one more
+# #k marks the silence arc of L_disambig; words in C-locale order between <eps> and #0 <s> </s>.
+PHONES = ["<eps>", "SIL", "SPN", "a", "b", "c", "#0", "#1", "#2", "#3"]
+WORDS = ["<eps>", "!SIL", "<SPOKEN_NOISE>", "<UNK>", "A", "B", "C", "#0", "<s>", "</s>"]
 
 
-def _topo_text(nonsil: list[int], sil: list[int]) -> str:
-    def block(phones: list[int], n: int) -> str:
-        lines = ["<TopologyEntry>", "<ForPhones>", " ".join(map(str, phones)), "</ForPhones>"]
-        for s in range(n):
-            if n == 3:
-                lines.append(f"<State> {s} <PdfClass> {s} <Transition> {s} 0.75 <Transition> {s + 1} 0.25 </State>")
-            elif s == 0:
-                lines.append("<State> 0 <PdfClass> 0 <Transition> 0 0.25 <Transition> 1 0.25 <Transition> 2 0.25 <Transition> 3 0.25 </State>")
-            elif s < n - 1:
-                lines.append(f"<State> {s} <PdfClass> {s} <Transition> 1 0.25 <Transition> 2 0.25 <Transition> 3 0.25 <Transition> 4 0.25 </State>")
-            else:
-                lines.append(f"<State> {s} <PdfClass> {s} <Transition> {s} 0.75 <Transition> {s + 1} 0.25 </State>")
-        lines += [f"<State> {n} </State>", "</TopologyEntry>"]
-        return "\n".join(lines)
-
-    return "<Topology>\n" + block(nonsil, 3) + "\n" + block(sil, 5) + "\n</Topology>\n"
+def toy_dict() -> DictDir:
+    """The toy's dict dir: SIL and SPN silence phones, a b c non-silence."""
+    lex = Lexicon([LexEntry(w, tuple(p)) for w, p in LEXICON.items()])
+    return DictDir(lex, silence_phones=[["SIL"], ["SPN"]], nonsilence_phones=[["a"], ["b"], ["c"]],
+                   optional_silence="SIL")
 
 
-def _lexicon_fst_text(disambig: bool, sil_prob: float = 0.5) -> str:
-    """Kaldi's make_lexicon_fst.py with optional silence: 0 start, 1 loop, 2 silence."""
-    p = {w: PHONES.index(x) for w, x in [(q, q) for q in PHONES]}
-    wid = {w: i for i, w in enumerate(WORDS)}
-    no_sil, sil = -math.log(1 - sil_prob), -math.log(sil_prob)
-    lines = [f"0 1 0 0 {no_sil}", f"0 2 0 0 {sil}", f"2 1 {p['SIL']} 0 0"]
-    nxt = 3
-    for w, prons in LEXICON.items():
-        phones = list(prons)
-        if disambig and w == "A":  # "C" = "c a" has "a" as a suffix... prefix rule: mark A's pron
-            phones = phones + ["#1"]
-        src = 1
-        for i, ph in enumerate(phones):
-            olab = wid[w] if i == 0 else 0
-            last = i == len(phones) - 1
-            if last:
-                lines.append(f"{src} 1 {p[ph]} {olab} {no_sil}")
-                lines.append(f"{src} 2 {p[ph]} {olab} {sil}")
-            else:
-                lines.append(f"{src} {nxt} {p[ph]} {olab} 0")
-                src, nxt = nxt, nxt + 1
-    if disambig:
-        lines.append(f"1 1 {p['#0']} {wid['#0']} 0")
-    lines.append("1 0")
-    return "\n".join(lines) + "\n"
-
-
-def _grammar_fst_text(weights: dict[str, float] | None = None) -> str:
-    """A unigram loop over the real words (cost = -log prob), no disambiguation needed."""
+def _grammar_fst_text() -> str:
+    """A uniform unigram loop over the real words (cost = -log prob), no disambiguation needed."""
     wid = {w: i for i, w in enumerate(WORDS)}
     words = ["A", "B", "C"]
-    weights = weights or {w: 1.0 / len(words) for w in words}
-    lines = [f"0 0 {wid[w]} {wid[w]} {-math.log(weights[w])}" for w in words]
+    lines = [f"0 0 {wid[w]} {wid[w]} {math.log(len(words))}" for w in words]
     lines.append("0 0")
     return "\n".join(lines) + "\n"
 
 
-def _write_fst(text: str, path: Path, sort: str) -> None:
-    fst = kaldifst.compile(s=text, acceptor=False)
-    kaldifst.arcsort(fst, sort_type=sort)
-    fst.write(str(path))
-
-
-def make_toy_lang(lang: Path, with_grammar: bool = True, grammar_weights: dict[str, float] | None = None) -> Path:
+def make_toy_lang(lang: Path, with_grammar: bool = True) -> Path:
     """Write a complete tiny lang dir (and G.fst when `with_grammar`) under `lang`."""
     lang = Path(lang)
-    (lang / "phones").mkdir(parents=True, exist_ok=True)
-    (lang / "phones.txt").write_text("".join(f"{p} {i}\n" for i, p in enumerate(PHONES)))
-    (lang / "words.txt").write_text("".join(f"{w} {i}\n" for i, w in enumerate(WORDS)))
-    (lang / "topo").write_text(_topo_text([3, 4, 5], [1, 2]))
-    (lang / "oov.txt").write_text("<UNK>\n")
-    (lang / "oov.int").write_text(f"{WORDS.index('<UNK>')}\n")
-    sets = {"silence": ["SIL", "SPN"], "nonsilence": ["a", "b", "c"], "optional_silence": ["SIL"], "disambig": ["#0", "#1"]}
-    for name, phones in sets.items():
-        ids = [PHONES.index(x) for x in phones]
-        (lang / "phones" / f"{name}.txt").write_text("".join(f"{x}\n" for x in phones))
-        (lang / "phones" / f"{name}.int").write_text("".join(f"{i}\n" for i in ids))
-        (lang / "phones" / f"{name}.csl").write_text(":".join(map(str, ids)) + "\n")
-    _write_fst(_lexicon_fst_text(False), lang / "L.fst", "olabel")
-    _write_fst(_lexicon_fst_text(True), lang / "L_disambig.fst", "olabel")
+    dd = toy_dict()
+    dd.validate("toy dict")
+    prepare_lang(dd, lang)
+    for name, expected in (("phones.txt", PHONES), ("words.txt", WORDS)):  # the ids the tests use
+        got = [s for s, _ in read_symbol_table(lang / name)]
+        assert got == expected, f"prepare_lang wrote {name} {got}, the toy expects {expected}"
     if with_grammar:
-        _write_fst(_grammar_fst_text(grammar_weights), lang / "G.fst", "ilabel")
+        g = kaldifst.compile(s=_grammar_fst_text(), acceptor=False)
+        kaldifst.arcsort(g, sort_type="ilabel")
+        g.write(str(lang / "G.fst"))
     return lang
 
 

@@ -123,6 +123,13 @@ def _cached_pronunciations(ch: str) -> tuple[tuple[str, ...], ...]:
     return tuple(out)
 
 
-def is_pronounceable(ch: str) -> bool:
-    """True if `ch` is one character with at least one pronunciation in this phone set."""
+def is_pronounceable(ch: str, *, basic_block: bool = False) -> bool:
+    """True if `ch` is one character with at least one pronunciation in this phone set.
+
+    With `basic_block`, only characters of the basic CJK Unified Ideographs block
+    (U+4E00-U+9FFF) count: the synthetic corpus keeps to those, leaving out the extension
+    blocks and symbols such as ``〇`` that pypinyin also reads.
+    """
+    if basic_block and not (len(ch) == 1 and "\u4e00" <= ch <= "\u9fff"):
+        return False
     return bool(_cached_pronunciations(ch))

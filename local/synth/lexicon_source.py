@@ -20,11 +20,6 @@ import numpy as np
 from local.mandarin import pron
 
 
-def is_pronounceable(ch: str) -> bool:
-    """True for a CJK unified ideograph that the Mandarin lexicon (`local.mandarin.pron`) reads."""
-    return len(ch) == 1 and "\u4e00" <= ch <= "\u9fff" and pron.is_pronounceable(ch)
-
-
 def jieba_dict_path() -> Path:
     """Path of jieba's bundled dictionary (no network)."""
     try:
@@ -78,7 +73,7 @@ def load_word_pools(min_freq: int = 20, power: float = 0.5, max_words: int = 600
                 continue
             word, freq_s, tag = parts
             freq = int(freq_s)
-            if freq < min_freq or not all(is_pronounceable(c) for c in word):
+            if freq < min_freq or not all(pron.is_pronounceable(c, basic_block=True) for c in word):
                 continue
             for name, (tags, lo, hi) in SLOT_TAGS.items():
                 if tag in tags and lo <= len(word) <= hi:

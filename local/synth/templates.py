@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from local.mandarin.pron import is_pronounceable
 from local.synth import numbers
-from local.synth.lexicon_source import WordPool, is_pronounceable, load_word_pools
+from local.synth.lexicon_source import WordPool, load_word_pools
 
 CLOSED_SLOTS: dict[str, tuple[str, ...]] = {
     "poi": ("机场", "火车站", "医院", "大学", "公园", "酒店", "银行", "超市", "商场", "加油站",
@@ -157,7 +158,7 @@ class SentenceGenerator:
             templates = self._parsed[cat]
             parts = templates[int(rng.integers(len(templates)))]
             text = "".join(p if i % 2 == 0 else self._fill(p, rng) for i, p in enumerate(parts))
-            if text and all(is_pronounceable(ch) for ch in text):
+            if text and all(is_pronounceable(ch, basic_block=True) for ch in text):
                 return text, cat
 
     def stream(self, rng: np.random.Generator, bucket: str | None = None,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from steps_py.cli import StepError
+from steps_py.lang.symbols import SymbolTableError, read_symbol_table
 
 
 class DecodeError(StepError):
@@ -101,22 +102,14 @@ def check_graph(graph: Path) -> GraphInfo:
 
 
 def read_words(path: Path) -> dict[int, str]:
-    """words.txt (``<word> <id>`` per line) as {id: word}; the one reader of it in decoding."""
-    out: dict[int, str] = {}
+    """words.txt as {id: word}; the one reader of it in decoding (`read_symbol_table` underneath)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                parts = line.split()
-                if not parts:
-                    continue
-                if len(parts) != 2 or not parts[1].isdigit():
-                    raise GraphError(f"{path}:{n}: expected '<word> <id>', found {line.strip()!r}")
-                out[int(parts[1])] = parts[0]
-    except UnicodeDecodeError as e:
-        raise GraphError(f"{path}: not UTF-8 ({e.reason} at byte {e.start}); symbol tables are UTF-8") from None
-    if not out:
-        raise GraphError(f"{path} is empty; {_rebuild(path.parent)}")
-    return out
+        table = read_symbol_table(path)
+    except SymbolTableError as e:
+        raise GraphError(f"{e}; {_rebuild(Path(path).parent)}") from None
+    if not table:
+        raise GraphError(f"{path} is empty; {_rebuild(Path(path).parent)}")
+    return {i: w for w, i in table}
 
 
 # ---------------------------------------------------------------- LM weights and penalties

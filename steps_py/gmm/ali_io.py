@@ -35,18 +35,34 @@ def write_int32_vectors(out_dir: Path, name: str, vectors: dict[str, np.ndarray]
     tmp_scp.unlink()
 
 
+class AlignmentReadError(ValueError):
+    """An alignment scp/ark that Kaldi's reader rejects; the message names the file and the fix."""
+
+
 def read_int32_vectors(scp: Path) -> dict[str, np.ndarray]:
+    """{key: int32 array} of a Kaldi int32-vector scp; the one reader of alignment files.
+
+    A missing scp is a FileNotFoundError, a damaged one an `AlignmentReadError`; both name
+    the file and the stage that rewrites it.
+    """
     scp = Path(scp)
     if not scp.is_file():
-        raise FileNotFoundError(f"{scp} not found: run `python -m steps_py.gmm.align` first")
+        raise FileNotFoundError(f"{scp} not found: run the alignment stage (stage 4, "
+                                "`python -m steps_py.gmm.align`) for this set first")
     out: dict[str, np.ndarray] = {}
-    for key, vec in kio.SequentialInt32VectorReader(f"scp:{scp}"):
-        out[key] = np.asarray(vec, dtype=np.int32)
+    try:
+        with kio.SequentialInt32VectorReader(f"scp:{scp}") as r:
+            for key, vec in r:
+                out[key] = np.asarray(vec, dtype=np.int32)
+    except RuntimeError as e:
+        raise AlignmentReadError(f"cannot read {scp} as Kaldi int32 vectors ({str(e).strip()[:200]}); "
+                                 "re-run the alignment stage for this set") from None
     return out
 
 
 def read_pdf_alignments(ali_dir: Path) -> dict[str, np.ndarray]:
-    """Per-frame pdf ids of every aligned utterance of `ali_dir` (e.g. exp/mono_ali/train)."""
+    """Per-frame pdf ids of every aligned utterance of `ali_dir` (e.g. exp/mono_ali/train),
+    from its ``pdf.scp``; the one reader of them (GMM stages and the NN egs)."""
     return read_int32_vectors(Path(ali_dir) / "pdf.scp")
 
 

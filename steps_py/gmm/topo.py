@@ -13,6 +13,7 @@ import kaldi_hmm_gmm as khg
 import kaldifst
 
 from steps_py.gmm.model_io import monophone_tree, read_topology
+from steps_py.lang.symbols import SymbolTableError, read_symbol_table
 
 
 class LangError(ValueError):
@@ -20,16 +21,11 @@ class LangError(ValueError):
 
 
 def read_symbols(path: Path) -> dict[str, int]:
-    out: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 2:
-                raise LangError(f"{path}:{n}: expected '<symbol> <id>', got {line.strip()!r}")
-            out[parts[0]] = int(parts[1])
-    return out
+    """A symbol table as {symbol: id} (`steps_py.lang.symbols.read_symbol_table`)."""
+    try:
+        return dict(read_symbol_table(path))
+    except SymbolTableError as e:
+        raise LangError(str(e)) from None
 
 
 def _read_ints(path: Path) -> list[int]:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from steps_py.cli import StepError, step_main
 from steps_py.fileio import atomic_path, atomic_write_json, atomic_write_text, mark_done
+from steps_py.lang.symbols import SymbolTableError, read_symbol_table
 
 log = logging.getLogger("kaldi.lang_import")
 
@@ -43,15 +44,10 @@ class LangImportError(StepError):
 
 
 def read_table(path: Path) -> list[tuple[str, int]]:
-    out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        f = line.split()
-        if not f:
-            continue
-        if len(f) != 2 or not f[1].lstrip("-").isdigit():
-            raise LangImportError(f"{path}:{n}: expected '<symbol> <id>', got {line!r}")
-        out.append((f[0], int(f[1])))
-    return out
+    try:
+        return read_symbol_table(path)
+    except SymbolTableError as e:
+        raise LangImportError(str(e)) from None
 
 
 def table_text(table: list[tuple[str, int]]) -> str:

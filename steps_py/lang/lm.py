@@ -25,21 +25,13 @@ import kaldifst
 from steps_py.data.kaldi_dir import DataDirError, read_kaldi_map
 from steps_py.fileio import atomic_path, atomic_write_json, atomic_write_text, is_done, mark_done
 from steps_py.lang.ngram import perplexity, read_arpa, train_mkn
+from steps_py.lang.symbols import SymbolTableError, read_symbol_table
 from steps_py.log import setup_logging
 
 log = logging.getLogger("lang.lm")
 
 NOT_LM_WORDS = frozenset({"<eps>", "!SIL", "<SPOKEN_NOISE>", "#0", "<s>", "</s>"})
 UNK = "<UNK>"
-
-
-def read_words(lang: Path) -> list[str]:
-    path = lang / "words.txt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run steps_py.lang.prepare first")
-    return [
-        line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-    ]
 
 
 def same_lang(lang: Path, lang_test: Path) -> bool:
@@ -131,10 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     lm_dir = args.lm_dir or args.data / "local" / "lm"
     dev_text = args.dev_text or args.data / "dev" / "text"
     try:
-        words = read_words(args.lang)
-        vocab = {w for w in words if w not in NOT_LM_WORDS}
+        words_txt = args.lang / "words.txt"
+        if not words_txt.is_file():
+            raise FileNotFoundError(f"{words_txt} not found: run steps_py.lang.prepare first")
+        vocab = {w for w, _ in read_symbol_table(words_txt) if w not in NOT_LM_WORDS}
         sents, n_unk = read_lm_text(args.data / "local" / "lm_text.txt", vocab)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, SymbolTableError) as e:
         log.error("%s", e)
         return 1
     if n_unk:

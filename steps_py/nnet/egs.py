@@ -189,24 +189,6 @@ def write_split(out: Path, utts: Sequence[str], get_feats: Callable[[str], np.nd
     return stats, counts, feat_dim
 
 
-def read_pdf_alignments(ali_dir: Path) -> dict[str, np.ndarray]:
-    """`<ali_dir>/pdf.scp` (Kaldi int32 vectors) -> {utt: int32 array}."""
-    scp = Path(ali_dir) / "pdf.scp"
-    if not scp.is_file():
-        raise EgsError(f"{scp} not found: run the alignment stage (stage 4) for this set first")
-    import kaldi_native_io
-
-    out: dict[str, np.ndarray] = {}
-    try:
-        with kaldi_native_io.SequentialInt32VectorReader(f"scp:{scp}") as r:
-            for key, value in r:
-                out[key] = np.asarray(value, dtype=np.int32)
-    except RuntimeError as e:
-        raise EgsError(f"cannot read {scp} as Kaldi int32 vectors ({str(e).strip()[:200]}); "
-                       "re-run the alignment stage for this set") from None
-    return out
-
-
 def read_kaldi_pdf_alignments(exp_dir: Path) -> tuple[dict[str, np.ndarray], int]:
     """Per-frame pdf ids and the pdf count of a Kaldi exp dir (final.mdl + ali.*.gz or *.ali).
 
@@ -501,7 +483,12 @@ def run(args: argparse.Namespace) -> None:
             alis = {u: kaldi[0][u] for u in reader.utts if u in kaldi[0]}
             report_length_mismatch(list(reader.utts), reader.num_frames, alis, args.ali_dir)
         else:
-            alis = read_pdf_alignments(ali_dir)
+            from steps_py.gmm.ali_io import AlignmentReadError, read_pdf_alignments
+
+            try:
+                alis = read_pdf_alignments(ali_dir)
+            except (FileNotFoundError, AlignmentReadError) as e:  # they name the scp and the fix
+                raise EgsError(str(e)) from None
         log.info("%s: %d utterances with features, %d alignments", data, len(reader.utts), len(alis))
         return list(reader.utts), reader.__getitem__, alis
 
