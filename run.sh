@@ -5,6 +5,7 @@
 #   ./run.sh --stage 5 --stop-stage 5       # one stage (here: GMM decoding)
 #   ./run.sh --corpus aishell --corpus-dir /data/aishell
 #   ./run.sh --corpus kaldi --corpus-dir /data/mydirs   # holds train/ dev/ test/ Kaldi dirs
+#   ./run.sh --corpus digits --corpus-dir ../shared/corpora/mandarin_digits   # real 8 kHz digits + Kaldi's exp
 #   ./run.sh --ali-dir /kaldi/s5/exp/mono_ali   # train the networks on a Kaldi experiment's alignments
 #
 # Stages: 0 corpus | 1 data dirs | 2 lang + LM | 3 features | 4 GMM-HMM, alignments, graph |
@@ -44,7 +45,8 @@ usage() {
 Options:
   --stage N           first stage to run, 0..$last_stage (default $stage)
   --stop-stage M      last stage to run (default and at most $last_stage)
-  --corpus NAME       synth | aishell | kaldi (default $corpus)
+  --corpus NAME       synth | aishell | kaldi | digits (default $corpus); digits: the networks
+                      train on the project's alignments and on the corpus's Kaldi ones
   --corpus-dir DIR    where the corpus lives (synth: where to write it; default <workdir>/corpus/<corpus>)
   --conf-dir DIR      configs: run.conf (and corpus.json for synth) (default egs/<corpus>/conf)
   --nj N              parallel jobs for data, features, GMM and decoding (default $nj)
@@ -92,7 +94,10 @@ while [ $# -gt 0 ]; do
 done
 
 # ---- flags: every mistake is an error here, before any work --------------------------------
-case "$corpus" in synth|aishell|kaldi) ;; *) die "--corpus must be synth, aishell or kaldi, not '$corpus'" ;; esac
+case "$corpus" in synth|aishell|kaldi|digits) ;; *) die "--corpus must be synth, aishell, kaldi or digits, not '$corpus'" ;; esac
+[ "$corpus" != digits ] || [ -z "$ali_dir" ] ||
+  die "--corpus digits trains the networks on both the project's and the corpus's Kaldi alignments; drop --ali-dir"
+
 [[ "$stage" =~ ^[0-9]+$ ]] || die "--stage '$stage': give a stage number 0..$last_stage"
 [[ "$stop_stage" =~ ^[0-9]+$ ]] || die "--stop-stage '$stop_stage': give a stage number 0..$last_stage"
 stage=$((10#$stage)); stop_stage=$((10#$stop_stage))
@@ -193,14 +198,26 @@ for r in "${runs[@]}"; do
 done
 
 # A training run is model:sync:workers; with several --seeds each is repeated per seed.
-run_dir() { if [ "${#seed_list[@]}" -gt 1 ]; then echo "$exp/${1}_${2}_n${3}_seed${4}"; else echo "$exp/${1}_${2}_n${3}"; fi; }
+# A 5th argument tags runs of another alignment source (digits: kaldiali): exp/<run>_<tag>[_seed<S>].
+run_dir() {
+  local d=$exp/${1}_${2}_n${3}${5:+_$5}
+  if [ "${#seed_list[@]}" -gt 1 ]; then echo "${d}_seed${4}"; else echo "$d"; fi
+}
+# The alignment sources of stages 6-8, in parallel arrays: a tag for the egs and run dirs
+# ("" = untagged), the Kaldi exp dir whose alignments are used ("" = the project's GMM,
+# exp/mono_ali) and the graph its networks are decoded with. Normally one source (the
+# project's GMM, or --ali-dir); the digits corpus also trains on its Kaldi experiment's.
+ali_tags=(""); ali_dirs=("$ali_dir")
+kaldi_gmm=$exp/mono_kaldi_allspk   # digits: Kaldi's own final.mdl (trained on all 7 speakers)
+[ "$corpus" != digits ] || { ali_tags+=(kaldiali); ali_dirs+=("$corpus_dir/kaldi_exp_mono"); }
+egs_dir() { echo "$exp/egs${2:+_$2}/$1"; }  # model, alignment tag
 
 if [ -n "$dry_run" ]; then
   echo "run.sh: flags and $conf_file are valid; stages $stage..$stop_stage would run in $workdir"
-  for r in "${runs[@]}"; do for sd in "${seed_list[@]}"; do
+  for a in "${ali_tags[@]}"; do for r in "${runs[@]}"; do for sd in "${seed_list[@]}"; do
     IFS=: read -r m sync n <<< "$r"
-    echo "  training run $(run_dir "$m" "$sync" "$n" "$sd"): $m, --sync $sync, $n workers ($launcher)"
-  done; done
+    echo "  training run $(run_dir "$m" "$sync" "$n" "$sd" "$a"): $m, --sync $sync, $n workers ($launcher)"
+  done; done; done
   exit 0
 fi
 
@@ -262,23 +279,34 @@ if stage_on 0; then
     aishell) python -m local.aishell.prepare --corpus-dir "$corpus_dir" --out "$data/local/aishell" \
                --nj "$nj" $force ;;
     kaldi) log "Kaldi data dirs are read from $corpus_dir/{train,dev,test} by stage 1" ;;
+    digits) python -m local.digits.prepare --corpus-dir "$corpus_dir" --out "$data/local/digits" $force ;;
   esac
 fi
 
 if stage_on 1; then
   log "stage 1: pronunciation lexicon and checked Kaldi data dirs in $data/"
-  python -m local.mandarin.lexicon --out "$pinyin_lexicon" $force
+  lexicon=$pinyin_lexicon
+  if [ "$corpus" = digits ]; then lexicon=$corpus_dir/lexicon.txt  # the corpus's own
+  else python -m local.mandarin.lexicon --out "$pinyin_lexicon" $force; fi
   case "$corpus" in
     synth) src=(--manifests "$corpus_dir/manifests" --lm-text "$corpus_dir/lm_text.txt") ;;
     aishell) src=(--manifests "$data/local/aishell/manifests") ;;
     kaldi) src=(--kaldi-dirs "$corpus_dir") ;;
+    digits) src=(--kaldi-dirs "$data/local/digits") ;;
   esac
   # audio must meet the feature config (sample rate, channel); default 16 kHz mono
   [ -f "$conf_dir/mfcc.conf" ] && src+=(--audio-conf "$conf_dir/mfcc.conf")
-  python -m steps_py.data.prepare "${src[@]}" --lexicon "$pinyin_lexicon" --out "$data" --nj "$nj" $force
+  python -m steps_py.data.prepare "${src[@]}" --lexicon "$lexicon" --out "$data" --nj "$nj" $force
 fi
 
-if stage_on 2; then
+if stage_on 2 && [ "$corpus" = digits ]; then
+  # the corpus's Kaldi lang files, Kaldi's phone and word ids kept (its final.mdl and the
+  # project's GMM then share phones and graph), and its ARPA LM (a uniform unigram)
+  log "stage 2: $data/lang and $data/lang_test (G.fst of $corpus_dir/lm.arpa) from $corpus_dir/kaldi_lang"
+  python -m steps_py.kaldi.lang_import --kaldi-lang "$corpus_dir/kaldi_lang" --out "$data/lang" $force
+  python -m steps_py.kaldi.lang_import --kaldi-lang "$corpus_dir/kaldi_lang" --arpa "$corpus_dir/lm.arpa" \
+    --out "$data/lang_test" $force
+elif stage_on 2; then
   log "stage 2: dict dir, $data/lang, ${lm_order}-gram LM, $data/lang_test/G.fst"
   python -m local.mandarin.prepare_dict --data "$data" --lexicon "$pinyin_lexicon" --out "$data/local/dict" $force
   python -m steps_py.lang.prepare --dict-dir "$data/local/dict" --out "$data/lang" $force
@@ -311,73 +339,89 @@ elif stage_on 4; then
       --nj "$nj" "${align_args[@]}" $force
   done
   python -m steps_py.decode.graph --lang "$data/lang_test" --model "$exp/mono" --out "$exp/mono/graph" $force
+  if [ "$corpus" = digits ]; then
+    log "stage 4 (digits): HCLG of Kaldi's final.mdl; frame agreement of the project's train alignments with Kaldi's"
+    python -m steps_py.decode.graph --lang "$data/lang_test" --model "$corpus_dir/kaldi_exp_mono" \
+      --out "$kaldi_gmm/graph" $force
+    python -m local.digits.ali_agreement --ali "$exp/mono_ali/train" --model "$exp/mono" \
+      --kaldi-exp "$corpus_dir/kaldi_exp_mono" --out "$exp/mono_ali/train/kaldi_agreement.json"
+  fi
 fi
 
 if stage_on 5; then
   # the project's GMM, or with --ali-dir the Kaldi experiment's own model (exp/kaldi_ali)
   gmm_model=$exp/mono; gmm_dir=$exp/mono
   [ -z "$ali_dir" ] || { gmm_model=$ali_dir; gmm_dir=$exp/kaldi_ali; }
-  log "stage 5: GMM lattice decoding of dev and test with $gmm_model (LM weight and insertion penalty chosen on dev)"
-  python -m steps_py.decode.gmm --model "$gmm_model" --graph "$graph" --data "$data/dev" \
-    --out "$gmm_dir/decode_dev" --nj "$nj" "${gmm_decode_args[@]}" $force
-  python -m steps_py.decode.gmm --model "$gmm_model" --graph "$graph" --data "$data/test" \
-    --out "$gmm_dir/decode_test" --lm-weight-from "$gmm_dir/decode_dev" --nj "$nj" "${gmm_decode_args[@]}" $force
-  log "GMM ($(basename "$gmm_dir")) dev  $(cat "$gmm_dir/decode_dev/cer") at LM weight $(cat "$gmm_dir/decode_dev/best_lmwt"), penalty $(cat "$gmm_dir/decode_dev/best_wip")"
-  log "GMM ($(basename "$gmm_dir")) test $(cat "$gmm_dir/decode_test/cer")"
+  gmm_models=("$gmm_model"); gmm_dirs=("$gmm_dir"); gmm_graphs=("$graph")
+  # digits: also Kaldi's own model (trained by Kaldi on all 7 speakers: dev and test are its training data)
+  [ "$corpus" != digits ] || { gmm_models+=("$corpus_dir/kaldi_exp_mono"); gmm_dirs+=("$kaldi_gmm"); gmm_graphs+=("$kaldi_gmm/graph"); }
+  for i in "${!gmm_models[@]}"; do
+    gmm_model=${gmm_models[$i]}; gmm_dir=${gmm_dirs[$i]}
+    log "stage 5: GMM lattice decoding of dev and test with $gmm_model (LM weight and insertion penalty chosen on dev)"
+    python -m steps_py.decode.gmm --model "$gmm_model" --graph "${gmm_graphs[$i]}" --data "$data/dev" \
+      --out "$gmm_dir/decode_dev" --nj "$nj" "${gmm_decode_args[@]}" $force
+    python -m steps_py.decode.gmm --model "$gmm_model" --graph "${gmm_graphs[$i]}" --data "$data/test" \
+      --out "$gmm_dir/decode_test" --lm-weight-from "$gmm_dir/decode_dev" --nj "$nj" "${gmm_decode_args[@]}" $force
+    log "GMM ($(basename "$gmm_dir")) dev  $(cat "$gmm_dir/decode_dev/cer") at LM weight $(cat "$gmm_dir/decode_dev/best_lmwt"), penalty $(cat "$gmm_dir/decode_dev/best_wip")"
+    log "GMM ($(basename "$gmm_dir")) test $(cat "$gmm_dir/decode_test/cer")"
+  done
 fi
 
 if stage_on 6; then
   log "stage 6: training examples (shuffled shards any number of workers can share)"
-  for m in "${egs_list[@]}"; do
+  for i in "${!ali_tags[@]}"; do for m in "${egs_list[@]}"; do
     read -r -a opts <<< "${egs_opts[$m]}"
     ali_args=(--ali "$exp/mono_ali/train" --dev-ali "$exp/mono_ali/dev")
-    [ -z "$ali_dir" ] || ali_args=(--ali-dir "$ali_dir")
+    [ -z "${ali_dirs[$i]}" ] || ali_args=(--ali-dir "${ali_dirs[$i]}")
     python -m steps_py.nnet.egs --feats "$data/train" "${ali_args[@]}" \
-      --dev-feats "$data/dev" --model-type "$m" --out "$exp/egs/$m" "${opts[@]}" $force
-  done
+      --dev-feats "$data/dev" --model-type "$m" --out "$(egs_dir "$m" "${ali_tags[$i]}")" "${opts[@]}" $force
+  done; done
 fi
 
 if stage_on 7; then
   log "stage 7: parallel training: $train_runs"
-  for r in "${runs[@]}"; do for sd in "${seed_list[@]}"; do
+  for a in "${ali_tags[@]}"; do for r in "${runs[@]}"; do for sd in "${seed_list[@]}"; do
     IFS=: read -r m sync n <<< "$r"
-    d=$(run_dir "$m" "$sync" "$n" "$sd")
+    d=$(run_dir "$m" "$sync" "$n" "$sd" "$a"); egs=$(egs_dir "$m" "$a")
     read -r -a mopts <<< "${train_opts[$m]}"
     read -r -a sopts <<< "${sync_opts[$sync]:-}"
     redo=$force
     if [ -z "$force" ]; then  # skip a finished run unless its examples were remade since
-      rc=0; python -m steps_py.fileio is-current "$d/final" "$exp/egs/$m" || rc=$?
+      rc=0; python -m steps_py.fileio is-current "$d/final" "$egs" || rc=$?
       case $rc in
         0) log "  $d: already trained, skipping (use --force to retrain)"; continue ;;
-        3) log "  $d: its examples $exp/egs/$m were remade since it was trained; retraining from scratch"; redo=--force ;;
+        3) log "  $d: its examples $egs were remade since it was trained; retraining from scratch"; redo=--force ;;
       esac
     fi
     # An unfinished run continues from its last checkpoint (--no-resume: from scratch).
     resume_opt=$resume; [ -z "$redo" ] || resume_opt=""
     log "  $d: $m, --sync $sync, $n workers${resume_opt:+ (resuming from its last checkpoint if it has one)}"
-    launch_training "$n" --egs "$exp/egs/$m" --exp-dir "$d" --sync "$sync" --seed "$sd" \
+    launch_training "$n" --egs "$egs" --exp-dir "$d" --sync "$sync" --seed "$sd" \
       "${mopts[@]}" "${sopts[@]}" "${ema_args[@]}" $resume_opt $redo
-    python -m steps_py.fileio record-inputs "$d/final" "$exp/egs/$m"
-  done; done
+    python -m steps_py.fileio record-inputs "$d/final" "$egs"
+  done; done; done
 fi
 
 if stage_on 8; then
-  log "stage 8: lattice decoding of every final model (global and each EMA), all in one worker pool per set; LM weight and penalty chosen on dev"
+  log "stage 8: decoding of every final model (global and each EMA), all in one worker pool per set ($nnet_decode_opts); LM weight (with lattices, and penalty) chosen on dev"
+  for a in "${ali_tags[@]}"; do  # one pool per alignment source: its networks have its model's pdfs and graph
+  agraph=$graph; [ -z "$a" ] || agraph=$kaldi_gmm/graph
   models=(); dev_dirs=(); test_dirs=()
   for r in "${runs[@]}"; do for sd in "${seed_list[@]}"; do
     IFS=: read -r m sync n <<< "$r"
-    d=$(run_dir "$m" "$sync" "$n" "$sd")
+    d=$(run_dir "$m" "$sync" "$n" "$sd" "$a")
     for model in "$d"/final/*.safetensors; do
       [ -f "$model" ] || { log "  $d has no final models; run stage 7 first"; exit 1; }
       tag=$(basename "$model" .safetensors)
       models+=("$model"); dev_dirs+=("$d/decode_${tag}_dev"); test_dirs+=("$d/decode_${tag}_test")
     done
   done; done
-  python -m steps_py.decode.nnet --model "${models[@]}" --graph "$graph" --data "$data/dev" \
-    --out "${dev_dirs[@]}" --log-file "$exp/log/decode_nnet_dev.log" --nj "$nj" "${nnet_decode_args[@]}" $force
-  python -m steps_py.decode.nnet --model "${models[@]}" --graph "$graph" --data "$data/test" \
-    --out "${test_dirs[@]}" --lm-weight-from "${dev_dirs[@]}" --log-file "$exp/log/decode_nnet_test.log" \
+  python -m steps_py.decode.nnet --model "${models[@]}" --graph "$agraph" --data "$data/dev" \
+    --out "${dev_dirs[@]}" --log-file "$exp/log/decode_nnet${a:+_$a}_dev.log" --nj "$nj" "${nnet_decode_args[@]}" $force
+  python -m steps_py.decode.nnet --model "${models[@]}" --graph "$agraph" --data "$data/test" \
+    --out "${test_dirs[@]}" --lm-weight-from "${dev_dirs[@]}" --log-file "$exp/log/decode_nnet${a:+_$a}_test.log" \
     --nj "$nj" "${nnet_decode_args[@]}" $force
+  done
 fi
 
 if stage_on 9; then

@@ -8,8 +8,10 @@ corpus or a language needs of its own lives here:
 * ``local.mandarin``: the Mandarin pinyin lexicon (``pron``: hanzi -> initial + tonal final),
   the full pronunciation lexicon stage 1 checks transcripts against, and the dict dir of
   stage 2;
-* ``local.digits``: the Mandarin digits corpus (data dirs, dict dir, LM) for
-  ``./run.sh --corpus digits``.
+* ``local.digits``: the Mandarin digits corpus for ``./run.sh --corpus digits``: the speaker
+  split into Kaldi data dirs (stage 0) and the frame agreement of the project's alignments
+  with the corpus's Kaldi ones (stage 4); its lexicon, lang and LM are the corpus's own
+  Kaldi files, imported by ``steps_py.kaldi.lang_import``.
 
 What a new corpus must provide is in docs/NEW_CORPUS.md.
 """

@@ -28,7 +28,7 @@ def _conf(tmp_path: Path, text: str) -> Path:
 
 
 @pytest.mark.parametrize(("args", "msg"), [
-    (["--corpus", "timit"], "--corpus must be synth, aishell or kaldi"),
+    (["--corpus", "timit"], "--corpus must be synth, aishell, kaldi or digits"),
     (["--corpus", "aishell", "--corpus-dir", "/nonexistent/aishell"], "does not exist"),
     (["--nj", "0"], "--nj '0': give a positive integer"),
     (["--bogus"], "unknown option '--bogus'"),
@@ -50,7 +50,7 @@ def test_bad_flags_are_clear_errors_before_any_work(tmp_path: Path, args: list[s
 
 
 def test_dry_run_accepts_every_shipped_config(tmp_path: Path) -> None:
-    for corpus in ("synth", "aishell", "kaldi"):
+    for corpus in ("synth", "aishell", "kaldi", "digits"):
         p = _run("--corpus", corpus, "--corpus-dir", str(tmp_path), "--dry-run")
         assert p.returncode == 0 and "are valid" in p.stdout, (corpus, p.stderr)
     p = _run("--conf-dir", str(TINY.parent), "--dry-run", "--seeds", "3 4", "--stop-stage", "100")
