@@ -11,7 +11,7 @@ import pytest
 from steps_py.fileio import mark_done
 from steps_py.study.plan import PlanError, load_plan
 from steps_py.study.run import Study
-from steps_py.study.table import build_rows, format_table, verdict
+from steps_py.study.table import build_rows, format_table, progress, verdict
 
 PLAN = {
     "egs": {"dnn": "exp/egs/dnn"}, "graph": "exp/mono/graph", "dev": "data/dev", "test": "data/test",
@@ -81,6 +81,7 @@ def test_the_ema_is_chosen_on_dev_and_the_table_compares_it_with_global(tmp_path
     assert "| dnn | ma | 2 | - | ema | ema-hl4000 | 2 |" in table and "**-33.3 %" in table
     text = verdict(rows)
     assert "significantly better than the same runs' global model" in text and "in 1: dnn ma N=2" in text
+    assert progress(study) == f"Runs of the plan with results: 2 of {len(study.plan.runs)}."
 
 
 def test_no_choice_until_every_seed_has_its_dev_decodes(tmp_path: Path) -> None:
@@ -90,6 +91,9 @@ def test_no_choice_until_every_seed_has_its_dev_decodes(tmp_path: Path) -> None:
     del rec["models"]["ema-hl1000"]["dev"]
     study.record_path(study.plan.runs[1]).write_text(json.dumps(rec))
     assert study.choose() == {}
+    study.record_path(study.plan.runs[1]).rename(tmp_path / "aside.json")
+    assert progress(study).endswith(f"Not run yet (`local/run_study.sh` continues with them): {study.plan.runs[1].name}.")
+    (tmp_path / "aside.json").rename(study.record_path(study.plan.runs[1]))
     # a decode that is in the record is not redone, even when its dir is gone (training or
     # decoding here would fail: there is no model)
     shutil.rmtree(study.run_dir(study.plan.runs[0]) / "decode_ema-hl1000_dev")

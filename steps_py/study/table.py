@@ -160,6 +160,16 @@ def verdict(rows: list[dict[str, Any]]) -> str:
     return " ".join(out)
 
 
+def progress(study: Study) -> str:
+    """Which of the plan's runs have records (trained and dev-decoded), and which do not yet."""
+    done = [r.name for r in study.plan.runs if study.record(r) is not None]
+    missing = [r.name for r in study.plan.runs if study.record(r) is None]
+    line = f"Runs of the plan with results: {len(done)} of {len(study.plan.runs)}."
+    if missing:
+        line += (" Not run yet (`local/run_study.sh` continues with them): " + ", ".join(missing) + ".")
+    return line
+
+
 def write_study_table(study: Study) -> list[dict[str, Any]]:
     rows = build_rows(study)
     out = study.results
@@ -167,7 +177,7 @@ def write_study_table(study: Study) -> list[dict[str, Any]]:
     atomic_write_json(out / "table.json", {"plan": str(study.plan.path), "rows": rows,
                                            "resamples": RESAMPLES, "bootstrap_seed": BOOT_SEED})
     text = format_table(rows)
-    atomic_write_text(out / "table.md", text + "\n" + verdict(rows) + "\n")
+    atomic_write_text(out / "table.md", progress(study) + "\n\n" + text + "\n" + verdict(rows) + "\n")
     try:
         plot_cer_vs_workers(rows, out / "cer_vs_workers.png")
         plot_dev_ce_vs_frames(study, out / "dev_ce_vs_frames.png")
