@@ -116,3 +116,22 @@ def test_plan_errors_name_the_key(tmp_path: Path) -> None:
     names = [r.name for r in plan.runs]
     assert len(names) == len(set(names)) >= 30 and "dnn_ma_n64_seed1" in names
     assert {r.workers for r in plan.runs if r.model == "dnn"} >= {1, 4, 16, 64}
+
+
+def test_posthoc_is_compared_with_the_tracked_ema_of_the_same_half_life(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from steps_py.study.run import compare_posthoc
+
+    final = tmp_path / "final"
+    final.mkdir()
+    w = torch.zeros(3, 2)
+    save_file({"w": w, "b": torch.zeros(2)}, str(final / "global.safetensors"))
+    save_file({"w": w + 0.5, "b": torch.full((2,), -2.0)}, str(final / "ema-hl1000.safetensors"))
+    save_file({"w": w + 0.5, "b": torch.tensor([-2.0, -1.75])}, str(final / "posthoc-hl1000.safetensors"))
+    save_file({"w": w, "b": torch.zeros(2)}, str(final / "posthoc-hl8000.safetensors"))  # nothing tracked
+    rows = compare_posthoc(final, tmp_path / "out" / "run.json")
+    assert rows == {"hl1000": {"max_abs_diff_posthoc_vs_tracked": 0.25, "max_abs_diff_tracked_vs_global": 2.0,
+                               "max_abs_param_tracked": 2.0}}
+    assert json.loads((tmp_path / "out" / "run.json").read_text()) == rows

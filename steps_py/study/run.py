@@ -225,8 +225,11 @@ class Study:
                     self.update_record(r)
 
     def posthoc(self, run: RunSpec) -> None:
+        compared = self.results / "posthoc" / f"{run.name}.json"
         if self.record(run) is not None and self.models(run, posthoc=True) and all(
                 self.has(run, t, "dev") for t in self.models(run, posthoc=True)):
+            if not compared.is_file() and is_done(self.run_dir(run) / "final"):
+                compare_posthoc(self.run_dir(run) / "final", compared)
             return
         self.train(run)
         d = self.run_dir(run)
@@ -241,6 +244,7 @@ class Study:
             self._call(argv, d / "log" / "study_posthoc.out", f"{run.name} post-hoc")
         self.decode(run, self.models(run, posthoc=True), "dev")
         self.update_record(run)
+        compare_posthoc(d / "final", compared)
 
     def run_all(self, only_train: bool = False, jobs: int = 1) -> None:
         """Every run (`jobs` at a time, each single-threaded), then the post-hoc runs."""
@@ -264,6 +268,28 @@ class Study:
         names = {r.name: r for r in self.plan.runs}
         for name in self.plan.posthoc_runs:
             self.posthoc(names[name])
+
+
+def compare_posthoc(final: Path, out: Path) -> dict[str, dict[str, float]]:
+    """Max parameter difference of each reconstructed EMA from the tracked one of the same
+    half-life, beside the tracked EMA's own difference from the global model (the scale a
+    difference is small against); written to `out` (committed with the records)."""
+    from safetensors.torch import load_file
+
+    glob_ = load_file(str(final / "global.safetensors"))
+    rows: dict[str, dict[str, float]] = {}
+    for p in sorted(final.glob("posthoc-hl*.safetensors")):
+        tracked = final / (p.name.replace("posthoc-", "ema-"))
+        if not tracked.is_file():
+            continue
+        a, b = load_file(str(p)), load_file(str(tracked))
+        rows[p.stem.removeprefix("posthoc-")] = {
+            "max_abs_diff_posthoc_vs_tracked": max(float((a[k] - b[k]).abs().max()) for k in b),
+            "max_abs_diff_tracked_vs_global": max(float((b[k] - glob_[k]).abs().max()) for k in b),
+            "max_abs_param_tracked": max(float(b[k].abs().max()) for k in b)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, rows)
+    return rows
 
 
 def _hl(h: float) -> str:

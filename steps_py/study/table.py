@@ -170,20 +170,48 @@ def progress(study: Study) -> str:
     return line
 
 
+def posthoc_table(study: Study) -> str:
+    """Reconstructed (post-hoc) EMAs against the tracked EMAs of the same half-life."""
+    lines = []
+    names = {r.name: r for r in study.plan.runs}
+    for name in study.plan.posthoc_runs:
+        path = study.results / "posthoc" / f"{name}.json"
+        if name not in names or not path.is_file():
+            continue
+        for hl, d in json.loads(path.read_text(encoding="utf-8")).items():
+            tracked = study.dev_cer(names[name], f"ema-{hl}")
+            post = study.dev_cer(names[name], f"posthoc-{hl}")
+            lines.append(f"| {name} | {hl.removeprefix('hl')} | {d['max_abs_diff_posthoc_vs_tracked']:.4f} | "
+                         f"{d['max_abs_diff_tracked_vs_global']:.4f} | "
+                         f"{'-' if tracked is None else f'{tracked:.2f}'} | {'-' if post is None else f'{post:.2f}'} |")
+    if not lines:
+        return ""
+    return ("Post-hoc EMA (reconstructed after training from the snapshots by least squares) "
+            "against the EMA tracked during training, same half-life:\n\n"
+            "| run | half-life (frames) | max abs param diff, post-hoc vs tracked | max abs param diff, "
+            "tracked vs global | dev CER % tracked | dev CER % post-hoc |\n|---|---|---|---|---|---|\n"
+            + "\n".join(lines) + "\n")
+
+
 def write_study_table(study: Study) -> list[dict[str, Any]]:
     rows = build_rows(study)
     out = study.results
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "table.json", {"plan": str(study.plan.path), "rows": rows,
                                            "resamples": RESAMPLES, "bootstrap_seed": BOOT_SEED})
-    text = format_table(rows)
-    atomic_write_text(out / "table.md", progress(study) + "\n\n" + text + "\n" + verdict(rows) + "\n")
+    plots = ("cer_vs_workers.png", "dev_ce_vs_frames.png", "cer_vs_half_life.png")
+    for name in plots:
+        (out / name).unlink(missing_ok=True)  # a plot with nothing to draw is not left stale
     try:
-        plot_cer_vs_workers(rows, out / "cer_vs_workers.png")
-        plot_dev_ce_vs_frames(study, out / "dev_ce_vs_frames.png")
-        plot_cer_vs_half_life(study, out / "cer_vs_half_life.png")
+        plot_cer_vs_workers(rows, out / plots[0])
+        plot_dev_ce_vs_frames(study, out / plots[1])
+        plot_cer_vs_half_life(study, out / plots[2])
     except ImportError as e:  # matplotlib is a dependency; say so if it is broken
         log.warning("plots skipped: %s", e)
+    post = posthoc_table(study)
+    links = "".join(f"![{n.removesuffix('.png')}]({n})\n" for n in plots if (out / n).is_file())
+    atomic_write_text(out / "table.md", progress(study) + "\n\n" + format_table(rows) + "\n" + verdict(rows)
+                      + "\n" + ("\n" + post if post else "") + ("\n" + links if links else ""))
     log.info("study table: %d rows -> %s", len(rows), out / "table.md")
     return rows
 
