@@ -178,7 +178,8 @@ def posthoc_table(study: Study) -> str:
         path = study.results / "posthoc" / f"{name}.json"
         if name not in names or not path.is_file():
             continue
-        for hl, d in json.loads(path.read_text(encoding="utf-8")).items():
+        items = json.loads(path.read_text(encoding="utf-8")).items()
+        for hl, d in sorted(items, key=lambda kv: float(kv[0].removeprefix("hl"))):
             tracked = study.dev_cer(names[name], f"ema-{hl}")
             post = study.dev_cer(names[name], f"posthoc-{hl}")
             lines.append(f"| {name} | {hl.removeprefix('hl')} | {d['max_abs_diff_posthoc_vs_tracked']:.4f} | "
