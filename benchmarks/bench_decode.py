@@ -38,20 +38,42 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--graph", type=Path, default=Path("exp/mono/graph"))
-    p.add_argument("--model", type=Path, required=True, help="network .safetensors or GMM dir (exp/mono)")
+    p.add_argument(
+        "--model", type=Path, required=True, help="network .safetensors or GMM dir (exp/mono)"
+    )
     p.add_argument("--data", type=Path, required=True, help="data dir with text and features")
-    p.add_argument("--utts", type=int, default=40, help="utterances (the first N sorted; default %(default)s)")
-    p.add_argument("--acoustic-scale", type=float, default=None,
-                   help="default 0.1 for networks, 0.083333 for GMMs")
-    p.add_argument("--best-beam", type=float, default=13.0, help="best-path beam (default %(default)s)")
-    p.add_argument("--max-active", type=int, default=7000, help="best-path max-active (default %(default)s)")
-    p.add_argument("--lattice-beams", default="8,10", help="lattice search beams (default %(default)s)")
-    p.add_argument("--lattice-beam", type=float, default=5.0, help="lattice beam (default %(default)s)")
-    p.add_argument("--pdf-beam", type=float, default=0.0,
-                   help="lattice search: pdfs more than this many nats below a frame's best are pushed "
-                        "out of the beam (0 = off; default %(default)s)")
+    p.add_argument(
+        "--utts", type=int, default=40, help="utterances (the first N sorted; default %(default)s)"
+    )
+    p.add_argument(
+        "--acoustic-scale",
+        type=float,
+        default=None,
+        help="default 0.1 for networks, 0.083333 for GMMs",
+    )
+    p.add_argument(
+        "--best-beam", type=float, default=13.0, help="best-path beam (default %(default)s)"
+    )
+    p.add_argument(
+        "--max-active", type=int, default=7000, help="best-path max-active (default %(default)s)"
+    )
+    p.add_argument(
+        "--lattice-beams", default="8,10", help="lattice search beams (default %(default)s)"
+    )
+    p.add_argument(
+        "--lattice-beam", type=float, default=5.0, help="lattice beam (default %(default)s)"
+    )
+    p.add_argument(
+        "--pdf-beam",
+        type=float,
+        default=0.0,
+        help="lattice search: pdfs more than this many nats below a frame's best are pushed "
+        "out of the beam (0 = off; default %(default)s)",
+    )
     p.add_argument("--lm-weights", default="7:17")
     p.add_argument("--word-ins-penalties", default="0.0,0.5,1.0")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON result here")
@@ -81,28 +103,52 @@ def main(argv: list[str] | None = None) -> int:
         scorer = load_scorer(args.model)
         ref_all = read_ref(args.data)
         acwt = args.acoustic_scale or (0.1 if model_kind(args.model) == "nnet" else 0.083333)
-        grid = [(w, q) for q in parse_penalties(args.word_ins_penalties) for w in parse_lm_weights(args.lm_weights)]
+        grid = [
+            (w, q)
+            for q in parse_penalties(args.word_ins_penalties)
+            for w in parse_lm_weights(args.lm_weights)
+        ]
         beams = [float(b) for b in args.lattice_beams.split(",") if b.strip()]
     except (DecodeError, ValueError) as e:
         log.error("%s", e)
         return 1
     reader = scorer.open_features(args.data)
-    utts = [u for u in sorted(ref_all) if u in reader][:args.utts]
+    utts = [u for u in sorted(ref_all) if u in reader][: args.utts]
     ref = {u: ref_all[u] for u in utts}
     units = {i: tuple(normalize_token(w)) for i, w in words.items()}
     t0 = time.process_time()
-    searches = {"best-path": Search(args.graph, SearchConfig(beam=args.best_beam, acoustic_scale=acwt,
-                                                             max_active=args.max_active), info.num_pdfs)}
+    searches = {
+        "best-path": Search(
+            args.graph,
+            SearchConfig(beam=args.best_beam, acoustic_scale=acwt, max_active=args.max_active),
+            info.num_pdfs,
+        )
+    }
     load_s = time.process_time() - t0
     for b in beams:
-        searches[f"lattice b{b:g}"] = Search(args.graph, SearchConfig(beam=b, lattice_beam=args.lattice_beam,
-                                                                      acoustic_scale=acwt, pdf_beam=args.pdf_beam),
-                                                 info.num_pdfs)
+        searches[f"lattice b{b:g}"] = Search(
+            args.graph,
+            SearchConfig(
+                beam=b, lattice_beam=args.lattice_beam, acoustic_scale=acwt, pdf_beam=args.pdf_beam
+            ),
+            info.num_pdfs,
+        )
     decode_lmwt = 1.0 / acwt
     k_decode = min(range(len(grid)), key=lambda k: (abs(grid[k][0] - decode_lmwt), grid[k][1]))
-    rows: dict[str, dict] = {name: {"search": 0.0, "lattice": 0.0, "determinize": 0.0, "score": 0.0,
-                                    "raw_arcs": 0.0, "arcs": 0, "oracle": 0, "hyp": {}, "grid": [{} for _ in grid]}
-                             for name in searches}
+    rows: dict[str, dict] = {
+        name: {
+            "search": 0.0,
+            "lattice": 0.0,
+            "determinize": 0.0,
+            "score": 0.0,
+            "raw_arcs": 0.0,
+            "arcs": 0,
+            "oracle": 0,
+            "hyp": {},
+            "grid": [{} for _ in grid],
+        }
+        for name in searches
+    }
     forward = 0.0
     frames = 0
     for utt in utts:
@@ -131,35 +177,59 @@ def main(argv: list[str] | None = None) -> int:
             r["arcs"] += lat.num_arcs
     audio = frames * 0.01
     ref_len = score_texts(ref, ref, empty_ref="skip").ref_len
-    out = {"graph": str(args.graph), "model": str(args.model), "data": str(args.data), "utterances": len(utts),
-           "audio_s": round(audio, 2), "acoustic_scale": acwt, "load_s": round(load_s, 3),
-           "rtf_forward": round(forward / audio, 5), "decode_lm_weight": grid[k_decode][0], "rows": []}
+    out = {
+        "graph": str(args.graph),
+        "model": str(args.model),
+        "data": str(args.data),
+        "utterances": len(utts),
+        "audio_s": round(audio, 2),
+        "acoustic_scale": acwt,
+        "load_s": round(load_s, 3),
+        "rtf_forward": round(forward / audio, 5),
+        "decode_lm_weight": grid[k_decode][0],
+        "rows": [],
+    }
     base = rows["best-path"]["search"]
     for name, r in rows.items():
         total = forward + r["search"] + r["lattice"] + r["determinize"] + r["score"]
         cer = score_texts(ref, r["hyp"], empty_ref="skip").cer
-        row = {"config": name, "rtf_search": round(r["search"] / audio, 5), "rtf_lattice": round(r["lattice"] / audio, 5),
-               "rtf_determinize": round(r["determinize"] / audio, 5), "rtf_score": round(r["score"] / audio, 5),
-               "rtf_total": round(total / audio, 5),
-               "time_vs_best_path": round((total - forward) / base, 2) if base else None,
-               "cer_at_decode_scale": round(cer, 2)}
+        row = {
+            "config": name,
+            "rtf_search": round(r["search"] / audio, 5),
+            "rtf_lattice": round(r["lattice"] / audio, 5),
+            "rtf_determinize": round(r["determinize"] / audio, 5),
+            "rtf_score": round(r["score"] / audio, 5),
+            "rtf_total": round(total / audio, 5),
+            "time_vs_best_path": round((total - forward) / base, 2) if base else None,
+            "cer_at_decode_scale": round(cer, 2),
+        }
         if name != "best-path":
             cers = [score_texts(ref, g, empty_ref="skip") for g in r["grid"]]
             kb = min(range(len(grid)), key=lambda k: (cers[k].errors, grid[k][1], grid[k][0]))
-            row.update(best_grid_cer=round(cers[kb].cer, 2), best_grid=list(grid[kb]),
-                       oracle_cer=round(100.0 * r["oracle"] / ref_len, 2),
-                       raw_arcs_per_frame=round(r["raw_arcs"] / frames, 2), lattice_density=round(r["arcs"] / frames, 3))
+            row.update(
+                best_grid_cer=round(cers[kb].cer, 2),
+                best_grid=list(grid[kb]),
+                oracle_cer=round(100.0 * r["oracle"] / ref_len, 2),
+                raw_arcs_per_frame=round(r["raw_arcs"] / frames, 2),
+                lattice_density=round(r["arcs"] / frames, 3),
+            )
         out["rows"].append(row)
-    print(f"{len(utts)} utterances, {audio:.1f} s of audio; graph load {load_s:.2f} s; network/GMM forward RTF "
-          f"{out['rtf_forward']:.4f}; CPU seconds per audio second, one core")
-    print(f"{'config':<14} {'search':>8} {'lattice':>8} {'det':>8} {'score':>8} {'total':>8} {'x best':>7} "
-          f"{'CER@dec':>8} {'CER best':>9} {'oracle':>7} {'raw a/f':>8} {'lat a/f':>8}")
+    print(
+        f"{len(utts)} utterances, {audio:.1f} s of audio; graph load {load_s:.2f} s; network/GMM forward RTF "
+        f"{out['rtf_forward']:.4f}; CPU seconds per audio second, one core"
+    )
+    print(
+        f"{'config':<14} {'search':>8} {'lattice':>8} {'det':>8} {'score':>8} {'total':>8} {'x best':>7} "
+        f"{'CER@dec':>8} {'CER best':>9} {'oracle':>7} {'raw a/f':>8} {'lat a/f':>8}"
+    )
     for row in out["rows"]:
-        print(f"{row['config']:<14} {row['rtf_search']:>8.4f} {row['rtf_lattice']:>8.4f} {row['rtf_determinize']:>8.4f} "
-              f"{row['rtf_score']:>8.4f} {row['rtf_total']:>8.4f} {row['time_vs_best_path'] or 0:>7.2f} "
-              f"{row['cer_at_decode_scale']:>8.2f} {row.get('best_grid_cer', float('nan')):>9.2f} "
-              f"{row.get('oracle_cer', float('nan')):>7.2f} {row.get('raw_arcs_per_frame', float('nan')):>8.1f} "
-              f"{row.get('lattice_density', float('nan')):>8.3f}")
+        print(
+            f"{row['config']:<14} {row['rtf_search']:>8.4f} {row['rtf_lattice']:>8.4f} {row['rtf_determinize']:>8.4f} "
+            f"{row['rtf_score']:>8.4f} {row['rtf_total']:>8.4f} {row['time_vs_best_path'] or 0:>7.2f} "
+            f"{row['cer_at_decode_scale']:>8.2f} {row.get('best_grid_cer', float('nan')):>9.2f} "
+            f"{row.get('oracle_cer', float('nan')):>7.2f} {row.get('raw_arcs_per_frame', float('nan')):>8.1f} "
+            f"{row.get('lattice_density', float('nan')):>8.3f}"
+        )
     line = json.dumps(out)
     print(line)
     if args.out:

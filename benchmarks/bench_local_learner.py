@@ -60,7 +60,9 @@ def synth_egs(out: Path, model_type: str, utts: int, frames: int, dim: int, pdfs
     names = [f"u{i:04d}" for i in range(utts)]
     feats = {u: rng.standard_normal((frames, dim)).astype(np.float32) for u in names}
     alis = {u: rng.integers(0, pdfs, frames).astype(np.int32) for u in names}
-    write_egs(out, (names, feats.__getitem__, alis), pdfs, EgsParams(model_type=model_type, num_shards=4))
+    write_egs(
+        out, (names, feats.__getitem__, alis), pdfs, EgsParams(model_type=model_type, num_shards=4)
+    )
 
 
 def cycle(reader: EgsReader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -71,7 +73,9 @@ def cycle(reader: EgsReader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch += 1
 
 
-def time_steps(step: Callable[[], None], steps: int, clock: Callable[[], float] = time.perf_counter) -> float:
+def time_steps(
+    step: Callable[[], None], steps: int, clock: Callable[[], float] = time.perf_counter
+) -> float:
     t0 = clock()
     for _ in range(steps):
         step()
@@ -88,7 +92,9 @@ def load_ngsgd_class(path: Path) -> type:
     return mod.NGSGD
 
 
-def ng_work_share(model: torch.nn.Module, frames: int, rank_in: int, rank_out: int, period: int) -> float | None:
+def ng_work_share(
+    model: torch.nn.Module, frames: int, rank_in: int, rank_out: int, period: int
+) -> float | None:
     """Multiply-adds NG-SGD adds per step over those of the forward+backward products (Linear only)."""
     base = extra = 0.0
     first = True
@@ -108,8 +114,9 @@ def ng_work_share(model: torch.nn.Module, frames: int, rank_in: int, rank_out: i
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     ap.add_argument("--model-type", choices=("dnn", "lstm"), default="dnn")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=256, help="frames (dnn) or chunks (lstm)")
@@ -123,13 +130,26 @@ def main() -> None:
     ap.add_argument("--ng-rank-in", type=int, default=20)
     ap.add_argument("--ng-rank-out", type=int, default=80)
     ap.add_argument("--ng-update-period", type=int, default=4)
-    ap.add_argument("--sweep", action="store_true", help="also time NG-SGD at other rank/period settings")
-    ap.add_argument("--breakdown", action="store_true",
-                    help="also time NG-SGD without re-estimation (preconditioning alone)")
-    ap.add_argument("--ngsgd-from", type=Path, default=None,
-                    help="also time the NGSGD class of this ngsgd.py file, side by side")
-    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                    help="wall clock, or this process's CPU time (with --threads 1 only)")
+    ap.add_argument(
+        "--sweep", action="store_true", help="also time NG-SGD at other rank/period settings"
+    )
+    ap.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time NG-SGD without re-estimation (preconditioning alone)",
+    )
+    ap.add_argument(
+        "--ngsgd-from",
+        type=Path,
+        default=None,
+        help="also time the NGSGD class of this ngsgd.py file, side by side",
+    )
+    ap.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall clock, or this process's CPU time (with --threads 1 only)",
+    )
     args = ap.parse_args()
     if args.clock == "cpu" and args.threads != 1:
         raise SystemExit("--clock cpu needs --threads 1 (CPU time adds up the threads)")
@@ -165,9 +185,14 @@ def main() -> None:
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
+
                 return step
             kw = ng or {}
-            opt = cls(model, lr=1e-3, **kw) if cls is not None else make_optimizer(model, name, lr=1e-3, **kw)
+            opt = (
+                cls(model, lr=1e-3, **kw)
+                if cls is not None
+                else make_optimizer(model, name, lr=1e-3, **kw)
+            )
             it = cycle(EgsReader(egs, 0, 1, batch_size=args.batch_size, seed=0))
             n = [0]
 
@@ -179,21 +204,33 @@ def main() -> None:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+
             return step
 
-        ng_default = dict(rank_in=args.ng_rank_in, rank_out=args.ng_rank_out, update_period=args.ng_update_period)
+        ng_default = dict(
+            rank_in=args.ng_rank_in, rank_out=args.ng_rank_out, update_period=args.ng_update_period
+        )
         configs: dict[str, Callable[[], None]] = {
-            "bare": make("bare"), "ours-sgd": make("sgd"), "ours-sgd-mc": make("sgd-mc"),
-            f"ours-ngsgd(r{args.ng_rank_in}/{args.ng_rank_out},p{args.ng_update_period})": make("ngsgd", ng_default),
+            "bare": make("bare"),
+            "ours-sgd": make("sgd"),
+            "ours-sgd-mc": make("sgd-mc"),
+            f"ours-ngsgd(r{args.ng_rank_in}/{args.ng_rank_out},p{args.ng_update_period})": make(
+                "ngsgd", ng_default
+            ),
         }
         if args.breakdown:
-            configs["ours-ngsgd(no re-estimation)"] = make("ngsgd", {**ng_default, "update_period": 10**9})
+            configs["ours-ngsgd(no re-estimation)"] = make(
+                "ngsgd", {**ng_default, "update_period": 10**9}
+            )
         if other_ngsgd is not None:
-            configs[f"ngsgd from {args.ngsgd_from.name}"[:34]] = make("ngsgd", ng_default, other_ngsgd)
+            configs[f"ngsgd from {args.ngsgd_from.name}"[:34]] = make(
+                "ngsgd", ng_default, other_ngsgd
+            )
         if args.sweep:
             for rin, rout, per in ((20, 80, 1), (20, 80, 8), (10, 40, 4), (10, 40, 8)):
                 configs[f"ours-ngsgd(r{rin}/{rout},p{per})"] = make(
-                    "ngsgd", dict(rank_in=rin, rank_out=rout, update_period=per))
+                    "ngsgd", dict(rank_in=rin, rank_out=rout, update_period=per)
+                )
         rd = cycle(EgsReader(egs, 0, 1, batch_size=args.batch_size, seed=1))
         for step in configs.values():  # past NG-SGD's initial every-step Fisher updates
             for _ in range(args.warmup):
@@ -207,25 +244,40 @@ def main() -> None:
         iqr = {k: (np.percentile(v, 75) - np.percentile(v, 25)) / med[k] for k, v in times.items()}
         # ratio per round (all configurations of a round ran within a second or so), then the
         # median and quartiles of those: slow drifts of a shared machine cancel in each round
-        ratios = {k: [b / t for b, t in zip(times["bare"], v, strict=True)] for k, v in times.items()}
+        ratios = {
+            k: [b / t for b, t in zip(times["bare"], v, strict=True)] for k, v in times.items()
+        }
         r_med = {k: statistics.median(v) for k, v in ratios.items()}
         r_q = {k: (np.percentile(v, 25), np.percentile(v, 75)) for k, v in ratios.items()}
-        print(f"model={args.model_type} cfg={build_model(cfg).__class__.__name__} batch={args.batch_size} "
-              f"frames/minibatch={fpe} threads={args.threads} rounds={args.steps} x {args.chunk} steps "
-              f"clock={args.clock}")
-        print(f"{'what':34s} {'ms/step':>9s} {'frames/s':>10s} {'vs bare':>8s} {'IQR/median':>10s} "
-              f"{'per-round vs bare [quartiles]':>30s}")
-        print(f"{'reader only':34s} {1000 * med['reader']:9.2f} {fpe / med['reader']:10.0f} "
-              f"{'':>8s}  ({1 / med['reader']:.0f} minibatches/s; "
-              f"{100 * med['reader'] / med['bare']:.1f}% of a bare step)")
+        print(
+            f"model={args.model_type} cfg={build_model(cfg).__class__.__name__} batch={args.batch_size} "
+            f"frames/minibatch={fpe} threads={args.threads} rounds={args.steps} x {args.chunk} steps "
+            f"clock={args.clock}"
+        )
+        print(
+            f"{'what':34s} {'ms/step':>9s} {'frames/s':>10s} {'vs bare':>8s} {'IQR/median':>10s} "
+            f"{'per-round vs bare [quartiles]':>30s}"
+        )
+        print(
+            f"{'reader only':34s} {1000 * med['reader']:9.2f} {fpe / med['reader']:10.0f} "
+            f"{'':>8s}  ({1 / med['reader']:.0f} minibatches/s; "
+            f"{100 * med['reader'] / med['bare']:.1f}% of a bare step)"
+        )
         for name in configs:
-            print(f"{name:34s} {1000 * med[name]:9.2f} {fpe / med[name]:10.0f} {med['bare'] / med[name]:8.3f} "
-                  f"{iqr[name]:10.3f} {r_med[name]:15.3f} [{r_q[name][0]:.3f}, {r_q[name][1]:.3f}]")
-        share = ng_work_share(build_model(cfg), fpe, args.ng_rank_in, args.ng_rank_out, args.ng_update_period)
+            print(
+                f"{name:34s} {1000 * med[name]:9.2f} {fpe / med[name]:10.0f} {med['bare'] / med[name]:8.3f} "
+                f"{iqr[name]:10.3f} {r_med[name]:15.3f} [{r_q[name][0]:.3f}, {r_q[name][1]:.3f}]"
+            )
+        share = ng_work_share(
+            build_model(cfg), fpe, args.ng_rank_in, args.ng_rank_out, args.ng_update_period
+        )
         if share is not None:
-            print(f"NG-SGD adds {100 * share:.1f}% to the step's matrix-product work "
-                  f"(r{args.ng_rank_in}/{args.ng_rank_out}, p{args.ng_update_period}): "
-                  f"best reachable ratio vs bare {1 / (1 + share):.3f}")
+            print(
+                f"NG-SGD adds {100 * share:.1f}% to the step's matrix-product work "
+                f"(r{args.ng_rank_in}/{args.ng_rank_out}, p{args.ng_update_period}): "
+                f"best reachable ratio vs bare {1 / (1 + share):.3f}"
+            )
+
 
 if __name__ == "__main__":
     main()

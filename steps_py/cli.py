@@ -61,20 +61,26 @@ def describe_os_error(e: OSError) -> str | None:
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"no space left on device writing {where}; free some space (df -h) and rerun"
     if e.errno == errno.EROFS:
-        return f"cannot write {where}: the file system is read-only; choose a writable --workdir/--out"
+        return (
+            f"cannot write {where}: the file system is read-only; choose a writable --workdir/--out"
+        )
     if e.errno == errno.EACCES:
         return f"cannot write {where}: permission denied; choose a writable --workdir/--out"
     return None
 
 
-def step_main(name: str, parser: argparse.ArgumentParser,
-              body: Callable[[argparse.Namespace], int | None],
-              argv: list[str] | None = None, *,
-              log_file: Callable[[argparse.Namespace], Path | None] | None = None,
-              done_dir: Callable[[argparse.Namespace], Path] | None = None,
-              done_state: str = "done",
-              inputs: Callable[[argparse.Namespace], Sequence[Path]] | None = None,
-              user_errors: tuple[type[Exception], ...] = ()) -> int:
+def step_main(
+    name: str,
+    parser: argparse.ArgumentParser,
+    body: Callable[[argparse.Namespace], int | None],
+    argv: list[str] | None = None,
+    *,
+    log_file: Callable[[argparse.Namespace], Path | None] | None = None,
+    done_dir: Callable[[argparse.Namespace], Path] | None = None,
+    done_state: str = "done",
+    inputs: Callable[[argparse.Namespace], Sequence[Path]] | None = None,
+    user_errors: tuple[type[Exception], ...] = (),
+) -> int:
     """Parse, set up logging, skip a done step, run ``body``; return the process exit code."""
     args = parser.parse_args(argv)
     log = logging.getLogger(name)
@@ -108,9 +114,16 @@ def on_terminal() -> bool:
     return sys.stderr.isatty()
 
 
-def progress(iterable: Iterable[T] | None = None, *, desc: str = "", total: int | None = None,
-             unit: str = "it", log_every: int = 0, logger: logging.Logger | None = None,
-             **tqdm_kwargs: Any) -> Any:
+def progress(
+    iterable: Iterable[T] | None = None,
+    *,
+    desc: str = "",
+    total: int | None = None,
+    unit: str = "it",
+    log_every: int = 0,
+    logger: logging.Logger | None = None,
+    **tqdm_kwargs: Any,
+) -> Any:
     """tqdm on a terminal; otherwise the plain iterable (or a counter), optionally logging.
 
     The returned object supports iteration (when ``iterable`` is given), ``update(n)`` and
@@ -126,8 +139,15 @@ def progress(iterable: Iterable[T] | None = None, *, desc: str = "", total: int 
 class _Quiet:
     """The non-terminal stand-in for tqdm: counts, and logs every ``log_every`` items."""
 
-    def __init__(self, iterable: Iterable[Any] | None, desc: str, total: int | None, unit: str,
-                 log_every: int, logger: logging.Logger | None) -> None:
+    def __init__(
+        self,
+        iterable: Iterable[Any] | None,
+        desc: str,
+        total: int | None,
+        unit: str,
+        log_every: int,
+        logger: logging.Logger | None,
+    ) -> None:
         self.iterable, self.desc, self.unit = iterable, desc, unit
         self.total = total if total is not None else _len_or_none(iterable)
         self.n = 0

@@ -94,8 +94,11 @@ def remove_stale_temps(path: Path) -> list[Path]:
                 p.unlink()
         removed.append(p)
     if removed:
-        log.info("removed %d temporary leftover(s) of killed processes: %s", len(removed),
-                 ", ".join(str(p) for p in removed[:3]) + (" ..." if len(removed) > 3 else ""))
+        log.info(
+            "removed %d temporary leftover(s) of killed processes: %s",
+            len(removed),
+            ", ".join(str(p) for p in removed[:3]) + (" ..." if len(removed) > 3 else ""),
+        )
     return removed
 
 
@@ -171,6 +174,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
 # ---------------------------------------------------------------------------------
 # stage markers and input stamps
 
+
 def is_done(d: Path) -> bool:
     return (Path(d) / ".done").is_file()
 
@@ -215,7 +219,9 @@ def changed_inputs(d: Path, inputs: Iterable[Path]) -> list[str]:
     """Inputs of the done dir ``d`` that differ from what its ``.done`` recorded (why, each)."""
     recorded = read_done(d).get("inputs")
     if not isinstance(recorded, dict):  # made by a step (or version) that records no inputs
-        log.info("%s records no input stamps (made before they were recorded); taking it as current", d)
+        log.info(
+            "%s records no input stamps (made before they were recorded); taking it as current", d
+        )
         return []
     why: list[str] = []
     for p in inputs:
@@ -223,7 +229,9 @@ def changed_inputs(d: Path, inputs: Iterable[Path]) -> list[str]:
         if key not in recorded:
             why.append(f"{p} (not recorded when {d} was made)")
         elif recorded[key] != now:
-            why.append(f"{p} (redone or changed since)" if now != "missing" else f"{p} (now missing)")
+            why.append(
+                f"{p} (redone or changed since)" if now != "missing" else f"{p} (now missing)"
+            )
     return why
 
 
@@ -232,7 +240,9 @@ def unmark_done(d: Path) -> None:
         (Path(d) / ".done").unlink()
 
 
-def skip_done(d: Path, force: bool, state: str = "done", inputs: Sequence[Path] | None = None) -> bool:
+def skip_done(
+    d: Path, force: bool, state: str = "done", inputs: Sequence[Path] | None = None
+) -> bool:
     """True (and says so in the log) when ``d`` is done, its inputs unchanged, and no ``--force``.
 
     When the step is to be redone although ``d`` is done (``--force``, or an input changed),
@@ -252,7 +262,9 @@ def skip_done(d: Path, force: bool, state: str = "done", inputs: Sequence[Path] 
     return True
 
 
-def mark_done(d: Path, info: dict[str, Any] | None = None, inputs: Sequence[Path] | None = None) -> None:
+def mark_done(
+    d: Path, info: dict[str, Any] | None = None, inputs: Sequence[Path] | None = None
+) -> None:
     """Write ``d/.done``: ``info``, the time, and the stamps of ``inputs`` (when given)."""
     obj = dict(info or {})
     obj["done_at"] = datetime.datetime.now().isoformat(timespec="microseconds")
@@ -287,7 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.command == "record-inputs":
         if not is_done(args.dir):
-            print(f"{args.dir}/.done not found: the step that writes {args.dir} did not finish", file=sys.stderr)
+            print(
+                f"{args.dir}/.done not found: the step that writes {args.dir} did not finish",
+                file=sys.stderr,
+            )
             return 1
         record_inputs(args.dir, args.inputs)
         return 0

@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 
-def setup_logging(name: str, log_file: Path | None = None, level: int = logging.INFO) -> logging.Logger:
+def setup_logging(
+    name: str, log_file: Path | None = None, level: int = logging.INFO
+) -> logging.Logger:
     """Configure the root logger once: `YYYY-mm-dd HH:MM:SS [step] LEVEL message`.
 
     Writes to stderr and, when `log_file` is given, appends to it as well.

@@ -15,8 +15,9 @@ def train_toy(egs: Path, exp: Path, stop_after_blocks: int = 0, **opts: object) 
     from steps_py.parallel.train import Hooks, build_parser, parse_args, run
 
     args = parse_args(build_parser(), toy_train_argv(egs, exp, **opts))
-    hooks = Hooks(after_block=(lambda st, g: st.block >= stop_after_blocks)
-                  if stop_after_blocks else None)
+    hooks = Hooks(
+        after_block=(lambda st, g: st.block >= stop_after_blocks) if stop_after_blocks else None
+    )
     return run(args, backend=ToyBackend(), hooks=hooks)
 
 

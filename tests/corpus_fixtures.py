@@ -26,7 +26,9 @@ def write_lexicon(path: Path, chars: str = LEX_CHARS) -> Path:
     return path
 
 
-def tone(path: Path, seconds: float = 1.0, sr: int = 16000, seed: int = 0, channels: int = 1) -> Path:
+def tone(
+    path: Path, seconds: float = 1.0, sr: int = 16000, seed: int = 0, channels: int = 1
+) -> Path:
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * sr)) / sr
     x = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.01 * rng.standard_normal(t.size)
@@ -45,7 +47,9 @@ def kaldi_set(d: Path, utts: Utts, relative: bool = False) -> None:
         return str(Path("..") / ".." / w.relative_to(d.parent.parent)) if relative else str(w)
 
     (d / "wav.scp").write_text("".join(f"{u} {path(w)}\n" for u, (_, _, w) in utts.items()))
-    (d / "text").write_text("".join(f"{u} {t}\n" for u, (_, t, _) in utts.items()), encoding="utf-8")
+    (d / "text").write_text(
+        "".join(f"{u} {t}\n" for u, (_, t, _) in utts.items()), encoding="utf-8"
+    )
     (d / "utt2spk").write_text("".join(f"{u} {s}\n" for u, (s, _, _) in utts.items()))
 
 
@@ -75,5 +79,16 @@ def damaged_copy(tiny: Path, dst: Path) -> Path:
 def run_prepare(root: Path, *extra: str) -> int:
     """Stage 1 on `root/in` into `root/data`, with the small lexicon."""
     lex = write_lexicon(root / "lexicon.txt")
-    return main(["--kaldi-dirs", str(root / "in"), "--out", str(root / "data"), "--nj", "1",
-                 "--lexicon", str(lex), *extra])
+    return main(
+        [
+            "--kaldi-dirs",
+            str(root / "in"),
+            "--out",
+            str(root / "data"),
+            "--nj",
+            "1",
+            "--lexicon",
+            str(lex),
+            *extra,
+        ]
+    )

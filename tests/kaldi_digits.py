@@ -23,7 +23,9 @@ if not DIGITS.is_dir():
 KALDI_EXP = DIGITS / "kaldi_exp_mono"
 KALDI_LANG = DIGITS / "kaldi_lang"
 
-needs_digits = pytest.mark.skipif(not (KALDI_EXP / "final.mdl").is_file(), reason="mandarin_digits corpus not present")
+needs_digits = pytest.mark.skipif(
+    not (KALDI_EXP / "final.mdl").is_file(), reason="mandarin_digits corpus not present"
+)
 
 
 def read_map(path: Path) -> dict[str, list[str]]:
@@ -71,10 +73,14 @@ def write_feature_dir(data_dir: Path, utts: list[str], kinds: tuple[str, ...] = 
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     text = read_map(DIGITS / "text")
-    (data_dir / "text").write_text("".join(f"{u} {' '.join(text[u])}\n" for u in utts), encoding="utf-8")
+    (data_dir / "text").write_text(
+        "".join(f"{u} {' '.join(text[u])}\n" for u in utts), encoding="utf-8"
+    )
     (data_dir / "utt2spk").write_text("".join(f"{u} {u}\n" for u in utts), encoding="utf-8")
     (data_dir / "spk2utt").write_text("".join(f"{u} {u}\n" for u in utts), encoding="utf-8")
-    (data_dir / "wav.scp").write_text("".join(f"{u} {wav_path(u)}\n" for u in utts), encoding="utf-8")
+    (data_dir / "wav.scp").write_text(
+        "".join(f"{u} {wav_path(u)}\n" for u in utts), encoding="utf-8"
+    )
     for kind in kinds:
         d = (data_dir / kind).resolve()
         d.mkdir(exist_ok=True)

@@ -94,7 +94,9 @@ def test_temporaries_of_killed_processes_are_removed(tmp_path: Path) -> None:
     stale_file.write_text("partial")
     live = tmp_path / f".synth.tmp-{alive}"  # a running writer: left alone
     live.mkdir()
-    remote = tmp_path / f".synth.tmp-{dead}@another-host"  # another machine's (shared disk): left alone
+    remote = (
+        tmp_path / f".synth.tmp-{dead}@another-host"
+    )  # another machine's (shared disk): left alone
     remote.mkdir()
     other = tmp_path / f".synthx.tmp-{dead}"  # another output's: not ours to judge here
     other.mkdir()
@@ -194,8 +196,12 @@ def test_one_symbol_table_reader_behind_each_stages_error(tmp_path: Path) -> Non
     bad = tmp_path / "bad" / "words.txt"
     bad.parent.mkdir()
     bad.write_text("<eps> 0\nA one\n", encoding="utf-8")
-    for fn, err in ((read_symbol_table, SymbolTableError), (read_words, GraphError),
-                    (read_symbols, LangError), (read_table, LangImportError)):
+    for fn, err in (
+        (read_symbol_table, SymbolTableError),
+        (read_words, GraphError),
+        (read_symbols, LangError),
+        (read_table, LangImportError),
+    ):
         with pytest.raises(err, match=f"{bad}:2: expected '<symbol> <id>'"):
             fn(bad)
     bad.write_bytes(b"\xff 0\n")

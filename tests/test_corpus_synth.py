@@ -28,11 +28,26 @@ def gen() -> SentenceGenerator:
     return SentenceGenerator(**synth_config.load_config(DEFAULT)["lexicon"])
 
 
-@pytest.mark.parametrize(("n", "text"), [
-    (0, "零"), (7, "七"), (10, "十"), (15, "十五"), (20, "二十"), (105, "一百零五"), (110, "一百一十"),
-    (1010, "一千零一十"), (2006, "二千零六"), (10000, "一万"), (20010, "二万零一十"),
-    (100000, "十万"), (305000, "三十万五千"), (1000001, "一百万零一"), (99999999, "九千九百九十九万九千九百九十九"),
-])
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [
+        (0, "零"),
+        (7, "七"),
+        (10, "十"),
+        (15, "十五"),
+        (20, "二十"),
+        (105, "一百零五"),
+        (110, "一百一十"),
+        (1010, "一千零一十"),
+        (2006, "二千零六"),
+        (10000, "一万"),
+        (20010, "二万零一十"),
+        (100000, "十万"),
+        (305000, "三十万五千"),
+        (1000001, "一百万零一"),
+        (99999999, "九千九百九十九万九千九百九十九"),
+    ],
+)
 def test_int_to_hanzi(n: int, text: str) -> None:
     assert int_to_hanzi(n) == text
 
@@ -74,7 +89,11 @@ def test_default_speakers_disjoint_and_fixed() -> None:
         ids[split] = {s.id for s in spk}
         assert len(ids[split]) == len(spk)
         assert len({(s.voice, s.pitch, s.pitch_range, s.rate) for s in spk}) == len(spk)
-    assert not ids["train"] & ids["dev"] and not ids["train"] & ids["test"] and not ids["dev"] & ids["test"]
+    assert (
+        not ids["train"] & ids["dev"]
+        and not ids["train"] & ids["test"]
+        and not ids["dev"] & ids["test"]
+    )
 
 
 def test_noise_colours_have_expected_slopes() -> None:
@@ -94,9 +113,17 @@ def test_noise_colours_have_expected_slopes() -> None:
 def test_mixture_snr_matches_request(kind: str) -> None:
     engine = Espeak.get()
     syn = engine.synth("导航到北京市朝阳区", "cmn+f2", 170, 50, 50, rand_seed=1)
-    bank = [engine.synth(t, "cmn+m3", 180, 40, 60, rand_seed=2).samples / 32768.0 for t in ("打开微信", "明天天气怎么样")]
+    bank = [
+        engine.synth(t, "cmn+m3", 180, 40, 60, rand_seed=2).samples / 32768.0
+        for t in ("打开微信", "明天天气怎么样")
+    ]
     bank = [b / np.sqrt(np.mean(b**2)) for b in bank]
-    cfg = dict(synth_config.DEFAULT_CONFIG["channel"], noise_types={kind: 1.0}, snr_bands=[[7.0, 7.0, 1.0]], reverb_prob=1.0)
+    cfg = dict(
+        synth_config.DEFAULT_CONFIG["channel"],
+        noise_types={kind: 1.0},
+        snr_bands=[[7.0, 7.0, 1.0]],
+        reverb_prob=1.0,
+    )
     res = apply_channel(syn.samples, syn.sample_rate, cfg, np.random.default_rng(3), bank)
     assert res.info["noise_type"] == kind and res.info["snr_db"] == 7.0
     written = to_int16(res.audio).astype(np.float64) / 32767.0
@@ -115,11 +142,14 @@ def test_espeak_load_failure_is_clear(monkeypatch: pytest.MonkeyPatch, tmp_path:
         Espeak()
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ({"channel": {"snr": 3}}, "channel.snr"),
-    ({"speakers": {"voices": {"m": ["m1", "nosuchvariant"], "f": ["f1"]}}}, "nosuchvariant"),
-    ({"splits": {"dev": {"hours": 0}}}, "splits.dev"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"channel": {"snr": 3}}, "channel.snr"),
+        ({"speakers": {"voices": {"m": ["m1", "nosuchvariant"], "f": ["f1"]}}}, "nosuchvariant"),
+        ({"splits": {"dev": {"hours": 0}}}, "splits.dev"),
+    ],
+)
 def test_config_errors_name_the_key(tmp_path: Path, override: dict, message: str) -> None:
     bad = tmp_path / "c.json"
     bad.write_text(json.dumps(override))
@@ -128,8 +158,11 @@ def test_config_errors_name_the_key(tmp_path: Path, override: dict, message: str
 
 
 def _hashes(d: Path) -> dict[str, str]:
-    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(d.rglob("*")) if p.is_file() and p.name != ".done"}
+    return {
+        str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(d.rglob("*"))
+        if p.is_file() and p.name != ".done"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +183,9 @@ def test_tiny_corpus_is_deterministic(tiny: tuple[Path, dict[str, str], dict[str
     assert first == second  # same seed + config, nj=2 vs nj=1: byte-identical files
 
 
-def test_tiny_corpus_manifests_and_lm_text(tiny: tuple[Path, dict[str, str], dict[str, str]]) -> None:
+def test_tiny_corpus_manifests_and_lm_text(
+    tiny: tuple[Path, dict[str, str], dict[str, str]],
+) -> None:
     import soundfile as sf
     from lhotse import RecordingSet, SupervisionSet, load_manifest
 

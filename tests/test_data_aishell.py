@@ -48,12 +48,29 @@ def make_aishell(root: Path, per_set: int = 21) -> Path:
 def test_aishell_fixture(tmp_path: Path) -> None:
     corpus = make_aishell(tmp_path / "aishell", per_set=41)
     out = tmp_path / "data"
-    assert aishell_prepare.main(["--corpus-dir", str(corpus), "--out", str(out / "local/aishell"),
-                                 "--nj", "1"]) == 0
+    assert (
+        aishell_prepare.main(
+            ["--corpus-dir", str(corpus), "--out", str(out / "local/aishell"), "--nj", "1"]
+        )
+        == 0
+    )
     lex = out / "local" / "lexicon.txt"
     lex.write_text(pinyin_lexicon("".join(SENTENCES).replace(" ", "")).to_text(), encoding="utf-8")
-    assert main(["--manifests", str(out / "local/aishell/manifests"), "--lexicon", str(lex),
-                 "--out", str(out), "--nj", "1"]) == 0
+    assert (
+        main(
+            [
+                "--manifests",
+                str(out / "local/aishell/manifests"),
+                "--lexicon",
+                str(lex),
+                "--out",
+                str(out),
+                "--nj",
+                "1",
+            ]
+        )
+        == 0
+    )
     rej = read_kaldi_map(out / "train" / "rejected.txt")
     assert {u: r.split(":")[0] for u, r in rej.items()} == {
         "BAC009S0002W0000": "corrupt-audio",

@@ -108,7 +108,9 @@ def test_every_bad_input_is_rejected_with_its_reason(tmp_path: Path) -> None:
         "trainspk0-onlytext": "mismatched-ids",
         "trainspk0-nospk": "mismatched-ids",
     }
-    assert "8000 Hz" in rej["trainspk0-badsr"] and "--sample-frequency=8000" in rej["trainspk0-badsr"]
+    assert (
+        "8000 Hz" in rej["trainspk0-badsr"] and "--sample-frequency=8000" in rej["trainspk0-badsr"]
+    )
     assert "ABC" in rej["trainspk0-latin"]
     kd = KaldiDataDir.load(tmp_path / "data" / "train")
     assert not set(rej) & set(kd.utts)
@@ -165,7 +167,9 @@ def test_ids_kept_sorting_rule_and_lm_text_option(
     kd = KaldiDataDir.load(tmp_path / "data" / "train")
     assert kd.utts == ["A1", "B1", "spkZ-0", "spkZ-1", "spkZ-2"]  # the corpus's ids, C order
     assert (tmp_path / "data" / "train" / "spk2utt").read_text().splitlines() == [
-        "spkA B1", "spkZ A1 spkZ-0 spkZ-1 spkZ-2"]
+        "spkA B1",
+        "spkZ A1 spkZ-0 spkZ-1 spkZ-2",
+    ]
     report = (tmp_path / "data" / "train" / "report.txt").read_text()
     assert "NOT sorted by speaker" in report and "A1 of spkZ sorts before B1 of spkA" in report
     assert "--speaker-prefix" in capsys.readouterr().err
@@ -221,8 +225,23 @@ def test_synth_manifests(tmp_path: Path) -> None:
         write_jsonl_gz(corpus / "manifests" / f"supervisions_{s}.jsonl.gz", sups)
     (corpus / "lm_text.txt").write_text("播放周杰伦的歌\n")
     lex = write_lexicon(tmp_path / "lexicon.txt")
-    assert main(["--manifests", str(corpus / "manifests"), "--lm-text", str(corpus / "lm_text.txt"),
-                 "--lexicon", str(lex), "--out", str(tmp_path / "data"), "--nj", "1"]) == 1
+    assert (
+        main(
+            [
+                "--manifests",
+                str(corpus / "manifests"),
+                "--lm-text",
+                str(corpus / "lm_text.txt"),
+                "--lexicon",
+                str(lex),
+                "--out",
+                str(tmp_path / "data"),
+                "--nj",
+                "1",
+            ]
+        )
+        == 1
+    )
     # 2 of 22 distinct train ids rejected (9 %): fails; with a larger train it passes
     rej = read_kaldi_map(tmp_path / "data" / "train" / "rejected.txt")
     assert {u: r.split(":")[0] for u, r in rej.items()} == {
@@ -236,12 +255,42 @@ def test_synth_manifests(tmp_path: Path) -> None:
 
 def test_pronunciations_come_from_the_given_lexicon(tmp_path: Path) -> None:
     sets = kaldi_corpus(tmp_path)
-    lex = write_lexicon(tmp_path / "small.txt", chars="今天气很")  # no '好', though pypinyin reads it
-    assert main(["--kaldi-dirs", str(tmp_path / "in"), "--out", str(tmp_path / "data"), "--nj", "1",
-                 "--lexicon", str(lex), "--sets", "dev"]) == 1  # every dev utterance uses '好'
+    lex = write_lexicon(
+        tmp_path / "small.txt", chars="今天气很"
+    )  # no '好', though pypinyin reads it
+    assert (
+        main(
+            [
+                "--kaldi-dirs",
+                str(tmp_path / "in"),
+                "--out",
+                str(tmp_path / "data"),
+                "--nj",
+                "1",
+                "--lexicon",
+                str(lex),
+                "--sets",
+                "dev",
+            ]
+        )
+        == 1
+    )  # every dev utterance uses '好'
     rej = read_kaldi_map(tmp_path / "data" / "dev" / "rejected.txt")
     assert set(rej) == set(sets["dev"])
     assert all(r == "no-pronunciation: no lexicon entry for '好'" for r in rej.values())
     # without a lexicon nothing is checked for pronunciations
-    assert main(["--kaldi-dirs", str(tmp_path / "in"), "--out", str(tmp_path / "data2"), "--nj", "1",
-                 "--sets", "dev"]) == 0
+    assert (
+        main(
+            [
+                "--kaldi-dirs",
+                str(tmp_path / "in"),
+                "--out",
+                str(tmp_path / "data2"),
+                "--nj",
+                "1",
+                "--sets",
+                "dev",
+            ]
+        )
+        == 0
+    )

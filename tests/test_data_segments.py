@@ -42,9 +42,11 @@ def segmented_dir(root: Path) -> tuple[Path, dict[str, tuple[str, float, float]]
             spans[utt] = (rec, start, end)
             seg_lines.append(f"{utt} {rec} {start} {end:g}\n")
     spans["spk0-rec0-99"] = ("rec0", 3.7, 4.3)  # 0.3 s past the end: truncated, as extract-segments
-    seg_lines += ["spk0-rec0-99 rec0 3.7 4.3\n",
-                  "spk1-rec1-98 rec1 3.5 4.6\n",  # 0.6 s past the end: rejected
-                  "spk1-rec9-97 rec9 0.0 1.0\n"]  # no such recording
+    seg_lines += [
+        "spk0-rec0-99 rec0 3.7 4.3\n",
+        "spk1-rec1-98 rec1 3.5 4.6\n",  # 0.6 s past the end: rejected
+        "spk1-rec9-97 rec9 0.0 1.0\n",
+    ]  # no such recording
     for utt in [*spans, "spk1-rec1-98", "spk1-rec9-97"]:
         text_lines.append(f"{utt} {GOOD_TEXT}\n")
         spk_lines.append(f"{utt} {utt.split('-')[0]}\n")
@@ -59,11 +61,28 @@ def test_segments_dir_imported_with_the_right_spans(tmp_path: Path) -> None:
     src, spans = segmented_dir(tmp_path)
     lex = write_lexicon(tmp_path / "lexicon.txt")
     out = tmp_path / "data"
-    assert prepare(["--kaldi-dirs", str(tmp_path / "in"), "--sets", "train", "--lexicon", str(lex),
-                    "--out", str(out), "--nj", "1"]) == 0
+    assert (
+        prepare(
+            [
+                "--kaldi-dirs",
+                str(tmp_path / "in"),
+                "--sets",
+                "train",
+                "--lexicon",
+                str(lex),
+                "--out",
+                str(out),
+                "--nj",
+                "1",
+            ]
+        )
+        == 0
+    )
     rej = read_kaldi_map(out / "train" / "rejected.txt")
     assert {u: r.split(":")[0] for u, r in rej.items()} == {
-        "spk1-rec1-98": "bad-segment", "spk1-rec9-97": "mismatched-ids"}
+        "spk1-rec1-98": "bad-segment",
+        "spk1-rec9-97": "mismatched-ids",
+    }
     assert "more than 0.5 s after the end" in rej["spk1-rec1-98"]
     kd = KaldiDataDir.load(out / "train")
     assert sorted(kd.wav) == [f"rec{r}" for r in range(RECS)]  # wav.scp keyed by recording
@@ -81,9 +100,15 @@ def test_segments_dir_imported_with_the_right_spans(tmp_path: Path) -> None:
     good.mkdir()
     for f in ("wav.scp", "text", "utt2spk"):
         (good / f).write_text((src / f).read_text())
-    (good / "segments").write_text("".join(
-        line for line in (src / "segments").read_text().splitlines(keepends=True)
-        if line.split()[0] in spans and not line.rstrip().endswith("-1") and "rec0-99" not in line))
+    (good / "segments").write_text(
+        "".join(
+            line
+            for line in (src / "segments").read_text().splitlines(keepends=True)
+            if line.split()[0] in spans
+            and not line.rstrip().endswith("-1")
+            and "rec0-99" not in line
+        )
+    )
     _, sups, _ = load_kaldi_data_dir(good, sampling_rate=SR)
     assert len(sups) == RECS * (PER_REC - 1)
     for sup in sups:
@@ -97,7 +122,7 @@ def test_segments_dir_imported_with_the_right_spans(tmp_path: Path) -> None:
     for utt in ("spk0-rec0-00", "spk2-rec2-07", "spk0-rec0-99"):
         rec, start, end = spans[utt]
         x = sf.read(kd.wav[rec], dtype="float32")[0] * 32768
-        piece = x[int(start * SR):] if end == -1 else x[int(start * SR):int(end * SR)]
+        piece = x[int(start * SR) :] if end == -1 else x[int(start * SR) : int(end * SR)]
         np.testing.assert_allclose(feats[utt], ex(piece), rtol=1e-6, atol=1e-5)
 
 
@@ -115,17 +140,52 @@ def test_partial_lhotse_supervisions_become_segments(tmp_path: Path) -> None:
         for r in range(3):
             rid = f"{s}rec{r}"
             tone(tmp_path / "wav" / f"{rid}.wav", seconds=3.0, seed=r)
-            recs.append({"id": rid, "sources": [{"type": "file", "channels": [0],
-                                                 "source": str(tmp_path / "wav" / f"{rid}.wav")}],
-                         "sampling_rate": SR, "num_samples": 3 * SR, "duration": 3.0, "channel_ids": [0]})
+            recs.append(
+                {
+                    "id": rid,
+                    "sources": [
+                        {
+                            "type": "file",
+                            "channels": [0],
+                            "source": str(tmp_path / "wav" / f"{rid}.wav"),
+                        }
+                    ],
+                    "sampling_rate": SR,
+                    "num_samples": 3 * SR,
+                    "duration": 3.0,
+                    "channel_ids": [0],
+                }
+            )
             for k in range(7):
-                sups.append({"id": f"{s}spk{r}-{rid}-{k}", "recording_id": rid, "start": 0.4 * k,
-                             "duration": 0.38, "channel": 0, "text": GOOD_TEXT, "speaker": f"{s}spk{r}"})
+                sups.append(
+                    {
+                        "id": f"{s}spk{r}-{rid}-{k}",
+                        "recording_id": rid,
+                        "start": 0.4 * k,
+                        "duration": 0.38,
+                        "channel": 0,
+                        "text": GOOD_TEXT,
+                        "speaker": f"{s}spk{r}",
+                    }
+                )
         write_jsonl_gz(man / f"recordings_{s}.jsonl.gz", recs)
         write_jsonl_gz(man / f"supervisions_{s}.jsonl.gz", sups)
     lex = write_lexicon(tmp_path / "lexicon.txt")
-    assert prepare(["--manifests", str(man), "--lexicon", str(lex), "--out", str(tmp_path / "data"),
-                    "--nj", "1"]) == 0
+    assert (
+        prepare(
+            [
+                "--manifests",
+                str(man),
+                "--lexicon",
+                str(lex),
+                "--out",
+                str(tmp_path / "data"),
+                "--nj",
+                "1",
+            ]
+        )
+        == 0
+    )
     kd = KaldiDataDir.load(tmp_path / "data" / "dev")
     seg = kd.segments["devspk1-devrec1-5"]
     assert (seg.rec, seg.start, seg.end) == ("devrec1", 2.0, pytest.approx(2.38))

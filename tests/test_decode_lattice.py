@@ -31,14 +31,24 @@ def _random_lattice(rng: np.random.Generator, states: int = 7, words: int = 4) -
         for t in sorted(set(rng.integers(s + 1, states, size=2).tolist())):
             for w in sorted(set(rng.integers(1, words + 1, size=2).tolist())):
                 g, a = np.float32(rng.uniform(0, 5)), np.float32(rng.uniform(0, 50))
-                arcs[s].append((int(w), int(t), float(g), float(a), tuple(int(x) for x in rng.integers(1, 30, size=3))))
+                arcs[s].append(
+                    (
+                        int(w),
+                        int(t),
+                        float(g),
+                        float(a),
+                        tuple(int(x) for x in rng.integers(1, 30, size=3)),
+                    )
+                )
     finals = [None] * states
     finals[-1] = (0.0, 0.0, ())
     finals[states - 2] = (float(np.float32(1.5)), float(np.float32(2.25)), (7, 8))
     return CompactLattice(start=0, arcs=arcs, finals=finals)
 
 
-def _all_paths(lat: CompactLattice, s: int = 0) -> list[tuple[list[int], float, float, tuple[int, ...]]]:
+def _all_paths(
+    lat: CompactLattice, s: int = 0
+) -> list[tuple[list[int], float, float, tuple[int, ...]]]:
     out = []
     f = lat.finals[s]
     if f is not None:
@@ -61,12 +71,22 @@ def test_lattice4_layout_matches_openfst(tmp_path: Path) -> None:
     lat.set_final(2, kaldifst.LatticeWeight(0.25, 0))
     lat.write(str(tmp_path / "l.fst"))
     theirs = (tmp_path / "l.fst").read_bytes()
-    props = int.from_bytes(theirs[34:42], "little")  # after magic, "vector", "lattice4", version, flags
-    ours = lattice_bytes(3, 0, [None, None, (0.25, 0.0)],
-                         [[(3, 7, 1.5, 2.25, 1), (4, 0, -1.0, 3.0, 2)], [(0, 0, 0.0, 0.5, 2)], []], props)
+    props = int.from_bytes(
+        theirs[34:42], "little"
+    )  # after magic, "vector", "lattice4", version, flags
+    ours = lattice_bytes(
+        3,
+        0,
+        [None, None, (0.25, 0.0)],
+        [[(3, 7, 1.5, 2.25, 1), (4, 0, -1.0, 3.0, 2)], [(0, 0, 0.0, 0.5, 2)], []],
+        props,
+    )
     assert ours == theirs
     raw = RawLattice.from_kaldifst_file(str(tmp_path / "l.fst"))
-    assert raw.arcs[0] == [(3, 7, 1.5, 2.25, 1), (4, 0, -1.0, 3.0, 2)] and raw.finals[2] == (0.25, 0.0)
+    assert raw.arcs[0] == [(3, 7, 1.5, 2.25, 1), (4, 0, -1.0, 3.0, 2)] and raw.finals[2] == (
+        0.25,
+        0.0,
+    )
 
 
 def test_compact_lattice_round_trip_bit_for_bit(tmp_path: Path) -> None:
@@ -81,9 +101,13 @@ def test_compact_lattice_round_trip_bit_for_bit(tmp_path: Path) -> None:
     got = list(read_lattice_archive(tmp_path / "lat.1.gz"))
     assert got == lats
     write_lattice_archive(tmp_path / "lat.2.gz", got)
-    assert (tmp_path / "lat.2.gz").read_bytes() == first  # same lattices, same bytes (no gzip timestamp)
+    assert (
+        tmp_path / "lat.2.gz"
+    ).read_bytes() == first  # same lattices, same bytes (no gzip timestamp)
     raw = gzip.decompress(first)
-    assert raw.startswith(b"utt0 \xd6")  # Kaldi archive: key, space, the FST's magic (no \0B marker)
+    assert raw.startswith(
+        b"utt0 \xd6"
+    )  # Kaldi archive: key, space, the FST's magic (no \0B marker)
     (tmp_path / "bad.gz").write_bytes(gzip.compress(raw[: len(raw) // 2]))
     with pytest.raises(LatticeFormatError, match="bad.gz"):
         list(read_lattice_archive(tmp_path / "bad.gz"))
@@ -104,8 +128,10 @@ def test_best_paths_nbest_oracle_against_enumeration() -> None:
         assert [g + a / 10.0 + 0.5 * len(ws) for ws, g, a in nb] == pytest.approx(want, abs=1e-6)
         ref = ["x", "y", "x"]
         units = {1: ("x",), 2: ("y",), 3: ("x", "y"), 4: ()}
-        want_err = min(sum(o != "C" for o in align_units(ref, [u for w in pw for u in units[w]])[1])
-                       for pw, *_ in paths)
+        want_err = min(
+            sum(o != "C" for o in align_units(ref, [u for w in pw for u in units[w]])[1])
+            for pw, *_ in paths
+        )
         assert lat.oracle_errors(ref, units.__getitem__) == want_err
 
 
@@ -130,7 +156,9 @@ def test_determinize_keeps_each_word_sequence_once_with_its_best_alignment() -> 
     for s in range(lat.num_states):  # deterministic: one arc per word per state
         ws = [arc[0] for arc in lat.arcs[s]]
         assert len(ws) == len(set(ws))
-    assert determinize(raw, beam=2.0, acoustic_scale=0.5).num_arcs < lat.num_arcs  # "5 7" (+2.5) pruned
+    assert (
+        determinize(raw, beam=2.0, acoustic_scale=0.5).num_arcs < lat.num_arcs
+    )  # "5 7" (+2.5) pruned
 
 
 @pytest.mark.parametrize("seed", [2, 3])
@@ -142,8 +170,15 @@ def test_determinize_random_raw_lattices(seed: int) -> None:
     for s in range(n - 1):
         for t in sorted(set(rng.integers(s + 1, n, size=2).tolist())):
             w = int(rng.integers(0, 3))  # 0: epsilon
-            arcs[s].append((int(rng.integers(1, 9)), w, float(np.float32(rng.uniform(0, 2))),
-                            float(np.float32(rng.uniform(0, 2))), t))
+            arcs[s].append(
+                (
+                    int(rng.integers(1, 9)),
+                    w,
+                    float(np.float32(rng.uniform(0, 2))),
+                    float(np.float32(rng.uniform(0, 2))),
+                    t,
+                )
+            )
     raw = RawLattice(0, arcs, [None] * (n - 1) + [(0.0, 0.0)])
     best: dict[tuple[int, ...], float] = {}
 

@@ -58,9 +58,17 @@ def test_lattice_best_path_equals_best_path_decode_at_each_scale(toy, tmp_path: 
     n = int((graph / "num_pdfs").read_text())
     lat_search = Search(graph, SearchConfig(beam=40.0, lattice_beam=40.0, acoustic_scale=0.1), n)
     grid = [(lw, p) for p in (0.0, 0.5, 1.0) for lw in (7.0, 10.0, 14.0, 17.0)]
-    best_path = {p: {lw: Search(_with_penalty(graph, tmp_path / f"g{p}_{lw}", p),
-                                SearchConfig(beam=40.0, acoustic_scale=1.0 / lw, max_active=100000), n)
-                     for lw in (7.0, 10.0, 14.0, 17.0)} for p in (0.0, 0.5, 1.0)}
+    best_path = {
+        p: {
+            lw: Search(
+                _with_penalty(graph, tmp_path / f"g{p}_{lw}", p),
+                SearchConfig(beam=40.0, acoustic_scale=1.0 / lw, max_active=100000),
+                n,
+            )
+            for lw in (7.0, 10.0, 14.0, 17.0)
+        }
+        for p in (0.0, 0.5, 1.0)
+    }
     differ = 0
     for seed in range(4):
         ll = _noisy_loglikes(model, seed)
@@ -78,7 +86,9 @@ def test_numpy_gmm_equals_kaldi_decodable(toy) -> None:
     tm, am = load_gmm(model)
     feats = add_deltas(toy_utterance(["A", "C"], np.random.default_rng(0), seed=5)[0])
     ll = GmmScorer(model).loglikes_of(feats)
-    dec = khg.DecodableAmDiagGmmScaled(am=am, tm=tm, feats=np.ascontiguousarray(feats, np.float32), scale=1.0)
+    dec = khg.DecodableAmDiagGmmScaled(
+        am=am, tm=tm, feats=np.ascontiguousarray(feats, np.float32), scale=1.0
+    )
     tid2pdf = tm.transition_id_to_pdf_array()
     for f in (0, 3, len(feats) - 1):
         for tid in (1, 5, tm.num_transition_ids):
@@ -105,8 +115,9 @@ def test_known_words_from_one_hot_scores(toy) -> None:
 
 
 @pytest.mark.parametrize("name", ["HCLG.fst"])
-def test_damaged_graph_is_named_before_any_decoding(toy, tmp_path: Path, name: str,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_damaged_graph_is_named_before_any_decoding(
+    toy, tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     graph, model = toy
     bad = tmp_path / "graph"
     shutil.copytree(graph, bad)
@@ -117,14 +128,44 @@ def test_damaged_graph_is_named_before_any_decoding(toy, tmp_path: Path, name: s
         with pytest.raises(GraphError, match=f"{bad / name} is (truncated|not a complete)"):
             check_graph(bad)
         out = tmp_path / f"decode_{cut}"
-        assert decode_gmm.main(["--model", str(model), "--graph", str(bad), "--data", str(data),
-                                "--out", str(out), "--nj", "1"]) == 1
+        assert (
+            decode_gmm.main(
+                [
+                    "--model",
+                    str(model),
+                    "--graph",
+                    str(bad),
+                    "--data",
+                    str(data),
+                    "--out",
+                    str(out),
+                    "--nj",
+                    "1",
+                ]
+            )
+            == 1
+        )
         err = capsys.readouterr().err
         assert str(bad / name) in err and "Traceback" not in err and "--force" in err
         assert not (out / ".done").exists() and not list(out.glob("lat.*.gz"))
     nn = tiny_nnet(tmp_path / "m.safetensors", int((graph / "num_pdfs").read_text()))
-    assert decode_nnet.main(["--model", str(nn), "--graph", str(bad), "--data", str(data),
-                             "--out", str(tmp_path / "nn"), "--nj", "1"]) == 1
+    assert (
+        decode_nnet.main(
+            [
+                "--model",
+                str(nn),
+                "--graph",
+                str(bad),
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "nn"),
+                "--nj",
+                "1",
+            ]
+        )
+        == 1
+    )
     assert f"{bad / name}" in capsys.readouterr().err
     (bad / "words.txt").unlink()
     with pytest.raises(GraphError, match="lacks words.txt"):

@@ -30,8 +30,11 @@ def test_split_is_by_speaker_keeps_ids_and_counts(split: Path) -> None:
     text = read_map(DIGITS / "text")
     sets = {s: read_map(split / s / "utt2spk") for s in ("train", "dev", "test")}
     speakers = {s: {v[0] for v in m.values()} for s, m in sets.items()}
-    assert speakers == {"train": {"fsi001", "fsi002", "fsi003", "fsi004", "fsi005"}, "dev": {"fsi006"},
-                        "test": {"fsi007"}}
+    assert speakers == {
+        "train": {"fsi001", "fsi002", "fsi003", "fsi004", "fsi005"},
+        "dev": {"fsi006"},
+        "test": {"fsi007"},
+    }
     assert {s: len(m) for s, m in sets.items()} == {"train": 1668, "dev": 262, "test": 309}
     ids = [u for m in sets.values() for u in m]
     assert len(ids) == len(set(ids)) and set(ids) == set(text)  # every corpus id once, unchanged
@@ -39,7 +42,9 @@ def test_split_is_by_speaker_keeps_ids_and_counts(split: Path) -> None:
         assert all(u.split("-")[1] == spk[0] for u, spk in m.items())
         assert read_map(split / s / "text") == {u: text[u] for u in m}
         wavs = read_map(split / s / "wav.scp")
-        assert set(wavs) == set(m) and all(Path(p[0]).is_absolute() and Path(p[0]).is_file() for p in wavs.values())
+        assert set(wavs) == set(m) and all(
+            Path(p[0]).is_absolute() and Path(p[0]).is_file() for p in wavs.values()
+        )
         lines = (split / s / "utt2spk").read_text().splitlines()
         assert lines == sorted(lines)  # sorted by utterance and so by speaker (Kaldi's rule)
     info = json.loads((split / "split.json").read_text())
@@ -59,7 +64,9 @@ def test_split_is_deterministic_and_skips_when_done(split: Path, tmp_path: Path)
     assert (out / "train" / "text").read_text() == ""
 
 
-def test_split_refuses_too_few_speakers_and_bad_ids(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_split_refuses_too_few_speakers_and_bad_ids(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from local.digits.prepare import DigitsError, main, speaker_of, split_speakers
 
     assert speaker_of("astmic-fsi003-sen_0012") == "fsi003"
@@ -67,7 +74,11 @@ def test_split_refuses_too_few_speakers_and_bad_ids(tmp_path: Path, capsys: pyte
         speaker_of("N110003")
     with pytest.raises(DigitsError, match="3 speakers cannot be split"):
         split_speakers(["a", "b", "c"], dev=2, test=1)
-    assert split_speakers(["c", "a", "b", "a"], 1, 1) == {"train": ["a"], "dev": ["b"], "test": ["c"]}
+    assert split_speakers(["c", "a", "b", "a"], 1, 1) == {
+        "train": ["a"],
+        "dev": ["b"],
+        "test": ["c"],
+    }
     assert main(["--corpus-dir", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
     assert "wav.scp is missing" in capsys.readouterr().err
 
@@ -88,10 +99,28 @@ def test_stage_1_accepts_the_split_with_the_corpus_lexicon(tmp_path: Path) -> No
     (corpus / "text").write_text("".join(f"{u} {' '.join(text[u])}\n" for u in utts))
     assert split_main(["--corpus-dir", str(corpus), "--out", str(tmp_path / "local")]) == 0
     info = json.loads((tmp_path / "local" / "split.json").read_text())
-    assert {s: v["utterances"] for s, v in info["sets"].items()} == {"train": 10, "dev": 2, "test": 2}
-    assert prepare_main(["--kaldi-dirs", str(tmp_path / "local"), "--lexicon", str(DIGITS / "lexicon.txt"),
-                         "--audio-conf", str(ROOT / "egs/digits/conf/mfcc.conf"), "--out", str(tmp_path / "data"),
-                         "--nj", "1"]) == 0
+    assert {s: v["utterances"] for s, v in info["sets"].items()} == {
+        "train": 10,
+        "dev": 2,
+        "test": 2,
+    }
+    assert (
+        prepare_main(
+            [
+                "--kaldi-dirs",
+                str(tmp_path / "local"),
+                "--lexicon",
+                str(DIGITS / "lexicon.txt"),
+                "--audio-conf",
+                str(ROOT / "egs/digits/conf/mfcc.conf"),
+                "--out",
+                str(tmp_path / "data"),
+                "--nj",
+                "1",
+            ]
+        )
+        == 0
+    )
     for s in ("train", "dev", "test"):
         assert read_map(tmp_path / "data" / s / "text") == read_map(tmp_path / "local" / s / "text")
         rejected = tmp_path / "data" / s / "rejected.txt"
@@ -110,27 +139,67 @@ def test_agreement_of_kaldis_own_alignments_is_total(tmp_path: Path) -> None:
     some = {u: np.asarray(ali[u], dtype=np.int32) for u in spread(list(ali), 10)}
     write_int32_vectors(tmp_path / "ali", "ali", some)
     out = tmp_path / "agreement.json"
-    assert main(["--ali", str(tmp_path / "ali"), "--model", str(tmp_path / "mono"), "--kaldi-exp", str(KALDI_EXP),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--ali",
+                str(tmp_path / "ali"),
+                "--model",
+                str(tmp_path / "mono"),
+                "--kaldi-exp",
+                str(KALDI_EXP),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     info = json.loads(out.read_text())
     assert info["phone"]["percent"] == 100.0 and info["pdf"]["percent"] == 100.0
-    assert info["phone"]["utterances"] == 10 and info["phone"]["frames"] == sum(len(a) for a in some.values())
+    assert info["phone"]["utterances"] == 10 and info["phone"]["frames"] == sum(
+        len(a) for a in some.values()
+    )
 
 
-def test_agreement_needs_the_projects_alignments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_agreement_needs_the_projects_alignments(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from local.digits.ali_agreement import main
 
-    assert main(["--ali", str(tmp_path / "none"), "--model", str(KALDI_EXP), "--kaldi-exp", str(KALDI_EXP),
-                 "--out", str(tmp_path / "a.json")]) == 1
+    assert (
+        main(
+            [
+                "--ali",
+                str(tmp_path / "none"),
+                "--model",
+                str(KALDI_EXP),
+                "--kaldi-exp",
+                str(KALDI_EXP),
+                "--out",
+                str(tmp_path / "a.json"),
+            ]
+        )
+        == 1
+    )
     assert "ali.scp not found" in capsys.readouterr().err
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(ROOT / "run.sh"), *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["bash", str(ROOT / "run.sh"), *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_run_sh_digits_trains_on_both_alignments(tmp_path: Path) -> None:
-    p = _run("--corpus", "digits", "--corpus-dir", str(DIGITS), "--workdir", str(tmp_path / "w"), "--dry-run")
+    p = _run(
+        "--corpus",
+        "digits",
+        "--corpus-dir",
+        str(DIGITS),
+        "--workdir",
+        str(tmp_path / "w"),
+        "--dry-run",
+    )
     assert p.returncode == 0 and "egs/digits/conf/run.conf are valid" in p.stdout, p.stderr
     runs = [ln.split()[2].rstrip(":") for ln in p.stdout.splitlines() if "training run" in ln]
     names = [Path(r).name for r in runs]
@@ -138,7 +207,9 @@ def test_run_sh_digits_trains_on_both_alignments(tmp_path: Path) -> None:
     half = len(names) // 2
     assert names[half:] == [f"{n}_kaldiali" for n in names[:half]]
     assert not (tmp_path / "w").exists()
-    p = _run("--corpus", "digits", "--corpus-dir", str(DIGITS), "--ali-dir", str(KALDI_EXP), "--dry-run")
+    p = _run(
+        "--corpus", "digits", "--corpus-dir", str(DIGITS), "--ali-dir", str(KALDI_EXP), "--dry-run"
+    )
     assert p.returncode == 2 and "drop --ali-dir" in p.stderr
     p = _run("--corpus", "digitz", "--dry-run")
     assert p.returncode == 2 and "or digits, not 'digitz'" in p.stderr

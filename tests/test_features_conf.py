@@ -38,22 +38,34 @@ def voiced(seconds: float, sr: int, f0: float = 140.0, seed: int = 0) -> np.ndar
 
 
 def test_kaldi_config_syntax(tmp_path: Path) -> None:
-    conf = write(tmp_path / "mfcc.conf", "# digits\n--sample-frequency=8000   # 8 kHz telephone\n"
-                 "--use_energy=FALSE\n--num-mel-bins=20\n\n--snip-edges\n--channel=1\n")
+    conf = write(
+        tmp_path / "mfcc.conf",
+        "# digits\n--sample-frequency=8000   # 8 kHz telephone\n"
+        "--use_energy=FALSE\n--num-mel-bins=20\n\n--snip-edges\n--channel=1\n",
+    )
     cfg = read_feature_conf(conf, "mfcc")
     o = cfg.opts
     assert (o.frame_opts.samp_freq, o.use_energy, o.mel_opts.num_bins, o.frame_opts.snip_edges) == (
-        8000.0, False, 20, True)
+        8000.0,
+        False,
+        20,
+        True,
+    )
     assert o.frame_opts.dither == 0.0 and o.num_ceps == 13  # dither 0 unless set; Kaldi defaults
     assert (cfg.channel, cfg.frame_length, cfg.frame_shift, cfg.dim) == (1, 200, 80, 13)
     assert audio_policy_from_conf(conf).sample_rate == 8000
-    fb = read_feature_conf(write(tmp_path / "fbank.conf", "--num-mel-bins=40\n--use-energy=true\n"), "fbank")
+    fb = read_feature_conf(
+        write(tmp_path / "fbank.conf", "--num-mel-bins=40\n--use-energy=true\n"), "fbank"
+    )
     assert fb.dim == 41
     for text, message in (
         ("--vtln-warp=1.1\n", r"mfcc.conf:1: --vtln-warp is not an option of compute-mfcc-feats"),
         ("--num-ceps=abc\n", r"mfcc.conf:1: --num-ceps=abc"),
         ("--use-energy=maybe\n", r"'maybe' is not a boolean"),
-        ("# ok\nsample-frequency=8000\n", r"mfcc.conf:2: 'sample-frequency=8000' is not an option line"),
+        (
+            "# ok\nsample-frequency=8000\n",
+            r"mfcc.conf:2: 'sample-frequency=8000' is not an option line",
+        ),
         ("--window-type=triangle\n", r"--window-type=triangle; use one of"),
     ):
         with pytest.raises(ConfError, match=message):
@@ -62,13 +74,22 @@ def test_kaldi_config_syntax(tmp_path: Path) -> None:
         read_pitch_conf(write(tmp_path / "pitch.conf", "--num-ceps=13\n"))
 
 
-@pytest.mark.parametrize(("kind", "conf"), [
-    ("mfcc", "--sample-frequency=8000\n--use-energy=false\n"),
-    ("fbank", "--sample-frequency=8000\n--num-mel-bins=23\n"),
-    ("mfcc", "--use-energy=false\n--window-type=hamming\n--preemphasis-coefficient=0.95\n"
-             "--num-ceps=20\n--num-mel-bins=30\n--frame-length=20\n--cepstral-lifter=0\n"),
-    ("fbank", "--remove-dc-offset=false\n--round-to-power-of-two=false\n--low-freq=64\n--high-freq=-400\n"),
-])
+@pytest.mark.parametrize(
+    ("kind", "conf"),
+    [
+        ("mfcc", "--sample-frequency=8000\n--use-energy=false\n"),
+        ("fbank", "--sample-frequency=8000\n--num-mel-bins=23\n"),
+        (
+            "mfcc",
+            "--use-energy=false\n--window-type=hamming\n--preemphasis-coefficient=0.95\n"
+            "--num-ceps=20\n--num-mel-bins=30\n--frame-length=20\n--cepstral-lifter=0\n",
+        ),
+        (
+            "fbank",
+            "--remove-dc-offset=false\n--round-to-power-of-two=false\n--low-freq=64\n--high-freq=-400\n",
+        ),
+    ],
+)
 def test_numpy_engine_matches_knf_for_kaldi_configs(tmp_path: Path, kind: str, conf: str) -> None:
     cfg = read_feature_conf(write(tmp_path / f"{kind}.conf", conf), kind)
     x = voiced(1.3, cfg.sample_rate)
@@ -81,7 +102,9 @@ def test_numpy_engine_matches_knf_for_kaldi_configs(tmp_path: Path, kind: str, c
 
 
 def test_options_the_numpy_engine_lacks_use_knf(tmp_path: Path) -> None:
-    cfg = read_feature_conf(write(tmp_path / "mfcc.conf", "--sample-frequency=8000\n"), "mfcc")  # energy on
+    cfg = read_feature_conf(
+        write(tmp_path / "mfcc.conf", "--sample-frequency=8000\n"), "mfcc"
+    )  # energy on
     ex = FeatureExtractor(cfg)
     assert ex.engine == "knf" and ex(voiced(0.5, 8000)).shape[1] == 13
 
@@ -130,8 +153,25 @@ def test_8khz_mfcc_with_pitch_and_per_utterance_cmvn(tmp_path: Path) -> None:
     d = make_dir(tmp_path, 8000)
     mfcc = write(tmp_path / "mfcc.conf", "--sample-frequency=8000\n--use-energy=false\n")
     pitch = write(tmp_path / "pitch.conf", "--sample-frequency=8000\n")
-    assert main(["--data", str(d), "--kind", "mfcc", "--conf", str(mfcc), "--pitch-conf", str(pitch),
-                 "--cmvn", "utterance", "--nj", "1"]) == 0
+    assert (
+        main(
+            [
+                "--data",
+                str(d),
+                "--kind",
+                "mfcc",
+                "--conf",
+                str(mfcc),
+                "--pitch-conf",
+                str(pitch),
+                "--cmvn",
+                "utterance",
+                "--nj",
+                "1",
+            ]
+        )
+        == 0
+    )
     done = json.loads((d / "mfcc" / ".done").read_text())
     assert done["dim"] == 16 and done["sample_rate"] == 8000 and done["cmvn"] == "utterance"
     assert (d / "mfcc/conf/mfcc.conf").read_text() == mfcc.read_text()
@@ -140,8 +180,9 @@ def test_8khz_mfcc_with_pitch_and_per_utterance_cmvn(tmp_path: Path) -> None:
     u = raw.utts[0]
     x = sf.read(KaldiDataDir.load(d).wav[u], dtype="float32")[0] * 32768
     ref_mfcc = FeatureExtractor(read_feature_conf(mfcc, "mfcc"), "knf")(x)
-    ref_pitch = knf.compute_and_process_kaldi_pitch(read_pitch_conf(pitch).pitch,
-                                                    read_pitch_conf(pitch).process, x)
+    ref_pitch = knf.compute_and_process_kaldi_pitch(
+        read_pitch_conf(pitch).pitch, read_pitch_conf(pitch).process, x
+    )
     n = raw[u].shape[0]
     assert abs(len(ref_pitch) - len(ref_mfcc)) <= 2 and n == min(len(ref_pitch), len(ref_mfcc))
     np.testing.assert_allclose(raw[u][:, :13], ref_mfcc[:n], rtol=1e-4, atol=1e-3)
@@ -165,8 +206,10 @@ def test_audio_policy_rate_and_channels(tmp_path: Path, capsys: pytest.CaptureFi
     assert "4 utterances: resampled 16000 -> 8000 Hz" in err
     assert "4 utterances: 2 channels: channel 1 used (--channel=1)" in err
     done = json.loads((d / "mfcc" / ".done").read_text())
-    assert done["audio_notes"] == {"resampled 16000 -> 8000 Hz": 4,
-                                   "2 channels: channel 1 used (--channel=1)": 4}
+    assert done["audio_notes"] == {
+        "resampled 16000 -> 8000 Hz": 4,
+        "2 channels: channel 1 used (--channel=1)": 4,
+    }
     feats = FeatureReader(d, "mfcc", cmvn=False)
     wav = KaldiDataDir.load(d).wav[feats.utts[0]]
     assert feats[feats.utts[0]].shape[0] == 1 + (sf.info(wav).frames // 2 - 200) // 80

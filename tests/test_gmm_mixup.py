@@ -28,14 +28,22 @@ def test_split_matches_kaldi_without_perturbation() -> None:
     cfg = UpdateConfig(perturb_factor=0.0)
     target = gmm.num_gauss + 25
     am = gmm.to_am()
-    am.split_by_count(state_occs=occs, target_components=target, perturb_factor=0.0,
-                      power=cfg.power, min_count=cfg.min_count)
+    am.split_by_count(
+        state_occs=occs,
+        target_components=target,
+        perturb_factor=0.0,
+        power=cfg.power,
+        min_count=cfg.min_count,
+    )
     kaldi = GmmParams.from_am(am)
     ours = split_gmms(gmm, occs, target, cfg, np.random.default_rng(0))
     assert [len(x) for x in ours.weights] == [len(x) for x in kaldi.weights]
     assert ours.num_gauss > gmm.num_gauss
-    for a, b in zip(ours.weights + ours.means + ours.variances,
-                    kaldi.weights + kaldi.means + kaldi.variances, strict=True):
+    for a, b in zip(
+        ours.weights + ours.means + ours.variances,
+        kaldi.weights + kaldi.means + kaldi.variances,
+        strict=True,
+    ):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -47,8 +55,9 @@ def test_split_targets_follow_occupancy_and_min_count() -> None:
 
 
 def test_split_is_reproducible_and_perturbs_by_the_factor() -> None:
-    gmm = GmmParams([np.ones(1, np.float32)], [np.zeros((1, 3), np.float32)],
-                    [np.full((1, 3), 4.0, np.float32)])
+    gmm = GmmParams(
+        [np.ones(1, np.float32)], [np.zeros((1, 3), np.float32)], [np.full((1, 3), 4.0, np.float32)]
+    )
     cfg = UpdateConfig(perturb_factor=0.01)
     a = split_gmms(gmm, np.array([1e6]), 2, cfg, np.random.default_rng([7, 1]))
     b = split_gmms(gmm, np.array([1e6]), 2, cfg, np.random.default_rng([7, 1]))

@@ -53,25 +53,36 @@ def test_model_roundtrip(trained, tmp_path: Path) -> None:
     again = GmmParams.from_am(am)
     for a, b in zip(model.gmm.means, again.means, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(tm.log_probs)[1:], model.transition_log_probs[1:], atol=1e-3)
+    np.testing.assert_allclose(
+        np.asarray(tm.log_probs)[1:], model.transition_log_probs[1:], atol=1e-3
+    )
     save_model(tmp_path / "copy.npz", read_model(path))
     assert read_model(tmp_path / "copy.npz").gmm.num_gauss == model.gmm.num_gauss
 
 
 def test_accumulate_matches_direct_loglike() -> None:
     rng = np.random.default_rng(0)
-    gmm = GmmParams([np.array([0.4, 0.6], np.float32)], [rng.standard_normal((2, 3)).astype(np.float32)], [np.full((2, 3), 2.0, np.float32)])
+    gmm = GmmParams(
+        [np.array([0.4, 0.6], np.float32)],
+        [rng.standard_normal((2, 3)).astype(np.float32)],
+        [np.full((2, 3), 2.0, np.float32)],
+    )
     x = rng.standard_normal((50, 3)).astype(np.float32)
     stats = GmmStats.zeros(gmm)
     total = accumulate(x, np.zeros(50, np.int64), gmm, stats)
     var = 2.0
     direct = 0.0
     for row in x:
-        p = sum(w * np.exp(-0.5 * np.sum((row - m) ** 2) / var) / np.sqrt((2 * np.pi * var) ** 3) for w, m in zip(gmm.weights[0], gmm.means[0], strict=True))
+        p = sum(
+            w * np.exp(-0.5 * np.sum((row - m) ** 2) / var) / np.sqrt((2 * np.pi * var) ** 3)
+            for w, m in zip(gmm.weights[0], gmm.means[0], strict=True)
+        )
         direct += np.log(p)
     assert total == pytest.approx(direct, rel=1e-6)
     assert stats.occ[0].sum() == pytest.approx(50.0)
-    assert component_loglikes(x, *[a[0] for a in (gmm.weights, gmm.means, gmm.variances)]).shape == (50, 2)
+    assert component_loglikes(
+        x, *[a[0] for a in (gmm.weights, gmm.means, gmm.variances)]
+    ).shape == (50, 2)
 
 
 def _oracle_model(lang: Lang, path: Path) -> Path:
@@ -127,7 +138,9 @@ def test_bad_inputs_are_named_and_counted(lang: Lang, trained, tmp_path: Path) -
     assert report.skipped["u4"] == "empty-transcript"
     assert report.oov_tokens["ZZZ"] == 1
     assert utts[1].word_ids[1] == lang.words["<UNK>"]
-    short = Utterance("short", add_deltas(np.zeros((4, 13), np.float32)), lang.word_ids(["C", "B", "A"])[0])
+    short = Utterance(
+        "short", add_deltas(np.zeros((4, 13), np.float32)), lang.word_ids(["C", "B", "A"])[0]
+    )
     alis, failed, _ = align_utterances(lang, path, [short, utts[0]], nj=1, opts=AlignOptions())
     assert "u1" in alis
     assert failed["short"].startswith("too-short")

@@ -39,7 +39,10 @@ pytestmark = needs_digits
 def kaldi():
     model = read_kaldi_model(KALDI_EXP / "final.mdl")
     ali = read_int32_vector_archive(KALDI_EXP / "train.ali")
-    phones = {int(i): p for p, i in (ln.split() for ln in (KALDI_LANG / "phones.txt").read_text().splitlines())}
+    phones = {
+        int(i): p
+        for p, i in (ln.split() for ln in (KALDI_LANG / "phones.txt").read_text().splitlines())
+    }
     return model.transition_model, ali, phones
 
 
@@ -70,7 +73,9 @@ def test_pdf_and_phone_conversion_follow_the_transition_model(kaldi) -> None:
     for tid, pdf, phone in zip(ali[utt], pdfs, phones, strict=True):
         t = tm.tuples[tm.tid2state[tid] - 1]
         assert (pdf, phone) == (t.forward_pdf, t.phone)
-        assert pdf == 3 * (phone - 1) + t.hmm_state  # this monophone tree numbers pdfs phone by phone
+        assert (
+            pdf == 3 * (phone - 1) + t.hmm_state
+        )  # this monophone tree numbers pdfs phone by phone
     with pytest.raises(KaldiFormatError, match="transition id 70 outside 1..69"):
         to_pdfs(tm, np.array([1, 70]))
 
@@ -83,7 +88,10 @@ def test_frame_agreement() -> None:
     assert ag.percent == 75.0 and ag.length_mismatch == ["u2"]
     assert (ag.only_in_first, ag.only_in_second) == (1, 1)
     names_a, names_b = phone_names({"sil": 1, "a": 2}), phone_names({"a": 1, "sil": 2})
-    assert frame_agreement({"u": np.array([1, 2])}, {"u": np.array([2, 1])}, names_a, names_b).percent == 100.0
+    assert (
+        frame_agreement({"u": np.array([1, 2])}, {"u": np.array([2, 1])}, names_a, names_b).percent
+        == 100.0
+    )
 
 
 def test_kaldi_exp_dir_in_and_out(kaldi, tmp_path: Path) -> None:
@@ -100,12 +108,21 @@ def test_kaldi_exp_dir_in_and_out(kaldi, tmp_path: Path) -> None:
     some = {u: ali[u] for u in spread(list(ali), 30)}
     utt2spk = {u: u.split("-")[1] for u in some}
     model = read_kaldi_model(KALDI_EXP / "final.mdl")
-    info = write_exp_dir(tmp_path / "out", model, read_tree(KALDI_EXP / "tree"), some, num_jobs=3, utt2spk=utt2spk,
-                         phones_txt=KALDI_LANG / "phones.txt")
+    info = write_exp_dir(
+        tmp_path / "out",
+        model,
+        read_tree(KALDI_EXP / "tree"),
+        some,
+        num_jobs=3,
+        utt2spk=utt2spk,
+        phones_txt=KALDI_LANG / "phones.txt",
+    )
     out = tmp_path / "out"
     assert (out / "final.mdl").read_bytes() == (KALDI_EXP / "final.mdl").read_bytes()
     assert (out / "tree").read_bytes() == (KALDI_EXP / "tree").read_bytes()
-    assert (out / "num_jobs").read_text() == "3\n" and info["frames"] == sum(len(a) for a in some.values())
+    assert (out / "num_jobs").read_text() == "3\n" and info["frames"] == sum(
+        len(a) for a in some.values()
+    )
     back = KaldiExpDir.open(out)
     assert [p.name for p in back.ali_files] == ["ali.1.gz", "ali.2.gz", "ali.3.gz"]
     got = back.transition_alignments()
@@ -134,7 +151,13 @@ def test_split_jobs_keeps_speakers_together() -> None:
     jobs = split_jobs(utts, 3, {u: u.split("-")[0] for u in utts})
     assert sorted(u for j in jobs for u in j) == sorted(utts) and len(jobs) == 3
     for j in jobs:
-        assert len({u.split("-")[0] for u in j} & {u.split("-")[0] for k in jobs if k is not j for u in k}) == 0
+        assert (
+            len(
+                {u.split("-")[0] for u in j}
+                & {u.split("-")[0] for k in jobs if k is not j for u in k}
+            )
+            == 0
+        )
     assert split_jobs(["a", "b"], 5) == [["a"], ["b"]]
 
 
@@ -152,10 +175,26 @@ def test_egs_from_a_kaldi_exp_dir(kaldi, tmp_path: Path) -> None:
     (exp / "final.mdl").symlink_to(KALDI_EXP / "final.mdl")
     shutil.copy(KALDI_EXP / "tree", exp / "tree")
     short = train[2]
-    write_int32_vector_archive(exp / "ali.1.gz", {u: ali[u] for u in train[:3]} | {short: ali[short][:-2]})
+    write_int32_vector_archive(
+        exp / "ali.1.gz", {u: ali[u] for u in train[:3]} | {short: ali[short][:-2]}
+    )
     write_int32_vector_archive(exp / "ali.2.gz", {u: ali[u] for u in train[3:] + dev})
-    rc = egs_main(["--feats", str(tmp_path / "train"), "--ali-dir", str(exp), "--dev-feats", str(tmp_path / "dev"),
-                   "--model-type", "dnn", "--out", str(tmp_path / "egs"), "--num-shards", "1"])
+    rc = egs_main(
+        [
+            "--feats",
+            str(tmp_path / "train"),
+            "--ali-dir",
+            str(exp),
+            "--dev-feats",
+            str(tmp_path / "dev"),
+            "--model-type",
+            "dnn",
+            "--out",
+            str(tmp_path / "egs"),
+            "--num-shards",
+            "1",
+        ]
+    )
     assert rc == 0
     info = json.loads((tmp_path / "egs" / "info.json").read_text())
     assert info["num_pdfs"] == 33
@@ -166,6 +205,21 @@ def test_egs_from_a_kaldi_exp_dir(kaldi, tmp_path: Path) -> None:
     expected = np.concatenate([to_pdfs(tm, ali[u]) for u in train if u != short])
     assert sorted(targets.tolist()) == sorted(expected.tolist())
     # --ali and --ali-dir exclude each other: an error naming both, nothing written
-    assert egs_main(["--feats", str(tmp_path / "train"), "--ali-dir", str(exp), "--ali", str(exp),
-                     "--model-type", "dnn", "--out", str(tmp_path / "egs2")]) == 1
+    assert (
+        egs_main(
+            [
+                "--feats",
+                str(tmp_path / "train"),
+                "--ali-dir",
+                str(exp),
+                "--ali",
+                str(exp),
+                "--model-type",
+                "dnn",
+                "--out",
+                str(tmp_path / "egs2"),
+            ]
+        )
+        == 1
+    )
     assert not (tmp_path / "egs2").exists()

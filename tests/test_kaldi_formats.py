@@ -59,7 +59,9 @@ def test_final_mdl_text_round_trip_is_byte_identical(kaldi_model: KaldiGmmModel)
     assert kaldi_model.to_bytes(binary=False) == MDL.read_bytes()
 
 
-def test_final_mdl_binary_round_trips_bit_for_bit(kaldi_model: KaldiGmmModel, tmp_path: Path) -> None:
+def test_final_mdl_binary_round_trips_bit_for_bit(
+    kaldi_model: KaldiGmmModel, tmp_path: Path
+) -> None:
     binary = kaldi_model.to_bytes(binary=True)
     assert binary.startswith(b"\0B<TransitionModel> ")
     again = KaldiGmmModel.from_bytes(binary)
@@ -93,7 +95,9 @@ def test_truncated_model_is_a_clear_error(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- the project's model <-> Kaldi's
-def test_kaldi_model_becomes_kaldi_hmm_gmm_objects_with_kaldis_ids(kaldi_model: KaldiGmmModel) -> None:
+def test_kaldi_model_becomes_kaldi_hmm_gmm_objects_with_kaldis_ids(
+    kaldi_model: KaldiGmmModel,
+) -> None:
     from steps_py.gmm.model_io import read_model
 
     mono = read_model(KALDI_EXP)  # the dir: final.mdl + tree
@@ -103,9 +107,10 @@ def test_kaldi_model_becomes_kaldi_hmm_gmm_objects_with_kaldis_ids(kaldi_model: 
     assert ktm.num_transition_ids == tm.num_transition_ids
     assert [str(t) for t in ktm.tuples] == [
         f"TransitionModelTuple(phone={t.phone},hmm_state={t.hmm_state},forward_pdf={t.forward_pdf},self_loop_pdf={t.self_loop_pdf})"
-        for t in tm.tuples]
+        for t in tm.tuples
+    ]
     k2pdf = np.asarray(ktm.transition_id_to_pdf_array())
-    np.testing.assert_array_equal(k2pdf[-tm.num_transition_ids:], tm.tid2pdf[1:])
+    np.testing.assert_array_equal(k2pdf[-tm.num_transition_ids :], tm.tid2pdf[1:])
     assert [ktm.is_self_loop(t) for t in range(1, 70)] == tm.tid_is_self_loop[1:].tolist()
     assert [ktm.is_final(t) for t in range(1, 70)] == tm.tid_is_final[1:].tolist()
     np.testing.assert_allclose(np.asarray(ktm.log_probs)[1:], tm.log_probs[1:], atol=1e-5)
@@ -121,7 +126,9 @@ def test_project_model_as_kaldi_model_and_back(kaldi_model: KaldiGmmModel) -> No
     back, tree = from_mono_model(mono)
     assert back.transition_model.tuples == kaldi_model.transition_model.tuples
     assert tree == read_tree(KALDI_EXP / "tree")
-    np.testing.assert_array_equal(back.transition_model.log_probs, kaldi_model.transition_model.log_probs)
+    np.testing.assert_array_equal(
+        back.transition_model.log_probs, kaldi_model.transition_model.log_probs
+    )
     for a, b in zip(back.am.pdfs, kaldi_model.am.pdfs, strict=True):
         np.testing.assert_allclose(a.means_invvars, b.means_invvars, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(a.gconsts, b.gconsts, rtol=1e-5)
@@ -142,14 +149,19 @@ def test_shared_phone_model_uses_kaldis_shared_tree(kaldi_model: KaldiGmmModel) 
             remap[t.forward_pdf] = 6 + t.hmm_state
         elif t.phone > 4:
             remap[t.forward_pdf] = t.forward_pdf - 3
-    tuples = sorted(t._replace(forward_pdf=remap[t.forward_pdf], self_loop_pdf=remap[t.forward_pdf]) for t in tm.tuples)
+    tuples = sorted(
+        t._replace(forward_pdf=remap[t.forward_pdf], self_loop_pdf=remap[t.forward_pdf])
+        for t in tm.tuples
+    )
     shared = TransitionModel(tm.topo, tuples, tm.log_probs)
-    am = type(kaldi_model.am)([g for j, g in enumerate(kaldi_model.am.pdfs) if j not in (9, 10, 11)])
+    am = type(kaldi_model.am)(
+        [g for j, g in enumerate(kaldi_model.am.pdfs) if j not in (9, 10, 11)]
+    )
     mono = to_mono_model(KaldiGmmModel(shared, am))
     assert mono.shared_phones == [[1], [2], [3, 4], [5], [6], [7], [8], [9], [10], [11]]
     _, _, ktm, _ = mono.build()
     k2pdf = np.asarray(ktm.transition_id_to_pdf_array())
-    np.testing.assert_array_equal(k2pdf[-shared.num_transition_ids:], shared.tid2pdf[1:])
+    np.testing.assert_array_equal(k2pdf[-shared.num_transition_ids :], shared.tid2pdf[1:])
 
 
 # ---------------------------------------------------------------- tree
@@ -162,10 +174,22 @@ def test_tree_text_round_trip_and_kaldi_writer(tmp_path: Path) -> None:
     # binary: kaldi-hmm-gmm's (Kaldi's C++) ContextDependency::Write gives the same bytes
     ktopo = khg.HmmTopology()
     ktopo.read(topo.to_text())
-    khg.monophone_context_dependency(ktopo.phones, ktopo.get_phone_to_num_pdf_classes()).write(True, str(tmp_path / "k.bin"))
+    khg.monophone_context_dependency(ktopo.phones, ktopo.get_phone_to_num_pdf_classes()).write(
+        True, str(tmp_path / "k.bin")
+    )
     assert tree.to_bytes(True) == (tmp_path / "k.bin").read_bytes()
     assert read_tree(tmp_path / "k.bin") == tree
-    assert [tree.compute([p], c) for p in (1, 2, 11) for c in range(3)] == [0, 1, 2, 3, 4, 5, 30, 31, 32]
+    assert [tree.compute([p], c) for p in (1, 2, 11) for c in range(3)] == [
+        0,
+        1,
+        2,
+        3,
+        4,
+        5,
+        30,
+        31,
+        32,
+    ]
     assert tree.compute([12], 0) is None
 
 
@@ -187,12 +211,21 @@ def _triphone_tree() -> ContextDependency:
     def three(a: int) -> TE:
         return TE(-1, [CE(a), CE(a + 1), CE(a + 2)])
 
-    return ContextDependency(3, 1, TE(1, [
-        None,
-        three(0),                                                   # silence: one set of pdfs
-        SE(0, [1], three(3), SE(2, [3], three(6), three(9))),       # phone 2: by left, then right context
-        TE(-1, [SE(2, [2, 3], CE(12), CE(13)), CE(14), SE(0, [0, 1], CE(15), CE(16))]),
-    ]))
+    return ContextDependency(
+        3,
+        1,
+        TE(
+            1,
+            [
+                None,
+                three(0),  # silence: one set of pdfs
+                SE(
+                    0, [1], three(3), SE(2, [3], three(6), three(9))
+                ),  # phone 2: by left, then right context
+                TE(-1, [SE(2, [2, 3], CE(12), CE(13)), CE(14), SE(0, [0, 1], CE(15), CE(16))]),
+            ],
+        ),
+    )
 
 
 def test_triphone_tree_round_trips_and_kaldi_reads_it(tmp_path: Path) -> None:
@@ -207,18 +240,19 @@ def test_triphone_tree_round_trips_and_kaldi_reads_it(tmp_path: Path) -> None:
         drawn.append(khg.draw_tree(str(tmp_path / "phones.txt"), str(tmp_path / "tree")))
     assert drawn[0] == drawn[1] and drawn[0].count("doublecircle") == 17
     # pdf mapping: phone context -> pdf id
-    assert tree.compute([1, 2, 3], 0) == 3      # left context sil
-    assert tree.compute([2, 2, 3], 1) == 7      # right context b
+    assert tree.compute([1, 2, 3], 0) == 3  # left context sil
+    assert tree.compute([2, 2, 3], 1) == 7  # right context b
     assert tree.compute([3, 2, 2], 2) == 11
-    assert tree.compute([0, 3, 1], 0) == 13     # right context sil
+    assert tree.compute([0, 3, 1], 0) == 13  # right context sil
     assert tree.compute([2, 3, 0], 2) == 16
     assert tree.compute([2, 3, 0], 3) is None
     assert tree.num_pdfs == 17
 
 
 def test_transition_model_from_triphone_tree() -> None:
-    topo = HmmTopology.from_text((KALDI_LANG / "topo").read_text().replace(
-        "2 3 4 5 6 7 8 9 10 11", "2 3"))
+    topo = HmmTopology.from_text(
+        (KALDI_LANG / "topo").read_text().replace("2 3 4 5 6 7 8 9 10 11", "2 3")
+    )
     tm = TransitionModel.from_tree(_triphone_tree(), topo)
     # phone 2 state 0 can use pdfs 3, 6, 9 (by context); phone 3 state 0: 12, 13
     assert [t.forward_pdf for t in tm.tuples if t.phone == 2 and t.hmm_state == 0] == [3, 6, 9]
@@ -263,7 +297,11 @@ def test_non_hmm_topology_uses_forward_and_self_loop_pdf_classes() -> None:
     tuples = [(1, 0, 0, 1), (2, 0, 2, 3)]
     from steps_py.kaldi.transition_model import TransitionTuple
 
-    tm = TransitionModel(topo, [TransitionTuple(*t) for t in tuples], np.log(np.array([1, .5, .5, .5, .5], np.float32)))
+    tm = TransitionModel(
+        topo,
+        [TransitionTuple(*t) for t in tuples],
+        np.log(np.array([1, 0.5, 0.5, 0.5, 0.5], np.float32)),
+    )
     assert tm.tid2pdf[1:].tolist() == [1, 0, 3, 2]  # self-loop ids take the self-loop pdf
     out = KaldiOutput(False)
     tm.write(out)
@@ -284,20 +322,29 @@ def test_train_ali_reads_and_rewrites_to_kaldis_bytes(tmp_path: Path) -> None:
         with kio.Int32VectorWriter(f"{spec}:{path}") as w:
             for u in first:
                 w.write(u, ali[u].tolist())
-        assert int32_vector_archive_bytes([(u, ali[u]) for u in first], binary=binary) == path.read_bytes()
+        assert (
+            int32_vector_archive_bytes([(u, ali[u]) for u in first], binary=binary)
+            == path.read_bytes()
+        )
         got = read_int32_vector_archive(path)
         assert list(got) == first and all((got[u] == ali[u]).all() for u in first)
 
 
 def test_alignment_archives_gz_text_binary_and_mixed(tmp_path: Path) -> None:
-    vecs = {"utt-a": np.array([1, 2, 2, 3], np.int32), "utt-b": np.array([], np.int32), "utt-c": np.array([7], np.int32)}
+    vecs = {
+        "utt-a": np.array([1, 2, 2, 3], np.int32),
+        "utt-b": np.array([], np.int32),
+        "utt-c": np.array([7], np.int32),
+    }
     write_int32_vector_archive(tmp_path / "ali.1.gz", {k: vecs[k] for k in ("utt-a", "utt-b")})
     write_int32_vector_archive(tmp_path / "ali.2.gz", {"utt-c": vecs["utt-c"]}, binary=False)
     assert (tmp_path / "ali.1.gz").read_bytes()[:2] == b"\x1f\x8b"
     assert gzip.decompress((tmp_path / "ali.2.gz").read_bytes()) == b"utt-c 7 \n"
     got = read_int32_vector_archives([tmp_path / "ali.1.gz", tmp_path / "ali.2.gz"])
     assert set(got) == set(vecs) and all((got[k] == vecs[k]).all() for k in vecs)
-    mixed = int32_vector_archive_bytes({"x": [5, 6]}, binary=False) + int32_vector_archive_bytes({"y": [9]})
+    mixed = int32_vector_archive_bytes({"x": [5, 6]}, binary=False) + int32_vector_archive_bytes(
+        {"y": [9]}
+    )
     (tmp_path / "mixed.ark").write_bytes(mixed)
     m = read_int32_vector_archive(tmp_path / "mixed.ark")
     assert m["x"].tolist() == [5, 6] and m["y"].tolist() == [9]

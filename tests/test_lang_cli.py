@@ -41,14 +41,23 @@ def make_data(root: Path, extra_dev: str = "") -> Path:
         "".join(" ".join(s) + "\n" for s in SENTS[:5] + SENTS[7:]), encoding="utf-8"
     )
     (data / "local" / "lexicon_pinyin.txt").write_text(
-        pinyin_lexicon("".join(SENTS) + "雪人").to_text(), encoding="utf-8")
+        pinyin_lexicon("".join(SENTS) + "雪人").to_text(), encoding="utf-8"
+    )
     return data
 
 
 def prepare(data: Path, lang: Path) -> int:
     """Stage 2a as run.sh runs it: the Mandarin dict dir, then the lang dir from it."""
-    rc = dict_cli.main(["--data", str(data), "--lexicon", str(data / "local/lexicon_pinyin.txt"),
-                        "--out", str(data / "local/dict")])
+    rc = dict_cli.main(
+        [
+            "--data",
+            str(data),
+            "--lexicon",
+            str(data / "local/lexicon_pinyin.txt"),
+            "--out",
+            str(data / "local/dict"),
+        ]
+    )
     return rc or prepare_cli.main(["--dict-dir", str(data / "local/dict"), "--out", str(lang)])
 
 
@@ -103,24 +112,41 @@ def test_prepare_rejects_unpronounceable(
     assert not (data / "local/dict").exists() and not (data / "lang").exists()
 
 
-def test_lang_from_a_non_mandarin_dict_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_lang_from_a_non_mandarin_dict_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     d = tmp_path / "dict"
     d.mkdir()
-    (d / "lexicon.txt").write_text("<unk> sil\nhello hh ah l ow\nworld w er l d\nhello hh eh l ow\n")
+    (d / "lexicon.txt").write_text(
+        "<unk> sil\nhello hh ah l ow\nworld w er l d\nhello hh eh l ow\n"
+    )
     (d / "silence_phones.txt").write_text("sil\n")
     (d / "optional_silence.txt").write_text("sil\n")
     (d / "nonsilence_phones.txt").write_text("hh\nah eh\nl\now\nw\ner\nd\n")
     (d / "extra_questions.txt").write_text("")
     lang = tmp_path / "lang"
-    assert prepare_cli.main(["--dict-dir", str(d), "--out", str(lang), "--oov", "<unk>",
-                             "--num-sil-states", "3"]) == 0
+    assert (
+        prepare_cli.main(
+            ["--dict-dir", str(d), "--out", str(lang), "--oov", "<unk>", "--num-sil-states", "3"]
+        )
+        == 0
+    )
     phones = (lang / "phones.txt").read_text().split()[::2]
     assert phones[:10] == ["<eps>", "sil", "hh", "ah", "eh", "l", "ow", "w", "er", "d"]
-    assert (lang / "words.txt").read_text().split()[::2] == ["<eps>", "<unk>", "hello", "world",
-                                                             "#0", "<s>", "</s>"]
+    assert (lang / "words.txt").read_text().split()[::2] == [
+        "<eps>",
+        "<unk>",
+        "hello",
+        "world",
+        "#0",
+        "<s>",
+        "</s>",
+    ]
     assert (lang / "phones/sets.txt").read_text().splitlines()[2] == "ah eh"  # one set per line
-    assert "<State> 2 <PdfClass> 2 <Transition> 2 0.75 <Transition> 3 0.25 </State>" in (
-        lang / "topo").read_text()
+    assert (
+        "<State> 2 <PdfClass> 2 <Transition> 2 0.75 <Transition> 3 0.25 </State>"
+        in (lang / "topo").read_text()
+    )
     # a dict that Kaldi's validate_dict_dir.pl refuses is refused with the file and line
     (d / "nonsilence_phones.txt").write_text("hh\n#ah eh\nl\now\nw\ner\nd\n")
     assert prepare_cli.main(["--dict-dir", str(d), "--out", str(lang), "--oov", "<unk>"]) == 1

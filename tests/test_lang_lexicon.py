@@ -94,18 +94,29 @@ def test_dict_dir_round_trip(tmp_path: Path) -> None:
     assert back.lexicon.entries == lex.entries and back == mandarin_dict(lex)
 
 
-@pytest.mark.parametrize(("name", "text", "message"), [
-    ("lexicon.txt", "<s> SIL\n", "lexicon.txt:1: word '<s>' is reserved"),
-    ("lexicon.txt", "北 b ei3\n北 b ei3\n", "lexicon.txt:2: '北 b ei3' is repeated"),
-    ("lexicon.txt", "北 b q\n", "phone\\(s\\) q of '北' are in neither"),
-    ("silence_phones.txt", "SIL\nb\n", "nonsilence_phones.txt:1: phone 'b' is also in silence_phones.txt:2"),
-    ("optional_silence.txt", "SPX\n", "'SPX' is not in silence_phones.txt"),
-    ("lexicon.txt", "北 b ei3\n\xff\n", "lexicon.txt:2: not valid UTF-8"),
-])
-def test_dict_dir_errors_name_file_and_line(tmp_path: Path, name: str, text: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("lexicon.txt", "<s> SIL\n", "lexicon.txt:1: word '<s>' is reserved"),
+        ("lexicon.txt", "北 b ei3\n北 b ei3\n", "lexicon.txt:2: '北 b ei3' is repeated"),
+        ("lexicon.txt", "北 b q\n", "phone\\(s\\) q of '北' are in neither"),
+        (
+            "silence_phones.txt",
+            "SIL\nb\n",
+            "nonsilence_phones.txt:1: phone 'b' is also in silence_phones.txt:2",
+        ),
+        ("optional_silence.txt", "SPX\n", "'SPX' is not in silence_phones.txt"),
+        ("lexicon.txt", "北 b ei3\n\xff\n", "lexicon.txt:2: not valid UTF-8"),
+    ],
+)
+def test_dict_dir_errors_name_file_and_line(
+    tmp_path: Path, name: str, text: str, message: str
+) -> None:
     write_dict_dir(mandarin_dict(toy_lexicon()), tmp_path)
     (tmp_path / "lexiconp.txt").unlink()
-    (tmp_path / name).write_bytes(text.encode("utf-8", "surrogateescape").replace(b"\xc3\xbf", b"\xff"))
+    (tmp_path / name).write_bytes(
+        text.encode("utf-8", "surrogateescape").replace(b"\xc3\xbf", b"\xff")
+    )
     with pytest.raises(LexiconError, match=message):
         read_dict_dir(tmp_path)
 

@@ -17,7 +17,9 @@ from steps_py.nnet.models import build_model
 P = 7
 
 
-def _corpus(lengths: dict[str, int]) -> tuple[list[str], dict[str, np.ndarray], dict[str, np.ndarray]]:
+def _corpus(
+    lengths: dict[str, int],
+) -> tuple[list[str], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Features encode (utterance number, frame): col0 = 1000*u + t, col1 = t, col2 = u."""
     utts = sorted(lengths)
     feats, alis = {}, {}
@@ -47,7 +49,9 @@ def _decode_row(v: np.ndarray) -> tuple[int, int]:
 
 def test_dnn_round_trip_targets_and_edge_splicing(tmp_path) -> None:
     info, utts, feats, alis = _write(tmp_path, context=2)
-    assert info["feat_dim"] == 3 and info["num_pdfs"] == P and info["frames"] == sum(LENGTHS.values())
+    assert (
+        info["feat_dim"] == 3 and info["num_pdfs"] == P and info["frames"] == sum(LENGTHS.values())
+    )
     reader = EgsReader(tmp_path / "egs", batch_size=5, seed=3)
     seen = set()
     for x, y in reader:
@@ -69,13 +73,23 @@ def test_dnn_round_trip_targets_and_edge_splicing(tmp_path) -> None:
     assert dev.frames_per_epoch == len(frames)
     # priors: log of the (floored) train pdf frequencies
     counts = np.bincount(np.concatenate(list(alis.values())), minlength=P)
-    assert np.allclose(np.exp(np.load(tmp_path / "egs" / "priors.npy")), counts / counts.sum(), atol=1e-6)
+    assert np.allclose(
+        np.exp(np.load(tmp_path / "egs" / "priors.npy")), counts / counts.sum(), atol=1e-6
+    )
 
 
 def test_dnn_egs_match_model_splicing(tmp_path) -> None:
     _, utts, feats, _ = _write(tmp_path, context=2, dev=False)
-    model = build_model({"type": "dnn", "feat_dim": 3, "num_pdfs": P, "context": 2, "hidden_layers": 1,
-                         "hidden_dim": 8})
+    model = build_model(
+        {
+            "type": "dnn",
+            "feat_dim": 3,
+            "num_pdfs": P,
+            "context": 2,
+            "hidden_layers": 1,
+            "hidden_dim": 8,
+        }
+    )
     x, _ = next(iter(EgsReader(tmp_path / "egs", batch_size=6)))
     for xi in x:
         u, t = _decode_row(xi.reshape(5, 3)[2].numpy())
@@ -86,7 +100,9 @@ def test_dnn_egs_match_model_splicing(tmp_path) -> None:
 @pytest.mark.parametrize("world_size", [1, 2, 3, 4])
 def test_any_n_sharding_covers_minibatches_once(tmp_path, world_size) -> None:
     _write(tmp_path, dev=False)
-    readers = [EgsReader(tmp_path / "egs", r, world_size, batch_size=4, seed=9) for r in range(world_size)]
+    readers = [
+        EgsReader(tmp_path / "egs", r, world_size, batch_size=4, seed=9) for r in range(world_size)
+    ]
     total = readers[0].total_minibatches
     for epoch in (0, 1):
         ids = []
@@ -109,7 +125,11 @@ def test_dev_split_any_n_exactly_once(tmp_path) -> None:
     _write(tmp_path)
     readers = [EgsReader(tmp_path / "egs", r, 3, batch_size=5, split="dev") for r in range(3)]
     ys = torch.cat([y for r in readers for _, y in r])
-    assert len(ys) == sum(r.frames_per_epoch for r in readers) == sum(LENGTHS[u] for u in sorted(LENGTHS)[:4])
+    assert (
+        len(ys)
+        == sum(r.frames_per_epoch for r in readers)
+        == sum(LENGTHS[u] for u in sorted(LENGTHS)[:4])
+    )
 
 
 def test_resume_reads_the_same_minibatches(tmp_path) -> None:
@@ -140,7 +160,11 @@ def test_mismatched_utterance_is_skipped_and_named(tmp_path, caplog) -> None:
     assert bad in caplog.text
     assert info["skipped"]["train"] == {"length_mismatch": 1}
     assert info["frames"] == sum(LENGTHS.values()) - LENGTHS[bad]
-    assert (tmp_path / "egs" / "skipped.txt").read_text().split() == ["train", bad, "length_mismatch"]
+    assert (tmp_path / "egs" / "skipped.txt").read_text().split() == [
+        "train",
+        bad,
+        "length_mismatch",
+    ]
 
 
 def test_lstm_chunks_and_target_delay(tmp_path) -> None:
@@ -167,8 +191,17 @@ def test_lstm_chunks_and_target_delay(tmp_path) -> None:
 def test_lstm_training_chunk_matches_whole_utterance_output(tmp_path) -> None:
     torch.manual_seed(0)
     left, chunk, delay = 4, 5, 2
-    cfg = {"type": "lstm", "feat_dim": 3, "num_pdfs": P, "left_context": left, "chunk": chunk,
-           "target_delay": delay, "lstm_layers": 2, "cells": 6, "proj": 3}
+    cfg = {
+        "type": "lstm",
+        "feat_dim": 3,
+        "num_pdfs": P,
+        "left_context": left,
+        "chunk": chunk,
+        "target_delay": delay,
+        "lstm_layers": 2,
+        "cells": 6,
+        "proj": 3,
+    }
     model = build_model(cfg)
     feats = torch.randn(30, 3)
     # the first chunk of an utterance as the egs cut it: frames delay-left .. delay+chunk-1, clamped
@@ -179,7 +212,7 @@ def test_lstm_training_chunk_matches_whole_utterance_output(tmp_path) -> None:
     assert torch.allclose(out, whole[:chunk], atol=1e-5)
     # output for label frame t depends on input frames up to t + delay, not beyond
     changed = feats.clone()
-    changed[10 + delay + 1:] += 5.0
+    changed[10 + delay + 1 :] += 5.0
     assert torch.allclose(model.log_posteriors(changed)[10], whole[10], atol=1e-6)
     assert not torch.allclose(model.log_posteriors(changed)[11], whole[11], atol=1e-4)
 
@@ -200,10 +233,22 @@ def test_cli_idempotent_with_kaldi_alignments(tmp_path, monkeypatch) -> None:
             super().__init__(feats)
             self.utts, self.dim = utts, 3
 
-    monkeypatch.setitem(sys.modules, "steps_py.features.io", types.SimpleNamespace(FeatureReader=FakeReader))
+    monkeypatch.setitem(
+        sys.modules, "steps_py.features.io", types.SimpleNamespace(FeatureReader=FakeReader)
+    )
     out = tmp_path / "egs"
-    args = ["--feats", "data/train", "--ali", str(ali_dir), "--model-type", "dnn", "--out", str(out),
-            "--num-shards", "2"]
+    args = [
+        "--feats",
+        "data/train",
+        "--ali",
+        str(ali_dir),
+        "--model-type",
+        "dnn",
+        "--out",
+        str(out),
+        "--num-shards",
+        "2",
+    ]
     assert main(args) == 0
     info = json.loads((out / "info.json").read_text())
     assert info["num_pdfs"] == P and info["frames"] == 28
@@ -211,6 +256,15 @@ def test_cli_idempotent_with_kaldi_alignments(tmp_path, monkeypatch) -> None:
     assert main(args) == 0  # done: skipped
     assert (out / "info.json").stat().st_mtime_ns == stamp
     # a missing alignment dir is a one-line error naming the file, not a traceback
-    bad = ["--feats", "d", "--ali", str(tmp_path / "nope"), "--model-type", "dnn", "--out", str(tmp_path / "e2")]
+    bad = [
+        "--feats",
+        "d",
+        "--ali",
+        str(tmp_path / "nope"),
+        "--model-type",
+        "dnn",
+        "--out",
+        str(tmp_path / "e2"),
+    ]
     assert main(bad) == 1
     assert not (tmp_path / "e2").exists()

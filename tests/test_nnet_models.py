@@ -17,9 +17,25 @@ from steps_py.nnet.priors import (
     save_log_priors,
 )
 
-DNN = {"type": "dnn", "feat_dim": 4, "num_pdfs": 6, "context": 1, "hidden_layers": 2, "hidden_dim": 8}
-LSTM = {"type": "lstm", "feat_dim": 4, "num_pdfs": 6, "left_context": 3, "chunk": 4, "target_delay": 1,
-        "lstm_layers": 2, "cells": 8, "proj": 3}
+DNN = {
+    "type": "dnn",
+    "feat_dim": 4,
+    "num_pdfs": 6,
+    "context": 1,
+    "hidden_layers": 2,
+    "hidden_dim": 8,
+}
+LSTM = {
+    "type": "lstm",
+    "feat_dim": 4,
+    "num_pdfs": 6,
+    "left_context": 3,
+    "chunk": 4,
+    "target_delay": 1,
+    "lstm_layers": 2,
+    "cells": 8,
+    "proj": 3,
+}
 
 
 def test_splice_frames_edges() -> None:
@@ -70,7 +86,12 @@ def test_average_log_posteriors_is_the_mean_softmax_over_labelled_frames() -> No
     got, frames = average_log_posteriors(model, zip(xs[:3], ys[:3], strict=True), max_frames=8)
     assert frames == 8  # two minibatches of 4 labelled frames reach 8, the third is not read
     with torch.no_grad():
-        post = torch.cat([torch.softmax(model(x)[y != -100].double(), -1) for x, y in zip(xs[:2], ys[:2], strict=True)])
+        post = torch.cat(
+            [
+                torch.softmax(model(x)[y != -100].double(), -1)
+                for x, y in zip(xs[:2], ys[:2], strict=True)
+            ]
+        )
     assert np.allclose(got, np.log(post.mean(0).numpy()), atol=1e-6)
     assert model.training  # mode restored
     with pytest.raises(ValueError, match="no frames"):

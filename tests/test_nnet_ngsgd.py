@@ -58,7 +58,9 @@ def test_full_rank_matches_explicit_inverse_of_smoothed_fisher() -> None:
     assert torch.allclose(got, expected, atol=1e-4 * float(x.abs().max()))
     # and the Fisher estimate it keeps approximates the data's second moment
     r, d, rho = ng.fisher()
-    fisher = r.double().T @ torch.diag(d.double()) @ r.double() + rho * torch.eye(dim, dtype=torch.float64)
+    fisher = r.double().T @ torch.diag(d.double()) @ r.double() + rho * torch.eye(
+        dim, dtype=torch.float64
+    )
     true = torch.diag(torch.logspace(-1, 1, dim, dtype=torch.float64) ** 2)
     assert float((fisher - true).norm() / true.norm()) < 0.15
 
@@ -146,7 +148,9 @@ def _toy_problem(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
 def _train(name: str, lr: float, x: torch.Tensor, y: torch.Tensor, steps: int = 150) -> float:
     torch.manual_seed(0)
     model = nn.Linear(x.shape[1], 5)
-    opt = make_optimizer(model, name, lr=lr, max_change=0.0, max_change_global=0.0, rank_in=10, rank_out=3)
+    opt = make_optimizer(
+        model, name, lr=lr, max_change=0.0, max_change_global=0.0, rank_in=10, rank_out=3
+    )
     gen = torch.Generator().manual_seed(5)
     for _ in range(steps):
         idx = torch.randint(0, len(x), (128,), generator=gen)
@@ -172,8 +176,17 @@ def test_ngsgd_converges_on_badly_scaled_problem_and_beats_sgd() -> None:
 
 def test_lstm_step_and_state_dict_round_trip(tmp_path) -> None:
     torch.manual_seed(7)
-    cfg = {"type": "lstm", "feat_dim": 6, "num_pdfs": 7, "left_context": 3, "chunk": 4, "target_delay": 1,
-           "lstm_layers": 2, "cells": 8, "proj": 4}
+    cfg = {
+        "type": "lstm",
+        "feat_dim": 6,
+        "num_pdfs": 7,
+        "left_context": 3,
+        "chunk": 4,
+        "target_delay": 1,
+        "lstm_layers": 2,
+        "cells": 8,
+        "proj": 4,
+    }
     model = build_model(cfg)
     opt = make_optimizer(model, "ngsgd", lr=0.05, rank_in=3, rank_out=5)
     x, y = torch.randn(5, 7, 6), torch.randint(0, 7, (5, 4))
@@ -228,7 +241,9 @@ class _Reference:
     re-orthogonalization (skipped while R R^T is within 1e-3 of I, else Gram-Schmidt).
     """
 
-    def __init__(self, rank: int, alpha: float = 4.0, history: float = 2000.0, period: int = 4) -> None:
+    def __init__(
+        self, rank: int, alpha: float = 4.0, history: float = 2000.0, period: int = 4
+    ) -> None:
         self.rank, self.alpha, self.history, self.period = rank, alpha, history, period
         self.eps, self.delta = 1e-10, 5e-4
         self.r: torch.Tensor | None = None
@@ -242,7 +257,12 @@ class _Reference:
             for i in range(rank):
                 cols = torch.arange(i, dim, rank)
                 self.r[i, cols] = 1 / math.sqrt(len(cols))
-            self.d, self.rho, self.t, self.skipped = torch.full((rank,), self.eps, dtype=torch.float64), self.eps, 0, 0
+            self.d, self.rho, self.t, self.skipped = (
+                torch.full((rank,), self.eps, dtype=torch.float64),
+                self.eps,
+                0,
+                0,
+            )
             for _ in range(3):
                 self._update(x)
         beta = self.rho * (1 + self.alpha) + self.alpha * float(self.d.sum()) / dim
@@ -273,7 +293,10 @@ class _Reference:
         floor = max(self.eps, self.delta * float(sqrt_c.max()))
         self.rho = max((tr_t - float(sqrt_c.sum())) / (dim - rank), floor)
         self.d = (sqrt_c - self.rho).clamp(min=floor)
-        if must and float((r_new @ r_new.T - torch.eye(rank, dtype=torch.float64)).abs().max()) > 1e-3:
+        if (
+            must
+            and float((r_new @ r_new.T - torch.eye(rank, dtype=torch.float64)).abs().max()) > 1e-3
+        ):
             q, tri = torch.linalg.qr(r_new.T)
             r_new = (q * tri.diagonal().sign()).T  # Gram-Schmidt: the rows' order and signs kept
         self.r = r_new
@@ -317,14 +340,18 @@ def test_matches_reference_when_reorthogonalization_is_needed() -> None:
 def test_reorthogonalize_skips_orthonormal_rows_and_fixes_others() -> None:
     from steps_py.nnet.ngsgd import _reorthogonalize
 
-    q = torch.linalg.qr(torch.randn(40, 6, generator=torch.Generator().manual_seed(23)))[0].T.contiguous()
+    q = torch.linalg.qr(torch.randn(40, 6, generator=torch.Generator().manual_seed(23)))[
+        0
+    ].T.contiguous()
     near = q + 1e-5 * torch.randn(6, 40)
     assert _reorthogonalize(near) is near  # within Kaldi's 1e-3 of orthonormal: left alone
     skewed = q + 0.3 * q[[1, 2, 3, 4, 5, 0]]
     fixed = _reorthogonalize(skewed)
     assert torch.allclose(fixed @ fixed.T, torch.eye(6), atol=1e-5)
     # same row space, and Gram-Schmidt order: row i stays in the span of rows 0..i
-    assert torch.allclose(fixed.T @ fixed, skewed.T @ torch.linalg.solve(skewed @ skewed.T, skewed), atol=1e-4)
+    assert torch.allclose(
+        fixed.T @ fixed, skewed.T @ torch.linalg.solve(skewed @ skewed.T, skewed), atol=1e-4
+    )
     assert abs(float(fixed[0] @ skewed[0])) == pytest.approx(float(skewed[0].norm()), rel=1e-5)
     dependent = torch.cat([q[:5], q[4:5] + 1e-7 * q[5:6]])  # Cholesky breaks down: QR instead
     fixed = _reorthogonalize(dependent)
@@ -343,7 +370,9 @@ def test_ngsgd_gradients_match_reference_over_steps() -> None:
         g_out = torch.randn(32, 9, generator=gen)
         opt.zero_grad()
         lin(x).backward(g_out)
-        full = ref_out.precondition(g_out).T @ ref_in.precondition(torch.cat([x, torch.ones(32, 1)], 1))
+        full = ref_out.precondition(g_out).T @ ref_in.precondition(
+            torch.cat([x, torch.ones(32, 1)], 1)
+        )
         assert _rel(lin.weight.grad, full[:, :-1]) < 1e-4
         assert _rel(lin.bias.grad, full[:, -1]) < 1e-4
         opt.step()
@@ -353,11 +382,22 @@ def test_resume_continues_bit_exactly_with_the_running_counters(tmp_path) -> Non
     """The schedule's counters run as Python ints; state_dict() writes them out, so a run
     resumed from a checkpoint taken mid-period repeats the uninterrupted one bit for bit."""
     torch.manual_seed(26)
-    model = build_model({"type": "dnn", "feat_dim": 5, "num_pdfs": 6, "context": 1, "hidden_layers": 2,
-                         "hidden_dim": 16})
+    model = build_model(
+        {
+            "type": "dnn",
+            "feat_dim": 5,
+            "num_pdfs": 6,
+            "context": 1,
+            "hidden_layers": 2,
+            "hidden_dim": 16,
+        }
+    )
     opt = make_optimizer(model, "ngsgd", lr=0.05, rank_in=4, rank_out=5)
     gen = torch.Generator().manual_seed(27)
-    data = [(torch.randn(20, 15, generator=gen), torch.randint(0, 6, (20,), generator=gen)) for _ in range(20)]
+    data = [
+        (torch.randn(20, 15, generator=gen), torch.randint(0, 6, (20,), generator=gen))
+        for _ in range(20)
+    ]
 
     def run(m: nn.Module, o: torch.optim.Optimizer, batches: list) -> None:
         for x, y in batches:

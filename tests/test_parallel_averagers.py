@@ -38,7 +38,7 @@ def test_icefall_average_is_the_uniform_mean_of_its_snapshots() -> None:
     for t, g in enumerate(gs[1:], start=1):
         avg.update(g, frames=10.0, steps=3 * t)
     snaps = [gs[t] for t in range(1, 13) if (3 * t) % 6 == 0]
-    (label, value), = avg.models()
+    ((label, value),) = avg.models()
     assert label == "icefall-avg" and avg.updates == len(snaps) == 6
     torch.testing.assert_close(value, torch.stack(snaps).mean(0), rtol=0, atol=1e-12)
 
@@ -65,8 +65,9 @@ def test_combination_of_the_last_k_models_and_the_choice_of_k() -> None:
         comb.update(g, frames=1.0, steps=t)
     assert len(comb.kept) == 4
     for k in range(1, 5):
-        torch.testing.assert_close(comb.average_of_last(k), torch.stack(gs[-k:]).mean(0),
-                                   rtol=0, atol=1e-12)
+        torch.testing.assert_close(
+            comb.average_of_last(k), torch.stack(gs[-k:]).mean(0), rtol=0, atol=1e-12
+        )
     target = torch.stack(gs[-3:]).mean(0)  # a "dev loss" minimised by the last 3
     k, losses = comb.choose_k(lambda v: float((v - target).norm()))
     assert k == 3 and len(losses) == 4 and losses[2] == pytest.approx(0.0, abs=1e-12)
@@ -114,8 +115,16 @@ def test_posthoc_reconstruction_of_a_tracked_ema_in_a_real_run(tmp_path: Path) -
     egs_dir = tmp_path / "egs"
     make_toy_egs(egs_dir, frames=2048, dev_frames=128)
     exp = tmp_path / "run"
-    train_toy(egs_dir, exp, simulate=2, block_minibatches=1, epochs=3, ema_decays="",
-              ema_half_life_frames="1500", posthoc_snapshots=24)
+    train_toy(
+        egs_dir,
+        exp,
+        simulate=2,
+        block_minibatches=1,
+        epochs=3,
+        ema_decays="",
+        ema_half_life_frames="1500",
+        posthoc_snapshots=24,
+    )
     tracked = load_file(exp / "final/ema-hl1500.safetensors")
     glob = load_file(exp / "final/global.safetensors")
     rec, info = reconstruct(exp / "posthoc", EmaSpec(half_life=1500.0))

@@ -16,25 +16,29 @@ from tests.conftest import train_toy
 from tests.toy_nnet import ToyBackend, toy_train_argv
 
 
-@pytest.mark.parametrize("flag,value,message", [
-    ("--block-minibatches", "0", "must be an integer >= 1, got 0"),
-    ("--block-minibatches", "-3", "must be an integer >= 1, got -3"),
-    ("--block-frames", "-100", "must be a number > 0, got -100"),
-    ("--simulate", "0", "must be an integer >= 1, got 0"),
-    ("--simulate", "-2", "must be an integer >= 1, got -2"),
-    ("--epochs", "0", "must be an integer >= 1, got 0"),
-    ("--batch-size", "0", "must be an integer >= 1, got 0"),
-    ("--ema-decays", "abc", "'abc' is not a number"),
-    ("--ema-decays", "1.5", "1.5 is outside the allowed range [0, 1)"),
-    ("--ema-decays", "-0.1", "-0.1 is outside the allowed range [0, 1)"),
-    ("--ema-half-life-frames", "-5", "-5 is outside the allowed range > 0"),
-    ("--model-config", "hidden=abc", "invalid literal for int()"),  # the toy model's message
-    ("--model-config", "{bad json", "not valid JSON"),
-    ("--bmuf-momentum", "1", "must be a number in [0, 1), got 1"),
-    ("--prior-frames", "0", "must be an integer >= 1, got 0"),
-])
-def test_bad_flags_are_argparse_errors_before_any_work(toy_egs: Path, tmp_path: Path, capsys,
-                                                       flag: str, value: str, message: str) -> None:
+@pytest.mark.parametrize(
+    "flag,value,message",
+    [
+        ("--block-minibatches", "0", "must be an integer >= 1, got 0"),
+        ("--block-minibatches", "-3", "must be an integer >= 1, got -3"),
+        ("--block-frames", "-100", "must be a number > 0, got -100"),
+        ("--simulate", "0", "must be an integer >= 1, got 0"),
+        ("--simulate", "-2", "must be an integer >= 1, got -2"),
+        ("--epochs", "0", "must be an integer >= 1, got 0"),
+        ("--batch-size", "0", "must be an integer >= 1, got 0"),
+        ("--ema-decays", "abc", "'abc' is not a number"),
+        ("--ema-decays", "1.5", "1.5 is outside the allowed range [0, 1)"),
+        ("--ema-decays", "-0.1", "-0.1 is outside the allowed range [0, 1)"),
+        ("--ema-half-life-frames", "-5", "-5 is outside the allowed range > 0"),
+        ("--model-config", "hidden=abc", "invalid literal for int()"),  # the toy model's message
+        ("--model-config", "{bad json", "not valid JSON"),
+        ("--bmuf-momentum", "1", "must be a number in [0, 1), got 1"),
+        ("--prior-frames", "0", "must be an integer >= 1, got 0"),
+    ],
+)
+def test_bad_flags_are_argparse_errors_before_any_work(
+    toy_egs: Path, tmp_path: Path, capsys, flag: str, value: str, message: str
+) -> None:
     exp = tmp_path / "run"
     argv = toy_train_argv(toy_egs, exp) + [flag, value]
     with pytest.raises(SystemExit) as e:
@@ -56,8 +60,9 @@ def test_ema_flags_that_contradict_each_other(toy_egs: Path, tmp_path: Path, cap
     assert "the same EMA is asked for twice" in capsys.readouterr().err
 
 
-def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(toy_egs: Path, tmp_path: Path,
-                                                                   capsys) -> None:
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(
+    toy_egs: Path, tmp_path: Path, capsys
+) -> None:
     opts = dict(simulate=2, block_minibatches=2, checkpoint_every_blocks=2)
     full = train_toy(toy_egs, tmp_path / "full", **opts)
     train_toy(toy_egs, tmp_path / "part", stop_after_blocks=6, **opts)
@@ -89,7 +94,9 @@ def test_no_loadable_checkpoint_is_an_error(toy_egs: Path, tmp_path: Path) -> No
 def test_fresh_start_over_old_checkpoints_is_refused(toy_egs: Path, tmp_path: Path) -> None:
     exp = tmp_path / "r"
     train_toy(toy_egs, exp, stop_after_blocks=2)
-    with pytest.raises(TrainingError, match="holds checkpoints of an earlier run .* --resume .* --force"):
+    with pytest.raises(
+        TrainingError, match="holds checkpoints of an earlier run .* --resume .* --force"
+    ):
         train_toy(toy_egs, exp)
     s = train_toy(toy_egs, exp, force=True)  # --force starts over
     assert "history" in s and len(list_checkpoints(exp)) <= 2
@@ -113,7 +120,9 @@ def test_lr_times_workers_is_kaldis_convention(toy_egs: Path, tmp_path: Path) ->
 
     train_toy(toy_egs, tmp_path / "a", simulate=2, epochs=1)
     train_toy(toy_egs, tmp_path / "b", simulate=2, epochs=1, lr_times_workers=True)
-    lr = [[float(r["lr"]) for r in csv.DictReader((tmp_path / d / "log/train.csv").open())]
-          for d in "ab"]
+    lr = [
+        [float(r["lr"]) for r in csv.DictReader((tmp_path / d / "log/train.csv").open())]
+        for d in "ab"
+    ]
     assert lr[1] == pytest.approx([2 * x for x in lr[0]])
     assert json.loads((tmp_path / "b/summary.json").read_text())["lr_times_workers"] is True

@@ -30,11 +30,26 @@ def egs(toy_egs: Path) -> Path:
 
 
 def _torchrun(argv: list[str], restarts: int = 0, **env_extra: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1",
-               **env_extra)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
-           "--nproc_per_node", "2", "--max-restarts", str(restarts), "--monitor-interval", "0.2",
-           "-m", "tests.toy_train", *argv]
+    env = dict(
+        os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", **env_extra
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--max-restarts",
+        str(restarts),
+        "--monitor-interval",
+        "0.2",
+        "-m",
+        "tests.toy_train",
+        *argv,
+    ]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150, cwd=ROOT)
     assert p.returncode == 0, p.stderr[-4000:]
     return p
@@ -64,20 +79,33 @@ def test_two_gloo_processes_equal_simulation(egs: Path, tmp_path: Path) -> None:
     assert real["history"] == s["history"]
 
 
-def test_sigkilled_worker_restarts_and_resumes_to_the_same_models(egs: Path,
-                                                                  tmp_path: Path) -> None:
+def test_sigkilled_worker_restarts_and_resumes_to_the_same_models(
+    egs: Path, tmp_path: Path
+) -> None:
     # NG-SGD with max-change: its Fisher estimates (float64 rho included) are checkpointed
-    opts = dict(sync="bmuf-nbm", optimizer="ngsgd", lr_initial=0.05, lr_final=0.01,
-                block_minibatches=4, checkpoint_every_blocks=3)
+    opts = dict(
+        sync="bmuf-nbm",
+        optimizer="ngsgd",
+        lr_initial=0.05,
+        lr_final=0.01,
+        block_minibatches=4,
+        checkpoint_every_blocks=3,
+    )
     train_toy(egs, tmp_path / "sim", simulate=2, **opts)
-    p = _torchrun(toy_train_argv(egs, tmp_path / "real", resume=True, **opts), restarts=1,
-                  TOY_KILL_AT_BLOCK="5", TOY_KILL_RANK="1")
+    p = _torchrun(
+        toy_train_argv(egs, tmp_path / "real", resume=True, **opts),
+        restarts=1,
+        TOY_KILL_AT_BLOCK="5",
+        TOY_KILL_RANK="1",
+    )
     assert "SIGKILL to myself" in p.stderr
     assert "resumed from" in p.stderr and "block-00000003" in p.stderr
     _assert_same_models(tmp_path / "sim", tmp_path / "real")
     # the rows logged after the checkpoint by the killed attempt were dropped on resume
-    steps = [[r["global_step"] for r in csv.DictReader((tmp_path / d / "log/train.csv").open())]
-             for d in ("sim", "real")]
+    steps = [
+        [r["global_step"] for r in csv.DictReader((tmp_path / d / "log/train.csv").open())]
+        for d in ("sim", "real")
+    ]
     assert steps[0] == steps[1]
 
 
@@ -104,8 +132,8 @@ def _listening_sockets(pids: set[int]) -> list[str]:
                 if width == 8:
                     ip = ".".join(str(b) for b in raw[::-1])
                 else:  # four little-endian 32-bit words
-                    words = [raw[i:i + 4][::-1] for i in range(0, 16, 4)]
-                    ip = ":".join(b"".join(words).hex()[i:i + 4] for i in range(0, 32, 4))
+                    words = [raw[i : i + 4][::-1] for i in range(0, 16, 4)]
+                    ip = ":".join(b"".join(words).hex()[i : i + 4] for i in range(0, 32, 4))
                 out.append(f"{ip}:{int(port, 16)}")
     return out
 
@@ -130,11 +158,27 @@ def test_single_machine_launch_listens_on_loopback_only(egs: Path, tmp_path: Pat
     import time
 
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    argv = toy_train_argv(egs, tmp_path / "run", epochs=6, block_minibatches=1,
-                          checkpoint_every_blocks=1)
-    proc = subprocess.Popen([sys.executable, "-m", "steps_py.parallel.launch", "--nproc_per_node",
-                             "2", "--monitor-interval", "0.2", "-m", "tests.toy_train", *argv],
-                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    argv = toy_train_argv(
+        egs, tmp_path / "run", epochs=6, block_minibatches=1, checkpoint_every_blocks=1
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "steps_py.parallel.launch",
+            "--nproc_per_node",
+            "2",
+            "--monitor-interval",
+            "0.2",
+            "-m",
+            "tests.toy_train",
+            *argv,
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     seen: set[str] = set()
     while proc.poll() is None:
         seen.update(_listening_sockets(_tree(proc.pid)))
@@ -142,4 +186,6 @@ def test_single_machine_launch_listens_on_loopback_only(egs: Path, tmp_path: Pat
     out = proc.stdout.read().decode() if proc.stdout else ""
     assert proc.returncode == 0, out[-3000:]
     assert len(seen) >= 2, seen  # the agent's stores (and any gloo listener) were seen
-    assert all(s.startswith(("127.", "0000:0000:0000:0000:0000:0000:0000:0001")) for s in seen), seen
+    assert all(s.startswith(("127.", "0000:0000:0000:0000:0000:0000:0000:0001")) for s in seen), (
+        seen
+    )

@@ -58,8 +58,8 @@ def test_a_short_block_gets_the_decay_of_its_own_frames() -> None:
     ema.update(torch.ones(1), frames=1000.0)  # a full block: alpha 0.5
     assert ema.last_alphas == [pytest.approx(0.5)]
     ema.update(torch.ones(1), frames=250.0)  # a quarter block: alpha 0.5 ** 0.25
-    assert ema.last_alphas == [pytest.approx(0.5 ** 0.25)]
-    assert float(ema.values[0]) == pytest.approx(1 - 0.5 * 0.5 ** 0.25)
+    assert ema.last_alphas == [pytest.approx(0.5**0.25)]
+    assert float(ema.values[0]) == pytest.approx(1 - 0.5 * 0.5**0.25)
 
 
 def test_ema_state_roundtrip_and_label_check() -> None:
@@ -96,7 +96,10 @@ def test_changing_ema_decay_leaves_global_bit_identical(tmp_path: Path) -> None:
     assert any(not torch.equal(ga[k], gc[k]) for k in weights)  # the ablation does interfere
     assert any(not torch.equal(gc[k], ec[k]) for k in weights)  # its G is not its E
     assert sorted(p.name for p in (tmp_path / "b/final").glob("*.safetensors")) == [
-        "ema-0.5-warmup.safetensors", "ema-0.999-warmup.safetensors", "global.safetensors"]
+        "ema-0.5-warmup.safetensors",
+        "ema-0.999-warmup.safetensors",
+        "global.safetensors",
+    ]
 
 
 @pytest.mark.parametrize("sync", ["none", "ddp"])

@@ -24,30 +24,74 @@ def _egs(root: Path, model_type: str) -> Path:
         x = rng.standard_normal((40 + 3 * i, D)).astype(np.float32)
         feats[f"u{i:02d}"], alis[f"u{i:02d}"] = x, (x @ proj).argmax(1).astype(np.int32)
     utts = sorted(feats)
-    params = EgsParams(model_type=model_type, num_shards=2, seed=1, context=2, chunk=8,
-                       left_context=4, target_delay=1)
-    write_egs(root / model_type, (utts[4:], feats.__getitem__, alis), P, params,
-              (utts[:4], feats.__getitem__, alis))
+    params = EgsParams(
+        model_type=model_type,
+        num_shards=2,
+        seed=1,
+        context=2,
+        chunk=8,
+        left_context=4,
+        target_delay=1,
+    )
+    write_egs(
+        root / model_type,
+        (utts[4:], feats.__getitem__, alis),
+        P,
+        params,
+        (utts[:4], feats.__getitem__, alis),
+    )
     return root / model_type
 
 
-@pytest.mark.parametrize("model_type,cfg,bs", [
-    ("dnn", "hidden_layers=2,hidden_dim=32", 32),
-    ("lstm", "lstm_layers=1,cells=16,proj=8", 4),
-])
-def test_nnet_models_train_and_save_loadable_models(tmp_path: Path, model_type: str, cfg: str,
-                                                    bs: int) -> None:
+@pytest.mark.parametrize(
+    "model_type,cfg,bs",
+    [
+        ("dnn", "hidden_layers=2,hidden_dim=32", 32),
+        ("lstm", "lstm_layers=1,cells=16,proj=8", 4),
+    ],
+)
+def test_nnet_models_train_and_save_loadable_models(
+    tmp_path: Path, model_type: str, cfg: str, bs: int
+) -> None:
     egs = _egs(tmp_path, model_type)
     exp = tmp_path / "exp"
-    argv = ["--egs", str(egs), "--exp-dir", str(exp), "--model-config", cfg, "--epochs", "2",
-            "--batch-size", str(bs), "--simulate", "2", "--sync", "bmuf-nbm",
-            "--block-minibatches", "2", "--ema-decays", "0.9", "--ema-half-life-frames", "",
-            "--optimizer", "ngsgd",
-            "--lr-initial", "0.01", "--lr-final", "0.002", "--threads", "1", "--no-tensorboard"]
+    argv = [
+        "--egs",
+        str(egs),
+        "--exp-dir",
+        str(exp),
+        "--model-config",
+        cfg,
+        "--epochs",
+        "2",
+        "--batch-size",
+        str(bs),
+        "--simulate",
+        "2",
+        "--sync",
+        "bmuf-nbm",
+        "--block-minibatches",
+        "2",
+        "--ema-decays",
+        "0.9",
+        "--ema-half-life-frames",
+        "",
+        "--optimizer",
+        "ngsgd",
+        "--lr-initial",
+        "0.01",
+        "--lr-final",
+        "0.002",
+        "--threads",
+        "1",
+        "--no-tensorboard",
+    ]
     s = run(parse_args(build_parser(), argv))
     assert s["model"] == model_type and s["workers"] == 2
     h = s["history"]
-    assert h[-1]["train_loss"] < h[0]["train_loss"] or h[-1]["dev_ce_global"] < h[0]["dev_ce_global"]
+    assert (
+        h[-1]["train_loss"] < h[0]["train_loss"] or h[-1]["dev_ce_global"] < h[0]["dev_ce_global"]
+    )
     model, mcfg, priors = load_acoustic_model(exp / "final/ema-0.9.safetensors")
     assert mcfg["type"] == model_type and mcfg["num_pdfs"] == P
     _, _, counts = load_acoustic_model(exp / "final/ema-0.9.safetensors", priors="counts")
@@ -64,5 +108,7 @@ def test_nnet_models_train_and_save_loadable_models(tmp_path: Path, model_type: 
     lp = model.log_posteriors(torch.randn(30, D))
     assert lp.shape == (30, P)
     g, _, _ = load_acoustic_model(exp / "final/global.safetensors")
-    assert any(not torch.equal(a, b) for a, b in zip(g.state_dict().values(),
-                                                     model.state_dict().values(), strict=True))
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(g.state_dict().values(), model.state_dict().values(), strict=True)
+    )

@@ -27,15 +27,25 @@ def _final(exp: Path) -> dict[str, dict[str, torch.Tensor]]:
 
 @pytest.mark.parametrize("sync", ["bmuf-cbm", "ddp"])
 def test_stop_and_resume_equals_uninterrupted(egs: Path, tmp_path: Path, sync: str) -> None:
-    opts = dict(simulate=2, sync=sync, block_minibatches=3, checkpoint_every_blocks=2,
-                ema_decays="0.9", ema_half_life_frames="2000", ema_warmup=True)
+    opts = dict(
+        simulate=2,
+        sync=sync,
+        block_minibatches=3,
+        checkpoint_every_blocks=2,
+        ema_decays="0.9",
+        ema_half_life_frames="2000",
+        ema_warmup=True,
+    )
     full = _train(egs, tmp_path / "full", **opts)
     part = _train(egs, tmp_path / "part", stop_after_blocks=4, **opts)
     assert part["stopped_at_block"] == 4 and not (tmp_path / "part/final").exists()
     resumed = _train(egs, tmp_path / "part", resume=True, **opts)
     a, b = _final(tmp_path / "full"), _final(tmp_path / "part")
-    assert list(a) == ["ema-0.9-warmup.safetensors", "ema-hl2000-warmup.safetensors",
-                       "global.safetensors"]
+    assert list(a) == [
+        "ema-0.9-warmup.safetensors",
+        "ema-hl2000-warmup.safetensors",
+        "global.safetensors",
+    ]
     for name in a:
         for k in a[name]:
             assert torch.equal(a[name][k], b[name][k]), (name, k)
@@ -48,10 +58,26 @@ def test_stop_and_resume_equals_uninterrupted(egs: Path, tmp_path: Path, sync: s
 
 def test_logs_summary_and_idempotence(egs: Path, tmp_path: Path) -> None:
     exp = tmp_path / "run"
-    s = _train(egs, exp, simulate=2, sync="ma", block_minibatches=4, eval_every_blocks=2,
-               no_tensorboard=False)
-    for key in ("model", "sync", "workers", "block_minibatches", "epochs", "ema_decays",
-                "wall_time_s", "frames_per_s", "history"):
+    s = _train(
+        egs,
+        exp,
+        simulate=2,
+        sync="ma",
+        block_minibatches=4,
+        eval_every_blocks=2,
+        no_tensorboard=False,
+    )
+    for key in (
+        "model",
+        "sync",
+        "workers",
+        "block_minibatches",
+        "epochs",
+        "ema_decays",
+        "wall_time_s",
+        "frames_per_s",
+        "history",
+    ):
         assert key in s
     assert (s["sync"], s["workers"], s["block_minibatches"]) == ("ma", 2, 4)
     assert json.loads((exp / "summary.json").read_text()) == json.loads(json.dumps(s))
@@ -92,10 +118,21 @@ def test_logs_summary_and_idempotence(egs: Path, tmp_path: Path) -> None:
 
 def test_non_finite_loss_stops_with_clear_error(egs: Path, tmp_path: Path) -> None:
     # an absurd learning rate makes the loss overflow after a few minibatches
-    with pytest.raises(TrainingError, match=r"non-finite .* epoch 1, minibatch [2-9]; last good "
-                                            r"checkpoint: .*block-0000000[1-8]"):
-        _train(egs, tmp_path / "run", simulate=2, block_minibatches=1, checkpoint_every_blocks=1,
-               lr_initial=1e8, lr_final=1e8, momentum=0.9)
+    with pytest.raises(
+        TrainingError,
+        match=r"non-finite .* epoch 1, minibatch [2-9]; last good "
+        r"checkpoint: .*block-0000000[1-8]",
+    ):
+        _train(
+            egs,
+            tmp_path / "run",
+            simulate=2,
+            block_minibatches=1,
+            checkpoint_every_blocks=1,
+            lr_initial=1e8,
+            lr_final=1e8,
+            momentum=0.9,
+        )
 
 
 def test_model_egs_mismatch_errors(egs: Path, tmp_path: Path) -> None:

@@ -16,8 +16,13 @@ TINY = ROOT / "egs/synth/conf_tiny/run.conf"
 
 
 def _run(*args: str, timeout: int = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(ROOT / "run.sh"), *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        ["bash", str(ROOT / "run.sh"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _conf(tmp_path: Path, text: str) -> Path:
@@ -27,22 +32,30 @@ def _conf(tmp_path: Path, text: str) -> Path:
     return d
 
 
-@pytest.mark.parametrize(("args", "msg"), [
-    (["--corpus", "timit"], "--corpus must be synth, aishell, kaldi or digits"),
-    (["--corpus", "aishell", "--corpus-dir", "/nonexistent/aishell"], "does not exist"),
-    (["--nj", "0"], "--nj '0': give a positive integer"),
-    (["--bogus"], "unknown option '--bogus'"),
-    (["--stage", "5", "--stop-stage", "2"], "--stage 5 is after --stop-stage 2: nothing would run"),
-    (["--stage", "10"], "--stage 10: there is no such stage, the last one is 9"),
-    (["--stage", "x"], "--stage 'x': give a stage number 0..9"),
-    (["--stage"], "--stage needs a value"),
-    (["--workdir"], "--workdir needs a value"),
-    (["--seeds", "--force"], "--seeds needs a value"),
-    (["--seeds", "0 x"], "'x' is not a seed"),
-    (["--seeds", "1 1"], "seed 1 is given twice"),
-    (["--seed", "-1"], "'-1' is not a seed"),
-])
-def test_bad_flags_are_clear_errors_before_any_work(tmp_path: Path, args: list[str], msg: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "msg"),
+    [
+        (["--corpus", "timit"], "--corpus must be synth, aishell, kaldi or digits"),
+        (["--corpus", "aishell", "--corpus-dir", "/nonexistent/aishell"], "does not exist"),
+        (["--nj", "0"], "--nj '0': give a positive integer"),
+        (["--bogus"], "unknown option '--bogus'"),
+        (
+            ["--stage", "5", "--stop-stage", "2"],
+            "--stage 5 is after --stop-stage 2: nothing would run",
+        ),
+        (["--stage", "10"], "--stage 10: there is no such stage, the last one is 9"),
+        (["--stage", "x"], "--stage 'x': give a stage number 0..9"),
+        (["--stage"], "--stage needs a value"),
+        (["--workdir"], "--workdir needs a value"),
+        (["--seeds", "--force"], "--seeds needs a value"),
+        (["--seeds", "0 x"], "'x' is not a seed"),
+        (["--seeds", "1 1"], "seed 1 is given twice"),
+        (["--seed", "-1"], "'-1' is not a seed"),
+    ],
+)
+def test_bad_flags_are_clear_errors_before_any_work(
+    tmp_path: Path, args: list[str], msg: str
+) -> None:
     p = _run(*args, "--workdir", str(tmp_path / "w")) if "--workdir" not in args else _run(*args)
     assert p.returncode == 2 and msg in p.stderr, (args, p.stderr)
     assert "unbound variable" not in p.stderr
@@ -68,21 +81,38 @@ def _tiny_with(tmp_path: Path, sed: tuple[str, str] | None = None, extra: str = 
     return _conf(tmp_path, text + extra)
 
 
-@pytest.mark.parametrize(("sed", "extra", "msg"), [
-    (None, 'egs_opt[dnn]="--context 3"\n', "unknown key 'egs_opt' in {conf}; allowed keys: lm_order "),
-    (None, 'train_opts_lstm="--epochs 3"\n', 'write train_opts[lstm]="..."'),
-    (None, 'sync_opts[bmuf_nbm]="--block-frames 100"\n', "sync_opts[bmuf_nbm]: unknown sync 'bmuf_nbm'"),
-    (None, 'egs_opts[cnn]=""\n', "egs_opts[cnn]: unknown model 'cnn' (models: dnn lstm)"),
-    (None, 'train_opts[tdnn]=""\n', "train_opts[tdnn]: unknown model 'tdnn'"),
-    ((r"^nnet_decode_opts=.*\n", ""), "", "missing required key 'nnet_decode_opts'"),
-    ((r"^train_opts\[lstm\]=.*\n", ""), "", "missing train_opts[lstm]"),
-    ((r"^egs_opts\[dnn\]=.*\n", ""), "", "missing egs_opts[dnn]"),
-    ((r"^launcher=.*", "launcher=slurm"), "", "launcher='slurm': torchrun or simulate"),
-    ((r"dnn:ma:2", "dnn:ma:0"), "", "train_runs: 'dnn:ma:0' is not model:sync:workers"),
-    ((r"^egs_types=.*", 'egs_types="dnn"'), "", "train_runs: 'lstm:bmuf-nbm:2' is not model:sync:workers"),
-    ((r"^lm_order=.*", "lm_order=three"), "", "lm_order='three'"),
-])
-def test_config_mistakes_name_the_key_and_the_file(tmp_path: Path, sed, extra: str, msg: str) -> None:
+@pytest.mark.parametrize(
+    ("sed", "extra", "msg"),
+    [
+        (
+            None,
+            'egs_opt[dnn]="--context 3"\n',
+            "unknown key 'egs_opt' in {conf}; allowed keys: lm_order ",
+        ),
+        (None, 'train_opts_lstm="--epochs 3"\n', 'write train_opts[lstm]="..."'),
+        (
+            None,
+            'sync_opts[bmuf_nbm]="--block-frames 100"\n',
+            "sync_opts[bmuf_nbm]: unknown sync 'bmuf_nbm'",
+        ),
+        (None, 'egs_opts[cnn]=""\n', "egs_opts[cnn]: unknown model 'cnn' (models: dnn lstm)"),
+        (None, 'train_opts[tdnn]=""\n', "train_opts[tdnn]: unknown model 'tdnn'"),
+        ((r"^nnet_decode_opts=.*\n", ""), "", "missing required key 'nnet_decode_opts'"),
+        ((r"^train_opts\[lstm\]=.*\n", ""), "", "missing train_opts[lstm]"),
+        ((r"^egs_opts\[dnn\]=.*\n", ""), "", "missing egs_opts[dnn]"),
+        ((r"^launcher=.*", "launcher=slurm"), "", "launcher='slurm': torchrun or simulate"),
+        ((r"dnn:ma:2", "dnn:ma:0"), "", "train_runs: 'dnn:ma:0' is not model:sync:workers"),
+        (
+            (r"^egs_types=.*", 'egs_types="dnn"'),
+            "",
+            "train_runs: 'lstm:bmuf-nbm:2' is not model:sync:workers",
+        ),
+        ((r"^lm_order=.*", "lm_order=three"), "", "lm_order='three'"),
+    ],
+)
+def test_config_mistakes_name_the_key_and_the_file(
+    tmp_path: Path, sed, extra: str, msg: str
+) -> None:
     conf = _tiny_with(tmp_path, sed, extra)
     p = _run("--conf-dir", str(conf), "--dry-run")
     assert p.returncode == 2, p.stdout
@@ -109,7 +139,7 @@ def _accepted_keys(tmp_path: Path) -> list[str]:
 def test_docs_list_exactly_the_keys_run_sh_accepts(tmp_path: Path) -> None:
     accepted = _accepted_keys(tmp_path)
     doc = (ROOT / "docs/CONFIG.md").read_text()
-    table = doc[doc.index("<!-- keys:begin -->"):doc.index("<!-- keys:end -->")]
+    table = doc[doc.index("<!-- keys:begin -->") : doc.index("<!-- keys:end -->")]
     documented = re.findall(r"^\| `([a-z_]+)(?:\[[^\]]*\])?` \|", table, flags=re.M)
     assert len(documented) == len(set(documented)), documented
     assert sorted(documented) == sorted(accepted)
@@ -129,8 +159,16 @@ def test_run_sh_knows_the_trainers_sync_methods() -> None:
 def _can_mount_read_only(d: Path) -> bool:
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         return False
-    p = subprocess.run(["unshare", "-m", "sh", "-c", f"mount --bind '{d}' '{d}' && mount -o remount,ro,bind '{d}' '{d}'"],
-                       capture_output=True)
+    p = subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            f"mount --bind '{d}' '{d}' && mount -o remount,ro,bind '{d}' '{d}'",
+        ],
+        capture_output=True,
+    )
     return p.returncode == 0
 
 
@@ -138,8 +176,14 @@ def test_read_only_workdir_fails_at_once(tmp_path: Path) -> None:
     work = tmp_path / "ro"
     work.mkdir()
     if _can_mount_read_only(work):  # root: a private read-only bind mount of the workdir
-        cmd = ["unshare", "-m", "sh", "-c", f"mount --bind '{work}' '{work}' && mount -o remount,ro,bind '{work}' '{work}' "
-               f"&& exec bash '{ROOT}/run.sh' --workdir '{work}'"]
+        cmd = [
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            f"mount --bind '{work}' '{work}' && mount -o remount,ro,bind '{work}' '{work}' "
+            f"&& exec bash '{ROOT}/run.sh' --workdir '{work}'",
+        ]
     elif os.geteuid() != 0:
         work.chmod(0o555)
         cmd = ["bash", str(ROOT / "run.sh"), "--workdir", str(work)]
@@ -148,7 +192,9 @@ def test_read_only_workdir_fails_at_once(tmp_path: Path) -> None:
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
     work.chmod(0o755)
     assert p.returncode == 1, p.stdout + p.stderr
-    assert f"cannot write to --workdir '{work}' (read-only file system, or no permission)" in p.stderr
+    assert (
+        f"cannot write to --workdir '{work}' (read-only file system, or no permission)" in p.stderr
+    )
     assert "Traceback" not in p.stdout + p.stderr and "stage 0" not in p.stdout
     assert list(work.iterdir()) == []
 

@@ -15,13 +15,16 @@ TINY = "egs/synth/conf_tiny"
 def _run(*args: str, ok: bool = True) -> str:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     p = subprocess.run(
-        ["bash", str(ROOT / "run.sh"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        ["bash", str(ROOT / "run.sh"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     out = p.stdout + p.stderr
     assert (p.returncode == 0) == ok, out[-4000:]
     return out
-
-
 
 
 def _stages_with_carriage_returns(work: Path) -> set[int]:
@@ -52,7 +55,15 @@ def test_whole_recipe_on_the_tiny_config_then_rerun_skips(tmp_path: Path) -> Non
     assert "perplexity" in out.lower()  # LM perplexity on dev printed
     for s in ("train", "dev", "test"):
         d = work / "data" / s
-        for f in ("wav.scp", "text", "utt2spk", "spk2utt", "mfcc/feats.scp", "mfcc/cmvn.scp", "fbank/feats.scp"):
+        for f in (
+            "wav.scp",
+            "text",
+            "utt2spk",
+            "spk2utt",
+            "mfcc/feats.scp",
+            "mfcc/cmvn.scp",
+            "fbank/feats.scp",
+        ):
             assert (d / f).is_file(), f"{d / f} missing"
         utts = [line.split()[0] for line in (d / "text").read_text().splitlines()]
         feats = [line.split()[0] for line in (d / "fbank/feats.scp").read_text().splitlines()]
@@ -64,7 +75,12 @@ def test_whole_recipe_on_the_tiny_config_then_rerun_skips(tmp_path: Path) -> Non
     exp = work / "exp"
     assert "GMM (mono) test %CER" in out
     assert "resuming from its last checkpoint if it has one" in out  # stage 7 resumes by default
-    for f in ("mono/final.npz", "mono/graph/HCLG.fst", "mono_ali/train/pdf.scp", "mono/decode_test/cer"):
+    for f in (
+        "mono/final.npz",
+        "mono/graph/HCLG.fst",
+        "mono_ali/train/pdf.scp",
+        "mono/decode_test/cer",
+    ):
         assert (exp / f).is_file(), f
     for run in ("dnn_ma_n2", "lstm_bmuf-nbm_n2"):
         summary = json.loads((exp / run / "summary.json").read_text())
@@ -90,10 +106,17 @@ def test_whole_recipe_on_the_tiny_config_then_rerun_skips(tmp_path: Path) -> Non
     # byte once the measured times are taken out.
     work2 = tmp_path / "second"
     _run("--conf-dir", TINY, "--workdir", str(work2))
-    for rel in ("data/test/text", "exp/mono_ali/train/ali.ark", "exp/mono/decode_test/hyp.txt",
-                "exp/dnn_ma_n2/decode_global_test/hyp.txt", "exp/lstm_bmuf-nbm_n2/decode_ema-0.9_dev/hyp.txt"):
+    for rel in (
+        "data/test/text",
+        "exp/mono_ali/train/ali.ark",
+        "exp/mono/decode_test/hyp.txt",
+        "exp/dnn_ma_n2/decode_global_test/hyp.txt",
+        "exp/lstm_bmuf-nbm_n2/decode_ema-0.9_dev/hyp.txt",
+    ):
         assert (work / rel).read_bytes() == (work2 / rel).read_bytes(), rel
-    assert _without_timing(work / "results/scoreboard.json") == _without_timing(work2 / "results/scoreboard.json")
+    assert _without_timing(work / "results/scoreboard.json") == _without_timing(
+        work2 / "results/scoreboard.json"
+    )
 
     # A --force redo of stage 4 makes the later stages redo what was made from it: the
     # examples record the alignments they were cut from, training records its examples.
@@ -103,11 +126,14 @@ def test_whole_recipe_on_the_tiny_config_then_rerun_skips(tmp_path: Path) -> Non
     (conf / "run.conf").write_text(  # one run, retrained small and fast
         f'. "{ROOT / TINY}/run.conf"\ntrain_runs="dnn:ma:2"\n'
         'train_opts[dnn]="--epochs 1 --batch-size 256 --optimizer sgd-mc --momentum 0.5 --lr-initial 0.1 '
-        '--lr-final 0.01 --model-config hidden_layers=1,hidden_dim=32 --prior-frames 2000 --no-tensorboard"\n')
+        '--lr-final 0.01 --model-config hidden_layers=1,hidden_dim=32 --prior-frames 2000 --no-tensorboard"\n'
+    )
     out = _run("--stage", "6", "--stop-stage", "7", "--conf-dir", str(conf), "--workdir", str(work))
     assert "inputs changed" in out and "redoing it" in out, out[-3000:]
     assert "were remade since it was trained; retraining from scratch" in out, out[-3000:]
-    again = _run("--stage", "6", "--stop-stage", "7", "--conf-dir", str(conf), "--workdir", str(work))
+    again = _run(
+        "--stage", "6", "--stop-stage", "7", "--conf-dir", str(conf), "--workdir", str(work)
+    )
     assert "already trained" in again and "inputs changed" not in again
 
 

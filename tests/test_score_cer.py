@@ -20,7 +20,9 @@ from steps_py.score.normalize import normalize_text
 def test_substitution_insertion_deletion_counts() -> None:
     # ref 打开导航 vs hyp 打关导航去: 1 sub (开->关), 1 ins (去)
     # ref 你好世界 vs hyp 你世界: 1 del (好)
-    res = score_texts({"u1": "打 开 导 航", "u2": "你好世界"}, {"u1": "打关导航去", "u2": "你 世 界"})
+    res = score_texts(
+        {"u1": "打 开 导 航", "u2": "你好世界"}, {"u1": "打关导航去", "u2": "你 世 界"}
+    )
     assert (res.subs, res.ins, res.dels, res.errors, res.ref_len) == (1, 1, 1, 3, 8)
     assert res.utts["u1"].ops == ["C", "S", "C", "C", "I"]
     assert res.utts["u2"].ops == ["C", "D", "C", "C"]
@@ -68,7 +70,9 @@ def test_speaker_of_and_per_speaker() -> None:
     assert speaker_of("S0002_W01") == "S0002"
     assert speaker_of("plain") == "plain"
     assert speaker_of("x-1", {"x-1": "other"}) == "other"
-    res = score_texts({"a-1": "一二", "a-2": "三", "b-1": "四五"}, {"a-1": "一二", "a-2": "四", "b-1": "四"})
+    res = score_texts(
+        {"a-1": "一二", "a-2": "三", "b-1": "四五"}, {"a-1": "一二", "a-2": "四", "b-1": "四"}
+    )
     rows = {r.speaker: r for r in per_speaker(res)}
     assert (rows["a"].utts, rows["a"].ref_len, rows["a"].errors) == (2, 3, 1)
     assert (rows["b"].ref_len, rows["b"].dels) == (2, 1)
@@ -104,15 +108,18 @@ def test_score_cli_writes_reports(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_utf8_bom_is_removed_and_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     p = tmp_path / "text"
-    p.write_bytes("\ufeffs1-a 打 开\ns1-b 导 航\n\ufeffs2-a 音 乐\n".encode())  # two files cat-ed together
+    p.write_bytes(
+        "\ufeffs1-a 打 开\ns1-b 导 航\n\ufeffs2-a 音 乐\n".encode()
+    )  # two files cat-ed together
     with caplog.at_level("WARNING"):
         got = read_text(p)
     assert sorted(got) == ["s1-a", "s1-b", "s2-a"] and all("\ufeff" not in u for u in got)
     assert "byte-order mark" in caplog.text and "1, 3" in caplog.text
 
 
-def test_utf16_and_gb18030_are_clear_errors_or_read_with_encoding(tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_utf16_and_gb18030_are_clear_errors_or_read_with_encoding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ref, hyp = tmp_path / "ref", tmp_path / "hyp"
     ref.write_text("s1-a 打 开 导 航\ns1-b 天 气\n", encoding="utf-16")
     with pytest.raises(ScoreError, match=r"is UTF-16.*iconv -f UTF-16 -t UTF-8.*--encoding utf-16"):
@@ -120,11 +127,15 @@ def test_utf16_and_gb18030_are_clear_errors_or_read_with_encoding(tmp_path: Path
     assert read_text(ref, encoding="utf-16") == {"s1-a": "打 开 导 航", "s1-b": "天 气"}
     ref.write_text("s1-a 打 开 导 航\ns1-b 天 气\n", encoding="gb18030")
     hyp.write_text("s1-a 打 开 导 航\ns1-b 天 汽\n", encoding="gb18030")
-    with pytest.raises(ScoreError, match=rf"{ref}:1: not utf-8 .*iconv -f GB18030 -t UTF-8.*--encoding gb18030"):
+    with pytest.raises(
+        ScoreError, match=rf"{ref}:1: not utf-8 .*iconv -f GB18030 -t UTF-8.*--encoding gb18030"
+    ):
         read_text(ref)
     assert score_main(["--ref", str(ref), "--hyp", str(hyp)]) == 1
     err = capsys.readouterr().err
-    assert f"{ref}:1: not utf-8" in err and "Traceback" not in err and "UnicodeDecodeError" not in err
+    assert (
+        f"{ref}:1: not utf-8" in err and "Traceback" not in err and "UnicodeDecodeError" not in err
+    )
     assert score_main(["--ref", str(ref), "--hyp", str(hyp), "--encoding", "gb18030"]) == 0
     assert capsys.readouterr().out.strip() == "%CER 16.67 [ 1 / 6, 0 ins, 0 del, 1 sub ]"
     assert score_main(["--ref", str(ref), "--hyp", str(hyp), "--encoding", "nonesuch"]) == 1

@@ -25,12 +25,26 @@ def _decode_dir(d: Path, wrong_chars: int) -> None:
 def _run(exp: Path, name: str, errs: dict[str, tuple[int, int]], wall: float) -> None:
     run = exp / name
     run.mkdir(parents=True)
-    summary = {"model": name.split("_")[0], "sync": name.split("_")[1], "workers": int(name.split("_")[2][1:]),
-               "block_minibatches": 8, "epochs": 2, "ema_decays": [0.9, 0.99], "wall_time_s": wall,
-               "frames_per_s": 1000.0,
-               "history": [{"epoch": e, "train_loss": 2.0 / e, "dev_acc_global": 0.4 + 0.1 * e,
-                            "dev_acc_ema-0.9": 0.45 + 0.1 * e, "dev_acc_ema-0.99": 0.47 + 0.1 * e}
-                           for e in (1, 2)]}
+    summary = {
+        "model": name.split("_")[0],
+        "sync": name.split("_")[1],
+        "workers": int(name.split("_")[2][1:]),
+        "block_minibatches": 8,
+        "epochs": 2,
+        "ema_decays": [0.9, 0.99],
+        "wall_time_s": wall,
+        "frames_per_s": 1000.0,
+        "history": [
+            {
+                "epoch": e,
+                "train_loss": 2.0 / e,
+                "dev_acc_global": 0.4 + 0.1 * e,
+                "dev_acc_ema-0.9": 0.45 + 0.1 * e,
+                "dev_acc_ema-0.99": 0.47 + 0.1 * e,
+            }
+            for e in (1, 2)
+        ],
+    }
     (run / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
     for tag, (dev, test) in errs.items():
         _decode_dir(run / f"decode_{tag}_dev", dev)
@@ -49,19 +63,34 @@ def exp(tmp_path: Path) -> Path:
     return exp
 
 
-def test_scoreboard_rows_and_numbers(exp: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_scoreboard_rows_and_numbers(
+    exp: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "results"
     assert scoreboard_main(["--exp", str(exp), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     data = json.loads((out / "scoreboard.json").read_text(encoding="utf-8"))
     rows = {r["system"]: r for r in data["systems"]}
-    assert list(rows) == ["mono", "dnn_ma_n2/global (2 seeds)", "dnn_ma_n2/ema-0.9 (2 seeds)",
-                          "dnn_ma_n2/ema-0.99 (2 seeds)", "lstm_bmuf_n4/global", "lstm_bmuf_n4/ema-0.99"]
+    assert list(rows) == [
+        "mono",
+        "dnn_ma_n2/global (2 seeds)",
+        "dnn_ma_n2/ema-0.9 (2 seeds)",
+        "dnn_ma_n2/ema-0.99 (2 seeds)",
+        "lstm_bmuf_n4/global",
+        "lstm_bmuf_n4/ema-0.99",
+    ]
     mono = rows["mono"]
     assert mono["model"] == "gmm" and mono["dev_cer"] == [pytest.approx(100 * 6 / 84)]
     assert mono["test_cer"] == [pytest.approx(100 * 9 / 84)] and mono["ema_rel_change_test"] is None
     g = rows["dnn_ma_n2/global (2 seeds)"]
-    assert (g["model"], g["sync"], g["workers"], g["block"], g["epochs"], g["seeds"]) == ("dnn", "ma", 2, 8, 2, [1, 2])
+    assert (g["model"], g["sync"], g["workers"], g["block"], g["epochs"], g["seeds"]) == (
+        "dnn",
+        "ma",
+        2,
+        8,
+        2,
+        [1, 2],
+    )
     assert g["test_cer_mean"] == pytest.approx(100 * 7 / 84)
     assert g["test_cer_std"] == pytest.approx(statistics.stdev([100 * 6 / 84, 100 * 8 / 84]))
     assert g["timing"]["wall_time_s_mean"] == pytest.approx(150.0)
@@ -73,8 +102,11 @@ def test_scoreboard_rows_and_numbers(exp: Path, tmp_path: Path, capsys: pytest.C
     # how sure: test set size and the CI half-widths, (high - low) / 2 over the EMA rows
     power = data["power"]
     assert (power["test_set"], power["characters"]) == ("test", 84)
-    widths = [(r["ema_rel_change_test"]["ci95_high"] - r["ema_rel_change_test"]["ci95_low"]) / 2
-              for r in data["systems"] if r["ema_rel_change_test"]]
+    widths = [
+        (r["ema_rel_change_test"]["ci95_high"] - r["ema_rel_change_test"]["ci95_low"]) / 2
+        for r in data["systems"]
+        if r["ema_rel_change_test"]
+    ]
     assert power["ci95_half_width_rel_percent"]["max"] == pytest.approx(max(widths))
     assert power["ci95_half_width_rel_percent"]["n"] == 3
     assert "84 characters" in (out / "scoreboard.md").read_text(encoding="utf-8")
@@ -92,14 +124,25 @@ def test_scoreboard_rows_and_numbers(exp: Path, tmp_path: Path, capsys: pytest.C
     assert (out / "scoreboard.json").stat().st_mtime_ns == mtime
     (exp / "mono" / "decode_test" / "hyp.txt").write_text("", encoding="utf-8")
     assert scoreboard_main(["--exp", str(exp), "--out", str(out), "--no-plots"]) == 0
-    rows = {r["system"]: r for r in json.loads((out / "scoreboard.json").read_text(encoding="utf-8"))["systems"]}
+    rows = {
+        r["system"]: r
+        for r in json.loads((out / "scoreboard.json").read_text(encoding="utf-8"))["systems"]
+    }
     assert rows["mono"]["test_cer"] == [pytest.approx(100.0)]
 
 
 def test_runs_glob_selects_and_empty_exp_fails(exp: Path, tmp_path: Path) -> None:
     out = tmp_path / "r"
-    assert scoreboard_main(["--exp", str(exp), "--out", str(out), "--runs-glob", "lstm*", "--no-plots"]) == 0
-    systems = [r["system"] for r in json.loads((out / "scoreboard.json").read_text(encoding="utf-8"))["systems"]]
+    assert (
+        scoreboard_main(
+            ["--exp", str(exp), "--out", str(out), "--runs-glob", "lstm*", "--no-plots"]
+        )
+        == 0
+    )
+    systems = [
+        r["system"]
+        for r in json.loads((out / "scoreboard.json").read_text(encoding="utf-8"))["systems"]
+    ]
     assert systems == ["mono", "lstm_bmuf_n4/global", "lstm_bmuf_n4/ema-0.99"]
     (tmp_path / "empty").mkdir()
     assert scoreboard_main(["--exp", str(tmp_path / "empty"), "--out", str(out)]) == 1
@@ -108,7 +151,15 @@ def test_runs_glob_selects_and_empty_exp_fails(exp: Path, tmp_path: Path) -> Non
 def test_dev_accuracy_curves_flat_and_nested_history() -> None:
     from steps_py.score.plots import dev_accuracy_curves
 
-    flat = [{"epoch": 1, "dev_acc_global": 0.5, "dev_acc_ema-0.99": 0.55, "dev_ce_global": 1.2, "train_acc": 0.9}]
+    flat = [
+        {
+            "epoch": 1,
+            "dev_acc_global": 0.5,
+            "dev_acc_ema-0.99": 0.55,
+            "dev_ce_global": 1.2,
+            "train_acc": 0.9,
+        }
+    ]
     nested = [{"epoch": 2, "dev": {"global": {"acc": 0.6, "ce": 1.0}, "ema_0.999": {"acc": 0.65}}}]
     assert dev_accuracy_curves(flat) == {"global": [(1.0, 0.5)], "ema-0.99": [(1.0, 0.55)]}
     assert dev_accuracy_curves(nested) == {"global": [(2.0, 0.6)], "ema-0.999": [(2.0, 0.65)]}
@@ -129,7 +180,9 @@ def test_readme_gets_the_scoreboard_between_markers(tmp_path: Path) -> None:
 
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{BEGIN}\nold table\n{END}\noutro\n")
-    update_readme(readme, "# Scoreboard\n\n| a |\n|---|\n| 1 |\n![x](dev_acc_r.png)\n", "./run.sh", "log x")
+    update_readme(
+        readme, "# Scoreboard\n\n| a |\n|---|\n| 1 |\n![x](dev_acc_r.png)\n", "./run.sh", "log x"
+    )
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n")
     assert "old table" not in text and "| 1 |" in text and "`./run.sh` (log x)" in text
@@ -140,12 +193,29 @@ def test_readme_gets_the_study_table_between_its_own_markers(tmp_path: Path) -> 
     from steps_py.score.readme import main as readme_main
 
     readme = tmp_path / "README.md"
-    readme.write_text("a\n<!-- scoreboard:begin -->\nboard\n<!-- scoreboard:end -->\n"
-                      "<!-- study:begin -->\nold\n<!-- study:end -->\nz\n")
+    readme.write_text(
+        "a\n<!-- scoreboard:begin -->\nboard\n<!-- scoreboard:end -->\n"
+        "<!-- study:begin -->\nold\n<!-- study:end -->\nz\n"
+    )
     (tmp_path / "results" / "study").mkdir(parents=True)
-    (tmp_path / "results" / "study" / "table.md").write_text("| dnn | 1 |\n\n![p](cer_vs_workers.png)\n")
-    assert readme_main(["--what", "study", "--results", str(tmp_path / "results"), "--readme", str(readme),
-                        "--command", "local/run_study.sh"]) == 0
+    (tmp_path / "results" / "study" / "table.md").write_text(
+        "| dnn | 1 |\n\n![p](cer_vs_workers.png)\n"
+    )
+    assert (
+        readme_main(
+            [
+                "--what",
+                "study",
+                "--results",
+                str(tmp_path / "results"),
+                "--readme",
+                str(readme),
+                "--command",
+                "local/run_study.sh",
+            ]
+        )
+        == 0
+    )
     text = readme.read_text()
     assert "board" in text and "old" not in text and "| dnn | 1 |" in text
     assert "![p](results/study/cer_vs_workers.png)" in text and "`local/run_study.sh`" in text
@@ -156,18 +226,32 @@ def test_oracle_chosen_pair_columns_and_kaldi_results_file(tmp_path: Path) -> No
     for s, wrong in (("dev", 6), ("test", 9)):
         d = exp / "mono" / f"decode_{s}"
         _decode_dir(d, wrong)
-        (d / "summary.json").write_text(json.dumps({"oracle_cer": 2.5 if s == "dev" else 4.0, "lm_weight": 12.0,
-                                                    "word_ins_penalty": 0.5}), encoding="utf-8")
+        (d / "summary.json").write_text(
+            json.dumps(
+                {
+                    "oracle_cer": 2.5 if s == "dev" else 4.0,
+                    "lm_weight": 12.0,
+                    "word_ins_penalty": 0.5,
+                }
+            ),
+            encoding="utf-8",
+        )
         pairs = [(12, "0.5")] if s == "test" else [(11, "0.0"), (12, "0.5"), (13, "1.0")]
         for lw, p in pairs:
             n = wrong + (lw != 12)
-            (d / f"cer_{lw}_{p}").write_text(f"%WER {100 * n / 84:.2f} [ {n} / 84, 0 ins, 0 del, {n} sub ]\n"
-                                             f"%SER 50.00 [ 6 / 12 ]\nScored 12 sentences, 0 not present in hyp.\n")
+            (d / f"cer_{lw}_{p}").write_text(
+                f"%WER {100 * n / 84:.2f} [ {n} / 84, 0 ins, 0 del, {n} sub ]\n"
+                f"%SER 50.00 [ 6 / 12 ]\nScored 12 sentences, 0 not present in hyp.\n"
+            )
     out = tmp_path / "results"
     assert scoreboard_main(["--exp", str(exp), "--out", str(out), "--no-plots"]) == 0
     md = (out / "scoreboard.md").read_text(encoding="utf-8")
-    assert "| dev oracle % | test oracle % | LM wt/pen. |" in md and "| 2.50 | 4.00 | 12/0.5 |" in md
+    assert (
+        "| dev oracle % | test oracle % | LM wt/pen. |" in md and "| 2.50 | 4.00 | 12/0.5 |" in md
+    )
     results = (out / "RESULTS").read_text(encoding="utf-8").splitlines()
     lines = [x for x in results if not x.startswith("#")]
-    assert lines == ["%WER 7.14 [ 6 / 84, 0 ins, 0 del, 6 sub ] exp/mono/decode_dev/cer_12_0.5",
-                     "%WER 10.71 [ 9 / 84, 0 ins, 0 del, 9 sub ] exp/mono/decode_test/cer_12_0.5"]
+    assert lines == [
+        "%WER 7.14 [ 6 / 84, 0 ins, 0 del, 6 sub ] exp/mono/decode_dev/cer_12_0.5",
+        "%WER 10.71 [ 9 / 84, 0 ins, 0 del, 9 sub ] exp/mono/decode_test/cer_12_0.5",
+    ]

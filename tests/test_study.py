@@ -14,7 +14,10 @@ from steps_py.study.run import Study
 from steps_py.study.table import build_rows, format_table, progress, verdict
 
 PLAN = {
-    "egs": {"dnn": "exp/egs/dnn"}, "graph": "exp/mono/graph", "dev": "data/dev", "test": "data/test",
+    "egs": {"dnn": "exp/egs/dnn"},
+    "graph": "exp/mono/graph",
+    "dev": "data/dev",
+    "test": "data/test",
     "train_common": ["--epochs", "1"],
     "families": [{"model": "dnn", "sync": "ma", "workers": [2], "seeds": [1, 2]}],
     "decode": {"calibrate": {"dnn": "dnn_ma_n2_seed1"}},
@@ -36,7 +39,9 @@ def _decode_dir(d: Path, errors_per_utt: list[int]) -> None:
     mark_done(d)
 
 
-def _fake_study(tmp_path: Path, dev_errors: dict[str, list[int]], test_errors: dict[str, list[int]]) -> Study:
+def _fake_study(
+    tmp_path: Path, dev_errors: dict[str, list[int]], test_errors: dict[str, list[int]]
+) -> Study:
     plan_path = tmp_path / "study.json"
     plan_path.write_text(json.dumps(PLAN), encoding="utf-8")
     study = Study(load_plan(plan_path), tmp_path / "work", tmp_path / "results")
@@ -46,8 +51,9 @@ def _fake_study(tmp_path: Path, dev_errors: dict[str, list[int]], test_errors: d
         for tag in dev_errors:
             (d / "final" / f"{tag}.safetensors").write_bytes(b"")
         mark_done(d / "final")
-        (d / "summary.json").write_text(json.dumps({"syncs": 10, "frames": 1000,
-                                                    "block_minibatches": 4, "wall_time_s": 60.0}))
+        (d / "summary.json").write_text(
+            json.dumps({"syncs": 10, "frames": 1000, "block_minibatches": 4, "wall_time_s": 60.0})
+        )
         for tag, errs in dev_errors.items():
             _decode_dir(d / f"decode_{tag}_dev", [e + run.seed - 1 for e in errs])
         for tag, errs in test_errors.items():
@@ -58,8 +64,13 @@ def _fake_study(tmp_path: Path, dev_errors: dict[str, list[int]], test_errors: d
 
 def test_the_ema_is_chosen_on_dev_and_the_table_compares_it_with_global(tmp_path: Path) -> None:
     n = len(REF)
-    dev = {"global": [3] * n, "ema-hl1000": [2] * n, "ema-hl4000": [1] * n,
-           "ema-hl4000-warmup": [1] * (n - 1) + [2], "icefall-avg": [2] * n}
+    dev = {
+        "global": [3] * n,
+        "ema-hl1000": [2] * n,
+        "ema-hl4000": [1] * n,
+        "ema-hl4000-warmup": [1] * (n - 1) + [2],
+        "icefall-avg": [2] * n,
+    }
     # on test the other EMA would be better: the choice must not look at test
     test = {"global": [3] * n, "ema-hl1000": [0] * n, "ema-hl4000": [2] * n, "icefall-avg": [3] * n}
     study = _fake_study(tmp_path, dev, test)
@@ -72,15 +83,22 @@ def test_the_ema_is_chosen_on_dev_and_the_table_compares_it_with_global(tmp_path
     by = {r["averager"]: r for r in rows}
     assert set(by) == {"global", "ema", "icefall-avg"}
     assert by["ema"]["model_tag"] == "ema-hl4000"
-    assert by["ema"]["test_cer_mean"] == pytest.approx(20.0) and by["global"]["test_cer_mean"] == pytest.approx(30.0)
+    assert by["ema"]["test_cer_mean"] == pytest.approx(20.0) and by["global"][
+        "test_cer_mean"
+    ] == pytest.approx(30.0)
     assert by["ema"]["dev_cer_mean"] == pytest.approx((10.0 + 20.0) / 2)  # seeds 1 and 2
     ci = by["ema"]["vs_global"]
-    assert ci["percent"] == pytest.approx(-100 / 3) and ci["ci95_high"] < 0 and ci["seeds_pooled"] == 2
+    assert (
+        ci["percent"] == pytest.approx(-100 / 3) and ci["ci95_high"] < 0 and ci["seeds_pooled"] == 2
+    )
     assert by["icefall-avg"]["vs_global"]["percent"] == pytest.approx(0.0)
     table = format_table(rows)
     assert "| dnn | ma | 2 | - | ema | ema-hl4000 | 2 |" in table and "**-33.3 %" in table
     text = verdict(rows)
-    assert "significantly better than the same runs' global model" in text and "in 1: dnn ma N=2" in text
+    assert (
+        "significantly better than the same runs' global model" in text
+        and "in 1: dnn ma N=2" in text
+    )
     assert progress(study) == f"Runs of the plan with results: 2 of {len(study.plan.runs)}."
 
 
@@ -92,7 +110,9 @@ def test_no_choice_until_every_seed_has_its_dev_decodes(tmp_path: Path) -> None:
     study.record_path(study.plan.runs[1]).write_text(json.dumps(rec))
     assert study.choose() == {}
     study.record_path(study.plan.runs[1]).rename(tmp_path / "aside.json")
-    assert progress(study).endswith(f"Not run yet (`local/run_study.sh` continues with them): {study.plan.runs[1].name}.")
+    assert progress(study).endswith(
+        f"Not run yet (`local/run_study.sh` continues with them): {study.plan.runs[1].name}."
+    )
     (tmp_path / "aside.json").rename(study.record_path(study.plan.runs[1]))
     # a decode that is in the record is not redone, even when its dir is gone (training or
     # decoding here would fail: there is no model)
@@ -110,7 +130,9 @@ def test_plan_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(PlanError, match=r"unknown keys \['famlies'\]"):
         load_plan(p)
     p.write_text(json.dumps(dict(PLAN, decode={})))
-    with pytest.raises(PlanError, match=r"decode.calibrate needs a run per model type; missing \['dnn'\]"):
+    with pytest.raises(
+        PlanError, match=r"decode.calibrate needs a run per model type; missing \['dnn'\]"
+    ):
         load_plan(p)
     plan = load_plan(Path(__file__).resolve().parents[1] / "egs/synth/conf_study/study.json")
     names = [r.name for r in plan.runs]
@@ -129,9 +151,18 @@ def test_posthoc_is_compared_with_the_tracked_ema_of_the_same_half_life(tmp_path
     w = torch.zeros(3, 2)
     save_file({"w": w, "b": torch.zeros(2)}, str(final / "global.safetensors"))
     save_file({"w": w + 0.5, "b": torch.full((2,), -2.0)}, str(final / "ema-hl1000.safetensors"))
-    save_file({"w": w + 0.5, "b": torch.tensor([-2.0, -1.75])}, str(final / "posthoc-hl1000.safetensors"))
-    save_file({"w": w, "b": torch.zeros(2)}, str(final / "posthoc-hl8000.safetensors"))  # nothing tracked
+    save_file(
+        {"w": w + 0.5, "b": torch.tensor([-2.0, -1.75])}, str(final / "posthoc-hl1000.safetensors")
+    )
+    save_file(
+        {"w": w, "b": torch.zeros(2)}, str(final / "posthoc-hl8000.safetensors")
+    )  # nothing tracked
     rows = compare_posthoc(final, tmp_path / "out" / "run.json")
-    assert rows == {"hl1000": {"max_abs_diff_posthoc_vs_tracked": 0.25, "max_abs_diff_tracked_vs_global": 2.0,
-                               "max_abs_param_tracked": 2.0}}
+    assert rows == {
+        "hl1000": {
+            "max_abs_diff_posthoc_vs_tracked": 0.25,
+            "max_abs_diff_tracked_vs_global": 2.0,
+            "max_abs_param_tracked": 2.0,
+        }
+    }
     assert json.loads((tmp_path / "out" / "run.json").read_text()) == rows

@@ -39,7 +39,10 @@ def build_graph(root: Path) -> tuple[Path, Path]:
     model.parent.mkdir(parents=True, exist_ok=True)
     save_model(model, MonoModel(topo_text, np.asarray(tm.log_probs), GmmParams(w, m, v)))
     out = root / "graph"
-    assert mkgraph.main(["--lang", str(lang), "--model", str(model), "--out", str(out)]) in (0, None)
+    assert mkgraph.main(["--lang", str(lang), "--model", str(model), "--out", str(out)]) in (
+        0,
+        None,
+    )
     return out, model
 
 
@@ -60,11 +63,15 @@ def toy_data(d: Path, n: int = 6, seed: int = 3, texts: list[list[str]] | None =
     rng = np.random.default_rng(seed)
     texts = texts or TEXTS
     utts = [f"spk{i % 2}-u{i}" for i in range(n)]
-    feats = {u: toy_utterance(texts[i % len(texts)], rng, seed=seed + i)[0].astype(np.float32)
-             for i, u in enumerate(utts)}
+    feats = {
+        u: toy_utterance(texts[i % len(texts)], rng, seed=seed + i)[0].astype(np.float32)
+        for i, u in enumerate(utts)
+    }
     utt2spk = {u: u.split("-")[0] for u in utts}
     d.mkdir(parents=True, exist_ok=True)
-    (d / "text").write_text("".join(f"{u} {' '.join(texts[i % len(texts)])}\n" for i, u in enumerate(utts)))
+    (d / "text").write_text(
+        "".join(f"{u} {' '.join(texts[i % len(texts)])}\n" for i, u in enumerate(utts))
+    )
     (d / "utt2spk").write_text("".join(f"{u} {s}\n" for u, s in sorted(utt2spk.items())))
     for kind in ("mfcc", "fbank"):
         _write_feats(d, kind, feats, utt2spk)
@@ -78,7 +85,13 @@ def tiny_nnet(path: Path, num_pdfs: int, seed: int = 0) -> Path:
     from steps_py.nnet.models import build_model
 
     torch.manual_seed(seed)
-    cfg = {"type": "dnn", "feat_dim": FEAT_DIM, "num_pdfs": num_pdfs, "context": 1, "hidden_layers": 1,
-           "hidden_dim": 16}
+    cfg = {
+        "type": "dnn",
+        "feat_dim": FEAT_DIM,
+        "num_pdfs": num_pdfs,
+        "context": 1,
+        "hidden_layers": 1,
+        "hidden_dim": 16,
+    }
     save_acoustic_model(path, build_model(cfg), cfg, np.log(np.full(num_pdfs, 1.0 / num_pdfs)))
     return path

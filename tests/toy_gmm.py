@@ -19,7 +19,14 @@ from steps_py.lang.lexicon import DictDir, LexEntry, Lexicon
 from steps_py.lang.prepare import prepare_lang
 from steps_py.lang.symbols import read_symbol_table
 
-LEXICON = {"!SIL": ["SIL"], "<SPOKEN_NOISE>": ["SPN"], "<UNK>": ["SPN"], "A": ["a"], "B": ["b"], "C": ["c", "a"]}
+LEXICON = {
+    "!SIL": ["SIL"],
+    "<SPOKEN_NOISE>": ["SPN"],
+    "<UNK>": ["SPN"],
+    "A": ["a"],
+    "B": ["b"],
+    "C": ["c", "a"],
+}
 # What prepare_lang makes of LEXICON: <SPOKEN_NOISE> and <UNK> share SPN (#1, #2) and one more
 # #k marks the silence arc of L_disambig; words in C-locale order between <eps> and #0 <s> </s>.
 PHONES = ["<eps>", "SIL", "SPN", "a", "b", "c", "#0", "#1", "#2", "#3"]
@@ -29,8 +36,12 @@ WORDS = ["<eps>", "!SIL", "<SPOKEN_NOISE>", "<UNK>", "A", "B", "C", "#0", "<s>",
 def toy_dict() -> DictDir:
     """The toy's dict dir: SIL and SPN silence phones, a b c non-silence."""
     lex = Lexicon([LexEntry(w, tuple(p)) for w, p in LEXICON.items()])
-    return DictDir(lex, silence_phones=[["SIL"], ["SPN"]], nonsilence_phones=[["a"], ["b"], ["c"]],
-                   optional_silence="SIL")
+    return DictDir(
+        lex,
+        silence_phones=[["SIL"], ["SPN"]],
+        nonsilence_phones=[["a"], ["b"], ["c"]],
+        optional_silence="SIL",
+    )
 
 
 def _grammar_fst_text() -> str:
@@ -61,7 +72,9 @@ def make_toy_lang(lang: Path, with_grammar: bool = True) -> Path:
 PHONE_MEANS = {"SIL": 0.0, "SPN": -4.0, "a": 4.0, "b": 8.0, "c": -8.0}
 
 
-def toy_features(phone_segments: list[tuple[str, int]], dim: int = 13, seed: int = 0, noise: float = 0.5) -> np.ndarray:
+def toy_features(
+    phone_segments: list[tuple[str, int]], dim: int = 13, seed: int = 0, noise: float = 0.5
+) -> np.ndarray:
     """Features for a sequence of (phone, n_frames) segments: each phone a fixed mean + noise."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -73,7 +86,9 @@ def toy_features(phone_segments: list[tuple[str, int]], dim: int = 13, seed: int
     return np.concatenate(rows, axis=0)
 
 
-def toy_utterance(words: list[str], rng: np.random.Generator, seed: int, min_len: int = 6, max_len: int = 14) -> tuple[np.ndarray, list[tuple[str, int]]]:
+def toy_utterance(
+    words: list[str], rng: np.random.Generator, seed: int, min_len: int = 6, max_len: int = 14
+) -> tuple[np.ndarray, list[tuple[str, int]]]:
     """Features (T, 13) for `words` between silences, and the true (phone, frames) segments."""
     segs = [("SIL", int(rng.integers(min_len, max_len)))]
     for w in words:
@@ -82,7 +97,9 @@ def toy_utterance(words: list[str], rng: np.random.Generator, seed: int, min_len
     return toy_features(segs, seed=seed), segs
 
 
-def toy_corpus(n_utts: int, seed: int = 1) -> list[tuple[str, list[str], np.ndarray, list[tuple[str, int]]]]:
+def toy_corpus(
+    n_utts: int, seed: int = 1
+) -> list[tuple[str, list[str], np.ndarray, list[tuple[str, int]]]]:
     """`n_utts` random utterances of 1-3 words: (utt id, words, features, true segments)."""
     rng = np.random.default_rng(seed)
     out = []

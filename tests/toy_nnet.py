@@ -22,8 +22,14 @@ from torch import nn
 from steps_py.parallel.backend import NnetBackend
 
 
-def make_toy_egs(out: Path, frames: int = 4096, dev_frames: int = 512, dim: int = 16,
-                 pdfs: int = 8, seed: int = 0) -> Path:
+def make_toy_egs(
+    out: Path,
+    frames: int = 4096,
+    dev_frames: int = 512,
+    dim: int = 16,
+    pdfs: int = 8,
+    seed: int = 0,
+) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -62,8 +68,15 @@ class ToyMlp(nn.Module):
 class ToyReader:
     """This worker's share (every world_size-th example), reshuffled per epoch."""
 
-    def __init__(self, egs_dir: Path, rank: int, world_size: int, batch_size: int, seed: int,
-                 split: str = "train") -> None:
+    def __init__(
+        self,
+        egs_dir: Path,
+        rank: int,
+        world_size: int,
+        batch_size: int,
+        seed: int,
+        split: str = "train",
+    ) -> None:
         f = Path(egs_dir) / f"{split}.npz"
         if not f.is_file():
             raise FileNotFoundError(f"{f} not found")
@@ -78,8 +91,9 @@ class ToyReader:
         self.epoch = 0
         self.position = 0
         self.frames_per_epoch = len(self.y)
-        self.minibatches_per_epoch = len(self.y) // batch_size if self.shuffle else -(
-            -len(self.y) // batch_size)
+        self.minibatches_per_epoch = (
+            len(self.y) // batch_size if self.shuffle else -(-len(self.y) // batch_size)
+        )
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
@@ -114,25 +128,40 @@ class ToyBackend(NnetBackend):
     name = "toy"
 
     def model_config(self, info: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
-        cfg = {"type": "toy", "feat_dim": info["feat_dim"], "num_pdfs": info["num_pdfs"],
-               "hidden": 32, "layers": 2}
+        cfg = {
+            "type": "toy",
+            "feat_dim": info["feat_dim"],
+            "num_pdfs": info["num_pdfs"],
+            "hidden": 32,
+            "layers": 2,
+        }
         cfg.update(user)
         return cfg
 
     def build_model(self, cfg: dict[str, Any]) -> nn.Module:
-        return ToyMlp(int(cfg["feat_dim"]), int(cfg["num_pdfs"]), int(cfg["hidden"]),
-                      int(cfg["layers"]))
+        return ToyMlp(
+            int(cfg["feat_dim"]), int(cfg["num_pdfs"]), int(cfg["hidden"]), int(cfg["layers"])
+        )
 
-    def make_reader(self, egs_dir: Path, rank: int, world_size: int, batch_size: int, seed: int,
-                    split: str) -> ToyReader:
+    def make_reader(
+        self, egs_dir: Path, rank: int, world_size: int, batch_size: int, seed: int, split: str
+    ) -> ToyReader:
         return ToyReader(egs_dir, rank, world_size, batch_size, seed, split)
 
-    def save_model(self, path: Path, model: nn.Module, cfg: dict[str, Any],
-                   log_priors: np.ndarray, count_log_priors: np.ndarray | None = None) -> None:
+    def save_model(
+        self,
+        path: Path,
+        model: nn.Module,
+        cfg: dict[str, Any],
+        log_priors: np.ndarray,
+        count_log_priors: np.ndarray | None = None,
+    ) -> None:
         tensors = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         tensors["log_priors"] = torch.from_numpy(np.asarray(log_priors, dtype=np.float32))
         if count_log_priors is not None:
-            tensors["log_priors_counts"] = torch.from_numpy(np.asarray(count_log_priors, dtype=np.float32))
+            tensors["log_priors_counts"] = torch.from_numpy(
+                np.asarray(count_log_priors, dtype=np.float32)
+            )
         save_file(tensors, str(path), metadata={"config": json.dumps(cfg)})
 
 
@@ -143,11 +172,22 @@ def toy_train_argv(egs: Path, exp: Path, **opts: object) -> list[str]:
     a value of True is a bare flag, None or False drops the option.
     """
     base: dict[str, object] = {
-        "egs": egs, "exp_dir": exp, "sync": "ma", "optimizer": "sgd",
-        "lr_initial": 0.1, "lr_final": 0.02, "momentum": 0.5, "batch_size": 32, "epochs": 2,
-        "block_minibatches": 8, "ema_decays": "0.9,0.99", "ema_half_life_frames": "",
+        "egs": egs,
+        "exp_dir": exp,
+        "sync": "ma",
+        "optimizer": "sgd",
+        "lr_initial": 0.1,
+        "lr_final": 0.02,
+        "momentum": 0.5,
+        "batch_size": 32,
+        "epochs": 2,
+        "block_minibatches": 8,
+        "ema_decays": "0.9,0.99",
+        "ema_half_life_frames": "",
         "checkpoint_every_blocks": 3,
-        "threads": 1, "seed": 3, "no_tensorboard": True,
+        "threads": 1,
+        "seed": 3,
+        "no_tensorboard": True,
     }
     base.update(opts)
     argv: list[str] = []

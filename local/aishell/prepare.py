@@ -59,7 +59,9 @@ def read_transcript_ids(path: Path) -> Counter[str]:
         return Counter(line.split(maxsplit=1)[0] for line in f if line.strip())
 
 
-def prepare_manifests(corpus_dir: Path, out: Path, sets: tuple[str, ...], nj: int = 1) -> dict[str, int]:
+def prepare_manifests(
+    corpus_dir: Path, out: Path, sets: tuple[str, ...], nj: int = 1
+) -> dict[str, int]:
     """Scan, reject, run lhotse's recipe on a clean mirror, write `out/manifests`; returns counts."""
     from lhotse.recipes import prepare_aishell  # heavy import, only needed here
 
@@ -89,8 +91,11 @@ def prepare_manifests(corpus_dir: Path, out: Path, sets: tuple[str, ...], nj: in
         stems = Counter(p.stem for p in wavs)
         with ProcessPoolExecutor(max(1, nj)) as ex:
             errors = list(
-                progress(ex.map(_readable, map(str, wavs), chunksize=64), total=len(wavs),
-                         desc=f"scan {part}")
+                progress(
+                    ex.map(_readable, map(str, wavs), chunksize=64),
+                    total=len(wavs),
+                    desc=f"scan {part}",
+                )
             )
         for wav, err in zip(wavs, errors, strict=True):
             utt = wav.stem
@@ -137,28 +142,45 @@ def _unmirror(path: Path, origin: dict[str, str]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m local.aishell.prepare", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--corpus-dir", type=Path, required=True,
-                   help="AISHELL-1 root holding data_aishell/{wav,transcript}")
-    p.add_argument("--out", type=Path, default=Path("data/local/aishell"),
-                   help="where manifests/ goes (default: %(default)s)")
+    p = argparse.ArgumentParser(
+        prog="python -m local.aishell.prepare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--corpus-dir",
+        type=Path,
+        required=True,
+        help="AISHELL-1 root holding data_aishell/{wav,transcript}",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("data/local/aishell"),
+        help="where manifests/ goes (default: %(default)s)",
+    )
     p.add_argument("--sets", nargs="+", default=list(SETS), help="sets (default: %(default)s)")
-    p.add_argument("--nj", type=int, default=2, help="processes scanning audio (default: %(default)s)")
+    p.add_argument(
+        "--nj", type=int, default=2, help="processes scanning audio (default: %(default)s)"
+    )
     p.add_argument("--force", action="store_true", help="redo even if <out>/manifests/.done exists")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     counts = prepare_manifests(args.corpus_dir, args.out, tuple(args.sets), nj=args.nj)
-    log.info("wrote %s (set aside before lhotse: %s)", args.out / "manifests",
-             ", ".join(f"{k} {v}" for k, v in counts.items()))
+    log.info(
+        "wrote %s (set aside before lhotse: %s)",
+        args.out / "manifests",
+        ", ".join(f"{k} {v}" for k, v in counts.items()),
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    return step_main("aishell.prepare", build_parser(), run, argv,
-                     done_dir=lambda a: a.out / "manifests")
+    return step_main(
+        "aishell.prepare", build_parser(), run, argv, done_dir=lambda a: a.out / "manifests"
+    )
 
 
 if __name__ == "__main__":

@@ -31,11 +31,15 @@ from steps_py.kaldi.exp_dir import KaldiExpDir, KaldiExpError
 log = logging.getLogger("digits.ali_agreement")
 
 
-def project_labels(model_dir: Path, alis: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def project_labels(
+    model_dir: Path, alis: dict[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(phones, pdfs) per frame of the project's transition-id alignments."""
     tm, _ = load_gmm(model_dir)
     n = tm.num_transition_ids
-    tid2phone = np.array([0] + [tm.transition_id_to_phone(t) for t in range(1, n + 1)], dtype=np.int32)
+    tid2phone = np.array(
+        [0] + [tm.transition_id_to_phone(t) for t in range(1, n + 1)], dtype=np.int32
+    )
     tid2pdf = np.array([0] + [tm.transition_id_to_pdf(t) for t in range(1, n + 1)], dtype=np.int32)
     phones, pdfs = {}, {}
     for u, a in alis.items():
@@ -50,7 +54,9 @@ def agreement(ali_dir: Path, model_dir: Path, kaldi_exp: Path) -> dict:
     """Phone and pdf frame agreement of `ali_dir` (aligned with `model_dir`) with Kaldi's alignments."""
     ours = read_int32_vectors(ali_dir / "ali.scp")
     if not ours:
-        raise StepError(f"{ali_dir}/ali.scp has no alignments: run stage 4 (steps_py.gmm.align) first")
+        raise StepError(
+            f"{ali_dir}/ali.scp has no alignments: run stage 4 (steps_py.gmm.align) first"
+        )
     try:
         exp = KaldiExpDir.open(kaldi_exp)
         kaldi = exp.transition_alignments()
@@ -61,17 +67,41 @@ def agreement(ali_dir: Path, model_dir: Path, kaldi_exp: Path) -> dict:
     our_phones, our_pdfs = project_labels(model_dir, ours)
     phones = frame_agreement(our_phones, {u: to_phones(ktm, a, u) for u, a in kaldi.items()})
     pdfs = frame_agreement(our_pdfs, {u: to_pdfs(ktm, a, u) for u, a in kaldi.items()})
-    return {"alignments": str(ali_dir), "model": str(model_dir), "kaldi_exp": str(kaldi_exp),
-            "phone": phones.to_dict(), "pdf": pdfs.to_dict(),
-            "phone_summary": phones.summary(), "pdf_summary": pdfs.summary()}
+    return {
+        "alignments": str(ali_dir),
+        "model": str(model_dir),
+        "kaldi_exp": str(kaldi_exp),
+        "phone": phones.to_dict(),
+        "pdf": pdfs.to_dict(),
+        "phone_summary": phones.summary(),
+        "pdf_summary": pdfs.summary(),
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m local.digits.ali_agreement", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ali", type=Path, required=True, help="the project's alignment dir (ali.scp), e.g. exp/mono_ali/train")
-    p.add_argument("--model", type=Path, required=True, help="the GMM those alignments were made with (e.g. exp/mono)")
-    p.add_argument("--kaldi-exp", type=Path, required=True, help="Kaldi exp dir with final.mdl and *.ali / ali.*.gz")
+    p = argparse.ArgumentParser(
+        prog="python -m local.digits.ali_agreement",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--ali",
+        type=Path,
+        required=True,
+        help="the project's alignment dir (ali.scp), e.g. exp/mono_ali/train",
+    )
+    p.add_argument(
+        "--model",
+        type=Path,
+        required=True,
+        help="the GMM those alignments were made with (e.g. exp/mono)",
+    )
+    p.add_argument(
+        "--kaldi-exp",
+        type=Path,
+        required=True,
+        help="Kaldi exp dir with final.mdl and *.ali / ali.*.gz",
+    )
     p.add_argument("--out", type=Path, required=True, help="JSON file to write")
     return p
 
@@ -85,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return step_main("digits.ali_agreement", build_parser(), run, argv, user_errors=(FileNotFoundError,))
+    return step_main(
+        "digits.ali_agreement", build_parser(), run, argv, user_errors=(FileNotFoundError,)
+    )
 
 
 if __name__ == "__main__":

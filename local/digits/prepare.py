@@ -39,7 +39,9 @@ def speaker_of(utt: str) -> str:
     """`astmic-fsi001-sen_0000` -> `fsi001` (the second dash-separated field)."""
     m = SPEAKER_RE.match(utt)
     if not m:
-        raise DigitsError(f"utterance id {utt!r} has no speaker field (expected <mic>-<speaker>-<sentence>)")
+        raise DigitsError(
+            f"utterance id {utt!r} has no speaker field (expected <mic>-<speaker>-<sentence>)"
+        )
     return m.group("spk")
 
 
@@ -62,9 +64,15 @@ def split_speakers(speakers: list[str], dev: int, test: int) -> dict[str, list[s
     """Sorted speakers: the last `test` are test, the `dev` before them dev, the rest train."""
     spk = sorted(set(speakers))
     if dev < 1 or test < 1 or len(spk) < dev + test + 1:
-        raise DigitsError(f"{len(spk)} speakers cannot be split into train, {dev} dev and {test} test speakers")
+        raise DigitsError(
+            f"{len(spk)} speakers cannot be split into train, {dev} dev and {test} test speakers"
+        )
     n_train = len(spk) - dev - test
-    return {"train": spk[:n_train], "dev": spk[n_train:n_train + dev], "test": spk[n_train + dev:]}
+    return {
+        "train": spk[:n_train],
+        "dev": spk[n_train : n_train + dev],
+        "test": spk[n_train + dev :],
+    }
 
 
 def prepare(corpus: Path, out: Path, dev_speakers: int = 1, test_speakers: int = 1) -> dict:
@@ -72,7 +80,9 @@ def prepare(corpus: Path, out: Path, dev_speakers: int = 1, test_speakers: int =
     corpus = corpus.resolve()
     wavs, text = read_table(corpus / "wav.scp"), read_table(corpus / "text")
     if set(wavs) != set(text):
-        raise DigitsError(f"{corpus}: wav.scp and text differ in {len(set(wavs) ^ set(text))} utterance ids")
+        raise DigitsError(
+            f"{corpus}: wav.scp and text differ in {len(set(wavs) ^ set(text))} utterance ids"
+        )
     utt2spk = {u: speaker_of(u) for u in wavs}
     split = split_speakers(list(utt2spk.values()), dev_speakers, test_speakers)
     info: dict = {"corpus": str(corpus), "sets": {}}
@@ -100,10 +110,23 @@ def prepare(corpus: Path, out: Path, dev_speakers: int = 1, test_speakers: int =
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m local.digits.prepare", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--corpus-dir", type=Path, required=True, help="the mandarin_digits corpus (wav.scp, text, wav/)")
-    p.add_argument("--out", type=Path, required=True, help="where the Kaldi data dirs go (e.g. data/local/digits)")
+    p = argparse.ArgumentParser(
+        prog="python -m local.digits.prepare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--corpus-dir",
+        type=Path,
+        required=True,
+        help="the mandarin_digits corpus (wav.scp, text, wav/)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="where the Kaldi data dirs go (e.g. data/local/digits)",
+    )
     p.add_argument("--dev-speakers", type=int, default=1, help="speakers in dev (default 1)")
     p.add_argument("--test-speakers", type=int, default=1, help="speakers in test (default 1)")
     p.add_argument("--force", action="store_true", help="rewrite even if --out is done")
@@ -117,8 +140,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return step_main("digits.prepare", build_parser(), run, argv, done_dir=lambda a: a.out,
-                     done_state="already split")
+    return step_main(
+        "digits.prepare",
+        build_parser(),
+        run,
+        argv,
+        done_dir=lambda a: a.out,
+        done_state="already split",
+    )
 
 
 if __name__ == "__main__":

@@ -56,10 +56,17 @@ def pinyin_lexicon(chars: Iterable[str] | None = None) -> Lexicon:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m local.mandarin.lexicon", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("data/local/lexicon_pinyin.txt"),
-                   help="lexicon file to write (default: %(default)s)")
+    p = argparse.ArgumentParser(
+        prog="python -m local.mandarin.lexicon",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("data/local/lexicon_pinyin.txt"),
+        help="lexicon file to write (default: %(default)s)",
+    )
     p.add_argument("--force", action="store_true", help="rewrite an existing file")
     return p
 

@@ -65,7 +65,9 @@ def text_sources(data: Path) -> tuple[list[Path], list[bool]]:
     else:
         log.warning("%s not found; the lexicon covers only the data dirs", lm)
     if not files:
-        raise DictPrepError(f"no text found under {data}: run stage 1 (steps_py.data.prepare) first")
+        raise DictPrepError(
+            f"no text found under {data}: run stage 1 (steps_py.data.prepare) first"
+        )
     return files, has_id
 
 
@@ -104,14 +106,29 @@ def mandarin_dict(lex: Lexicon) -> DictDir:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m local.mandarin.prepare_dict", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=Path("data"),
-                   help="data root with train/dev/test and local/lm_text.txt (default: %(default)s)")
-    p.add_argument("--lexicon", type=Path, default=Path("data/local/lexicon_pinyin.txt"),
-                   help="pronunciation lexicon (python -m local.mandarin.lexicon) (default: %(default)s)")
-    p.add_argument("--out", type=Path, default=Path("data/local/dict"),
-                   help="dict dir to write (default: %(default)s)")
+    p = argparse.ArgumentParser(
+        prog="python -m local.mandarin.prepare_dict",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=Path("data"),
+        help="data root with train/dev/test and local/lm_text.txt (default: %(default)s)",
+    )
+    p.add_argument(
+        "--lexicon",
+        type=Path,
+        default=Path("data/local/lexicon_pinyin.txt"),
+        help="pronunciation lexicon (python -m local.mandarin.lexicon) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("data/local/dict"),
+        help="dict dir to write (default: %(default)s)",
+    )
     p.add_argument("--force", action="store_true", help="redo even if <out>/.done matches")
     return p
 
@@ -130,8 +147,10 @@ def run(args: argparse.Namespace) -> int:
         if is_done(args.out) and not args.force:
             done = json.loads((args.out / ".done").read_text(encoding="utf-8"))
             if done.get("fingerprint") == fingerprint:
-                log.info("%s is already done for these texts (.done); skipping. Use --force to redo.",
-                         args.out)
+                log.info(
+                    "%s is already done for these texts (.done); skipping. Use --force to redo.",
+                    args.out,
+                )
                 return 0
             log.info("%s/.done is for other texts or another lexicon; rebuilding", args.out)
         lex = char_lexicon(tokens, read_lexicon(args.lexicon))
@@ -144,13 +163,26 @@ def run(args: argparse.Namespace) -> int:
         n_poly = sum(1 for w, n in n_prons.items() if n > 1 and w not in specials)
         with atomic_path(args.out) as tmp:
             write_dict_dir(dd, tmp)
-            mark_done(tmp, {"characters": n_chars, "polyphonic_characters": n_poly,
-                            "lexicon_entries": len(lex.entries), "lexicon": str(args.lexicon),
-                            "fingerprint": fingerprint})
+            mark_done(
+                tmp,
+                {
+                    "characters": n_chars,
+                    "polyphonic_characters": n_poly,
+                    "lexicon_entries": len(lex.entries),
+                    "lexicon": str(args.lexicon),
+                    "fingerprint": fingerprint,
+                },
+            )
     except LexiconError as e:
         raise DictPrepError(str(e)) from None
-    log.info("%d characters from %s; %d lexicon entries, %d polyphonic characters; wrote %s",
-             n_chars, ", ".join(map(str, files)), len(lex.entries), n_poly, args.out)
+    log.info(
+        "%d characters from %s; %d lexicon entries, %d polyphonic characters; wrote %s",
+        n_chars,
+        ", ".join(map(str, files)),
+        len(lex.entries),
+        n_poly,
+        args.out,
+    )
     return 0
 
 

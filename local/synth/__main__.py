@@ -15,17 +15,36 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m local.synth",
         description="Generate the synthetic Mandarin voice-search corpus (espeak-ng cmn voice, "
-                    "noise, reverberation): wavs, lhotse manifests, LM text and a report.")
-    p.add_argument("--out-dir", type=Path, default=Path("corpus/synth"), help="output directory (default: %(default)s)")
-    p.add_argument("--config", type=Path, default=Path("egs/synth/conf/corpus.json"),
-                   help="corpus JSON config; keys override built-in defaults (default: %(default)s)")
+        "noise, reverberation): wavs, lhotse manifests, LM text and a report.",
+    )
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path("corpus/synth"),
+        help="output directory (default: %(default)s)",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=Path("egs/synth/conf/corpus.json"),
+        help="corpus JSON config; keys override built-in defaults (default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--nj", type=int, default=2, help="parallel processes; output does not depend on it (default: %(default)s)")
-    p.add_argument("--force", action="store_true", help="regenerate even if out-dir/.done matches this config")
+    p.add_argument(
+        "--nj",
+        type=int,
+        default=2,
+        help="parallel processes; output does not depend on it (default: %(default)s)",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="regenerate even if out-dir/.done matches this config"
+    )
     args = p.parse_args(argv)
     log = setup_logging("corpus.synth")
     try:
-        cfg = load_config(args.config if args.config.exists() or args.config != p.get_default("config") else None)
+        cfg = load_config(
+            args.config if args.config.exists() or args.config != p.get_default("config") else None
+        )
     except ConfigError as e:
         log.error("bad config: %s", e)
         return 1

@@ -42,7 +42,9 @@ def coloured_noise(kind: str, n: int, rng: np.random.Generator, sr: int = 16000)
     return y / (np.sqrt(np.mean(y**2)) + 1e-12)
 
 
-def babble_noise(bank: list[np.ndarray], n: int, talkers: int, rng: np.random.Generator) -> np.ndarray:
+def babble_noise(
+    bank: list[np.ndarray], n: int, talkers: int, rng: np.random.Generator
+) -> np.ndarray:
     """Sum of `talkers` randomly shifted clips from `bank` (unit-RMS speech), unit power."""
     if not bank:
         raise ValueError("babble noise needs a non-empty bank of speech clips")
@@ -52,11 +54,13 @@ def babble_noise(bank: list[np.ndarray], n: int, talkers: int, rng: np.random.Ge
         reps = -(-n // len(clip)) + 1
         tiled = np.tile(clip, reps)
         start = int(rng.integers(len(clip)))
-        y += tiled[start:start + n]
+        y += tiled[start : start + n]
     return y / (np.sqrt(np.mean(y**2)) + 1e-12)
 
 
-def exponential_ir(rt60: float, sr: int, rng: np.random.Generator, direct_to_reverb_db: float) -> np.ndarray:
+def exponential_ir(
+    rt60: float, sr: int, rng: np.random.Generator, direct_to_reverb_db: float
+) -> np.ndarray:
     """Synthetic room impulse response: a direct path followed by exponentially decaying noise."""
     n = max(int(rt60 * sr), 2)
     t = np.arange(n) / sr
@@ -79,12 +83,19 @@ class ChannelResult:
 def draw_snr(rng: np.random.Generator, bands: list[list[float]]) -> float:
     """SNR from a mixture of uniform bands [[low, high, weight], ...]."""
     w = np.array([b[2] for b in bands], dtype=np.float64)
-    i = int(np.searchsorted(np.cumsum(w / w.sum()), rng.random(), side="right").clip(0, len(bands) - 1))
+    i = int(
+        np.searchsorted(np.cumsum(w / w.sum()), rng.random(), side="right").clip(0, len(bands) - 1)
+    )
     return float(rng.uniform(bands[i][0], bands[i][1]))
 
 
-def apply_channel(samples: np.ndarray, sr_in: int, cfg: dict[str, Any], rng: np.random.Generator,
-                  babble_bank: list[np.ndarray]) -> ChannelResult:
+def apply_channel(
+    samples: np.ndarray,
+    sr_in: int,
+    cfg: dict[str, Any],
+    rng: np.random.Generator,
+    babble_bank: list[np.ndarray],
+) -> ChannelResult:
     """Turn clean int16/float synthesizer output into a noisy, reverberant 16 kHz recording."""
     sr = int(cfg["sample_rate"])
     arr = np.asarray(samples)
@@ -104,9 +115,20 @@ def apply_channel(samples: np.ndarray, sr_in: int, cfg: dict[str, Any], rng: np.
 
     kinds = sorted(cfg["noise_types"])
     w = np.array([cfg["noise_types"][k] for k in kinds], dtype=np.float64)
-    kind = kinds[int(np.searchsorted(np.cumsum(w / w.sum()), rng.random(), side="right").clip(0, len(kinds) - 1))]
+    kind = kinds[
+        int(
+            np.searchsorted(np.cumsum(w / w.sum()), rng.random(), side="right").clip(
+                0, len(kinds) - 1
+            )
+        )
+    ]
     if kind == "babble":
-        noise = babble_noise(babble_bank, n, int(rng.integers(cfg["babble_talkers"][0], cfg["babble_talkers"][1] + 1)), rng)
+        noise = babble_noise(
+            babble_bank,
+            n,
+            int(rng.integers(cfg["babble_talkers"][0], cfg["babble_talkers"][1] + 1)),
+            rng,
+        )
     else:
         noise = coloured_noise(kind, n, rng, sr)
     snr = draw_snr(rng, cfg["snr_bands"])
@@ -119,8 +141,12 @@ def apply_channel(samples: np.ndarray, sr_in: int, cfg: dict[str, Any], rng: np.
     peak = np.abs(mix).max() * gain
     if peak > 0.98:  # never clip: lower the level instead
         gain *= 0.98 / peak
-    info = {"snr_db": round(snr, 2), "noise_type": kind, "rt60_s": round(rt60, 3),
-            "gain_db": round(float(20 * np.log10(gain)), 2)}
+    info = {
+        "snr_db": round(snr, 2),
+        "noise_type": kind,
+        "rt60_s": round(rt60, 3),
+        "gain_db": round(float(20 * np.log10(gain)), 2),
+    }
     return ChannelResult(mix * gain, x * gain, noise * gain, n_lead / sr, info)
 
 

@@ -26,11 +26,57 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "range": [20, 90],
         "rate": [140, 230],
         "voices": {
-            "m": ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "Andy", "Denis", "Diogo", "Henrique",
-                  "Hugo", "Lee", "antonio", "david", "ed", "iven", "john", "michel", "miguel", "paul",
-                  "pedro", "robert", "sandro", "travis", "victor", "grandpa", "marcelo", "klatt"],
-            "f": ["f1", "f2", "f3", "f4", "f5", "Alicia", "Andrea", "Annie", "anika", "aunty",
-                  "belinda", "linda", "steph", "steph2", "steph3", "grandma", "shelby"],
+            "m": [
+                "m1",
+                "m2",
+                "m3",
+                "m4",
+                "m5",
+                "m6",
+                "m7",
+                "m8",
+                "Andy",
+                "Denis",
+                "Diogo",
+                "Henrique",
+                "Hugo",
+                "Lee",
+                "antonio",
+                "david",
+                "ed",
+                "iven",
+                "john",
+                "michel",
+                "miguel",
+                "paul",
+                "pedro",
+                "robert",
+                "sandro",
+                "travis",
+                "victor",
+                "grandpa",
+                "marcelo",
+                "klatt",
+            ],
+            "f": [
+                "f1",
+                "f2",
+                "f3",
+                "f4",
+                "f5",
+                "Alicia",
+                "Andrea",
+                "Annie",
+                "anika",
+                "aunty",
+                "belinda",
+                "linda",
+                "steph",
+                "steph2",
+                "steph3",
+                "grandma",
+                "shelby",
+            ],
         },
     },
     "channel": {
@@ -75,14 +121,20 @@ def validate(cfg: dict[str, Any]) -> None:
             raise ConfigError(f"splits.{split} needs hours > 0 and speakers >= 1, got {s}")
     buckets = cfg["text_buckets"]
     if set(buckets) != {*SPLITS, "lm"} or min(buckets.values()) <= 0:
-        raise ConfigError(f"text_buckets needs positive shares for {[*SPLITS, 'lm']}, got {buckets}")
+        raise ConfigError(
+            f"text_buckets needs positive shares for {[*SPLITS, 'lm']}, got {buckets}"
+        )
     ch = cfg["channel"]
     unknown = set(ch["noise_types"]) - {"white", "pink", "brown", "babble"}
     if unknown or not ch["noise_types"]:
-        raise ConfigError(f"channel.noise_types: unknown types {sorted(unknown)}; use white/pink/brown/babble")
+        raise ConfigError(
+            f"channel.noise_types: unknown types {sorted(unknown)}; use white/pink/brown/babble"
+        )
     for band in ch["snr_bands"]:
         if len(band) != 3 or band[0] > band[1] or band[2] < 0:
-            raise ConfigError(f"channel.snr_bands entries are [low_db, high_db, weight], got {band}")
+            raise ConfigError(
+                f"channel.snr_bands entries are [low_db, high_db, weight], got {band}"
+            )
     for g in ("m", "f"):
         if not cfg["speakers"]["voices"].get(g):
             raise ConfigError(f"speakers.voices.{g} must list at least one espeak variant")

@@ -76,7 +76,9 @@ class Espeak:
         try:
             import espeakng_loader
         except ImportError as e:  # pragma: no cover - dependency missing
-            raise EspeakError("espeakng-loader is not installed: pip install espeakng-loader") from e
+            raise EspeakError(
+                "espeakng-loader is not installed: pip install espeakng-loader"
+            ) from e
         lib_path = espeakng_loader.get_library_path()
         data_path = espeakng_loader.get_data_path()
         try:
@@ -94,8 +96,14 @@ class Espeak:
         lib.espeak_SetSynthCallback.argtypes = [_SYNTH_CALLBACK]
         lib.espeak_SetSynthCallback.restype = None
         lib.espeak_Synth.argtypes = [
-            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-            ctypes.c_uint, ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p,
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.POINTER(ctypes.c_uint),
+            ctypes.c_void_p,
         ]
         lib.espeak_Synth.restype = ctypes.c_int
         # espeak-ng >= 1.52 seeds its noise generator (breathy voices) from here; older: absent
@@ -142,11 +150,14 @@ class Espeak:
     def set_voice(self, voice: str) -> None:
         if voice != self._voice:
             if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
-                raise EspeakError(f"espeak-ng has no voice {voice!r} (see espeak-ng-data/voices/!v)")
+                raise EspeakError(
+                    f"espeak-ng has no voice {voice!r} (see espeak-ng-data/voices/!v)"
+                )
             self._voice = voice
 
-    def synth(self, text: str, voice: str, rate: int, pitch: int, pitch_range: int,
-              rand_seed: int = 0) -> Synthesis:
+    def synth(
+        self, text: str, voice: str, rate: int, pitch: int, pitch_range: int, rand_seed: int = 0
+    ) -> Synthesis:
         """Synthesize `text` with `voice` (e.g. "cmn+m3"), rate in words/min, pitch/range 0-100.
 
         `rand_seed` seeds espeak's internal noise source (used by breathy variants), so the
@@ -155,11 +166,17 @@ class Espeak:
         self.set_voice(voice)
         if self._set_rand_seed is not None:
             self._set_rand_seed(int(rand_seed) & 0x7FFFFFFF)
-        for param, value in ((ESPEAK_RATE, rate), (ESPEAK_PITCH, pitch), (ESPEAK_RANGE, pitch_range)):
+        for param, value in (
+            (ESPEAK_RATE, rate),
+            (ESPEAK_PITCH, pitch),
+            (ESPEAK_RANGE, pitch_range),
+        ):
             self.lib.espeak_SetParameter(param, int(value), 0)
         self._chunks, self._phones = [], []
         data = text.encode("utf-8") + b"\0"
-        err = self.lib.espeak_Synth(data, len(data), 0, POS_CHARACTER, 0, ESPEAK_CHARS_UTF8, None, None)
+        err = self.lib.espeak_Synth(
+            data, len(data), 0, POS_CHARACTER, 0, ESPEAK_CHARS_UTF8, None, None
+        )
         if err != 0:
             raise EspeakError(f"espeak_Synth failed (error {err}) for text {text!r}")
         samples = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)

@@ -39,13 +39,16 @@ BATCH = 8
 
 
 @contextmanager
-def worker_pool(nj: int, babble: list[tuple[str, Speaker]], channel_cfg: dict[str, Any]) -> Iterator[Callable[[list[UttTask]], list[dict[str, Any]]]]:
+def worker_pool(
+    nj: int, babble: list[tuple[str, Speaker]], channel_cfg: dict[str, Any]
+) -> Iterator[Callable[[list[UttTask]], list[dict[str, Any]]]]:
     """A `map` over utterances on `nj` worker processes (results in task order)."""
     # spawn: workers are small (no jieba pools, no lhotse), so their per-utterance fork is cheap
     ctx = mp.get_context("spawn")
     with ctx.Pool(max(nj, 1), initializer=init_worker, initargs=(babble, channel_cfg)) as pool:
+
         def run(tasks: list[UttTask]) -> list[dict[str, Any]]:
-            batches = [tasks[i:i + BATCH] for i in range(0, len(tasks), BATCH)]
+            batches = [tasks[i : i + BATCH] for i in range(0, len(tasks), BATCH)]
             return [r for batch in pool.imap(synthesize_batch, batches) for r in batch]
 
         yield run
@@ -53,15 +56,21 @@ def worker_pool(nj: int, babble: list[tuple[str, Speaker]], channel_cfg: dict[st
 
 # ---------------------------------------------------------------- parent side
 
+
 def _write_jsonl_gz(path: Path, items: Iterable[dict[str, Any]]) -> None:
     """gzip with mtime 0 so that identical manifests are identical bytes (lhotse reads it)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as raw, \
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+    with (
+        atomic_path(path) as tmp,
+        open(tmp, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
+    ):
         for item in items:
             gz.write((json.dumps(item, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
-def _split_sentences(gen: SentenceGenerator, split: str, seed: int, cfg: dict[str, Any]) -> Iterator[tuple[str, str]]:
+def _split_sentences(
+    gen: SentenceGenerator, split: str, seed: int, cfg: dict[str, Any]
+) -> Iterator[tuple[str, str]]:
     rng = np.random.default_rng([seed, SPLIT_CODES[split], _TEXT])
     max_chars = int(cfg["max_utterance_chars"])
     for text, cat in gen.stream(rng, bucket=split, fractions=cfg["text_buckets"]):
@@ -69,9 +78,16 @@ def _split_sentences(gen: SentenceGenerator, split: str, seed: int, cfg: dict[st
             yield text, cat
 
 
-def synthesize_split(split: str, cfg: dict[str, Any], seed: int, gen: SentenceGenerator,
-                     run_map: Callable[[list[UttTask]], list[dict[str, Any]]],
-                     tmp_dir: Path, final_dir: Path, nj: int) -> dict[str, Any]:
+def synthesize_split(
+    split: str,
+    cfg: dict[str, Any],
+    seed: int,
+    gen: SentenceGenerator,
+    run_map: Callable[[list[UttTask]], list[dict[str, Any]]],
+    tmp_dir: Path,
+    final_dir: Path,
+    nj: int,
+) -> dict[str, Any]:
     """Synthesize utterances of `split` in index order until its hours are reached.
 
     Work is planned in chunks sized from the remaining duration (so little is synthesized
@@ -89,15 +105,30 @@ def synthesize_split(split: str, cfg: dict[str, Any], seed: int, gen: SentenceGe
     bar = progress(total=round(target_s), unit="s", desc=f"synth {split}", leave=False)
     while total_s < target_s:
         if index > max_index:
-            raise RuntimeError(f"{split}: {index} utterances gave only {total_s:.0f} s; is espeak producing audio?")
+            raise RuntimeError(
+                f"{split}: {index} utterances gave only {total_s:.0f} s; is espeak producing audio?"
+            )
         chunk = int(np.clip(np.ceil((target_s - total_s) / 2.5) + 1, 2 * nj, 64 * nj))
-        chunk = -(-chunk // BATCH) * BATCH  # whole batches, so batch k is always the same utterances
+        chunk = (
+            -(-chunk // BATCH) * BATCH
+        )  # whole batches, so batch k is always the same utterances
         tasks = []
         for i in range(index, index + chunk):
             text, cat = next(sentences)
             spk = speakers[i % len(speakers)]
             utt = f"{spk.id}-{i:05d}"
-            tasks.append(UttTask(utt, split, i, text, cat, spk, seed, str(tmp_dir / "wav" / spk.id / f"{utt}.wav")))
+            tasks.append(
+                UttTask(
+                    utt,
+                    split,
+                    i,
+                    text,
+                    cat,
+                    spk,
+                    seed,
+                    str(tmp_dir / "wav" / spk.id / f"{utt}.wav"),
+                )
+            )
         index += chunk
         for task, res in zip(tasks, run_map(tasks), strict=True):
             if total_s >= target_s:  # planned beyond the target: drop
@@ -111,27 +142,59 @@ def synthesize_split(split: str, cfg: dict[str, Any], seed: int, gen: SentenceGe
             total_s += dur
             bar.update(round(dur))
             src = str(final_dir / "wav" / task.speaker.id / f"{task.utt_id}.wav")
-            recordings.append(Recording(id=task.utt_id, sources=[AudioSource("file", [0], src)],
-                                        sampling_rate=sr, num_samples=n, duration=dur))
-            custom = {**res["info"], "category": task.category, "voice": task.speaker.voice,
-                      "pitch": task.speaker.pitch, "pitch_range": task.speaker.pitch_range,
-                      "rate": task.speaker.rate, "phone_times": res["phone_times"]}
-            supervisions.append(SupervisionSegment(
-                id=task.utt_id, recording_id=task.utt_id, start=0.0, duration=dur, channel=0,
-                text=task.text, language="Chinese", speaker=task.speaker.id,
-                gender=task.speaker.gender, custom=custom))
+            recordings.append(
+                Recording(
+                    id=task.utt_id,
+                    sources=[AudioSource("file", [0], src)],
+                    sampling_rate=sr,
+                    num_samples=n,
+                    duration=dur,
+                )
+            )
+            custom = {
+                **res["info"],
+                "category": task.category,
+                "voice": task.speaker.voice,
+                "pitch": task.speaker.pitch,
+                "pitch_range": task.speaker.pitch_range,
+                "rate": task.speaker.rate,
+                "phone_times": res["phone_times"],
+            }
+            supervisions.append(
+                SupervisionSegment(
+                    id=task.utt_id,
+                    recording_id=task.utt_id,
+                    start=0.0,
+                    duration=dur,
+                    channel=0,
+                    text=task.text,
+                    language="Chinese",
+                    speaker=task.speaker.id,
+                    gender=task.speaker.gender,
+                    custom=custom,
+                )
+            )
         attempted = len(recordings) + len(skipped)
         if attempted >= 16 and len(skipped) > 0.05 * attempted:
-            raise RuntimeError(f"{split}: {len(skipped)} of {attempted} utterances failed, e.g. {skipped[:2]}")
+            raise RuntimeError(
+                f"{split}: {len(skipped)} of {attempted} utterances failed, e.g. {skipped[:2]}"
+            )
     bar.close()
     if skipped and len(skipped) > 0.05 * (len(recordings) + len(skipped)):
         raise RuntimeError(f"{split}: {len(skipped)} utterances failed, e.g. {skipped[:3]}")
     for line in skipped:
         log.warning("skipped %s", line)
-    return {"recordings": recordings, "supervisions": supervisions, "speakers": speakers, "skipped": skipped}
+    return {
+        "recordings": recordings,
+        "supervisions": supervisions,
+        "speakers": speakers,
+        "skipped": skipped,
+    }
 
 
-def lm_sentences(gen: SentenceGenerator, cfg: dict[str, Any], seed: int, exclude: set[str]) -> list[str]:
+def lm_sentences(
+    gen: SentenceGenerator, cfg: dict[str, Any], seed: int, exclude: set[str]
+) -> list[str]:
     """LM text from the LM share of the sentence space; never a spoken sentence."""
     rng = np.random.default_rng([seed, _LM, _TEXT])
     out = []
@@ -143,17 +206,27 @@ def lm_sentences(gen: SentenceGenerator, cfg: dict[str, Any], seed: int, exclude
     return out
 
 
-def generate_corpus(out_dir: Path, cfg: dict[str, Any], seed: int = 0, nj: int = 1,
-                    force: bool = False) -> dict[str, Any]:
+def generate_corpus(
+    out_dir: Path, cfg: dict[str, Any], seed: int = 0, nj: int = 1, force: bool = False
+) -> dict[str, Any]:
     """Generate the corpus into `out_dir` (skipped if done with the same config); returns the report."""
     out_dir = Path(out_dir)
     chash = config_hash(cfg, seed)
     if is_done(out_dir) and not force:
         done = json.loads((out_dir / ".done").read_text(encoding="utf-8") or "{}")
         if done.get("config_hash") == chash:
-            log.info("%s is complete for this config and seed (hash %s): skipping; use --force to redo", out_dir, chash)
+            log.info(
+                "%s is complete for this config and seed (hash %s): skipping; use --force to redo",
+                out_dir,
+                chash,
+            )
             return json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
-        log.info("%s was made with another config or seed (%s != %s): regenerating", out_dir, done.get("config_hash"), chash)
+        log.info(
+            "%s was made with another config or seed (%s != %s): regenerating",
+            out_dir,
+            done.get("config_hash"),
+            chash,
+        )
     t0, c0 = time.time(), time.process_time()
     Espeak.get()  # fail early, with a clear message, if libespeak-ng cannot be loaded
     nj = max(1, int(nj))
@@ -170,10 +243,21 @@ def generate_corpus(out_dir: Path, cfg: dict[str, Any], seed: int = 0, nj: int =
         for split in SPLITS:
             res = synthesize_split(split, cfg, seed, gen, run_map, tmp, final_dir, nj)
             results[split] = res
-            _write_jsonl_gz(tmp / "manifests" / f"recordings_{split}.jsonl.gz", (r.to_dict() for r in res["recordings"]))
-            _write_jsonl_gz(tmp / "manifests" / f"supervisions_{split}.jsonl.gz", (s.to_dict() for s in res["supervisions"]))
-            log.info("%s: %d utterances, %.3f h, %d speakers", split, len(res["recordings"]),
-                     sum(r.duration for r in res["recordings"]) / 3600, len(res["speakers"]))
+            _write_jsonl_gz(
+                tmp / "manifests" / f"recordings_{split}.jsonl.gz",
+                (r.to_dict() for r in res["recordings"]),
+            )
+            _write_jsonl_gz(
+                tmp / "manifests" / f"supervisions_{split}.jsonl.gz",
+                (s.to_dict() for s in res["supervisions"]),
+            )
+            log.info(
+                "%s: %d utterances, %.3f h, %d speakers",
+                split,
+                len(res["recordings"]),
+                sum(r.duration for r in res["recordings"]) / 3600,
+                len(res["speakers"]),
+            )
         spoken = {s.text for r in results.values() for s in r["supervisions"]}
         lm = lm_sentences(gen, cfg, seed, spoken)
         assert not spoken.intersection(lm)
@@ -184,7 +268,13 @@ def generate_corpus(out_dir: Path, cfg: dict[str, Any], seed: int = 0, nj: int =
         atomic_write_json(tmp / "config.json", {"seed": seed, "config": cfg})
     wall, cpu = time.time() - t0, time.process_time() - c0
     audio_s = report["json"]["total"]["hours"] * 3600
-    log.info("generated %.0f s of audio in %.1f s wall (nj=%d, %.0fx real time; parent CPU %.1f s)",
-             audio_s, wall, nj, audio_s / max(wall, 1e-9), cpu)
+    log.info(
+        "generated %.0f s of audio in %.1f s wall (nj=%d, %.0fx real time; parent CPU %.1f s)",
+        audio_s,
+        wall,
+        nj,
+        audio_s / max(wall, 1e-9),
+        cpu,
+    )
     mark_done(out_dir, {"config_hash": chash, "seed": seed})
     return report["json"]

@@ -60,7 +60,9 @@ SLOT_TAGS: dict[str, tuple[tuple[str, ...], int, int]] = {
 
 
 @lru_cache(maxsize=4)
-def load_word_pools(min_freq: int = 20, power: float = 0.5, max_words: int = 6000) -> dict[str, WordPool]:
+def load_word_pools(
+    min_freq: int = 20, power: float = 0.5, max_words: int = 6000
+) -> dict[str, WordPool]:
     """Read jieba's dictionary once and build one pool per slot name in `SLOT_TAGS`.
 
     Each pool keeps at most `max_words` of its most frequent words (>= `min_freq`).
@@ -81,7 +83,9 @@ def load_word_pools(min_freq: int = 20, power: float = 0.5, max_words: int = 600
     pools = {}
     for name, items in entries.items():
         if not items:
-            raise RuntimeError(f"jieba dictionary gave no words for slot {name!r}; min_freq={min_freq} too high?")
+            raise RuntimeError(
+                f"jieba dictionary gave no words for slot {name!r}; min_freq={min_freq} too high?"
+            )
         items.sort(key=lambda wf: (-wf[1], wf[0]))
         items = items[:max_words]
         weights = np.array([f for _, f in items], dtype=np.float64) ** power

@@ -68,7 +68,9 @@ def clock_time(rng: np.random.Generator) -> str:
 def calendar_date(rng: np.random.Generator) -> str:
     r = rng.random()
     if r < 0.3:
-        return ("今天", "明天", "后天", "昨天", "大后天", "下周", "这周末", "下个月")[int(rng.integers(8))]
+        return ("今天", "明天", "后天", "昨天", "大后天", "下周", "这周末", "下个月")[
+            int(rng.integers(8))
+        ]
     if r < 0.5:
         return ("星期", "周", "下周")[int(rng.integers(3))] + "一二三四五六日"[int(rng.integers(7))]
     month = int(rng.integers(1, 13))
@@ -86,7 +88,9 @@ def phone_number(rng: np.random.Generator) -> str:
 
 
 def price(rng: np.random.Generator) -> str:
-    n = int(rng.choice([rng.integers(1, 100), rng.integers(100, 10000), rng.integers(1000, 100000)]))
+    n = int(
+        rng.choice([rng.integers(1, 100), rng.integers(100, 10000), rng.integers(1000, 100000)])
+    )
     return _count(n) + ("块", "元", "块钱")[int(rng.integers(3))]
 
 

@@ -59,27 +59,42 @@ def build_report(results: dict[str, dict[str, Any]], lm_text: list[str]) -> dict
             "distinct_characters": len(spoken),
         },
         "lm_text": {"sentences": len(lm_text), "distinct_characters": len(lm_chars)},
-        "unseen_characters": {s: len(chars_by_split[s] - seen) for s in chars_by_split if s != "train"},
+        "unseen_characters": {
+            s: len(chars_by_split[s] - seen) for s in chars_by_split if s != "train"
+        },
         "noise_types": dict(sorted(noise.items())),
         "reverberant_fraction": round(reverb / max(n_utts, 1), 3),
         "snr_histogram": snr_histogram(all_snr),
         "snr_mean_db": round(sum(all_snr) / max(len(all_snr), 1), 2),
     }
     lines = ["Synthetic Mandarin voice-search corpus", ""]
-    lines.append(f"{'split':<6} {'hours':>7} {'utts':>6} {'spk':>4} {'chars':>6} {'uniq':>5} {'mean_s':>6} {'skip':>4}")
+    lines.append(
+        f"{'split':<6} {'hours':>7} {'utts':>6} {'spk':>4} {'chars':>6} {'uniq':>5} {'mean_s':>6} {'skip':>4}"
+    )
     for split, v in splits.items():
-        lines.append(f"{split:<6} {v['hours']:7.3f} {v['utterances']:6d} {v['speakers']:4d} {v['characters']:6d} "
-                     f"{v['distinct_characters']:5d} {v['mean_duration_s']:6.2f} {v['skipped']:4d}")
+        lines.append(
+            f"{split:<6} {v['hours']:7.3f} {v['utterances']:6d} {v['speakers']:4d} {v['characters']:6d} "
+            f"{v['distinct_characters']:5d} {v['mean_duration_s']:6.2f} {v['skipped']:4d}"
+        )
     t = js["total"]
-    lines.append(f"{'total':<6} {t['hours']:7.3f} {t['utterances']:6d} {t['speakers']:4d} {'':>6} {t['distinct_characters']:5d}")
+    lines.append(
+        f"{'total':<6} {t['hours']:7.3f} {t['utterances']:6d} {t['speakers']:4d} {'':>6} {t['distinct_characters']:5d}"
+    )
     lines.append("")
-    lines.append(f"LM text: {len(lm_text)} sentences, {len(lm_chars)} distinct characters, none spoken in the audio")
+    lines.append(
+        f"LM text: {len(lm_text)} sentences, {len(lm_chars)} distinct characters, none spoken in the audio"
+    )
     unseen = ", ".join(f"{k} {v}" for k, v in js["unseen_characters"].items())
     lines.append(f"characters not in train text or LM text: {unseen}")
-    lines.append("noise types: " + ", ".join(f"{k} {v}" for k, v in js["noise_types"].items())
-                 + f"; reverberant {js['reverberant_fraction']:.0%}")
+    lines.append(
+        "noise types: "
+        + ", ".join(f"{k} {v}" for k, v in js["noise_types"].items())
+        + f"; reverberant {js['reverberant_fraction']:.0%}"
+    )
     lines.append(f"SNR histogram (mean {js['snr_mean_db']} dB):")
     peak = max((b["count"] for b in js["snr_histogram"]), default=0)
     for b in js["snr_histogram"]:
-        lines.append(f"  {b['low_db']:4.1f}-{b['high_db']:4.1f} dB {b['count']:6d} {_bar(b['count'], peak)}")
+        lines.append(
+            f"  {b['low_db']:4.1f}-{b['high_db']:4.1f} dB {b['count']:6d} {_bar(b['count'], peak)}"
+        )
     return {"json": js, "text": "\n".join(lines) + "\n"}

@@ -44,5 +44,9 @@ def draw_speakers(split: str, count: int, seed: int, cfg: dict[str, Any]) -> lis
         pitch = int(rng.integers(cfg["pitch"][0], cfg["pitch"][1] + 1))
         prange = int(rng.integers(cfg["range"][0], cfg["range"][1] + 1))
         rate = int(rng.integers(cfg["rate"][0], cfg["rate"][1] + 1))
-        out.append(Speaker(f"{split}-s{i + 1:03d}", gender, f"{cfg['language']}+{variant}", pitch, prange, rate))
+        out.append(
+            Speaker(
+                f"{split}-s{i + 1:03d}", gender, f"{cfg['language']}+{variant}", pitch, prange, rate
+            )
+        )
     return out

@@ -60,7 +60,9 @@ def _init(babble: list[tuple[str, Speaker]], channel_cfg: dict[str, Any]) -> Non
     bank = []
     for i, (text, spk) in enumerate(babble):
         syn = engine.synth(text, spk.voice, spk.rate, spk.pitch, spk.pitch_range, rand_seed=i + 1)
-        x = resample(syn.samples.astype(np.float64) / 32768.0, syn.sample_rate, channel_cfg["sample_rate"])
+        x = resample(
+            syn.samples.astype(np.float64) / 32768.0, syn.sample_rate, channel_cfg["sample_rate"]
+        )
         rms = np.sqrt(np.mean(x**2)) if len(x) else 0.0
         if rms > 0:
             bank.append(x / rms)
@@ -72,7 +74,11 @@ def render_utterance(task: UttTask) -> dict[str, Any]:
     engine: Espeak = _STATE["engine"]
     cfg = _STATE["channel"]
     spk = task.speaker
-    seed = int(np.random.default_rng([task.seed, SPLIT_CODES[task.split], UTT_PURPOSE + 1, task.index]).integers(1, 2**31))
+    seed = int(
+        np.random.default_rng(
+            [task.seed, SPLIT_CODES[task.split], UTT_PURPOSE + 1, task.index]
+        ).integers(1, 2**31)
+    )
     syn = engine.synth(task.text, spk.voice, spk.rate, spk.pitch, spk.pitch_range, rand_seed=seed)
     if len(syn.samples) < 0.1 * syn.sample_rate:
         return {"utt_id": task.utt_id, "error": f"espeak produced only {len(syn.samples)} samples"}
@@ -81,15 +87,20 @@ def render_utterance(task: UttTask) -> dict[str, Any]:
     pcm = to_int16(res.audio)
     Path(task.wav_path).parent.mkdir(parents=True, exist_ok=True)
     sf.write(task.wav_path, pcm, cfg["sample_rate"], subtype="PCM_16", format="WAV")
-    phones = [[p, round(t + res.lead_s, 3)] for p, t in syn.phone_times
-              if p and not p.startswith(("_", "("))]
+    phones = [
+        [p, round(t + res.lead_s, 3)]
+        for p, t in syn.phone_times
+        if p and not p.startswith(("_", "("))
+    ]
     return {"utt_id": task.utt_id, "num_samples": len(pcm), "info": res.info, "phone_times": phones}
 
 
 def _in_child(fn: Callable[[], Any], fallback: Callable[[str], Any]) -> Any:
     """Run `fn` in a forked child (which starts from this process's espeak state) and return
     its JSON-able result; `fallback(reason)` if the child dies without answering."""
-    if not hasattr(os, "fork"):  # pragma: no cover - non-POSIX: correct audio, order-dependent bytes
+    if not hasattr(
+        os, "fork"
+    ):  # pragma: no cover - non-POSIX: correct audio, order-dependent bytes
         return fn()
     r, w = os.pipe()
     pid = os.fork()
@@ -131,5 +142,7 @@ def synthesize_batch(tasks: list[UttTask]) -> list[dict[str, Any]]:
     spoke before an utterance depends only on the plan, never on `nj` or scheduling,
     while the fork cost is shared by the whole batch.
     """
-    return _in_child(lambda: [_render_safe(t) for t in tasks],
-                     lambda why: [{"utt_id": t.utt_id, "error": why} for t in tasks])
+    return _in_child(
+        lambda: [_render_safe(t) for t in tasks],
+        lambda why: [{"utt_id": t.utt_id, "error": why} for t in tasks],
+    )

@@ -71,7 +71,9 @@ def read_ref(data: Path, encoding: str = "utf-8") -> dict[str, str]:
     from steps_py.score.cer import ScoreError, read_text
 
     if not (Path(data) / "text").is_file():
-        raise DecodeError(f"{data}/text not found; --data must be a Kaldi data dir with a text file")
+        raise DecodeError(
+            f"{data}/text not found; --data must be a Kaldi data dir with a text file"
+        )
     try:
         return read_text(Path(data) / "text", encoding=encoding)
     except ScoreError as e:
@@ -82,8 +84,10 @@ def _feature_utts(data: Path, kind: str) -> set[str]:
     scp = Path(data) / kind / "feats.scp"
     if not scp.is_file():
         hint = "mfcc" if kind == "mfcc" else "fbank"
-        raise DecodeError(f"{scp} not found; run stage 3 (python -m steps_py.features.compute "
-                          f"--data {data} --kind {hint})")
+        raise DecodeError(
+            f"{scp} not found; run stage 3 (python -m steps_py.features.compute "
+            f"--data {data} --kind {hint})"
+        )
     with open(scp, encoding="utf-8") as f:
         return {line.split(maxsplit=1)[0] for line in f if line.strip()}
 
@@ -95,23 +99,35 @@ def _check_model(path: Path, priors: str, graph_pdfs: int, graph: Path) -> str:
     kind = model_kind(path)
     sc = load_scorer(path, priors)
     if sc.num_pdfs != graph_pdfs:
-        raise DecodeError(f"model {path} has {sc.num_pdfs} pdfs but graph {graph / 'num_pdfs'} says "
-                          f"{graph_pdfs}; decode with the graph built from the alignments the model "
-                          "was trained on (or retrain on the current alignments)")
+        raise DecodeError(
+            f"model {path} has {sc.num_pdfs} pdfs but graph {graph / 'num_pdfs'} says "
+            f"{graph_pdfs}; decode with the graph built from the alignments the model "
+            "was trained on (or retrain on the current alignments)"
+        )
     return kind
 
 
-def decode_models(models: list[Path], graph: Path, data: Path, out_dirs: list[Path], nj: int = 2,
-                  request: DecodeRequest | None = None,
-                  lm_weight_from: list[Path | None] | None = None) -> list[dict[str, Any] | None]:
+def decode_models(
+    models: list[Path],
+    graph: Path,
+    data: Path,
+    out_dirs: list[Path],
+    nj: int = 2,
+    request: DecodeRequest | None = None,
+    lm_weight_from: list[Path | None] | None = None,
+) -> list[dict[str, Any] | None]:
     """Decode each model into its out dir; returns each summary (None for a skipped done dir)."""
     req = request or DecodeRequest()
     models, out_dirs = [Path(m) for m in models], [Path(o) for o in out_dirs]
     if len(models) != len(out_dirs) or not models:
-        raise DecodeError(f"give one out dir per model ({len(models)} models, {len(out_dirs)} out dirs)")
+        raise DecodeError(
+            f"give one out dir per model ({len(models)} models, {len(out_dirs)} out dirs)"
+        )
     froms = list(lm_weight_from) if lm_weight_from is not None else [None] * len(models)
     if len(froms) != len(models):
-        raise DecodeError(f"give one --lm-weight-from dir per model ({len(models)} models, {len(froms)} dirs)")
+        raise DecodeError(
+            f"give one --lm-weight-from dir per model ({len(models)} models, {len(froms)} dirs)"
+        )
     if nj < 1:
         raise DecodeError(f"--nj must be >= 1, not {nj}")
     data = Path(data)
@@ -126,7 +142,11 @@ def decode_models(models: list[Path], graph: Path, data: Path, out_dirs: list[Pa
         ins = [models[i], Path(graph), data / "text", data / kind / "feats.scp"]
         return ins + ([Path(froms[i])] if froms[i] is not None else [])  # type: ignore[list-item]
 
-    todo = [i for i, o in enumerate(out_dirs) if not skip_done(o, req.force, "already decoded", inputs_of(i))]
+    todo = [
+        i
+        for i, o in enumerate(out_dirs)
+        if not skip_done(o, req.force, "already decoded", inputs_of(i))
+    ]
     results: list[dict[str, Any] | None] = [None] * len(models)
     if not todo:
         return results
@@ -137,8 +157,10 @@ def decode_models(models: list[Path], graph: Path, data: Path, out_dirs: list[Pa
         if froms[i] is not None:
             chosen[i] = read_chosen(froms[i])  # type: ignore[arg-type]
         elif is_test_set(data):
-            raise DecodeError(f"{data} looks like a test set: the LM weight and penalty are never chosen "
-                              "on test; pass --lm-weight-from <dev decode dir>")
+            raise DecodeError(
+                f"{data} looks like a test set: the LM weight and penalty are never chosen "
+                "on test; pass --lm-weight-from <dev decode dir>"
+            )
     kinds = {i: _check_model(models[i], req.priors, ginfo.num_pdfs, ginfo.dir) for i in todo}
     ref = read_ref(data)
     have: dict[str, set[str]] = {}
@@ -148,7 +170,7 @@ def decode_models(models: list[Path], graph: Path, data: Path, out_dirs: list[Pa
             have[k] = _feature_utts(data, k)
     utts_all = sorted(ref)
     if req.max_utts > 0:
-        utts_all = utts_all[:req.max_utts]
+        utts_all = utts_all[: req.max_utts]
         ref = {u: ref[u] for u in utts_all}
     if not utts_all:
         raise DecodeError(f"{data}/text has no utterances")
@@ -157,23 +179,45 @@ def decode_models(models: list[Path], graph: Path, data: Path, out_dirs: list[Pa
         if i in chosen:
             grids.append(((chosen[i].lm_weight, chosen[i].penalty),))
         else:
-            grids.append(tuple((w, p) for p in sorted(req.penalties) for w in sorted(req.lm_weights)))
+            grids.append(
+                tuple((w, p) for p in sorted(req.penalties) for w in sorted(req.lm_weights))
+            )
     from steps_py.score.normalize import normalize_text
 
-    cfg = PoolConfig(graph=ginfo.dir, num_pdfs=ginfo.num_pdfs, data=data, search=req.search,
-                     models=tuple(models), grids=tuple(grids),
-                     refs={u: tuple(normalize_text(ref[u])) for u in utts_all}, priors=req.priors,
-                     nbest=req.nbest, nbest_at=tuple(grids[i][0] if i in chosen else None for i in range(len(models))))
-    per_model_utts = {i: [u for u in utts_all if u in have["mfcc" if kinds[i] == "gmm" else "fbank"]] for i in todo}
+    cfg = PoolConfig(
+        graph=ginfo.dir,
+        num_pdfs=ginfo.num_pdfs,
+        data=data,
+        search=req.search,
+        models=tuple(models),
+        grids=tuple(grids),
+        refs={u: tuple(normalize_text(ref[u])) for u in utts_all},
+        priors=req.priors,
+        nbest=req.nbest,
+        nbest_at=tuple(grids[i][0] if i in chosen else None for i in range(len(models))),
+    )
+    per_model_utts = {
+        i: [u for u in utts_all if u in have["mfcc" if kinds[i] == "gmm" else "fbank"]]
+        for i in todo
+    }
     tasks = [t for t in make_tasks(len(models), utts_all, nj) if t[0] in todo]
     tasks = [(m, [u for u in us if u in set(per_model_utts[m])]) for m, us in tasks]
     tasks = [t for t in tasks if t[1]]
     got: dict[int, dict[str, UttResult]] = {i: {} for i in todo}
     timing: dict[int, Timing] = {i: Timing() for i in todo}
     n_total = sum(len(t[1]) for t in tasks)
-    log.info("decoding %d model(s) on %s (%d utterances each), %d job(s), graph %s (%d states)",
-             len(todo), data, len(utts_all), nj, ginfo.dir, ginfo.states)
-    bar = progress(total=n_total, desc="decode", unit="utt", log_every=max(1, n_total // 10), logger=log)
+    log.info(
+        "decoding %d model(s) on %s (%d utterances each), %d job(s), graph %s (%d states)",
+        len(todo),
+        data,
+        len(utts_all),
+        nj,
+        ginfo.dir,
+        ginfo.states,
+    )
+    bar = progress(
+        total=n_total, desc="decode", unit="utt", log_every=max(1, n_total // 10), logger=log
+    )
 
     def on_result(r: ChunkResult) -> None:
         for u in r.utts:
@@ -194,43 +238,86 @@ def decode_models(models: list[Path], graph: Path, data: Path, out_dirs: list[Pa
         bad = sorted(failed) + no_feats
         if len(bad) > req.max_failed * len(utts_all):
             shown = "; ".join(f"{u}: {failed.get(u, 'no features')}" for u in sorted(bad)[:10])
-            raise DecodeError(f"{models[i]} on {data}: {len(bad)} of {len(utts_all)} utterances failed "
-                              f"(more than {100 * req.max_failed:g} %), nothing written to {out_dirs[i]}: "
-                              f"{shown}{' ...' if len(bad) > 10 else ''}")
-        unknown = {w for r in got[i].values() if r.error is None for b in r.best for w in b[0] if w not in words}
+            raise DecodeError(
+                f"{models[i]} on {data}: {len(bad)} of {len(utts_all)} utterances failed "
+                f"(more than {100 * req.max_failed:g} %), nothing written to {out_dirs[i]}: "
+                f"{shown}{' ...' if len(bad) > 10 else ''}"
+            )
+        unknown = {
+            w
+            for r in got[i].values()
+            if r.error is None
+            for b in r.best
+            for w in b[0]
+            if w not in words
+        }
         if unknown:
-            raise DecodeError(f"decoder produced word ids {sorted(unknown)[:10]} missing from "
-                              f"{Path(graph) / 'words.txt'}; rebuild the graph")
+            raise DecodeError(
+                f"decoder produced word ids {sorted(unknown)[:10]} missing from "
+                f"{Path(graph) / 'words.txt'}; rebuild the graph"
+            )
     utt2spk = _utt2spk(data)
     for i in todo:
-        md = ModelDecode(model=models[i], out=out_dirs[i], grid=grids[i], chosen_from=chosen.get(i), utts=got[i])
+        md = ModelDecode(
+            model=models[i], out=out_dirs[i], grid=grids[i], chosen_from=chosen.get(i), utts=got[i]
+        )
         failed = {u: r.error for u, r in got[i].items() if r.error}
         no_feats = [u for u in utts_all if u not in got[i]]
         if failed or no_feats:
-            log.warning("%s: %d utterance(s) failed and %d had no features (scored as deletions): %s",
-                        out_dirs[i], len(failed), len(no_feats),
-                        "; ".join([f"{u}: {m}" for u, m in sorted(failed.items())[:5]] + no_feats[:5]))
+            log.warning(
+                "%s: %d utterance(s) failed and %d had no features (scored as deletions): %s",
+                out_dirs[i],
+                len(failed),
+                len(no_feats),
+                "; ".join([f"{u}: {m}" for u, m in sorted(failed.items())[:5]] + no_feats[:5]),
+            )
         t = timing[i]
         audio = t.frames * FRAME_SHIFT_S
-        tm = {"cpu_s": round(t.total, 3), "forward_s": round(t.forward, 3), "search_s": round(t.search, 3),
-              "lattice_s": round(t.lattice, 3), "determinize_s": round(t.determinize, 3),
-              "score_s": round(t.score, 3), "pool_wall_s": round(wall, 3), "pool_models": len(todo),
-              "rtf_per_core": round(t.total / audio, 5) if audio else None,
-              "rtf_forward": round(t.forward / audio, 5) if audio else None,
-              "rtf_search": round((t.search + t.lattice + t.determinize) / audio, 5) if audio else None}
-        info = {"model": str(models[i]), "model_kind": kinds[i], "graph": str(graph), "data": str(data),
-                "nj": nj, "beam": req.search.beam, "lattice_beam": req.search.lattice_beam,
-                "lattices": req.search.lattices,
-                "max_active": None if req.search.lattices else req.search.max_active,
-                "acoustic_scale": req.search.acoustic_scale, "priors": req.priors if kinds[i] == "nnet" else None,
-                "no_features": no_feats}
+        tm = {
+            "cpu_s": round(t.total, 3),
+            "forward_s": round(t.forward, 3),
+            "search_s": round(t.search, 3),
+            "lattice_s": round(t.lattice, 3),
+            "determinize_s": round(t.determinize, 3),
+            "score_s": round(t.score, 3),
+            "pool_wall_s": round(wall, 3),
+            "pool_models": len(todo),
+            "rtf_per_core": round(t.total / audio, 5) if audio else None,
+            "rtf_forward": round(t.forward / audio, 5) if audio else None,
+            "rtf_search": round((t.search + t.lattice + t.determinize) / audio, 5)
+            if audio
+            else None,
+        }
+        info = {
+            "model": str(models[i]),
+            "model_kind": kinds[i],
+            "graph": str(graph),
+            "data": str(data),
+            "nj": nj,
+            "beam": req.search.beam,
+            "lattice_beam": req.search.lattice_beam,
+            "lattices": req.search.lattices,
+            "max_active": None if req.search.lattices else req.search.max_active,
+            "acoustic_scale": req.search.acoustic_scale,
+            "priors": req.priors if kinds[i] == "nnet" else None,
+            "no_features": no_feats,
+        }
         s = write_decode_dir(md, ref, words, nj, utt2spk, info, tm, inputs_of(i))
-        lat = (f"oracle {s['oracle_cer']:.2f}, {s['lattice_density']:.2f} arcs/frame"
-               if s["oracle_cer"] is not None else "best path only")
-        log.info("%s: %%CER %.2f (LM weight %s, penalty %s, %s), %s, RTF per core %.4f",
-                 out_dirs[i], s["cer"], format_weight(s["lm_weight"]), format_penalty(s["word_ins_penalty"]),
-                 "chosen here" if i not in chosen else f"from {chosen[i].source}", lat,
-                 tm["rtf_per_core"] or float("nan"))
+        lat = (
+            f"oracle {s['oracle_cer']:.2f}, {s['lattice_density']:.2f} arcs/frame"
+            if s["oracle_cer"] is not None
+            else "best path only"
+        )
+        log.info(
+            "%s: %%CER %.2f (LM weight %s, penalty %s, %s), %s, RTF per core %.4f",
+            out_dirs[i],
+            s["cer"],
+            format_weight(s["lm_weight"]),
+            format_penalty(s["word_ins_penalty"]),
+            "chosen here" if i not in chosen else f"from {chosen[i].source}",
+            lat,
+            tm["rtf_per_core"] or float("nan"),
+        )
         results[i] = s
     return results
 

@@ -63,8 +63,10 @@ def kaldi_lines(res: CerResult) -> str:
     n = len(res.utts)
     ser = 100.0 * sent_err / n if n else 0.0
     partial = " [PARTIAL]" if res.missing else ""
-    return (f"{res.line('WER')}{partial}\n%SER {ser:.2f} [ {sent_err} / {n} ]\n"
-            f"Scored {n} sentences, {len(res.missing)} not present in hyp.\n")
+    return (
+        f"{res.line('WER')}{partial}\n%SER {ser:.2f} [ {sent_err} / {n} ]\n"
+        f"Scored {n} sentences, {len(res.missing)} not present in hyp.\n"
+    )
 
 
 def cer_name(lmwt: float, wip: float) -> str:
@@ -83,7 +85,7 @@ def split_jobs(utts: list[str], nj: int) -> list[list[str]]:
     out, i = [], 0
     for j in range(nj):
         k = q + (1 if j < r else 0)
-        out.append(utts[i:i + k])
+        out.append(utts[i : i + k])
         i += k
     return out
 
@@ -100,9 +102,16 @@ def clear_outputs(out: Path) -> None:
         shutil.rmtree(out / d, ignore_errors=True)
 
 
-def write_decode_dir(md: ModelDecode, ref: dict[str, str], words: dict[int, str], nj: int,
-                     utt2spk: dict[str, str] | None, info: dict[str, Any],
-                     timing: dict[str, Any], inputs: list[Path] | None = None) -> dict[str, Any]:
+def write_decode_dir(
+    md: ModelDecode,
+    ref: dict[str, str],
+    words: dict[int, str],
+    nj: int,
+    utt2spk: dict[str, str] | None,
+    info: dict[str, Any],
+    timing: dict[str, Any],
+    inputs: list[Path] | None = None,
+) -> dict[str, Any]:
     """Score every grid point, choose (or take) the pair, write every file; returns summary."""
     out = md.out
     out.mkdir(parents=True, exist_ok=True)
@@ -112,12 +121,22 @@ def write_decode_dir(md: ModelDecode, ref: dict[str, str], words: dict[int, str]
     hyps: list[dict[str, str]] = []
     for k in range(len(md.grid)):
         hyps.append({u: " ".join(words[w] for w in r.best[k][0]) for u, r in ok.items()})
-    results = [score_texts(ref, h, ref_name=str(out / "ref.txt"), hyp_name=f"{out}/{cer_name(*md.grid[k])}",
-                           empty_ref="skip") for k, h in enumerate(hyps)]
+    results = [
+        score_texts(
+            ref,
+            h,
+            ref_name=str(out / "ref.txt"),
+            hyp_name=f"{out}/{cer_name(*md.grid[k])}",
+            empty_ref="skip",
+        )
+        for k, h in enumerate(hyps)
+    ]
     if md.chosen_from is not None:
         best = 0  # the grid is the single dev-chosen pair
     else:
-        best = min(range(len(md.grid)), key=lambda k: (results[k].errors, md.grid[k][1], md.grid[k][0]))
+        best = min(
+            range(len(md.grid)), key=lambda k: (results[k].errors, md.grid[k][1], md.grid[k][0])
+        )
     lmwt, wip = md.grid[best]
     res = results[best]
 
@@ -125,7 +144,9 @@ def write_decode_dir(md: ModelDecode, ref: dict[str, str], words: dict[int, str]
     sk = out / "scoring_kaldi"
     atomic_write_text(sk / "test_filt.txt", _text(ref))
     for k, (lw, p) in enumerate(md.grid):
-        atomic_write_text(sk / f"penalty_{format_penalty(p)}" / f"{format_weight(lw)}.txt", _text(hyps[k]))
+        atomic_write_text(
+            sk / f"penalty_{format_penalty(p)}" / f"{format_weight(lw)}.txt", _text(hyps[k])
+        )
         atomic_write_text(out / cer_name(lw, p), kaldi_lines(results[k]))
     atomic_write_text(sk / "best_cer", f"{res.line('WER')} {out / cer_name(lmwt, wip)}\n")
     det = sk / "cer_details"
@@ -140,8 +161,10 @@ def write_decode_dir(md: ModelDecode, ref: dict[str, str], words: dict[int, str]
 
     jobs = split_jobs(sorted(md.utts), nj)
     for j, part in enumerate(jobs if with_lattices else [], 1):
-        write_lattice_archive(out / f"lat.{j}.gz", [(u, md.utts[u].lattice) for u in part
-                                                    if md.utts[u].lattice is not None])
+        write_lattice_archive(
+            out / f"lat.{j}.gz",
+            [(u, md.utts[u].lattice) for u in part if md.utts[u].lattice is not None],
+        )
     atomic_write_text(out / "num_jobs", f"{len(jobs)}\n")
     if any(r.nbest for r in ok.values()):
         lines = []
@@ -151,24 +174,37 @@ def write_decode_dir(md: ModelDecode, ref: dict[str, str], words: dict[int, str]
         atomic_write_text(out / "nbest.txt", "\n".join(lines) + "\n")
 
     scored = [u for u in res.utts]  # reference utterances that count (empty ones skipped)
-    oracle = sum(ok[u].oracle_errors if u in ok else len(normalize_text(ref[u])) for u in scored) \
-        if with_lattices else None
+    oracle = (
+        sum(ok[u].oracle_errors if u in ok else len(normalize_text(ref[u])) for u in scored)
+        if with_lattices
+        else None
+    )
     frames = sum(r.frames for r in ok.values())
     arcs = sum(r.lattice.num_arcs for r in ok.values() if r.lattice is not None)
     summary: dict[str, Any] = {
         **{k: v for k, v in res.to_dict().items() if k != "missing"},
-        "lm_weight": lmwt, "word_ins_penalty": wip,
+        "lm_weight": lmwt,
+        "word_ins_penalty": wip,
         "chosen_on": str(md.chosen_from.source) if md.chosen_from else "this set",
         "oracle_errors": oracle,
         "oracle_cer": (round(100.0 * oracle / res.ref_len, 4) if res.ref_len else 0.0)
-        if oracle is not None else None,
+        if oracle is not None
+        else None,
         "lattice_density": (round(arcs / frames, 4) if frames else 0.0) if with_lattices else None,
-        "lattice_arcs": arcs, "frames": frames, "audio_s": round(frames * 0.01, 2),
-        "decoded": len(ok), "failed": {u: r.error for u, r in sorted(md.utts.items()) if r.error},
+        "lattice_arcs": arcs,
+        "frames": frames,
+        "audio_s": round(frames * 0.01, 2),
+        "decoded": len(ok),
+        "failed": {u: r.error for u, r in sorted(md.utts.items()) if r.error},
         "not_decoded": sorted(set(ref) - set(md.utts)),
-        "lm_weights": sorted({g[0] for g in md.grid}), "word_ins_penalties": sorted({g[1] for g in md.grid}),
-        "num_jobs": len(jobs), **info, "timing": timing,
+        "lm_weights": sorted({g[0] for g in md.grid}),
+        "word_ins_penalties": sorted({g[1] for g in md.grid}),
+        "num_jobs": len(jobs),
+        **info,
+        "timing": timing,
     }
     atomic_write_json(out / "summary.json", summary)
-    mark_done(out, {"cer": summary["cer"], "lm_weight": lmwt, "word_ins_penalty": wip}, inputs=inputs)
+    mark_done(
+        out, {"cer": summary["cer"], "lm_weight": lmwt, "word_ins_penalty": wip}, inputs=inputs
+    )
     return summary

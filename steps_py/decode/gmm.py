@@ -21,9 +21,15 @@ from steps_py.decode import options
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = options.build_parser("python -m steps_py.decode.gmm", __doc__, model_help="GMM dir(s) with final.npz, or a Kaldi final.mdl / exp dir holding one (default %(default)s)",
-                                  model_default=[Path("exp/mono")], beam=8.0, lattice_beam=4.0,
-                                  acoustic_scale=0.083333)
+    parser = options.build_parser(
+        "python -m steps_py.decode.gmm",
+        __doc__,
+        model_help="GMM dir(s) with final.npz, or a Kaldi final.mdl / exp dir holding one (default %(default)s)",
+        model_default=[Path("exp/mono")],
+        beam=8.0,
+        lattice_beam=4.0,
+        acoustic_scale=0.083333,
+    )
     return step_main("decode.gmm", parser, options.run, argv, log_file=options.log_file)
 
 

@@ -69,7 +69,13 @@ def fst_size(fst: kaldifst.StdVectorFst) -> tuple[int, int]:
     return fst.num_states, n_arcs
 
 
-def make_hclg(lang: Lang, tm: khg.TransitionModel, tree: khg.ContextDependency, self_loop_scale: float = 0.1, transition_scale: float = 1.0) -> tuple[kaldifst.StdVectorFst, kaldifst.StdVectorFst]:
+def make_hclg(
+    lang: Lang,
+    tm: khg.TransitionModel,
+    tree: khg.ContextDependency,
+    self_loop_scale: float = 0.1,
+    transition_scale: float = 1.0,
+) -> tuple[kaldifst.StdVectorFst, kaldifst.StdVectorFst]:
     """Return (HCLG with transition-id input labels, the same graph with pdf-id + 1 labels)."""
     L = lang.read_fst("L_disambig.fst")
     G = lang.read_fst("G.fst")
@@ -77,22 +83,34 @@ def make_hclg(lang: Lang, tm: khg.TransitionModel, tree: khg.ContextDependency, 
     kaldifst.arcsort(G, sort_type="ilabel")
     LG = kaldifst.compose(L, G, connect=True)
     if LG.num_states == 0:
-        raise GraphBuildError(f"L_disambig o G is empty in {lang.dir}: G.fst and words.txt/L_disambig.fst do not match (rebuild lang_test)")
+        raise GraphBuildError(
+            f"L_disambig o G is empty in {lang.dir}: G.fst and words.txt/L_disambig.fst do not match (rebuild lang_test)"
+        )
     if kaldifst.determinize_star(LG, use_log=True):  # True means it stopped early
         log.warning("determinize_star(LG) stopped early; the graph is only partly determinized")
     kaldifst.minimize_encoded(LG)
     log.info("LG: %d states, %d arcs", *fst_size(LG))
-    CLG, ilabels = kaldifst.compose_context(disambig_syms=lang.disambig_phones, context_width=tree.context_width,
-                                            central_position=tree.central_position, ifst=LG)
+    CLG, ilabels = kaldifst.compose_context(
+        disambig_syms=lang.disambig_phones,
+        context_width=tree.context_width,
+        central_position=tree.central_position,
+        ifst=LG,
+    )
     kaldifst.arcsort(CLG, sort_type="ilabel")
-    H, disambig_tids = khg.get_h_transducer(ilabel_info=ilabels, ctx_dep=tree, trans_model=tm,
-                                            config=khg.HTransducerConfig(transition_scale=transition_scale))
+    H, disambig_tids = khg.get_h_transducer(
+        ilabel_info=ilabels,
+        ctx_dep=tree,
+        trans_model=tm,
+        config=khg.HTransducerConfig(transition_scale=transition_scale),
+    )
     kaldifst.arcsort(H, sort_type="olabel")
     HCLGa = kaldifst.compose(H, CLG, connect=True)
     kaldifst.determinize_star(HCLGa, use_log=True)
     HCLGa = relabel_input(HCLGa, {t: 0 for t in disambig_tids})
     kaldifst.minimize_encoded(HCLGa)
-    HCLG = khg.add_self_loops(self_loop_scale=self_loop_scale, disambig_syms=[], reorder=True, trans_model=tm, ifst=HCLGa)
+    HCLG = khg.add_self_loops(
+        self_loop_scale=self_loop_scale, disambig_syms=[], reorder=True, trans_model=tm, ifst=HCLGa
+    )
     kaldifst.arcsort(HCLG, sort_type="ilabel")
     tid2pdf = tm.transition_id_to_pdf_array()
     HCLG_pdf = relabel_input(HCLG, {t: tid2pdf[t] + 1 for t in range(1, tm.num_transition_ids + 1)})
@@ -100,12 +118,26 @@ def make_hclg(lang: Lang, tm: khg.TransitionModel, tree: khg.ContextDependency, 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m steps_py.decode.graph", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lang", type=Path, default=Path("data/lang_test"), help="lang dir with G.fst (default: %(default)s)")
-    ap.add_argument("--model", type=Path, default=Path("exp/mono"),
-                    help="GMM: model dir (final.npz) or npz, or a Kaldi final.mdl / exp dir holding one (default: %(default)s)")
-    ap.add_argument("--out", type=Path, default=Path("exp/mono/graph"), help="graph dir (default: %(default)s)")
+    ap = argparse.ArgumentParser(
+        prog="python -m steps_py.decode.graph",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--lang",
+        type=Path,
+        default=Path("data/lang_test"),
+        help="lang dir with G.fst (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--model",
+        type=Path,
+        default=Path("exp/mono"),
+        help="GMM: model dir (final.npz) or npz, or a Kaldi final.mdl / exp dir holding one (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--out", type=Path, default=Path("exp/mono/graph"), help="graph dir (default: %(default)s)"
+    )
     ap.add_argument("--self-loop-scale", type=float, default=0.1, help="(default: %(default)s)")
     ap.add_argument("--transition-scale", type=float, default=1.0, help="(default: %(default)s)")
     ap.add_argument("--force", action="store_true", help="rebuild even if --out is done")
@@ -123,8 +155,10 @@ def load_graph_inputs(lang_dir: Path, model_path: Path) -> tuple[Lang, MonoModel
         raise GraphBuildError(str(e)) from None
     for name in ("L_disambig.fst", "G.fst"):
         if not (lang.dir / name).is_file():
-            raise GraphBuildError(f"{lang.dir}/{name} not found: --lang must be a lang dir with G.fst "
-                                  "(python -m steps_py.lang.lm, or steps_py.kaldi.lang_import for a Kaldi lang)")
+            raise GraphBuildError(
+                f"{lang.dir}/{name} not found: --lang must be a lang dir with G.fst "
+                "(python -m steps_py.lang.lm, or steps_py.kaldi.lang_import for a Kaldi lang)"
+            )
     return lang, model
 
 
@@ -135,8 +169,10 @@ def run(args: argparse.Namespace) -> int:
     HCLG, HCLG_pdf = make_hclg(lang, tm, tree, args.self_loop_scale, args.transition_scale)
     states, arcs = fst_size(HCLG)
     if arcs == 0:
-        raise GraphBuildError(f"HCLG built from {args.lang} and {args.model} is empty: the model's phones do not "
-                              "match the lang's L.fst (use the lang dir the model was trained with)")
+        raise GraphBuildError(
+            f"HCLG built from {args.lang} and {args.model} is empty: the model's phones do not "
+            "match the lang's L.fst (use the lang dir the model was trained with)"
+        )
     with atomic_path(args.out) as tmp:
         tmp.mkdir(parents=True)
         HCLG.write(str(tmp / "HCLG.fst"))
@@ -145,17 +181,37 @@ def run(args: argparse.Namespace) -> int:
         shutil.copy(lang.dir / "phones.txt", tmp / "phones.txt")
         atomic_write_text(tmp / "topo", model.topo_text)
         atomic_write_text(tmp / "num_pdfs", f"{model.gmm.num_pdfs}\n")
-        info = {"states": states, "arcs": arcs, "num_pdfs": model.gmm.num_pdfs, "self_loop_scale": args.self_loop_scale,
-                "model": str(args.model), "lang": str(args.lang), "seconds": round(time.time() - t0, 1)}
+        info = {
+            "states": states,
+            "arcs": arcs,
+            "num_pdfs": model.gmm.num_pdfs,
+            "self_loop_scale": args.self_loop_scale,
+            "model": str(args.model),
+            "lang": str(args.lang),
+            "seconds": round(time.time() - t0, 1),
+        }
         atomic_write_json(tmp / "info.json", info)
         mark_done(tmp, info)
-    log.info("HCLG: %d states, %d arcs; written to %s in %.1f s", states, arcs, args.out, time.time() - t0)
+    log.info(
+        "HCLG: %d states, %d arcs; written to %s in %.1f s",
+        states,
+        arcs,
+        args.out,
+        time.time() - t0,
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    return step_main("mkgraph", build_parser(), run, argv, log_file=lambda a: a.out.parent / "log" / "mkgraph.log",
-                     done_dir=lambda a: a.out, done_state="already built")
+    return step_main(
+        "mkgraph",
+        build_parser(),
+        run,
+        argv,
+        log_file=lambda a: a.out.parent / "log" / "mkgraph.log",
+        done_dir=lambda a: a.out,
+        done_state="already built",
+    )
 
 
 if __name__ == "__main__":

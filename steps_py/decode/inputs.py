@@ -52,16 +52,18 @@ def check_fst_file(path: Path) -> int:
         magic, n = struct.unpack_from("<ii", head, 0)
         if magic != FST_MAGIC:
             raise GraphError(f"{bad} (no OpenFst magic number); {_rebuild(graph)}")
-        fst_type = head[8:8 + n].decode("ascii")
+        fst_type = head[8 : 8 + n].decode("ascii")
         pos = 8 + n
         (n,) = struct.unpack_from("<i", head, pos)
-        arc_type = head[pos + 4:pos + 4 + n].decode("ascii")
+        arc_type = head[pos + 4 : pos + 4 + n].decode("ascii")
         pos += 4 + n
         struct.unpack_from("<iiQqqq", head, pos)
     except (struct.error, UnicodeDecodeError):
         raise GraphError(f"{bad} (truncated or damaged header); {_rebuild(graph)}") from None
     if fst_type != "vector" or arc_type != "standard":
-        raise GraphError(f"{path}: FST type {fst_type}/{arc_type}, expected vector/standard; {_rebuild(graph)}")
+        raise GraphError(
+            f"{path}: FST type {fst_type}/{arc_type}, expected vector/standard; {_rebuild(graph)}"
+        )
     fst = read_graph_fst(path)
     return int(fst.num_states)
 
@@ -72,8 +74,10 @@ def read_graph_fst(path: Path):  # -> kaldifst.StdVectorFst
 
     fst = kaldifst.StdVectorFst.read(str(path))
     if fst is None or fst.num_states == 0 or fst.start < 0:
-        raise GraphError(f"{path} is truncated or damaged (OpenFst cannot read it, or it has no "
-                         f"start state); {_rebuild(path.parent)}")
+        raise GraphError(
+            f"{path} is truncated or damaged (OpenFst cannot read it, or it has no "
+            f"start state); {_rebuild(path.parent)}"
+        )
     return fst
 
 
@@ -88,14 +92,18 @@ def check_graph(graph: Path) -> GraphInfo:
     """Check a graph dir before decoding; returns its pdf count and size."""
     graph = Path(graph)
     if not graph.is_dir():
-        raise GraphError(f"graph dir {graph} does not exist; build it first (stage 4, "
-                         "exp/mono/graph) or pass the right --graph")
+        raise GraphError(
+            f"graph dir {graph} does not exist; build it first (stage 4, "
+            "exp/mono/graph) or pass the right --graph"
+        )
     missing = [n for n in GRAPH_FILES if not (graph / n).is_file()]
     if missing:
         raise GraphError(f"graph dir {graph} lacks {', '.join(missing)}; {_rebuild(graph)}")
     text = (graph / "num_pdfs").read_text(encoding="utf-8").strip()
     if not text.isdigit() or int(text) <= 0:
-        raise GraphError(f"{graph / 'num_pdfs'}: expected one positive integer, found {text[:40]!r}")
+        raise GraphError(
+            f"{graph / 'num_pdfs'}: expected one positive integer, found {text[:40]!r}"
+        )
     read_words(graph / "words.txt")
     states = check_fst_file(graph / "HCLG.fst")
     return GraphInfo(graph, int(text), states)
@@ -131,10 +139,13 @@ def parse_grid(spec: str, flag: str, positive: bool) -> list[float]:
         else:
             out = [float(x) for x in spec.split(",") if x.strip()]
     except ValueError:
-        raise DecodeError(f"{flag} {spec!r}: give 'START:STOP[:STEP]' or a comma list, "
-                          "e.g. 7:17 or 0.0,0.5,1.0") from None
+        raise DecodeError(
+            f"{flag} {spec!r}: give 'START:STOP[:STEP]' or a comma list, e.g. 7:17 or 0.0,0.5,1.0"
+        ) from None
     if not out or (positive and any(w <= 0 for w in out)) or any(w != w for w in out):
-        raise DecodeError(f"{flag} {spec!r}: values must be {'positive' if positive else 'numbers'}")
+        raise DecodeError(
+            f"{flag} {spec!r}: values must be {'positive' if positive else 'numbers'}"
+        )
     return sorted(set(out))
 
 
@@ -171,15 +182,18 @@ def read_chosen(decode_dir: Path) -> Chosen:
     d = Path(decode_dir)
     p = d / "best_lmwt"
     if not p.is_file():
-        raise DecodeError(f"{p} not found; decode the dev set first and pass its decode dir "
-                          "with --lm-weight-from")
+        raise DecodeError(
+            f"{p} not found; decode the dev set first and pass its decode dir with --lm-weight-from"
+        )
     try:
         lmwt = float(p.read_text(encoding="utf-8").split()[0])
         q = d / "best_wip"
         wip = float(q.read_text(encoding="utf-8").split()[0]) if q.is_file() else 0.0
     except (ValueError, IndexError):
-        raise DecodeError(f"{d}: best_lmwt/best_wip must each hold one number; decode the dev set again "
-                          "with --force") from None
+        raise DecodeError(
+            f"{d}: best_lmwt/best_wip must each hold one number; decode the dev set again "
+            "with --force"
+        ) from None
     if lmwt <= 0:
         raise DecodeError(f"{p}: LM weight {lmwt:g} is not positive")
     return Chosen(lmwt, wip, d)

@@ -36,7 +36,9 @@ import numpy as np
 
 INF = math.inf
 Ali = tuple[int, ...]
-Arc = tuple[int, int, float, float, Ali]  # word, next state, graph cost, acoustic cost, transition ids
+Arc = tuple[
+    int, int, float, float, Ali
+]  # word, next state, graph cost, acoustic cost, transition ids
 Final = tuple[float, float, Ali]
 
 
@@ -60,7 +62,9 @@ class CompactLattice:
         """States in topological order (Kahn); raises ValueError on a cycle."""
         return _topo([[a[1] for a in arcs] for arcs in self.arcs])
 
-    def best_paths(self, grid: Sequence[tuple[float, float]]) -> list[tuple[list[int], float, float]]:
+    def best_paths(
+        self, grid: Sequence[tuple[float, float]]
+    ) -> list[tuple[list[int], float, float]]:
         """Best path for each (LM weight, insertion penalty) of ``grid``, all in one pass:
         (word ids, graph cost, acoustic cost) each; ([], inf, inf) for an empty lattice."""
         k = len(grid)
@@ -107,7 +111,9 @@ class CompactLattice:
             out.append((words[::-1], g, a))
         return out
 
-    def nbest(self, n: int, lm_weight: float, wip: float = 0.0) -> list[tuple[list[int], float, float]]:
+    def nbest(
+        self, n: int, lm_weight: float, wip: float = 0.0
+    ) -> list[tuple[list[int], float, float]]:
         """The ``n`` best distinct word sequences at these scales (the lattice is deterministic,
         so paths are distinct sequences), best first: (word ids, graph cost, acoustic cost)."""
         if self.num_states == 0 or n <= 0:
@@ -124,7 +130,9 @@ class CompactLattice:
             for arc in self.arcs[s]:
                 best = min(best, arc_cost(arc) + h[arc[1]])
             h[s] = best
-        heap: list[tuple[float, int, int, float, tuple[Arc, ...]]] = [(h[self.start], 0, self.start, 0.0, ())]
+        heap: list[tuple[float, int, int, float, tuple[Arc, ...]]] = [
+            (h[self.start], 0, self.start, 0.0, ())
+        ]
         tick = 1
         out: list[tuple[list[int], float, float]] = []
         while heap and len(out) < n:
@@ -132,7 +140,13 @@ class CompactLattice:
             if s < 0:  # a completed path
                 f = self.finals[-s - 1]
                 assert f is not None
-                out.append(([a[0] for a in path], sum(a[2] for a in path) + f[0], sum(a[3] for a in path) + f[1]))
+                out.append(
+                    (
+                        [a[0] for a in path],
+                        sum(a[2] for a in path) + f[0],
+                        sum(a[3] for a in path) + f[1],
+                    )
+                )
                 continue
             f = self.finals[s]
             if f is not None:
@@ -185,7 +199,9 @@ def f32(values: Sequence[float]) -> list[float]:
 
 # ---------------------------------------------------------------- raw lattices
 
-RawArc = tuple[int, int, float, float, int]  # ilabel (transition id), olabel (word), graph, acoustic, next
+RawArc = tuple[
+    int, int, float, float, int
+]  # ilabel (transition id), olabel (word), graph, acoustic, next
 
 
 @dataclass
@@ -207,7 +223,7 @@ class RawLattice:
             raise ValueError(f"{path}: not an OpenFst binary FST")
         pos = 8 + n
         (n,) = struct.unpack_from("<i", buf, pos)
-        arc_type = buf[pos + 4:pos + 4 + n].decode()
+        arc_type = buf[pos + 4 : pos + 4 + n].decode()
         if arc_type != "lattice4":
             raise ValueError(f"{path}: arc type {arc_type}, expected lattice4")
         pos += 4 + n
@@ -220,7 +236,12 @@ class RawLattice:
             pos += 16
             finals.append(None if g == INF and a == INF else (g, a))
             end = pos + 20 * narcs
-            arcs.append([(il, ol, g, a, nx) for il, ol, g, a, nx in struct.iter_unpack("<iiffi", buf[pos:end])])
+            arcs.append(
+                [
+                    (il, ol, g, a, nx)
+                    for il, ol, g, a, nx in struct.iter_unpack("<iiffi", buf[pos:end])
+                ]
+            )
             pos = end
         return cls(start=max(start, 0), arcs=arcs, finals=finals)
 
@@ -306,7 +327,9 @@ def determinize(raw: RawLattice, beam: float, acoustic_scale: float) -> CompactL
         wrd.append(w)
     keep_state = [finals[s] is not None or bool(wrd[s]) for s in range(n)]
 
-    def closure(seeds: dict[int, tuple[float, float, object]], alpha: float) -> dict[int, tuple[float, float, Ali]]:
+    def closure(
+        seeds: dict[int, tuple[float, float, object]], alpha: float
+    ) -> dict[int, tuple[float, float, Ali]]:
         """Epsilon (word 0) closure keeping per raw state the best (weight, string); returns
         the states a subset keeps, with their strings as tuples."""
         cur = dict(seeds)
@@ -336,7 +359,9 @@ def determinize(raw: RawLattice, beam: float, acoustic_scale: float) -> CompactL
         return {s: (g, a, _unlink(t)) for s, (g, a, t) in cur.items() if keep_state[s]}
 
     def key(elems: dict[int, tuple[float, float, Ali]]) -> tuple:
-        return tuple(sorted((s, round(g * 1024.0), round(a * 1024.0), t) for s, (g, a, t) in elems.items()))
+        return tuple(
+            sorted((s, round(g * 1024.0), round(a * 1024.0), t) for s, (g, a, t) in elems.items())
+        )
 
     start = closure({raw.start: (0.0, 0.0, None)}, 0.0)
     subsets: list[dict[int, tuple[float, float, Ali]]] = [start]
@@ -356,8 +381,11 @@ def determinize(raw: RawLattice, beam: float, acoustic_scale: float) -> CompactL
         by_word: dict[int, dict[int, tuple[float, float, object]]] = {}
         for s, (g0, a0, t0) in sorted(subsets[d].items()):
             f = finals[s]
-            if f is not None and g0 + f[0] + a0 + f[1] <= lim + 1e-3 and (
-                    fin is None or _better(g0 + f[0], a0 + f[1], fin[0], fin[1])):
+            if (
+                f is not None
+                and g0 + f[0] + a0 + f[1] <= lim + 1e-3
+                and (fin is None or _better(g0 + f[0], a0 + f[1], fin[0], fin[1]))
+            ):
                 fin = (g0 + f[0], a0 + f[1], t0)
             tot0 = g0 + a0
             link = _link(t0)
@@ -445,7 +473,9 @@ def _finish(arcs: list[list[Arc]], finals: list[Final | None], ac_unscale: float
     for s in keep:
         row = [a for a in arcs[s] if coacc[a[1]]]
         w = f32([x for a in row for x in (a[2], a[3] * ac_unscale)])
-        out_arcs.append([(a[0], new[a[1]], w[2 * i], w[2 * i + 1], a[4]) for i, a in enumerate(row)])
+        out_arcs.append(
+            [(a[0], new[a[1]], w[2 * i], w[2 * i + 1], a[4]) for i, a in enumerate(row)]
+        )
         f = finals[s]
         if f is None:
             out_finals.append(None)

@@ -67,14 +67,24 @@ def _string(s: str) -> bytes:
 
 def _header(arc_type: str, properties: int, start: int, num_states: int) -> bytes:
     # OpenFst's VectorFst::Write leaves the header's arc count at 0; so do we
-    return (_I32.pack(FST_MAGIC) + _string("vector") + _string(arc_type)
-            + _HEAD.pack(2, 0, properties, start, num_states, 0))
+    return (
+        _I32.pack(FST_MAGIC)
+        + _string("vector")
+        + _string(arc_type)
+        + _HEAD.pack(2, 0, properties, start, num_states, 0)
+    )
 
 
 def compact_lattice_bytes(lat: CompactLattice) -> bytes:
     """One CompactLattice in Kaldi/OpenFst binary form (what follows `<utt> ` in an archive)."""
-    out = [_header("compactlattice44", COMPACT_LATTICE_PROPERTIES,
-                   lat.start if lat.num_states else -1, lat.num_states)]
+    out = [
+        _header(
+            "compactlattice44",
+            COMPACT_LATTICE_PROPERTIES,
+            lat.start if lat.num_states else -1,
+            lat.num_states,
+        )
+    ]
     for s in range(lat.num_states):
         fin = lat.finals[s]
         if fin is None:
@@ -85,13 +95,21 @@ def compact_lattice_bytes(lat: CompactLattice) -> bytes:
         arcs = lat.arcs[s]
         out.append(_I64.pack(len(arcs)))
         for word, nxt, g, a, ali in arcs:
-            out.append(_CARC_HEAD.pack(word, word, g, a, len(ali)) + struct.pack(f"<{len(ali)}i", *ali)
-                       + _I32.pack(nxt))
+            out.append(
+                _CARC_HEAD.pack(word, word, g, a, len(ali))
+                + struct.pack(f"<{len(ali)}i", *ali)
+                + _I32.pack(nxt)
+            )
     return b"".join(out)
 
 
-def lattice_bytes(num_states: int, start: int, finals: list[tuple[float, float] | None],
-                  arcs: list[list[tuple[int, int, float, float, int]]], properties: int) -> bytes:
+def lattice_bytes(
+    num_states: int,
+    start: int,
+    finals: list[tuple[float, float] | None],
+    arcs: list[list[tuple[int, int, float, float, int]]],
+    properties: int,
+) -> bytes:
     """A state-level Lattice (`lattice4`) in binary form; arcs are (ilabel, olabel, graph,
     acoustic, nextstate). Used to check this writer against OpenFst's own (kaldifst)."""
     out = [_header("lattice4", properties, start, num_states)]
@@ -126,23 +144,31 @@ class _Reader:
         (n,) = self.take(_I32)
         if n < 0 or n > 256 or self.pos + n > len(self.buf):
             raise LatticeFormatError(f"{self.name}: bad FST header string at byte {self.pos}")
-        s = self.buf[self.pos:self.pos + n].decode("ascii", "replace")
+        s = self.buf[self.pos : self.pos + n].decode("ascii", "replace")
         self.pos += n
         return s
 
 
-def read_compact_lattice(buf: bytes, pos: int = 0, name: str = "<lattice>") -> tuple[CompactLattice, int]:
+def read_compact_lattice(
+    buf: bytes, pos: int = 0, name: str = "<lattice>"
+) -> tuple[CompactLattice, int]:
     """Parse one binary CompactLattice starting at `pos`; returns it and the end position."""
     r = _Reader(buf, pos, name)
     (magic,) = r.take(_I32)
     if magic != FST_MAGIC:
-        raise LatticeFormatError(f"{name}: no OpenFst magic number at byte {pos}; not a binary Kaldi lattice")
+        raise LatticeFormatError(
+            f"{name}: no OpenFst magic number at byte {pos}; not a binary Kaldi lattice"
+        )
     fst_type, arc_type = r.string(), r.string()
     if fst_type != "vector" or arc_type != "compactlattice44":
-        raise LatticeFormatError(f"{name}: FST of type {fst_type}/{arc_type}, expected vector/compactlattice44")
+        raise LatticeFormatError(
+            f"{name}: FST of type {fst_type}/{arc_type}, expected vector/compactlattice44"
+        )
     _version, _flags, _props, start, num_states, _num_arcs = r.take(_HEAD)
     if num_states < 0:
-        raise LatticeFormatError(f"{name}: lattice without a state count (streamed FSTs are not supported)")
+        raise LatticeFormatError(
+            f"{name}: lattice without a state count (streamed FSTs are not supported)"
+        )
     finals: list[tuple[float, float, tuple[int, ...]] | None] = []
     arcs: list[list[tuple[int, int, float, float, tuple[int, ...]]]] = []
     for _ in range(num_states):
@@ -181,15 +207,21 @@ def read_lattice_archive(path: Path) -> Iterator[tuple[str, CompactLattice]]:
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError) as e:
-            raise LatticeFormatError(f"{path}: corrupt gzip data ({e}); decode again with --force") from None
+            raise LatticeFormatError(
+                f"{path}: corrupt gzip data ({e}); decode again with --force"
+            ) from None
     pos = 0
     while pos < len(data):
         sp = data.find(b" ", pos)
         if sp < 0:
-            raise LatticeFormatError(f"{path}: truncated archive at byte {pos} (a key without a lattice)")
+            raise LatticeFormatError(
+                f"{path}: truncated archive at byte {pos} (a key without a lattice)"
+            )
         key = data[pos:sp].decode("utf-8")
         if sp + 1 >= len(data) or data[sp + 1] != 214:
-            raise LatticeFormatError(f"{path}: entry {key!r} is not a binary lattice (text archives "
-                                     "are not read here; write them with lattice-copy ark:- ark:-)")
+            raise LatticeFormatError(
+                f"{path}: entry {key!r} is not a binary lattice (text archives "
+                "are not read here; write them with lattice-copy ark:- ark:-)"
+            )
         lat, pos = read_compact_lattice(data, sp + 1, f"{path}[{key}]")
         yield key, lat

@@ -25,12 +25,22 @@ from steps_py.decode import options
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = options.build_parser("python -m steps_py.decode.nnet", __doc__,
-                                  model_help="acoustic model(s), .safetensors (global or ema-<decay>)",
-                                  model_default=None, beam=8.0, lattice_beam=5.0, acoustic_scale=0.1)
-    parser.add_argument("--priors", choices=["model", "counts"], default="model",
-                        help="log priors to divide by: the model file's decoding priors or the "
-                             "alignment-count priors kept beside them (default %(default)s)")
+    parser = options.build_parser(
+        "python -m steps_py.decode.nnet",
+        __doc__,
+        model_help="acoustic model(s), .safetensors (global or ema-<decay>)",
+        model_default=None,
+        beam=8.0,
+        lattice_beam=5.0,
+        acoustic_scale=0.1,
+    )
+    parser.add_argument(
+        "--priors",
+        choices=["model", "counts"],
+        default="model",
+        help="log priors to divide by: the model file's decoding priors or the "
+        "alignment-count priors kept beside them (default %(default)s)",
+    )
     return step_main("decode.nnet", parser, options.run, argv, log_file=options.log_file)
 
 

@@ -11,48 +11,114 @@ from steps_py.decode.inputs import DecodeError, parse_lm_weights, parse_penaltie
 from steps_py.decode.search import SearchConfig
 
 
-def build_parser(prog: str, doc: str, *, model_help: str, model_default: list[Path] | None,
-                 beam: float, lattice_beam: float, acoustic_scale: float) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, nargs="+", required=model_default is None, default=model_default,
-                   help=model_help)
-    p.add_argument("--graph", type=Path, default=Path("exp/mono/graph"),
-                   help="graph dir from stage 4 (HCLG.fst, words.txt, num_pdfs, topo) (default %(default)s)")
+def build_parser(
+    prog: str,
+    doc: str,
+    *,
+    model_help: str,
+    model_default: list[Path] | None,
+    beam: float,
+    lattice_beam: float,
+    acoustic_scale: float,
+) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--model",
+        type=Path,
+        nargs="+",
+        required=model_default is None,
+        default=model_default,
+        help=model_help,
+    )
+    p.add_argument(
+        "--graph",
+        type=Path,
+        default=Path("exp/mono/graph"),
+        help="graph dir from stage 4 (HCLG.fst, words.txt, num_pdfs, topo) (default %(default)s)",
+    )
     p.add_argument("--data", type=Path, required=True, help="Kaldi data dir with text and features")
-    p.add_argument("--out", type=Path, nargs="+", required=True,
-                   help="decode dir per model, e.g. exp/<run>/decode_<tag>_<set>")
+    p.add_argument(
+        "--out",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="decode dir per model, e.g. exp/<run>/decode_<tag>_<set>",
+    )
     p.add_argument("--nj", type=int, default=2, help="decoding processes (default %(default)s)")
-    p.add_argument("--lm-weights", default="7:17",
-                   help="LM weights scored from the lattices on dev: START:STOP[:STEP] or a comma "
-                        "list (default %(default)s, as Kaldi's local/score.sh)")
-    p.add_argument("--word-ins-penalties", default="0.0,0.5,1.0",
-                   help="word insertion penalties scored on dev (default %(default)s)")
-    p.add_argument("--lm-weight-from", type=Path, nargs="+", default=None,
-                   help="dev decode dir per model whose chosen LM weight and penalty are used "
-                        "(required for test sets)")
+    p.add_argument(
+        "--lm-weights",
+        default="7:17",
+        help="LM weights scored from the lattices on dev: START:STOP[:STEP] or a comma "
+        "list (default %(default)s, as Kaldi's local/score.sh)",
+    )
+    p.add_argument(
+        "--word-ins-penalties",
+        default="0.0,0.5,1.0",
+        help="word insertion penalties scored on dev (default %(default)s)",
+    )
+    p.add_argument(
+        "--lm-weight-from",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="dev decode dir per model whose chosen LM weight and penalty are used "
+        "(required for test sets)",
+    )
     p.add_argument("--beam", type=float, default=beam, help="search beam (default %(default)s)")
-    p.add_argument("--lattice-beam", type=float, default=lattice_beam, help="lattice beam (default %(default)s)")
-    p.add_argument("--max-active", type=int, default=None,
-                   help="max active tokens per frame of the best-path search (--no-lattices; "
-                        "default 7000); the lattice search has none (use --beam or --pdf-beam)")
-    p.add_argument("--no-lattices", action="store_true",
-                   help="best path only: Kaldi's FasterDecoder (beam, max-active), one search per "
-                        "LM weight of --lm-weights, penalty 0; no lattices, no oracle. Much faster "
-                        "when the lattice search's lack of max-active makes it slow")
-    p.add_argument("--pdf-beam", type=float, default=0.0,
-                   help="prune, per frame, pdfs more than this many nats (log-likelihood) below the "
-                        "frame's best: a speed/accuracy trade like max-active, which the lattice "
-                        "search lacks; 0 = off (default %(default)s)")
-    p.add_argument("--acoustic-scale", type=float, default=acoustic_scale,
-                   help="acoustic scale of the search; lattices are stored unscaled and "
-                        "rescored at 1/LM weight (default %(default)s)")
-    p.add_argument("--nbest", type=int, default=0,
-                   help="also write nbest.txt with this many best word sequences per utterance at "
-                        "the chosen LM weight and penalty (test sets, i.e. with --lm-weight-from) "
-                        "(default %(default)s)")
-    p.add_argument("--max-utts", type=int, default=0, help="decode only the first N utterances (0 = all)")
-    p.add_argument("--log-file", type=Path, default=None,
-                   help="log file (default: <first --out>/log/decode.log)")
+    p.add_argument(
+        "--lattice-beam",
+        type=float,
+        default=lattice_beam,
+        help="lattice beam (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-active",
+        type=int,
+        default=None,
+        help="max active tokens per frame of the best-path search (--no-lattices; "
+        "default 7000); the lattice search has none (use --beam or --pdf-beam)",
+    )
+    p.add_argument(
+        "--no-lattices",
+        action="store_true",
+        help="best path only: Kaldi's FasterDecoder (beam, max-active), one search per "
+        "LM weight of --lm-weights, penalty 0; no lattices, no oracle. Much faster "
+        "when the lattice search's lack of max-active makes it slow",
+    )
+    p.add_argument(
+        "--pdf-beam",
+        type=float,
+        default=0.0,
+        help="prune, per frame, pdfs more than this many nats (log-likelihood) below the "
+        "frame's best: a speed/accuracy trade like max-active, which the lattice "
+        "search lacks; 0 = off (default %(default)s)",
+    )
+    p.add_argument(
+        "--acoustic-scale",
+        type=float,
+        default=acoustic_scale,
+        help="acoustic scale of the search; lattices are stored unscaled and "
+        "rescored at 1/LM weight (default %(default)s)",
+    )
+    p.add_argument(
+        "--nbest",
+        type=int,
+        default=0,
+        help="also write nbest.txt with this many best word sequences per utterance at "
+        "the chosen LM weight and penalty (test sets, i.e. with --lm-weight-from) "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--max-utts", type=int, default=0, help="decode only the first N utterances (0 = all)"
+    )
+    p.add_argument(
+        "--log-file",
+        type=Path,
+        default=None,
+        help="log file (default: <first --out>/log/decode.log)",
+    )
     p.add_argument("--force", action="store_true", help="decode again even if an out dir is done")
     return p
 
@@ -61,7 +127,9 @@ def request_from_args(args: argparse.Namespace) -> DecodeRequest:
     if args.max_active is not None and not args.no_lattices:
         logging.getLogger("decode").warning(
             "--max-active %d has no effect: kaldi-decoder's lattice search has no max-active; "
-            "trade speed for accuracy with --beam or --pdf-beam, or use --no-lattices", args.max_active)
+            "trade speed for accuracy with --beam or --pdf-beam, or use --no-lattices",
+            args.max_active,
+        )
     if args.max_active is not None and args.max_active < 1:
         raise DecodeError(f"--max-active must be >= 1, not {args.max_active}")
     penalties = parse_penalties(args.word_ins_penalties)
@@ -69,11 +137,16 @@ def request_from_args(args: argparse.Namespace) -> DecodeRequest:
         if args.nbest:
             raise DecodeError("--nbest needs lattices; drop --no-lattices")
         if penalties != [0.0] and args.lm_weight_from is None:
-            logging.getLogger("decode").info("--no-lattices: word insertion penalty 0 only (no lattice to "
-                                             "rescore), not %s", args.word_ins_penalties)
+            logging.getLogger("decode").info(
+                "--no-lattices: word insertion penalty 0 only (no lattice to rescore), not %s",
+                args.word_ins_penalties,
+            )
         penalties = [0.0]
-    for flag, v in (("--beam", args.beam), ("--lattice-beam", args.lattice_beam),
-                    ("--acoustic-scale", args.acoustic_scale)):
+    for flag, v in (
+        ("--beam", args.beam),
+        ("--lattice-beam", args.lattice_beam),
+        ("--acoustic-scale", args.acoustic_scale),
+    ):
         if not v > 0:
             raise DecodeError(f"{flag} must be positive, not {v}")
     if args.pdf_beam < 0:
@@ -81,17 +154,33 @@ def request_from_args(args: argparse.Namespace) -> DecodeRequest:
     if args.nbest < 0 or args.max_utts < 0:
         raise DecodeError("--nbest and --max-utts must be >= 0")
     return DecodeRequest(
-        search=SearchConfig(beam=args.beam, lattice_beam=args.lattice_beam, acoustic_scale=args.acoustic_scale,
-                            pdf_beam=args.pdf_beam, lattices=not args.no_lattices,
-                            max_active=args.max_active or 7000),
+        search=SearchConfig(
+            beam=args.beam,
+            lattice_beam=args.lattice_beam,
+            acoustic_scale=args.acoustic_scale,
+            pdf_beam=args.pdf_beam,
+            lattices=not args.no_lattices,
+            max_active=args.max_active or 7000,
+        ),
         lm_weights=tuple(parse_lm_weights(args.lm_weights)),
         penalties=tuple(penalties),
-        priors=getattr(args, "priors", "model"), nbest=args.nbest, max_utts=args.max_utts, force=args.force)
+        priors=getattr(args, "priors", "model"),
+        nbest=args.nbest,
+        max_utts=args.max_utts,
+        force=args.force,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    results = decode_models(args.model, args.graph, args.data, args.out, args.nj, request_from_args(args),
-                            args.lm_weight_from)
+    results = decode_models(
+        args.model,
+        args.graph,
+        args.data,
+        args.out,
+        args.nj,
+        request_from_args(args),
+        args.lm_weight_from,
+    )
     for out, s in zip(args.out, results, strict=True):
         if s is not None:
             print(f"{(out / 'cer').read_text(encoding='utf-8').strip()} {out}")

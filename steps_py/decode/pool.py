@@ -80,8 +80,13 @@ def init_worker(cfg: PoolConfig) -> None:
         from steps_py.score.normalize import normalize_token
 
         words = read_words(cfg.graph / "words.txt")
-        _W.update(cfg=cfg, search=Search(cfg.graph, cfg.search, cfg.num_pdfs), scorers={}, readers={},
-                  units={i: tuple(normalize_token(w)) for i, w in words.items()})
+        _W.update(
+            cfg=cfg,
+            search=Search(cfg.graph, cfg.search, cfg.num_pdfs),
+            scorers={},
+            readers={},
+            units={i: tuple(normalize_token(w)) for i, w in words.items()},
+        )
     except Exception as e:  # noqa: BLE001 - raised again by the first task
         _W["init_exc"] = e
 
@@ -150,8 +155,12 @@ def decode_chunk(task: tuple[int, list[str]]) -> ChunkResult:
     return ChunkResult(model_i, out, timing)
 
 
-def run_pool(cfg: PoolConfig, tasks: list[tuple[int, list[str]]], nj: int,
-             on_result: Callable[[ChunkResult], None]) -> None:
+def run_pool(
+    cfg: PoolConfig,
+    tasks: list[tuple[int, list[str]]],
+    nj: int,
+    on_result: Callable[[ChunkResult], None],
+) -> None:
     """Run `tasks` over `nj` spawned workers (in this process when nj == 1)."""
     for r in _results(cfg, tasks, nj):
         on_result(r)
@@ -171,7 +180,9 @@ def _results(cfg: PoolConfig, tasks: list[tuple[int, list[str]]], nj: int) -> It
         yield from pool.imap_unordered(decode_chunk, tasks)
 
 
-def make_tasks(num_models: int, utts: list[str], nj: int, chunk: int = 0) -> list[tuple[int, list[str]]]:
+def make_tasks(
+    num_models: int, utts: list[str], nj: int, chunk: int = 0
+) -> list[tuple[int, list[str]]]:
     """Model-major chunks of utterances, small enough to keep `nj` workers busy."""
     size = chunk or max(1, min(16, len(utts) // (4 * max(nj, 1)) or 1))
-    return [(m, utts[i:i + size]) for m in range(num_models) for i in range(0, len(utts), size)]
+    return [(m, utts[i : i + size]) for m in range(num_models) for i in range(0, len(utts), size)]

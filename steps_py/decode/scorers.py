@@ -32,8 +32,10 @@ def model_kind(path: Path) -> str:
 
         if is_kaldi_model_file(p):
             return "gmm"
-    raise DecodeError(f"model {p}: neither a network (.safetensors from stage 7) nor a GMM (a dir with "
-                      "final.npz from stage 4, or a Kaldi final.mdl / exp dir holding one); fix --model")
+    raise DecodeError(
+        f"model {p}: neither a network (.safetensors from stage 7) nor a GMM (a dir with "
+        "final.npz from stage 4, or a Kaldi final.mdl / exp dir holding one); fix --model"
+    )
 
 
 class GmmScorer:
@@ -47,17 +49,23 @@ class GmmScorer:
         try:
             gmm = read_model(Path(model)).gmm
         except (ValueError, OSError, KeyError) as e:
-            raise DecodeError(f"GMM {model}: cannot load ({e}); train it first (stage 4) or fix --model") from None
+            raise DecodeError(
+                f"GMM {model}: cannot load ({e}); train it first (stage 4) or fix --model"
+            ) from None
         self.num_pdfs = gmm.num_pdfs
         self.dim = gmm.dim
         inv = [1.0 / np.asarray(v, np.float64) for v in gmm.variances]
         means = [np.asarray(m, np.float64) for m in gmm.means]
         self._mi = np.concatenate([m * i for m, i in zip(means, inv, strict=True)])  # [G, D]
         self._iv = np.concatenate(inv)  # [G, D]
-        self._gconst = np.concatenate([
-            np.log(np.asarray(w, np.float64)) - 0.5 * (m.shape[1] * np.log(2 * np.pi) + np.log(1.0 / i).sum(1)
-                                                       + (m * m * i).sum(1))
-            for w, m, i in zip(gmm.weights, means, inv, strict=True)])
+        self._gconst = np.concatenate(
+            [
+                np.log(np.asarray(w, np.float64))
+                - 0.5
+                * (m.shape[1] * np.log(2 * np.pi) + np.log(1.0 / i).sum(1) + (m * m * i).sum(1))
+                for w, m, i in zip(gmm.weights, means, inv, strict=True)
+            ]
+        )
         counts = np.array([len(w) for w in gmm.weights])
         self._starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         self._counts = counts
@@ -67,7 +75,9 @@ class GmmScorer:
         x = np.asarray(feats, np.float64)
         comp = self._gconst + x @ self._mi.T - 0.5 * (x * x) @ self._iv.T  # [T, G]
         mx = np.maximum.reduceat(comp, self._starts, axis=1)
-        s = np.add.reduceat(np.exp(comp - np.repeat(mx, self._counts, axis=1)), self._starts, axis=1)
+        s = np.add.reduceat(
+            np.exp(comp - np.repeat(mx, self._counts, axis=1)), self._starts, axis=1
+        )
         return (mx + np.log(s)).astype(np.float32)
 
     def open_features(self, data: Path) -> Any:
@@ -93,7 +103,9 @@ class NnetScorer:
         from steps_py.nnet.model_io import load_acoustic_model
 
         if not Path(model).is_file():
-            raise DecodeError(f"model {model} does not exist; train it first (stage 6) or fix --model")
+            raise DecodeError(
+                f"model {model} does not exist; train it first (stage 6) or fix --model"
+            )
         try:
             self.model, self.cfg, log_priors = load_acoustic_model(model, priors=priors)
         except ValueError as e:  # ModelFileError: names the file and the fix
@@ -102,8 +114,10 @@ class NnetScorer:
         self.log_priors = np.asarray(log_priors, np.float32).reshape(-1)
         self.num_pdfs = int(self.cfg["num_pdfs"])
         if self.log_priors.shape[0] != self.num_pdfs:
-            raise DecodeError(f"model {model}: {self.num_pdfs} outputs but {self.log_priors.shape[0]} "
-                              "log priors; the model file is inconsistent, re-save it")
+            raise DecodeError(
+                f"model {model}: {self.num_pdfs} outputs but {self.log_priors.shape[0]} "
+                "log priors; the model file is inconsistent, re-save it"
+            )
         self.dim = int(self.cfg["feat_dim"])
 
     def open_features(self, data: Path) -> Any:
@@ -115,7 +129,9 @@ class NnetScorer:
         import torch
 
         with torch.inference_mode():
-            lp = self.model.log_posteriors(torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)))
+            lp = self.model.log_posteriors(
+                torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
+            )
         return (lp.float().cpu().numpy() - self.log_priors[None, :]).astype(np.float32)
 
     def loglikes(self, reader: Any, utt: str) -> np.ndarray:

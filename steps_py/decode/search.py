@@ -49,7 +49,9 @@ class SearchConfig:
     acoustic_scale: float = 0.1
     max_active: int = 7000
     pdf_beam: float = 0.0  # > 0: per frame, pdfs more than this many nats below the best are pruned
-    lattices: bool = True  # False: best path only (FasterDecoder, max-active), one pass per LM weight
+    lattices: bool = (
+        True  # False: best path only (FasterDecoder, max-active), one pass per LM weight
+    )
 
 
 @dataclass
@@ -79,8 +81,10 @@ def transition_to_pdf(graph_dir: Path, num_pdfs: int) -> np.ndarray:
     topo = read_topology((Path(graph_dir) / "topo").read_text(encoding="utf-8"))
     tm = khg.TransitionModel(ctx_dep=monophone_tree(topo), hmm_topo=topo)
     if tm.num_pdfs != num_pdfs:
-        raise GraphError(f"{graph_dir}/topo gives {tm.num_pdfs} pdfs but {graph_dir}/num_pdfs says "
-                         f"{num_pdfs}; rebuild the graph (python -m steps_py.decode.graph --force)")
+        raise GraphError(
+            f"{graph_dir}/topo gives {tm.num_pdfs} pdfs but {graph_dir}/num_pdfs says "
+            f"{num_pdfs}; rebuild the graph (python -m steps_py.decode.graph --force)"
+        )
     return np.asarray(tm.transition_id_to_pdf_array(), dtype=np.int64)[1:]
 
 
@@ -109,15 +113,21 @@ class Search:
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)
 
-    def _decodable(self, loglikes: np.ndarray, acoustic_scale: float | None = None) -> kd.DecodableCtc:
+    def _decodable(
+        self, loglikes: np.ndarray, acoustic_scale: float | None = None
+    ) -> kd.DecodableCtc:
         ll = np.asarray(loglikes, dtype=np.float32)
         if ll.ndim != 2 or ll.shape[1] != self.num_pdfs:
-            raise ValueError(f"log-likelihoods have shape {ll.shape}, the graph needs (T, {self.num_pdfs})")
+            raise ValueError(
+                f"log-likelihoods have shape {ll.shape}, the graph needs (T, {self.num_pdfs})"
+            )
         if ll.shape[0] == 0:
             raise ValueError("no frames")
         if not np.isfinite(ll).all():
             raise ValueError("log-likelihoods contain NaN or inf")
-        scaled = ll * np.float32(self.cfg.acoustic_scale if acoustic_scale is None else acoustic_scale)
+        scaled = ll * np.float32(
+            self.cfg.acoustic_scale if acoustic_scale is None else acoustic_scale
+        )
         if self.cfg.pdf_beam > 0:  # pushed out of the beam, not removed: a path always exists
             low = ll < ll.max(axis=1, keepdims=True) - np.float32(self.cfg.pdf_beam)
             scaled[low] -= np.float32(self.cfg.beam + 1.0)
@@ -145,7 +155,9 @@ class Search:
         t.extra["raw_arcs"] = float(rl.num_arcs)
         return lat, t
 
-    def best_path(self, loglikes: np.ndarray, acoustic_scale: float | None = None) -> tuple[list[int], Timing]:
+    def best_path(
+        self, loglikes: np.ndarray, acoustic_scale: float | None = None
+    ) -> tuple[list[int], Timing]:
         """Word ids of the Viterbi best path (FasterDecoder: beam and max-active), at the
         config's acoustic scale or the one given (1 / LM weight for a best-path LM-weight sweep)."""
         t = Timing(frames=int(loglikes.shape[0]))

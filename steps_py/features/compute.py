@@ -83,8 +83,14 @@ def paste_pitch(feats: np.ndarray, pitch: np.ndarray) -> np.ndarray | None:
     return np.concatenate([feats[:n], pitch[:n]], axis=1)
 
 
-def run_job(job: int, cfg: FeatureConfig, pitch_cfg: PitchConfig | None, engine: str,
-            items: list[Item], out_dir: str) -> JobResult:
+def run_job(
+    job: int,
+    cfg: FeatureConfig,
+    pitch_cfg: PitchConfig | None,
+    engine: str,
+    items: list[Item],
+    out_dir: str,
+) -> JobResult:
     """Extract features of `items` into raw_<kind>.<job>.{ark,scp} in `out_dir`."""
     extract = FeatureExtractor(cfg, engine)
     pitch = PitchExtractor(pitch_cfg) if pitch_cfg is not None else None
@@ -116,7 +122,9 @@ def run_job(job: int, cfg: FeatureConfig, pitch_cfg: PitchConfig | None, engine:
             if pitch is not None:
                 pasted = paste_pitch(feats, pitch(samples))
                 if pasted is None:
-                    res.failed[utt] = "pitch-length: pitch and features differ by more than 2 frames"
+                    res.failed[utt] = (
+                        "pitch-length: pitch and features differ by more than 2 frames"
+                    )
                     continue
                 feats = pasted
             writer[utt] = feats
@@ -146,13 +154,23 @@ def rewrite_scp(path: Path, old_dir: str, new_dir: str) -> list[str]:
 
 def feature_options(cfg: FeatureConfig, pitch_cfg: PitchConfig | None, cmvn: str) -> dict:
     """Everything the features depend on; a finished dir with other options is rebuilt."""
-    return {"features": cfg.as_dict(), "conf_lines": cfg.lines,
-            "pitch": pitch_cfg.lines if pitch_cfg is not None else None, "cmvn": cmvn}
+    return {
+        "features": cfg.as_dict(),
+        "conf_lines": cfg.lines,
+        "pitch": pitch_cfg.lines if pitch_cfg is not None else None,
+        "cmvn": cmvn,
+    }
 
 
-def compute_features(data_dir: Path, cfg: FeatureConfig, nj: int, force: bool = False,
-                     engine: str = "numpy", pitch_cfg: PitchConfig | None = None,
-                     cmvn: str = "speaker") -> Path:
+def compute_features(
+    data_dir: Path,
+    cfg: FeatureConfig,
+    nj: int,
+    force: bool = False,
+    engine: str = "numpy",
+    pitch_cfg: PitchConfig | None = None,
+    cmvn: str = "speaker",
+) -> Path:
     """Run stage 3 for one data dir; returns `<data_dir>/<kind>`."""
     kind = cfg.kind
     feat_dir = data_dir / kind
@@ -205,8 +223,13 @@ def compute_features(data_dir: Path, cfg: FeatureConfig, nj: int, force: bool = 
         failed = {u: r for res in results for u, r in res.failed.items()}
         if failed:
             write_kaldi_map(tmp / "rejected.txt", failed)
-            log.warning("%s: %d of %d utterances failed (%s ...)", data_dir, len(failed),
-                        len(items), next(iter(failed.values())))
+            log.warning(
+                "%s: %d of %d utterances failed (%s ...)",
+                data_dir,
+                len(failed),
+                len(items),
+                next(iter(failed.values())),
+            )
         if len(failed) > MAX_FAILED_FRACTION * len(items):
             raise FeatureError(
                 f"{data_dir}: {len(failed)} of {len(items)} utterances failed feature extraction "
@@ -225,8 +248,10 @@ def compute_features(data_dir: Path, cfg: FeatureConfig, nj: int, force: bool = 
         write_cmvn(stats, tmp)
         rewrite_scp(tmp / "cmvn.scp", tmp_abs, final_abs)
         (tmp / "conf").mkdir()
-        for src, name in ((cfg.source, f"{kind}.conf"),
-                          (pitch_cfg.source if pitch_cfg else None, "pitch.conf")):
+        for src, name in (
+            (cfg.source, f"{kind}.conf"),
+            (pitch_cfg.source if pitch_cfg else None, "pitch.conf"),
+        ):
             if src and Path(src).is_file():
                 shutil.copyfile(src, tmp / "conf" / name)
         frames = sum(r.frames for r in results)
@@ -249,19 +274,40 @@ def compute_features(data_dir: Path, cfg: FeatureConfig, nj: int, force: bool = 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m steps_py.features.compute", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, required=True, nargs="+", help="Kaldi data dir(s), e.g. data/train")
-    p.add_argument("--kind", choices=KINDS, default="mfcc", help="feature type (default: %(default)s)")
-    p.add_argument("--conf", type=Path, default=None,
-                   help="Kaldi config of compute-<kind>-feats, e.g. conf/mfcc.conf (default: the recipe's defaults)")
-    p.add_argument("--pitch-conf", type=Path, default=None,
-                   help="Kaldi pitch config; appends pitch features (default: none)")
-    p.add_argument("--cmvn", choices=CMVN_TYPES, default="speaker",
-                   help="CMVN stats per speaker (utt2spk) or per utterance (default: %(default)s)")
+    p = argparse.ArgumentParser(
+        prog="python -m steps_py.features.compute",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--data", type=Path, required=True, nargs="+", help="Kaldi data dir(s), e.g. data/train"
+    )
+    p.add_argument(
+        "--kind", choices=KINDS, default="mfcc", help="feature type (default: %(default)s)"
+    )
+    p.add_argument(
+        "--conf",
+        type=Path,
+        default=None,
+        help="Kaldi config of compute-<kind>-feats, e.g. conf/mfcc.conf (default: the recipe's defaults)",
+    )
+    p.add_argument(
+        "--pitch-conf",
+        type=Path,
+        default=None,
+        help="Kaldi pitch config; appends pitch features (default: none)",
+    )
+    p.add_argument(
+        "--cmvn",
+        choices=CMVN_TYPES,
+        default="speaker",
+        help="CMVN stats per speaker (utt2spk) or per utterance (default: %(default)s)",
+    )
     p.add_argument("--nj", type=int, default=2, help="parallel jobs (default: %(default)s)")
     p.add_argument(
-        "--engine", choices=ENGINES, default="numpy",
+        "--engine",
+        choices=ENGINES,
+        default="numpy",
         help="numpy: vectorised Kaldi pipeline (faster); knf: kaldi-native-fbank frame by frame (default: %(default)s)",
     )
     p.add_argument("--force", action="store_true", help="recompute finished features")
@@ -282,8 +328,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return step_main("features", build_parser(), run, argv,
-                     log_file=lambda a: a.data[0] / "log" / f"compute_{a.kind}.log")
+    return step_main(
+        "features",
+        build_parser(),
+        run,
+        argv,
+        log_file=lambda a: a.data[0] / "log" / f"compute_{a.kind}.log",
+    )
 
 
 if __name__ == "__main__":

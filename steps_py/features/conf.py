@@ -151,7 +151,9 @@ def parse_conf_lines(text: str, where: str) -> list[tuple[int, str, str]]:
         if not line:
             continue
         if not line.startswith("--") or line.startswith("--="):
-            raise ConfError(f"{where}:{n}: '{raw.strip()}' is not an option line; write --name=value")
+            raise ConfError(
+                f"{where}:{n}: '{raw.strip()}' is not an option line; write --name=value"
+            )
         name, _, value = line[2:].partition("=")
         out.append((n, name.strip().replace("_", "-").lower(), value.strip()))
     return out
@@ -203,12 +205,19 @@ class FeatureConfig:
     @property
     def policy(self) -> AudioPolicy:
         """What the audio must be (rate, channel) and may become (resampled)."""
-        return AudioPolicy(self.sample_rate, self.allow_downsample, self.allow_upsample, self.channel)
+        return AudioPolicy(
+            self.sample_rate, self.allow_downsample, self.allow_upsample, self.channel
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """Every option value (for .done and for comparing two configs)."""
-        return {"kind": self.kind, **self.opts.as_dict(), "channel": self.channel,
-                "allow_downsample": self.allow_downsample, "allow_upsample": self.allow_upsample}
+        return {
+            "kind": self.kind,
+            **self.opts.as_dict(),
+            "channel": self.channel,
+            "allow_downsample": self.allow_downsample,
+            "allow_upsample": self.allow_upsample,
+        }
 
 
 def _set(obj: Any, path: str, attr: str, conv: Callable[[str], Any], value: str) -> None:
@@ -256,8 +265,12 @@ def audio_policy_from_conf(path: str | Path) -> AudioPolicy:
     """The audio options (``--sample-frequency``, ``--allow-downsample``, ``--allow-upsample``,
     ``--channel``) of an MFCC or fbank config; its other options are left to stage 3."""
     where = str(path)
-    values: dict[str, Any] = {"sample-frequency": 16000.0, "allow-downsample": False,
-                              "allow-upsample": False, "channel": -1}
+    values: dict[str, Any] = {
+        "sample-frequency": 16000.0,
+        "allow-downsample": False,
+        "allow-upsample": False,
+        "channel": -1,
+    }
     for n, name, value in parse_conf_lines(_read_text(path), where):
         conv = {"sample-frequency": _float, **PROGRAM}.get(name)
         if conv is None:
@@ -268,8 +281,12 @@ def audio_policy_from_conf(path: str | Path) -> AudioPolicy:
             raise ConfError(f"{where}:{n}: --{name}={value}: {e}") from None
     if values["channel"] < -1 or values["sample-frequency"] <= 0:
         raise ConfError(f"{where}: --channel must be >= -1 and --sample-frequency > 0")
-    return AudioPolicy(int(values["sample-frequency"]), values["allow-downsample"],
-                       values["allow-upsample"], values["channel"])
+    return AudioPolicy(
+        int(values["sample-frequency"]),
+        values["allow-downsample"],
+        values["allow-upsample"],
+        values["channel"],
+    )
 
 
 @dataclass
@@ -297,8 +314,9 @@ def read_pitch_conf(path: str | Path) -> PitchConfig:
     """Pitch options from a Kaldi config file (both programs' options may be in it)."""
     text = _read_text(path)
     where = str(path)
-    cfg = PitchConfig(pitch=knf.PitchExtractionOptions(), process=knf.ProcessPitchOptions(),
-                      source=where)
+    cfg = PitchConfig(
+        pitch=knf.PitchExtractionOptions(), process=knf.ProcessPitchOptions(), source=where
+    )
     objs = {"pitch": cfg.pitch, "process": cfg.process}
     for n, name, value in parse_conf_lines(text, where):
         if name not in PITCH:

@@ -42,7 +42,15 @@ SAMPLE_RATE = 16000  # the recipe's default
 DIMS = {"mfcc": 13, "fbank": 40}  # with the default options
 ENGINES: tuple[str, ...] = ("numpy", "knf")
 BLOCK_FRAMES = 4096  # frames per vectorised block (bounds memory for long recordings)
-__all__ = ["DIMS", "ENGINES", "KINDS", "SAMPLE_RATE", "FeatureExtractor", "PitchExtractor", "read_audio"]
+__all__ = [
+    "DIMS",
+    "ENGINES",
+    "KINDS",
+    "SAMPLE_RATE",
+    "FeatureExtractor",
+    "PitchExtractor",
+    "read_audio",
+]
 
 
 def dct_lifter_matrix(num_bins: int, num_ceps: int, lifter: float) -> np.ndarray:
@@ -82,8 +90,11 @@ class FeatureExtractor:
         self.cfg = read_feature_conf(None, cfg) if isinstance(cfg, str) else cfg
         why = numpy_unsupported(self.cfg) if engine == "numpy" else None
         if why:
-            log.info("%s: the numpy engine does not implement %s; using kaldi-native-fbank",
-                     self.cfg.source, why)
+            log.info(
+                "%s: the numpy engine does not implement %s; using kaldi-native-fbank",
+                self.cfg.source,
+                why,
+            )
             engine = "knf"
         self.kind = self.cfg.kind
         self.engine = engine
@@ -94,16 +105,23 @@ class FeatureExtractor:
         f = self.opts.frame_opts
         self.frame_length = self.cfg.frame_length
         self.frame_shift = self.cfg.frame_shift
-        self.fft_size = (1 << (self.frame_length - 1).bit_length()) if f.round_to_power_of_two \
+        self.fft_size = (
+            (1 << (self.frame_length - 1).bit_length())
+            if f.round_to_power_of_two
             else self.frame_length
+        )
         mel = knf.MelBanks(self.opts.mel_opts, f).get_matrix()  # (bins, fft_size / 2 + 1)
         self._mel = scipy.sparse.csr_matrix(mel.astype(np.float32))
         self._window = np.asarray(knf.FeatureWindowFunction(f).window, dtype=np.float32)
         self._preemph = np.float32(f.preemph_coeff)
         self._dc = bool(f.remove_dc_offset)
-        self._dct = (dct_lifter_matrix(mel.shape[0], int(self.opts.num_ceps),
-                                       float(self.opts.cepstral_lifter))
-                     if self.kind == "mfcc" else None)
+        self._dct = (
+            dct_lifter_matrix(
+                mel.shape[0], int(self.opts.num_ceps), float(self.opts.cepstral_lifter)
+            )
+            if self.kind == "mfcc"
+            else None
+        )
         self._floor = np.float32(np.finfo(np.float32).eps)
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
@@ -121,8 +139,11 @@ class FeatureExtractor:
 
     def _block(self, frames: np.ndarray) -> np.ndarray:
         """Kaldi's per-frame processing, on a (T, frame_length) block of frames at once."""
-        w = frames - frames.mean(axis=1, keepdims=True, dtype=np.float32) if self._dc \
+        w = (
+            frames - frames.mean(axis=1, keepdims=True, dtype=np.float32)
+            if self._dc
             else frames.astype(np.float32, copy=True)
+        )
         if self._preemph != 0.0:
             pre = np.empty_like(w)
             pre[:, 1:] = w[:, 1:] - self._preemph * w[:, :-1]
@@ -159,7 +180,8 @@ class PitchExtractor:
         if samples.size < int(self.cfg.pitch.samp_freq * 0.001 * self.cfg.pitch.frame_length_ms):
             return np.zeros((0, self.dim), dtype=np.float32)
         out = knf.compute_and_process_kaldi_pitch(
-            self.cfg.pitch, self.cfg.process, np.ascontiguousarray(samples, dtype=np.float32))
+            self.cfg.pitch, self.cfg.process, np.ascontiguousarray(samples, dtype=np.float32)
+        )
         return np.asarray(out, dtype=np.float32).reshape(-1, self.dim)
 
 

@@ -55,12 +55,16 @@ class GmmStats:
         return np.array([o.sum() for o in self.occ], dtype=np.float32)
 
 
-def component_loglikes(x: np.ndarray, weights: np.ndarray, means: np.ndarray, variances: np.ndarray) -> np.ndarray:
+def component_loglikes(
+    x: np.ndarray, weights: np.ndarray, means: np.ndarray, variances: np.ndarray
+) -> np.ndarray:
     """log(w_k N(x_t; mu_k, diag var_k)) for frames x[T, D] -> [T, K] (float64)."""
     x = np.asarray(x, dtype=np.float64)
     inv = 1.0 / variances.astype(np.float64)
     mu = means.astype(np.float64)
-    const = np.log(np.maximum(weights, 1e-30)) - 0.5 * (x.shape[1] * LOG_2PI + np.log(variances).sum(1) + (mu * mu * inv).sum(1))
+    const = np.log(np.maximum(weights, 1e-30)) - 0.5 * (
+        x.shape[1] * LOG_2PI + np.log(variances).sum(1) + (mu * mu * inv).sum(1)
+    )
     return const[None, :] + x @ (mu * inv).T - 0.5 * (x * x) @ inv.T
 
 
@@ -73,7 +77,9 @@ def pdf_loglikes(x: np.ndarray, gmm: GmmParams) -> np.ndarray:
     """Per-frame log-likelihood of every pdf: [T, num_pdfs] (float32), for decoding."""
     out = np.empty((x.shape[0], gmm.num_pdfs), dtype=np.float32)
     for j in range(gmm.num_pdfs):
-        out[:, j] = _logsumexp(component_loglikes(x, gmm.weights[j], gmm.means[j], gmm.variances[j]))
+        out[:, j] = _logsumexp(
+            component_loglikes(x, gmm.weights[j], gmm.means[j], gmm.variances[j])
+        )
     return out
 
 
@@ -121,9 +127,19 @@ def update_gmm(am: khg.AmDiagGmm, stats: GmmStats, cfg: UpdateConfig) -> tuple[f
             mean = stats.x[j][k] / occ
             std = np.sqrt(np.maximum(stats.x2[j][k] / occ - mean * mean, 0.0))
             for sign in (1.0, -1.0):
-                acc.accumulate_for_gaussian(am=am, data=(mean + sign * std).astype(np.float32), gmm_index=j, gauss_index=int(k), weight=occ / 2)
-    opts = khg.MleDiagGmmOptions(min_gaussian_occupancy=cfg.min_gaussian_occupancy, min_variance=cfg.min_variance)
-    impr, count = khg.mle_am_diag_gmm_update(config=opts, amdiag_gmm_acc=acc, flags=khg.GmmUpdateFlags.kGmmAll, am_gmm=am)
+                acc.accumulate_for_gaussian(
+                    am=am,
+                    data=(mean + sign * std).astype(np.float32),
+                    gmm_index=j,
+                    gauss_index=int(k),
+                    weight=occ / 2,
+                )
+    opts = khg.MleDiagGmmOptions(
+        min_gaussian_occupancy=cfg.min_gaussian_occupancy, min_variance=cfg.min_variance
+    )
+    impr, count = khg.mle_am_diag_gmm_update(
+        config=opts, amdiag_gmm_acc=acc, flags=khg.GmmUpdateFlags.kGmmAll, am_gmm=am
+    )
     return float(impr), float(count)
 
 
@@ -154,8 +170,14 @@ def split_targets(occs: np.ndarray, target: int, power: float, min_count: float)
     return comps
 
 
-def split_gmm(weights: np.ndarray, means: np.ndarray, variances: np.ndarray, target: int,
-              perturb_factor: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_gmm(
+    weights: np.ndarray,
+    means: np.ndarray,
+    variances: np.ndarray,
+    target: int,
+    perturb_factor: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Kaldi's `DiagGmm::Split`: split the heaviest Gaussian until there are `target`.
 
     The heaviest component's weight is halved and shared with a copy; the two means move
@@ -172,12 +194,16 @@ def split_gmm(weights: np.ndarray, means: np.ndarray, variances: np.ndarray, tar
         var.append(var[k].copy())
         mu.append(mu[k] + shift)
         mu[k] = mu[k] - shift
-    return (np.asarray(w, dtype=np.float32), np.asarray(mu, dtype=np.float32),
-            np.asarray(var, dtype=np.float32))
+    return (
+        np.asarray(w, dtype=np.float32),
+        np.asarray(mu, dtype=np.float32),
+        np.asarray(var, dtype=np.float32),
+    )
 
 
-def split_gmms(gmm: GmmParams, occs: np.ndarray, target: int, cfg: UpdateConfig,
-               rng: np.random.Generator) -> GmmParams:
+def split_gmms(
+    gmm: GmmParams, occs: np.ndarray, target: int, cfg: UpdateConfig, rng: np.random.Generator
+) -> GmmParams:
     """Mix up to about `target` Gaussians in all (Kaldi's `AmDiagGmm::SplitByCount`)."""
     if target <= gmm.num_gauss:
         return gmm
@@ -191,11 +217,15 @@ def split_gmms(gmm: GmmParams, occs: np.ndarray, target: int, cfg: UpdateConfig,
 
 def update_transitions(tm: khg.TransitionModel, tid_counts: np.ndarray) -> tuple[float, float]:
     """Kaldi's MLE transition update from per-transition-id counts (index 0 unused)."""
-    impr, count = tm.mle_update(np.asarray(tid_counts, dtype=np.float64), khg.MleTransitionUpdateConfig())
+    impr, count = tm.mle_update(
+        np.asarray(tid_counts, dtype=np.float64), khg.MleTransitionUpdateConfig()
+    )
     return float(impr), float(count)
 
 
-def boost_silence(am: khg.AmDiagGmm, tm: khg.TransitionModel, silence_phones: list[int], boost: float) -> khg.AmDiagGmm:
+def boost_silence(
+    am: khg.AmDiagGmm, tm: khg.TransitionModel, silence_phones: list[int], boost: float
+) -> khg.AmDiagGmm:
     """A copy of `am` with the silence pdfs' weights scaled by `boost` (gmm-boost-silence)."""
     out = khg.AmDiagGmm()
     out.copy_from_am_diag_gmm(am)

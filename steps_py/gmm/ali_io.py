@@ -47,16 +47,20 @@ def read_int32_vectors(scp: Path) -> dict[str, np.ndarray]:
     """
     scp = Path(scp)
     if not scp.is_file():
-        raise FileNotFoundError(f"{scp} not found: run the alignment stage (stage 4, "
-                                "`python -m steps_py.gmm.align`) for this set first")
+        raise FileNotFoundError(
+            f"{scp} not found: run the alignment stage (stage 4, "
+            "`python -m steps_py.gmm.align`) for this set first"
+        )
     out: dict[str, np.ndarray] = {}
     try:
         with kio.SequentialInt32VectorReader(f"scp:{scp}") as r:
             for key, vec in r:
                 out[key] = np.asarray(vec, dtype=np.int32)
     except RuntimeError as e:
-        raise AlignmentReadError(f"cannot read {scp} as Kaldi int32 vectors ({str(e).strip()[:200]}); "
-                                 "re-run the alignment stage for this set") from None
+        raise AlignmentReadError(
+            f"cannot read {scp} as Kaldi int32 vectors ({str(e).strip()[:200]}); "
+            "re-run the alignment stage for this set"
+        ) from None
     return out
 
 

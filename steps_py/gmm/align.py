@@ -29,7 +29,9 @@ from steps_py.gmm.topo import Lang, LangError
 log = logging.getLogger("align")
 
 
-def align_utterances(lang: Lang, model_path: Path, utts: list[Utterance], nj: int, opts: AlignOptions) -> tuple[dict[str, np.ndarray], dict[str, str], int]:
+def align_utterances(
+    lang: Lang, model_path: Path, utts: list[Utterance], nj: int, opts: AlignOptions
+) -> tuple[dict[str, np.ndarray], dict[str, str], int]:
     """Returns (transition-id alignments, failed utt -> reason, number retried)."""
     model = read_model(model_path)
     alis: dict[str, np.ndarray] = {}
@@ -44,16 +46,46 @@ def align_utterances(lang: Lang, model_path: Path, utts: list[Utterance], nj: in
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m steps_py.gmm.align", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path("data/train"), help="data dir (text + mfcc/) (default %(default)s)")
-    ap.add_argument("--lang", type=Path, default=Path("data/lang"), help="lang dir (default %(default)s)")
-    ap.add_argument("--model", type=Path, default=Path("exp/mono"), help="model dir (final.npz) or npz file (default %(default)s)")
-    ap.add_argument("--out", type=Path, default=Path("exp/mono_ali/train"), help="alignment dir (default %(default)s)")
+    ap = argparse.ArgumentParser(
+        prog="python -m steps_py.gmm.align",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=Path("data/train"),
+        help="data dir (text + mfcc/) (default %(default)s)",
+    )
+    ap.add_argument(
+        "--lang", type=Path, default=Path("data/lang"), help="lang dir (default %(default)s)"
+    )
+    ap.add_argument(
+        "--model",
+        type=Path,
+        default=Path("exp/mono"),
+        help="model dir (final.npz) or npz file (default %(default)s)",
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=Path("exp/mono_ali/train"),
+        help="alignment dir (default %(default)s)",
+    )
     ap.add_argument("--nj", type=int, default=2, help="parallel jobs (default %(default)s)")
     ap.add_argument("--beam", type=float, default=10.0, help="alignment beam (default %(default)s)")
-    ap.add_argument("--retry-beam", type=float, default=40.0, help="beam of the second try for utterances that failed (default %(default)s)")
-    ap.add_argument("--boost-silence", type=float, default=1.0, help="factor on silence Gaussian weights (default %(default)s)")
+    ap.add_argument(
+        "--retry-beam",
+        type=float,
+        default=40.0,
+        help="beam of the second try for utterances that failed (default %(default)s)",
+    )
+    ap.add_argument(
+        "--boost-silence",
+        type=float,
+        default=1.0,
+        help="factor on silence Gaussian weights (default %(default)s)",
+    )
     ap.add_argument("--force", action="store_true", help="realign even if --out is done")
     return ap
 
@@ -65,7 +97,9 @@ def run(args: argparse.Namespace) -> None:
     lang = Lang.load(args.lang)
     utts, report = load_utterances(args.data, lang, open_mfcc(args.data))
     log.info("%d utterances from %s; %s", len(utts), args.data, report.summary())
-    opts = AlignOptions(beam=args.beam, retry_beam=args.retry_beam, boost_silence=args.boost_silence)
+    opts = AlignOptions(
+        beam=args.beam, retry_beam=args.retry_beam, boost_silence=args.boost_silence
+    )
     alis, failed, retried = align_utterances(lang, args.model, utts, args.nj, opts)
     model = read_model(args.model)
     _, _, tm, _ = model.build()
@@ -77,21 +111,40 @@ def run(args: argparse.Namespace) -> None:
     rate = 100.0 * len(alis) / max(1, total)
     not_aligned = {**report.skipped, **failed}
     lines = [
-        f"data {args.data}", f"utterances {total}", f"aligned {len(alis)}", f"success_rate {rate:.2f}%",
-        f"retried {retried}", f"oov_tokens {sum(report.oov_tokens.values())}", f"not_aligned {len(not_aligned)}",
+        f"data {args.data}",
+        f"utterances {total}",
+        f"aligned {len(alis)}",
+        f"success_rate {rate:.2f}%",
+        f"retried {retried}",
+        f"oov_tokens {sum(report.oov_tokens.values())}",
+        f"not_aligned {len(not_aligned)}",
     ] + [f"{u} {why}" for u, why in sorted(not_aligned.items())]
     atomic_write_text(args.out / "report.txt", "\n".join(lines) + "\n")
     mark_done(args.out, {"aligned": len(alis), "total": total, "success_rate": rate})
-    log.info("aligned %d of %d utterances (%.2f %%), %d retried, %d failed, %d skipped; %.1f s",
-             len(alis), total, rate, retried, len(failed), len(report.skipped), time.time() - t0)
+    log.info(
+        "aligned %d of %d utterances (%.2f %%), %d retried, %d failed, %d skipped; %.1f s",
+        len(alis),
+        total,
+        rate,
+        retried,
+        len(failed),
+        len(report.skipped),
+        time.time() - t0,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    return step_main("gmm.align", build_parser(), run, argv,
-                     log_file=lambda a: a.out / "log" / "align.log",
-                     done_dir=lambda a: a.out, done_state="already aligned",
-                     inputs=lambda a: [a.data, a.data / "mfcc", a.lang, a.model],
-                     user_errors=(LangError, ModelError))
+    return step_main(
+        "gmm.align",
+        build_parser(),
+        run,
+        argv,
+        log_file=lambda a: a.out / "log" / "align.log",
+        done_dir=lambda a: a.out,
+        done_state="already aligned",
+        inputs=lambda a: [a.data, a.data / "mfcc", a.lang, a.model],
+        user_errors=(LangError, ModelError),
+    )
 
 
 if __name__ == "__main__":

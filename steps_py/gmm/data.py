@@ -33,11 +33,15 @@ class LoadReport:
         return f"skipped {len(self.skipped)} utterances {dict(reasons)}; {oov} tokens mapped to the OOV word ({len(self.oov_tokens)} distinct)"
 
 
-def load_utterances(data_dir: Path, lang: Lang, feats: FeatureSource, deltas: bool = True) -> tuple[list[Utterance], LoadReport]:
+def load_utterances(
+    data_dir: Path, lang: Lang, feats: FeatureSource, deltas: bool = True
+) -> tuple[list[Utterance], LoadReport]:
     """Utterances of `data_dir` with transcripts and features (plus deltas), sorted by id."""
     text_path = Path(data_dir) / "text"
     if not text_path.is_file():
-        raise GmmError(f"{text_path} not found: run stage 1 (`python -m steps_py.data.prepare`) first")
+        raise GmmError(
+            f"{text_path} not found: run stage 1 (`python -m steps_py.data.prepare`) first"
+        )
     try:
         text = read_kaldi_map(text_path, allow_empty_value=True)
     except DataDirError as e:

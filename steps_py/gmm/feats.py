@@ -32,8 +32,9 @@ def add_deltas(feats: np.ndarray, order: int = 2, window: int = 2) -> np.ndarray
     x = np.ascontiguousarray(feats, dtype=np.float32)
     if x.shape[0] == 0:
         return np.zeros((0, x.shape[1] * (order + 1)), dtype=np.float32)
-    return np.asarray(knf.compute_deltas(knf.DeltaOptions(order=order, window=window), x),
-                      dtype=np.float32)
+    return np.asarray(
+        knf.compute_deltas(knf.DeltaOptions(order=order, window=window), x), dtype=np.float32
+    )
 
 
 def open_mfcc(data_dir: Path) -> FeatureSource:
@@ -43,7 +44,9 @@ def open_mfcc(data_dir: Path) -> FeatureSource:
     except ImportError as e:  # pragma: no cover - depends on stage 3 being installed
         raise GmmError(f"steps_py.features.io is missing ({e}); run stage 3 code first") from e
     if not (Path(data_dir) / "mfcc" / "feats.scp").is_file():
-        raise GmmError(f"{data_dir}/mfcc/feats.scp not found: run `python -m steps_py.features.compute --data {data_dir} --kind mfcc` first")
+        raise GmmError(
+            f"{data_dir}/mfcc/feats.scp not found: run `python -m steps_py.features.compute --data {data_dir} --kind mfcc` first"
+        )
     try:
         return FeatureReader(Path(data_dir), "mfcc", cmvn=True)
     except (FileNotFoundError, ValueError) as e:  # the reader's messages name the file and the fix

@@ -72,7 +72,9 @@ class Job:
         """align-equal-compiled: a random path of the right length through each graph."""
         failed = []
         for u in self.utts:
-            ok, path = kaldifst.equal_align(ifst=self.graphs[u.utt], length=len(u.feats), rand_seed=seed, num_retries=10)
+            ok, path = kaldifst.equal_align(
+                ifst=self.graphs[u.utt], length=len(u.feats), rand_seed=seed, num_retries=10
+            )
             if ok:
                 ok, tids, _, _ = kaldifst.get_linear_symbol_sequence(path)
             if not ok or len(tids) != len(u.feats):
@@ -81,7 +83,9 @@ class Job:
             self.ali[u.utt] = np.asarray(tids, dtype=np.int32)
         return failed
 
-    def realign(self, tm: khg.TransitionModel, am: khg.AmDiagGmm, opts: AlignOptions) -> tuple[list[str], int, float]:
+    def realign(
+        self, tm: khg.TransitionModel, am: khg.AmDiagGmm, opts: AlignOptions
+    ) -> tuple[list[str], int, float]:
         """gmm-align-compiled over this job; returns (failed utts, number retried, total loglike)."""
         am_b = boost_silence(am, tm, self.lang.silence_phones, opts.boost_silence)
         cfg = khg.AlignConfig(beam=opts.beam, retry_beam=opts.retry_beam, careful=opts.careful)
@@ -89,11 +93,26 @@ class Job:
         retried, tot_like = 0, 0.0
         for u in self.utts:
             fst = self.graphs[u.utt].copy()
-            khg.add_transition_probs(trans_model=tm, transition_scale=opts.transition_scale, self_loop_scale=opts.self_loop_scale, fst=fst)
-            dec = khg.DecodableAmDiagGmmScaled(am=am_b, tm=tm, feats=u.feats, scale=opts.acoustic_scale)
+            khg.add_transition_probs(
+                trans_model=tm,
+                transition_scale=opts.transition_scale,
+                self_loop_scale=opts.self_loop_scale,
+                fst=fst,
+            )
+            dec = khg.DecodableAmDiagGmmScaled(
+                am=am_b, tm=tm, feats=u.feats, scale=opts.acoustic_scale
+            )
             done, err, ret, like, _, ali, _ = khg.align_utterance_wrapper(
-                config=cfg, utt=u.utt, acoustic_scale=opts.acoustic_scale, fst=fst, decodable=dec,
-                num_done=0, num_error=0, num_retried=0, tot_like=0.0, frame_count=0,
+                config=cfg,
+                utt=u.utt,
+                acoustic_scale=opts.acoustic_scale,
+                fst=fst,
+                decodable=dec,
+                num_done=0,
+                num_error=0,
+                num_retried=0,
+                tot_like=0.0,
+                frame_count=0,
             )
             retried += ret
             if done != 1 or len(ali) != len(u.feats):
@@ -104,15 +123,23 @@ class Job:
             self.ali[u.utt] = np.asarray(ali, dtype=np.int32)
         return failed, retried, tot_like
 
-    def align_model(self, model: MonoModel, opts: AlignOptions) -> tuple[dict[str, np.ndarray], dict[str, str], int]:
+    def align_model(
+        self, model: MonoModel, opts: AlignOptions
+    ) -> tuple[dict[str, np.ndarray], dict[str, str], int]:
         """Align this job with `model`; failures are told apart: too short for the transcript, or beam."""
         _, _, tm, am = model.build()
         failed, retried, _ = self.realign(tm, am, opts)
         reasons: dict[str, str] = {}
         lengths = {u.utt: len(u.feats) for u in self.utts}
         for utt in failed:
-            ok, _ = kaldifst.equal_align(ifst=self.graphs[utt], length=lengths[utt], rand_seed=3, num_retries=10)
-            reasons[utt] = "alignment-failed: no path within the retry beam" if ok else "too-short: fewer frames than the transcript needs"
+            ok, _ = kaldifst.equal_align(
+                ifst=self.graphs[utt], length=lengths[utt], rand_seed=3, num_retries=10
+            )
+            reasons[utt] = (
+                "alignment-failed: no path within the retry beam"
+                if ok
+                else "too-short: fewer frames than the transcript needs"
+            )
         return {u: a for u, a in self.ali.items()}, reasons, retried
 
     def run_pass(self, model: MonoModel, realign: bool, opts: AlignOptions) -> PassResult:

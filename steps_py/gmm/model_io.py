@@ -67,7 +67,10 @@ class GmmParams:
         for w, m, v in zip(self.weights, self.means, self.variances, strict=True):
             g = khg.DiagGmm(nmix=len(w), dim=m.shape[1])
             g.set_weights(np.ascontiguousarray(w, dtype=np.float32))
-            g.set_invvars_and_means(np.ascontiguousarray(1.0 / v, dtype=np.float32), np.ascontiguousarray(m, dtype=np.float32))
+            g.set_invvars_and_means(
+                np.ascontiguousarray(1.0 / v, dtype=np.float32),
+                np.ascontiguousarray(m, dtype=np.float32),
+            )
             g.compute_gconsts()
             am.add_pdf(g)
         return am
@@ -82,10 +85,14 @@ class MonoModel:
     gmm: GmmParams
     shared_phones: list[list[int]] | None = None  # a Kaldi model's --shared-phones sets, else None
 
-    def build(self) -> tuple[khg.HmmTopology, khg.ContextDependency, khg.TransitionModel, khg.AmDiagGmm]:
+    def build(
+        self,
+    ) -> tuple[khg.HmmTopology, khg.ContextDependency, khg.TransitionModel, khg.AmDiagGmm]:
         topo = read_topology(self.topo_text)
         if self.shared_phones:
-            tree = khg.monophone_context_dependency_shared(self.shared_phones, topo.get_phone_to_num_pdf_classes())
+            tree = khg.monophone_context_dependency_shared(
+                self.shared_phones, topo.get_phone_to_num_pdf_classes()
+            )
         else:
             tree = monophone_tree(topo)
         tm = khg.TransitionModel(ctx_dep=tree, hmm_topo=topo)
@@ -98,19 +105,25 @@ def read_topology(text: str) -> khg.HmmTopology:
     try:
         topo.read(text)
     except Exception as e:
-        raise ModelError(f"cannot parse the HMM topology ({e}); lang/topo must be Kaldi text format") from e
+        raise ModelError(
+            f"cannot parse the HMM topology ({e}); lang/topo must be Kaldi text format"
+        ) from e
     return topo
 
 
 def monophone_tree(topo: khg.HmmTopology) -> khg.ContextDependency:
-    return khg.monophone_context_dependency(phones=topo.phones, phone2num_pdf_classes=topo.get_phone_to_num_pdf_classes())
+    return khg.monophone_context_dependency(
+        phones=topo.phones, phone2num_pdf_classes=topo.get_phone_to_num_pdf_classes()
+    )
 
 
 def set_transition_log_probs(tm: khg.TransitionModel, log_probs: np.ndarray) -> None:
     """Make `tm` carry `log_probs` (indexed by transition id, entry 0 unused)."""
     log_probs = np.asarray(log_probs, dtype=np.float64)
     if len(log_probs) != tm.num_transition_ids + 1:
-        raise ModelError(f"{len(log_probs) - 1} transition ids saved but the topology gives {tm.num_transition_ids}; model and lang do not match")
+        raise ModelError(
+            f"{len(log_probs) - 1} transition ids saved but the topology gives {tm.num_transition_ids}; model and lang do not match"
+        )
     counts = np.exp(log_probs) * 1.0e6
     counts[0] = 0.0
     tm.mle_update(counts, khg.MleTransitionUpdateConfig(floor=1e-10, mincount=0.0))
@@ -132,8 +145,12 @@ def save_model(path: Path, model: MonoModel) -> None:
         "variances": np.concatenate(g.variances).astype(np.float32),
     }
     if model.shared_phones:
-        arrays["shared_phone_set_sizes"] = np.array([len(x) for x in model.shared_phones], dtype=np.int64)
-        arrays["shared_phones"] = np.array([p for x in model.shared_phones for p in x], dtype=np.int64)
+        arrays["shared_phone_set_sizes"] = np.array(
+            [len(x) for x in model.shared_phones], dtype=np.int64
+        )
+        arrays["shared_phones"] = np.array(
+            [p for x in model.shared_phones for p in x], dtype=np.int64
+        )
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     with atomic_path(Path(path)) as tmp:
@@ -148,8 +165,10 @@ def read_model(path: Path) -> MonoModel:
             return read_kaldi_gmm(path / "final.mdl")
         path = path / "final.npz"
     if not path.is_file():
-        raise ModelError(f"{path} not found: train it with `python -m steps_py.gmm.train_mono` "
-                         "(or pass a Kaldi final.mdl, or a Kaldi exp dir holding one)")
+        raise ModelError(
+            f"{path} not found: train it with `python -m steps_py.gmm.train_mono` "
+            "(or pass a Kaldi final.mdl, or a Kaldi exp dir holding one)"
+        )
     if path.suffix != ".npz":
         from steps_py.kaldi.model_file import is_kaldi_model_file
 
@@ -159,7 +178,11 @@ def read_model(path: Path) -> MonoModel:
     with np.load(path, allow_pickle=False) as z:
         bounds = np.concatenate([[0], np.cumsum(z["gauss_per_pdf"])])
         sl = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        gmm = GmmParams([z["weights"][s] for s in sl], [z["means"][s] for s in sl], [z["variances"][s] for s in sl])
+        gmm = GmmParams(
+            [z["weights"][s] for s in sl],
+            [z["means"][s] for s in sl],
+            [z["variances"][s] for s in sl],
+        )
         shared = None
         if "shared_phones" in z.files:
             ends = np.cumsum(z["shared_phone_set_sizes"])
@@ -192,11 +215,15 @@ def read_kaldi_gmm(path: Path, tree_path: Path | None = None) -> MonoModel:
         if tree_path.is_file():
             tree = read_tree(tree_path)
             if not tree.is_monophone():
-                raise ModelError(f"{tree_path}: context width {tree.context_width}: only monophone Kaldi models can "
-                                 "decode or align here (kaldi-hmm-gmm cannot build a triphone tree); their alignments "
-                                 "can still train networks (steps_py.nnet.egs --ali-dir)")
+                raise ModelError(
+                    f"{tree_path}: context width {tree.context_width}: only monophone Kaldi models can "
+                    "decode or align here (kaldi-hmm-gmm cannot build a triphone tree); their alignments "
+                    "can still train networks (steps_py.nnet.egs --ali-dir)"
+                )
             if tm.is_hmm() and TransitionModel.from_tree(tree, tm.topo).tuples != tm.tuples:
-                raise ModelError(f"{tree_path} does not belong to {path}: the transition states it defines differ")
+                raise ModelError(
+                    f"{tree_path} does not belong to {path}: the transition states it defines differ"
+                )
         mono = to_mono_model(kmodel)
     except KaldiFormatError as e:
         raise ModelError(f"{path}: {e}") from None
@@ -204,14 +231,19 @@ def read_kaldi_gmm(path: Path, tree_path: Path | None = None) -> MonoModel:
     tid2pdf = np.asarray(ktm.transition_id_to_pdf_array(), dtype=np.int64)
     if len(tid2pdf) == tm.num_transition_ids:
         tid2pdf = np.concatenate([[-1], tid2pdf])
-    if ktm.num_transition_ids != tm.num_transition_ids or not np.array_equal(tid2pdf[1:], tm.tid2pdf[1:]):
-        raise ModelError(f"{path}: kaldi-hmm-gmm numbers this model's transition ids differently from Kaldi "
-                         "(unusual tree); it cannot be used for decoding or alignment here")
+    if ktm.num_transition_ids != tm.num_transition_ids or not np.array_equal(
+        tid2pdf[1:], tm.tid2pdf[1:]
+    ):
+        raise ModelError(
+            f"{path}: kaldi-hmm-gmm numbers this model's transition ids differently from Kaldi "
+            "(unusual tree); it cannot be used for decoding or alignment here"
+        )
     return mono
 
 
-def check_model_matches_lang(model: MonoModel, phones: dict[str, int], where: str,
-                             model_phones_txt: Path | None = None) -> None:
+def check_model_matches_lang(
+    model: MonoModel, phones: dict[str, int], where: str, model_phones_txt: Path | None = None
+) -> None:
     """Every phone of the model's topology must be a phone of the lang (`phones`: phones.txt).
 
     With `model_phones_txt` (the phones.txt Kaldi keeps in an exp dir) the phone names must
@@ -221,17 +253,21 @@ def check_model_matches_lang(model: MonoModel, phones: dict[str, int], where: st
     ids = set(phones.values())
     missing = [p for p in topo.phones if p not in ids]
     if missing:
-        raise ModelError(f"the model's topology has phone ids {missing[:5]} that {where}/phones.txt lacks: "
-                         "model and lang dir come from different lang dirs")
+        raise ModelError(
+            f"the model's topology has phone ids {missing[:5]} that {where}/phones.txt lacks: "
+            "model and lang dir come from different lang dirs"
+        )
     if model_phones_txt is not None and Path(model_phones_txt).is_file():
         theirs = {i: p for p, i in read_phone_table(Path(model_phones_txt)).items()}
         ours = {i: p for p, i in phones.items()}
         differ = [i for i in topo.phones if theirs.get(i) != ours.get(i)]
         if differ:
             i = differ[0]
-            raise ModelError(f"phone {i} is {theirs.get(i)!r} in {model_phones_txt} but {ours.get(i)!r} in "
-                             f"{where}/phones.txt: use the lang dir the model was trained with (for a Kaldi "
-                             "model: python -m steps_py.kaldi.lang_import)")
+            raise ModelError(
+                f"phone {i} is {theirs.get(i)!r} in {model_phones_txt} but {ours.get(i)!r} in "
+                f"{where}/phones.txt: use the lang dir the model was trained with (for a Kaldi "
+                "model: python -m steps_py.kaldi.lang_import)"
+            )
 
 
 def read_phone_table(path: Path) -> dict[str, int]:

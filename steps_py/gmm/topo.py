@@ -50,15 +50,30 @@ class Lang:
         d = Path(d)
         for name in ("phones.txt", "words.txt", "topo", "L.fst"):
             if not (d / name).is_file():
-                raise LangError(f"{d}/{name} is missing: run stage 2 (`python -m steps_py.lang.prepare`) first")
+                raise LangError(
+                    f"{d}/{name} is missing: run stage 2 (`python -m steps_py.lang.prepare`) first"
+                )
         phones = read_symbols(d / "phones.txt")
         words = read_symbols(d / "words.txt")
         oov = (d / "oov.txt").read_text().strip() if (d / "oov.txt").is_file() else "<UNK>"
         if oov not in words:
             raise LangError(f"{d}: OOV word {oov!r} (oov.txt) is not in words.txt")
-        disambig = _read_ints(d / "phones" / "disambig.int") or [i for p, i in phones.items() if p.startswith("#")]
-        silence = _read_ints(d / "phones" / "silence.int") or [phones[p] for p in ("SIL", "SPN") if p in phones]
-        return cls(d, phones, words, (d / "topo").read_text(), sorted(disambig), sorted(silence), oov, {i: w for w, i in words.items()})
+        disambig = _read_ints(d / "phones" / "disambig.int") or [
+            i for p, i in phones.items() if p.startswith("#")
+        ]
+        silence = _read_ints(d / "phones" / "silence.int") or [
+            phones[p] for p in ("SIL", "SPN") if p in phones
+        ]
+        return cls(
+            d,
+            phones,
+            words,
+            (d / "topo").read_text(),
+            sorted(disambig),
+            sorted(silence),
+            oov,
+            {i: w for w, i in words.items()},
+        )
 
     def word_ids(self, tokens: list[str]) -> tuple[list[int], int]:
         """Map transcript tokens to word ids; returns (ids, number of tokens mapped to the OOV word)."""
@@ -75,6 +90,7 @@ class Lang:
     def topology(self) -> khg.HmmTopology:
         return read_topology(self.topo_text)
 
+
 class GraphCompiler:
     """Kaldi's compile-train-graphs: L.fst (olabel-sorted), monophone tree, disambig phones.
 
@@ -88,9 +104,15 @@ class GraphCompiler:
         self.tm = khg.TransitionModel(ctx_dep=self.tree, hmm_topo=self.topo)
         self.lex = lang.read_fst("L.fst")
         kaldifst.arcsort(self.lex, sort_type="olabel")
-        self.opts = khg.TrainingGraphCompilerOptions(transition_scale=1.0, self_loop_scale=1.0, reorder=True)
+        self.opts = khg.TrainingGraphCompilerOptions(
+            transition_scale=1.0, self_loop_scale=1.0, reorder=True
+        )
         self.compiler = khg.TrainingGraphCompiler(
-            trans_model=self.tm, ctx_dep=self.tree, lex_fst=self.lex, disambig_syms=lang.disambig_phones, opts=self.opts,
+            trans_model=self.tm,
+            ctx_dep=self.tree,
+            lex_fst=self.lex,
+            disambig_syms=lang.disambig_phones,
+            opts=self.opts,
         )
 
     def compile(self, word_ids: list[int]) -> kaldifst.StdVectorFst:

@@ -50,7 +50,9 @@ def is_reordered(tm: TransitionModel, ali: np.ndarray) -> bool:
     return bool(loop[ali[-1]])
 
 
-def split_to_phones(tm: TransitionModel, ali: np.ndarray, utt: str = "alignment") -> list[tuple[int, int, int]]:
+def split_to_phones(
+    tm: TransitionModel, ali: np.ndarray, utt: str = "alignment"
+) -> list[tuple[int, int, int]]:
     """(phone, start frame, number of frames) of every phone instance, in order."""
     ali = np.asarray(ali, dtype=np.int64)
     tm.check_ids(ali, utt)
@@ -60,7 +62,11 @@ def split_to_phones(tm: TransitionModel, ali: np.ndarray, utt: str = "alignment"
     while i < n:
         if tm.tid_is_final[ali[i]]:
             if reordered:
-                while i + 1 < n and tm.tid_is_self_loop[ali[i + 1]] and tm.tid2state[ali[i + 1]] == tm.tid2state[ali[i]]:
+                while (
+                    i + 1 < n
+                    and tm.tid_is_self_loop[ali[i + 1]]
+                    and tm.tid2state[ali[i + 1]] == tm.tid2state[ali[i]]
+                ):
                     i += 1
             ends.append(i + 1)
         elif i + 1 == n:
@@ -71,8 +77,10 @@ def split_to_phones(tm: TransitionModel, ali: np.ndarray, utt: str = "alignment"
     for end in ends:
         phones = set(tm.tid2phone[ali[start:end]].tolist())
         if len(phones) != 1:
-            raise KaldiFormatError(f"{utt}: frames {start}-{end - 1} mix phones {sorted(phones)}; "
-                                   "the alignment does not follow the model's HMMs")
+            raise KaldiFormatError(
+                f"{utt}: frames {start}-{end - 1} mix phones {sorted(phones)}; "
+                "the alignment does not follow the model's HMMs"
+            )
         out.append((phones.pop(), start, end - start))
         start = end
     return out
@@ -98,26 +106,39 @@ class Agreement:
         return 100.0 * self.agreeing / self.frames if self.frames else float("nan")
 
     def summary(self) -> str:
-        return (f"{self.percent:.2f} % of {self.frames} frames agree over {self.utterances} utterances "
-                f"({len(self.length_mismatch)} skipped for different lengths, {self.only_in_first} only in the "
-                f"first, {self.only_in_second} only in the second)")
+        return (
+            f"{self.percent:.2f} % of {self.frames} frames agree over {self.utterances} utterances "
+            f"({len(self.length_mismatch)} skipped for different lengths, {self.only_in_first} only in the "
+            f"first, {self.only_in_second} only in the second)"
+        )
 
     def to_dict(self) -> dict:
-        return {"percent": self.percent, "frames": self.frames, "agreeing": self.agreeing,
-                "utterances": self.utterances, "length_mismatch": len(self.length_mismatch),
-                "only_in_first": self.only_in_first, "only_in_second": self.only_in_second}
+        return {
+            "percent": self.percent,
+            "frames": self.frames,
+            "agreeing": self.agreeing,
+            "utterances": self.utterances,
+            "length_mismatch": len(self.length_mismatch),
+            "only_in_first": self.only_in_first,
+            "only_in_second": self.only_in_second,
+        }
 
 
-def frame_agreement(first: Mapping[str, np.ndarray], second: Mapping[str, np.ndarray],
-                    map_first: Callable[[np.ndarray], np.ndarray] | None = None,
-                    map_second: Callable[[np.ndarray], np.ndarray] | None = None) -> Agreement:
+def frame_agreement(
+    first: Mapping[str, np.ndarray],
+    second: Mapping[str, np.ndarray],
+    map_first: Callable[[np.ndarray], np.ndarray] | None = None,
+    map_second: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Agreement:
     """Share of frames where two per-frame labellings agree, over the utterances both have.
 
     `map_first`/`map_second` turn each side's labels into comparable ones (e.g. phone ids of
     two different phone tables -> phone names). Utterances of different lengths are listed,
     not compared.
     """
-    out = Agreement(only_in_first=len(set(first) - set(second)), only_in_second=len(set(second) - set(first)))
+    out = Agreement(
+        only_in_first=len(set(first) - set(second)), only_in_second=len(set(second) - set(first))
+    )
     for utt in sorted(set(first) & set(second)):
         a, b = np.asarray(first[utt]), np.asarray(second[utt])
         if len(a) != len(b):

@@ -33,17 +33,53 @@ log = logging.getLogger("kaldi.ctm")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m steps_py.kaldi.ctm", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, required=True, help="data dir with mfcc/ features (and segments, if any)")
-    ap.add_argument("--lang", type=Path, default=Path("data/lang"), help="lang dir with L.fst and phones/align_lexicon.int (default: %(default)s)")
-    ap.add_argument("--model", type=Path, default=Path("exp/mono"), help="GMM: project exp dir / npz, or Kaldi final.mdl / exp dir (default: %(default)s)")
-    ap.add_argument("--text", type=Path, default=None, help="'<utt> <words>' to align, e.g. a decode dir's hyp.txt (default: <data>/text)")
-    ap.add_argument("--out", type=Path, required=True, help="CTM file to write (its report goes to <out>.report)")
-    ap.add_argument("--frame-shift", type=float, default=0.01, help="seconds per frame (default: %(default)s)")
-    ap.add_argument("--nj", type=int, default=2, help="parallel alignment jobs (default: %(default)s)")
-    ap.add_argument("--beam", type=float, default=10.0, help="alignment beam (default: %(default)s)")
-    ap.add_argument("--retry-beam", type=float, default=40.0, help="alignment retry beam (default: %(default)s)")
+    ap = argparse.ArgumentParser(
+        prog="python -m steps_py.kaldi.ctm",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="data dir with mfcc/ features (and segments, if any)",
+    )
+    ap.add_argument(
+        "--lang",
+        type=Path,
+        default=Path("data/lang"),
+        help="lang dir with L.fst and phones/align_lexicon.int (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--model",
+        type=Path,
+        default=Path("exp/mono"),
+        help="GMM: project exp dir / npz, or Kaldi final.mdl / exp dir (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--text",
+        type=Path,
+        default=None,
+        help="'<utt> <words>' to align, e.g. a decode dir's hyp.txt (default: <data>/text)",
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="CTM file to write (its report goes to <out>.report)",
+    )
+    ap.add_argument(
+        "--frame-shift", type=float, default=0.01, help="seconds per frame (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--nj", type=int, default=2, help="parallel alignment jobs (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--beam", type=float, default=10.0, help="alignment beam (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--retry-beam", type=float, default=40.0, help="alignment retry beam (default: %(default)s)"
+    )
     ap.add_argument("--force", action="store_true", help="rewrite even if --out exists")
     return ap
 
@@ -57,7 +93,9 @@ def read_segments(data: Path) -> tuple[dict[str, tuple[str, float]], dict[str, t
         for utt, v in read_kaldi_map(data / "segments").items():
             f = v.split()
             if len(f) != 3:
-                raise StepError(f"{data}/segments: line of {utt}: expected '<utt> <reco> <start> <end>'")
+                raise StepError(
+                    f"{data}/segments: line of {utt}: expected '<utt> <reco> <start> <end>'"
+                )
             segs[utt] = (f[0], float(f[1]))
     r2fc: dict[str, tuple[str, str]] = {}
     if (data / "reco2file_and_channel").is_file():
@@ -67,14 +105,22 @@ def read_segments(data: Path) -> tuple[dict[str, tuple[str, float]], dict[str, t
     return segs, r2fc
 
 
-def ctm_lines(utt: str, segments: list, shift: float, words: dict[int, str],
-              segs: dict[str, tuple[str, float]], r2fc: dict[str, tuple[str, str]]) -> list[str]:
+def ctm_lines(
+    utt: str,
+    segments: list,
+    shift: float,
+    words: dict[int, str],
+    segs: dict[str, tuple[str, float]],
+    r2fc: dict[str, tuple[str, str]],
+) -> list[str]:
     name, chan, offset = utt, "1", 0.0
     if utt in segs:
         reco, offset = segs[utt]
         name, chan = r2fc.get(reco, (reco, "1"))
-    return [f"{name} {chan} {offset + s.start * shift:.2f} {s.frames * shift:.2f} {words.get(s.word, str(s.word))}"
-            for s in segments]
+    return [
+        f"{name} {chan} {offset + s.start * shift:.2f} {s.frames * shift:.2f} {words.get(s.word, str(s.word))}"
+        for s in segments
+    ]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,8 +143,10 @@ def run(args: argparse.Namespace) -> int:
         raise StepError(str(e)) from None
     lex_path = args.lang / "phones" / "align_lexicon.int"
     if not lex_path.is_file():
-        raise StepError(f"{lex_path} not found: rebuild the lang dir (python -m steps_py.lang.prepare --force) "
-                        "or copy it from Kaldi's prepare_lang.sh output")
+        raise StepError(
+            f"{lex_path} not found: rebuild the lang dir (python -m steps_py.lang.prepare --force) "
+            "or copy it from Kaldi's prepare_lang.sh output"
+        )
     lexicon = read_align_lexicon_int(lex_path)
     kmodel, _ = load_model(args.model)
     tm = kmodel.transition_model
@@ -125,8 +173,9 @@ def run(args: argparse.Namespace) -> int:
                 report[utt] = f"oov: {n_oov} words not in {args.lang}/words.txt"
             else:
                 utts.append(Utterance(utt, add_deltas(feats[utt]), ids))
-    alis, failed, _ = align_utterances(lang, args.model, utts, args.nj,
-                                       AlignOptions(beam=args.beam, retry_beam=args.retry_beam))
+    alis, failed, _ = align_utterances(
+        lang, args.model, utts, args.nj, AlignOptions(beam=args.beam, retry_beam=args.retry_beam)
+    )
     report.update(failed)
     segs, r2fc = read_segments(args.data)
     lines: list[str] = []
@@ -139,11 +188,20 @@ def run(args: argparse.Namespace) -> int:
             report[u.utt] = f"word-alignment-failed: {e}"
             continue
         lines += ctm_lines(u.utt, words, args.frame_shift, lang.word_of_id, segs, r2fc)
-    atomic_write_text(Path(str(args.out) + ".report"), "".join(f"{u} {r}\n" for u, r in sorted(report.items())))
+    atomic_write_text(
+        Path(str(args.out) + ".report"), "".join(f"{u} {r}\n" for u, r in sorted(report.items()))
+    )
     atomic_write_text(args.out, "".join(x + "\n" for x in lines))
     done = len(text) - len(report)
-    log.info("CTM of %d of %d utterances (%d words) written to %s; %d not aligned (see %s.report)",
-             done, len(text), len(lines), args.out, len(report), args.out)
+    log.info(
+        "CTM of %d of %d utterances (%d words) written to %s; %d not aligned (see %s.report)",
+        done,
+        len(text),
+        len(lines),
+        args.out,
+        len(report),
+        args.out,
+    )
     if text and done == 0:
         raise StepError(f"no utterance of {text_path} could be aligned; see {args.out}.report")
     return 0

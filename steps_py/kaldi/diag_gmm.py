@@ -23,7 +23,9 @@ from steps_py.kaldi.stream import KaldiFormatError, KaldiInput, KaldiOutput
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-def compute_gconsts(weights: np.ndarray, means_invvars: np.ndarray, inv_vars: np.ndarray) -> np.ndarray:
+def compute_gconsts(
+    weights: np.ndarray, means_invvars: np.ndarray, inv_vars: np.ndarray
+) -> np.ndarray:
     """Kaldi's DiagGmm::ComputeGconsts: log w - D/2 log 2pi + 1/2 sum(log ivar - mivar^2/ivar).
 
     Follows Kaldi's float arithmetic: a float accumulator, each dimension's term in double.
@@ -38,9 +40,13 @@ def compute_gconsts(weights: np.ndarray, means_invvars: np.ndarray, inv_vars: np
     log_iv = np.log(iv).astype(np.float64)
     iv64 = iv.astype(np.float64)
     for d in range(dim):
-        gc = (gc.astype(np.float64) + (0.5 * log_iv[:, d] - 0.5 * mi[:, d] * mi[:, d] / iv64[:, d])).astype(np.float32)
+        gc = (
+            gc.astype(np.float64) + (0.5 * log_iv[:, d] - 0.5 * mi[:, d] * mi[:, d] / iv64[:, d])
+        ).astype(np.float32)
     if np.isnan(gc).any():
-        raise KaldiFormatError(f"Gaussian {int(np.argmax(np.isnan(gc)))}: not a number in the gconst computation")
+        raise KaldiFormatError(
+            f"Gaussian {int(np.argmax(np.isnan(gc)))}: not a number in the gconst computation"
+        )
     return np.where(np.isposinf(gc), -gc, gc).astype(np.float32)
 
 
@@ -96,7 +102,9 @@ class DiagGmm:
         if tok not in ("</DiagGMM>", "<DiagGMMEnd>"):
             raise inp.error(f"expected </DiagGMM>, got {tok!r}")
         if mi.shape != iv.shape or mi.shape[0] != len(weights):
-            raise inp.error(f"DiagGMM shapes disagree: weights {weights.shape}, means_invvars {mi.shape}, inv_vars {iv.shape}")
+            raise inp.error(
+                f"DiagGMM shapes disagree: weights {weights.shape}, means_invvars {mi.shape}, inv_vars {iv.shape}"
+            )
         if (iv <= 0).any():
             raise inp.error("DiagGMM has a non-positive inverse variance")
         if gconsts is None or len(gconsts) != len(weights):

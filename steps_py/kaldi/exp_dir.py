@@ -65,8 +65,10 @@ class KaldiExpDir:
         d = Path(d)
         mdl = d / "final.mdl"
         if not mdl.is_file():
-            raise KaldiExpError(f"{mdl} not found: --ali-dir must be a Kaldi exp dir with final.mdl and "
-                                "ali.*.gz (e.g. exp/tri5a_ali)")
+            raise KaldiExpError(
+                f"{mdl} not found: --ali-dir must be a Kaldi exp dir with final.mdl and "
+                "ali.*.gz (e.g. exp/tri5a_ali)"
+            )
         try:
             model = read_kaldi_model(mdl)
             tree = read_tree(d / "tree") if (d / "tree").is_file() else None
@@ -75,7 +77,9 @@ class KaldiExpDir:
         if tree is not None and model.transition_model.is_hmm():
             tm = model.transition_model
             if TransitionModel.from_tree(tree, tm.topo).tuples != tm.tuples:
-                raise KaldiExpError(f"{d}/tree does not belong to {mdl}: the transition states it defines differ")
+                raise KaldiExpError(
+                    f"{d}/tree does not belong to {mdl}: the transition states it defines differ"
+                )
         return cls(d, model, tree, find_alignment_files(d))
 
     @property
@@ -88,8 +92,10 @@ class KaldiExpDir:
 
     def transition_alignments(self) -> dict[str, np.ndarray]:
         if not self.ali_files:
-            raise KaldiExpError(f"{self.dir} has no alignments (ali.*.gz or *.ali); align the data with "
-                                "Kaldi's steps/align_si.sh (or steps/align_fmllr.sh) into this dir")
+            raise KaldiExpError(
+                f"{self.dir} has no alignments (ali.*.gz or *.ali); align the data with "
+                "Kaldi's steps/align_si.sh (or steps/align_fmllr.sh) into this dir"
+            )
         try:
             return read_int32_vector_archives(self.ali_files)
         except KaldiFormatError as e:
@@ -99,12 +105,17 @@ class KaldiExpDir:
         """Per-frame pdf ids of every aligned utterance (transition ids mapped with final.mdl)."""
         tm = self.transition_model
         try:
-            return {u: to_pdfs(tm, a, f"{self.dir}: utterance {u}") for u, a in self.transition_alignments().items()}
+            return {
+                u: to_pdfs(tm, a, f"{self.dir}: utterance {u}")
+                for u, a in self.transition_alignments().items()
+            }
         except KaldiFormatError as e:
             raise KaldiExpError(str(e)) from None
 
 
-def split_jobs(utts: list[str], num_jobs: int, utt2spk: Mapping[str, str] | None = None) -> list[list[str]]:
+def split_jobs(
+    utts: list[str], num_jobs: int, utt2spk: Mapping[str, str] | None = None
+) -> list[list[str]]:
     """Sorted utterances in `num_jobs` contiguous chunks of near-equal size (speakers kept whole)."""
     utts = sorted(utts)
     num_jobs = max(1, min(num_jobs, len(utts))) if utts else 1
@@ -131,17 +142,26 @@ def occupancies_text(counts: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-def write_exp_dir(out: Path, model: KaldiGmmModel, tree: ContextDependency,
-                  alignments: Mapping[str, np.ndarray] | None = None, num_jobs: int = 1,
-                  utt2spk: Mapping[str, str] | None = None, phones_txt: Path | None = None,
-                  binary: bool = False) -> dict[str, int]:
+def write_exp_dir(
+    out: Path,
+    model: KaldiGmmModel,
+    tree: ContextDependency,
+    alignments: Mapping[str, np.ndarray] | None = None,
+    num_jobs: int = 1,
+    utt2spk: Mapping[str, str] | None = None,
+    phones_txt: Path | None = None,
+    binary: bool = False,
+) -> dict[str, int]:
     """Write a Kaldi exp/alignment dir into `out` (an existing, empty or scratch directory)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_kaldi_model(out / "final.mdl", model, binary=binary)
     write_tree(out / "tree", tree, binary=binary)
-    info = {"num_pdfs": model.am.num_pdfs, "num_gauss": model.am.num_gauss,
-            "num_transition_ids": model.transition_model.num_transition_ids}
+    info = {
+        "num_pdfs": model.am.num_pdfs,
+        "num_gauss": model.am.num_gauss,
+        "num_transition_ids": model.transition_model.num_transition_ids,
+    }
     if phones_txt is not None:
         shutil.copy(phones_txt, out / "phones.txt")
     if alignments:

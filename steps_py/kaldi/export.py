@@ -29,15 +29,49 @@ log = logging.getLogger("kaldi.export")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m steps_py.kaldi.export", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=Path("exp/mono"), help="GMM: exp dir with final.npz, or the npz (default: %(default)s)")
-    ap.add_argument("--ali", type=Path, default=None, help="project alignment dir with ali.scp (e.g. exp/mono_ali/train); default: none")
-    ap.add_argument("--lang", type=Path, default=None, help="lang dir whose phones.txt is copied (default: none)")
-    ap.add_argument("--data", type=Path, default=None, help="data dir whose utt2spk keeps speakers in one job (default: none)")
-    ap.add_argument("--out", type=Path, default=Path("exp/mono_kaldi"), help="output Kaldi exp dir (default: %(default)s)")
-    ap.add_argument("--nj", type=int, default=4, help="number of ali.JOB.gz files (default: %(default)s)")
-    ap.add_argument("--binary", action="store_true", help="write final.mdl and tree in Kaldi binary (default: text)")
+    ap = argparse.ArgumentParser(
+        prog="python -m steps_py.kaldi.export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--model",
+        type=Path,
+        default=Path("exp/mono"),
+        help="GMM: exp dir with final.npz, or the npz (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--ali",
+        type=Path,
+        default=None,
+        help="project alignment dir with ali.scp (e.g. exp/mono_ali/train); default: none",
+    )
+    ap.add_argument(
+        "--lang",
+        type=Path,
+        default=None,
+        help="lang dir whose phones.txt is copied (default: none)",
+    )
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="data dir whose utt2spk keeps speakers in one job (default: none)",
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=Path("exp/mono_kaldi"),
+        help="output Kaldi exp dir (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--nj", type=int, default=4, help="number of ali.JOB.gz files (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--binary",
+        action="store_true",
+        help="write final.mdl and tree in Kaldi binary (default: text)",
+    )
     ap.add_argument("--force", action="store_true", help="rewrite even if --out is done")
     return ap
 
@@ -52,7 +86,11 @@ def load_model(path: Path):
         if mdl.is_file() and is_kaldi_model_file(mdl):
             model = read_kaldi_model(mdl)
             tree_file = mdl.parent / "tree"
-            tree = read_tree(tree_file) if tree_file.is_file() else ContextDependency.monophone(model.transition_model.topo)
+            tree = (
+                read_tree(tree_file)
+                if tree_file.is_file()
+                else ContextDependency.monophone(model.transition_model.topo)
+            )
             return model, tree
         return from_mono_model(read_model(path))
     except (ModelError, KaldiFormatError) as e:
@@ -67,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
 
         scp = args.ali / "ali.scp"
         if not scp.is_file():
-            raise StepError(f"{scp} not found: align the set first (python -m steps_py.gmm.align --out {args.ali})")
+            raise StepError(
+                f"{scp} not found: align the set first (python -m steps_py.gmm.align --out {args.ali})"
+            )
         alignments = read_transition_alignments(args.ali)
     utt2spk = None
     if args.data is not None and (args.data / "utt2spk").is_file():
@@ -81,24 +121,41 @@ def run(args: argparse.Namespace) -> int:
             raise StepError(f"{phones} not found: --lang must be a lang dir")
     with atomic_path(args.out) as tmp:
         try:
-            info = write_exp_dir(tmp, model, tree, alignments, args.nj, utt2spk, phones, args.binary)
+            info = write_exp_dir(
+                tmp, model, tree, alignments, args.nj, utt2spk, phones, args.binary
+            )
         except KaldiFormatError as e:
-            raise StepError(f"{args.ali}: {e} (the alignments and --model must come from the same training)") from None
+            raise StepError(
+                f"{args.ali}: {e} (the alignments and --model must come from the same training)"
+            ) from None
         back = KaldiExpDir.open(tmp)  # read back what was written
         if back.model.to_bytes(False) != model.to_bytes(False):
             raise StepError("internal error: the written final.mdl does not read back to the model")
         if alignments is not None:
             got = back.transition_alignments()
-            if set(got) != set(alignments) or any((got[u] != alignments[u]).any() for u in alignments):
-                raise StepError("internal error: the written ali.*.gz do not read back to the alignments")
-        atomic_write_json(tmp / "export.json", {**info, "model": str(args.model), "ali": str(args.ali)})
+            if set(got) != set(alignments) or any(
+                (got[u] != alignments[u]).any() for u in alignments
+            ):
+                raise StepError(
+                    "internal error: the written ali.*.gz do not read back to the alignments"
+                )
+        atomic_write_json(
+            tmp / "export.json", {**info, "model": str(args.model), "ali": str(args.ali)}
+        )
         mark_done(tmp, info)
     log.info("wrote Kaldi exp dir %s: %s", args.out, info)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    return step_main("kaldi.export", build_parser(), run, argv, done_dir=lambda a: a.out, done_state="already exported")
+    return step_main(
+        "kaldi.export",
+        build_parser(),
+        run,
+        argv,
+        done_dir=lambda a: a.out,
+        done_state="already exported",
+    )
 
 
 if __name__ == "__main__":

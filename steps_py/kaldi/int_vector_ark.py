@@ -31,7 +31,9 @@ _ELEM = np.dtype([("size", "i1"), ("value", "<i4")])
 _WS = b" \t\n\r\v\f"
 
 
-def iter_int32_vector_archive(data: bytes, name: str = "<archive>") -> Iterator[tuple[str, np.ndarray]]:
+def iter_int32_vector_archive(
+    data: bytes, name: str = "<archive>"
+) -> Iterator[tuple[str, np.ndarray]]:
     """(key, int32 array) for every entry of an archive held in `data`."""
     n, pos = len(data), 0
     while True:
@@ -46,19 +48,25 @@ def iter_int32_vector_archive(data: bytes, name: str = "<archive>") -> Iterator[
         pos = end
         if pos < n and data[pos] in b" \t":
             pos += 1
-        if data[pos:pos + 2] == b"\0B":
+        if data[pos : pos + 2] == b"\0B":
             pos += 2
-            if data[pos:pos + 1] != b"\x04" or pos + 5 > n:
-                raise KaldiFormatError(f"{name}: entry {key!r}: expected an int32 vector (byte {pos}); "
-                                       "is this an archive of int32 vectors (an alignment)?")
+            if data[pos : pos + 1] != b"\x04" or pos + 5 > n:
+                raise KaldiFormatError(
+                    f"{name}: entry {key!r}: expected an int32 vector (byte {pos}); "
+                    "is this an archive of int32 vectors (an alignment)?"
+                )
             count = struct.unpack_from("<i", data, pos + 1)[0]
             pos += 5
             if count < 0 or pos + 5 * count > n:
-                raise KaldiFormatError(f"{name}: entry {key!r}: truncated ({count} values announced)")
+                raise KaldiFormatError(
+                    f"{name}: entry {key!r}: truncated ({count} values announced)"
+                )
             elems = np.frombuffer(data, dtype=_ELEM, count=count, offset=pos)
             if count and (elems["size"] != 4).any():
-                raise KaldiFormatError(f"{name}: entry {key!r}: not an int32 vector (element size byte "
-                                       f"{int(elems['size'][elems['size'] != 4][0])})")
+                raise KaldiFormatError(
+                    f"{name}: entry {key!r}: not an int32 vector (element size byte "
+                    f"{int(elems['size'][elems['size'] != 4][0])})"
+                )
             pos += 5 * count
             yield key, elems["value"].astype(np.int32)
         else:
@@ -67,8 +75,10 @@ def iter_int32_vector_archive(data: bytes, name: str = "<archive>") -> Iterator[
             try:
                 values = np.array([int(w) for w in data[pos:nl].split()], dtype=np.int32)
             except ValueError:
-                raise KaldiFormatError(f"{name}: entry {key!r}: text entry with a non-integer "
-                                       f"({data[pos:min(nl, pos + 40)]!r})") from None
+                raise KaldiFormatError(
+                    f"{name}: entry {key!r}: text entry with a non-integer "
+                    f"({data[pos : min(nl, pos + 40)]!r})"
+                ) from None
             pos = nl + 1
             yield key, values
 
@@ -96,29 +106,41 @@ def read_int32_vector_archives(paths: Iterable[Path]) -> dict[str, np.ndarray]:
     return out
 
 
-def int32_vector_archive_bytes(vectors: Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]],
-                               binary: bool = True) -> bytes:
+def int32_vector_archive_bytes(
+    vectors: Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]], binary: bool = True
+) -> bytes:
     """The bytes Kaldi's ``Int32VectorWriter`` writes for these entries (in the given order)."""
     items = vectors.items() if isinstance(vectors, Mapping) else vectors
     parts: list[bytes] = []
     for key, vec in items:
         if not key or any(c.isspace() for c in key):
-            raise KaldiFormatError(f"invalid archive key {key!r} (keys are non-empty, without spaces)")
+            raise KaldiFormatError(
+                f"invalid archive key {key!r} (keys are non-empty, without spaces)"
+            )
         v = np.asarray(vec)
         if v.ndim != 1 or (len(v) and not np.issubdtype(v.dtype, np.integer)):
-            raise KaldiFormatError(f"entry {key!r}: expected a 1-d integer vector, got {v.dtype} {v.shape}")
+            raise KaldiFormatError(
+                f"entry {key!r}: expected a 1-d integer vector, got {v.dtype} {v.shape}"
+            )
         if binary:
             elems = np.empty(len(v), dtype=_ELEM)
             elems["size"] = 4
             elems["value"] = v
-            parts.append(key.encode("utf-8") + b" \0B\x04" + struct.pack("<i", len(v)) + elems.tobytes())
+            parts.append(
+                key.encode("utf-8") + b" \0B\x04" + struct.pack("<i", len(v)) + elems.tobytes()
+            )
         else:
             parts.append((key + " " + "".join(f"{int(x)} " for x in v) + "\n").encode("utf-8"))
     return b"".join(parts)
 
 
-def write_int32_vector_archive(path: Path, vectors: Mapping[str, np.ndarray], binary: bool = True,
-                               gz: bool | None = None, sort: bool = True) -> None:
+def write_int32_vector_archive(
+    path: Path,
+    vectors: Mapping[str, np.ndarray],
+    binary: bool = True,
+    gz: bool | None = None,
+    sort: bool = True,
+) -> None:
     """Write an archive (gzipped when `gz`, default: when `path` ends in .gz), atomically."""
     path = Path(path)
     keys = sorted(vectors) if sort else list(vectors)

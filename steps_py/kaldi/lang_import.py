@@ -104,12 +104,16 @@ def needs_disambig(entries: list[tuple[str, tuple[str, ...]]]) -> list[str]:
     return sorted(set(bad))
 
 
-def import_kaldi_lang(src: Path, out: Path, arpa: Path | None = None, oov: str | None = None) -> dict:
+def import_kaldi_lang(
+    src: Path, out: Path, arpa: Path | None = None, oov: str | None = None
+) -> dict:
     """Write the project lang dir for Kaldi lang dir `src` into `out` (an empty or scratch dir)."""
     src, out = Path(src), Path(out)
     for name in ("phones.txt", "words.txt", "topo", "L.fst"):
         if not (src / name).is_file():
-            raise LangImportError(f"{src}/{name} not found: a Kaldi lang dir holds phones.txt, words.txt, topo, L.fst")
+            raise LangImportError(
+                f"{src}/{name} not found: a Kaldi lang dir holds phones.txt, words.txt, topo, L.fst"
+            )
     added: dict[str, object] = {}
     phones = read_table(src / "phones.txt")
     words = read_table(src / "words.txt")
@@ -127,7 +131,9 @@ def import_kaldi_lang(src: Path, out: Path, arpa: Path | None = None, oov: str |
         added["disambig_phone"] = f"#0={nid}"
     silence = phone_class(src, "silence", "silphones.csl")
     if silence is None:
-        raise LangImportError(f"{src}: no silence phone list (phones/silence.int, or silphones.csl)")
+        raise LangImportError(
+            f"{src}: no silence phone list (phones/silence.int, or silphones.csl)"
+        )
     nonsil = phone_class(src, "nonsilence", "nonsilphones.csl")
     if nonsil is None:
         nonsil = [i for p, i in phones if i != 0 and i not in silence and i not in disambig]
@@ -140,7 +146,9 @@ def import_kaldi_lang(src: Path, out: Path, arpa: Path | None = None, oov: str |
     topo = HmmTopology.from_text(topo_text, name=str(src / "topo"))
     unknown = [p for p in topo.phones if p not in name_of_phone or p in disambig]
     if unknown:
-        raise LangImportError(f"{src}/topo covers phone ids {unknown[:5]} that are not phones of phones.txt")
+        raise LangImportError(
+            f"{src}/topo covers phone ids {unknown[:5]} that are not phones of phones.txt"
+        )
     uncovered = [name_of_phone[i] for i in silence + nonsil if i not in topo.phones]
     if uncovered:
         raise LangImportError(f"{src}/topo does not cover phones {uncovered[:5]}")
@@ -176,8 +184,10 @@ def import_kaldi_lang(src: Path, out: Path, arpa: Path | None = None, oov: str |
         if lexicon is not None:
             bad = needs_disambig(lexicon)
             if bad:
-                raise LangImportError(f"{src}: words {bad[:5]} share (or prefix) pronunciations and there is no "
-                                      "L_disambig.fst; build the lang dir with Kaldi's utils/prepare_lang.sh")
+                raise LangImportError(
+                    f"{src}: words {bad[:5]} share (or prefix) pronunciations and there is no "
+                    "L_disambig.fst; build the lang dir with Kaldi's utils/prepare_lang.sh"
+                )
         else:
             log.warning("%s has no L_disambig.fst and no lexicon.txt: assuming no homophones", src)
         L = kaldifst.StdVectorFst.read(str(src / "L.fst"))
@@ -186,19 +196,31 @@ def import_kaldi_lang(src: Path, out: Path, arpa: Path | None = None, oov: str |
         kaldifst.arcsort(L, sort_type="olabel")
         L.write(str(out / "L_disambig.fst"))
         added["L_disambig.fst"] = "L.fst + #0:#0 self-loops"
-    sets = {"silence": silence, "nonsilence": nonsil, "optional_silence": optional, "disambig": disambig,
-            "context_indep": silence}
+    sets = {
+        "silence": silence,
+        "nonsilence": nonsil,
+        "optional_silence": optional,
+        "disambig": disambig,
+        "context_indep": silence,
+    }
     for name, ids in sets.items():
         atomic_write_text(out / "phones" / f"{name}.int", "".join(f"{i}\n" for i in ids))
-        atomic_write_text(out / "phones" / f"{name}.txt", "".join(f"{name_of_phone.get(i, '#0')}\n" for i in ids))
+        atomic_write_text(
+            out / "phones" / f"{name}.txt", "".join(f"{name_of_phone.get(i, '#0')}\n" for i in ids)
+        )
         atomic_write_text(out / "phones" / f"{name}.csl", ":".join(str(i) for i in ids) + "\n")
     atomic_write_text(out / "phones" / "wdisambig.txt", "#0\n")
-    atomic_write_text(out / "phones" / "wdisambig_phones.int", f"{phone_id['#0'] if '#0' in phone_id else disambig[0]}\n")
+    atomic_write_text(
+        out / "phones" / "wdisambig_phones.int",
+        f"{phone_id['#0'] if '#0' in phone_id else disambig[0]}\n",
+    )
     atomic_write_text(out / "phones" / "wdisambig_words.int", f"{word_id['#0']}\n")
     if (src / "phones" / "align_lexicon.int").is_file():
         for ext in ("txt", "int"):
             if (src / "phones" / f"align_lexicon.{ext}").is_file():
-                shutil.copy(src / "phones" / f"align_lexicon.{ext}", out / "phones" / f"align_lexicon.{ext}")
+                shutil.copy(
+                    src / "phones" / f"align_lexicon.{ext}", out / "phones" / f"align_lexicon.{ext}"
+                )
     elif lexicon is not None:
         from steps_py.lang.align_lexicon import write_align_lexicon
 
@@ -217,18 +239,41 @@ def import_kaldi_lang(src: Path, out: Path, arpa: Path | None = None, oov: str |
         shutil.copy(src / "G.fst", out / "G.fst")
     for k, v in added.items():
         log.info("%s: added %s: %s", out, k, v)
-    info = {"source": str(src), "arpa": str(arpa) if arpa else None, "added": added,
-            "phones": len(phones), "words": len(words), "oov": oov}
+    info = {
+        "source": str(src),
+        "arpa": str(arpa) if arpa else None,
+        "added": added,
+        "phones": len(phones),
+        "words": len(words),
+        "oov": oov,
+    }
     atomic_write_json(out / "import.json", info)
     return info
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m steps_py.kaldi.lang_import", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kaldi-lang", type=Path, required=True, help="Kaldi lang dir (phones.txt, words.txt, topo, L.fst, ...)")
-    ap.add_argument("--arpa", type=Path, default=None, help="ARPA LM for G.fst (default: the lang dir's G.fst, if any)")
-    ap.add_argument("--oov", default=None, help="OOV word when the lang dir has no oov.txt (default: <UNK>/<unk>/<SPOKEN_NOISE>, else <unk> added)")
+    ap = argparse.ArgumentParser(
+        prog="python -m steps_py.kaldi.lang_import",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--kaldi-lang",
+        type=Path,
+        required=True,
+        help="Kaldi lang dir (phones.txt, words.txt, topo, L.fst, ...)",
+    )
+    ap.add_argument(
+        "--arpa",
+        type=Path,
+        default=None,
+        help="ARPA LM for G.fst (default: the lang dir's G.fst, if any)",
+    )
+    ap.add_argument(
+        "--oov",
+        default=None,
+        help="OOV word when the lang dir has no oov.txt (default: <UNK>/<unk>/<SPOKEN_NOISE>, else <unk> added)",
+    )
     ap.add_argument("--out", type=Path, required=True, help="output lang dir")
     ap.add_argument("--force", action="store_true", help="rewrite even if --out is done")
     return ap
@@ -245,7 +290,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return step_main("kaldi.lang_import", build_parser(), run, argv, done_dir=lambda a: a.out, done_state="already imported")
+    return step_main(
+        "kaldi.lang_import",
+        build_parser(),
+        run,
+        argv,
+        done_dir=lambda a: a.out,
+        done_state="already imported",
+    )
 
 
 if __name__ == "__main__":

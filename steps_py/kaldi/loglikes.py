@@ -32,19 +32,29 @@ log = logging.getLogger("kaldi.loglikes")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m steps_py.kaldi.loglikes", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, required=True, help="acoustic model .safetensors (stage 6)")
+    ap = argparse.ArgumentParser(
+        prog="python -m steps_py.kaldi.loglikes",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--model", type=Path, required=True, help="acoustic model .safetensors (stage 6)"
+    )
     ap.add_argument("--data", type=Path, required=True, help="data dir with fbank features")
     ap.add_argument("--out", type=Path, required=True, help="output dir for loglikes.{ark,scp}")
-    ap.add_argument("--priors", choices=["model", "counts"], default="model",
-                    help="log priors to subtract: the model's adjusted ones or the alignment counts' (default: %(default)s)")
+    ap.add_argument(
+        "--priors",
+        choices=["model", "counts"],
+        default="model",
+        help="log priors to subtract: the model's adjusted ones or the alignment counts' (default: %(default)s)",
+    )
     ap.add_argument("--force", action="store_true", help="rewrite even if --out is done")
     return ap
 
 
-def write_matrix_archive(out_dir: Path, name: str, items: Iterable[tuple[str, np.ndarray]],
-                         final_dir: Path | None = None) -> tuple[int, int, int]:
+def write_matrix_archive(
+    out_dir: Path, name: str, items: Iterable[tuple[str, np.ndarray]], final_dir: Path | None = None
+) -> tuple[int, int, int]:
     """Stream ``(key, matrix)`` into ``<out_dir>/<name>.{ark,scp}`` with kaldi-native-io.
 
     The scp entries name ``<final_dir>/<name>.ark`` (default `out_dir`): the dir an atomic
@@ -64,8 +74,12 @@ def write_matrix_archive(out_dir: Path, name: str, items: Iterable[tuple[str, np
         w.write(key, m)
         n, frames, cols = n + 1, frames + m.shape[0], m.shape[1]
     w.close()
-    lines = [f"{k} {final_ark}:{loc.rsplit(':', 1)[1]}\n"
-             for k, loc in (ln.split(maxsplit=1) for ln in tmp_scp.read_text(encoding="utf-8").splitlines())]
+    lines = [
+        f"{k} {final_ark}:{loc.rsplit(':', 1)[1]}\n"
+        for k, loc in (
+            ln.split(maxsplit=1) for ln in tmp_scp.read_text(encoding="utf-8").splitlines()
+        )
+    ]
     (out_dir / f"{name}.scp").write_text("".join(lines), encoding="utf-8")
     tmp_scp.unlink()
     return n, frames, cols
@@ -82,22 +96,44 @@ def run(args: argparse.Namespace) -> int:
     utts = sorted(reader.utts)
     if not utts:
         raise StepError(f"{args.data} has no utterances with fbank features")
-    cmd = (f"latgen-faster-mapped --acoustic-scale=0.1 --word-symbol-table=<graph>/words.txt <exp>/final.mdl "
-           f"<graph>/HCLG.fst scp:{args.out.resolve()}/loglikes.scp ark:lat.1")
+    cmd = (
+        f"latgen-faster-mapped --acoustic-scale=0.1 --word-symbol-table=<graph>/words.txt <exp>/final.mdl "
+        f"<graph>/HCLG.fst scp:{args.out.resolve()}/loglikes.scp ark:lat.1"
+    )
     scores = ((u, scorer.loglikes(reader, u)) for u in progress(utts, desc="loglikes", unit="utt"))
     with atomic_path(args.out) as tmp:
         tmp.mkdir(parents=True)
         n, frames, num_pdfs = write_matrix_archive(tmp, "loglikes", scores, final_dir=args.out)
-        info = {"model": str(args.model), "data": str(args.data), "utterances": n, "num_pdfs": num_pdfs,
-                "frames": frames, "priors": args.priors, "kaldi_command": cmd}
+        info = {
+            "model": str(args.model),
+            "data": str(args.data),
+            "utterances": n,
+            "num_pdfs": num_pdfs,
+            "frames": frames,
+            "priors": args.priors,
+            "kaldi_command": cmd,
+        }
         atomic_write_json(tmp / "info.json", info)
         mark_done(tmp, {"utterances": n})
-    log.info("wrote %d utterances (%d pdfs) to %s/loglikes.scp; decode with Kaldi: %s", n, num_pdfs, args.out, cmd)
+    log.info(
+        "wrote %d utterances (%d pdfs) to %s/loglikes.scp; decode with Kaldi: %s",
+        n,
+        num_pdfs,
+        args.out,
+        cmd,
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    return step_main("kaldi.loglikes", build_parser(), run, argv, done_dir=lambda a: a.out, done_state="already written")
+    return step_main(
+        "kaldi.loglikes",
+        build_parser(),
+        run,
+        argv,
+        done_dir=lambda a: a.out,
+        done_state="already written",
+    )
 
 
 if __name__ == "__main__":

@@ -41,7 +41,9 @@ class KaldiGmmModel:
     def check(self, name: str = "model") -> None:
         n_tm, n_am = self.transition_model.num_pdfs, self.am.num_pdfs
         if n_tm != n_am:
-            raise KaldiFormatError(f"{name}: the transition model has {n_tm} pdfs but the GMM has {n_am}")
+            raise KaldiFormatError(
+                f"{name}: the transition model has {n_tm} pdfs but the GMM has {n_am}"
+            )
 
     def to_bytes(self, binary: bool = False) -> bytes:
         out = KaldiOutput(binary)
@@ -64,7 +66,9 @@ def is_kaldi_model_file(path: Path) -> bool:
         return False
     with open(path, "rb") as f:
         head = f.read(64)
-    return head.startswith(b"\0B<TransitionModel>") or head.lstrip().startswith(b"<TransitionModel>")
+    return head.startswith(b"\0B<TransitionModel>") or head.lstrip().startswith(
+        b"<TransitionModel>"
+    )
 
 
 def read_kaldi_model(path: Path) -> KaldiGmmModel:
@@ -115,8 +119,10 @@ def shared_phone_sets(tm: TransitionModel) -> list[list[int]] | None:
     """
     table = monophone_pdf_table(tm)
     if table is None:
-        raise KaldiFormatError("the model is context dependent (a phone state has several pdfs): "
-                               "only monophone models can be built into kaldi-hmm-gmm objects")
+        raise KaldiFormatError(
+            "the model is context dependent (a phone state has several pdfs): "
+            "only monophone models can be built into kaldi-hmm-gmm objects"
+        )
     groups: dict[tuple[int, ...], list[int]] = {}
     for phone in sorted(table):
         groups.setdefault(tuple(table[phone]), []).append(phone)
@@ -133,24 +139,38 @@ def to_mono_model(model: KaldiGmmModel):  # -> steps_py.gmm.model_io.MonoModel
 
     tm = model.transition_model
     sets = shared_phone_sets(tm)
-    gmm = GmmParams([g.weights.copy() for g in model.am.pdfs], [g.means for g in model.am.pdfs],
-                    [g.variances for g in model.am.pdfs])
+    gmm = GmmParams(
+        [g.weights.copy() for g in model.am.pdfs],
+        [g.means for g in model.am.pdfs],
+        [g.variances for g in model.am.pdfs],
+    )
     return MonoModel(tm.topo.to_text(), tm.log_probs.astype(np.float64), gmm, shared_phones=sets)
 
 
 def from_mono_model(mono) -> tuple[KaldiGmmModel, ContextDependency]:  # mono: MonoModel
     """The project's monophone GMM as a Kaldi model and tree (what gmm-init-mono + gmm-est make)."""
     if getattr(mono, "shared_phones", None):
-        raise KaldiFormatError("a model with shared phones came from Kaldi: write its KaldiGmmModel instead")
+        raise KaldiFormatError(
+            "a model with shared phones came from Kaldi: write its KaldiGmmModel instead"
+        )
     topo = HmmTopology.from_text(mono.topo_text)
     tree = ContextDependency.monophone(topo)
     tm = TransitionModel.from_tree(tree, topo)
     log_probs = np.asarray(mono.transition_log_probs, dtype=np.float32)
     if len(log_probs) != tm.num_transition_ids + 1:
-        raise KaldiFormatError(f"{len(log_probs) - 1} transition log-probs for {tm.num_transition_ids} transition ids")
+        raise KaldiFormatError(
+            f"{len(log_probs) - 1} transition log-probs for {tm.num_transition_ids} transition ids"
+        )
     tm = TransitionModel(topo, tm.tuples, log_probs)
     g = mono.gmm
     if g.num_pdfs != tm.num_pdfs:
-        raise KaldiFormatError(f"the GMM has {g.num_pdfs} pdfs, the topology's monophone tree {tm.num_pdfs}")
-    am = AmDiagGmm([DiagGmm.from_moments(w, m, v) for w, m, v in zip(g.weights, g.means, g.variances, strict=True)])
+        raise KaldiFormatError(
+            f"the GMM has {g.num_pdfs} pdfs, the topology's monophone tree {tm.num_pdfs}"
+        )
+    am = AmDiagGmm(
+        [
+            DiagGmm.from_moments(w, m, v)
+            for w, m, v in zip(g.weights, g.means, g.variances, strict=True)
+        ]
+    )
     return KaldiGmmModel(tm, am), tree

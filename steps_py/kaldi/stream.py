@@ -48,7 +48,9 @@ def read_bytes(path: Path) -> bytes:
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError) as e:
-            raise KaldiFormatError(f"{path}: corrupt gzip data ({e}); re-copy or re-create the file") from None
+            raise KaldiFormatError(
+                f"{path}: corrupt gzip data ({e}); re-copy or re-create the file"
+            ) from None
     return data
 
 
@@ -63,7 +65,9 @@ class KaldiInput:
     `binary` is detected from the ``\\0B`` header at `pos` unless given.
     """
 
-    def __init__(self, data: bytes, name: str = "<bytes>", pos: int = 0, binary: bool | None = None):
+    def __init__(
+        self, data: bytes, name: str = "<bytes>", pos: int = 0, binary: bool | None = None
+    ):
         self.data = data
         self.name = name
         self.pos = pos
@@ -80,7 +84,7 @@ class KaldiInput:
 
     def read_header(self) -> bool:
         """Consume a ``\\0B`` binary header if there is one; return whether there was."""
-        if self.data[self.pos:self.pos + 2] == b"\0B":
+        if self.data[self.pos : self.pos + 2] == b"\0B":
             self.pos += 2
             return True
         return False
@@ -180,12 +184,12 @@ class KaldiInput:
     def _bracketed_words(self) -> list[bytes]:
         """Text ``[ a b c ]``: the words between the brackets (the brackets consumed)."""
         self.skip_ws()
-        if self.data[self.pos:self.pos + 1] != b"[":
-            raise self.error(f"expected '[', got {self.data[self.pos:self.pos + 20]!r}")
+        if self.data[self.pos : self.pos + 1] != b"[":
+            raise self.error(f"expected '[', got {self.data[self.pos : self.pos + 20]!r}")
         end = self.data.find(b"]", self.pos)
         if end < 0:
             raise self.error("'[' without a closing ']'")
-        words = self.data[self.pos + 1:end].split()
+        words = self.data[self.pos + 1 : end].split()
         self.pos = end + 1
         return words
 
@@ -226,20 +230,22 @@ class KaldiInput:
         if self.binary:
             tok = self.read_token()
             if tok.startswith("CM"):
-                raise self.error("compressed matrices are not supported here; copy with "
-                                 "`copy-matrix` (or `copy-feats`) without compression first")
+                raise self.error(
+                    "compressed matrices are not supported here; copy with "
+                    "`copy-matrix` (or `copy-feats`) without compression first"
+                )
             if tok not in ("FM", "DM"):
                 raise self.error(f"expected a matrix (FM or DM), got {tok[:40]!r}")
             rows, cols = self.read_int32(), self.read_int32()
             a = self._array("<f4" if tok == "FM" else "<f8", rows * cols)
             return a.reshape(rows, cols).copy()
         self.skip_ws()
-        if self.data[self.pos:self.pos + 1] != b"[":
-            raise self.error(f"expected '[', got {self.data[self.pos:self.pos + 20]!r}")
+        if self.data[self.pos : self.pos + 1] != b"[":
+            raise self.error(f"expected '[', got {self.data[self.pos : self.pos + 20]!r}")
         end = self.data.find(b"]", self.pos)
         if end < 0:
             raise self.error("'[' without a closing ']'")
-        lines = [ln.split() for ln in self.data[self.pos + 1:end].splitlines()]
+        lines = [ln.split() for ln in self.data[self.pos + 1 : end].splitlines()]
         rows = [ln for ln in lines if ln]
         self.pos = end + 1
         if not rows:

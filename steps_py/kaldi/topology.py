@@ -35,7 +35,9 @@ NO_PDF = -1  # kNoPdf
 class HmmState:
     forward_pdf_class: int = NO_PDF
     self_loop_pdf_class: int = NO_PDF
-    transitions: list[tuple[int, float]] = field(default_factory=list)  # (destination state, probability)
+    transitions: list[tuple[int, float]] = field(
+        default_factory=list
+    )  # (destination state, probability)
 
 
 @dataclass
@@ -74,13 +76,19 @@ class HmmTopology:
             if not any(self.phone2idx[p] == i for p in self.phones):
                 raise KaldiFormatError(f"topology entry {i} has no phones")
             if len(e) < 2 or e[-1].transitions or e[-1].forward_pdf_class != NO_PDF:
-                raise KaldiFormatError(f"topology entry {i}: the last state must be non-emitting with no transitions")
+                raise KaldiFormatError(
+                    f"topology entry {i}: the last state must be non-emitting with no transitions"
+                )
             for j, s in enumerate(e[:-1]):
                 if not s.transitions:
-                    raise KaldiFormatError(f"topology entry {i}, state {j}: a non-final state needs transitions")
+                    raise KaldiFormatError(
+                        f"topology entry {i}, state {j}: a non-final state needs transitions"
+                    )
                 for dst, prob in s.transitions:
                     if not 0 <= dst < len(e) or prob <= 0:
-                        raise KaldiFormatError(f"topology entry {i}, state {j}: bad transition to {dst} ({prob})")
+                        raise KaldiFormatError(
+                            f"topology entry {i}, state {j}: bad transition to {dst} ({prob})"
+                        )
 
     # ---- I/O
     @classmethod
@@ -174,7 +182,11 @@ class HmmTopology:
                 out.token("<TopologyEntry>")
                 out.text("\n")
                 out.token("<ForPhones>")
-                out.text("\n" + "".join(f"{p} " for p, idx in enumerate(self.phone2idx) if idx == i) + "\n")
+                out.text(
+                    "\n"
+                    + "".join(f"{p} " for p, idx in enumerate(self.phone2idx) if idx == i)
+                    + "\n"
+                )
                 out.token("</ForPhones>")
                 out.text("\n")
                 for j, s in enumerate(e):

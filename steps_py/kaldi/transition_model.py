@@ -56,7 +56,9 @@ class TransitionModel:
             state2id[s] = cur
             entry = self.topo.entry_for_phone(t.phone)
             if not 0 <= t.hmm_state < len(entry) - 1:
-                raise KaldiFormatError(f"transition tuple {t}: phone {t.phone} has no emitting HMM state {t.hmm_state}")
+                raise KaldiFormatError(
+                    f"transition tuple {t}: phone {t.phone} has no emitting HMM state {t.hmm_state}"
+                )
             cur += len(entry[t.hmm_state].transitions)
         state2id[n_states + 1] = cur
         n_tids = cur - 1
@@ -76,15 +78,24 @@ class TransitionModel:
                 tid2pdf[tid] = t.self_loop_pdf if loop[tid] else t.forward_pdf
                 tid2phone[tid] = t.phone
                 tid2hmm[tid] = t.hmm_state
-        self.state2id, self.tid2state, self.tid2pdf, self.tid2phone = state2id, tid2state, tid2pdf, tid2phone
+        self.state2id, self.tid2state, self.tid2pdf, self.tid2phone = (
+            state2id,
+            tid2state,
+            tid2pdf,
+            tid2phone,
+        )
         self.tid2hmm_state, self.tid_is_self_loop, self.tid_is_final = tid2hmm, loop, final
         if len(self.log_probs) != n_tids + 1:
-            raise KaldiFormatError(f"transition model: {len(self.log_probs)} log-probs for {n_tids} transition ids "
-                                   f"(expected {n_tids + 1}, entry 0 unused)")
+            raise KaldiFormatError(
+                f"transition model: {len(self.log_probs)} log-probs for {n_tids} transition ids "
+                f"(expected {n_tids + 1}, entry 0 unused)"
+            )
         bad = ~np.isfinite(self.log_probs[1:]) | (self.log_probs[1:] > 0)
         if bad.any():
-            raise KaldiFormatError(f"transition model: log-prob of transition id {int(np.argmax(bad)) + 1} is "
-                                   f"{self.log_probs[1:][bad][0]} (must be finite and <= 0)")
+            raise KaldiFormatError(
+                f"transition model: log-prob of transition id {int(np.argmax(bad)) + 1} is "
+                f"{self.log_probs[1:][bad][0]} (must be finite and <= 0)"
+            )
 
     # ---- sizes
     @property
@@ -107,8 +118,10 @@ class TransitionModel:
         tids = np.asarray(tids)
         if len(tids) and (tids.min() < 1 or tids.max() > self.num_transition_ids):
             bad = int(tids[(tids < 1) | (tids > self.num_transition_ids)][0])
-            raise KaldiFormatError(f"{what}: transition id {bad} outside 1..{self.num_transition_ids}; "
-                                   "the alignment was made with another model (use that model's final.mdl)")
+            raise KaldiFormatError(
+                f"{what}: transition id {bad} outside 1..{self.num_transition_ids}; "
+                "the alignment was made with another model (use that model's final.mdl)"
+            )
 
     # ---- construction from a tree (Kaldi's ComputeTuplesIsHmm + InitializeProbs)
     @classmethod
@@ -118,8 +131,10 @@ class TransitionModel:
         `tree` is a ``steps_py.kaldi.tree.ContextDependency``. Probabilities are the topology's.
         """
         if not topo.is_hmm():
-            raise KaldiFormatError("building a transition model from a tree is supported for ordinary HMM "
-                                   "topologies only (this one has separate self-loop pdf classes)")
+            raise KaldiFormatError(
+                "building a transition model from a tree is supported for ordinary HMM "
+                "topologies only (this one has separate self-loop pdf classes)"
+            )
         pdf_info = tree.pdf_info(topo.phones, topo.phone2num_pdf_classes())  # type: ignore[attr-defined]
         tuples: list[TransitionTuple] = []
         for pdf, pairs in enumerate(pdf_info):

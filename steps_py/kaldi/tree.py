@@ -51,19 +51,27 @@ class ContextDependency:
     def compute(self, phone_window: list[int] | tuple[int, ...], pdf_class: int) -> int | None:
         """The pdf of `pdf_class` of the central phone in `phone_window` (len N), None if undefined."""
         if len(phone_window) != self.context_width:
-            raise ValueError(f"phone window of length {len(phone_window)}, the tree has context width {self.context_width}")
+            raise ValueError(
+                f"phone window of length {len(phone_window)}, the tree has context width {self.context_width}"
+            )
         event = {PDF_CLASS_KEY: int(pdf_class), **{i: int(p) for i, p in enumerate(phone_window)}}
         return map_event(self.to_pdf, event)
 
-    def pdf_info(self, phones: list[int], num_pdf_classes: list[int]) -> list[list[tuple[int, int]]]:
+    def pdf_info(
+        self, phones: list[int], num_pdf_classes: list[int]
+    ) -> list[list[tuple[int, int]]]:
         """For every pdf, the sorted (phone, pdf class) pairs that can map to it (Kaldi's GetPdfInfo)."""
         info: list[set[tuple[int, int]]] = [set() for _ in range(self.num_pdfs)]
         for phone in phones:
             for pdf_class in range(num_pdf_classes[phone]):
-                pdfs = multi_map(self.to_pdf, {self.central_position: phone, PDF_CLASS_KEY: pdf_class})
+                pdfs = multi_map(
+                    self.to_pdf, {self.central_position: phone, PDF_CLASS_KEY: pdf_class}
+                )
                 if not pdfs:
-                    raise KaldiFormatError(f"tree: no pdf for phone {phone}, pdf class {pdf_class}; "
-                                           "the tree and the topology do not match")
+                    raise KaldiFormatError(
+                        f"tree: no pdf for phone {phone}, pdf class {pdf_class}; "
+                        "the tree and the topology do not match"
+                    )
                 for pdf in pdfs:
                     info[pdf].add((phone, pdf_class))
         return [sorted(s) for s in info]

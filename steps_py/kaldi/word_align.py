@@ -26,8 +26,11 @@ class WordAlignError(ValueError):
     """The phones of an alignment do not spell the transcript with the align lexicon."""
 
 
-def align_words(phone_segments: Sequence[tuple[int, int, int]], words: Sequence[int],
-                lexicon: Mapping[int, Sequence[tuple[int, ...]]]) -> list[WordSegment]:
+def align_words(
+    phone_segments: Sequence[tuple[int, int, int]],
+    words: Sequence[int],
+    lexicon: Mapping[int, Sequence[tuple[int, ...]]],
+) -> list[WordSegment]:
     """Word segments of `words` over `phone_segments` ((phone, start, frames) in order)."""
     phones = [p for p, _, _ in phone_segments]
     n, m = len(phones), len(words)
@@ -45,11 +48,11 @@ def align_words(phone_segments: Sequence[tuple[int, int, int]], words: Sequence[
                 return done
             options: list[tuple[int, int, int]] = []
             for pr in silences:
-                if tuple(phones[i:i + len(pr)]) == pr:
+                if tuple(phones[i : i + len(pr)]) == pr:
                     options.append((0, i, len(pr)))
             if j < m:
                 for pr in lexicon.get(words[j], []):
-                    if len(pr) and tuple(phones[i:i + len(pr)]) == pr:
+                    if len(pr) and tuple(phones[i : i + len(pr)]) == pr:
                         options.append((words[j], i, len(pr)))
             if not options:
                 failed.add((i, j))
@@ -60,8 +63,11 @@ def align_words(phone_segments: Sequence[tuple[int, int, int]], words: Sequence[
     parsed = parse(0, 0)
     if parsed is None:
         missing = [w for w in words if w not in lexicon]
-        hint = f"words {missing[:5]} have no entry in align_lexicon.int" if missing else \
-            "the phones do not spell the transcript (alignment of another text?)"
+        hint = (
+            f"words {missing[:5]} have no entry in align_lexicon.int"
+            if missing
+            else "the phones do not spell the transcript (alignment of another text?)"
+        )
         raise WordAlignError(hint)
     out = []
     for w, a, k in parsed:

@@ -114,7 +114,9 @@ def read_lexicon(path: Path, with_probs: bool = False) -> Lexicon:
             try:
                 prob = float(parts[1])
             except ValueError:
-                raise LexiconError(f"{path}:{n}: probability '{parts[1]}' is not a number") from None
+                raise LexiconError(
+                    f"{path}:{n}: probability '{parts[1]}' is not a number"
+                ) from None
             if not 0.0 < prob <= 1.0:
                 raise LexiconError(f"{path}:{n}: probability {parts[1]} is not in (0, 1]")
             entries.append(LexEntry(parts[0], tuple(parts[2:]), prob))
@@ -182,8 +184,10 @@ class DictDir:
     def validate(self, where: str = "dict dir") -> None:
         """Raise LexiconError on what validate_dict_dir.pl rejects."""
         seen: dict[str, str] = {}
-        for name, lines in (("silence_phones.txt", self.silence_phones),
-                            ("nonsilence_phones.txt", self.nonsilence_phones)):
+        for name, lines in (
+            ("silence_phones.txt", self.silence_phones),
+            ("nonsilence_phones.txt", self.nonsilence_phones),
+        ):
             if not lines:
                 raise LexiconError(f"{where}/{name} is empty; it needs at least one phone")
             for n, line in enumerate(lines, 1):
@@ -248,7 +252,9 @@ def read_dict_dir(d: Path) -> DictDir:
         lex = read_lexicon(lexp_path, with_probs=True)
         if lex_path.is_file():
             plain = read_lexicon(lex_path)
-            if [(e.word, e.phones) for e in plain.entries] != [(e.word, e.phones) for e in lex.entries]:
+            if [(e.word, e.phones) for e in plain.entries] != [
+                (e.word, e.phones) for e in lex.entries
+            ]:
                 raise LexiconError(
                     f"{d}: lexicon.txt and lexiconp.txt differ; delete the stale one"
                 )

@@ -34,8 +34,14 @@ from steps_py.lang.lexicon import DictDir, LexiconError, add_disambig_symbols, r
 
 log = logging.getLogger("lang.prepare")
 
-DICT_FILES = ("lexicon.txt", "lexiconp.txt", "silence_phones.txt", "nonsilence_phones.txt",
-              "optional_silence.txt", "extra_questions.txt")
+DICT_FILES = (
+    "lexicon.txt",
+    "lexiconp.txt",
+    "silence_phones.txt",
+    "nonsilence_phones.txt",
+    "optional_silence.txt",
+    "extra_questions.txt",
+)
 
 
 class LangPrepError(StepError):
@@ -117,8 +123,12 @@ def prepare_lang(
     atomic_write_text(out / "oov.int", f"{word_ids[oov]}\n")
     atomic_write_text(
         out / "topo",
-        make_topo([phone_ids[p] for p in nonsil], [phone_ids[p] for p in silence],
-                  num_nonsil_states=num_nonsil_states, num_sil_states=num_sil_states),
+        make_topo(
+            [phone_ids[p] for p in nonsil],
+            [phone_ids[p] for p in silence],
+            num_nonsil_states=num_nonsil_states,
+            num_sil_states=num_sil_states,
+        ),
     )
     atomic_write_text(out / "lexiconp.txt", lex.to_text(with_probs=True))
     atomic_write_text(
@@ -132,15 +142,21 @@ def prepare_lang(
     write_phone_set(phones_dir, "silence", silence, phone_ids)
     write_phone_set(phones_dir, "nonsilence", nonsil, phone_ids)
     write_phone_set(phones_dir, "optional_silence", [dd.optional_silence], phone_ids)
-    write_align_lexicon(phones_dir, [(e.word, e.phones) for e in lex.entries], dd.optional_silence,
-                        phone_ids, word_ids)
+    write_align_lexicon(
+        phones_dir,
+        [(e.word, e.phones) for e in lex.entries],
+        dd.optional_silence,
+        phone_ids,
+        word_ids,
+    )
     write_phone_set(phones_dir, "disambig", disambig, phone_ids)
     write_phone_set(phones_dir, "context_indep", silence, phone_ids)
     sets = [" ".join(line) for line in (*dd.silence_phones, *dd.nonsilence_phones)]
     write_phone_lines(phones_dir, "sets", sets, phone_ids)
     write_phone_lines(phones_dir, "roots", [f"shared split {s}" for s in sets], phone_ids)
-    write_phone_lines(phones_dir, "extra_questions", [" ".join(q) for q in dd.extra_questions],
-                      phone_ids)
+    write_phone_lines(
+        phones_dir, "extra_questions", [" ".join(q) for q in dd.extra_questions], phone_ids
+    )
     atomic_write_text(phones_dir / "wdisambig.txt", "#0\n")
     atomic_write_text(phones_dir / "wdisambig_phones.int", f"{phone_ids['#0']}\n")
     atomic_write_text(phones_dir / "wdisambig_words.int", f"{word_ids['#0']}\n")
@@ -171,20 +187,44 @@ def prepare_lang(
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m steps_py.lang.prepare",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--dict-dir", type=Path, default=Path("data/local/dict"),
-                    help="Kaldi dict dir written by the corpus's local/ code (default: %(default)s)")
-    ap.add_argument("--out", type=Path, default=Path("data/lang"),
-                    help="lang directory to write (default: %(default)s)")
-    ap.add_argument("--oov", default="<UNK>",
-                    help="word that out-of-lexicon words map to; needs a lexicon entry (default: %(default)s)")
-    ap.add_argument("--sil-prob", type=float, default=0.5,
-                    help="optional-silence probability in L.fst (default: %(default)s)")
-    ap.add_argument("--num-sil-states", type=int, default=5,
-                    help="HMM states of silence phones, >= 3 (default: %(default)s)")
-    ap.add_argument("--num-nonsil-states", type=int, default=3,
-                    help="HMM states of non-silence phones (default: %(default)s)")
+    ap.add_argument(
+        "--dict-dir",
+        type=Path,
+        default=Path("data/local/dict"),
+        help="Kaldi dict dir written by the corpus's local/ code (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=Path("data/lang"),
+        help="lang directory to write (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--oov",
+        default="<UNK>",
+        help="word that out-of-lexicon words map to; needs a lexicon entry (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--sil-prob",
+        type=float,
+        default=0.5,
+        help="optional-silence probability in L.fst (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--num-sil-states",
+        type=int,
+        default=5,
+        help="HMM states of silence phones, >= 3 (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--num-nonsil-states",
+        type=int,
+        default=3,
+        help="HMM states of non-silence phones (default: %(default)s)",
+    )
     ap.add_argument("--force", action="store_true", help="redo even if <out>/.done matches")
     return ap
 
@@ -199,28 +239,42 @@ def run(args: argparse.Namespace) -> int:
             f"dict dir {args.dict_dir} not found; write it with the corpus's local/ code first "
             "(Mandarin: python -m local.mandarin.prepare_dict)"
         )
-    options = {"oov": args.oov, "sil_prob": args.sil_prob, "num_sil_states": args.num_sil_states,
-               "num_nonsil_states": args.num_nonsil_states}
+    options = {
+        "oov": args.oov,
+        "sil_prob": args.sil_prob,
+        "num_sil_states": args.num_sil_states,
+        "num_nonsil_states": args.num_nonsil_states,
+    }
     fingerprint = dict_fingerprint(args.dict_dir, options)
     if is_done(args.out) and not args.force:
         done = json.loads((args.out / ".done").read_text(encoding="utf-8"))
         if done.get("fingerprint") == fingerprint:
-            log.info("%s is already done for this dict dir (.done); skipping. Use --force to redo.",
-                     args.out)
+            log.info(
+                "%s is already done for this dict dir (.done); skipping. Use --force to redo.",
+                args.out,
+            )
             return 0
         log.info("%s/.done is for another dict dir or other options; rebuilding", args.out)
     try:
         dd = read_dict_dir(args.dict_dir)
         with atomic_path(args.out) as tmp:
-            info = prepare_lang(dd, tmp, oov=args.oov, sil_prob=args.sil_prob,
-                                num_sil_states=args.num_sil_states,
-                                num_nonsil_states=args.num_nonsil_states)
+            info = prepare_lang(
+                dd,
+                tmp,
+                oov=args.oov,
+                sil_prob=args.sil_prob,
+                num_sil_states=args.num_sil_states,
+                num_nonsil_states=args.num_nonsil_states,
+            )
             info.update({**options, "dict_dir": str(args.dict_dir), "fingerprint": fingerprint})
             mark_done(tmp, info)
     except (LexiconError, ValueError) as e:
         raise LangPrepError(str(e)) from None
-    log.info("wrote %s: %s", args.out,
-             ", ".join(f"{k}={v}" for k, v in sorted(info.items()) if k != "fingerprint"))
+    log.info(
+        "wrote %s: %s",
+        args.out,
+        ", ".join(f"{k}={v}" for k, v in sorted(info.items()) if k != "fingerprint"),
+    )
     return 0
 
 

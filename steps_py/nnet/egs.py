@@ -114,9 +114,17 @@ def chunk_starts(num_frames: int, chunk: int) -> list[int]:
     return starts
 
 
-def write_split(out: Path, utts: Sequence[str], get_feats: Callable[[str], np.ndarray],
-                alignments: Mapping[str, np.ndarray], num_pdfs: int, params: EgsParams,
-                num_shards: int, shuffle: bool = True, desc: str = "egs") -> tuple[SplitStats, np.ndarray, int]:
+def write_split(
+    out: Path,
+    utts: Sequence[str],
+    get_feats: Callable[[str], np.ndarray],
+    alignments: Mapping[str, np.ndarray],
+    num_pdfs: int,
+    params: EgsParams,
+    num_shards: int,
+    shuffle: bool = True,
+    desc: str = "egs",
+) -> tuple[SplitStats, np.ndarray, int]:
     """Write `out/shard-<k>/` for one split; return (stats, pdf counts, feat_dim)."""
     stats = SplitStats()
     rng = np.random.default_rng([params.seed, 17])
@@ -149,16 +157,25 @@ def write_split(out: Path, utts: Sequence[str], get_feats: Callable[[str], np.nd
             if feat_dim < 0:
                 feat_dim = f.shape[1]
             elif f.shape[1] != feat_dim:
-                raise EgsError(f"utterance {utt}: feature dim {f.shape[1]} differs from {feat_dim}; "
-                               "recompute the features of this set with one configuration")
+                raise EgsError(
+                    f"utterance {utt}: feature dim {f.shape[1]} differs from {feat_dim}; "
+                    "recompute the features of this set with one configuration"
+                )
             if len(ali) != f.shape[0]:
-                log.warning("skipping %s: %d alignment frames but %d feature frames", utt, len(ali), f.shape[0])
+                log.warning(
+                    "skipping %s: %d alignment frames but %d feature frames",
+                    utt,
+                    len(ali),
+                    f.shape[0],
+                )
                 stats.skip(utt, "length_mismatch")
                 continue
             ali = np.asarray(ali, dtype=np.int64)
             if ali.min() < 0 or ali.max() >= num_pdfs:
-                raise EgsError(f"utterance {utt}: pdf id {int(ali.max())} outside [0, {num_pdfs}); "
-                               "pass the right --num-pdfs or re-run the alignment")
+                raise EgsError(
+                    f"utterance {utt}: pdf id {int(ali.max())} outside [0, {num_pdfs}); "
+                    "pass the right --num-pdfs or re-run the alignment"
+                )
             t = f.shape[0]
             start, end = row, row + t
             if params.model_type == "dnn":
@@ -202,13 +219,22 @@ def read_kaldi_pdf_alignments(exp_dir: Path) -> tuple[dict[str, np.ndarray], int
         alis = exp.pdf_alignments()
     except StepError as e:
         raise EgsError(str(e)) from None
-    log.info("%s: %d Kaldi alignments (%s), %d pdfs from final.mdl", exp_dir, len(alis),
-             " ".join(p.name for p in exp.ali_files[:3]) + (" ..." if len(exp.ali_files) > 3 else ""), exp.num_pdfs)
+    log.info(
+        "%s: %d Kaldi alignments (%s), %d pdfs from final.mdl",
+        exp_dir,
+        len(alis),
+        " ".join(p.name for p in exp.ali_files[:3]) + (" ..." if len(exp.ali_files) > 3 else ""),
+        exp.num_pdfs,
+    )
     return alis, exp.num_pdfs
 
 
-def report_length_mismatch(utts: Sequence[str], num_frames: Callable[[str], int],
-                           alignments: Mapping[str, np.ndarray], where: Path) -> None:
+def report_length_mismatch(
+    utts: Sequence[str],
+    num_frames: Callable[[str], int],
+    alignments: Mapping[str, np.ndarray],
+    where: Path,
+) -> None:
     """Say once, with the typical difference, when alignments and features disagree in length.
 
     Looks at up to 200 utterances spread over the set (reading features costs time); the
@@ -220,9 +246,15 @@ def report_length_mismatch(utts: Sequence[str], num_frames: Callable[[str], int]
     bad = [d for d in diffs if d != 0]
     if bad:
         common = max(set(bad), key=bad.count)
-        log.warning("%s: %d of %d utterances checked have a different number of alignment and feature frames (most often "
-                    "%+d) and are skipped. Kaldi's alignments need the features' frame count: same frame shift "
-                    "and length, sample rate, and snip-edges (Kaldi's default true)", where, len(bad), len(diffs), common)
+        log.warning(
+            "%s: %d of %d utterances checked have a different number of alignment and feature frames (most often "
+            "%+d) and are skipped. Kaldi's alignments need the features' frame count: same frame shift "
+            "and length, sample rate, and snip-edges (Kaldi's default true)",
+            where,
+            len(bad),
+            len(diffs),
+            common,
+        )
 
 
 def find_num_pdfs(ali_dir: Path, alignments: Mapping[str, np.ndarray]) -> int:
@@ -230,8 +262,10 @@ def find_num_pdfs(ali_dir: Path, alignments: Mapping[str, np.ndarray]) -> int:
         if cand.is_file():
             words = cand.read_text(encoding="utf-8", errors="replace").split()
             if len(words) != 1 or not words[0].isdigit():
-                raise EgsError(f"{cand}: expected one integer (the number of pdfs), got {' '.join(words)[:40]!r}; "
-                               "re-run the alignment stage or pass --num-pdfs")
+                raise EgsError(
+                    f"{cand}: expected one integer (the number of pdfs), got {' '.join(words)[:40]!r}; "
+                    "re-run the alignment stage or pass --num-pdfs"
+                )
             return int(words[0])
     n = 1 + max((int(a.max()) for a in alignments.values() if len(a)), default=-1)
     log.warning("no num_pdfs file next to %s; using 1 + max pdf id = %d", ali_dir, n)
@@ -247,47 +281,83 @@ def shards_needed(utts: Sequence[str], alignments: Mapping[str, np.ndarray], at_
     return max(at_least, -(-frames // MAX_SHARD_FRAMES))
 
 
-def write_egs(out: Path, train: tuple[Sequence[str], Callable[[str], np.ndarray], Mapping[str, np.ndarray]],
-              num_pdfs: int, params: EgsParams,
-              dev: tuple[Sequence[str], Callable[[str], np.ndarray], Mapping[str, np.ndarray]] | None = None,
-              prior_floor: float = 1e-5) -> dict[str, Any]:
+def write_egs(
+    out: Path,
+    train: tuple[Sequence[str], Callable[[str], np.ndarray], Mapping[str, np.ndarray]],
+    num_pdfs: int,
+    params: EgsParams,
+    dev: tuple[Sequence[str], Callable[[str], np.ndarray], Mapping[str, np.ndarray]] | None = None,
+    prior_floor: float = 1e-5,
+) -> dict[str, Any]:
     """Write a complete egs dir atomically (train, optional dev, info.json, priors.npy)."""
     out = Path(out)
     num_shards = shards_needed(train[0], train[2], params.num_shards)
     if num_shards > params.num_shards:
-        log.info("using %d train shards (not %d) to keep each under %d frames", num_shards,
-                 params.num_shards, MAX_SHARD_FRAMES)
+        log.info(
+            "using %d train shards (not %d) to keep each under %d frames",
+            num_shards,
+            params.num_shards,
+            MAX_SHARD_FRAMES,
+        )
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
-        st, counts, dim = write_split(tmp / "train", *train, num_pdfs=num_pdfs, params=params,
-                                      num_shards=num_shards, desc="train egs")
+        st, counts, dim = write_split(
+            tmp / "train",
+            *train,
+            num_pdfs=num_pdfs,
+            params=params,
+            num_shards=num_shards,
+            desc="train egs",
+        )
         if st.examples == 0:
-            raise EgsError("no training examples: every utterance was skipped (see the log); "
-                           "check that --feats and --ali belong to the same set")
+            raise EgsError(
+                "no training examples: every utterance was skipped (see the log); "
+                "check that --feats and --ali belong to the same set"
+            )
         info: dict[str, Any] = {
-            "model_type": params.model_type, "feat_dim": dim, "num_pdfs": num_pdfs,
-            "context": params.context, "left_context": params.left_context, "chunk": params.chunk,
-            "target_delay": params.target_delay, "seed": params.seed, "num_shards": num_shards,
+            "model_type": params.model_type,
+            "feat_dim": dim,
+            "num_pdfs": num_pdfs,
+            "context": params.context,
+            "left_context": params.left_context,
+            "chunk": params.chunk,
+            "target_delay": params.target_delay,
+            "seed": params.seed,
+            "num_shards": num_shards,
             "frames_per_example": 1 if params.model_type == "dnn" else params.chunk,
-            "splits": {}, "skipped": {}, "prior_floor": prior_floor,
+            "splits": {},
+            "skipped": {},
+            "prior_floor": prior_floor,
         }
         skipped_lines: list[str] = []
         splits = [("train", st)]
         if dev is not None:
-            dst, _, ddim = write_split(tmp / "dev", *dev, num_pdfs=num_pdfs, params=params,
-                                       num_shards=shards_needed(dev[0], dev[2], 1), shuffle=False,
-                                       desc="dev egs")
+            dst, _, ddim = write_split(
+                tmp / "dev",
+                *dev,
+                num_pdfs=num_pdfs,
+                params=params,
+                num_shards=shards_needed(dev[0], dev[2], 1),
+                shuffle=False,
+                desc="dev egs",
+            )
             if ddim not in (-1, dim):
                 raise EgsError(f"dev feature dim {ddim} differs from train {dim}")
             splits.append(("dev", dst))
         for name, s in splits:
             info["splits"][name] = {"utts": s.utts, "frames": s.frames, "examples": s.examples}
             info["skipped"][name] = {r: len(u) for r, u in sorted(s.skipped.items())}
-            skipped_lines += [f"{name} {u} {r}\n" for r, us in sorted(s.skipped.items()) for u in us]
+            skipped_lines += [
+                f"{name} {u} {r}\n" for r, us in sorted(s.skipped.items()) for u in us
+            ]
             nskip = sum(len(u) for u in s.skipped.values())
             if nskip:
-                log.warning("%s: skipped %d utterances %s (listed in skipped.txt)", name, nskip,
-                            info["skipped"][name])
+                log.warning(
+                    "%s: skipped %d utterances %s (listed in skipped.txt)",
+                    name,
+                    nskip,
+                    info["skipped"][name],
+                )
         info["frames"] = st.frames
         (tmp / "skipped.txt").write_text("".join(skipped_lines), encoding="utf-8")
         save_log_priors(tmp / "priors.npy", log_priors_from_counts(counts, prior_floor))
@@ -305,11 +375,20 @@ class EgsReader:
     frames this worker reads per epoch; ``total_frames`` those of the whole split.
     """
 
-    def __init__(self, egs_dir: Path | str, rank: int = 0, world_size: int = 1, batch_size: int = 256,
-                 seed: int = 0, split: str = "train") -> None:
+    def __init__(
+        self,
+        egs_dir: Path | str,
+        rank: int = 0,
+        world_size: int = 1,
+        batch_size: int = 256,
+        seed: int = 0,
+        split: str = "train",
+    ) -> None:
         self.dir = Path(egs_dir)
         if not is_done(self.dir):
-            raise EgsError(f"{self.dir} is not a finished egs dir (no .done): run steps_py.nnet.egs first")
+            raise EgsError(
+                f"{self.dir} is not a finished egs dir (no .done): run steps_py.nnet.egs first"
+            )
         if not 0 <= rank < world_size:
             raise EgsError(f"rank {rank} must be in [0, world_size={world_size})")
         if batch_size < 1:
@@ -317,14 +396,27 @@ class EgsReader:
         self.info = json.loads((self.dir / "info.json").read_text())
         sdir = self.dir / split
         if not sdir.is_dir():
-            raise EgsError(f"{sdir} missing: this egs dir has no '{split}' split "
-                           "(pass --dev-feats/--dev-ali to steps_py.nnet.egs for dev)")
-        self.rank, self.world_size, self.batch_size, self.seed, self.split = rank, world_size, batch_size, seed, split
+            raise EgsError(
+                f"{sdir} missing: this egs dir has no '{split}' split "
+                "(pass --dev-feats/--dev-ali to steps_py.nnet.egs for dev)"
+            )
+        self.rank, self.world_size, self.batch_size, self.seed, self.split = (
+            rank,
+            world_size,
+            batch_size,
+            seed,
+            split,
+        )
         self.model_type = self.info["model_type"]
         self.frames_per_example = int(self.info["frames_per_example"])
         self.shards = []
         for d in sorted(sdir.glob("shard-*"), key=lambda p: int(p.name.split("-")[1])):
-            self.shards.append({k: np.load(d / f"{k}.npy", mmap_mode="r") for k in ("feats", "targets", "examples")})
+            self.shards.append(
+                {
+                    k: np.load(d / f"{k}.npy", mmap_mode="r")
+                    for k in ("feats", "targets", "examples")
+                }
+            )
         self.train = split == "train"
         sizes = [len(s["examples"]) for s in self.shards]
         if self.train:
@@ -336,15 +428,23 @@ class EgsReader:
         if self.train:
             self.minibatches_per_epoch = self.total_minibatches // world_size
             if self.minibatches_per_epoch == 0:
-                raise EgsError(f"{self.dir}: {sum(sizes)} examples give no full minibatch of {batch_size} "
-                               f"for each of {world_size} workers; lower the batch size")
-            self.frames_per_epoch = self.minibatches_per_epoch * batch_size * self.frames_per_example
+                raise EgsError(
+                    f"{self.dir}: {sum(sizes)} examples give no full minibatch of {batch_size} "
+                    f"for each of {world_size} workers; lower the batch size"
+                )
+            self.frames_per_epoch = (
+                self.minibatches_per_epoch * batch_size * self.frames_per_example
+            )
         else:
             self.minibatches_per_epoch = len(range(rank, self.total_minibatches, world_size))
             self.frames_per_epoch = -1  # set below from the actual minibatch sizes
         c = int(self.info["context"])
         self._dnn_offsets = np.arange(-c, c + 1, dtype=np.int64)
-        left, chunk, delay = int(self.info["left_context"]), int(self.info["chunk"]), int(self.info["target_delay"])
+        left, chunk, delay = (
+            int(self.info["left_context"]),
+            int(self.info["chunk"]),
+            int(self.info["target_delay"]),
+        )
         self._lstm_in = np.arange(left + chunk, dtype=np.int64) + (delay - left)
         self._lstm_lab = np.arange(chunk, dtype=np.int64)
         self.epoch = 0
@@ -354,7 +454,9 @@ class EgsReader:
         self._perms: list[np.ndarray | None] = []
         if not self.train:
             self._make_plan()
-            self.frames_per_epoch = sum(len(self._indices(k, j)) for k, j in self._plan) * self.frames_per_example
+            self.frames_per_epoch = (
+                sum(len(self._indices(k, j)) for k, j in self._plan) * self.frames_per_example
+            )
 
     def __len__(self) -> int:
         return self.minibatches_per_epoch
@@ -365,14 +467,23 @@ class EgsReader:
             self.epoch, self.position = epoch, 0
 
     def state_dict(self) -> dict[str, int | str]:
-        return {"epoch": self.epoch, "position": self.position, "rank": self.rank, "world_size": self.world_size,
-                "batch_size": self.batch_size, "seed": self.seed, "split": self.split}
+        return {
+            "epoch": self.epoch,
+            "position": self.position,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "split": self.split,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         for key in ("world_size", "batch_size", "seed", "split"):
             if key in state and state[key] != getattr(self, key):
-                raise EgsError(f"cannot resume the data position: saved {key}={state[key]!r} but this reader has "
-                               f"{getattr(self, key)!r}; resume with the same settings")
+                raise EgsError(
+                    f"cannot resume the data position: saved {key}={state[key]!r} but this reader has "
+                    f"{getattr(self, key)!r}; resume with the same settings"
+                )
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
     def _make_plan(self) -> None:
@@ -382,11 +493,13 @@ class EgsReader:
         if self.train:
             rng = np.random.default_rng([self.seed, self.epoch])
             plan = [plan[i] for i in rng.permutation(len(plan))]
-            plan = plan[self.rank::self.world_size][: self.minibatches_per_epoch]
-            self._perms = [np.random.default_rng([self.seed, self.epoch, k]).permutation(len(s["examples"]))
-                           for k, s in enumerate(self.shards)]
+            plan = plan[self.rank :: self.world_size][: self.minibatches_per_epoch]
+            self._perms = [
+                np.random.default_rng([self.seed, self.epoch, k]).permutation(len(s["examples"]))
+                for k, s in enumerate(self.shards)
+            ]
         else:
-            plan = plan[self.rank::self.world_size]
+            plan = plan[self.rank :: self.world_size]
             self._perms = [None] * len(self.shards)
         self._plan, self._plan_epoch = plan, self.epoch
 
@@ -409,7 +522,9 @@ class EgsReader:
             rows = np.clip(row + self._lstm_in, lo, hi)
             x = s["feats"][rows.reshape(-1)].reshape(len(ex), rows.shape[1], -1)
             y = s["targets"][np.clip(row + self._lstm_lab, lo, hi)]
-        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(y.astype(np.int64))
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(
+            y.astype(np.int64)
+        )
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self._make_plan()
@@ -426,13 +541,22 @@ class EgsReader:
 
 # ---------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m steps_py.nnet.egs", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--feats", type=Path, required=True, help="train data dir with fbank/ (e.g. data/train)")
+    ap = argparse.ArgumentParser(
+        prog="python -m steps_py.nnet.egs",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ap.add_argument(
+        "--feats", type=Path, required=True, help="train data dir with fbank/ (e.g. data/train)"
+    )
     ap.add_argument("--ali", type=Path, help="alignment dir with pdf.scp (e.g. exp/mono_ali/train)")
-    ap.add_argument("--ali-dir", type=Path, help="instead of --ali: a Kaldi exp dir with final.mdl and ali.*.gz or "
-                    "*.ali (e.g. exp/tri5a_ali); transition ids are mapped to pdfs with its final.mdl, which also "
-                    "gives the number of pdfs; dev alignments come from it too unless --dev-ali is given")
+    ap.add_argument(
+        "--ali-dir",
+        type=Path,
+        help="instead of --ali: a Kaldi exp dir with final.mdl and ali.*.gz or "
+        "*.ali (e.g. exp/tri5a_ali); transition ids are mapped to pdfs with its final.mdl, which also "
+        "gives the number of pdfs; dev alignments come from it too unless --dev-ali is given",
+    )
     ap.add_argument("--model-type", choices=("dnn", "lstm"), required=True)
     ap.add_argument("--out", type=Path, required=True, help="output egs dir (e.g. exp/egs/dnn)")
     ap.add_argument("--dev-feats", type=Path, help="dev data dir (validation examples)")
@@ -441,8 +565,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--num-pdfs", type=int, help="number of pdfs (default: <ali>/../num_pdfs)")
     ap.add_argument("--context", type=int, default=5, help="DNN: frames of context each side")
     ap.add_argument("--chunk", type=int, default=20, help="LSTM: labelled frames per chunk")
-    ap.add_argument("--left-context", type=int, default=20, help="LSTM: extra input frames before a chunk")
-    ap.add_argument("--target-delay", type=int, default=5, help="LSTM: output at frame f predicts label f-delay")
+    ap.add_argument(
+        "--left-context", type=int, default=20, help="LSTM: extra input frames before a chunk"
+    )
+    ap.add_argument(
+        "--target-delay", type=int, default=5, help="LSTM: output at frame f predicts label f-delay"
+    )
     ap.add_argument("--num-shards", type=int, default=4, help="train shards")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--prior-floor", type=float, default=1e-5, help="floor of the pdf priors")
@@ -462,21 +590,38 @@ def _inputs(args: argparse.Namespace) -> list[Path]:
 
 def run(args: argparse.Namespace) -> None:
     if (args.ali is None) == (args.ali_dir is None):
-        raise EgsError("give exactly one of --ali (project alignments) and --ali-dir (a Kaldi exp dir)")
+        raise EgsError(
+            "give exactly one of --ali (project alignments) and --ali-dir (a Kaldi exp dir)"
+        )
     if (args.dev_ali is not None and args.dev_feats is None) or (
-            args.dev_feats is not None and args.dev_ali is None and args.ali_dir is None):
-        raise EgsError("--dev-feats and --dev-ali go together: give both (validation examples) or "
-                       "neither (with --ali-dir, --dev-ali may be left out)")
-    params = EgsParams(args.model_type, args.context, args.chunk, args.left_context, args.target_delay,
-                       args.num_shards, args.seed)
+        args.dev_feats is not None and args.dev_ali is None and args.ali_dir is None
+    ):
+        raise EgsError(
+            "--dev-feats and --dev-ali go together: give both (validation examples) or "
+            "neither (with --ali-dir, --dev-ali may be left out)"
+        )
+    params = EgsParams(
+        args.model_type,
+        args.context,
+        args.chunk,
+        args.left_context,
+        args.target_delay,
+        args.num_shards,
+        args.seed,
+    )
     from steps_py.features.io import FeatureReader  # the stage-3 reader
 
     kaldi: tuple[dict[str, np.ndarray], int] | None = None
 
-    def load(data: Path, ali_dir: Path | None) -> tuple[list[str], Callable[[str], np.ndarray], dict[str, np.ndarray]]:
+    def load(
+        data: Path, ali_dir: Path | None
+    ) -> tuple[list[str], Callable[[str], np.ndarray], dict[str, np.ndarray]]:
         try:
             reader = FeatureReader(data, args.feat_kind, cmvn=True)
-        except (FileNotFoundError, ValueError) as e:  # the reader's messages name the file and the fix
+        except (
+            FileNotFoundError,
+            ValueError,
+        ) as e:  # the reader's messages name the file and the fix
             raise EgsError(str(e)) from None
         if ali_dir is None:  # --ali-dir: Kaldi's alignments of this set
             assert kaldi is not None
@@ -489,24 +634,38 @@ def run(args: argparse.Namespace) -> None:
                 alis = read_pdf_alignments(ali_dir)
             except (FileNotFoundError, AlignmentReadError) as e:  # they name the scp and the fix
                 raise EgsError(str(e)) from None
-        log.info("%s: %d utterances with features, %d alignments", data, len(reader.utts), len(alis))
+        log.info(
+            "%s: %d utterances with features, %d alignments", data, len(reader.utts), len(alis)
+        )
         return list(reader.utts), reader.__getitem__, alis
 
     if args.ali_dir is not None:
         kaldi = read_kaldi_pdf_alignments(args.ali_dir)
         if args.num_pdfs and args.num_pdfs != kaldi[1]:
-            raise EgsError(f"--num-pdfs {args.num_pdfs} but {args.ali_dir}/final.mdl has {kaldi[1]} pdfs")
+            raise EgsError(
+                f"--num-pdfs {args.num_pdfs} but {args.ali_dir}/final.mdl has {kaldi[1]} pdfs"
+            )
     train = load(args.feats, args.ali)
     num_pdfs = kaldi[1] if kaldi is not None else args.num_pdfs or find_num_pdfs(args.ali, train[2])
     dev = load(args.dev_feats, args.dev_ali) if args.dev_feats else None
     info = write_egs(args.out, train, num_pdfs, params, dev, args.prior_floor)
-    log.info("wrote %s: %s", args.out, json.dumps({k: info[k] for k in ("feat_dim", "num_pdfs", "frames", "splits", "skipped")}))
+    log.info(
+        "wrote %s: %s",
+        args.out,
+        json.dumps({k: info[k] for k in ("feat_dim", "num_pdfs", "frames", "splits", "skipped")}),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    return step_main("nnet.egs", build_parser(), run, argv,
-                     log_file=lambda a: a.out.parent / "log" / f"egs_{a.out.name}.log",
-                     done_dir=lambda a: a.out, inputs=_inputs)
+    return step_main(
+        "nnet.egs",
+        build_parser(),
+        run,
+        argv,
+        log_file=lambda a: a.out.parent / "log" / f"egs_{a.out.name}.log",
+        done_dir=lambda a: a.out,
+        inputs=_inputs,
+    )
 
 
 if __name__ == "__main__":

@@ -38,16 +38,23 @@ class ModelFileError(ValueError):
 PRIOR_KINDS = ("model", "counts")
 
 
-def save_acoustic_model(path: Path | str, model: nn.Module, cfg: dict[str, Any],
-                        log_priors: np.ndarray | torch.Tensor | None,
-                        count_log_priors: np.ndarray | torch.Tensor | None = None) -> None:
+def save_acoustic_model(
+    path: Path | str,
+    model: nn.Module,
+    cfg: dict[str, Any],
+    log_priors: np.ndarray | torch.Tensor | None,
+    count_log_priors: np.ndarray | torch.Tensor | None = None,
+) -> None:
     """Write weights, config and log priors (None: zeros, i.e. no prior division) atomically.
 
     ``count_log_priors``: the alignment-count priors, stored beside ``log_priors`` when those
     are something else (the model's adjusted priors) so decoding can still choose them.
     """
     full = model_config(cfg)
-    tensors = {f"model.{k}": v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    tensors = {
+        f"model.{k}": v.detach().to("cpu").contiguous().clone()
+        for k, v in model.state_dict().items()
+    }
     if log_priors is None:
         log_priors = np.zeros(full["num_pdfs"], dtype=np.float32)
     for key, value in (("log_priors", log_priors), ("log_priors_counts", count_log_priors)):
@@ -55,15 +62,18 @@ def save_acoustic_model(path: Path | str, model: nn.Module, cfg: dict[str, Any],
             continue
         lp = torch.as_tensor(np.asarray(value), dtype=torch.float32).reshape(-1)
         if lp.numel() != full["num_pdfs"]:
-            raise ValueError(f"{key} has {lp.numel()} entries but the model has {full['num_pdfs']} pdfs")
+            raise ValueError(
+                f"{key} has {lp.numel()} entries but the model has {full['num_pdfs']} pdfs"
+            )
         tensors[key] = lp
     meta = {"format": FORMAT, "version": VERSION, "config": json.dumps(full, sort_keys=True)}
     with atomic_path(Path(path)) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def load_acoustic_model(path: Path | str, device: str | torch.device = "cpu", priors: str = "model"
-                        ) -> tuple[nn.Module, dict[str, Any], np.ndarray]:
+def load_acoustic_model(
+    path: Path | str, device: str | torch.device = "cpu", priors: str = "model"
+) -> tuple[nn.Module, dict[str, Any], np.ndarray]:
     """Return (model in eval mode, config, log priors float32 [P]).
 
     ``priors``: ``"model"`` (the file's ``log_priors``) or ``"counts"`` (its alignment-count
@@ -78,19 +88,25 @@ def load_acoustic_model(path: Path | str, device: str | torch.device = "cpu", pr
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             meta = f.metadata() or {}
             if meta.get("format") != FORMAT:
-                raise ModelFileError(f"{path}: not an acoustic model of this recipe (metadata format "
-                                     f"{meta.get('format')!r}, expected {FORMAT!r}); pass a file "
-                                     f"written by steps_py.nnet.model_io.save_acoustic_model")
+                raise ModelFileError(
+                    f"{path}: not an acoustic model of this recipe (metadata format "
+                    f"{meta.get('format')!r}, expected {FORMAT!r}); pass a file "
+                    f"written by steps_py.nnet.model_io.save_acoustic_model"
+                )
             cfg = json.loads(meta["config"])
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, json.JSONDecodeError, KeyError) as e:
         raise ModelFileError(f"{path}: cannot read as a safetensors acoustic model ({e})") from None
     model = build_model(cfg)
-    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise ModelFileError(f"{path}: weights do not match the stored config ({e})") from None
     model.to(device).eval()
-    key = "log_priors_counts" if priors == "counts" and "log_priors_counts" in tensors else "log_priors"
+    key = (
+        "log_priors_counts"
+        if priors == "counts" and "log_priors_counts" in tensors
+        else "log_priors"
+    )
     return model, cfg, tensors[key].cpu().numpy().astype(np.float32)

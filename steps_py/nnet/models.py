@@ -31,9 +31,20 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-DNN_DEFAULTS: dict[str, Any] = {"context": 5, "hidden_layers": 4, "hidden_dim": 512, "norm": "renorm"}
-LSTM_DEFAULTS: dict[str, Any] = {"left_context": 20, "chunk": 20, "target_delay": 5,
-                                 "lstm_layers": 3, "cells": 512, "proj": 128}
+DNN_DEFAULTS: dict[str, Any] = {
+    "context": 5,
+    "hidden_layers": 4,
+    "hidden_dim": 512,
+    "norm": "renorm",
+}
+LSTM_DEFAULTS: dict[str, Any] = {
+    "left_context": 20,
+    "chunk": 20,
+    "target_delay": 5,
+    "lstm_layers": 3,
+    "cells": 512,
+    "proj": 128,
+}
 
 
 def splice_frames(feats: Tensor, context: int) -> Tensor:
@@ -57,8 +68,15 @@ def _norm(kind: str, dim: int) -> nn.Module:
 class DnnAM(nn.Module):
     """Feed-forward acoustic model on spliced frames."""
 
-    def __init__(self, feat_dim: int, num_pdfs: int, context: int = 5, hidden_layers: int = 4,
-                 hidden_dim: int = 512, norm: str = "renorm") -> None:
+    def __init__(
+        self,
+        feat_dim: int,
+        num_pdfs: int,
+        context: int = 5,
+        hidden_layers: int = 4,
+        hidden_dim: int = 512,
+        norm: str = "renorm",
+    ) -> None:
         super().__init__()
         self.feat_dim, self.num_pdfs, self.context = feat_dim, num_pdfs, context
         layers: list[nn.Module] = []
@@ -76,27 +94,41 @@ class DnnAM(nn.Module):
     def log_posteriors(self, feats: Tensor, block: int = 4096) -> Tensor:
         """[T, D] -> [T, P] log posteriors of a whole utterance."""
         spliced = splice_frames(feats.float(), self.context)
-        outs = [torch.log_softmax(self(spliced[i:i + block]), dim=-1) for i in range(0, spliced.shape[0], block)]
+        outs = [
+            torch.log_softmax(self(spliced[i : i + block]), dim=-1)
+            for i in range(0, spliced.shape[0], block)
+        ]
         return torch.cat(outs) if outs else torch.zeros(0, self.num_pdfs)
 
 
 class LstmpAM(nn.Module):
     """Deep unidirectional LSTM with projection, trained on chunks with a target delay."""
 
-    def __init__(self, feat_dim: int, num_pdfs: int, left_context: int = 20, chunk: int = 20,
-                 target_delay: int = 5, lstm_layers: int = 3, cells: int = 512, proj: int = 128) -> None:
+    def __init__(
+        self,
+        feat_dim: int,
+        num_pdfs: int,
+        left_context: int = 20,
+        chunk: int = 20,
+        target_delay: int = 5,
+        lstm_layers: int = 3,
+        cells: int = 512,
+        proj: int = 128,
+    ) -> None:
         super().__init__()
         if proj >= cells:
             raise ValueError(f"proj ({proj}) must be smaller than cells ({cells}) for an LSTMP")
         self.feat_dim, self.num_pdfs = feat_dim, num_pdfs
         self.left_context, self.chunk, self.target_delay = left_context, chunk, target_delay
-        self.lstm = nn.LSTM(feat_dim, cells, num_layers=lstm_layers, batch_first=True, proj_size=proj)
+        self.lstm = nn.LSTM(
+            feat_dim, cells, num_layers=lstm_layers, batch_first=True, proj_size=proj
+        )
         self.output = nn.Linear(proj, num_pdfs)
 
     def forward(self, x: Tensor) -> Tensor:
         """x[B, left_context + chunk, D] -> logits[B, chunk, P] (last `chunk` positions)."""
         h, _ = self.lstm(x)
-        return self.output(h[:, -self.chunk:])
+        return self.output(h[:, -self.chunk :])
 
     @torch.no_grad()
     def log_posteriors(self, feats: Tensor) -> Tensor:
@@ -106,15 +138,18 @@ class LstmpAM(nn.Module):
             return torch.zeros(0, self.num_pdfs)
         feats = feats.float()
         pad_left = max(self.left_context - self.target_delay, 0)
-        padded = torch.cat([feats[:1].expand(pad_left, -1), feats,
-                            feats[-1:].expand(self.target_delay, -1)])
+        padded = torch.cat(
+            [feats[:1].expand(pad_left, -1), feats, feats[-1:].expand(self.target_delay, -1)]
+        )
         h, _ = self.lstm(padded.unsqueeze(0))
         start = pad_left + self.target_delay
-        return torch.log_softmax(self.output(h[0, start:start + t]), dim=-1)
+        return torch.log_softmax(self.output(h[0, start : start + t]), dim=-1)
 
 
 # keys that may ride along in a config (egs info of either model type) and are ignored
-_PASSTHROUGH = {"model_type", "right_context", "chunk_size"} | set(DNN_DEFAULTS) | set(LSTM_DEFAULTS)
+_PASSTHROUGH = (
+    {"model_type", "right_context", "chunk_size"} | set(DNN_DEFAULTS) | set(LSTM_DEFAULTS)
+)
 
 
 def model_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -125,8 +160,10 @@ def model_config(cfg: dict[str, Any]) -> dict[str, Any]:
     kind = cfg.get("type", cfg.get("model_type"))
     unknown = sorted(set(cfg) - _PASSTHROUGH - {"type", "feat_dim", "num_pdfs"})
     if unknown:
-        raise ValueError(f"unknown model config keys {unknown}; dnn takes {sorted(DNN_DEFAULTS)}, "
-                         f"lstm takes {sorted(LSTM_DEFAULTS)}")
+        raise ValueError(
+            f"unknown model config keys {unknown}; dnn takes {sorted(DNN_DEFAULTS)}, "
+            f"lstm takes {sorted(LSTM_DEFAULTS)}"
+        )
     for key in ("feat_dim", "num_pdfs"):
         if not isinstance(cfg.get(key), int) or cfg[key] <= 0:
             raise ValueError(f"model config needs a positive integer '{key}', got {cfg.get(key)!r}")
@@ -139,7 +176,9 @@ def model_config(cfg: dict[str, Any]) -> dict[str, Any]:
     out = {"type": kind, "feat_dim": cfg["feat_dim"], "num_pdfs": cfg["num_pdfs"]}
     for k, v in defaults.items():
         out[k] = cfg.get(k, v)
-        if isinstance(v, int) and (not isinstance(out[k], int) or isinstance(out[k], bool) or out[k] < 0):
+        if isinstance(v, int) and (
+            not isinstance(out[k], int) or isinstance(out[k], bool) or out[k] < 0
+        ):
             raise ValueError(f"model config '{k}' must be a non-negative integer, got {out[k]!r}")
         if isinstance(v, str) and not isinstance(out[k], str):
             raise ValueError(f"model config '{k}' must be a string, got {out[k]!r}")

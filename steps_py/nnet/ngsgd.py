@@ -86,19 +86,36 @@ class _Scaled:
 
     __slots__ = ("r", "d", "rho", "affine", "a", "ax", "ab", "bx", "bb", "d64", "sw64")
 
-    def __init__(self, r: Tensor, d: Tensor, rho: float, alpha: float, affine: bool, dim: int,
-                 d_np: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        r: Tensor,
+        d: Tensor,
+        rho: float,
+        alpha: float,
+        affine: bool,
+        dim: int,
+        d_np: np.ndarray | None = None,
+    ) -> None:
         self.r, self.d, self.rho, self.affine = r, d, rho, affine
         dn = (d.to("cpu", torch.float32).numpy() if d_np is None else d_np).astype(np.float64)
         beta = rho * (1 + alpha) + alpha * float(dn.sum()) / r.shape[1]
         e = 1.0 / (beta / dn + 1.0)
         sw = np.sqrt(2.0 * e - e * e)
-        scales = torch.from_numpy(np.stack([sw, np.sqrt(e / (2.0 - e))]).astype(np.float32)).to(r.device).unsqueeze(2)
+        scales = (
+            torch.from_numpy(np.stack([sw, np.sqrt(e / (2.0 - e))]).astype(np.float32))
+            .to(r.device)
+            .unsqueeze(2)
+        )
         self.a = r * scales[0]
         b = r * scales[1]
         self.d64, self.sw64 = dn, sw
         if affine:
-            self.ax, self.ab, self.bx, self.bb = self.a[:, :dim], self.a[:, dim], b[:, :dim], b[:, dim]
+            self.ax, self.ab, self.bx, self.bb = (
+                self.a[:, :dim],
+                self.a[:, dim],
+                b[:, :dim],
+                b[:, dim],
+            )
         else:
             self.ax, self.ab, self.bx, self.bb = self.a, None, b, None
 
@@ -172,7 +189,9 @@ class OnlineNaturalGradient:
         r, d, rho = self.fisher()
         dim = r.shape[1]
         beta = rho * (1 + self.alpha) + self.alpha * float(d.sum()) / dim
-        return r.double().T @ torch.diag(d.double()) @ r.double() + beta * torch.eye(dim, dtype=torch.float64)
+        return r.double().T @ torch.diag(d.double()) @ r.double() + beta * torch.eye(
+            dim, dtype=torch.float64
+        )
 
     def sync_state(self) -> None:
         """Write the running counters into ``state["t"]`` / ``state["skipped"]``."""
@@ -180,7 +199,9 @@ class OnlineNaturalGradient:
             self._state["t"].fill_(self._counts[0])
             self._state["skipped"].fill_(self._counts[1])
 
-    def precondition(self, x: Tensor, num_samples: float | None = None, update: bool | None = None) -> Tensor:
+    def precondition(
+        self, x: Tensor, num_samples: float | None = None, update: bool | None = None
+    ) -> Tensor:
         """Return the preconditioned copy of ``x`` [N, D]; maybe update the Fisher estimate.
 
         ``num_samples`` (default N) sets the forgetting factor of the update;
@@ -191,8 +212,9 @@ class OnlineNaturalGradient:
             return x.clone()
         return self._precondition(x.float(), False, num_samples, update)[0]
 
-    def precondition_affine(self, x: Tensor, num_samples: float | None = None,
-                            update: bool | None = None) -> tuple[Tensor, Tensor]:
+    def precondition_affine(
+        self, x: Tensor, num_samples: float | None = None, update: bool | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Precondition ``[x 1]`` (an affine layer's input with its bias column) without building it.
 
         Returns the first ``D`` columns [N, D] and the last column [N] of the preconditioned
@@ -208,8 +230,9 @@ class OnlineNaturalGradient:
         return x_hat, col
 
     # ---- internals ----------------------------------------------------------------
-    def _precondition(self, x: Tensor, affine: bool, num_samples: float | None,
-                      update: bool | None) -> tuple[Tensor, Tensor | None]:
+    def _precondition(
+        self, x: Tensor, affine: bool, num_samples: float | None, update: bool | None
+    ) -> tuple[Tensor, Tensor | None]:
         n = float(num_samples if num_samples is not None else x.shape[0])
         if "R" not in self._state:
             self._init(x, affine, n)
@@ -280,11 +303,17 @@ class OnlineNaturalGradient:
             gamma = math.sqrt(tr_x / tr_hat)
             # X~ = gamma (X - H B): the scale rides on the copy that addmm makes anyway
             x_hat = torch.addmm(x, h, c.bx, beta=gamma, alpha=-gamma)
-            col = None if c.bb is None else torch.addmv(self._ones(n, x), h, c.bb, beta=gamma, alpha=-gamma)
+            col = (
+                None
+                if c.bb is None
+                else torch.addmv(self._ones(n, x), h, c.bb, beta=gamma, alpha=-gamma)
+            )
         else:
             x_hat = torch.addmm(x, h, c.bx, alpha=-1.0)
             col = None if c.bb is None else torch.addmv(self._ones(n, x), h, c.bb, alpha=-1.0)
-            tr_hat = float(torch.linalg.vector_norm(x_hat) ** 2) + (float(col @ col) if col is not None else 0.0)
+            tr_hat = float(torch.linalg.vector_norm(x_hat) ** 2) + (
+                float(col @ col) if col is not None else 0.0
+            )
             gamma = 1.0 if tr_hat == 0.0 else math.sqrt(tr_x / tr_hat)
             x_hat.mul_(gamma)
             if col is not None:
@@ -384,23 +413,45 @@ def _layer_groups(model: nn.Module) -> list[dict[str, Any]]:
     groups: list[dict[str, Any]] = []
     seen: set[int] = set()
     for name, mod in model.named_modules():
-        own = [(n, p) for n, p in mod.named_parameters(recurse=False) if p.requires_grad and id(p) not in seen]
+        own = [
+            (n, p)
+            for n, p in mod.named_parameters(recurse=False)
+            if p.requires_grad and id(p) not in seen
+        ]
         if not own:
             continue
         if isinstance(mod, nn.LSTM):
             by_layer: dict[str, list[tuple[str, nn.Parameter]]] = {}
             for n, p in own:
-                key = n[n.index("_l") + 1:] if "_l" in n else n  # "l0", "l1_reverse", ...
+                key = n[n.index("_l") + 1 :] if "_l" in n else n  # "l0", "l1_reverse", ...
                 by_layer.setdefault(key, []).append((n, p))
             for key, plist in by_layer.items():
-                groups.append({"params": [p for _, p in plist], "name": f"{name}.{key}",
-                               "kind": "lstm", "param_names": [n for n, _ in plist]})
+                groups.append(
+                    {
+                        "params": [p for _, p in plist],
+                        "name": f"{name}.{key}",
+                        "kind": "lstm",
+                        "param_names": [n for n, _ in plist],
+                    }
+                )
         elif isinstance(mod, nn.Linear):
-            groups.append({"params": [p for _, p in own], "name": name or "linear",
-                           "kind": "linear", "param_names": [n for n, _ in own]})
+            groups.append(
+                {
+                    "params": [p for _, p in own],
+                    "name": name or "linear",
+                    "kind": "linear",
+                    "param_names": [n for n, _ in own],
+                }
+            )
         else:
-            groups.append({"params": [p for _, p in own], "name": name or "model",
-                           "kind": "other", "param_names": [n for n, _ in own]})
+            groups.append(
+                {
+                    "params": [p for _, p in own],
+                    "name": name or "model",
+                    "kind": "other",
+                    "param_names": [n for n, _ in own],
+                }
+            )
         seen.update(id(p) for _, p in own)
     return groups
 
@@ -414,7 +465,9 @@ class _NGLinearFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, pre: _LinearPreconditioner) -> Tensor:
+    def forward(
+        ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, pre: _LinearPreconditioner
+    ) -> Tensor:
         ctx.pre = pre
         ctx.has_bias = bias is not None
         ctx.save_for_backward(x, weight)
@@ -444,7 +497,12 @@ class _NGLinearFunction(torch.autograd.Function):
 def _ng_linear_forward(self: nn.Linear, x: Tensor) -> Tensor:
     """Replacement ``forward`` of an nn.Linear under NG-SGD (plain when no grad is needed)."""
     pre = self.__dict__.get("_ng_pre")
-    if pre is None or not pre.enabled or not torch.is_grad_enabled() or not self.weight.requires_grad:
+    if (
+        pre is None
+        or not pre.enabled
+        or not torch.is_grad_enabled()
+        or not self.weight.requires_grad
+    ):
         return F.linear(x, self.weight, self.bias)
     return _NGLinearFunction.apply(x, self.weight, self.bias, pre)
 
@@ -457,7 +515,9 @@ class _LinearPreconditioner:
     preconditioner (``__deepcopy__`` returns None) and so behaves as a plain Linear.
     """
 
-    def __init__(self, module: nn.Linear, ng_in: OnlineNaturalGradient, ng_out: OnlineNaturalGradient) -> None:
+    def __init__(
+        self, module: nn.Linear, ng_in: OnlineNaturalGradient, ng_out: OnlineNaturalGradient
+    ) -> None:
         self.module = module
         self.ng_in = ng_in
         self.ng_out = ng_out
@@ -506,7 +566,9 @@ class NGSGD(torch.optim.Optimizer):
         super().__init__(groups, defaults)
         self.max_change_global = max_change_global
         self.natural_gradient = natural_gradient
-        self.ng_opts = dict(alpha=alpha, num_samples_history=num_samples_history, update_period=update_period)
+        self.ng_opts = dict(
+            alpha=alpha, num_samples_history=num_samples_history, update_period=update_period
+        )
         self.rank_in, self.rank_out = rank_in, rank_out
         self.grad_history = grad_history
         self._linear: list[_LinearPreconditioner] = []
@@ -525,28 +587,34 @@ class NGSGD(torch.optim.Optimizer):
         for mod in model.modules():
             if isinstance(mod, nn.Linear) and mod.weight.requires_grad:
                 w = mod.weight
-                self._linear.append(_LinearPreconditioner(
-                    mod, self._ng(w, "in", self.rank_in), self._ng(w, "out", self.rank_out)))
+                self._linear.append(
+                    _LinearPreconditioner(
+                        mod, self._ng(w, "in", self.rank_in), self._ng(w, "out", self.rank_out)
+                    )
+                )
             elif isinstance(mod, nn.LSTM):
                 for n, p in mod.named_parameters():
                     if n.startswith("weight_") and p.requires_grad:
                         # per-minibatch forgetting: the update sees 1 "sample" per step
                         kw = dict(num_samples_history=self.grad_history)
-                        self._lstm[id(p)] = (self._ng(p, "in", self.rank_in, **kw),
-                                             self._ng(p, "out", self.rank_out, **kw))
+                        self._lstm[id(p)] = (
+                            self._ng(p, "in", self.rank_in, **kw),
+                            self._ng(p, "out", self.rank_out, **kw),
+                        )
         self._lstm_bias: dict[int, Tensor] = {}
         for mod in model.modules():
             if isinstance(mod, nn.LSTM):
                 for n, p in mod.named_parameters():
                     if n.startswith("weight_ih") or n.startswith("weight_hh"):
-                        bname = "bias" + n[len("weight"):]
+                        bname = "bias" + n[len("weight") :]
                         b = getattr(mod, bname, None)
                         if b is not None and b.requires_grad:
                             self._lstm_bias[id(p)] = b
 
     def _estimates(self) -> list[OnlineNaturalGradient]:
         return [ng for lp in self._linear for ng in (lp.ng_in, lp.ng_out)] + [
-            ng for pair in self._lstm.values() for ng in pair]
+            ng for pair in self._lstm.values() for ng in pair
+        ]
 
     def state_dict(self) -> dict[str, Any]:
         for ng in self._estimates():  # the running counters into their tensors first
@@ -588,7 +656,11 @@ class NGSGD(torch.optim.Optimizer):
                     continue
                 ng_in, ng_out = self._lstm[id(p)]
                 b = self._lstm_bias.get(id(p))
-                gam = p.grad if b is None or b.grad is None else torch.cat([p.grad, b.grad.unsqueeze(1)], 1)
+                gam = (
+                    p.grad
+                    if b is None or b.grad is None
+                    else torch.cat([p.grad, b.grad.unsqueeze(1)], 1)
+                )
                 g1 = ng_in.precondition(gam.float(), num_samples=1.0)
                 g2 = ng_out.precondition(g1.T.contiguous(), num_samples=1.0).T
                 if b is None or b.grad is None:
@@ -620,7 +692,7 @@ class NGSGD(torch.optim.Optimizer):
             if n_g == 0:
                 scales.append(0.0)
                 continue
-            norm = math.sqrt(sum(sq_norms[k:k + n_g])) * group["lr"]
+            norm = math.sqrt(sum(sq_norms[k : k + n_g])) * group["lr"]
             k += n_g
             if not math.isfinite(norm):
                 raise FloatingPointError(f"non-finite gradient in layer '{group['name']}'")

@@ -74,9 +74,13 @@ def load_log_priors(path: Path | str) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-def average_log_posteriors(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                           max_frames: int, device: torch.device | str = "cpu",
-                           ignore_label: int = -100) -> tuple[np.ndarray, int]:
+def average_log_posteriors(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    max_frames: int,
+    device: torch.device | str = "cpu",
+    ignore_label: int = -100,
+) -> tuple[np.ndarray, int]:
     """(log of the model's mean posterior per pdf [P] float32, frames used).
 
     ``batches`` are training minibatches ``(x, y)`` as the training loop gets them; outputs

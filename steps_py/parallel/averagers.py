@@ -108,13 +108,18 @@ class IcefallAverage(Averager):
         return [(self.label, self.avg)] if self.updates else []
 
     def state_dict(self) -> dict[str, object]:
-        return {"period": self.period, "avg": self.avg, "last_steps": self.last_steps,
-                "updates": self.updates}
+        return {
+            "period": self.period,
+            "avg": self.avg,
+            "last_steps": self.last_steps,
+            "updates": self.updates,
+        }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         if int(state["period"]) != self.period:  # type: ignore[call-overload]
-            raise ValueError(f"checkpoint has icefall average period {state['period']}, this run "
-                             f"{self.period}")
+            raise ValueError(
+                f"checkpoint has icefall average period {state['period']}, this run {self.period}"
+            )
         self.avg = state["avg"].clone()  # type: ignore[union-attr]
         self.last_steps = int(state["last_steps"])  # type: ignore[call-overload]
         self.updates = int(state["updates"])  # type: ignore[call-overload]
@@ -161,18 +166,26 @@ class LastModelsCombination(Averager):
         return best + 1, losses
 
     def state_dict(self) -> dict[str, object]:
-        return {"max_models": self.max_models, "every_steps": self.every_steps,
-                "kept": list(self.kept), "last_steps": self.last_steps}
+        return {
+            "max_models": self.max_models,
+            "every_steps": self.every_steps,
+            "kept": list(self.kept),
+            "last_steps": self.last_steps,
+        }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         if int(state["max_models"]) != self.max_models:  # type: ignore[call-overload]
-            raise ValueError(f"checkpoint keeps {state['max_models']} models for the "
-                             f"combination, this run {self.max_models}")
+            raise ValueError(
+                f"checkpoint keeps {state['max_models']} models for the "
+                f"combination, this run {self.max_models}"
+            )
         self.kept = [v.clone() for v in state["kept"]]  # type: ignore[union-attr]
         self.last_steps = int(state["last_steps"])  # type: ignore[call-overload]
 
 
-def build_averagers(args: argparse.Namespace, exp: Path, block: int, syncs: int) -> dict[str, Averager]:
+def build_averagers(
+    args: argparse.Namespace, exp: Path, block: int, syncs: int
+) -> dict[str, Averager]:
     """The averagers the trainer's options ask for (rank 0 only), by name.
 
     `block`: minibatches per block asked for (the combination's step for none/ddp);
@@ -188,6 +201,7 @@ def build_averagers(args: argparse.Namespace, exp: Path, block: int, syncs: int)
     if args.combine_max_models:
         out["combine"] = LastModelsCombination(args.combine_max_models, every_steps=block)
     if args.posthoc_snapshots:
-        out["posthoc"] = PowerEmaSnapshots(exp / "posthoc", args.posthoc_sigma_rels,
-                                           max(1, syncs // args.posthoc_snapshots))
+        out["posthoc"] = PowerEmaSnapshots(
+            exp / "posthoc", args.posthoc_sigma_rels, max(1, syncs // args.posthoc_snapshots)
+        )
     return out

@@ -37,12 +37,19 @@ class Backend(Protocol):
     def egs_info(self, egs_dir: Path) -> dict[str, Any]: ...
     def model_config(self, info: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]: ...
     def build_model(self, cfg: dict[str, Any]) -> nn.Module: ...
-    def make_reader(self, egs_dir: Path, rank: int, world_size: int, batch_size: int, seed: int,
-                    split: str) -> Reader: ...
+    def make_reader(
+        self, egs_dir: Path, rank: int, world_size: int, batch_size: int, seed: int, split: str
+    ) -> Reader: ...
     def make_optimizer(self, model: nn.Module, **kwargs: Any) -> torch.optim.Optimizer: ...
     def log_priors(self, egs_dir: Path) -> np.ndarray: ...
-    def save_model(self, path: Path, model: nn.Module, cfg: dict[str, Any],
-                   log_priors: np.ndarray, count_log_priors: np.ndarray | None = None) -> None: ...
+    def save_model(
+        self,
+        path: Path,
+        model: nn.Module,
+        cfg: dict[str, Any],
+        log_priors: np.ndarray,
+        count_log_priors: np.ndarray | None = None,
+    ) -> None: ...
 
 
 class EgsMissing(StepError):
@@ -52,8 +59,10 @@ class EgsMissing(StepError):
 def read_egs_info(egs_dir: Path) -> dict[str, Any]:
     f = Path(egs_dir) / "info.json"
     if not f.is_file():
-        raise EgsMissing(f"{f} not found: --egs must be an examples dir written by stage 5 "
-                         "(python -m steps_py.nnet.egs ...)")
+        raise EgsMissing(
+            f"{f} not found: --egs must be an examples dir written by stage 5 "
+            "(python -m steps_py.nnet.egs ...)"
+        )
     return json.loads(f.read_text(encoding="utf-8"))
 
 
@@ -74,8 +83,17 @@ class NnetBackend:
 
     def model_config(self, info: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
         cfg: dict[str, Any] = {}
-        for key in ("model_type", "feat_dim", "num_pdfs", "context", "left_context",
-                    "right_context", "chunk", "chunk_size", "target_delay"):
+        for key in (
+            "model_type",
+            "feat_dim",
+            "num_pdfs",
+            "context",
+            "left_context",
+            "right_context",
+            "chunk",
+            "chunk_size",
+            "target_delay",
+        ):
             if key in info:
                 cfg[key] = info[key]
         if "model_type" in cfg:
@@ -88,12 +106,14 @@ class NnetBackend:
 
         return build_model(cfg)
 
-    def make_reader(self, egs_dir: Path, rank: int, world_size: int, batch_size: int, seed: int,
-                    split: str) -> Reader:
+    def make_reader(
+        self, egs_dir: Path, rank: int, world_size: int, batch_size: int, seed: int, split: str
+    ) -> Reader:
         from steps_py.nnet.egs import EgsReader
 
-        return EgsReader(egs_dir, rank=rank, world_size=world_size, batch_size=batch_size,
-                         seed=seed, split=split)
+        return EgsReader(
+            egs_dir, rank=rank, world_size=world_size, batch_size=batch_size, seed=seed, split=split
+        )
 
     def make_optimizer(self, model: nn.Module, **kwargs: Any) -> torch.optim.Optimizer:
         """`steps_py.nnet.optim.make_optimizer` (ngsgd, sgd-mc, sgd)."""
@@ -104,8 +124,14 @@ class NnetBackend:
     def log_priors(self, egs_dir: Path) -> np.ndarray:
         return read_log_priors(egs_dir)
 
-    def save_model(self, path: Path, model: nn.Module, cfg: dict[str, Any],
-                   log_priors: np.ndarray, count_log_priors: np.ndarray | None = None) -> None:
+    def save_model(
+        self,
+        path: Path,
+        model: nn.Module,
+        cfg: dict[str, Any],
+        log_priors: np.ndarray,
+        count_log_priors: np.ndarray | None = None,
+    ) -> None:
         from steps_py.nnet.model_io import save_acoustic_model
 
         save_acoustic_model(path, model, cfg, log_priors, count_log_priors)

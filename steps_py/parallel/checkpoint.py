@@ -62,8 +62,14 @@ def _save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(exp_dir: Path, block: int, group: Group, global_state: dict[str, Any],
-                    worker_states: dict[int, dict[str, Any]], keep: int = 2) -> Path:
+def save_checkpoint(
+    exp_dir: Path,
+    block: int,
+    group: Group,
+    global_state: dict[str, Any],
+    worker_states: dict[int, dict[str, Any]],
+    keep: int = 2,
+) -> Path:
     """Collective: every rank calls it with its local workers' states."""
     final = ckpt_dir(exp_dir, block)
     tmp = final.with_name(f".tmp-{final.name}")
@@ -93,7 +99,13 @@ def _load(f: Path, device: torch.device | str) -> dict[str, Any]:
         return torch.load(f, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:  # truncated, empty, junk
+    except (
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        pickle.UnpicklingError,
+    ) as e:  # truncated, empty, junk
         reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
         raise DamagedCheckpoint(f"checkpoint file {f} is damaged ({reason})") from None
 
@@ -111,7 +123,8 @@ def load_worker(path: Path, rank: int, device: torch.device | str = "cpu") -> di
         have = sorted(p.name for p in Path(path).glob("worker-*.pt"))
         raise CheckpointError(
             f"{path} has no {f.name} (it holds {', '.join(have) or 'no worker files'}); "
-            "resume with the same number of workers it was written with")
+            "resume with the same number of workers it was written with"
+        )
     return _load(f, device)
 
 

@@ -52,8 +52,12 @@ class EmaSpec:
         return min(a, (1.0 + t) / (10.0 + t)) if self.warmup else a
 
 
-def ema_specs(decays: list[float], half_lives: list[float], warmup_half_lives: list[float] = (),  # type: ignore[assignment]
-              warmup_all: bool = False) -> list[EmaSpec]:
+def ema_specs(
+    decays: list[float],
+    half_lives: list[float],
+    warmup_half_lives: list[float] = (),  # type: ignore[assignment]
+    warmup_all: bool = False,
+) -> list[EmaSpec]:
     """The EMAs asked for on the command line, in a fixed order (decays, half-lives, warm-up)."""
     specs = [EmaSpec(decay=d, warmup=warmup_all) for d in decays]
     specs += [EmaSpec(half_life=h, warmup=warmup_all) for h in half_lives]
@@ -104,6 +108,7 @@ class EmaSet:
         if list(state["labels"]) != self.labels:  # type: ignore[call-overload]
             raise ValueError(
                 f"checkpoint holds EMAs {state['labels']}, this run asks for {self.labels}; "
-                "use the same --ema-* options to resume")
+                "use the same --ema-* options to resume"
+            )
         self.updates = int(state["updates"])  # type: ignore[call-overload]
         self.values = [v.clone() for v in state["values"]]  # type: ignore[union-attr]

@@ -58,8 +58,16 @@ class ModelWriter:
         if not s.is_file():
             raise StepError(f"{s} not found: {exp} is not a finished training run")
         summary = json.loads(s.read_text(encoding="utf-8"))
-        return cls(NnetBackend(), summary["model_config"], Path(egs), "adjusted", prior_frames,
-                   int(summary["batch_size"]), int(summary.get("seed", 1)), torch.device("cpu"))
+        return cls(
+            NnetBackend(),
+            summary["model_config"],
+            Path(egs),
+            "adjusted",
+            prior_frames,
+            int(summary["batch_size"]),
+            int(summary.get("seed", 1)),
+            torch.device("cpu"),
+        )
 
     def load(self, flat: torch.Tensor) -> nn.Module:
         self.flat.set(flat)
@@ -80,8 +88,9 @@ class ModelWriter:
 
         reader = self.backend.make_reader(self.egs, 0, 1, self.batch_size, self.seed, "train")
         reader.set_epoch(0)
-        return average_log_posteriors(self.model, reader, self.prior_frames, self.device,
-                                      IGNORE_LABEL)
+        return average_log_posteriors(
+            self.model, reader, self.prior_frames, self.device, IGNORE_LABEL
+        )
 
 
 def prior_shift(name: str, adjusted: np.ndarray, counts: np.ndarray, frames: int) -> dict[str, Any]:
@@ -89,17 +98,32 @@ def prior_shift(name: str, adjusted: np.ndarray, counts: np.ndarray, frames: int
     seen = counts != 0  # count priors store 0 for pdfs never seen in the alignments
     diff = adjusted[seen] - counts[seen]
     p = np.exp(adjusted[seen].astype(np.float64))
-    info = {"frames": frames, "kl_adjusted_vs_counts": float(np.sum(p * diff)),
-            "pdfs_raised_over_e": int((diff > 1.0).sum()), "max_raise_nats": float(diff.max())}
-    log.info("adjusted priors of %s from %d training frames: KL to the count priors %.3f nats; "
-             "%d pdfs above e x their count prior (max %+.2f nats)", name, frames,
-             info["kl_adjusted_vs_counts"], info["pdfs_raised_over_e"], info["max_raise_nats"])
+    info = {
+        "frames": frames,
+        "kl_adjusted_vs_counts": float(np.sum(p * diff)),
+        "pdfs_raised_over_e": int((diff > 1.0).sum()),
+        "max_raise_nats": float(diff.max()),
+    }
+    log.info(
+        "adjusted priors of %s from %d training frames: KL to the count priors %.3f nats; "
+        "%d pdfs above e x their count prior (max %+.2f nats)",
+        name,
+        frames,
+        info["kl_adjusted_vs_counts"],
+        info["pdfs_raised_over_e"],
+        info["max_raise_nats"],
+    )
     return info
 
 
-def write_final_models(final: Path, writer: ModelWriter, models: list[tuple[str, torch.Tensor]],
-                       averagers: dict[str, Averager], dev_loss: Callable[[torch.Tensor], float],
-                       global_flat: torch.Tensor) -> dict[str, Any]:
+def write_final_models(
+    final: Path,
+    writer: ModelWriter,
+    models: list[tuple[str, torch.Tensor]],
+    averagers: dict[str, Averager],
+    dev_loss: Callable[[torch.Tensor], float],
+    global_flat: torch.Tensor,
+) -> dict[str, Any]:
     """Write `final/` (atomically): every model, the Kaldi combination with k chosen by
     `dev_loss`, and the post-hoc manifest. Returns what goes into summary.json about them."""
     from steps_py.parallel.posthoc import PowerEmaSnapshots
@@ -114,8 +138,12 @@ def write_final_models(final: Path, writer: ModelWriter, models: list[tuple[str,
             k, losses = comb.choose_k(dev_loss)
             writer.write(tmp / f"{comb.label}.safetensors", comb.label, comb.average_of_last(k))
             extra["combine"] = {"k": k, "dev_ce_by_k": losses, "kept": len(comb.kept)}
-            log.info("Kaldi-style combination: the last %d of %d models (dev CE %.4f)", k,
-                     len(comb.kept), losses[k - 1])
+            log.info(
+                "Kaldi-style combination: the last %d of %d models (dev CE %.4f)",
+                k,
+                len(comb.kept),
+                losses[k - 1],
+            )
         ph = averagers.get("posthoc")
         if isinstance(ph, PowerEmaSnapshots):
             extra["posthoc_manifest"] = str(ph.finish(global_flat))

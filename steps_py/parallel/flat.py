@@ -45,8 +45,12 @@ class FlatState:
         n_params = len([p for p in model.parameters()])
         for p, v in zip(self.params, views[:n_params], strict=True):
             p.data = v
-        float_bufs = [(m, k) for m in model.modules() for k, b in m._buffers.items()
-                      if b is not None and b.is_floating_point()]
+        float_bufs = [
+            (m, k)
+            for m in model.modules()
+            for k, b in m._buffers.items()
+            if b is not None and b.is_floating_point()
+        ]
         for (m, k), v in zip(float_bufs, views[n_params:], strict=True):
             m._buffers[k] = v
         self.tensors = [*self.params, *views[n_params:]]

@@ -172,9 +172,14 @@ def _attempt_store(timeout: datetime.timedelta) -> dist.Store:
 
     use_agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
     rank = int(os.environ["RANK"])
-    store = loopback_tcp_store(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
-                               int(os.environ["WORLD_SIZE"]), is_master=not use_agent and rank == 0,
-                               timeout=timeout, multi_tenant=not use_agent)
+    store = loopback_tcp_store(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        int(os.environ["WORLD_SIZE"]),
+        is_master=not use_agent and rank == 0,
+        timeout=timeout,
+        multi_tenant=not use_agent,
+    )
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     return dist.PrefixStore(f"ema_asr_attempt_{attempt}", store)
 
@@ -192,9 +197,13 @@ def init_group(simulate: int | None, device: torch.device, timeout_s: float = 18
         backend = "nccl" if device.type == "cuda" else "gloo"
         if not dist.is_initialized():
             timeout = datetime.timedelta(seconds=timeout_s)
-            dist.init_process_group(backend=backend, store=_attempt_store(timeout),
-                                    rank=int(os.environ["RANK"]),
-                                    world_size=int(os.environ["WORLD_SIZE"]), timeout=timeout)
+            dist.init_process_group(
+                backend=backend,
+                store=_attempt_store(timeout),
+                rank=int(os.environ["RANK"]),
+                world_size=int(os.environ["WORLD_SIZE"]),
+                timeout=timeout,
+            )
         g = DistGroup(device)
         log.info("rank %d/%d: torch.distributed backend %s", g.rank, g.world_size, backend)
         return g

@@ -49,8 +49,15 @@ def loopback_listen_socket(port: int) -> socket.socket:
 
 def loopback_tcp_store(host_name: str, port: int, *args: Any, **kwargs: Any) -> dist.TCPStore:
     """`TCPStore(...)` whose server, for a loopback host, listens on 127.0.0.1 only."""
-    names = ("world_size", "is_master", "timeout", "wait_for_workers", "multi_tenant",
-             "master_listen_fd", "use_libuv")
+    names = (
+        "world_size",
+        "is_master",
+        "timeout",
+        "wait_for_workers",
+        "multi_tenant",
+        "master_listen_fd",
+        "use_libuv",
+    )
     kw = dict(zip(names, args, strict=False)) | kwargs
     if kw.get("is_master") and kw.get("master_listen_fd") is None and is_loopback(host_name):
         s = loopback_listen_socket(port)
@@ -70,8 +77,12 @@ def patch_stores() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not any(a.startswith(("--standalone", "--rdzv-endpoint", "--rdzv_endpoint", "--master-addr",
-                             "--master_addr")) for a in argv):
+    if not any(
+        a.startswith(
+            ("--standalone", "--rdzv-endpoint", "--rdzv_endpoint", "--master-addr", "--master_addr")
+        )
+        for a in argv
+    ):
         argv.insert(0, "--standalone")
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")

@@ -58,8 +58,12 @@ def frame_loss(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-             device: torch.device, max_batches: int = 0) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    max_batches: int = 0,
+) -> dict[str, float]:
     """Dev CE (nats/frame) and frame accuracy of `model` (put in eval mode, then restored)."""
     was_training = model.training
     model.eval()
@@ -84,11 +88,30 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
 class MetricsLog:
     """log/train.csv + tensorboard/ (rank 0 only)."""
 
-    FIELDS = ["kind", "epoch", "block", "global_step", "frames", "train_loss", "lr",
-              "t_compute", "t_wait", "t_comm", "t_ema", "t_eval", "t_checkpoint", "wall"]
+    FIELDS = [
+        "kind",
+        "epoch",
+        "block",
+        "global_step",
+        "frames",
+        "train_loss",
+        "lr",
+        "t_compute",
+        "t_wait",
+        "t_comm",
+        "t_ema",
+        "t_eval",
+        "t_checkpoint",
+        "wall",
+    ]
 
-    def __init__(self, exp_dir: Path, model_labels: list[str], tensorboard: bool = True,
-                 resume_step: int | None = None) -> None:
+    def __init__(
+        self,
+        exp_dir: Path,
+        model_labels: list[str],
+        tensorboard: bool = True,
+        resume_step: int | None = None,
+    ) -> None:
         self.path = Path(exp_dir) / "log" / "train.csv"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fields = list(self.FIELDS)
@@ -111,8 +134,9 @@ class MetricsLog:
         """A resumed run redoes the work after its checkpoint: forget those rows."""
         with self.path.open(newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
-        keep = [r for r in rows if r.get("global_step", "").isdigit()
-                and int(r["global_step"]) <= step]
+        keep = [
+            r for r in rows if r.get("global_step", "").isdigit() and int(r["global_step"]) <= step
+        ]
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=self.fields, extrasaction="ignore")
         w.writeheader()

@@ -28,6 +28,7 @@ def int_at_least(lo: int) -> Callable[[str], int]:
         if v < lo:
             raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {v}")
         return v
+
     return parse
 
 
@@ -54,6 +55,7 @@ def unit_interval(text: str) -> float:
 
 def float_list(lo: float, hi: float | None, hi_open: bool = True) -> Callable[[str], list[float]]:
     """Comma-separated numbers in [lo, hi) (or (lo, inf) when hi is None)."""
+
     def parse(text: str) -> list[float]:
         out = []
         for item in text.split(","):
@@ -69,6 +71,7 @@ def float_list(lo: float, hi: float | None, hi_open: bool = True) -> Callable[[s
                 raise argparse.ArgumentTypeError(f"{v:g} is outside the allowed range {rng}")
             out.append(v)
         return out
+
     return parse
 
 
@@ -88,7 +91,9 @@ def model_config_arg(text: str) -> dict[str, Any]:
                 if not item.strip():
                     continue
                 if "=" not in item:
-                    raise argparse.ArgumentTypeError(f"{item!r} is not key=val (or give a JSON file)")
+                    raise argparse.ArgumentTypeError(
+                        f"{item!r} is not key=val (or give a JSON file)"
+                    )
                 k, v = item.split("=", 1)
                 try:
                     cfg[k.strip()] = json.loads(v)
@@ -102,97 +107,219 @@ def model_config_arg(text: str) -> dict[str, Any]:
 
 
 def build_parser(description: str | None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m steps_py.parallel.train", description=description,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m steps_py.parallel.train",
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     io = p.add_argument_group("data and outputs")
     io.add_argument("--egs", type=Path, required=True, help="examples dir from stage 5")
     io.add_argument("--exp-dir", type=Path, required=True, help="run dir, e.g. exp/dnn_ma_n4")
-    io.add_argument("--model-config", type=model_config_arg, default={},
-                    help="JSON file, inline JSON or key=val,... overriding the model defaults "
-                         "(e.g. hidden_layers=3,hidden_dim=384)")
+    io.add_argument(
+        "--model-config",
+        type=model_config_arg,
+        default={},
+        help="JSON file, inline JSON or key=val,... overriding the model defaults "
+        "(e.g. hidden_layers=3,hidden_dim=384)",
+    )
     tr = p.add_argument_group("training")
     tr.add_argument("--epochs", type=int_at_least(1), default=4, help="default %(default)s")
-    tr.add_argument("--batch-size", type=int_at_least(1), default=256,
-                    help="minibatch size per worker (default %(default)s)")
+    tr.add_argument(
+        "--batch-size",
+        type=int_at_least(1),
+        default=256,
+        help="minibatch size per worker (default %(default)s)",
+    )
     tr.add_argument("--seed", type=int, default=1, help="default %(default)s")
-    tr.add_argument("--lr-times-workers", action="store_true",
-                    help="Kaldi nnet3's convention: each worker's learning rate is the given one "
-                         "times N (the given rates are 'effective' rates)")
+    tr.add_argument(
+        "--lr-times-workers",
+        action="store_true",
+        help="Kaldi nnet3's convention: each worker's learning rate is the given one "
+        "times N (the given rates are 'effective' rates)",
+    )
     add_optimizer_args(p)  # --optimizer, --lr-initial/--lr-final (exponential decay), ...
     sy = p.add_argument_group("parallelism and synchronization")
     sy.add_argument("--sync", default="ma", choices=SYNC_CHOICES, help="default %(default)s")
-    sy.add_argument("--simulate", type=int_at_least(1), default=None, metavar="N",
-                    help="run N virtual workers one after another in this process")
-    sy.add_argument("--workers", type=int_at_least(1), default=None,
-                    help="expected number of workers (checked against torchrun / --simulate)")
-    sy.add_argument("--block-minibatches", type=int_at_least(1), default=None, metavar="K",
-                    help="local minibatches per block (default 16 unless --block-frames)")
-    sy.add_argument("--block-frames", type=positive_float, default=None, metavar="F",
-                    help="frames per worker per block (alternative to --block-minibatches)")
-    sy.add_argument("--ddp-impl", default="torch", choices=["torch", "flat"],
-                    help="--sync ddp with real processes: torch DistributedDataParallel or one flat "
-                         "gradient all-reduce per step (simulation always uses flat)")
-    sy.add_argument("--bmuf-momentum", type=unit_interval, default=None,
-                    help="block momentum eta in [0, 1) (default 1 - 1/N)")
-    sy.add_argument("--bmuf-lr", type=positive_float, default=1.0,
-                    help="block learning rate zeta (default %(default)s)")
-    sy.add_argument("--warmup-blocks", type=int_at_least(0), default=0,
-                    help="BMUF: plain model averaging for the first W blocks (default 0)")
-    sy.add_argument("--threads", type=int_at_least(1), default=None,
-                    help="torch threads per process (default max(1, cores // local workers))")
+    sy.add_argument(
+        "--simulate",
+        type=int_at_least(1),
+        default=None,
+        metavar="N",
+        help="run N virtual workers one after another in this process",
+    )
+    sy.add_argument(
+        "--workers",
+        type=int_at_least(1),
+        default=None,
+        help="expected number of workers (checked against torchrun / --simulate)",
+    )
+    sy.add_argument(
+        "--block-minibatches",
+        type=int_at_least(1),
+        default=None,
+        metavar="K",
+        help="local minibatches per block (default 16 unless --block-frames)",
+    )
+    sy.add_argument(
+        "--block-frames",
+        type=positive_float,
+        default=None,
+        metavar="F",
+        help="frames per worker per block (alternative to --block-minibatches)",
+    )
+    sy.add_argument(
+        "--ddp-impl",
+        default="torch",
+        choices=["torch", "flat"],
+        help="--sync ddp with real processes: torch DistributedDataParallel or one flat "
+        "gradient all-reduce per step (simulation always uses flat)",
+    )
+    sy.add_argument(
+        "--bmuf-momentum",
+        type=unit_interval,
+        default=None,
+        help="block momentum eta in [0, 1) (default 1 - 1/N)",
+    )
+    sy.add_argument(
+        "--bmuf-lr",
+        type=positive_float,
+        default=1.0,
+        help="block learning rate zeta (default %(default)s)",
+    )
+    sy.add_argument(
+        "--warmup-blocks",
+        type=int_at_least(0),
+        default=0,
+        help="BMUF: plain model averaging for the first W blocks (default 0)",
+    )
+    sy.add_argument(
+        "--threads",
+        type=int_at_least(1),
+        default=None,
+        help="torch threads per process (default max(1, cores // local workers))",
+    )
     em = p.add_argument_group("EMA models and the other averagers (all non-interfering)")
-    em.add_argument("--ema-half-life-frames", type=float_list(0.0, None), default=[100000.0],
-                    help="comma-separated EMA half-lives in training frames (all workers), "
-                         "alpha = 0.5 ** (frames of a sync / half-life); final/ema-hl<H> "
-                         "(default 100000)")
-    em.add_argument("--ema-decays", type=float_list(0.0, 1.0), default=[],
-                    help="comma-separated fixed decays per synchronization in [0, 1); "
-                         "final/ema-<alpha> (default none)")
-    em.add_argument("--ema-warmup-half-life-frames", type=float_list(0.0, None), default=[],
-                    help="more EMAs by half-life with warm-up alpha_t = min(alpha, (1+t)/(10+t)); "
-                         "final/ema-hl<H>-warmup")
-    em.add_argument("--ema-warmup", action="store_true",
-                    help="give every EMA of --ema-decays/--ema-half-life-frames the warm-up")
-    em.add_argument("--ema-interfering", action="store_true",
-                    help="ablation: broadcast the (one) EMA as the next start, B(t) = E(t)")
-    em.add_argument("--icefall-average-period", type=int_at_least(0), default=0,
-                    help="icefall's model_avg: running uniform average of the model, updated "
-                         "every P local steps; final/icefall-avg (0 = off, default)")
-    em.add_argument("--combine-max-models", type=int_at_least(0), default=0,
-                    help="Kaldi nnet3's final combination: average of the last k synchronized "
-                         "models, k <= this chosen on dev CE; final/kaldi-combine (0 = off)")
-    em.add_argument("--posthoc-snapshots", type=int_at_least(0), default=0,
-                    help="keep about this many snapshots of each power EMA for post-hoc EMA "
-                         "reconstruction (python -m steps_py.parallel.posthoc); 0 = off")
-    em.add_argument("--posthoc-sigma-rels", type=float_list(0.0, 0.28), default=[0.05, 0.10],
-                    help="relative widths of the power EMAs kept for post-hoc (default 0.05,0.1)")
+    em.add_argument(
+        "--ema-half-life-frames",
+        type=float_list(0.0, None),
+        default=[100000.0],
+        help="comma-separated EMA half-lives in training frames (all workers), "
+        "alpha = 0.5 ** (frames of a sync / half-life); final/ema-hl<H> "
+        "(default 100000)",
+    )
+    em.add_argument(
+        "--ema-decays",
+        type=float_list(0.0, 1.0),
+        default=[],
+        help="comma-separated fixed decays per synchronization in [0, 1); "
+        "final/ema-<alpha> (default none)",
+    )
+    em.add_argument(
+        "--ema-warmup-half-life-frames",
+        type=float_list(0.0, None),
+        default=[],
+        help="more EMAs by half-life with warm-up alpha_t = min(alpha, (1+t)/(10+t)); "
+        "final/ema-hl<H>-warmup",
+    )
+    em.add_argument(
+        "--ema-warmup",
+        action="store_true",
+        help="give every EMA of --ema-decays/--ema-half-life-frames the warm-up",
+    )
+    em.add_argument(
+        "--ema-interfering",
+        action="store_true",
+        help="ablation: broadcast the (one) EMA as the next start, B(t) = E(t)",
+    )
+    em.add_argument(
+        "--icefall-average-period",
+        type=int_at_least(0),
+        default=0,
+        help="icefall's model_avg: running uniform average of the model, updated "
+        "every P local steps; final/icefall-avg (0 = off, default)",
+    )
+    em.add_argument(
+        "--combine-max-models",
+        type=int_at_least(0),
+        default=0,
+        help="Kaldi nnet3's final combination: average of the last k synchronized "
+        "models, k <= this chosen on dev CE; final/kaldi-combine (0 = off)",
+    )
+    em.add_argument(
+        "--posthoc-snapshots",
+        type=int_at_least(0),
+        default=0,
+        help="keep about this many snapshots of each power EMA for post-hoc EMA "
+        "reconstruction (python -m steps_py.parallel.posthoc); 0 = off",
+    )
+    em.add_argument(
+        "--posthoc-sigma-rels",
+        type=float_list(0.0, 0.28),
+        default=[0.05, 0.10],
+        help="relative widths of the power EMAs kept for post-hoc (default 0.05,0.1)",
+    )
     pr = p.add_argument_group("priors of the final models")
-    pr.add_argument("--priors", default="adjusted", choices=["adjusted", "counts"],
-                    help="log priors stored with each final model for decoding: 'adjusted' = the "
-                         "model's own mean posterior over training frames (Kaldi nnet3's "
-                         "adjust-priors; the alignment-count priors are kept beside them), "
-                         "'counts' = the alignment-count priors of stage 5 (default %(default)s)")
-    pr.add_argument("--prior-frames", type=int_at_least(1), default=30000,
-                    help="training frames used for the adjusted priors (default %(default)s)")
+    pr.add_argument(
+        "--priors",
+        default="adjusted",
+        choices=["adjusted", "counts"],
+        help="log priors stored with each final model for decoding: 'adjusted' = the "
+        "model's own mean posterior over training frames (Kaldi nnet3's "
+        "adjust-priors; the alignment-count priors are kept beside them), "
+        "'counts' = the alignment-count priors of stage 5 (default %(default)s)",
+    )
+    pr.add_argument(
+        "--prior-frames",
+        type=int_at_least(1),
+        default=30000,
+        help="training frames used for the adjusted priors (default %(default)s)",
+    )
     lg = p.add_argument_group("checkpoints and logs")
-    lg.add_argument("--checkpoint-every-blocks", type=int_at_least(0), default=50,
-                    help="default %(default)s (0: only at epoch ends)")
-    lg.add_argument("--keep-checkpoints", type=int_at_least(1), default=2, help="default %(default)s")
-    lg.add_argument("--resume", action="store_true",
-                    help="continue from the latest complete checkpoint if there is one (a damaged "
-                         "one is skipped for the one before)")
-    lg.add_argument("--resume-any-settings", action="store_true",
-                    help="resume even if the checkpoint was made with other settings")
-    lg.add_argument("--eval-every-blocks", type=int_at_least(0), default=0,
-                    help="also evaluate dev CE/accuracy every N blocks (0: per epoch only)")
-    lg.add_argument("--evals", type=int_at_least(0), default=0,
-                    help="also evaluate dev CE/accuracy about this many times, evenly over the "
-                         "run (instead of --eval-every-blocks; 0: off)")
-    lg.add_argument("--dev-max-minibatches", type=int_at_least(0), default=0,
-                    help="cap on dev minibatches per evaluation (0: all)")
+    lg.add_argument(
+        "--checkpoint-every-blocks",
+        type=int_at_least(0),
+        default=50,
+        help="default %(default)s (0: only at epoch ends)",
+    )
+    lg.add_argument(
+        "--keep-checkpoints", type=int_at_least(1), default=2, help="default %(default)s"
+    )
+    lg.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the latest complete checkpoint if there is one (a damaged "
+        "one is skipped for the one before)",
+    )
+    lg.add_argument(
+        "--resume-any-settings",
+        action="store_true",
+        help="resume even if the checkpoint was made with other settings",
+    )
+    lg.add_argument(
+        "--eval-every-blocks",
+        type=int_at_least(0),
+        default=0,
+        help="also evaluate dev CE/accuracy every N blocks (0: per epoch only)",
+    )
+    lg.add_argument(
+        "--evals",
+        type=int_at_least(0),
+        default=0,
+        help="also evaluate dev CE/accuracy about this many times, evenly over the "
+        "run (instead of --eval-every-blocks; 0: off)",
+    )
+    lg.add_argument(
+        "--dev-max-minibatches",
+        type=int_at_least(0),
+        default=0,
+        help="cap on dev minibatches per evaluation (0: all)",
+    )
     lg.add_argument("--no-tensorboard", action="store_true")
-    lg.add_argument("--force", action="store_true",
-                    help="start over: delete this run's checkpoints, logs and final models")
+    lg.add_argument(
+        "--force",
+        action="store_true",
+        help="start over: delete this run's checkpoints, logs and final models",
+    )
     return p
 
 
@@ -206,13 +333,19 @@ def parse_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     if any(s <= 0 for s in args.posthoc_sigma_rels):
         p.error("argument --posthoc-sigma-rels: every value must be > 0")
     try:
-        args.ema_specs = ema_specs(args.ema_decays, args.ema_half_life_frames,
-                                   args.ema_warmup_half_life_frames, args.ema_warmup)
+        args.ema_specs = ema_specs(
+            args.ema_decays,
+            args.ema_half_life_frames,
+            args.ema_warmup_half_life_frames,
+            args.ema_warmup,
+        )
     except ValueError as e:
         p.error(f"EMA options: {e}")
     if args.ema_interfering and len(args.ema_specs) != 1:
-        p.error(f"--ema-interfering broadcasts one EMA; {len(args.ema_specs)} are asked for "
-                f"({', '.join(s.label for s in args.ema_specs)})")
+        p.error(
+            f"--ema-interfering broadcasts one EMA; {len(args.ema_specs)} are asked for "
+            f"({', '.join(s.label for s in args.ema_specs)})"
+        )
     for flag in ("lr_initial", "lr_final"):
         if not getattr(args, flag) > 0:
             p.error(f"argument --{flag.replace('_', '-')}: must be > 0, got {getattr(args, flag)}")
@@ -222,12 +355,38 @@ def parse_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
 def settings(args: argparse.Namespace, cfg: dict[str, Any], block: int) -> dict[str, Any]:
     """What changes the maths of a run (a resume with other values is refused)."""
     specs: list[EmaSpec] = args.ema_specs
-    keys = ("sync", "epochs", "batch_size", "seed", "optimizer", "lr_initial", "lr_final",
-            "momentum", "max_change", "max_change_global", "ng_rank_in", "ng_rank_out",
-            "ng_update_period", "bmuf_momentum", "bmuf_lr", "warmup_blocks", "lr_times_workers",
-            "ema_interfering", "icefall_average_period", "combine_max_models",
-            "posthoc_snapshots", "posthoc_sigma_rels", "priors", "prior_frames", "ddp_impl")
+    keys = (
+        "sync",
+        "epochs",
+        "batch_size",
+        "seed",
+        "optimizer",
+        "lr_initial",
+        "lr_final",
+        "momentum",
+        "max_change",
+        "max_change_global",
+        "ng_rank_in",
+        "ng_rank_out",
+        "ng_update_period",
+        "bmuf_momentum",
+        "bmuf_lr",
+        "warmup_blocks",
+        "lr_times_workers",
+        "ema_interfering",
+        "icefall_average_period",
+        "combine_max_models",
+        "posthoc_snapshots",
+        "posthoc_sigma_rels",
+        "priors",
+        "prior_frames",
+        "ddp_impl",
+    )
     out = {k: getattr(args, k) for k in keys}
-    out.update(egs=str(Path(args.egs).resolve()), model_config=cfg, block_minibatches=block,
-               emas=[s.label for s in specs])
+    out.update(
+        egs=str(Path(args.egs).resolve()),
+        model_config=cfg,
+        block_minibatches=block,
+        emas=[s.label for s in specs],
+    )
     return out

@@ -47,7 +47,7 @@ def sigma_rel_to_gamma(sigma_rel: float) -> float:
     """The exponent gamma of a power EMA whose profile has relative width sigma_rel."""
     if not 0 < sigma_rel < 0.28:  # gamma > 0 needs sigma_rel^2 < 1/12
         raise ValueError(f"sigma_rel must be in (0, 0.28), got {sigma_rel}")
-    t = sigma_rel ** -2
+    t = sigma_rel**-2
     roots = np.roots([1.0, 7.0, 16.0 - t, 12.0 - t])
     return float(max(r.real for r in roots if abs(r.imag) < 1e-9))
 
@@ -63,7 +63,7 @@ def power_ema_weights(gamma: float, upto: int, length: int) -> np.ndarray:
     tail = np.ones(upto)
     for i in range(upto - 2, -1, -1):
         tail[i] = tail[i + 1] * beta[i + 1]
-    w[1:upto + 1] = (1.0 - beta) * tail
+    w[1 : upto + 1] = (1.0 - beta) * tail
     return w
 
 
@@ -123,8 +123,15 @@ class PowerEmaSnapshots(Averager):
             self.snapshot()
         self._write(f"gT-t{t:07d}", global_flat, kind="global", t=t)
         path = self.out_dir / MANIFEST
-        atomic_write_json(path, {"frames_per_sync": self.frames, "snapshots": self.snapshots,
-                                 "sigma_rels": self.sigma_rels, "gammas": self.gammas})
+        atomic_write_json(
+            path,
+            {
+                "frames_per_sync": self.frames,
+                "snapshots": self.snapshots,
+                "sigma_rels": self.sigma_rels,
+                "gammas": self.gammas,
+            },
+        )
         return path
 
     def _write(self, name: str, flat: torch.Tensor, **meta: object) -> None:
@@ -136,13 +143,20 @@ class PowerEmaSnapshots(Averager):
         self.snapshots = [s for s in self.snapshots if s["file"] != path.name] + [entry]
 
     def state_dict(self) -> dict[str, object]:
-        return {"sigma_rels": self.sigma_rels, "every": self.every, "values": list(self.values),
-                "frames": list(self.frames), "snapshots": json.dumps(self.snapshots)}
+        return {
+            "sigma_rels": self.sigma_rels,
+            "every": self.every,
+            "values": list(self.values),
+            "frames": list(self.frames),
+            "snapshots": json.dumps(self.snapshots),
+        }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         if list(state["sigma_rels"]) != self.sigma_rels or int(state["every"]) != self.every:  # type: ignore[call-overload]
-            raise ValueError("checkpoint has other post-hoc snapshot settings "
-                             f"({state['sigma_rels']}, every {state['every']})")
+            raise ValueError(
+                "checkpoint has other post-hoc snapshot settings "
+                f"({state['sigma_rels']}, every {state['every']})"
+            )
         self.values = [v.clone() for v in state["values"]]  # type: ignore[union-attr]
         self.frames = [float(f) for f in state["frames"]]  # type: ignore[union-attr]
         self.snapshots = json.loads(str(state["snapshots"]))
@@ -178,23 +192,37 @@ def reconstruct(snap_dir: Path, spec: EmaSpec) -> tuple[torch.Tensor, dict[str, 
         v = load_file(str(Path(snap_dir) / f))["flat"].double()
         acc = v * float(c) if acc is None else acc.add_(v, alpha=float(c))
     assert acc is not None
-    info = {"weight_residual": float(np.linalg.norm(fit - target)),
-            "weight_norm": float(np.linalg.norm(target)), "snapshots": len(files)}
+    info = {
+        "weight_residual": float(np.linalg.norm(fit - target)),
+        "weight_norm": float(np.linalg.norm(target)),
+        "snapshots": len(files),
+    }
     return acc.float(), info
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m steps_py.parallel.posthoc", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m steps_py.parallel.posthoc",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--exp-dir", type=Path, required=True, help="training run dir (with posthoc/)")
     p.add_argument("--egs", type=Path, required=True, help="the run's examples (for the priors)")
-    p.add_argument("--half-life-frames", required=True,
-                   help="comma-separated half-lives in training frames to reconstruct")
+    p.add_argument(
+        "--half-life-frames",
+        required=True,
+        help="comma-separated half-lives in training frames to reconstruct",
+    )
     p.add_argument("--warmup", action="store_true", help="reconstruct EMAs with warm-up")
-    p.add_argument("--out-dir", type=Path, default=None,
-                   help="where the models go (default <exp-dir>/final)")
-    p.add_argument("--prior-frames", type=int, default=30000,
-                   help="training frames for each model's adjusted priors (default %(default)s)")
+    p.add_argument(
+        "--out-dir", type=Path, default=None, help="where the models go (default <exp-dir>/final)"
+    )
+    p.add_argument(
+        "--prior-frames",
+        type=int,
+        default=30000,
+        help="training frames for each model's adjusted priors (default %(default)s)",
+    )
     return p
 
 
@@ -212,8 +240,13 @@ def run(args: argparse.Namespace) -> int:
         flat, info = reconstruct(args.exp_dir / "posthoc", spec)
         name = "posthoc-" + spec.label.removeprefix("ema-")
         writer.write(out / f"{name}.safetensors", name, flat)
-        log.info("%s: least-squares residual %.2e of weight norm %.3f (%d snapshots)", name,
-                 info["weight_residual"], info["weight_norm"], info["snapshots"])
+        log.info(
+            "%s: least-squares residual %.2e of weight norm %.3f (%d snapshots)",
+            name,
+            info["weight_residual"],
+            info["weight_norm"],
+            info["snapshots"],
+        )
     return 0
 
 
@@ -223,4 +256,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

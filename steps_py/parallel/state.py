@@ -38,7 +38,6 @@ VERSION = 2
 log = logging.getLogger("train")
 
 
-
 @dataclass
 class TrainState:
     epoch: int = 0
@@ -52,18 +51,31 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def snapshot(state: TrainState, wall: float, settings: dict[str, Any], shapes: dict[str, Any],
-             sync: Sync, averagers: dict[str, Averager], workers: list[Worker],
-             timer: TimeSplit, world_size: int) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
+def snapshot(
+    state: TrainState,
+    wall: float,
+    settings: dict[str, Any],
+    shapes: dict[str, Any],
+    sync: Sync,
+    averagers: dict[str, Averager],
+    workers: list[Worker],
+    timer: TimeSplit,
+    world_size: int,
+) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
     """(global state for rank 0, {rank: worker state}) of the run now."""
     counters = asdict(state)
     counters["history"] = json.dumps(counters["history"])
     counters["wall_before"] = wall
-    gstate = {"version": VERSION, "world_size": world_size, "state": counters,
-              "settings": json.dumps(settings, sort_keys=True), "shapes": json.dumps(shapes),
-              "sync": sync.state_dict(),
-              "averagers": {k: a.state_dict() for k, a in averagers.items()},
-              "time": timer.as_dict()}
+    gstate = {
+        "version": VERSION,
+        "world_size": world_size,
+        "state": counters,
+        "settings": json.dumps(settings, sort_keys=True),
+        "shapes": json.dumps(shapes),
+        "sync": sync.state_dict(),
+        "averagers": {k: a.state_dict() for k, a in averagers.items()},
+        "time": timer.as_dict(),
+    }
     wstates = {w.rank: w.state_dict() for w in workers}
     return gstate, wstates
 
@@ -73,9 +85,19 @@ def settings_diff(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in keys if saved.get(k) != now.get(k)]
 
 
-def restore(ck: Path, state: TrainState, settings: dict[str, Any], shapes: dict[str, Any],
-            sync: Sync, averagers: dict[str, Averager], workers: list[Worker], timer: TimeSplit,
-            world_size: int, device: torch.device, any_settings: bool = False) -> None:
+def restore(
+    ck: Path,
+    state: TrainState,
+    settings: dict[str, Any],
+    shapes: dict[str, Any],
+    sync: Sync,
+    averagers: dict[str, Averager],
+    workers: list[Worker],
+    timer: TimeSplit,
+    world_size: int,
+    device: torch.device,
+    any_settings: bool = False,
+) -> None:
     """Load checkpoint `ck` into the run's objects.
 
     Raises `DamagedCheckpoint` when a file of it cannot be read (the caller tries an older
@@ -84,30 +106,42 @@ def restore(ck: Path, state: TrainState, settings: dict[str, Any], shapes: dict[
     try:
         g = load_global(ck, device)
         if int(g.get("version", 1)) != VERSION:
-            raise ResumeError(f"checkpoint {ck} has format version {g.get('version', 1)}, this "
-                              f"trainer writes {VERSION}; start over with --force")
+            raise ResumeError(
+                f"checkpoint {ck} has format version {g.get('version', 1)}, this "
+                f"trainer writes {VERSION}; start over with --force"
+            )
         saved_shapes = json.loads(g["shapes"])
         if saved_shapes != shapes:
-            diff = [k for k in sorted(set(saved_shapes) | set(shapes))
-                    if saved_shapes.get(k) != shapes.get(k)]
+            diff = [
+                k
+                for k in sorted(set(saved_shapes) | set(shapes))
+                if saved_shapes.get(k) != shapes.get(k)
+            ]
             raise ResumeError(
                 f"checkpoint {ck} was written for a model whose parameters differ from the one "
                 f"built now from --model-config/--egs (first differences: {diff[:3]}: "
                 f"{[saved_shapes.get(k) for k in diff[:3]]} vs {[shapes.get(k) for k in diff[:3]]}"
-                "); use the same egs and model config, a new --exp-dir, or --force")
+                "); use the same egs and model config, a new --exp-dir, or --force"
+            )
         if int(g["world_size"]) != world_size:
-            raise ResumeError(f"checkpoint {ck} has {g['world_size']} workers, this run "
-                              f"{world_size}; resume with the same number of workers")
+            raise ResumeError(
+                f"checkpoint {ck} has {g['world_size']} workers, this run "
+                f"{world_size}; resume with the same number of workers"
+            )
         diff = settings_diff(json.loads(g["settings"]), settings)
         if diff and not any_settings:
-            raise ResumeError(f"checkpoint {ck} was made with other settings ({'; '.join(diff)}); "
-                              "rerun with the same options, or --force to start over, or "
-                              "--resume-any-settings to continue anyway")
+            raise ResumeError(
+                f"checkpoint {ck} was made with other settings ({'; '.join(diff)}); "
+                "rerun with the same options, or --force to start over, or "
+                "--resume-any-settings to continue anyway"
+            )
         sync.load_state_dict(g["sync"])
         for name, a in averagers.items():
             if name not in g["averagers"]:
-                raise ResumeError(f"checkpoint {ck} has no state for the {name} averager; "
-                                  "resume with the same averager options")
+                raise ResumeError(
+                    f"checkpoint {ck} has no state for the {name} averager; "
+                    "resume with the same averager options"
+                )
             a.load_state_dict(g["averagers"][name])
         for w in workers:
             w.flat.set(sync.start_flat)
@@ -124,7 +158,9 @@ def restore(ck: Path, state: TrainState, settings: dict[str, Any], shapes: dict[
         timer.seconds[k] = float(v)
 
 
-def resume_newest(exp: Path, resume: bool, group: Group, load: Callable[[Path], None]) -> Path | None:
+def resume_newest(
+    exp: Path, resume: bool, group: Group, load: Callable[[Path], None]
+) -> Path | None:
     """Load the newest checkpoint every rank can read (`load(ck)`); the one used, or None.
 
     A damaged checkpoint is reported, set aside as `damaged-block-*` and the one before it
@@ -132,8 +168,10 @@ def resume_newest(exp: Path, resume: bool, group: Group, load: Callable[[Path], 
     """
     cks = list_checkpoints(exp)
     if cks and not resume:
-        raise ResumeError(f"{exp} holds checkpoints of an earlier run ({cks[-1].name}); pass "
-                          "--resume to continue it or --force to start over")
+        raise ResumeError(
+            f"{exp} holds checkpoints of an earlier run ({cks[-1].name}); pass "
+            "--resume to continue it or --force to start over"
+        )
     for ck in reversed(cks):
         try:
             load(ck)
@@ -147,6 +185,8 @@ def resume_newest(exp: Path, resume: bool, group: Group, load: Callable[[Path], 
         if group.is_main:
             set_aside(ck)
     if cks:
-        raise ResumeError(f"no checkpoint in {exp}/checkpoints could be loaded (set aside as "
-                          "damaged-*); rerun with --force to start over")
+        raise ResumeError(
+            f"no checkpoint in {exp}/checkpoints could be loaded (set aside as "
+            "damaged-*); rerun with --force to start over"
+        )
     return None

@@ -66,8 +66,9 @@ class Sync(ABC):
         """Called once per step after every local worker's backward, before the updates."""
 
     @abstractmethod
-    def on_block_end(self, group: Group, worker_flats: list[torch.Tensor],
-                     frames: float) -> torch.Tensor:
+    def on_block_end(
+        self, group: Group, worker_flats: list[torch.Tensor], frames: float
+    ) -> torch.Tensor:
         """Combine the local workers' final states; return B(t), the next block's start."""
 
     def override_start(self, start: torch.Tensor) -> None:
@@ -75,8 +76,12 @@ class Sync(ABC):
         self.start_flat = start.clone()
 
     def state_dict(self) -> dict[str, object]:
-        return {"name": self.name, "blocks": self.blocks, "global": self.global_flat,
-                "start": self.start_flat}
+        return {
+            "name": self.name,
+            "blocks": self.blocks,
+            "global": self.global_flat,
+            "start": self.start_flat,
+        }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         if state["name"] != self.name:
@@ -94,8 +99,9 @@ class NoSync(Sync):
     def block_minibatches(self, k: int) -> int:
         return 1
 
-    def on_block_end(self, group: Group, worker_flats: list[torch.Tensor],
-                     frames: float) -> torch.Tensor:
+    def on_block_end(
+        self, group: Group, worker_flats: list[torch.Tensor], frames: float
+    ) -> torch.Tensor:
         if group.world_size != 1:
             raise ValueError("--sync none needs exactly one worker")
         self.blocks += 1
@@ -134,8 +140,9 @@ class GradientAveraging(NoSync):
         for f in flats:
             f.set_grads(g)
 
-    def on_block_end(self, group: Group, worker_flats: list[torch.Tensor],
-                     frames: float) -> torch.Tensor:
+    def on_block_end(
+        self, group: Group, worker_flats: list[torch.Tensor], frames: float
+    ) -> torch.Tensor:
         self.blocks += 1
         self.global_flat = worker_flats[0]  # identical on every worker (no copy)
         self.start_flat = self.global_flat
@@ -147,8 +154,9 @@ class ModelAveraging(Sync):
 
     name = "ma"
 
-    def on_block_end(self, group: Group, worker_flats: list[torch.Tensor],
-                     frames: float) -> torch.Tensor:
+    def on_block_end(
+        self, group: Group, worker_flats: list[torch.Tensor], frames: float
+    ) -> torch.Tensor:
         self.blocks += 1
         avg = group.all_reduce_mean(worker_flats)
         self.global_flat = avg
@@ -159,8 +167,14 @@ class ModelAveraging(Sync):
 class Bmuf(Sync):
     """Blockwise model-update filtering with classical (CBM) or Nesterov (NBM) momentum."""
 
-    def __init__(self, world_size: int, nesterov: bool, block_momentum: float | None = None,
-                 block_lr: float = 1.0, warmup_blocks: int = 0) -> None:
+    def __init__(
+        self,
+        world_size: int,
+        nesterov: bool,
+        block_momentum: float | None = None,
+        block_lr: float = 1.0,
+        warmup_blocks: int = 0,
+    ) -> None:
         super().__init__()
         self.name = "bmuf-nbm" if nesterov else "bmuf-cbm"
         self.nesterov = nesterov
@@ -177,8 +191,9 @@ class Bmuf(Sync):
         super().init(start)
         self.delta = torch.zeros_like(start)
 
-    def on_block_end(self, group: Group, worker_flats: list[torch.Tensor],
-                     frames: float) -> torch.Tensor:
+    def on_block_end(
+        self, group: Group, worker_flats: list[torch.Tensor], frames: float
+    ) -> torch.Tensor:
         assert self.global_flat is not None and self.start_flat is not None
         assert self.delta is not None
         self.blocks += 1
@@ -239,8 +254,9 @@ class InterferingEma(Sync):
     def after_backward(self, group: Group, flats: list[FlatState]) -> None:
         self.inner.after_backward(group, flats)
 
-    def on_block_end(self, group: Group, worker_flats: list[torch.Tensor],
-                     frames: float) -> torch.Tensor:
+    def on_block_end(
+        self, group: Group, worker_flats: list[torch.Tensor], frames: float
+    ) -> torch.Tensor:
         self.inner.on_block_end(group, worker_flats, frames)
         assert self.inner.global_flat is not None
         self.global_flat = self.inner.global_flat.clone()
@@ -252,8 +268,13 @@ class InterferingEma(Sync):
         return start
 
     def state_dict(self) -> dict[str, object]:
-        return {"inner": self.inner.state_dict(), "ema": self.emas.state_dict(),
-                "global": self.global_flat, "name": self.name, "interfering": True}
+        return {
+            "inner": self.inner.state_dict(),
+            "ema": self.emas.state_dict(),
+            "global": self.global_flat,
+            "name": self.name,
+            "interfering": True,
+        }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         if "interfering" not in state:
@@ -265,17 +286,30 @@ class InterferingEma(Sync):
         self.blocks = self.inner.blocks
 
 
-def make_sync(name: str, world_size: int, block_momentum: float | None = None,
-              block_lr: float = 1.0, warmup_blocks: int = 0, ddp_impl: str = "torch") -> Sync:
+def make_sync(
+    name: str,
+    world_size: int,
+    block_momentum: float | None = None,
+    block_lr: float = 1.0,
+    warmup_blocks: int = 0,
+    ddp_impl: str = "torch",
+) -> Sync:
     if name == "none":
         if world_size != 1:
-            raise ValueError(f"--sync none runs one worker; got {world_size} (use ma, bmuf-* or ddp)")
+            raise ValueError(
+                f"--sync none runs one worker; got {world_size} (use ma, bmuf-* or ddp)"
+            )
         return NoSync()
     if name == "ddp":
         return GradientAveraging(ddp_impl)
     if name == "ma":
         return ModelAveraging()
     if name in ("bmuf-cbm", "bmuf-nbm"):
-        return Bmuf(world_size, nesterov=name == "bmuf-nbm", block_momentum=block_momentum,
-                    block_lr=block_lr, warmup_blocks=warmup_blocks)
+        return Bmuf(
+            world_size,
+            nesterov=name == "bmuf-nbm",
+            block_momentum=block_momentum,
+            block_lr=block_lr,
+            warmup_blocks=warmup_blocks,
+        )
     raise ValueError(f"unknown --sync {name!r}; choose one of {', '.join(SYNC_CHOICES)}")

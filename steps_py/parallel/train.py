@@ -59,7 +59,6 @@ from steps_py.parallel.workers import DivergedError, build_workers, check_model_
 log = logging.getLogger("train")
 
 
-
 @dataclass
 class Hooks:
     """Test hooks: `after_block(state, group)` returning True stops the run there."""
@@ -72,9 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class Trainer:
-    def __init__(self, args: argparse.Namespace, backend: Backend, group: Group,
-                 device: torch.device, hooks: Hooks) -> None:
-        self.args, self.backend, self.group, self.device, self.hooks = args, backend, group, device, hooks
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        backend: Backend,
+        group: Group,
+        device: torch.device,
+        hooks: Hooks,
+    ) -> None:
+        self.args, self.backend, self.group, self.device, self.hooks = (
+            args,
+            backend,
+            group,
+            device,
+            hooks,
+        )
         self.exp: Path = args.exp_dir
         info = backend.egs_info(args.egs)
         self.cfg = backend.model_config(info, args.model_config)
@@ -83,31 +94,64 @@ class Trainer:
             base = backend.build_model(self.cfg).to(device)
         except (TypeError, ValueError) as e:
             raise TrainingError(f"--model-config {args.model_config}: {e}") from None
-        self.workers = build_workers(backend, base, group, args.egs, args.batch_size, args.seed,
-                                     device, optimizer_kwargs(args))
-        self.writer = ModelWriter(backend, self.cfg, args.egs, args.priors, args.prior_frames,
-                                  args.batch_size, args.seed, device)
-        self.dev = backend.make_reader(args.egs, 0, 1, args.batch_size, args.seed, "dev") \
-            if group.is_main else None
+        self.workers = build_workers(
+            backend,
+            base,
+            group,
+            args.egs,
+            args.batch_size,
+            args.seed,
+            device,
+            optimizer_kwargs(args),
+        )
+        self.writer = ModelWriter(
+            backend,
+            self.cfg,
+            args.egs,
+            args.priors,
+            args.prior_frames,
+            args.batch_size,
+            args.seed,
+            device,
+        )
+        self.dev = (
+            backend.make_reader(args.egs, 0, 1, args.batch_size, args.seed, "dev")
+            if group.is_main
+            else None
+        )
         self.dev_start = self.dev.state_dict() if self.dev is not None else None
         self.steps_per_epoch = group.all_reduce_min_int(
-            [w.reader.minibatches_per_epoch for w in self.workers])
+            [w.reader.minibatches_per_epoch for w in self.workers]
+        )
         if self.steps_per_epoch < 1:
-            raise TrainingError(f"{args.egs}: a worker's share has no full minibatch of "
-                                f"{args.batch_size}; lower --batch-size or use fewer workers")
+            raise TrainingError(
+                f"{args.egs}: a worker's share has no full minibatch of "
+                f"{args.batch_size}; lower --batch-size or use fewer workers"
+            )
         r0 = self.workers[0].reader
         frames_per_mb = r0.frames_per_epoch / max(1, r0.minibatches_per_epoch)
-        k = args.block_minibatches or (max(1, round(args.block_frames / frames_per_mb))
-                                       if args.block_frames else 16)
-        sync = make_sync(args.sync, group.world_size, args.bmuf_momentum, args.bmuf_lr,
-                         args.warmup_blocks, args.ddp_impl)
-        self.sync: Sync = InterferingEma(sync, EmaSet(args.ema_specs)) if args.ema_interfering else sync
+        k = args.block_minibatches or (
+            max(1, round(args.block_frames / frames_per_mb)) if args.block_frames else 16
+        )
+        sync = make_sync(
+            args.sync,
+            group.world_size,
+            args.bmuf_momentum,
+            args.bmuf_lr,
+            args.warmup_blocks,
+            args.ddp_impl,
+        )
+        self.sync: Sync = (
+            InterferingEma(sync, EmaSet(args.ema_specs)) if args.ema_interfering else sync
+        )
         self.K = self.sync.block_minibatches(k)
         self.frames_per_block = group.world_size * frames_per_mb * self.K  # all workers
         self.total_steps = args.epochs * self.steps_per_epoch
         syncs = args.epochs * -(-self.steps_per_epoch // self.K)
         self.averagers = build_averagers(args, self.exp, k, syncs) if group.is_main else {}
-        self.eval_every = args.eval_every_blocks or (max(1, syncs // args.evals) if args.evals else 0)
+        self.eval_every = args.eval_every_blocks or (
+            max(1, syncs // args.evals) if args.evals else 0
+        )
         self.settings = settings(args, self.cfg, self.K)
         self.shapes = self.workers[0].flat.describe()
         for w in self.workers:
@@ -120,11 +164,25 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
         st, a = self.state, self.args
-        self.mlog = MetricsLog(self.exp, [n for n, _ in self.models()], not a.no_tensorboard,
-                               st.global_step if self.last_ckpt else None) if self.group.is_main else None
-        self.bar = progress(total=self.total_steps, desc=f"train {self.sync.name} n{self.group.world_size}",
-                            unit="mb", log_every=max(50, self.total_steps // 10), logger=log,
-                            initial=st.global_step, disable=not self.group.is_main)
+        self.mlog = (
+            MetricsLog(
+                self.exp,
+                [n for n, _ in self.models()],
+                not a.no_tensorboard,
+                st.global_step if self.last_ckpt else None,
+            )
+            if self.group.is_main
+            else None
+        )
+        self.bar = progress(
+            total=self.total_steps,
+            desc=f"train {self.sync.name} n{self.group.world_size}",
+            unit="mb",
+            log_every=max(50, self.total_steps // 10),
+            logger=log,
+            initial=st.global_step,
+            disable=not self.group.is_main,
+        )
         t0 = time.perf_counter() - st.wall_before
         stop = False
         for epoch in range(st.epoch, a.epochs):
@@ -141,7 +199,9 @@ class Trainer:
                 self.log_row("block", st.ep_loss / max(st.ep_frames, 1), self.end_block(), t0)
                 stop = bool(self.hooks.after_block and self.hooks.after_block(st, self.group))
                 if st.step_in_epoch < self.steps_per_epoch and (
-                        stop or (a.checkpoint_every_blocks and st.block % a.checkpoint_every_blocks == 0)):
+                    stop
+                    or (a.checkpoint_every_blocks and st.block % a.checkpoint_every_blocks == 0)
+                ):
                     self.checkpoint(t0)
                     if stop:
                         return self.stopped()
@@ -165,17 +225,20 @@ class Trainer:
 
     def step(self) -> None:
         st = self.state
-        lr = lr_at(st.global_step / max(1, self.total_steps - 1), self.args.lr_initial,
-                   self.args.lr_final) * (self.group.world_size if self.args.lr_times_workers else 1)
+        lr = lr_at(
+            st.global_step / max(1, self.total_steps - 1), self.args.lr_initial, self.args.lr_final
+        ) * (self.group.world_size if self.args.lr_times_workers else 1)
         where = f"epoch {st.epoch + 1}, minibatch {st.step_in_epoch + 1}"
         with self.timer.measure("compute", self.device):
             try:
                 for w in self.workers:
                     w.forward_backward(lr, where)
             except DivergedError as e:
-                raise TrainingError(f"{e}; last good checkpoint: {self.last_ckpt or 'none'}. Lower "
-                                    "--lr-initial, then rerun with --resume (or --force to start "
-                                    "over)") from None
+                raise TrainingError(
+                    f"{e}; last good checkpoint: {self.last_ckpt or 'none'}. Lower "
+                    "--lr-initial, then rerun with --resume (or --force to start "
+                    "over)"
+                ) from None
         with self.timer.measure("comm", self.device):
             self.sync.after_backward(self.group, [w.flat for w in self.workers])
         with self.timer.measure("compute", self.device):
@@ -192,9 +255,14 @@ class Trainer:
             with self.timer.measure("wait", self.device):  # load imbalance, kept apart from comm
                 g.barrier()
         with self.timer.measure("comm", self.device):
-            loss, frames = g.all_reduce_sum([torch.tensor([w.loss_sum, float(w.frames)],
-                                                          dtype=torch.float64, device=self.device)
-                                             for w in self.workers]).tolist()
+            loss, frames = g.all_reduce_sum(
+                [
+                    torch.tensor(
+                        [w.loss_sum, float(w.frames)], dtype=torch.float64, device=self.device
+                    )
+                    for w in self.workers
+                ]
+            ).tolist()
             start = self.sync.on_block_end(g, [w.flat.get() for w in self.workers], frames)
             for w in self.workers:
                 w.flat.set(start)
@@ -213,13 +281,21 @@ class Trainer:
     def end_epoch(self) -> dict[str, dict[str, float]]:
         st = self.state
         evals = self.evaluate() if self.group.is_main else {}
-        h: dict[str, Any] = {"epoch": st.epoch + 1, "train_loss": st.ep_loss / max(st.ep_frames, 1),
-                             "blocks": st.block, "frames": st.frames}
+        h: dict[str, Any] = {
+            "epoch": st.epoch + 1,
+            "train_loss": st.ep_loss / max(st.ep_frames, 1),
+            "blocks": st.block,
+            "frames": st.frames,
+        }
         for name, m in evals.items():
             h[f"dev_ce_{name}"], h[f"dev_acc_{name}"] = m["ce"], m["acc"]
         st.history.append(h)
-        log.info("epoch %d: train CE %.4f | %s", st.epoch + 1, h["train_loss"], " | ".join(
-            f"{k} dev CE {v['ce']:.4f} acc {v['acc']:.4f}" for k, v in evals.items()))
+        log.info(
+            "epoch %d: train CE %.4f | %s",
+            st.epoch + 1,
+            h["train_loss"],
+            " | ".join(f"{k} dev CE {v['ce']:.4f} acc {v['acc']:.4f}" for k, v in evals.items()),
+        )
         return evals
 
     # ------------------------------------------------------------------ helpers
@@ -236,32 +312,56 @@ class Trainer:
     def dev_metrics(self, flat: torch.Tensor) -> dict[str, float]:
         assert self.dev is not None and self.dev_start is not None
         self.dev.load_state_dict(self.dev_start)
-        return evaluate(self.writer.load(flat), self.dev, self.device, self.args.dev_max_minibatches)
+        return evaluate(
+            self.writer.load(flat), self.dev, self.device, self.args.dev_max_minibatches
+        )
 
     def evaluate(self) -> dict[str, dict[str, float]]:
         with self.timer.measure("eval", self.device):
             return {name: self.dev_metrics(vec) for name, vec in self.models()}
 
-    def log_row(self, kind: str, loss: float, evals: dict[str, dict[str, float]], t0: float) -> None:
+    def log_row(
+        self, kind: str, loss: float, evals: dict[str, dict[str, float]], t0: float
+    ) -> None:
         if self.mlog is None:
             return
         st, t = self.state, self.timer.as_dict()
-        row: dict[str, Any] = {"kind": kind, "epoch": st.epoch + 1, "block": st.block,
-                               "global_step": st.global_step, "frames": st.frames,
-                               "train_loss": loss, "lr": self.lr, "wall": time.perf_counter() - t0}
-        row.update({f"t_{k}": t.get(k, 0.0) for k in ("compute", "wait", "comm", "ema", "eval",
-                                                      "checkpoint")})
+        row: dict[str, Any] = {
+            "kind": kind,
+            "epoch": st.epoch + 1,
+            "block": st.block,
+            "global_step": st.global_step,
+            "frames": st.frames,
+            "train_loss": loss,
+            "lr": self.lr,
+            "wall": time.perf_counter() - t0,
+        }
+        row.update(
+            {
+                f"t_{k}": t.get(k, 0.0)
+                for k in ("compute", "wait", "comm", "ema", "eval", "checkpoint")
+            }
+        )
         for name, m in evals.items():
             row[f"dev_ce_{name}"], row[f"dev_acc_{name}"] = m["ce"], m["acc"]
         self.mlog.row(row)
 
     def checkpoint(self, t0: float) -> None:
         with self.timer.measure("checkpoint"):
-            gstate, wstates = snapshot(self.state, time.perf_counter() - t0, self.settings,
-                                       self.shapes, self.sync, self.averagers, self.workers,
-                                       self.timer, self.group.world_size)
-            self.last_ckpt = ckpt.save_checkpoint(self.exp, self.state.block, self.group, gstate,
-                                                  wstates, self.args.keep_checkpoints)
+            gstate, wstates = snapshot(
+                self.state,
+                time.perf_counter() - t0,
+                self.settings,
+                self.shapes,
+                self.sync,
+                self.averagers,
+                self.workers,
+                self.timer,
+                self.group.world_size,
+            )
+            self.last_ckpt = ckpt.save_checkpoint(
+                self.exp, self.state.block, self.group, gstate, wstates, self.args.keep_checkpoints
+            )
 
     def start(self) -> None:
         """G(0) = B(0) on every worker; then resume from the newest loadable checkpoint."""
@@ -272,10 +372,23 @@ class Trainer:
         for a in self.averagers.values():
             a.init(start)
         self.last_ckpt = resume_newest(
-            self.exp, self.args.resume, self.group,
-            lambda ck: restore(ck, self.state, self.settings, self.shapes, self.sync,
-                               self.averagers, self.workers, self.timer, self.group.world_size,
-                               self.device, self.args.resume_any_settings))
+            self.exp,
+            self.args.resume,
+            self.group,
+            lambda ck: restore(
+                ck,
+                self.state,
+                self.settings,
+                self.shapes,
+                self.sync,
+                self.averagers,
+                self.workers,
+                self.timer,
+                self.group.world_size,
+                self.device,
+                self.args.resume_any_settings,
+            ),
+        )
 
     def finish(self, wall: float) -> dict[str, Any]:
         if not self.group.is_main:
@@ -283,30 +396,57 @@ class Trainer:
         a, t, st = self.args, self.timer.as_dict(), self.state
         final = self.exp / "final"
         assert self.sync.global_flat is not None
-        extra = write_final_models(final, self.writer, self.models(), self.averagers,
-                                   lambda v: self.dev_metrics(v)["ce"], self.sync.global_flat)
+        extra = write_final_models(
+            final,
+            self.writer,
+            self.models(),
+            self.averagers,
+            lambda v: self.dev_metrics(v)["ce"],
+            self.sync.global_flat,
+        )
         summary = {
-            "model": self.cfg.get("type", "?"), "model_config": self.cfg, "sync": self.sync.name,
-            "workers": self.group.world_size, "launcher": "torchrun" if self.group.is_real else
-            ("simulate" if self.group.world_size > 1 else "single"), "block_minibatches": self.K,
-            "syncs": self.sync.blocks, "epochs": a.epochs, "batch_size": a.batch_size,
-            "seed": a.seed, "optimizer": a.optimizer, "lr_times_workers": a.lr_times_workers,
+            "model": self.cfg.get("type", "?"),
+            "model_config": self.cfg,
+            "sync": self.sync.name,
+            "workers": self.group.world_size,
+            "launcher": "torchrun"
+            if self.group.is_real
+            else ("simulate" if self.group.world_size > 1 else "single"),
+            "block_minibatches": self.K,
+            "syncs": self.sync.blocks,
+            "epochs": a.epochs,
+            "batch_size": a.batch_size,
+            "seed": a.seed,
+            "optimizer": a.optimizer,
+            "lr_times_workers": a.lr_times_workers,
             "ddp_impl": a.ddp_impl if self.sync.name == "ddp" else None,
             "ema_decays": [s.label.removeprefix("ema-") for s in a.ema_specs],
-            "ema_alphas": [s.alpha(10**9, self.frames_per_block) for s in a.ema_specs],  # full block
+            "ema_alphas": [
+                s.alpha(10**9, self.frames_per_block) for s in a.ema_specs
+            ],  # full block
             "ema_interfering": a.ema_interfering,
-            "frames": st.frames, "history": st.history, "settings": self.settings,
+            "frames": st.frames,
+            "history": st.history,
+            "settings": self.settings,
             "final_models": sorted(p.name for p in final.glob("*.safetensors")),
-            "final_priors": self.writer.shifts, **extra,
+            "final_priors": self.writer.shifts,
+            **extra,
             # timing fields (differ between runs; everything else is reproducible)
-            "wall_time_s": wall, "frames_per_s": st.frames / max(wall, 1e-9), "time_split_s": t,
+            "wall_time_s": wall,
+            "frames_per_s": st.frames / max(wall, 1e-9),
+            "time_split_s": t,
             "time_share": {k: v / max(wall, 1e-9) for k, v in t.items()},
         }
         atomic_write_json(self.exp / "summary.json", summary)
         mark_done(final, {"summary": "summary.json"})
-        log.info("done: %s (%.1f s, %.0f frames/s; comm %.2f %%, averagers %.3f %% of wall time)",
-                 final, wall, st.frames / max(wall, 1e-9), 100 * t.get("comm", 0) / max(wall, 1e-9),
-                 100 * t.get("ema", 0) / max(wall, 1e-9))
+        log.info(
+            "done: %s (%.1f s, %.0f frames/s; comm %.2f %%, averagers %.3f %% of wall time)",
+            final,
+            wall,
+            st.frames / max(wall, 1e-9),
+            100 * t.get("comm", 0) / max(wall, 1e-9),
+            100 * t.get("ema", 0) / max(wall, 1e-9),
+        )
         return summary
 
 
@@ -325,7 +465,14 @@ def prepare_exp_dir(args: argparse.Namespace, group: Group) -> bool:
     if args.force and restarted:
         log.info("torchrun restart: --force applies only to the first attempt; not deleting")
     elif args.force and group.is_main:
-        for d in ("checkpoints", "log/train.csv", "tensorboard", "final", "posthoc", "summary.json"):
+        for d in (
+            "checkpoints",
+            "log/train.csv",
+            "tensorboard",
+            "final",
+            "posthoc",
+            "summary.json",
+        ):
             p = exp / d
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
         log.info("--force: removed old checkpoints, logs and final models in %s", exp)
@@ -333,30 +480,44 @@ def prepare_exp_dir(args: argparse.Namespace, group: Group) -> bool:
     return True
 
 
-def run(args: argparse.Namespace, backend: Backend | None = None,
-        hooks: Hooks | None = None) -> dict[str, Any]:
+def run(
+    args: argparse.Namespace, backend: Backend | None = None, hooks: Hooks | None = None
+) -> dict[str, Any]:
     device = choose_device()
     if args.workers and launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) != args.workers:
-        raise TrainingError(f"--workers {args.workers} but torchrun started "
-                            f"{os.environ['WORLD_SIZE']} processes")
+        raise TrainingError(
+            f"--workers {args.workers} but torchrun started {os.environ['WORLD_SIZE']} processes"
+        )
     if args.workers and args.workers > 1 and not launched_by_torchrun() and not args.simulate:
-        raise TrainingError(f"--workers {args.workers}: start with `torchrun --nproc_per_node "
-                            f"{args.workers} -m steps_py.parallel.train ...` or add --simulate "
-                            f"{args.workers}")
+        raise TrainingError(
+            f"--workers {args.workers}: start with `torchrun --nproc_per_node "
+            f"{args.workers} -m steps_py.parallel.train ...` or add --simulate "
+            f"{args.workers}"
+        )
     group = init_group(args.simulate, device)
     try:
-        torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1)
-                                                  // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+        torch.set_num_threads(
+            args.threads
+            or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        )
         if not prepare_exp_dir(args, group):
             s = args.exp_dir / "summary.json"
             return json.loads(s.read_text()) if s.is_file() else {}
         trainer = Trainer(args, backend or NnetBackend(), group, device, hooks or Hooks())
         trainer.start()
-        log.info("%s: %s model (%d parameters), --sync %s, %d workers (%s), K=%d, %d "
-                 "minibatches/epoch/worker, models %s", args.exp_dir, trainer.cfg.get("type"),
-                 trainer.workers[0].flat.numel, trainer.sync.name, group.world_size,
-                 "torch.distributed" if group.is_real else "simulated", trainer.K,
-                 trainer.steps_per_epoch, [n for n, _ in trainer.models()])
+        log.info(
+            "%s: %s model (%d parameters), --sync %s, %d workers (%s), K=%d, %d "
+            "minibatches/epoch/worker, models %s",
+            args.exp_dir,
+            trainer.cfg.get("type"),
+            trainer.workers[0].flat.numel,
+            trainer.sync.name,
+            group.world_size,
+            "torch.distributed" if group.is_real else "simulated",
+            trainer.K,
+            trainer.steps_per_epoch,
+            [n for n, _ in trainer.models()],
+        )
         summary = trainer.fit()
         group.barrier()
         return summary
@@ -373,8 +534,9 @@ def check_model_config(args: argparse.Namespace, backend: Backend) -> str | None
     return None
 
 
-def main(argv: list[str] | None = None, backend: Backend | None = None,
-         hooks: Hooks | None = None) -> int:
+def main(
+    argv: list[str] | None = None, backend: Backend | None = None, hooks: Hooks | None = None
+) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
     backend = backend or NnetBackend()

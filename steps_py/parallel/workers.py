@@ -27,7 +27,6 @@ class DivergedError(RuntimeError):
     """A non-finite training loss."""
 
 
-
 @dataclass
 class Worker:
     rank: int
@@ -48,7 +47,11 @@ class Worker:
         self.it = iter(self.reader)
 
     def state_dict(self) -> dict[str, Any]:
-        st = {"optimizer": self.opt.state_dict(), "reader": self.reader.state_dict(), "rng": self.rng}
+        st = {
+            "optimizer": self.opt.state_dict(),
+            "reader": self.reader.state_dict(),
+            "rng": self.rng,
+        }
         if self.cuda_rng is not None:
             st["cuda_rng"] = self.cuda_rng
         return st
@@ -83,7 +86,9 @@ class Worker:
         loss, frames = frame_loss((self.fwd or self.model)(x), y)
         value = float(loss.detach())
         if not math.isfinite(value):
-            raise DivergedError(f"non-finite training loss ({value}) on worker {self.rank} at {where}")
+            raise DivergedError(
+                f"non-finite training loss ({value}) on worker {self.rank} at {where}"
+            )
         loss.backward()
         self.loss_sum += value * frames
         self.frames += frames
@@ -96,8 +101,16 @@ class Worker:
         self._swap_out_rng()
 
 
-def build_workers(backend: Backend, base: nn.Module, group: Group, egs: Path, batch_size: int,
-                  seed: int, device: torch.device, opt_kwargs: dict[str, Any]) -> list[Worker]:
+def build_workers(
+    backend: Backend,
+    base: nn.Module,
+    group: Group,
+    egs: Path,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    opt_kwargs: dict[str, Any],
+) -> list[Worker]:
     """This process's workers, each a copy of `base` with its own optimizer, shard and RNG."""
     workers = []
     for r in group.local_ranks:
@@ -122,7 +135,10 @@ def check_model_dims(worker: Worker, num_pdfs: int, egs: Path) -> None:
     except RuntimeError as e:
         raise DimsError(
             f"the model does not accept the examples in {egs} (input shape {tuple(x.shape)}): "
-            f"{str(e).splitlines()[0]}; check --model-config against {egs}/info.json") from None
+            f"{str(e).splitlines()[0]}; check --model-config against {egs}/info.json"
+        ) from None
     if num_pdfs and out.shape[-1] != num_pdfs:
-        raise DimsError(f"model outputs {out.shape[-1]} classes but {egs} has {num_pdfs} pdfs; "
-                        "fix --model-config")
+        raise DimsError(
+            f"model outputs {out.shape[-1]} classes but {egs} has {num_pdfs} pdfs; "
+            "fix --model-config"
+        )

@@ -31,18 +31,34 @@ from steps_py.score.cer import (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m steps_py.score", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ref", type=Path, required=True, help="reference Kaldi text (<utt> <transcript>)")
+    p = argparse.ArgumentParser(
+        prog="python -m steps_py.score",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--ref", type=Path, required=True, help="reference Kaldi text (<utt> <transcript>)"
+    )
     p.add_argument("--hyp", type=Path, required=True, help="hypothesis Kaldi text")
     p.add_argument("--utt2spk", type=Path, default=None, help="utt2spk for the per-speaker table")
-    p.add_argument("--out-dir", type=Path, default=None, help="write cer, per_utt, per_spk, missing.txt, cer.json here")
-    p.add_argument("--encoding", default="utf-8",
-                   help="encoding of --ref and --hyp (default %(default)s; e.g. gb18030, utf-16). "
-                        "A UTF-8 byte-order mark is removed either way")
-    p.add_argument("--skip-empty-ref", action="store_true",
-                   help="leave out (and report) reference utterances that are empty after "
-                        "normalisation instead of failing")
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        help="write cer, per_utt, per_spk, missing.txt, cer.json here",
+    )
+    p.add_argument(
+        "--encoding",
+        default="utf-8",
+        help="encoding of --ref and --hyp (default %(default)s; e.g. gb18030, utf-16). "
+        "A UTF-8 byte-order mark is removed either way",
+    )
+    p.add_argument(
+        "--skip-empty-ref",
+        action="store_true",
+        help="leave out (and report) reference utterances that are empty after "
+        "normalisation instead of failing",
+    )
     return p
 
 
@@ -53,19 +69,32 @@ class ScoreInputError(StepError):
 def run(args: argparse.Namespace) -> int:
     log = logging.getLogger("score")
     try:
-        res = score_files(args.ref, args.hyp, empty_ref="skip" if args.skip_empty_ref else "error",
-                          encoding=args.encoding)
+        res = score_files(
+            args.ref,
+            args.hyp,
+            empty_ref="skip" if args.skip_empty_ref else "error",
+            encoding=args.encoding,
+        )
         utt2spk = read_kaldi_map(args.utt2spk) if args.utt2spk else None
     except (ScoreError, DataDirError) as e:
         raise ScoreInputError(str(e)) from None
     except UnicodeDecodeError as e:
-        raise ScoreInputError(f"{args.utt2spk}: not UTF-8 ({e.reason} at byte {e.start}); convert it with iconv") from None
+        raise ScoreInputError(
+            f"{args.utt2spk}: not UTF-8 ({e.reason} at byte {e.start}); convert it with iconv"
+        ) from None
     if res.missing:
-        log.warning("%d reference utterance(s) missing from %s, scored as deletions: %s",
-                    len(res.missing), args.hyp, " ".join(res.missing[:10]) + (" ..." if len(res.missing) > 10 else ""))
+        log.warning(
+            "%d reference utterance(s) missing from %s, scored as deletions: %s",
+            len(res.missing),
+            args.hyp,
+            " ".join(res.missing[:10]) + (" ..." if len(res.missing) > 10 else ""),
+        )
     if res.skipped_empty_ref:
-        log.warning("%d empty reference utterance(s) skipped: %s", len(res.skipped_empty_ref),
-                    " ".join(res.skipped_empty_ref[:10]))
+        log.warning(
+            "%d empty reference utterance(s) skipped: %s",
+            len(res.skipped_empty_ref),
+            " ".join(res.skipped_empty_ref[:10]),
+        )
     print(res.line())
     if args.out_dir:
         d = args.out_dir

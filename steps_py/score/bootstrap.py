@@ -31,9 +31,14 @@ class RelChangeCI:
         return f"{self.rel_change:+.1f} % [{self.low:+.1f}, {self.high:+.1f}]"
 
 
-def paired_bootstrap_rel_change(err_a: np.ndarray, err_b: np.ndarray, ref_len: np.ndarray,
-                                resamples: int = 1000, seed: int = 0,
-                                chunk: int = 100) -> RelChangeCI:
+def paired_bootstrap_rel_change(
+    err_a: np.ndarray,
+    err_b: np.ndarray,
+    ref_len: np.ndarray,
+    resamples: int = 1000,
+    seed: int = 0,
+    chunk: int = 100,
+) -> RelChangeCI:
     """CI of ``100 * (CER_b - CER_a) / CER_a`` by paired bootstrap over utterances.
 
     err_a, err_b: per-utterance error counts, shape (U,) or (S, U) for S seeds (same
@@ -59,7 +64,9 @@ def paired_bootstrap_rel_change(err_a: np.ndarray, err_b: np.ndarray, ref_len: n
     while done < resamples:
         k = min(chunk, resamples - done)
         # counts[r, u]: how often utterance u is drawn in resample r
-        counts = rng.multinomial(num_utts, np.full(num_utts, 1.0 / num_utts), size=k).astype(np.float64)
+        counts = rng.multinomial(num_utts, np.full(num_utts, 1.0 / num_utts), size=k).astype(
+            np.float64
+        )
         nn = counts @ n  # (k,)
         ca = (counts @ a.T).mean(1) / nn  # (k,) mean over seeds of each resample's CER
         cb = (counts @ b.T).mean(1) / nn

@@ -72,13 +72,23 @@ class CerResult:
         return 100.0 * self.errors / self.ref_len if self.ref_len else 0.0
 
     def line(self, name: str = "CER") -> str:
-        return (f"%{name} {self.cer:.2f} [ {self.errors} / {self.ref_len}, "
-                f"{self.ins} ins, {self.dels} del, {self.subs} sub ]")
+        return (
+            f"%{name} {self.cer:.2f} [ {self.errors} / {self.ref_len}, "
+            f"{self.ins} ins, {self.dels} del, {self.subs} sub ]"
+        )
 
     def to_dict(self) -> dict:
-        return {"cer": round(self.cer, 4), "errors": self.errors, "ref_len": self.ref_len,
-                "ins": self.ins, "del": self.dels, "sub": self.subs, "num_utts": len(self.utts),
-                "missing": list(self.missing), "skipped_empty_ref": list(self.skipped_empty_ref)}
+        return {
+            "cer": round(self.cer, 4),
+            "errors": self.errors,
+            "ref_len": self.ref_len,
+            "ins": self.ins,
+            "del": self.dels,
+            "sub": self.subs,
+            "num_utts": len(self.utts),
+            "missing": list(self.missing),
+            "skipped_empty_ref": list(self.skipped_empty_ref),
+        }
 
 
 _BOM = "\ufeff"
@@ -102,18 +112,24 @@ def read_text(path: Path, allow_empty: bool = True, encoding: str = "utf-8") -> 
     raw = path.read_bytes()
     enc = encoding.lower().replace("_", "-")
     if enc in ("utf-8", "utf8") and raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        raise ScoreError(f"{path} is UTF-16 (it starts with a UTF-16 byte-order mark); convert it "
-                         f"(iconv -f UTF-16 -t UTF-8 {path}) or pass --encoding utf-16")
+        raise ScoreError(
+            f"{path} is UTF-16 (it starts with a UTF-16 byte-order mark); convert it "
+            f"(iconv -f UTF-16 -t UTF-8 {path}) or pass --encoding utf-16"
+        )
     try:
         content = raw.decode(encoding)
     except LookupError:
-        raise ScoreError(f"unknown encoding {encoding!r} for {path}; give a Python codec name such as "
-                         "utf-8, gb18030 or utf-16") from None
+        raise ScoreError(
+            f"unknown encoding {encoding!r} for {path}; give a Python codec name such as "
+            "utf-8, gb18030 or utf-16"
+        ) from None
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
-        raise ScoreError(f"{path}:{line}: not {encoding} (byte 0x{raw[e.start]:02x} at offset {e.start}); "
-                         f"Kaldi text files are UTF-8: convert it (e.g. iconv -f GB18030 -t UTF-8 {path}) "
-                         "or pass --encoding gb18030") from None
+        raise ScoreError(
+            f"{path}:{line}: not {encoding} (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+            f"Kaldi text files are UTF-8: convert it (e.g. iconv -f GB18030 -t UTF-8 {path}) "
+            "or pass --encoding gb18030"
+        ) from None
     out: dict[str, str] = {}
     boms = []
     for n, rawline in enumerate(content.splitlines(), 1):
@@ -126,19 +142,25 @@ def read_text(path: Path, allow_empty: bool = True, encoding: str = "utf-8") -> 
         parts = line.split(maxsplit=1)
         utt = parts[0]
         if _BOM in utt:
-            raise ScoreError(f"{path}:{n}: utterance id {utt!r} contains U+FEFF (a byte-order mark); "
-                             "remove it from the file")
+            raise ScoreError(
+                f"{path}:{n}: utterance id {utt!r} contains U+FEFF (a byte-order mark); "
+                "remove it from the file"
+            )
         text = parts[1].strip() if len(parts) > 1 else ""
         if utt in out:
             raise ScoreError(f"{path}:{n}: duplicate utterance id '{utt}'; ids must be unique")
         if not text and not allow_empty:
-            raise ScoreError(f"{path}:{n}: utterance '{utt}' has an empty transcript; "
-                             "remove it or give it a transcript")
+            raise ScoreError(
+                f"{path}:{n}: utterance '{utt}' has an empty transcript; "
+                "remove it or give it a transcript"
+            )
         out[utt] = text
     if boms:
         logging.getLogger("score").warning(
-            "%s: removed a UTF-8 byte-order mark (U+FEFF) at the start of line(s) %s", path,
-            ", ".join(map(str, boms[:5])) + (" ..." if len(boms) > 5 else ""))
+            "%s: removed a UTF-8 byte-order mark (U+FEFF) at the start of line(s) %s",
+            path,
+            ", ".join(map(str, boms[:5])) + (" ..." if len(boms) > 5 else ""),
+        )
     return out
 
 
@@ -162,12 +184,26 @@ def align_units(ref: list[str], hyp: list[str]) -> tuple[list[tuple[str, str]], 
 
 def score_utt(utt: str, ref_units: list[str], hyp_units: list[str]) -> UttScore:
     pairs, ops = align_units(ref_units, hyp_units)
-    return UttScore(utt=utt, ref=ref_units, hyp=hyp_units, pairs=pairs, ops=ops,
-                    ins=ops.count("I"), dels=ops.count("D"), subs=ops.count("S"))
+    return UttScore(
+        utt=utt,
+        ref=ref_units,
+        hyp=hyp_units,
+        pairs=pairs,
+        ops=ops,
+        ins=ops.count("I"),
+        dels=ops.count("D"),
+        subs=ops.count("S"),
+    )
 
 
-def score_texts(ref: dict[str, str], hyp: dict[str, str], *, ref_name: str = "ref",
-                hyp_name: str = "hyp", empty_ref: str = "error") -> CerResult:
+def score_texts(
+    ref: dict[str, str],
+    hyp: dict[str, str],
+    *,
+    ref_name: str = "ref",
+    hyp_name: str = "hyp",
+    empty_ref: str = "error",
+) -> CerResult:
     """Score hypotheses against references (both `{utt: transcript}`); see the module rules.
 
     `ref_name`/`hyp_name` (usually file paths) appear in error messages.
@@ -177,9 +213,13 @@ def score_texts(ref: dict[str, str], hyp: dict[str, str], *, ref_name: str = "re
         raise ValueError(f"empty_ref must be 'error' or 'skip', not {empty_ref!r}")
     unknown = sorted(set(hyp) - set(ref))
     if unknown:
-        shown = ", ".join(unknown[:10]) + (f" ... ({len(unknown)} in all)" if len(unknown) > 10 else "")
-        raise ScoreError(f"{hyp_name}: {len(unknown)} utterance id(s) not in the reference "
-                         f"{ref_name}: {shown}; score against the matching reference text")
+        shown = ", ".join(unknown[:10]) + (
+            f" ... ({len(unknown)} in all)" if len(unknown) > 10 else ""
+        )
+        raise ScoreError(
+            f"{hyp_name}: {len(unknown)} utterance id(s) not in the reference "
+            f"{ref_name}: {shown}; score against the matching reference text"
+        )
     res = CerResult()
     for utt in sorted(ref):
         ref_units = normalize_text(ref[utt])
@@ -187,8 +227,10 @@ def score_texts(ref: dict[str, str], hyp: dict[str, str], *, ref_name: str = "re
             if empty_ref == "skip":
                 res.skipped_empty_ref.append(utt)
                 continue
-            raise ScoreError(f"{ref_name}: utterance '{utt}' has an empty reference (after "
-                             "normalisation); remove it from the reference or give it a transcript")
+            raise ScoreError(
+                f"{ref_name}: utterance '{utt}' has an empty reference (after "
+                "normalisation); remove it from the reference or give it a transcript"
+            )
         if utt not in hyp:
             res.missing.append(utt)
         u = score_utt(utt, ref_units, normalize_text(hyp.get(utt, "")))
@@ -201,12 +243,17 @@ def score_texts(ref: dict[str, str], hyp: dict[str, str], *, ref_name: str = "re
     return res
 
 
-def score_files(ref_path: Path, hyp_path: Path, empty_ref: str = "error",
-                encoding: str = "utf-8") -> CerResult:
+def score_files(
+    ref_path: Path, hyp_path: Path, empty_ref: str = "error", encoding: str = "utf-8"
+) -> CerResult:
     """`score_texts` on two Kaldi text files."""
-    return score_texts(read_text(ref_path, encoding=encoding), read_text(hyp_path, encoding=encoding),
-                       ref_name=str(ref_path),
-                       hyp_name=str(hyp_path), empty_ref=empty_ref)
+    return score_texts(
+        read_text(ref_path, encoding=encoding),
+        read_text(hyp_path, encoding=encoding),
+        ref_name=str(ref_path),
+        hyp_name=str(hyp_path),
+        empty_ref=empty_ref,
+    )
 
 
 def speaker_of(utt: str, utt2spk: dict[str, str] | None = None) -> str:
@@ -283,6 +330,8 @@ def format_per_speaker(rows: list[SpeakerScore]) -> str:
             for f in ("utts", "ref_len", "corr", "ins", "dels", "subs", "utts_with_errors"):
                 setattr(tot, f, getattr(tot, f) + getattr(r, f))
         uerr = 100.0 * r.utts_with_errors / r.utts if r.utts else 0.0
-        out.append(f"{r.speaker:<16} {r.utts:>5} {r.ref_len:>6} {r.corr:>6} {r.subs:>5} {r.dels:>5} "
-                   f"{r.ins:>5} {r.errors:>5} {r.cer:>7.2f} {uerr:>7.2f}")
+        out.append(
+            f"{r.speaker:<16} {r.utts:>5} {r.ref_len:>6} {r.corr:>6} {r.subs:>5} {r.dels:>5} "
+            f"{r.ins:>5} {r.errors:>5} {r.cer:>7.2f} {uerr:>7.2f}"
+        )
     return "\n".join(out) + "\n"

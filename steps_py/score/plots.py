@@ -80,8 +80,13 @@ def plot_dev_accuracy(history: list[dict], out_png: Path, title: str) -> bool:
     fig, ax = plt.subplots(figsize=(6, 4))
     for model in sorted(curves, key=lambda m: (m != "global", m)):
         pts = sorted(curves[model])
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=model,
-                linestyle="-" if model == "global" else "--")
+        ax.plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            marker="o",
+            label=model,
+            linestyle="-" if model == "global" else "--",
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel("dev frame accuracy")
     ax.set_title(title)
@@ -99,7 +104,9 @@ def plot_cer_vs_decay(series: dict[str, dict[str, Any]], out_png: Path) -> bool:
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, s in sorted(series.items()):
         pts = sorted(zip(s["decays"], s["cers"], strict=True))
-        (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{label} EMA")
+        (line,) = ax.plot(
+            [p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{label} EMA"
+        )
         if s.get("global") is not None:
             ax.axhline(s["global"], color=line.get_color(), linestyle=":", label=f"{label} global")
     ax.set_xlabel("EMA decay alpha")

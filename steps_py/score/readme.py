@@ -22,8 +22,10 @@ from steps_py.fileio import atomic_write_text
 BEGIN = "<!-- scoreboard:begin -->"
 END = "<!-- scoreboard:end -->"
 # what -> (source file under --results, markers' name, the plots' dir relative to the README)
-SECTIONS = {"scoreboard": ("scoreboard.md", "scoreboard", "results"),
-            "study": ("study/table.md", "study", "results/study")}
+SECTIONS = {
+    "scoreboard": ("scoreboard.md", "scoreboard", "results"),
+    "study": ("study/table.md", "study", "results/study"),
+}
 
 
 def render(board_md: str, command: str, note: str, what: str = "scoreboard") -> str:
@@ -31,11 +33,17 @@ def render(board_md: str, command: str, note: str, what: str = "scoreboard") -> 
     body = board_md.strip()
     body = re.sub(r"^# [^\n]*\s*", "", body)  # README has its own heading
     body = re.sub(r"!\[([^\]]*)\]\(([^)/]+\.png)\)", rf"![\1]({plots}/\2)", body)
-    header = f"Produced by `{command}`" + (f" ({note})" if note else "") + f" on {platform.machine()} Linux, CPU only.\n\n"
+    header = (
+        f"Produced by `{command}`"
+        + (f" ({note})" if note else "")
+        + f" on {platform.machine()} Linux, CPU only.\n\n"
+    )
     return f"<!-- {name}:begin -->\n{header}{body}\n<!-- {name}:end -->"
 
 
-def update_readme(readme: Path, board_md: str, command: str, note: str = "", what: str = "scoreboard") -> None:
+def update_readme(
+    readme: Path, board_md: str, command: str, note: str = "", what: str = "scoreboard"
+) -> None:
     _, name, _ = SECTIONS[what]
     begin, end_marker = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     text = readme.read_text(encoding="utf-8")
@@ -46,22 +54,37 @@ def update_readme(readme: Path, board_md: str, command: str, note: str = "", wha
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--what", choices=sorted(SECTIONS), default="scoreboard",
-                    help="the scoreboard (results/scoreboard.md) or the study table (results/study/table.md) "
-                         "(default %(default)s)")
-    ap.add_argument("--results", type=Path, default=Path("results"),
-                    help="dir holding scoreboard.md and study/ (default %(default)s)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--what",
+        choices=sorted(SECTIONS),
+        default="scoreboard",
+        help="the scoreboard (results/scoreboard.md) or the study table (results/study/table.md) "
+        "(default %(default)s)",
+    )
+    ap.add_argument(
+        "--results",
+        type=Path,
+        default=Path("results"),
+        help="dir holding scoreboard.md and study/ (default %(default)s)",
+    )
     ap.add_argument("--readme", type=Path, default=Path("README.md"))
     ap.add_argument("--command", default="./run.sh", help="the command that produced the results")
     ap.add_argument("--note", default="", help="e.g. the run log and its wall time")
     args = ap.parse_args(argv)
     board = args.results / SECTIONS[args.what][0]
     if not board.is_file():
-        maker = ("`python -m steps_py.score.scoreboard` (run.sh stage 9)" if args.what == "scoreboard"
-                 else "local/run_study.sh")
+        maker = (
+            "`python -m steps_py.score.scoreboard` (run.sh stage 9)"
+            if args.what == "scoreboard"
+            else "local/run_study.sh"
+        )
         raise SystemExit(f"{board} not found: run {maker} first")
-    update_readme(args.readme, board.read_text(encoding="utf-8"), args.command, args.note, args.what)
+    update_readme(
+        args.readme, board.read_text(encoding="utf-8"), args.command, args.note, args.what
+    )
     print(f"updated {args.readme} from {board}")
     return 0
 

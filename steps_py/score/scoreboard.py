@@ -51,8 +51,10 @@ from steps_py.score.cer import CerResult, ScoreError, score_files
 
 log = logging.getLogger("scoreboard")
 
-RUN_RE = re.compile(r"^(?P<base>(?P<model>[A-Za-z0-9]+)_(?P<sync>[A-Za-z0-9-]+)_n(?P<workers>\d+))"
-                    r"(?:_seed(?P<seed>\d+))?$")
+RUN_RE = re.compile(
+    r"^(?P<base>(?P<model>[A-Za-z0-9]+)_(?P<sync>[A-Za-z0-9-]+)_n(?P<workers>\d+))"
+    r"(?:_seed(?P<seed>\d+))?$"
+)
 DECODE_RE = re.compile(r"^decode(?:_(?P<tag>.+?))?_(?P<set>[^_]+)$")
 _CER_LINE = re.compile(r"%[A-Z]+\s+([0-9.]+)\s+\[\s*(\d+)\s*/\s*(\d+)")
 
@@ -73,7 +75,11 @@ class DecodeScore:
     @property
     def chosen(self) -> str | None:
         lw, p = self.summary.get("lm_weight"), self.summary.get("word_ins_penalty")
-        return f"{lw:g}/{p:g}" if isinstance(lw, (int, float)) and isinstance(p, (int, float)) else None
+        return (
+            f"{lw:g}/{p:g}"
+            if isinstance(lw, (int, float)) and isinstance(p, (int, float))
+            else None
+        )
 
 
 @dataclass
@@ -110,9 +116,27 @@ class SystemRow:
     ema: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in ("system", "base", "tag", "model", "sync", "workers", "block",
-                                           "epochs", "seeds", "dev_cer", "test_cer", "dev_oracle",
-                                           "test_oracle", "chosen", "decay", "ema")}
+        d = {
+            k: getattr(self, k)
+            for k in (
+                "system",
+                "base",
+                "tag",
+                "model",
+                "sync",
+                "workers",
+                "block",
+                "epochs",
+                "seeds",
+                "dev_cer",
+                "test_cer",
+                "dev_oracle",
+                "test_oracle",
+                "chosen",
+                "decay",
+                "ema",
+            )
+        }
         for k in ("dev_cer", "test_cer", "dev_oracle", "test_oracle"):
             d[f"{k}_mean"], d[f"{k}_std"] = mean_std(getattr(self, k))
         # Measured times differ from run to run and machine to machine; everything outside
@@ -122,10 +146,17 @@ class SystemRow:
             timing[k] = getattr(self, k)
             timing[f"{k}_mean"], timing[f"{k}_std"] = mean_std(getattr(self, k))
         d["timing"] = timing
-        d["ema_rel_change_test"] = None if self.rel_change is None else {
-            "percent": self.rel_change.rel_change, "ci95_low": self.rel_change.low,
-            "ci95_high": self.rel_change.high, "resamples": self.rel_change.resamples,
-            "seed": self.rel_change.seed}
+        d["ema_rel_change_test"] = (
+            None
+            if self.rel_change is None
+            else {
+                "percent": self.rel_change.rel_change,
+                "ci95_low": self.rel_change.low,
+                "ci95_high": self.rel_change.high,
+                "resamples": self.rel_change.resamples,
+                "seed": self.rel_change.seed,
+            }
+        )
         return d
 
 
@@ -154,7 +185,9 @@ def tag_decay(tag: str, summary: dict[str, Any] | None = None) -> float | None:
         labels, alphas = summary.get("ema_decays") or [], summary.get("ema_alphas") or []
         if len(labels) == len(alphas):
             for lab, a in zip(labels, alphas, strict=True):
-                if str(lab) == label or (_is_float(lab) and _is_float(label) and float(lab) == float(label)):
+                if str(lab) == label or (
+                    _is_float(lab) and _is_float(label) and float(lab) == float(label)
+                ):
                     return float(a)
     return float(label) if _is_float(label) else None
 
@@ -192,7 +225,15 @@ def discover(exp: Path, runs_glob: str, sets: tuple[str, str]) -> list[Run]:
             continue
         m = RUN_RE.match(d.name)
         if summary is not None and m:
-            runs.append(Run(d, m.group("base"), int(m.group("seed")) if m.group("seed") else None, summary, decodes))
+            runs.append(
+                Run(
+                    d,
+                    m.group("base"),
+                    int(m.group("seed")) if m.group("seed") else None,
+                    summary,
+                    decodes,
+                )
+            )
         else:
             runs.append(Run(d, d.name, None, summary, decodes))
     return runs
@@ -204,8 +245,11 @@ def input_files(runs: list[Run]) -> list[Path]:
         if r.summary is not None:
             files.append(r.path / "summary.json")
         for dd in r.decodes.values():
-            files.extend(p for p in (dd / "ref.txt", dd / "hyp.txt", dd / "cer", dd / "summary.json")
-                         if p.is_file())
+            files.extend(
+                p
+                for p in (dd / "ref.txt", dd / "hyp.txt", dd / "cer", dd / "summary.json")
+                if p.is_file()
+            )
             files.extend(sorted(dd.glob("cer_*")))
     return sorted(files)
 
@@ -246,7 +290,9 @@ def _num(summary: dict[str, Any] | None, key: str) -> Any:
     return None if summary is None else summary.get(key)
 
 
-def paired_errors(results: list[tuple[CerResult, CerResult]]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def paired_errors(
+    results: list[tuple[CerResult, CerResult]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(S, U) errors of A and B and (U,) ref lengths on the utterances every result has."""
     common = None
     for a, b in results:
@@ -261,7 +307,9 @@ def paired_errors(results: list[tuple[CerResult, CerResult]]) -> tuple[np.ndarra
     return ea, eb, n
 
 
-def build_rows(runs: list[Run], sets: tuple[str, str], resamples: int, seed: int) -> list[SystemRow]:
+def build_rows(
+    runs: list[Run], sets: tuple[str, str], resamples: int, seed: int
+) -> list[SystemRow]:
     dev_set, test_set = sets
     groups: dict[str, list[Run]] = {}
     for r in runs:
@@ -275,12 +323,20 @@ def build_rows(runs: list[Run], sets: tuple[str, str], resamples: int, seed: int
     rows: list[SystemRow] = []
     for base, members in groups.items():
         members.sort(key=lambda r: (r.seed is None, r.seed or 0))
-        tags = sorted({t for r in members for (t, _) in r.decodes},
-                      key=lambda t: (t not in ("", "global"), tag_decay(t, members[0].summary) or 0.0, t))
+        tags = sorted(
+            {t for r in members for (t, _) in r.decodes},
+            key=lambda t: (t not in ("", "global"), tag_decay(t, members[0].summary) or 0.0, t),
+        )
         s0 = members[0].summary
         for tag in tags:
-            devs = [scores[(r.path, tag, dev_set)] for r in members if (r.path, tag, dev_set) in scores]
-            tests = [scores[(r.path, tag, test_set)] for r in members if (r.path, tag, test_set) in scores]
+            devs = [
+                scores[(r.path, tag, dev_set)] for r in members if (r.path, tag, dev_set) in scores
+            ]
+            tests = [
+                scores[(r.path, tag, test_set)]
+                for r in members
+                if (r.path, tag, test_set) in scores
+            ]
             dev, test = [x.cer for x in devs], [x.cer for x in tests]
             if not dev and not test:
                 continue
@@ -288,34 +344,63 @@ def build_rows(runs: list[Run], sets: tuple[str, str], resamples: int, seed: int
             if len(members) > 1:
                 name += f" ({len(members)} seeds)"
             row = SystemRow(
-                system=name, base=base, tag=tag or "-",
+                system=name,
+                base=base,
+                tag=tag or "-",
                 model=str(_num(s0, "model") or default_model(base)),
-                sync=str(_num(s0, "sync") or "-"), workers=_num(s0, "workers"),
-                block=_num(s0, "block_minibatches"), epochs=_num(s0, "epochs"),
-                seeds=[r.seed for r in members], dev_cer=dev, test_cer=test,
+                sync=str(_num(s0, "sync") or "-"),
+                workers=_num(s0, "workers"),
+                block=_num(s0, "block_minibatches"),
+                epochs=_num(s0, "epochs"),
+                seeds=[r.seed for r in members],
+                dev_cer=dev,
+                test_cer=test,
                 dev_oracle=[x.oracle for x in devs if x.oracle is not None],
                 test_oracle=[x.oracle for x in tests if x.oracle is not None],
                 chosen=[x.chosen for x in devs if x.chosen is not None],
-                wall_time_s=[float(r.summary["wall_time_s"]) for r in members
-                             if r.summary and r.summary.get("wall_time_s") is not None],
-                frames_per_s=[float(r.summary["frames_per_s"]) for r in members
-                              if r.summary and r.summary.get("frames_per_s") is not None],
-                decay=tag_decay(tag, s0), ema=is_ema(tag))
+                wall_time_s=[
+                    float(r.summary["wall_time_s"])
+                    for r in members
+                    if r.summary and r.summary.get("wall_time_s") is not None
+                ],
+                frames_per_s=[
+                    float(r.summary["frames_per_s"])
+                    for r in members
+                    if r.summary and r.summary.get("frames_per_s") is not None
+                ],
+                decay=tag_decay(tag, s0),
+                ema=is_ema(tag),
+            )
             if row.ema:
                 pairs = []
                 for r in members:
-                    a, b = scores.get((r.path, "global", test_set)), scores.get((r.path, tag, test_set))
+                    a, b = (
+                        scores.get((r.path, "global", test_set)),
+                        scores.get((r.path, tag, test_set)),
+                    )
                     if a and b and a.result and b.result:
                         pairs.append((a.result, b.result))
                 pe = paired_errors(pairs) if pairs else None
                 if pe is not None:
                     try:
-                        row.rel_change = paired_bootstrap_rel_change(*pe, resamples=resamples, seed=seed)
+                        row.rel_change = paired_bootstrap_rel_change(
+                            *pe, resamples=resamples, seed=seed
+                        )
                     except ValueError as e:
                         log.warning("%s: no EMA-vs-global CI (%s)", name, e)
             rows.append(row)
-    rows.sort(key=lambda r: (r.epochs is not None, r.model, r.sync, r.workers or 0, r.base,
-                             r.ema, r.decay or 0.0, r.tag))
+    rows.sort(
+        key=lambda r: (
+            r.epochs is not None,
+            r.model,
+            r.sync,
+            r.workers or 0,
+            r.base,
+            r.ema,
+            r.decay or 0.0,
+            r.tag,
+        )
+    )
     return rows
 
 
@@ -335,20 +420,30 @@ def power_summary(runs: list[Run], rows: list[SystemRow], test_set: str) -> dict
         if size:
             break
     widths = [(r.rel_change.high - r.rel_change.low) / 2 for r in rows if r.rel_change is not None]
-    return {"test_set": test_set, **size,
-            "ci95_half_width_rel_percent": {
-                "median": statistics.median(widths) if widths else None,
-                "max": max(widths) if widths else None, "n": len(widths)}}
+    return {
+        "test_set": test_set,
+        **size,
+        "ci95_half_width_rel_percent": {
+            "median": statistics.median(widths) if widths else None,
+            "max": max(widths) if widths else None,
+            "n": len(widths),
+        },
+    }
 
 
 def power_text(power: dict[str, Any]) -> str:
     hw = power["ci95_half_width_rel_percent"]
-    size = (f"{power['characters']} characters in {power['utterances']} utterances"
-            if "characters" in power else "size unknown (no ref.txt)")
+    size = (
+        f"{power['characters']} characters in {power['utterances']} utterances"
+        if "characters" in power
+        else "size unknown (no ref.txt)"
+    )
     line = f"Test set `{power['test_set']}`: {size}."
     if hw["n"]:
-        line += (f" Half-width of the EMA-vs-global 95 % CI: median {hw['median']:.1f} %, "
-                 f"max {hw['max']:.1f} % relative ({hw['n']} comparisons).")
+        line += (
+            f" Half-width of the EMA-vs-global 95 % CI: median {hw['median']:.1f} %, "
+            f"max {hw['max']:.1f} % relative ({hw['n']} comparisons)."
+        )
     return line + "\n"
 
 
@@ -375,15 +470,40 @@ def _cell(v: Any) -> str:
 
 
 def markdown_table(rows: list[SystemRow], sets: tuple[str, str]) -> str:
-    head = ["system", "model", "sync", "workers", "block", "epochs", f"{sets[0]} CER %", f"{sets[1]} CER %",
-            f"{sets[0]} oracle %", f"{sets[1]} oracle %", "LM wt/pen.",
-            f"EMA vs global, {sets[1]} (rel. %, 95 % CI)", "train wall time", "frames/s"]
+    head = [
+        "system",
+        "model",
+        "sync",
+        "workers",
+        "block",
+        "epochs",
+        f"{sets[0]} CER %",
+        f"{sets[1]} CER %",
+        f"{sets[0]} oracle %",
+        f"{sets[1]} oracle %",
+        "LM wt/pen.",
+        f"EMA vs global, {sets[1]} (rel. %, 95 % CI)",
+        "train wall time",
+        "frames/s",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
-        cells = [r.system, r.model, r.sync, _cell(r.workers), _cell(r.block), _cell(r.epochs),
-                 _fmt(r.dev_cer), _fmt(r.test_cer), _fmt(r.dev_oracle), _fmt(r.test_oracle),
-                 ", ".join(dict.fromkeys(r.chosen)) or "-", r.rel_change.fmt() if r.rel_change else "-",
-                 _fmt_time(r.wall_time_s), _fmt(r.frames_per_s, 0)]
+        cells = [
+            r.system,
+            r.model,
+            r.sync,
+            _cell(r.workers),
+            _cell(r.block),
+            _cell(r.epochs),
+            _fmt(r.dev_cer),
+            _fmt(r.test_cer),
+            _fmt(r.dev_oracle),
+            _fmt(r.test_oracle),
+            ", ".join(dict.fromkeys(r.chosen)) or "-",
+            r.rel_change.fmt() if r.rel_change else "-",
+            _fmt_time(r.wall_time_s),
+            _fmt(r.frames_per_s, 0),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -406,7 +526,11 @@ def best_kaldi_line(dd: Path) -> str | None:
 def _cer_file_order(f: Path) -> tuple[float, float, str]:
     parts = f.name.split("_")
     try:
-        return float(parts[2]), float(parts[1]), f.name  # penalty, then LM weight, as score.sh loops
+        return (
+            float(parts[2]),
+            float(parts[1]),
+            f.name,
+        )  # penalty, then LM weight, as score.sh loops
     except (IndexError, ValueError):
         return math.inf, math.inf, f.name
 
@@ -418,13 +542,19 @@ def results_text(runs: list[Run], exp: Path) -> str:
         for dd in sorted(r.decodes.values()):
             line = best_kaldi_line(dd)
             if line is not None:
-                lines.append(line.replace(f"{exp.parent}/", "") if str(exp.parent) not in ("", ".") else line)
-    head = ("# CER of every decode dir (best LM weight / penalty on dev; the dev-chosen pair on test),\n"
-            "# as `for x in exp/*/decode*; do grep WER $x/cer_* | utils/best_wer.sh; done` prints it.\n")
+                lines.append(
+                    line.replace(f"{exp.parent}/", "") if str(exp.parent) not in ("", ".") else line
+                )
+    head = (
+        "# CER of every decode dir (best LM weight / penalty on dev; the dev-chosen pair on test),\n"
+        "# as `for x in exp/*/decode*; do grep WER $x/cer_* | utils/best_wer.sh; done` prints it.\n"
+    )
     return head + "".join(f"{x}\n" for x in sorted(lines, key=lambda x: x.rsplit(" ", 1)[-1]))
 
 
-def make_plots(runs: list[Run], rows: list[SystemRow], out: Path, sets: tuple[str, str]) -> list[str]:
+def make_plots(
+    runs: list[Run], rows: list[SystemRow], out: Path, sets: tuple[str, str]
+) -> list[str]:
     from steps_py.score.plots import plot_cer_vs_decay, plot_dev_accuracy
 
     written = []
@@ -435,14 +565,20 @@ def make_plots(runs: list[Run], rows: list[SystemRow], out: Path, sets: tuple[st
             if plot_dev_accuracy(hist, png, f"{r.path.name}: dev frame accuracy"):
                 written.append(png.name)
     series: dict[str, dict[str, Any]] = {}
-    glob_cer = {(r.base, s): mean_std(r.dev_cer if s == sets[0] else r.test_cer)[0]
-                for r in rows if r.tag in ("global",) for s in sets}
+    glob_cer = {
+        (r.base, s): mean_std(r.dev_cer if s == sets[0] else r.test_cer)[0]
+        for r in rows
+        if r.tag in ("global",)
+        for s in sets
+    }
     for r in rows:
         if r.decay is None:
             continue
         for s, xs in ((sets[0], r.dev_cer), (sets[1], r.test_cer)):
             if xs:
-                d = series.setdefault(f"{r.base} {s}", {"decays": [], "cers": [], "global": glob_cer.get((r.base, s))})
+                d = series.setdefault(
+                    f"{r.base} {s}", {"decays": [], "cers": [], "global": glob_cer.get((r.base, s))}
+                )
                 d["decays"].append(r.decay)
                 d["cers"].append(mean_std(xs)[0])
     if plot_cer_vs_decay(series, out / "cer_vs_ema_decay.png"):
@@ -451,13 +587,23 @@ def make_plots(runs: list[Run], rows: list[SystemRow], out: Path, sets: tuple[st
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m steps_py.score.scoreboard", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m steps_py.score.scoreboard",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--exp", type=Path, default=Path("exp"), help="experiment dir (default: exp)")
-    p.add_argument("--out", type=Path, default=Path("results"), help="output dir (default: results)")
-    p.add_argument("--runs-glob", "--seeds-glob", dest="runs_glob", default="*",
-                   help="glob on training-run dir names to include (e.g. 'dnn_ma_n4*' for one "
-                        "system's seeds); default: all")
+    p.add_argument(
+        "--out", type=Path, default=Path("results"), help="output dir (default: results)"
+    )
+    p.add_argument(
+        "--runs-glob",
+        "--seeds-glob",
+        dest="runs_glob",
+        default="*",
+        help="glob on training-run dir names to include (e.g. 'dnn_ma_n4*' for one "
+        "system's seeds); default: all",
+    )
     p.add_argument("--dev-set", default="dev")
     p.add_argument("--test-set", default="test")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
@@ -477,16 +623,27 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", e)
         return 1
     if not runs:
-        log.error("%s: no decode dirs (decode[_<tag>]_{%s,%s}) found; run the decoding stage first",
-                  args.exp, *sets)
+        log.error(
+            "%s: no decode dirs (decode[_<tag>]_{%s,%s}) found; run the decoding stage first",
+            args.exp,
+            *sets,
+        )
         return 1
-    fp = fingerprint(input_files(runs), json.dumps([args.runs_glob, sets, args.resamples, args.seed, args.no_plots]))
+    fp = fingerprint(
+        input_files(runs),
+        json.dumps([args.runs_glob, sets, args.resamples, args.seed, args.no_plots]),
+    )
     out_json, out_md = args.out / "scoreboard.json", args.out / "scoreboard.md"
     # the inputs' sizes and mtimes live beside the scoreboard, not in it, so that the same
     # runs give a byte-identical scoreboard.json
     stamp = args.out / ".scoreboard.inputs"
-    if (not args.force and out_json.is_file() and out_md.is_file() and stamp.is_file()
-            and stamp.read_text(encoding="utf-8").strip() == fp):
+    if (
+        not args.force
+        and out_json.is_file()
+        and out_md.is_file()
+        and stamp.is_file()
+        and stamp.read_text(encoding="utf-8").strip() == fp
+    ):
         log.info("%s is up to date with its inputs; skipping (use --force to rebuild)", out_md)
         print(out_md.read_text(encoding="utf-8"), end="")
         return 0
@@ -494,19 +651,34 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(rows, sets)
     power = power_summary(runs, rows, sets[1])
     plots = [] if args.no_plots else make_plots(runs, rows, args.out, sets)
-    md = ("# Scoreboard\n\nCER in %; mean ± std over seeds where a system has several. "
-          "EMA vs global: relative change of the EMA model's test CER vs the same run's global "
-          f"model (negative = EMA better), paired bootstrap 95 % CI over utterances, "
-          f"{args.resamples} resamples, seed {args.seed}. " + power_text(power) + "\n" + table)
+    md = (
+        "# Scoreboard\n\nCER in %; mean ± std over seeds where a system has several. "
+        "EMA vs global: relative change of the EMA model's test CER vs the same run's global "
+        f"model (negative = EMA better), paired bootstrap 95 % CI over utterances, "
+        f"{args.resamples} resamples, seed {args.seed}. " + power_text(power) + "\n" + table
+    )
     if plots:
         md += "\n" + "".join(f"![{p}]({p})\n" for p in plots)
-    atomic_write_json(out_json, {"sets": list(sets), "systems": [r.to_dict() for r in rows],
-                                 "power": power, "plots": plots})
+    atomic_write_json(
+        out_json,
+        {
+            "sets": list(sets),
+            "systems": [r.to_dict() for r in rows],
+            "power": power,
+            "plots": plots,
+        },
+    )
     atomic_write_text(out_md, md)
     atomic_write_text(stamp, fp + "\n")
     atomic_write_text(args.out / "RESULTS", results_text(runs, args.exp))
-    log.info("wrote %s, %s, %s and %d plot(s) for %d system(s)", out_md, out_json, args.out / "RESULTS",
-             len(plots), len(rows))
+    log.info(
+        "wrote %s, %s, %s and %d plot(s) for %d system(s)",
+        out_md,
+        out_json,
+        args.out / "RESULTS",
+        len(plots),
+        len(rows),
+    )
     print(table, end="")
     return 0
 

@@ -73,14 +73,23 @@ class Plan:
     decode_nj: int = 1
     decode_opts: list[str] = field(default_factory=list)
     test_models: str = "chosen"  # or "all"
-    calibrate: dict[str, str] = field(default_factory=dict)  # model type -> run whose global picks the LM weight
+    calibrate: dict[str, str] = field(
+        default_factory=dict
+    )  # model type -> run whose global picks the LM weight
     calibrate_lm_weights: str = "6:14"
 
     def train_argv(self, run: RunSpec) -> list[str]:
         """The run's options (without --egs/--exp-dir/--simulate)."""
-        return [*self.train_common, *self.train_model.get(run.model, []),
-                *self.train_sync.get(run.sync, []), "--sync", run.sync, "--seed", str(run.seed),
-                *run.extra]
+        return [
+            *self.train_common,
+            *self.train_model.get(run.model, []),
+            *self.train_sync.get(run.sync, []),
+            "--sync",
+            run.sync,
+            "--seed",
+            str(run.seed),
+            *run.extra,
+        ]
 
 
 def _need(d: dict[str, Any], key: str, kind: type, where: str) -> Any:
@@ -99,8 +108,19 @@ def load_plan(path: Path) -> Plan:
         raise PlanError(f"study plan {path} not found") from None
     except json.JSONDecodeError as e:
         raise PlanError(f"{path}: not valid JSON ({e})") from None
-    known = {"description", "egs", "graph", "dev", "test", "train_common", "train_model",
-             "train_sync", "families", "posthoc", "decode"}
+    known = {
+        "description",
+        "egs",
+        "graph",
+        "dev",
+        "test",
+        "train_common",
+        "train_model",
+        "train_sync",
+        "families",
+        "posthoc",
+        "decode",
+    }
     unknown = sorted(set(raw) - known)
     if unknown:
         raise PlanError(f"{path}: unknown keys {unknown}; allowed: {sorted(known)}")
@@ -115,8 +135,16 @@ def load_plan(path: Path) -> Plan:
             raise PlanError(f"{where}: sync '{sync}' is not one of {SYNC_CHOICES}")
         for n in _need(fam, "workers", list, where):
             for s in _need(fam, "seeds", list, where):
-                runs.append(RunSpec(model, sync, int(n), int(s), str(fam.get("tag", "")),
-                                    tuple(str(x) for x in fam.get("extra", []))))
+                runs.append(
+                    RunSpec(
+                        model,
+                        sync,
+                        int(n),
+                        int(s),
+                        str(fam.get("tag", "")),
+                        tuple(str(x) for x in fam.get("extra", [])),
+                    )
+                )
     names = [r.name for r in runs]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -132,13 +160,27 @@ def load_plan(path: Path) -> Plan:
     calibrate = dict(dec.get("calibrate", {}))
     for model, run in calibrate.items():
         if run not in names or not run.startswith(f"{model}_"):
-            raise PlanError(f"{path}: decode.calibrate[{model}] = '{run}' is not a {model} run of the plan")
+            raise PlanError(
+                f"{path}: decode.calibrate[{model}] = '{run}' is not a {model} run of the plan"
+            )
     missing = sorted({r.model for r in runs} - set(calibrate))
     if missing:
         raise PlanError(f"{path}: decode.calibrate needs a run per model type; missing {missing}")
-    return Plan(path, egs, _need(raw, "graph", str, str(path)), _need(raw, "dev", str, str(path)),
-                _need(raw, "test", str, str(path)), list(raw.get("train_common", [])),
-                dict(raw.get("train_model", {})), dict(raw.get("train_sync", {})), runs,
-                list(ph.get("runs", [])), [float(h) for h in ph.get("half_lives", [])],
-                int(dec.get("nj", 1)), list(dec.get("opts", [])), test_models, calibrate,
-                str(dec.get("calibrate_lm_weights", "6:14")))
+    return Plan(
+        path,
+        egs,
+        _need(raw, "graph", str, str(path)),
+        _need(raw, "dev", str, str(path)),
+        _need(raw, "test", str, str(path)),
+        list(raw.get("train_common", [])),
+        dict(raw.get("train_model", {})),
+        dict(raw.get("train_sync", {})),
+        runs,
+        list(ph.get("runs", [])),
+        [float(h) for h in ph.get("half_lives", [])],
+        int(dec.get("nj", 1)),
+        list(dec.get("opts", [])),
+        test_models,
+        calibrate,
+        str(dec.get("calibrate_lm_weights", "6:14")),
+    )

@@ -19,8 +19,21 @@ import numpy as np
 from steps_py.fileio import atomic_write_json, is_done
 from steps_py.score.scoreboard import score_decode_dir
 
-SUMMARY_KEYS = ("model", "sync", "workers", "block_minibatches", "syncs", "epochs", "frames",
-                "batch_size", "seed", "wall_time_s", "frames_per_s", "combine", "ema_decays")
+SUMMARY_KEYS = (
+    "model",
+    "sync",
+    "workers",
+    "block_minibatches",
+    "syncs",
+    "epochs",
+    "frames",
+    "batch_size",
+    "seed",
+    "wall_time_s",
+    "frames_per_s",
+    "combine",
+    "ema_decays",
+)
 
 
 def decode_entry(decode_dir: Path) -> dict[str, Any] | None:
@@ -32,9 +45,11 @@ def decode_entry(decode_dir: Path) -> dict[str, Any] | None:
         return None
     utts = sorted(score.result.utts)
     entry: dict[str, Any] = {
-        "cer": score.cer, "utts": utts,
+        "cer": score.cer,
+        "utts": utts,
         "errors": [score.result.utts[u].errors for u in utts],
-        "ref_len": [len(score.result.utts[u].ref) for u in utts]}
+        "ref_len": [len(score.result.utts[u].ref) for u in utts],
+    }
     s = decode_dir / "summary.json"
     if s.is_file():
         info = json.loads(s.read_text(encoding="utf-8"))
@@ -52,8 +67,13 @@ def make_record(run_dir: Path, tags: list[str]) -> dict[str, Any]:
             e = decode_entry(run_dir / f"decode_{tag}_{split}")
             if e is not None:
                 models.setdefault(tag, {})[split] = e
-    return {"run": run_dir.name, "summary": {k: summary.get(k) for k in SUMMARY_KEYS},
-            "final_models": tags, "models": models, "dev_curve": dev_curve(run_dir / "log/train.csv")}
+    return {
+        "run": run_dir.name,
+        "summary": {k: summary.get(k) for k in SUMMARY_KEYS},
+        "final_models": tags,
+        "models": models,
+        "dev_curve": dev_curve(run_dir / "log/train.csv"),
+    }
 
 
 def dev_curve(train_csv: Path) -> list[dict[str, float]]:
@@ -65,8 +85,13 @@ def dev_curve(train_csv: Path) -> list[dict[str, float]]:
         for row in csv.DictReader(f):
             if row.get("kind") == "block" and row.get("dev_ce_global"):
                 point = {"frames": float(row["frames"])}
-                point.update({k.removeprefix("dev_ce_"): float(v) for k, v in row.items()
-                              if k.startswith("dev_ce_") and v})
+                point.update(
+                    {
+                        k.removeprefix("dev_ce_"): float(v)
+                        for k, v in row.items()
+                        if k.startswith("dev_ce_") and v
+                    }
+                )
                 out.append(point)
     return out
 
@@ -79,8 +104,9 @@ def read_record(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def paired(records: list[dict[str, Any]], tag_a: str, tag_b: str, split: str
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def paired(
+    records: list[dict[str, Any]], tag_a: str, tag_b: str, split: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(S, U) errors of model a and b over the seeds' records, and (U,) reference lengths,
     on the utterances every record has (None when a record lacks either decode)."""
     entries = []

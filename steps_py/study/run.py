@@ -55,7 +55,9 @@ def is_tracked_ema(tag: str) -> bool:
 
 
 class Study:
-    def __init__(self, plan: Plan, workdir: Path, results: Path, python: str = sys.executable) -> None:
+    def __init__(
+        self, plan: Plan, workdir: Path, results: Path, python: str = sys.executable
+    ) -> None:
         self.plan, self.wd, self.results, self.python = plan, Path(workdir), Path(results), python
         self.root = self.wd / "exp" / "study"
         self.lock = threading.RLock()
@@ -102,9 +104,17 @@ class Study:
         d = self.run_dir(run)
         if is_done(d / "final"):
             return
-        argv = [self.python, "-m", "steps_py.parallel.train", "--egs",
-                str(self.wd / self.plan.egs[run.model]), "--exp-dir", str(d), "--resume",
-                *self.plan.train_argv(run)]
+        argv = [
+            self.python,
+            "-m",
+            "steps_py.parallel.train",
+            "--egs",
+            str(self.wd / self.plan.egs[run.model]),
+            "--exp-dir",
+            str(d),
+            "--resume",
+            *self.plan.train_argv(run),
+        ]
         if run.workers > 1:
             argv += ["--simulate", str(run.workers)]
         log.info("training %s (%d workers)", run.name, run.workers)
@@ -119,17 +129,34 @@ class Study:
         (`lm_weight`); test reads it from the model's dev decode dir.
         """
         d = self.run_dir(run)
-        todo = [t for t in tags if not is_done(d / f"decode_{t}_{split}") and not self.has(run, t, split)]
+        todo = [
+            t
+            for t in tags
+            if not is_done(d / f"decode_{t}_{split}") and not self.has(run, t, split)
+        ]
         if not todo:
             return
         lmwt = self.lm_weight(run.model) if split == "dev" else None
         self.train(run)
         data = self.wd / (self.plan.dev if split == "dev" else self.plan.test)
-        argv = [self.python, "-m", "steps_py.decode.nnet", "--model",
-                *[str(d / "final" / f"{t}.safetensors") for t in todo], "--graph",
-                str(self.wd / self.plan.graph), "--data", str(data), "--out",
-                *[str(d / f"decode_{t}_{split}") for t in todo], "--nj", str(self.plan.decode_nj),
-                "--log-file", str(d / "log" / f"decode_{split}.log"), *self.plan.decode_opts]
+        argv = [
+            self.python,
+            "-m",
+            "steps_py.decode.nnet",
+            "--model",
+            *[str(d / "final" / f"{t}.safetensors") for t in todo],
+            "--graph",
+            str(self.wd / self.plan.graph),
+            "--data",
+            str(data),
+            "--out",
+            *[str(d / f"decode_{t}_{split}") for t in todo],
+            "--nj",
+            str(self.plan.decode_nj),
+            "--log-file",
+            str(d / "log" / f"decode_{split}.log"),
+            *self.plan.decode_opts,
+        ]
         if split == "dev":
             argv += ["--lm-weights", _hl(lmwt)]  # type: ignore[arg-type]
         else:
@@ -150,21 +177,41 @@ class Study:
             out = d / "decode_global_dev"
             if not is_done(out):
                 self.train(run)
-                argv = [self.python, "-m", "steps_py.decode.nnet", "--model",
-                        str(d / "final" / "global.safetensors"), "--graph", str(self.wd / self.plan.graph),
-                        "--data", str(self.wd / self.plan.dev), "--out", str(out), "--nj",
-                        str(self.plan.decode_nj), *self.plan.decode_opts,
-                        "--lm-weights", self.plan.calibrate_lm_weights]
+                argv = [
+                    self.python,
+                    "-m",
+                    "steps_py.decode.nnet",
+                    "--model",
+                    str(d / "final" / "global.safetensors"),
+                    "--graph",
+                    str(self.wd / self.plan.graph),
+                    "--data",
+                    str(self.wd / self.plan.dev),
+                    "--out",
+                    str(out),
+                    "--nj",
+                    str(self.plan.decode_nj),
+                    *self.plan.decode_opts,
+                    "--lm-weights",
+                    self.plan.calibrate_lm_weights,
+                ]
                 self._call(argv, d / "log" / "study_decode_calibrate.out", f"{run.name} LM weight")
             summary = json.loads((out / "summary.json").read_text())
             cer_lines = {p.name: p.read_text().split()[1] for p in out.glob("cer_*")}
             with self.lock:
                 known = json.loads(path.read_text()) if path.is_file() else {}
-                known[model] = {"lm_weight": summary["lm_weight"], "from": f"{run.name}/global on dev",
-                                "cer_by_file": dict(sorted(cer_lines.items()))}
+                known[model] = {
+                    "lm_weight": summary["lm_weight"],
+                    "from": f"{run.name}/global on dev",
+                    "cer_by_file": dict(sorted(cer_lines.items())),
+                }
                 atomic_write_json(path, known)
-            log.info("LM weight for every %s decode: %s (chosen on dev with %s's global model)",
-                     model, summary["lm_weight"], run.name)
+            log.info(
+                "LM weight for every %s decode: %s (chosen on dev with %s's global model)",
+                model,
+                summary["lm_weight"],
+                run.name,
+            )
             return float(summary["lm_weight"])
 
     def _call(self, argv: list[str], log_path: Path, what: str) -> None:
@@ -176,8 +223,9 @@ class Study:
             p = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, env=env, check=False)
         if p.returncode != 0:
             tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-5:]
-            raise StudyError(f"{what} failed (exit {p.returncode}); see {log_path}:\n  "
-                             + "\n  ".join(tail))
+            raise StudyError(
+                f"{what} failed (exit {p.returncode}); see {log_path}:\n  " + "\n  ".join(tail)
+            )
 
     # ----------------------------------------------------------------- choices
     def dev_cer(self, run: RunSpec, tag: str) -> float | None:
@@ -211,8 +259,11 @@ class Study:
             self.update_record(run)
         tags = self.models(run)
         self.decode(run, tags, "dev")
-        self.decode(run, [t for t in tags if self.plan.test_models == "all"
-                          or t.startswith(NON_EMA_PREFIXES)], "test")
+        self.decode(
+            run,
+            [t for t in tags if self.plan.test_models == "all" or t.startswith(NON_EMA_PREFIXES)],
+            "test",
+        )
         with self.lock:
             self.update_record(run)
 
@@ -226,21 +277,37 @@ class Study:
 
     def posthoc(self, run: RunSpec) -> None:
         compared = self.results / "posthoc" / f"{run.name}.json"
-        if self.record(run) is not None and self.models(run, posthoc=True) and all(
-                self.has(run, t, "dev") for t in self.models(run, posthoc=True)):
+        if (
+            self.record(run) is not None
+            and self.models(run, posthoc=True)
+            and all(self.has(run, t, "dev") for t in self.models(run, posthoc=True))
+        ):
             if not compared.is_file() and is_done(self.run_dir(run) / "final"):
                 compare_posthoc(self.run_dir(run) / "final", compared)
             return
         self.train(run)
         d = self.run_dir(run)
-        tracked = [float(t.removeprefix("ema-hl")) for t in self.models(run)
-                   if t.startswith("ema-hl") and not t.endswith("-warmup")]
+        tracked = [
+            float(t.removeprefix("ema-hl"))
+            for t in self.models(run)
+            if t.startswith("ema-hl") and not t.endswith("-warmup")
+        ]
         wanted = sorted(set(self.plan.posthoc_half_lives) | set(tracked))
-        todo = [h for h in wanted if not (d / "final" / f"posthoc-hl{_hl(h)}.safetensors").is_file()]
+        todo = [
+            h for h in wanted if not (d / "final" / f"posthoc-hl{_hl(h)}.safetensors").is_file()
+        ]
         if todo:
-            argv = [self.python, "-m", "steps_py.parallel.posthoc", "--exp-dir", str(d), "--egs",
-                    str(self.wd / self.plan.egs[run.model]), "--half-life-frames",
-                    ",".join(_hl(h) for h in todo)]
+            argv = [
+                self.python,
+                "-m",
+                "steps_py.parallel.posthoc",
+                "--exp-dir",
+                str(d),
+                "--egs",
+                str(self.wd / self.plan.egs[run.model]),
+                "--half-life-frames",
+                ",".join(_hl(h) for h in todo),
+            ]
             self._call(argv, d / "log" / "study_posthoc.out", f"{run.name} post-hoc")
         self.decode(run, self.models(run, posthoc=True), "dev")
         self.update_record(run)
@@ -286,7 +353,8 @@ def compare_posthoc(final: Path, out: Path) -> dict[str, dict[str, float]]:
         rows[p.stem.removeprefix("posthoc-")] = {
             "max_abs_diff_posthoc_vs_tracked": max(float((a[k] - b[k]).abs().max()) for k in b),
             "max_abs_diff_tracked_vs_global": max(float((b[k] - glob_[k]).abs().max()) for k in b),
-            "max_abs_param_tracked": max(float(b[k].abs().max()) for k in b)}
+            "max_abs_param_tracked": max(float(b[k].abs().max()) for k in b),
+        }
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, rows)
     return rows
@@ -297,20 +365,42 @@ def _hl(h: float) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m steps_py.study.run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--plan", type=Path, default=Path("egs/synth/conf_study/study.json"),
-                   help="study plan JSON (default %(default)s)")
-    p.add_argument("--workdir", type=Path, default=Path("study_work"),
-                   help="where run.sh stages 0-4 and 6 of the study corpus wrote corpus/ data/ exp/ "
-                        "(default %(default)s)")
-    p.add_argument("--results", type=Path, default=Path("results/study"),
-                   help="where the table and plots go (default %(default)s)")
+    p = argparse.ArgumentParser(
+        prog="python -m steps_py.study.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--plan",
+        type=Path,
+        default=Path("egs/synth/conf_study/study.json"),
+        help="study plan JSON (default %(default)s)",
+    )
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("study_work"),
+        help="where run.sh stages 0-4 and 6 of the study corpus wrote corpus/ data/ exp/ "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=Path("results/study"),
+        help="where the table and plots go (default %(default)s)",
+    )
     p.add_argument("--only-train", action="store_true", help="train every run, decode nothing")
-    p.add_argument("--jobs", type=int, default=2,
-                   help="runs trained and decoded at the same time, one thread each (default %(default)s)")
-    p.add_argument("--table-only", action="store_true",
-                   help="only rebuild the table and plots from what is done")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="runs trained and decoded at the same time, one thread each (default %(default)s)",
+    )
+    p.add_argument(
+        "--table-only",
+        action="store_true",
+        help="only rebuild the table and plots from what is done",
+    )
     return p
 
 
@@ -321,8 +411,10 @@ def run(args: argparse.Namespace) -> int:
     study = Study(plan, args.workdir, args.results)
     for key in (plan.graph, plan.dev, plan.test, *plan.egs.values()):
         if not args.table_only and not (args.workdir / key).exists():
-            raise StudyError(f"{args.workdir / key} does not exist: prepare the study corpus first "
-                             "(local/run_study.sh runs ./run.sh stages 0-4 and 6 for it)")
+            raise StudyError(
+                f"{args.workdir / key} does not exist: prepare the study corpus first "
+                "(local/run_study.sh runs ./run.sh stages 0-4 and 6 for it)"
+            )
     t0 = time.time()
     if not args.table_only:
         if args.jobs < 1:
@@ -334,8 +426,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return step_main("study", build_parser(), run, argv,
-                     log_file=lambda a: a.workdir / "logs" / "study.log")
+    return step_main(
+        "study", build_parser(), run, argv, log_file=lambda a: a.workdir / "logs" / "study.log"
+    )
 
 
 if __name__ == "__main__":

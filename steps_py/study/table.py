@@ -71,16 +71,32 @@ def build_rows(study: Study) -> list[dict[str, Any]]:
             tag = _tag_for(averager, tags, chosen)
             if tag is None:
                 continue
-            dev = [rec["models"][tag]["dev"]["cer"] for rec in recs if "dev" in rec["models"].get(tag, {})]
-            test = [rec["models"][tag]["test"]["cer"] for rec in recs if "test" in rec["models"].get(tag, {})]
+            dev = [
+                rec["models"][tag]["dev"]["cer"]
+                for rec in recs
+                if "dev" in rec["models"].get(tag, {})
+            ]
+            test = [
+                rec["models"][tag]["test"]["cer"]
+                for rec in recs
+                if "test" in rec["models"].get(tag, {})
+            ]
             if not dev and not test:
                 continue
             s0 = recs[0]["summary"]
             row: dict[str, Any] = {
-                "config": config, "model": runs[0].model, "sync": runs[0].sync,
-                "workers": runs[0].workers, "variant": runs[0].tag or "-", "averager": averager,
-                "model_tag": tag, "seeds": [r.seed for r in runs], "dev_cer": dev, "test_cer": test,
-                "syncs": s0.get("syncs"), "frames": s0.get("frames"),
+                "config": config,
+                "model": runs[0].model,
+                "sync": runs[0].sync,
+                "workers": runs[0].workers,
+                "variant": runs[0].tag or "-",
+                "averager": averager,
+                "model_tag": tag,
+                "seeds": [r.seed for r in runs],
+                "dev_cer": dev,
+                "test_cer": test,
+                "syncs": s0.get("syncs"),
+                "frames": s0.get("frames"),
                 "block_minibatches": s0.get("block_minibatches"),
                 "train_wall_s": [float(rec["summary"]["wall_time_s"]) for rec in recs],
             }
@@ -91,11 +107,23 @@ def build_rows(study: Study) -> list[dict[str, Any]]:
                 pe = paired(recs, "global", tag, "test")
                 if pe is not None:
                     ci = paired_bootstrap_rel_change(*pe, resamples=RESAMPLES, seed=BOOT_SEED)
-                    row["vs_global"] = {"percent": ci.rel_change, "ci95_low": ci.low,
-                                        "ci95_high": ci.high, "seeds_pooled": len(recs)}
+                    row["vs_global"] = {
+                        "percent": ci.rel_change,
+                        "ci95_low": ci.low,
+                        "ci95_high": ci.high,
+                        "seeds_pooled": len(recs),
+                    }
             rows.append(row)
-    rows.sort(key=lambda r: (r["model"], r["variant"] != "-", r["variant"], r["sync"],
-                             r["workers"], AVERAGERS.index(r["averager"])))
+    rows.sort(
+        key=lambda r: (
+            r["model"],
+            r["variant"] != "-",
+            r["variant"],
+            r["sync"],
+            r["workers"],
+            AVERAGERS.index(r["averager"]),
+        )
+    )
     return rows
 
 
@@ -113,9 +141,11 @@ def _ci(v: dict[str, Any] | None) -> str:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    head = ("| model | sync | N | variant | averager | model chosen on dev | seeds | dev CER % | "
-            "test CER % | test vs global (rel., 95 % CI) | syncs | frames | train time |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    head = (
+        "| model | sync | N | variant | averager | model chosen on dev | seeds | dev CER % | "
+        "test CER % | test vs global (rel., 95 % CI) | syncs | frames | train time |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     lines = []
     for r in rows:
         lines.append(
@@ -124,7 +154,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"{_fmt(r['dev_cer_mean'], r['dev_cer_std'], len(r['dev_cer']))} | "
             f"{_fmt(r['test_cer_mean'], r['test_cer_std'], len(r['test_cer']))} | "
             f"{_ci(r['vs_global'])} | {r['syncs']} | {r['frames']} | "
-            f"{(r['train_wall_s_mean'] or 0) / 60:.1f} min |")
+            f"{(r['train_wall_s_mean'] or 0) / 60:.1f} min |"
+        )
     return head + "\n".join(lines) + "\n"
 
 
@@ -138,25 +169,42 @@ def verdict(rows: list[dict[str, Any]]) -> str:
     same = [r for r in ema if r not in better and r not in worse]
 
     def names(rs: list[dict[str, Any]]) -> str:
-        return ", ".join(f"{r['model']} {r['sync']} N={r['workers']} ({r['vs_global']['percent']:+.1f} %)"
-                         for r in rs) or "none"
+        return (
+            ", ".join(
+                f"{r['model']} {r['sync']} N={r['workers']} ({r['vs_global']['percent']:+.1f} %)"
+                for r in rs
+            )
+            or "none"
+        )
 
-    out = [f"Of {len(ema)} configurations (model x sync x N) with test decodes, the EMA chosen on "
-           f"dev is significantly better than the same runs' global model (paired-bootstrap 95 % "
-           f"CI of the relative test-CER change below 0) in {len(better)}: {names(better)}; "
-           f"significantly worse in {len(worse)}: {names(worse)}; and not significantly "
-           f"different in {len(same)}: {names(same)}."]
+    out = [
+        f"Of {len(ema)} configurations (model x sync x N) with test decodes, the EMA chosen on "
+        f"dev is significantly better than the same runs' global model (paired-bootstrap 95 % "
+        f"CI of the relative test-CER change below 0) in {len(better)}: {names(better)}; "
+        f"significantly worse in {len(worse)}: {names(worse)}; and not significantly "
+        f"different in {len(same)}: {names(same)}."
+    ]
     for rival in ("icefall-avg", "kaldi-combine"):
         pairs = []
         for e in ema:
-            o = next((r for r in rows if r["config"] == e["config"] and r["averager"] == rival
-                      and r["test_cer_mean"] is not None), None)
+            o = next(
+                (
+                    r
+                    for r in rows
+                    if r["config"] == e["config"]
+                    and r["averager"] == rival
+                    and r["test_cer_mean"] is not None
+                ),
+                None,
+            )
             if o is not None and e["test_cer_mean"] is not None:
                 pairs.append((e, o))
         if pairs:
             wins = sum(1 for e, o in pairs if e["test_cer_mean"] < o["test_cer_mean"])
-            out.append(f"Against {rival} (the same runs), the EMA has the lower mean test CER in "
-                       f"{wins} of {len(pairs)} configurations.")
+            out.append(
+                f"Against {rival} (the same runs), the EMA has the lower mean test CER in "
+                f"{wins} of {len(pairs)} configurations."
+            )
     return " ".join(out)
 
 
@@ -166,7 +214,9 @@ def progress(study: Study) -> str:
     missing = [r.name for r in study.plan.runs if study.record(r) is None]
     line = f"Runs of the plan with results: {len(done)} of {len(study.plan.runs)}."
     if missing:
-        line += (" Not run yet (`local/run_study.sh` continues with them): " + ", ".join(missing) + ".")
+        line += (
+            " Not run yet (`local/run_study.sh` continues with them): " + ", ".join(missing) + "."
+        )
     return line
 
 
@@ -182,24 +232,36 @@ def posthoc_table(study: Study) -> str:
         for hl, d in sorted(items, key=lambda kv: float(kv[0].removeprefix("hl"))):
             tracked = study.dev_cer(names[name], f"ema-{hl}")
             post = study.dev_cer(names[name], f"posthoc-{hl}")
-            lines.append(f"| {name} | {hl.removeprefix('hl')} | {d['max_abs_diff_posthoc_vs_tracked']:.4f} | "
-                         f"{d['max_abs_diff_tracked_vs_global']:.4f} | "
-                         f"{'-' if tracked is None else f'{tracked:.2f}'} | {'-' if post is None else f'{post:.2f}'} |")
+            lines.append(
+                f"| {name} | {hl.removeprefix('hl')} | {d['max_abs_diff_posthoc_vs_tracked']:.4f} | "
+                f"{d['max_abs_diff_tracked_vs_global']:.4f} | "
+                f"{'-' if tracked is None else f'{tracked:.2f}'} | {'-' if post is None else f'{post:.2f}'} |"
+            )
     if not lines:
         return ""
-    return ("Post-hoc EMA (reconstructed after training from the snapshots by least squares) "
-            "against the EMA tracked during training, same half-life:\n\n"
-            "| run | half-life (frames) | max abs param diff, post-hoc vs tracked | max abs param diff, "
-            "tracked vs global | dev CER % tracked | dev CER % post-hoc |\n|---|---|---|---|---|---|\n"
-            + "\n".join(lines) + "\n")
+    return (
+        "Post-hoc EMA (reconstructed after training from the snapshots by least squares) "
+        "against the EMA tracked during training, same half-life:\n\n"
+        "| run | half-life (frames) | max abs param diff, post-hoc vs tracked | max abs param diff, "
+        "tracked vs global | dev CER % tracked | dev CER % post-hoc |\n|---|---|---|---|---|---|\n"
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
 def write_study_table(study: Study) -> list[dict[str, Any]]:
     rows = build_rows(study)
     out = study.results
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "table.json", {"plan": str(study.plan.path), "rows": rows,
-                                           "resamples": RESAMPLES, "bootstrap_seed": BOOT_SEED})
+    atomic_write_json(
+        out / "table.json",
+        {
+            "plan": str(study.plan.path),
+            "rows": rows,
+            "resamples": RESAMPLES,
+            "bootstrap_seed": BOOT_SEED,
+        },
+    )
     plots = ("cer_vs_workers.png", "dev_ce_vs_frames.png", "cer_vs_half_life.png")
     for name in plots:
         (out / name).unlink(missing_ok=True)  # a plot with nothing to draw is not left stale
@@ -211,8 +273,17 @@ def write_study_table(study: Study) -> list[dict[str, Any]]:
         log.warning("plots skipped: %s", e)
     post = posthoc_table(study)
     links = "".join(f"![{n.removesuffix('.png')}]({n})\n" for n in plots if (out / n).is_file())
-    atomic_write_text(out / "table.md", progress(study) + "\n\n" + format_table(rows) + "\n" + verdict(rows)
-                      + "\n" + ("\n" + post if post else "") + ("\n" + links if links else ""))
+    atomic_write_text(
+        out / "table.md",
+        progress(study)
+        + "\n\n"
+        + format_table(rows)
+        + "\n"
+        + verdict(rows)
+        + "\n"
+        + ("\n" + post if post else "")
+        + ("\n" + links if links else ""),
+    )
     log.info("study table: %d rows -> %s", len(rows), out / "table.md")
     return rows
 
@@ -234,18 +305,33 @@ def plot_cer_vs_workers(rows: list[dict[str, Any]], path: Path) -> None:
     models = sorted({r["model"] for r in base})
     if not syncs or not models:
         return
-    fig, axes = plt.subplots(len(models), len(syncs), figsize=(4 * len(syncs), 3.2 * len(models)),
-                             squeeze=False, sharey="row")
+    fig, axes = plt.subplots(
+        len(models),
+        len(syncs),
+        figsize=(4 * len(syncs), 3.2 * len(models)),
+        squeeze=False,
+        sharey="row",
+    )
     for i, m in enumerate(models):
         for j, s in enumerate(syncs):
             ax = axes[i][j]
             for averager in ("global", "ema", "icefall-avg", "kaldi-combine"):
-                pts = sorted((r["workers"], r["test_cer_mean"], r["test_cer_std"] or 0.0) for r in base
-                             if r["model"] == m and r["averager"] == averager
-                             and (r["sync"] == s or (r["workers"] == 1 and r["sync"] == "ma")))
+                pts = sorted(
+                    (r["workers"], r["test_cer_mean"], r["test_cer_std"] or 0.0)
+                    for r in base
+                    if r["model"] == m
+                    and r["averager"] == averager
+                    and (r["sync"] == s or (r["workers"] == 1 and r["sync"] == "ma"))
+                )
                 if pts:
-                    ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
-                                marker="o", capsize=3, label=averager)
+                    ax.errorbar(
+                        [p[0] for p in pts],
+                        [p[1] for p in pts],
+                        yerr=[p[2] for p in pts],
+                        marker="o",
+                        capsize=3,
+                        label=averager,
+                    )
             ax.set_xscale("log", base=2)
             ax.set_title(f"{m} {s}")
             ax.set_xlabel("workers N")
@@ -260,8 +346,15 @@ def plot_cer_vs_workers(rows: list[dict[str, Any]], path: Path) -> None:
 def plot_dev_ce_vs_frames(study: Study, path: Path) -> None:
     plt = _plt()
     first = min(x.seed for x in study.plan.runs)
-    picked = [(r, rec) for r in study.plan.runs if r.seed == first and r.workers == 16 and not r.tag
-              and (rec := study.record(r)) is not None and rec.get("dev_curve")]
+    picked = [
+        (r, rec)
+        for r in study.plan.runs
+        if r.seed == first
+        and r.workers == 16
+        and not r.tag
+        and (rec := study.record(r)) is not None
+        and rec.get("dev_curve")
+    ]
     if not picked:
         return
     fig, axes = plt.subplots(1, len(picked), figsize=(4 * len(picked), 3.2), squeeze=False)
@@ -269,8 +362,12 @@ def plot_dev_ce_vs_frames(study: Study, path: Path) -> None:
         curve = rec["dev_curve"]
         for name in [k for k in curve[0] if k != "frames"]:
             pts = [(p["frames"], p[name]) for p in curve if name in p]
-            ax.plot([q[0] for q in pts], [q[1] for q in pts], label=name,
-                    lw=2 if name == "global" else 1)
+            ax.plot(
+                [q[0] for q in pts],
+                [q[1] for q in pts],
+                label=name,
+                lw=2 if name == "global" else 1,
+            )
         ax.set_title(r.name, fontsize=9)
         ax.set_xlabel("training frames")
         ax.set_ylabel("dev CE (nats/frame)")
@@ -304,8 +401,13 @@ def plot_cer_vs_half_life(study: Study, path: Path) -> None:
         rec = half_life_curve(study, r, "posthoc-")
         tr = half_life_curve(study, r, "ema-")
         line = ax.plot([p[0] for p in rec], [p[1] for p in rec], label=f"{r.config} post-hoc")
-        ax.scatter([p[0] for p in tr], [p[1] for p in tr], color=line[0].get_color(),
-                   marker="o", label=f"{r.config} tracked")
+        ax.scatter(
+            [p[0] for p in tr],
+            [p[1] for p in tr],
+            color=line[0].get_color(),
+            marker="o",
+            label=f"{r.config} tracked",
+        )
         g = study.dev_cer(r, "global")
         if g is not None and not math.isnan(g):
             ax.axhline(g, color=line[0].get_color(), ls=":", lw=1)
