@@ -307,19 +307,29 @@ def paired_errors(
     return ea, eb, n
 
 
-def build_rows(
-    runs: list[Run], sets: tuple[str, str], resamples: int, seed: int
-) -> list[SystemRow]:
-    dev_set, test_set = sets
-    groups: dict[str, list[Run]] = {}
-    for r in runs:
-        groups.setdefault(r.base, []).append(r)
-    scores: dict[tuple[Path, str, str], DecodeScore] = {}
+Scores = dict[tuple[Path, str, str], DecodeScore]  # (run path, tag, set) -> score
+
+
+def score_runs(runs: list[Run]) -> Scores:
+    """Every decode dir of `runs` scored once."""
+    scores: Scores = {}
     for r in runs:
         for (tag, s), dd in r.decodes.items():
             sc = score_decode_dir(dd)
             if sc is not None:
                 scores[(r.path, tag, s)] = sc
+    return scores
+
+
+def build_rows(
+    runs: list[Run], sets: tuple[str, str], resamples: int, seed: int, scores: Scores | None = None
+) -> list[SystemRow]:
+    dev_set, test_set = sets
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(r.base, []).append(r)
+    if scores is None:
+        scores = score_runs(runs)
     rows: list[SystemRow] = []
     for base, members in groups.items():
         members.sort(key=lambda r: (r.seed is None, r.seed or 0))
@@ -404,20 +414,16 @@ def build_rows(
     return rows
 
 
-def power_summary(runs: list[Run], rows: list[SystemRow], test_set: str) -> dict[str, Any]:
+def power_summary(scores: Scores, rows: list[SystemRow], test_set: str) -> dict[str, Any]:
     """How sure the table can be: the test set's size and the EMA-vs-global CI half-widths.
 
     The half-width of a paired-bootstrap 95 % CI, (high - low) / 2 in relative %, is what
     separates "no difference" from "too small a test set to tell".
     """
     size: dict[str, Any] = {}
-    for r in runs:
-        for (_, s), dd in sorted(r.decodes.items()):
-            sc = score_decode_dir(dd) if s == test_set else None
-            if sc is not None and sc.result is not None:
-                size = {"utterances": len(sc.result.utts), "characters": sc.result.ref_len}
-                break
-        if size:
+    for (_, _, s), sc in sorted(scores.items(), key=lambda kv: kv[0]):
+        if s == test_set and sc.result is not None:
+            size = {"utterances": len(sc.result.utts), "characters": sc.result.ref_len}
             break
     widths = [(r.rel_change.high - r.rel_change.low) / 2 for r in rows if r.rel_change is not None]
     return {
@@ -647,9 +653,10 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s is up to date with its inputs; skipping (use --force to rebuild)", out_md)
         print(out_md.read_text(encoding="utf-8"), end="")
         return 0
-    rows = build_rows(runs, sets, args.resamples, args.seed)
+    scores = score_runs(runs)
+    rows = build_rows(runs, sets, args.resamples, args.seed, scores)
     table = markdown_table(rows, sets)
-    power = power_summary(runs, rows, sets[1])
+    power = power_summary(scores, rows, sets[1])
     plots = [] if args.no_plots else make_plots(runs, rows, args.out, sets)
     md = (
         "# Scoreboard\n\nCER in %; mean ± std over seeds where a system has several. "
