@@ -199,7 +199,7 @@ def test_readme_gets_the_study_table_between_its_own_markers(tmp_path: Path) -> 
     )
     (tmp_path / "results" / "study").mkdir(parents=True)
     (tmp_path / "results" / "study" / "table.md").write_text(
-        "| dnn | 1 |\n\n![p](cer_vs_workers.png)\n"
+        "| dnn | 1 |\n\n![p](cer_vs_workers.png)\n<!-- all-rows -->\n\nAll rows:\n\n| long | row |\n"
     )
     assert (
         readme_main(
@@ -219,6 +219,8 @@ def test_readme_gets_the_study_table_between_its_own_markers(tmp_path: Path) -> 
     text = readme.read_text()
     assert "board" in text and "old" not in text and "| dnn | 1 |" in text
     assert "![p](results/study/cer_vs_workers.png)" in text and "`local/run_study.sh`" in text
+    # the long per-averager table stays in table.md; README links to it
+    assert "| long | row |" not in text and "(results/study/table.md)" in text
 
 
 def test_oracle_chosen_pair_columns_and_kaldi_results_file(tmp_path: Path) -> None:
@@ -255,3 +257,47 @@ def test_oracle_chosen_pair_columns_and_kaldi_results_file(tmp_path: Path) -> No
         "%WER 7.14 [ 6 / 84, 0 ins, 0 del, 6 sub ] exp/mono/decode_dev/cer_12_0.5",
         "%WER 10.71 [ 9 / 84, 0 ins, 0 del, 9 sub ] exp/mono/decode_test/cer_12_0.5",
     ]
+
+
+def _hparams_events(run_dir: Path) -> tuple[dict[str, object], dict[str, float]]:
+    """(hparams, metric -> value) as TensorBoard reads them from <run>/tensorboard/final_cer."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    ea = EventAccumulator(str(run_dir / "tensorboard" / "final_cer"))
+    ea.Reload()
+    content = ea.PluginTagToContent("hparams")
+    info = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hp = {
+        k: (v.string_value or v.number_value or v.bool_value)
+        for k, v in info.session_start_info.hparams.items()
+    }
+    metrics = {t: ea.Scalars(t)[-1].value for t in ea.Tags()["scalars"]}
+    return hp, metrics
+
+
+def test_final_cers_are_tensorboard_hparams(exp: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    assert scoreboard_main(["--exp", str(exp), "--out", str(out), "--no-plots"]) == 0
+    hp, metrics = _hparams_events(exp / "dnn_ma_n2_seed1")
+    assert (hp["model"], hp["sync"], hp["workers"], hp["epochs"]) == ("dnn", "ma", 2, 2)
+    assert metrics == {
+        "cer/dev/global": pytest.approx(100 * 4 / 84),
+        "cer/test/global": pytest.approx(100 * 6 / 84),
+        "cer/dev/ema-0.9": pytest.approx(100 * 3 / 84),
+        "cer/test/ema-0.9": pytest.approx(100 * 4 / 84),
+        "cer/dev/ema-0.99": pytest.approx(100 * 2 / 84),
+        "cer/test/ema-0.99": pytest.approx(100 * 3 / 84),
+    }
+    assert not (exp / "mono" / "tensorboard").exists()  # GMM dirs have no training run
+    # rescoring rewrites the numbers rather than piling up a second set
+    (exp / "dnn_ma_n2_seed1" / "decode_global_test" / "hyp.txt").write_text("", encoding="utf-8")
+    assert scoreboard_main(["--exp", str(exp), "--out", str(out), "--no-plots"]) == 0
+    _, metrics = _hparams_events(exp / "dnn_ma_n2_seed1")
+    assert metrics["cer/test/global"] == pytest.approx(100.0)
+    assert len(list((exp / "dnn_ma_n2_seed1" / "tensorboard" / "final_cer").rglob("events*"))) <= 2
+    # and --no-tensorboard leaves them alone
+    before = {p: p.stat().st_mtime_ns for p in exp.rglob("events*")}
+    assert len(before) >= 3  # one set per training run (2 dnn seeds, 1 lstm)
+    assert scoreboard_main(["--exp", str(exp), "--out", str(out / "b"), "--no-tensorboard"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in exp.rglob("events*")} == before

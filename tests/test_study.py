@@ -11,7 +11,15 @@ import pytest
 from steps_py.fileio import mark_done
 from steps_py.study.plan import PlanError, load_plan
 from steps_py.study.run import Study
-from steps_py.study.table import build_rows, format_table, progress, verdict
+from steps_py.study.table import (
+    ablation_rows,
+    ablation_table,
+    build_rows,
+    format_table,
+    progress,
+    summary_table,
+    verdict,
+)
 
 PLAN = {
     "egs": {"dnn": "exp/egs/dnn"},
@@ -100,6 +108,51 @@ def test_the_ema_is_chosen_on_dev_and_the_table_compares_it_with_global(tmp_path
         and "in 1: dnn ma N=2" in text
     )
     assert progress(study) == f"Runs of the plan with results: 2 of {len(study.plan.runs)}."
+
+
+def test_an_ablation_is_compared_with_its_baseline_runs_global_model(tmp_path: Path) -> None:
+    n = len(REF)
+    plan = dict(PLAN)
+    plan["families"] = [
+        *PLAN["families"],
+        {"model": "dnn", "sync": "ma", "workers": [2], "seeds": [1], "tag": "lrxN"},
+    ]
+    (tmp_path / "p").mkdir()
+    dev = {"global": [2] * n, "ema-hl1000": [1] * n}
+    study = _fake_study(tmp_path / "p", dev, {"global": [4] * n, "ema-hl1000": [3] * n})
+    # _fake_study used PLAN; put the ablation family in and give its run other test errors
+    (study.plan.path).write_text(json.dumps(plan), encoding="utf-8")
+    study = Study(load_plan(study.plan.path), study.wd, study.results)
+    ab_run = next(r for r in study.plan.runs if r.tag == "lrxN")
+    d = study.run_dir(ab_run)
+    (d / "final").mkdir(parents=True)
+    for tag in dev:
+        (d / "final" / f"{tag}.safetensors").write_bytes(b"")
+    mark_done(d / "final")
+    (d / "summary.json").write_text(
+        json.dumps({"syncs": 10, "frames": 1000, "block_minibatches": 4, "wall_time_s": 60.0})
+    )
+    for tag, errs in dev.items():
+        _decode_dir(d / f"decode_{tag}_dev", errs)
+    _decode_dir(d / "decode_global_test", [2] * n)  # half the baseline's 4 errors per utt
+    study.update_record(ab_run)
+    study.choose()
+    rows = build_rows(study)
+    ab = ablation_rows(study, rows)
+    assert [(a["variant"], a["averager"]) for a in ab] == [("lrxN", "global")]
+    a = ab[0]
+    assert a["seeds"] == [1] and a["baseline_config"] == "dnn_ma_n2"
+    assert (a["test_cer"], a["baseline_test_cer"]) == (pytest.approx(20.0), pytest.approx(40.0))
+    assert a["vs_baseline_global"]["percent"] == pytest.approx(-50.0)
+    assert "| lrxN | dnn | ma | 2 | global (global) | 1 | 20.00 | 40.00 | **-50.0 %" in (
+        ablation_table(ab)
+    )
+    # the per-config summary: one line each, the baseline's EMA against its global model
+    summary = summary_table(rows)
+    assert (
+        "| dnn | ma | 2 | - | 2 | 10 | 40.00 ± 0.00 | 30.00 ± 0.00 (hl1000), **-25.0 %" in summary
+    )
+    assert "| dnn | ma | 2 | lrxN | 1 | 10 | 20.00 | - |" in summary
 
 
 def test_no_choice_until_every_seed_has_its_dev_decodes(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from steps_py.fileio import atomic_write_text
 
+ALL_ROWS = "<!-- all-rows -->"  # written by steps_py.study.table before its full table
 BEGIN = "<!-- scoreboard:begin -->"
 END = "<!-- scoreboard:end -->"
 # what -> (source file under --results, markers' name, the plots' dir relative to the README)
@@ -33,6 +34,12 @@ def render(board_md: str, command: str, note: str, what: str = "scoreboard") -> 
     body = board_md.strip()
     body = re.sub(r"^# [^\n]*\s*", "", body)  # README has its own heading
     body = re.sub(r"!\[([^\]]*)\]\(([^)/]+\.png)\)", rf"![\1]({plots}/\2)", body)
+    if ALL_ROWS in body:  # the study's long per-averager table stays in its own file
+        body = (
+            body[: body.index(ALL_ROWS)].rstrip()
+            + f"\n\nAll rows (every averager with dev CER, frames and training time): "
+            f"[{SECTIONS[what][0]}]({plots}/{Path(SECTIONS[what][0]).name})."
+        )
     header = (
         f"Produced by `{command}`"
         + (f" ({note})" if note else "")

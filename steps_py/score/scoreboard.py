@@ -24,7 +24,8 @@ Writes `<out>/scoreboard.md`, `<out>/scoreboard.json`, `<out>/RESULTS` (Kaldi st
 best `%WER` line of each decode dir's `cer_<lmwt>_<wip>` files with the file name, what
 `grep WER exp/*/decode*/cer_* | utils/best_wer.sh` gives per dir), `<out>/dev_acc_<run>.png` (dev frame
 accuracy per epoch, global vs EMA) and `<out>/cer_vs_ema_decay.png` (when a run tracked
-several decays); prints the markdown table. It is rebuilt only when an input file changed
+several decays), and each training run's CERs as TensorBoard hparams in
+`<run>/tensorboard/final_cer/` (`steps_py.score.tb_hparams`); prints the markdown table. It is rebuilt only when an input file changed
 (a fingerprint of the inputs is kept in scoreboard.json) or with --force.
 """
 
@@ -46,6 +47,7 @@ import numpy as np
 
 from steps_py.fileio import atomic_write_json, atomic_write_text
 from steps_py.log import setup_logging
+from steps_py.score import tb_hparams
 from steps_py.score.bootstrap import RelChangeCI, paired_bootstrap_rel_change
 from steps_py.score.cer import CerResult, ScoreError, score_files
 
@@ -615,6 +617,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap random seed (default 0)")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument(
+        "--no-tensorboard",
+        action="store_true",
+        help="do not write each run's CERs as TensorBoard hparams (<run>/tensorboard/final_cer)",
+    )
     p.add_argument("--force", action="store_true", help="rebuild even if no input changed")
     return p
 
@@ -637,7 +644,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     fp = fingerprint(
         input_files(runs),
-        json.dumps([args.runs_glob, sets, args.resamples, args.seed, args.no_plots]),
+        json.dumps(
+            [args.runs_glob, sets, args.resamples, args.seed, args.no_plots, args.no_tensorboard]
+        ),
     )
     out_json, out_md = args.out / "scoreboard.json", args.out / "scoreboard.md"
     # the inputs' sizes and mtimes live beside the scoreboard, not in it, so that the same
@@ -658,6 +667,13 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(rows, sets)
     power = power_summary(scores, rows, sets[1])
     plots = [] if args.no_plots else make_plots(runs, rows, args.out, sets)
+    if not args.no_tensorboard:
+        n = tb_hparams.write_all(runs, scores, sets)
+        log.info(
+            "wrote the CERs of %d run(s) as TensorBoard hparams (<run>/tensorboard/%s)",
+            n,
+            tb_hparams.SUBDIR,
+        )
     md = (
         "# Scoreboard\n\nCER in %; mean ± std over seeds where a system has several. "
         "EMA vs global: relative change of the EMA model's test CER vs the same run's global "

@@ -109,9 +109,17 @@ def paired(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(S, U) errors of model a and b over the seeds' records, and (U,) reference lengths,
     on the utterances every record has (None when a record lacks either decode)."""
+    return paired_across([(r, r) for r in records], tag_a, tag_b, split)
+
+
+def paired_across(
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]], tag_a: str, tag_b: str, split: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """As `paired`, with model a from the first record of each pair and b from the second
+    (e.g. an ablation run and its baseline run of the same seed)."""
     entries = []
-    for r in records:
-        a, b = r["models"].get(tag_a, {}).get(split), r["models"].get(tag_b, {}).get(split)
+    for ra, rb in pairs:
+        a, b = ra["models"].get(tag_a, {}).get(split), rb["models"].get(tag_b, {}).get(split)
         if a is None or b is None:
             return None
         entries.append((a, b))

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from steps_py.fileio import atomic_write_json, atomic_write_text
 from steps_py.score.bootstrap import paired_bootstrap_rel_change
-from steps_py.study.record import paired
+from steps_py.study.record import paired, paired_across
 
 if TYPE_CHECKING:
     from steps_py.study.run import Study
@@ -37,6 +37,7 @@ log = logging.getLogger("study")
 
 AVERAGERS = ("global", "ema", "icefall-avg", "kaldi-combine", "ema-interfering")
 RESAMPLES, BOOT_SEED = 1000, 0
+ALL_ROWS = "<!-- all-rows -->"  # README's copy of table.md stops here (steps_py.score.readme)
 
 
 def mean_std(xs: list[float]) -> tuple[float | None, float | None]:
@@ -208,6 +209,123 @@ def verdict(rows: list[dict[str, Any]]) -> str:
     return " ".join(out)
 
 
+def summary_table(rows: list[dict[str, Any]]) -> str:
+    """One line per configuration: test CER of each averager and its change vs global."""
+    configs: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for r in rows:
+        configs[r["config"]][r["averager"]] = r
+    lines = []
+    for by in configs.values():
+        g = by.get("global")
+        if g is None or g["test_cer_mean"] is None:
+            continue
+        cells = []
+        for averager in ("ema", "icefall-avg", "kaldi-combine"):
+            r = by.get(averager)
+            if r is None or r["test_cer_mean"] is None:
+                cells.append("-")
+                continue
+            tag = f" ({r['model_tag'].removeprefix('ema-')})" if averager == "ema" else ""
+            cells.append(
+                f"{_fmt(r['test_cer_mean'], r['test_cer_std'], len(r['test_cer']))}{tag}, "
+                f"{_ci(r['vs_global'])}"
+            )
+        lines.append(
+            f"| {g['model']} | {g['sync']} | {g['workers']} | {g['variant']} | {len(g['seeds'])} | "
+            f"{g['syncs']} | {_fmt(g['test_cer_mean'], g['test_cer_std'], len(g['test_cer']))} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    if not lines:
+        return ""
+    return (
+        "Test CER % per configuration (mean ± std over seeds), and each averager's relative "
+        "change against the same runs' global model with its paired-bootstrap 95 % CI "
+        "(bold: the CI excludes 0):\n\n"
+        "| model | sync | N | variant | seeds | syncs | global | EMA (half-life chosen on dev) "
+        "| icefall average | Kaldi combination |\n|---|---|---|---|---|---|---|---|---|---|\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+
+
+def ablation_rows(study: Study, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each test-decoded model of an ablation run (a plan family with a tag) against the global
+    model of its baseline run: same model, sync, N and seed, no tag; paired bootstrap on test."""
+    recs: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+    for r in study.plan.runs:
+        rec = study.record(r)
+        if rec is not None:
+            recs[r.config][r.seed] = rec
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        if row["variant"] == "-" or row["test_cer_mean"] is None:
+            continue
+        key = (row["model"], row["sync"], row["workers"])
+        base = next(
+            (
+                b
+                for b in rows
+                if b["variant"] == "-"
+                and b["averager"] == "global"
+                and (b["model"], b["sync"], b["workers"]) == key
+            ),
+            None,
+        )
+        if base is None:
+            continue
+        va, ba = recs[row["config"]], recs[base["config"]]
+        seeds = sorted(set(va) & set(ba))
+        # a = the baseline's global model, b = the ablation's model: the change of b vs a
+        pe = paired_across([(ba[s], va[s]) for s in seeds], "global", row["model_tag"], "test")
+        if pe is None:
+            continue
+        ci = paired_bootstrap_rel_change(*pe, resamples=RESAMPLES, seed=BOOT_SEED)
+        eb, ea, n = pe
+        out.append(
+            {
+                "variant": row["variant"],
+                "config": row["config"],
+                "model": row["model"],
+                "sync": row["sync"],
+                "workers": row["workers"],
+                "averager": row["averager"],
+                "model_tag": row["model_tag"],
+                "seeds": seeds,
+                "test_cer": float(100.0 * ea.sum() / (len(seeds) * n.sum())),
+                "baseline_config": base["config"],
+                "baseline_test_cer": float(100.0 * eb.sum() / (len(seeds) * n.sum())),
+                "vs_baseline_global": {
+                    "percent": ci.rel_change,
+                    "ci95_low": ci.low,
+                    "ci95_high": ci.high,
+                    "seeds_pooled": len(seeds),
+                },
+            }
+        )
+    return out
+
+
+def ablation_table(ab: list[dict[str, Any]]) -> str:
+    if not ab:
+        return ""
+    lines = [
+        f"| {a['variant']} | {a['model']} | {a['sync']} | {a['workers']} | {a['averager']} "
+        f"({a['model_tag']}) | {len(a['seeds'])} | {a['test_cer']:.2f} | "
+        f"{a['baseline_test_cer']:.2f} | {_ci(a['vs_baseline_global'])} |"
+        for a in ab
+    ]
+    return (
+        "Ablations: each model of an ablation run against the global model of its baseline "
+        "run (same model, sync, N and seeds; `interfering`: B(t) = E(t), the EMA sent back "
+        "to the workers; `lrxN`: each worker's learning rate times N, Kaldi's convention), "
+        "test CER %, paired bootstrap 95 % CI:\n\n"
+        "| ablation | model | sync | N | model of the ablation run | seeds | test CER % | "
+        "baseline global test CER % | change (rel., 95 % CI) |\n"
+        "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n"
+    )
+
+
 def progress(study: Study) -> str:
     """Which of the plan's runs have records (trained and dev-decoded), and which do not yet."""
     done = [r.name for r in study.plan.runs if study.record(r) is not None]
@@ -251,6 +369,7 @@ def posthoc_table(study: Study) -> str:
 
 def write_study_table(study: Study) -> list[dict[str, Any]]:
     rows = build_rows(study)
+    ablations = ablation_rows(study, rows)
     out = study.results
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(
@@ -258,6 +377,7 @@ def write_study_table(study: Study) -> list[dict[str, Any]]:
         {
             "plan": str(study.plan.path),
             "rows": rows,
+            "ablations": ablations,
             "resamples": RESAMPLES,
             "bootstrap_seed": BOOT_SEED,
         },
@@ -273,16 +393,14 @@ def write_study_table(study: Study) -> list[dict[str, Any]]:
         log.warning("plots skipped: %s", e)
     post = posthoc_table(study)
     links = "".join(f"![{n.removesuffix('.png')}]({n})\n" for n in plots if (out / n).is_file())
+    parts = [progress(study), verdict(rows), summary_table(rows), ablation_table(ablations), post]
     atomic_write_text(
         out / "table.md",
-        progress(study)
-        + "\n\n"
-        + format_table(rows)
+        "\n\n".join(p.strip() for p in parts if p)
         + "\n"
-        + verdict(rows)
-        + "\n"
-        + ("\n" + post if post else "")
-        + ("\n" + links if links else ""),
+        + ("\n" + links if links else "")
+        + f"\n{ALL_ROWS}\n\nAll rows:\n\n"
+        + format_table(rows),
     )
     log.info("study table: %d rows -> %s", len(rows), out / "table.md")
     return rows
