@@ -107,6 +107,7 @@ def test_the_ema_is_chosen_on_dev_and_the_table_compares_it_with_global(tmp_path
         "significantly better than the same runs' global model" in text
         and "in 1: dnn ma N=2" in text
     )
+    assert "about 0.05 of 1 would exclude 0 by chance alone" in text
     assert progress(study) == f"Runs of the plan with results: 2 of {len(study.plan.runs)}."
 
 
