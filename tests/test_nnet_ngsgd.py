@@ -427,3 +427,12 @@ def test_squared_norm_falls_back_to_float64_on_overflow() -> None:
     g = torch.full((1000,), 1e20)
     assert _sq_norm(g) == pytest.approx(1000 * 1e40, rel=1e-6)
     assert _sq_norm(torch.tensor([3.0, 4.0])) == pytest.approx(25.0)
+
+
+def test_an_overflowing_fisher_estimate_is_named_not_a_lapack_error() -> None:
+    # inputs whose fourth powers overflow float32: the estimate cannot be formed; the error says
+    # what happened instead of eigh's "failed to converge"
+    ng = OnlineNaturalGradient(rank=4, update_period=1)
+    ng.precondition(torch.randn(32, 16))
+    with pytest.raises(FloatingPointError, match="Fisher-matrix estimate is not finite"):
+        ng.precondition(torch.full((32, 16), 1e15), update=True)

@@ -133,6 +133,12 @@ def test_non_finite_loss_stops_with_clear_error(egs: Path, tmp_path: Path) -> No
             lr_final=1e8,
             momentum=0.9,
         )
+    # what a study records about the diverged run; a rerun clears it
+    info = json.loads((tmp_path / "run" / "diverged.json").read_text())
+    assert "non-finite" in info["reason"] and info["where"].startswith("epoch 1, minibatch")
+    assert info["last_checkpoint"].endswith(tuple(f"block-0000000{i}" for i in range(1, 9)))
+    _train(egs, tmp_path / "run", simulate=2, block_minibatches=1, force=True)
+    assert not (tmp_path / "run" / "diverged.json").exists()
 
 
 def test_model_egs_mismatch_errors(egs: Path, tmp_path: Path) -> None:

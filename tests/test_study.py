@@ -156,6 +156,35 @@ def test_an_ablation_is_compared_with_its_baseline_runs_global_model(tmp_path: P
     assert "| dnn | ma | 2 | lrxN | 1 | 10 | 20.00 | - |" in summary
 
 
+def test_a_diverged_run_is_recorded_and_left_out_not_retried(tmp_path: Path) -> None:
+    from steps_py.study.record import diverged_record
+
+    n = len(REF)
+    dev = {"global": [3] * n, "ema-hl1000": [2] * n, "ema-hl4000": [1] * n}
+    study = _fake_study(tmp_path, dev, {"global": [3] * n, "ema-hl4000": [1] * n})
+    run2 = study.plan.runs[1]
+    d = study.run_dir(run2)
+    shutil.rmtree(d)  # seed 2 diverged instead: no final models, only diverged.json
+    d.mkdir(parents=True)
+    (d / "diverged.json").write_text(
+        json.dumps({"reason": "non-finite training loss", "where": "epoch 1, minibatch 7"})
+    )
+    study.record_path(run2).write_text(json.dumps(diverged_record(d)))
+    # not trained again (there is nothing to train with here: a retry would fail), not decoded
+    assert study.train(run2) is False
+    study.run_one(run2)
+    assert study.choose()["dnn_ma_n2"] == {
+        "ema": "ema-hl4000",
+        "dev_cer_mean": {"ema-hl1000": 20.0, "ema-hl4000": 10.0},
+        "seeds": [1],
+    }
+    rows = build_rows(study)
+    assert {r["averager"]: r["seeds"] for r in rows} == {"global": [1], "ema": [1]}
+    assert "1 of them diverged" in progress(
+        study
+    ) and "dnn_ma_n2_seed2 at epoch 1, minibatch 7" in (progress(study))
+
+
 def test_no_choice_until_every_seed_has_its_dev_decodes(tmp_path: Path) -> None:
     n = len(REF)
     study = _fake_study(tmp_path, {"global": [1] * n, "ema-hl1000": [1] * n}, {})

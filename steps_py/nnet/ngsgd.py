@@ -348,6 +348,11 @@ class OnlineNaturalGradient:
         inv_sw = 1.0 / sw
         z = torch.mm(y, y.T).to("cpu", torch.float64).numpy() * np.outer(inv_sw, inv_sw)
         z_scale = max(1.0, float(np.trace(z)))
+        if not math.isfinite(z_scale):  # eigh would fail deep in LAPACK: name the cause
+            raise FloatingPointError(
+                "natural gradient: the Fisher-matrix estimate is not finite (the layer's "
+                "inputs or output derivatives overflowed): training diverged"
+            )
         c_t, u_t = _eigh_one_thread(torch.from_numpy((z / z_scale).astype(np.float32)))
         cv = c_t.numpy()[::-1].astype(np.float64) * z_scale  # descending
         u = u_t.numpy()[:, ::-1].astype(np.float64)

@@ -15,3 +15,9 @@ class ResumeError(TrainingError):
 
 class DimsError(TrainingError):
     """The model and the examples do not fit together."""
+
+
+class DivergenceError(TrainingError):
+    """The run diverged (non-finite loss, gradient or Fisher estimate); exit status 3."""
+
+    exit_status = 3

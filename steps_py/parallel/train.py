@@ -46,7 +46,7 @@ from steps_py.parallel import checkpoint as ckpt
 from steps_py.parallel.averagers import build_averagers
 from steps_py.parallel.backend import Backend, NnetBackend
 from steps_py.parallel.ema import EmaSet
-from steps_py.parallel.errors import TrainingError
+from steps_py.parallel.errors import DivergenceError, TrainingError
 from steps_py.parallel.export import ModelWriter, write_final_models
 from steps_py.parallel.group import Group, choose_device, init_group, launched_by_torchrun
 from steps_py.parallel.metrics import MetricsLog, TimeSplit, evaluate
@@ -87,6 +87,8 @@ class Trainer:
             hooks,
         )
         self.exp: Path = args.exp_dir
+        if group.is_main:  # a rerun (lower lr, --resume) is not the diverged run any more
+            (self.exp / "diverged.json").unlink(missing_ok=True)
         info = backend.egs_info(args.egs)
         self.cfg = backend.model_config(info, args.model_config)
         torch.manual_seed(args.seed)
@@ -223,27 +225,41 @@ class Trainer:
         if self.mlog is not None:
             self.mlog.close()
 
+    def diverged(self, why: str, where: str) -> None:
+        """Write <exp>/diverged.json (what a study records) and stop with DivergenceError."""
+        if self.group.is_main:
+            atomic_write_json(
+                self.exp / "diverged.json",
+                {
+                    "reason": why,
+                    "where": where,
+                    "global_step": self.state.global_step,
+                    "frames": self.state.frames,
+                    "last_checkpoint": str(self.last_ckpt) if self.last_ckpt else None,
+                },
+            )
+        raise DivergenceError(
+            f"{why}; last good checkpoint: {self.last_ckpt or 'none'}. Lower "
+            "--lr-initial, then rerun with --resume (or --force to start over)"
+        )
+
     def step(self) -> None:
         st = self.state
         lr = lr_at(
             st.global_step / max(1, self.total_steps - 1), self.args.lr_initial, self.args.lr_final
         ) * (self.group.world_size if self.args.lr_times_workers else 1)
         where = f"epoch {st.epoch + 1}, minibatch {st.step_in_epoch + 1}"
-        with self.timer.measure("compute", self.device):
-            try:
+        try:
+            with self.timer.measure("compute", self.device):
                 for w in self.workers:
                     w.forward_backward(lr, where)
-            except DivergedError as e:
-                raise TrainingError(
-                    f"{e}; last good checkpoint: {self.last_ckpt or 'none'}. Lower "
-                    "--lr-initial, then rerun with --resume (or --force to start "
-                    "over)"
-                ) from None
-        with self.timer.measure("comm", self.device):
-            self.sync.after_backward(self.group, [w.flat for w in self.workers])
-        with self.timer.measure("compute", self.device):
-            for w in self.workers:
-                w.update()
+            with self.timer.measure("comm", self.device):
+                self.sync.after_backward(self.group, [w.flat for w in self.workers])
+            with self.timer.measure("compute", self.device):
+                for w in self.workers:
+                    w.update(where)
+        except DivergedError as e:
+            self.diverged(str(e), where)
         st.step_in_epoch += 1
         st.global_step += 1
         self.lr = lr
@@ -549,6 +565,9 @@ def main(
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: stack dump
     try:
         run(args, backend, hooks)
+    except DivergenceError as e:
+        logging.getLogger("train").error("%s", e)
+        return DivergenceError.exit_status
     except StepError as e:
         logging.getLogger("train").error("%s", e)
         return 1

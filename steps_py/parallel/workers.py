@@ -89,14 +89,20 @@ class Worker:
             raise DivergedError(
                 f"non-finite training loss ({value}) on worker {self.rank} at {where}"
             )
-        loss.backward()
+        try:
+            loss.backward()
+        except FloatingPointError as e:  # NG-SGD's estimates overflowed (see ngsgd.py)
+            raise DivergedError(f"{e} (worker {self.rank}, {where})") from None
         self.loss_sum += value * frames
         self.frames += frames
         self._swap_out_rng()
 
-    def update(self) -> None:
+    def update(self, where: str = "") -> None:
         self._swap_in_rng()
-        self.opt.step()
+        try:
+            self.opt.step()
+        except FloatingPointError as e:  # a non-finite gradient or Fisher estimate
+            raise DivergedError(f"{e} (worker {self.rank}, {where})") from None
         self.opt.zero_grad(set_to_none=True)
         self._swap_out_rng()
 

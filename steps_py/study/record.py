@@ -76,6 +76,24 @@ def make_record(run_dir: Path, tags: list[str]) -> dict[str, Any]:
     }
 
 
+def diverged_record(run_dir: Path) -> dict[str, Any]:
+    """The record of a run that diverged: where and why (`diverged.json`), its dev curve up
+    to there, and no models. It is a result like any other: the run is not tried again."""
+    info = json.loads((run_dir / "diverged.json").read_text(encoding="utf-8"))
+    return {
+        "run": run_dir.name,
+        "diverged": info,
+        "summary": {},
+        "final_models": [],
+        "models": {},
+        "dev_curve": dev_curve(run_dir / "log/train.csv"),
+    }
+
+
+def is_diverged(record: dict[str, Any] | None) -> bool:
+    return record is not None and bool(record.get("diverged"))
+
+
 def dev_curve(train_csv: Path) -> list[dict[str, float]]:
     """The dev cross entropy of every model at each evaluation: [{"frames": F, "<model>": CE}]."""
     if not train_csv.is_file():

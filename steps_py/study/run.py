@@ -39,10 +39,17 @@ from pathlib import Path
 from steps_py.cli import StepError, step_main
 from steps_py.fileio import atomic_write_json, is_done
 from steps_py.study.plan import Plan, RunSpec, load_plan
-from steps_py.study.record import make_record, read_record, write_record
+from steps_py.study.record import (
+    diverged_record,
+    is_diverged,
+    make_record,
+    read_record,
+    write_record,
+)
 
 log = logging.getLogger("study")
 
+DIVERGED_EXIT = 3  # steps_py.parallel.train's exit status for a diverged run (DivergenceError)
 NON_EMA_PREFIXES = ("global", "icefall", "kaldi-combine", "ema-interfering")
 
 
@@ -100,10 +107,13 @@ class Study:
         return [t for t in tags if t.startswith("posthoc-") == posthoc]
 
     # ----------------------------------------------------------------- steps
-    def train(self, run: RunSpec) -> None:
+    def train(self, run: RunSpec) -> bool:
+        """Train `run` unless done; False when it diverged (recorded as such, not retried)."""
         d = self.run_dir(run)
         if is_done(d / "final"):
-            return
+            return True
+        if is_diverged(self.record(run)):
+            return False
         argv = [
             self.python,
             "-m",
@@ -119,8 +129,21 @@ class Study:
             argv += ["--simulate", str(run.workers)]
         log.info("training %s (%d workers)", run.name, run.workers)
         t0 = time.time()
-        self._call(argv, d / "log" / "study_train.out", run.name)
+        rc = self._call(argv, d / "log" / "study_train.out", run.name, allow=(DIVERGED_EXIT,))
+        if rc == DIVERGED_EXIT and (d / "diverged.json").is_file():
+            with self.lock:
+                write_record(self.record_path(run), diverged_record(d))
+            log.warning(
+                "%s diverged after %.0f s (%s); recorded, and the study goes on",
+                run.name,
+                time.time() - t0,
+                d / "diverged.json",
+            )
+            return False
+        if rc != 0:
+            raise StudyError(f"{run.name}: training exited {rc}; see {d / 'log/study_train.out'}")
         log.info("trained %s in %.0f s", run.name, time.time() - t0)
+        return True
 
     def decode(self, run: RunSpec, tags: list[str], split: str) -> None:
         """Decode the run's models `tags` on dev or test (one pool, the graph read once).
@@ -137,7 +160,8 @@ class Study:
         if not todo:
             return
         lmwt = self.lm_weight(run.model) if split == "dev" else None
-        self.train(run)
+        if not self.train(run):
+            raise StudyError(f"{run.name} diverged: it has no models to decode")
         data = self.wd / (self.plan.dev if split == "dev" else self.plan.test)
         argv = [
             self.python,
@@ -176,7 +200,11 @@ class Study:
             d = self.run_dir(run)
             out = d / "decode_global_dev"
             if not is_done(out):
-                self.train(run)
+                if not self.train(run):
+                    raise StudyError(
+                        f"{run.name} diverged, so it cannot set the {model} LM weight: give "
+                        f"decode.calibrate.{model} another run in {self.plan.path}"
+                    )
                 argv = [
                     self.python,
                     "-m",
@@ -214,18 +242,19 @@ class Study:
             )
             return float(summary["lm_weight"])
 
-    def _call(self, argv: list[str], log_path: Path, what: str) -> None:
+    def _call(self, argv: list[str], log_path: Path, what: str, allow: tuple[int, ...] = ()) -> int:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(log_path, "a", encoding="utf-8") as f:
             f.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n")
             f.flush()
             p = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, env=env, check=False)
-        if p.returncode != 0:
+        if p.returncode != 0 and p.returncode not in allow:
             tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-5:]
             raise StudyError(
                 f"{what} failed (exit {p.returncode}); see {log_path}:\n  " + "\n  ".join(tail)
             )
+        return p.returncode
 
     # ----------------------------------------------------------------- choices
     def dev_cer(self, run: RunSpec, tag: str) -> float | None:
@@ -239,8 +268,11 @@ class Study:
         for r in self.plan.runs:
             by_config[r.config].append(r)
         choices: dict[str, dict[str, object]] = {}
-        for config, runs in by_config.items():
-            if not all(self.record(r) is not None for r in runs):
+        for config, all_runs in by_config.items():
+            if not all(self.record(r) is not None for r in all_runs):
+                continue
+            runs = [r for r in all_runs if not is_diverged(self.record(r))]
+            if not runs:
                 continue
             tags = [t for t in self.models(runs[0]) if is_tracked_ema(t)]
             cers = {t: [self.dev_cer(r, t) for r in runs] for t in tags}
@@ -255,8 +287,11 @@ class Study:
     # ----------------------------------------------------------------- whole study
     def run_one(self, run: RunSpec) -> None:
         if self.record(run) is None:
-            self.train(run)
+            if not self.train(run):
+                return
             self.update_record(run)
+        if is_diverged(self.record(run)):
+            return
         tags = self.models(run)
         self.decode(run, tags, "dev")
         self.decode(
@@ -270,6 +305,8 @@ class Study:
     def test_chosen(self, choices: dict[str, dict[str, object]]) -> None:
         for r in self.plan.runs:
             c = choices.get(r.config)
+            if is_diverged(self.record(r)):
+                continue
             if c is not None and not self.has(r, str(c["ema"]), "test"):
                 self.decode(r, [str(c["ema"])], "test")
                 with self.lock:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from steps_py.fileio import atomic_write_json, atomic_write_text
 from steps_py.score.bootstrap import paired_bootstrap_rel_change
-from steps_py.study.record import paired, paired_across
+from steps_py.study.record import is_diverged, paired, paired_across
 
 if TYPE_CHECKING:
     from steps_py.study.run import Study
@@ -61,7 +61,7 @@ def build_rows(study: Study) -> list[dict[str, Any]]:
     by_config: dict[str, list[tuple[Any, dict[str, Any]]]] = defaultdict(list)
     for r in study.plan.runs:
         rec = study.record(r)
-        if rec is not None:
+        if rec is not None and not is_diverged(rec):
             by_config[r.config].append((r, rec))
     rows: list[dict[str, Any]] = []
     for config, members in by_config.items():
@@ -257,7 +257,7 @@ def ablation_rows(study: Study, rows: list[dict[str, Any]]) -> list[dict[str, An
     recs: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
     for r in study.plan.runs:
         rec = study.record(r)
-        if rec is not None:
+        if rec is not None and not is_diverged(rec):
             recs[r.config][r.seed] = rec
     out: list[dict[str, Any]] = []
     for row in rows:
@@ -333,6 +333,19 @@ def progress(study: Study) -> str:
     done = [r.name for r in study.plan.runs if study.record(r) is not None]
     missing = [r.name for r in study.plan.runs if study.record(r) is None]
     line = f"Runs of the plan with results: {len(done)} of {len(study.plan.runs)}."
+    diverged = [
+        (r.name, rec["diverged"]) for r in study.plan.runs if is_diverged(rec := study.record(r))
+    ]
+    if diverged:
+        line += (
+            f" {len(diverged)} of them diverged (training stopped on a non-finite loss, gradient "
+            "or Fisher estimate; no model, so they are in no row below): "
+            + "; ".join(
+                f"{name} at {d.get('where', '?')} ({d.get('frames', '?')} frames)"
+                for name, d in diverged
+            )
+            + "."
+        )
     if missing:
         line += (
             " Not run yet (`local/run_study.sh` continues with them): " + ", ".join(missing) + "."
