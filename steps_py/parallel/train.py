@@ -257,9 +257,11 @@ class Trainer:
                 self.sync.after_backward(self.group, [w.flat for w in self.workers])
             with self.timer.measure("compute", self.device):
                 for w in self.workers:
-                    w.update(where)
-        except DivergedError as e:
+                    w.update()
+        except DivergedError as e:  # the loss (workers.py): its message says where
             self.diverged(str(e), where)
+        except FloatingPointError as e:  # NG-SGD: a non-finite gradient or Fisher estimate
+            self.diverged(f"{e} at {where}", where)
         st.step_in_epoch += 1
         st.global_step += 1
         self.lr = lr

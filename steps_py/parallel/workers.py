@@ -89,20 +89,14 @@ class Worker:
             raise DivergedError(
                 f"non-finite training loss ({value}) on worker {self.rank} at {where}"
             )
-        try:
-            loss.backward()
-        except FloatingPointError as e:  # NG-SGD's estimates overflowed (see ngsgd.py)
-            raise DivergedError(f"{e} (worker {self.rank}, {where})") from None
+        loss.backward()
         self.loss_sum += value * frames
         self.frames += frames
         self._swap_out_rng()
 
-    def update(self, where: str = "") -> None:
+    def update(self) -> None:
         self._swap_in_rng()
-        try:
-            self.opt.step()
-        except FloatingPointError as e:  # a non-finite gradient or Fisher estimate
-            raise DivergedError(f"{e} (worker {self.rank}, {where})") from None
+        self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self._swap_out_rng()
 

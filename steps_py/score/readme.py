@@ -19,7 +19,7 @@ from pathlib import Path
 
 from steps_py.fileio import atomic_write_text
 
-ALL_ROWS = "<!-- all-rows -->"  # written by steps_py.study.table before its full table
+ALL_ROWS = "<!-- all-rows -->"  # steps_py.study.table writes it before its full table
 BEGIN = "<!-- scoreboard:begin -->"
 END = "<!-- scoreboard:end -->"
 # what -> (source file under --results, markers' name, the plots' dir relative to the README)

@@ -668,7 +668,7 @@ def main(argv: list[str] | None = None) -> int:
     power = power_summary(scores, rows, sets[1])
     plots = [] if args.no_plots else make_plots(runs, rows, args.out, sets)
     if not args.no_tensorboard:
-        n = tb_hparams.write_all(runs, scores, sets)
+        n = tb_hparams.write_all(runs, scores)
         log.info(
             "wrote the CERs of %d run(s) as TensorBoard hparams (<run>/tensorboard/%s)",
             n,

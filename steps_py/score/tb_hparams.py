@@ -57,9 +57,7 @@ def write_run_hparams(run_dir: Path, summary: dict[str, Any], cers: dict[str, fl
     return out
 
 
-def write_all(
-    runs: list[Any], scores: dict[tuple[Path, str, str], Any], sets: tuple[str, str]
-) -> int:
+def write_all(runs: list[Any], scores: dict[tuple[Path, str, str], Any]) -> int:
     """hparams for every training run among `runs` (scoreboard Runs) that has scored decodes."""
     n = 0
     for r in runs:
@@ -68,7 +66,7 @@ def write_all(
         cers = {
             f"cer/{s}/{tag or 'global'}": float(scores[(r.path, tag, s)].cer)
             for (tag, s) in r.decodes
-            if s in sets and (r.path, tag, s) in scores
+            if (r.path, tag, s) in scores
         }
         if not cers:
             continue

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from steps_py.cli import StepError, step_main
 from steps_py.fileio import atomic_write_json, is_done
+from steps_py.parallel.errors import DivergenceError
 from steps_py.study.plan import Plan, RunSpec, load_plan
 from steps_py.study.record import (
     diverged_record,
@@ -49,7 +50,6 @@ from steps_py.study.record import (
 
 log = logging.getLogger("study")
 
-DIVERGED_EXIT = 3  # steps_py.parallel.train's exit status for a diverged run (DivergenceError)
 NON_EMA_PREFIXES = ("global", "icefall", "kaldi-combine", "ema-interfering")
 
 
@@ -129,8 +129,10 @@ class Study:
             argv += ["--simulate", str(run.workers)]
         log.info("training %s (%d workers)", run.name, run.workers)
         t0 = time.time()
-        rc = self._call(argv, d / "log" / "study_train.out", run.name, allow=(DIVERGED_EXIT,))
-        if rc == DIVERGED_EXIT and (d / "diverged.json").is_file():
+        rc = self._call(
+            argv, d / "log" / "study_train.out", run.name, allow=(DivergenceError.exit_status,)
+        )
+        if rc == DivergenceError.exit_status and (d / "diverged.json").is_file():
             with self.lock:
                 write_record(self.record_path(run), diverged_record(d))
             log.warning(
@@ -286,9 +288,7 @@ class Study:
 
     # ----------------------------------------------------------------- whole study
     def run_one(self, run: RunSpec) -> None:
-        if self.record(run) is None:
-            if not self.train(run):
-                return
+        if self.record(run) is None and self.train(run):
             self.update_record(run)
         if is_diverged(self.record(run)):
             return

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from steps_py.fileio import atomic_write_json, atomic_write_text
 from steps_py.score.bootstrap import paired_bootstrap_rel_change
+from steps_py.score.readme import ALL_ROWS  # README's copy of table.md stops there
 from steps_py.study.record import is_diverged, paired, paired_across
 
 if TYPE_CHECKING:
@@ -37,7 +38,6 @@ log = logging.getLogger("study")
 
 AVERAGERS = ("global", "ema", "icefall-avg", "kaldi-combine", "ema-interfering")
 RESAMPLES, BOOT_SEED = 1000, 0
-ALL_ROWS = "<!-- all-rows -->"  # README's copy of table.md stops here (steps_py.score.readme)
 
 
 def mean_std(xs: list[float]) -> tuple[float | None, float | None]:
@@ -54,15 +54,22 @@ def _tag_for(averager: str, tags: list[str], chosen: str | None) -> str | None:
     return averager if averager in tags else None
 
 
+def finished(study: Study) -> list[tuple[Any, dict[str, Any]]]:
+    """(run, record) of every plan run that trained (diverged runs have no models)."""
+    return [
+        (r, rec)
+        for r in study.plan.runs
+        if (rec := study.record(r)) is not None and not is_diverged(rec)
+    ]
+
+
 def build_rows(study: Study) -> list[dict[str, Any]]:
     """Rows of the table from the records of every config with at least one finished run."""
     choices_path = study.results / "choices.json"
     choices = json.loads(choices_path.read_text()) if choices_path.is_file() else {}
     by_config: dict[str, list[tuple[Any, dict[str, Any]]]] = defaultdict(list)
-    for r in study.plan.runs:
-        rec = study.record(r)
-        if rec is not None and not is_diverged(rec):
-            by_config[r.config].append((r, rec))
+    for r, rec in finished(study):
+        by_config[r.config].append((r, rec))
     rows: list[dict[str, Any]] = []
     for config, members in by_config.items():
         runs, recs = [m[0] for m in members], [m[1] for m in members]
@@ -255,10 +262,8 @@ def ablation_rows(study: Study, rows: list[dict[str, Any]]) -> list[dict[str, An
     """Each test-decoded model of an ablation run (a plan family with a tag) against the global
     model of its baseline run: same model, sync, N and seed, no tag; paired bootstrap on test."""
     recs: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
-    for r in study.plan.runs:
-        rec = study.record(r)
-        if rec is not None and not is_diverged(rec):
-            recs[r.config][r.seed] = rec
+    for r, rec in finished(study):
+        recs[r.config][r.seed] = rec
     out: list[dict[str, Any]] = []
     for row in rows:
         if row["variant"] == "-" or row["test_cer_mean"] is None:
