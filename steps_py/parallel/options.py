@@ -222,9 +222,31 @@ def build_parser(description: str | None) -> argparse.ArgumentParser:
         "final/ema-hl<H>-warmup",
     )
     em.add_argument(
+        "--ema-half-life-fractions",
+        type=float_list(0.0, None),
+        default=[],
+        help="more EMAs by half-life as a fraction of the run's training frames (0.05 = 5 %%), "
+        "so runs of any length compare; final/ema-hl<P>pct (default none)",
+    )
+    em.add_argument(
         "--ema-warmup",
         action="store_true",
-        help="give every EMA of --ema-decays/--ema-half-life-frames the warm-up",
+        help="give every EMA of --ema-decays/--ema-half-life-frames/--ema-half-life-fractions "
+        "the warm-up; final/ema-warmup-upto-<decay or half-life>",
+    )
+    em.add_argument(
+        "--ema-start",
+        type=unit_interval,
+        default=0.0,
+        metavar="FRACTION",
+        help="every EMA follows G until this fraction of the run's frames is trained, "
+        "then E = G and averaging starts; label suffix -start<P>pct (default 0: E(0) = G(0))",
+    )
+    em.add_argument(
+        "--ema-bias-correction",
+        action="store_true",
+        help="Adam's bias correction: E(0) = 0, model E / (1 - prod alpha), so the initial "
+        "model has no weight; label suffix -bc (default off: E(0) = G(0), the paper's)",
     )
     em.add_argument(
         "--ema-interfering",
@@ -338,6 +360,9 @@ def parse_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
             args.ema_half_life_frames,
             args.ema_warmup_half_life_frames,
             args.ema_warmup,
+            args.ema_half_life_fractions,
+            args.ema_start,
+            args.ema_bias_correction,
         )
     except ValueError as e:
         p.error(f"EMA options: {e}")

@@ -43,7 +43,7 @@ from steps_py.fileio import atomic_write_json, is_done, mark_done
 from steps_py.log import setup_logging
 from steps_py.nnet.optim import lr_at, optimizer_kwargs
 from steps_py.parallel import checkpoint as ckpt
-from steps_py.parallel.averagers import build_averagers
+from steps_py.parallel.averagers import LastModelsCombination, build_averagers
 from steps_py.parallel.backend import Backend, NnetBackend
 from steps_py.parallel.ema import EmaSet
 from steps_py.parallel.errors import DivergenceError, TrainingError
@@ -143,14 +143,20 @@ class Trainer:
             args.warmup_blocks,
             args.ddp_impl,
         )
-        self.sync: Sync = (
-            InterferingEma(sync, EmaSet(args.ema_specs)) if args.ema_interfering else sync
-        )
+        self.total_steps = args.epochs * self.steps_per_epoch
+        # what EMA half-life fractions and starts are fractions of (all workers)
+        self.total_frames = group.world_size * frames_per_mb * self.total_steps
+        try:
+            emas = EmaSet(args.ema_specs, self.total_frames) if args.ema_interfering else None
+        except ValueError as e:
+            raise TrainingError(f"EMA options: {e}") from None
+        self.sync: Sync = InterferingEma(sync, emas) if emas is not None else sync
         self.K = self.sync.block_minibatches(k)
         self.frames_per_block = group.world_size * frames_per_mb * self.K  # all workers
-        self.total_steps = args.epochs * self.steps_per_epoch
         syncs = args.epochs * -(-self.steps_per_epoch // self.K)
-        self.averagers = build_averagers(args, self.exp, k, syncs) if group.is_main else {}
+        self.averagers = (
+            build_averagers(args, self.exp, k, syncs, self.total_frames) if group.is_main else {}
+        )
         self.eval_every = args.eval_every_blocks or (
             max(1, syncs // args.evals) if args.evals else 0
         )
@@ -324,7 +330,7 @@ class Trainer:
         for a in self.averagers.values():
             out += a.models()
         if isinstance(self.sync, InterferingEma):
-            out.append((self.sync.label, self.sync.emas.values[0]))
+            out.append((self.sync.label, self.sync.emas.model(0)))
         return out
 
     def dev_metrics(self, flat: torch.Tensor) -> dict[str, float]:
@@ -414,6 +420,9 @@ class Trainer:
         a, t, st = self.args, self.timer.as_dict(), self.state
         final = self.exp / "final"
         assert self.sync.global_flat is not None
+        comb = self.averagers.get("combine")
+        if isinstance(comb, LastModelsCombination):
+            comb.finish(self.sync.global_flat, st.global_step)
         extra = write_final_models(
             final,
             self.writer,
@@ -439,9 +448,10 @@ class Trainer:
             "lr_times_workers": a.lr_times_workers,
             "ddp_impl": a.ddp_impl if self.sync.name == "ddp" else None,
             "ema_decays": [s.label.removeprefix("ema-") for s in a.ema_specs],
-            "ema_alphas": [
-                s.alpha(10**9, self.frames_per_block) for s in a.ema_specs
-            ],  # full block
+            "ema_alphas": [  # full block, after any warm-up
+                s.alpha(10**9, self.frames_per_block, self.total_frames) for s in a.ema_specs
+            ],
+            "ema_total_frames": self.total_frames,
             "ema_interfering": a.ema_interfering,
             "frames": st.frames,
             "history": st.history,
