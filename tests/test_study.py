@@ -210,7 +210,7 @@ def test_plan_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(PlanError, match="sync 'bmuf' is not one of"):
         load_plan(p)
     p.write_text(json.dumps(dict(PLAN, famlies=[])))
-    with pytest.raises(PlanError, match=r"unknown keys \['famlies'\]"):
+    with pytest.raises(PlanError, match=r"unknown key 'famlies' \(did you mean 'families'\?\)"):
         load_plan(p)
     p.write_text(json.dumps(dict(PLAN, decode={})))
     with pytest.raises(
@@ -221,6 +221,47 @@ def test_plan_errors_name_the_key(tmp_path: Path) -> None:
     names = [r.name for r in plan.runs]
     assert len(names) == len(set(names)) >= 30 and "dnn_ma_n64_seed1" in names
     assert {r.workers for r in plan.runs if r.model == "dnn"} >= {1, 4, 16, 64}
+
+
+@pytest.mark.parametrize(
+    ("where", "bad", "message"),
+    [
+        (
+            "families",
+            [{**PLAN["families"][0], "seedz": [1]}],
+            r"families\[0\]: unknown key 'seedz'",
+        ),
+        ("decode", {**PLAN["decode"], "test_model": "all"}, r"decode: unknown key 'test_model'"),
+        ("statistics", {"primery": ["dnn_ma_n2"]}, r"statistics: unknown key 'primery'"),
+        (
+            "pilot",
+            {"groups": [{"pilot": "dnn_ma_n2", "config": []}]},
+            r"pilot.groups\[0\]: unknown",
+        ),
+        ("statistics", {"primary": ["dnn_ma_n3"]}, r"\['dnn_ma_n3'\] are not configs"),
+        ("choice", {"by": "test_cer"}, r"choice.by must be"),
+    ],
+)
+def test_a_misspelt_nested_key_is_an_error_naming_it(
+    tmp_path: Path, where: str, bad: object, message: str
+) -> None:
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps(dict(PLAN, **{where: bad})))
+    with pytest.raises(PlanError, match=message):
+        load_plan(p)
+
+
+def test_the_learning_rate_is_scaled_for_the_pilot_and_the_final_ratio() -> None:
+    from steps_py.study.plan import RunSpec, scale_lr
+
+    argv = ["--lr-initial", "0.3", "--lr-final=0.03", "--seed", "1"]
+    assert scale_lr(argv, 2.0, None) == ["--lr-initial", "0.6", "--lr-final=0.06", "--seed", "1"]
+    assert scale_lr(argv, 0.5, 1.0) == ["--lr-initial", "0.15", "--lr-final=0.15", "--seed", "1"]
+    assert scale_lr(["--lr-initial=1"], 1.0, 0.01) == ["--lr-initial=1", "--lr-final", "0.01"]
+    with pytest.raises(PlanError, match="no --lr-initial"):
+        scale_lr(["--seed", "1"], 2.0, None)
+    run = RunSpec("dnn", "ma", 16, 1, "lrconst", lr_final_ratio=1.0)
+    assert run.config == "dnn_ma_n16_lrconst" and run.name == "dnn_ma_n16_lrconst_seed1"
 
 
 def test_posthoc_is_compared_with_the_tracked_ema_of_the_same_half_life(tmp_path: Path) -> None:
