@@ -178,3 +178,29 @@ def test_a_started_bias_corrected_ema_resumes_exactly() -> None:
         for g in G_SEQ[3:]:
             e.update(torch.tensor([g], dtype=torch.float64), frames=100.0)
     assert float(b.model(0)) == pytest.approx(float(a.model(0))) == pytest.approx(3.0 / 0.875)
+
+
+def test_a_run_with_started_and_bias_corrected_emas_saves_epoch_models(tmp_path: Path) -> None:
+    egs = make_toy_egs(tmp_path / "egs", frames=512, dev_frames=64)
+    s = train_toy(
+        egs,
+        tmp_path / "run",
+        epochs=2,
+        simulate=2,
+        block_minibatches=2,
+        ema_decays="",
+        ema_half_life_fractions="0.05,0.2",
+        ema_start=0.25,
+        ema_bias_correction=True,
+        save_epoch_models=True,
+    )
+    names = ["ema-hl5pct-start25pct-bc", "ema-hl20pct-start25pct-bc", "global"]
+    assert s["ema_decays"] == [n.removeprefix("ema-") for n in names[:2]]
+    assert s["ema_total_frames"] == pytest.approx(s["frames"], rel=0.01)
+    for d in ("epoch1", "final"):
+        files = sorted(p.stem for p in (tmp_path / "run" / d).glob("*.safetensors"))
+        assert files == sorted(names), d
+    assert not (tmp_path / "run/epoch2").exists()  # the last epoch's models are final/
+    assert [sorted(k for k in h if k.startswith("dev_ce_")) for h in s["history"]] == [
+        sorted(f"dev_ce_{n}" for n in names)
+    ] * 2

@@ -336,6 +336,12 @@ def build_parser(description: str | None) -> argparse.ArgumentParser:
         default=0,
         help="cap on dev minibatches per evaluation (0: all)",
     )
+    lg.add_argument(
+        "--save-epoch-models",
+        action="store_true",
+        help="also write every model at the end of each epoch but the last to "
+        "<exp-dir>/epoch<E>/ (for dev decodes against frames)",
+    )
     lg.add_argument("--no-tensorboard", action="store_true")
     lg.add_argument(
         "--force",

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from steps_py.cli import StepError, progress
-from steps_py.fileio import atomic_write_json, is_done, mark_done
+from steps_py.fileio import atomic_path, atomic_write_json, is_done, mark_done
 from steps_py.log import setup_logging
 from steps_py.nnet.optim import lr_at, optimizer_kwargs
 from steps_py.parallel import checkpoint as ckpt
@@ -215,6 +215,8 @@ class Trainer:
                         return self.stopped()
             evals = self.end_epoch()
             self.log_row("epoch", st.history[-1]["train_loss"], evals, t0)
+            if a.save_epoch_models and epoch + 1 < a.epochs:
+                self.save_epoch_models(epoch + 1)
             self.checkpoint(t0)
             if stop and epoch + 1 < a.epochs:
                 return self.stopped()
@@ -321,6 +323,18 @@ class Trainer:
             " | ".join(f"{k} dev CE {v['ce']:.4f} acc {v['acc']:.4f}" for k, v in evals.items()),
         )
         return evals
+
+    def save_epoch_models(self, epoch: int) -> None:
+        """`<exp>/epoch<E>/`: the global model and the averagers' models at the end of epoch
+        E (not the last: that is `final/`), each with its priors, for decoding later."""
+        out = self.exp / f"epoch{epoch}"
+        if not self.group.is_main or is_done(out):
+            return
+        with atomic_path(out) as tmp:
+            tmp.mkdir(parents=True)
+            for name, vec in self.models():
+                self.writer.write(tmp / f"{name}.safetensors", name, vec)
+        mark_done(out, {"frames": self.state.frames})
 
     # ------------------------------------------------------------------ helpers
     def models(self) -> list[tuple[str, torch.Tensor]]:
@@ -494,6 +508,7 @@ def prepare_exp_dir(args: argparse.Namespace, group: Group) -> bool:
         log.info("torchrun restart: --force applies only to the first attempt; not deleting")
     elif args.force and group.is_main:
         for d in (
+            *(p.name for p in exp.glob("epoch[0-9]*")),
             "checkpoints",
             "log/train.csv",
             "tensorboard",
