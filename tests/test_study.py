@@ -290,3 +290,86 @@ def test_posthoc_is_compared_with_the_tracked_ema_of_the_same_half_life(tmp_path
         }
     }
     assert json.loads((tmp_path / "out" / "run.json").read_text()) == rows
+
+
+PLAN2 = {
+    **PLAN,
+    "corpus": "toy",
+    "families": [
+        {"model": "dnn", "sync": "ma", "workers": [2], "seeds": [1, 2]},
+        {
+            "model": "dnn",
+            "sync": "ma",
+            "workers": [2],
+            "seeds": [1, 2],
+            "tag": "lrconst",
+            "lr_final_ratio": 1.0,
+        },
+    ],
+    "choice": {"by": "dev_ce", "global_candidate": True},
+    "statistics": {"bootstrap": "hierarchical", "resamples": 300, "primary": ["dnn_ma_n2"]},
+}
+UTTS = [f"test-s{k}-{i:03d}" for k in range(4) for i in range(10)]
+
+
+def _entry(errors: list[int]) -> dict:
+    return {
+        "cer": 100.0 * sum(errors) / (10 * len(errors)),
+        "utts": UTTS,
+        "errors": errors,
+        "ref_len": [10] * len(errors),
+    }
+
+
+def _record(name: str, ce: dict[str, float], test: dict[str, list[int]]) -> dict:
+    models = {t: {"dev": _entry(e), "test": _entry(e)} for t, e in test.items()}
+    return {
+        "run": name,
+        "summary": {"syncs": 8, "frames": 4000, "wall_time_s": 1.0},
+        "final_models": ["ema-hl5pct-bc", "ema-hl20pct-bc", "global", "kaldi-combine"],
+        "models": models,
+        "dev_curve": [],
+        "epoch_curve": [{"epoch": 1, "frames": 4000.0, **ce}],
+        "lr": {"lr_initial": 0.3, "lr_final": 0.03, "lr_times_workers": True},
+    }
+
+
+def test_second_study_chooses_on_dev_ce_with_global_as_a_candidate(tmp_path: Path) -> None:
+    from steps_py.study.table_kaldi import build_rows, table_md
+
+    plan_path = tmp_path / "study.json"
+    plan_path.write_text(json.dumps(PLAN2), encoding="utf-8")
+    study = Study(load_plan(plan_path), tmp_path / "work", tmp_path / "results")
+    assert study.root == tmp_path / "work/exp/results"
+    base = [2] * 40
+    for run in study.plan.runs:
+        if run.tag:  # the global model has the lowest dev CE: dev chooses it
+            ce = {"global": 1.0, "ema-hl5pct-bc": 1.1, "ema-hl20pct-bc": 1.2}
+        else:  # the 5 % EMA has; on test it is 1 error better on 3 of 4 speakers
+            ce = {"global": 1.2, "ema-hl5pct-bc": 1.0, "ema-hl20pct-bc": 1.1}
+        test = {
+            "global": base,
+            "kaldi-combine": base,
+            "ema-hl5pct-bc": [1] * 30 + [1 + run.seed % 2] * 10,
+        }
+        write_record_ = study.record_path(run)
+        write_record_.parent.mkdir(parents=True, exist_ok=True)
+        write_record_.write_text(json.dumps(_record(run.name, ce, test)))
+    choices = study.choose()
+    assert choices["dnn_ma_n2"]["ema"] == "ema-hl5pct-bc"
+    assert choices["dnn_ma_n2_lrconst"]["ema"] == "global"
+    assert set(choices["dnn_ma_n2"]["dev_ce_mean"]) == {"global", "ema-hl5pct-bc", "ema-hl20pct-bc"}
+    rows = build_rows([study])
+    ema = next(r for r in rows if r["config"] == "dnn_ma_n2" and r["averager"] == "ema")
+    c = ema["vs_global"]
+    # seed 1: 30 + 20 = 50 errors vs 80 (-37.5 %); seed 2: 30 + 10 = 40 (-50 %)
+    assert c["per_seed_percent"] == pytest.approx([-37.5, -50.0])
+    assert c["percent"] == pytest.approx(-43.75) and c["verdict"] == "helps"
+    assert c["speakers"] == 4 and c["utterances"] == 40 and c["seeds_pooled"] == 2
+    comb = next(r for r in rows if r["config"] == "dnn_ma_n2" and r["averager"] == "kaldi-combine")
+    assert comb["vs_global"]["verdict"] == "equivalent" and comb["vs_global"]["tost_p"] == 0.0
+    const = next(r for r in rows if r["config"] == "dnn_ma_n2_lrconst" and r["averager"] == "ema")
+    assert const["vs_global"]["percent"] == 0.0  # dev chose the global model itself
+    md = table_md([study], rows)
+    assert "Primary contrasts" in md and "| dnn_ma_n2 | 2 | ema (ema-hl5pct-bc)" in md
+    assert "**helps**" in md and "mechanism" in md

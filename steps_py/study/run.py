@@ -66,7 +66,7 @@ class Study:
         self, plan: Plan, workdir: Path, results: Path, python: str = sys.executable
     ) -> None:
         self.plan, self.wd, self.results, self.python = plan, Path(workdir), Path(results), python
-        self.root = self.wd / "exp" / "study"
+        self.root = self.wd / "exp" / self.results.name  # exp/study, exp/study_kaldi, ...
         self.lock = threading.RLock()
         self.calib_locks = {m: threading.Lock() for m in plan.egs}
         self.pilot_factor = {r.name: f for _, f, r in plan.pilot_runs()}
