@@ -370,6 +370,37 @@ def test_second_study_chooses_on_dev_ce_with_global_as_a_candidate(tmp_path: Pat
     assert comb["vs_global"]["verdict"] == "equivalent" and comb["vs_global"]["tost_p"] == 0.0
     const = next(r for r in rows if r["config"] == "dnn_ma_n2_lrconst" and r["averager"] == "ema")
     assert const["vs_global"]["percent"] == 0.0  # dev chose the global model itself
+    assert const["vs_global"]["verdict"] == "dev chose global"
     md = table_md([study], rows)
     assert "Primary contrasts" in md and "| dnn_ma_n2 | 2 | ema (ema-hl5pct-bc)" in md
     assert "**helps**" in md and "mechanism" in md
+
+
+def test_leave_one_speaker_out_folds_pool_every_folds_test_decodes(tmp_path: Path) -> None:
+    from steps_py.study.run import fold_studies
+    from steps_py.study.table_kaldi import build_rows, seed_entries
+
+    plan = {**PLAN2, "families": PLAN2["families"][:1], "folds": {"speakers": ["a", "b"]}}
+    plan_path = tmp_path / "study.json"
+    plan_path.write_text(json.dumps(plan), encoding="utf-8")
+    folds = fold_studies(load_plan(plan_path), tmp_path / "work", tmp_path / "results")
+    assert [f.wd.name for f in folds] == ["fold_a", "fold_b"]
+    for k, study in enumerate(folds):  # fold a: 5 % EMA best on dev; fold b: the 20 % one
+        utts = [f"spk{k}-{i}" for i in range(5)]
+        for run in study.plan.runs:
+            best = "ema-hl5pct-bc" if k == 0 else "ema-hl20pct-bc"
+            ce = {"global": 1.2, "ema-hl5pct-bc": 1.1, "ema-hl20pct-bc": 1.1, best: 1.0}
+            rec = _record(run.name, ce, {"global": [2] * 5, best: [1] * 5})
+            for splits in rec["models"].values():
+                for e in splits.values():
+                    e.update(utts=utts, ref_len=[10] * 5, cer=100.0 * sum(e["errors"]) / 50)
+            study.record_path(run).parent.mkdir(parents=True, exist_ok=True)
+            study.record_path(run).write_text(json.dumps(rec))
+        study.choose()
+    seeds = seed_entries(folds, "dnn_ma_n2")
+    ema = seeds[1]["ema"]
+    assert ema["tags"] == ["ema-hl5pct-bc", "ema-hl20pct-bc"]  # each fold's own dev choice
+    assert len(ema["test"]["utts"]) == 10 and ema["test"]["cer"] == pytest.approx(10.0)
+    row = next(r for r in build_rows(folds) if r["averager"] == "ema")
+    assert row["vs_global"]["percent"] == pytest.approx(-50.0)
+    assert row["vs_global"]["speakers"] == 2 and row["vs_global"]["utterances"] == 10

@@ -7,7 +7,8 @@ test at +-margin % relative, and the change of every seed alone. The verdict of 
 
 * "helps": the 95 % CI is below 0;  "hurts": it is above 0;
 * "equivalent": the CI includes 0 and TOST shows |change| < margin (p < 0.05);
-* "inconclusive": neither (too few data to tell; never reported as "no effect").
+* "inconclusive": neither (too few data to tell; never reported as "no effect");
+* "dev chose global" (set by the table): the dev choice is the global model itself.
 
 The speaker of an utterance is its id up to the last '-' (`test-s001-00016` -> `test-s001`,
 the digits corpus's `astmic-fsi003-sen_0012` -> `astmic-fsi003`), as both corpora name them.

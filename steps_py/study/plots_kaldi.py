@@ -75,6 +75,11 @@ def plot_change_vs_workers(rows: list[dict[str, Any]], path: Path) -> bool:
                         [p[1]["ci95_high"] - p[1]["percent"] for p in pts],
                     ]
                     ax.errorbar(x, y, yerr=err, marker="o", capsize=3, ls="-", label=averager)
+            for r in here:  # what dev chose, beside its point
+                if r["averager"] == "ema" and r.get("vs_global"):
+                    chosen = sorted({t for ts in r["model_tags"].values() for t in ts})
+                    text = ",".join(t.removeprefix("ema-").removesuffix("-bc") for t in chosen)
+                    ax.annotate(text, (r["workers"], r["vs_global"]["percent"]), fontsize=6)
             for r in here:
                 if r["status"] in ("diverged", "not run"):
                     ax.scatter(

@@ -158,6 +158,8 @@ def config_rows(folds: list[Study], config: str) -> list[dict[str, Any]]:
             pe = paired_entries([(ok[k]["global"]["test"], have[k]["test"]) for k in both])
             if pe is not None:
                 row["vs_global"] = contrast(pe[:3], pe[3], st.resamples, st.seed, st.margin)
+                if all(t == "global" for v in have.values() for t in v["tags"]):
+                    row["vs_global"].update(verdict="dev chose global", equivalent=None)
             row["dev_vs_global_per_seed"] = [
                 100.0
                 * (have[k]["dev"]["cer"] - ok[k]["global"]["dev"]["cer"])
