@@ -1,4 +1,4 @@
-"""Stage 0 for the Mandarin digits corpus: a speaker-disjoint train/dev/test split as Kaldi data dirs.
+"""The Mandarin digits corpus as Kaldi data dirs: a speaker-disjoint train/dev/test split.
 
     python -m local.digits.prepare --corpus-dir ../shared/corpora/mandarin_digits --out data/local/digits
 
@@ -10,7 +10,7 @@ sorted speakers, the last ``--test-speakers`` of them test, the ones before dev,
 (or, with ``--test-speaker S``, one leave-one-speaker-out fold: S test, the next speaker dev)
 (default 5/1/1: train fsi001-fsi005, dev fsi006, test fsi007). Writes
 ``<out>/{train,dev,test}/{wav.scp,text,utt2spk,spk2utt}`` with the corpus's utterance ids,
-absolute wav paths, ``<out>/split.json`` (speakers and counts per set) and ``.done``; stage 1
+absolute wav paths, ``<out>/split.json`` (speakers and counts per set) and ``.done``; the data step
 (``steps_py.data.prepare --kaldi-dirs <out>``) checks them like any Kaldi data dirs.
 """
 

@@ -1,4 +1,4 @@
-"""Stage 6: the one parallel training loop (MA / BMUF / DDP / none) with non-interfering averagers.
+"""The one parallel training loop (MA / BMUF / DDP / none) with non-interfering averagers.
 
 Run one of:
   torchrun --standalone --nproc_per_node 2 -m steps_py.parallel.train --egs exp/egs/dnn \
@@ -130,6 +130,18 @@ class Trainer:
                 f"{args.egs}: a worker's share has no full minibatch of "
                 f"{args.batch_size}; lower --batch-size or use fewer workers"
             )
+        self._setup_sync(args, group)
+        self.settings = settings(args, self.cfg, self.K)
+        self.shapes = self.workers[0].flat.describe()
+        for w in self.workers:
+            w.fwd = self.sync.wrap(w.model, group)
+        check_model_dims(self.workers[0], int(info.get("num_pdfs", 0)), args.egs)
+        self.state, self.timer = TrainState(), TimeSplit()
+        self.last_ckpt: Path | None = None
+        self.lr = args.lr_initial
+
+    def _setup_sync(self, args: argparse.Namespace, group: Group) -> None:
+        """The sync object, the block size K, the run's frames, the averagers, the evals."""
         r0 = self.workers[0].reader
         frames_per_mb = r0.frames_per_epoch / max(1, r0.minibatches_per_epoch)
         k = args.block_minibatches or (
@@ -160,14 +172,6 @@ class Trainer:
         self.eval_every = args.eval_every_blocks or (
             max(1, syncs // args.evals) if args.evals else 0
         )
-        self.settings = settings(args, self.cfg, self.K)
-        self.shapes = self.workers[0].flat.describe()
-        for w in self.workers:
-            w.fwd = self.sync.wrap(w.model, group)
-        check_model_dims(self.workers[0], int(info.get("num_pdfs", 0)), args.egs)
-        self.state, self.timer = TrainState(), TimeSplit()
-        self.last_ckpt: Path | None = None
-        self.lr = args.lr_initial
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
