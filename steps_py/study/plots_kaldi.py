@@ -98,7 +98,8 @@ def plot_change_vs_workers(rows: list[dict[str, Any]], path: Path) -> bool:
             ax.set_xlabel("workers N")
             ax.set_ylabel("test CER change vs global, % (95 % CI)")
             ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    if axes[0][0].get_legend_handles_labels()[0]:
+        axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -37,7 +37,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from steps_py.cli import StepError, step_main
-from steps_py.fileio import atomic_write_json, is_done
+from steps_py.fileio import atomic_write_json, atomic_write_text, is_done
 from steps_py.parallel.errors import DivergenceError
 from steps_py.study.plan import Plan, RunSpec, load_plan
 from steps_py.study.record import (
@@ -559,6 +559,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.table_only:
         if args.jobs < 1:
             raise StudyError(f"--jobs must be >= 1, not {args.jobs}")
+        if plan.second_study:  # the plan as run, beside its results
+            args.results.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(args.results / "plan.json", plan.path.read_text(encoding="utf-8"))
         for study in studies:
             study.run_all(args.only_train, args.jobs)
         log.info("study steps done in %.0f s", time.time() - t0)
