@@ -29,6 +29,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -414,10 +415,10 @@ class Study:
             return
         self.train(run)
         d = self.run_dir(run)
-        tracked = [
+        tracked = [  # EMAs with a half-life in frames (not fractions, starts, corrections)
             float(t.removeprefix("ema-hl"))
             for t in self.models(run)
-            if t.startswith("ema-hl") and not t.endswith("-warmup")
+            if re.fullmatch(r"ema-hl[0-9.]+", t)
         ]
         wanted = sorted(set(self.plan.posthoc_half_lives) | set(tracked))
         todo = [

@@ -156,7 +156,7 @@ def config_rows(folds: list[Study], config: str) -> list[dict[str, Any]]:
         if averager != "global":
             both = [k for k in have if "test" in have[k] and "test" in ok[k].get("global", {})]
             pe = paired_entries([(ok[k]["global"]["test"], have[k]["test"]) for k in both])
-            if pe is not None:
+            if pe is not None and pe[0].sum() > 0:  # a global model with no error: no ratio
                 row["vs_global"] = contrast(pe[:3], pe[3], st.resamples, st.seed, st.margin)
                 if all(t == "global" for v in have.values() for t in v["tags"]):
                     row["vs_global"].update(verdict="dev chose global", equivalent=None)
