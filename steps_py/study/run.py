@@ -14,6 +14,12 @@ this session or a later one, and continues where it stopped. Per run, in plan or
 4. once every seed of a config has its dev decodes: choose the EMA (half-life, or the one
    with warm-up) with the lowest mean dev CER over the seeds, write it to
    `results/study/choices.json`, and decode that EMA on test for every seed.
+A plan of the second study (`plan.py`) first trains its learning-rate pilot (short runs at
+x0.5, x1, x2, each group's factor chosen by the final whole-dev CE of the global model,
+`pilot.json`); chooses by final whole-dev CE instead of dev CER when it says so (then only
+the chosen model is decoded, on dev and test) and with the global model as a candidate;
+decodes the epoch-end models of its convergence configs on dev; and runs each
+leave-one-speaker-out fold in its own workdir (`fold_studies`).
 Then the post-hoc runs of the plan: EMAs of many half-lives reconstructed from the
 snapshots (`steps_py.parallel.posthoc`), each decoded on dev (the CER-vs-half-life curve),
 and the tracked half-lives reconstructed for the comparison with the tracked EMAs.
