@@ -10,7 +10,7 @@ import pytest
 
 from steps_py.fileio import mark_done
 from steps_py.study.plan import PlanError, load_plan
-from steps_py.study.run import Study
+from steps_py.study.run import Study, StudyError
 from steps_py.study.table import (
     ablation_rows,
     ablation_table,
@@ -404,3 +404,42 @@ def test_leave_one_speaker_out_folds_pool_every_folds_test_decodes(tmp_path: Pat
     row = next(r for r in build_rows(folds) if r["averager"] == "ema")
     assert row["vs_global"]["percent"] == pytest.approx(-50.0)
     assert row["vs_global"]["speakers"] == 2 and row["vs_global"]["utterances"] == 10
+
+
+def test_the_pilot_chooses_each_groups_learning_rate_on_dev_ce(tmp_path: Path) -> None:
+    plan = {
+        **PLAN2,
+        "train_model": {"dnn": ["--lr-initial", "0.3", "--lr-final", "0.03"]},
+        "pilot": {
+            "factors": [0.5, 1, 2],
+            "train_extra": ["--epochs", "1"],
+            "groups": [{"pilot": "dnn_ma_n2", "configs": ["dnn_ma_n2", "dnn_ma_n2_lrconst"]}],
+        },
+    }
+    plan_path = tmp_path / "study.json"
+    plan_path.write_text(json.dumps(plan), encoding="utf-8")
+    study = Study(load_plan(plan_path), tmp_path / "work", tmp_path / "results")
+    pilots = study.plan.pilot_runs()
+    assert [r.name for _, _, r in pilots] == [
+        "dnn_ma_n2_pilot-lrx0.5_seed1",
+        "dnn_ma_n2_pilot-lrx1_seed1",
+        "dnn_ma_n2_pilot-lrx2_seed1",
+    ]
+    with pytest.raises(StudyError, match="pilot of dnn_ma_n2, which has not chosen yet"):
+        study.lr_scale(study.plan.runs[0])
+    for (_, f, run), ce in zip(pilots, (1.3, 1.1, None), strict=True):  # x2 diverged
+        rec = {"run": run.name, "diverged": {"where": "epoch 1"}, "models": {}}
+        if ce is not None:
+            rec = _record(run.name, {"global": ce}, {})
+        study.record_path(run).parent.mkdir(parents=True, exist_ok=True)
+        study.record_path(run).write_text(json.dumps(rec))
+        assert study.lr_scale(run) == f and study.record_path(run).parent.name == "pilot"
+    chosen = study.run_pilot(jobs=1)  # every pilot has its record: nothing is trained
+    assert chosen["dnn_ma_n2"]["factor"] == 1.0
+    assert chosen["dnn_ma_n2"]["dev_ce_global_by_factor"] == {"0.5": 1.3, "1": 1.1, "2": None}
+    const = next(r for r in study.plan.runs if r.tag == "lrconst")
+    assert study.lr_scale(const) == 1.0
+    argv = study.plan.train_argv(pilots[0][2], 0.5)  # the pilot's options last
+    assert argv[:4] == ["--epochs", "1", "--lr-initial", "0.15"] and argv[-2:] == ["--epochs", "1"]
+    argv = study.plan.train_argv(const, 2.0)  # x2, then the constant final rate
+    assert argv[2:6] == ["--lr-initial", "0.6", "--lr-final", "0.6"]
