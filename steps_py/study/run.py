@@ -77,6 +77,7 @@ class Study:
         self.lock = threading.RLock()
         self.calib_locks = {m: threading.Lock() for m in plan.egs}
         self.pilot_factor = {r.name: f for _, f, r in plan.pilot_runs()}
+        self.run_locks: dict[str, threading.Lock] = {}
 
     def run_dir(self, run: RunSpec) -> Path:
         return self.root / run.name
@@ -141,7 +142,16 @@ class Study:
 
     # ----------------------------------------------------------------- steps
     def train(self, run: RunSpec) -> bool:
-        """Train `run` unless done; False when it diverged (recorded as such, not retried)."""
+        """Train `run` unless done; False when it diverged (recorded as such, not retried).
+
+        One run is trained by one thread: the LM-weight calibration of another thread waits
+        for the calibration run that is training instead of starting it a second time."""
+        with self.lock:
+            run_lock = self.run_locks.setdefault(run.name, threading.Lock())
+        with run_lock:
+            return self._train(run)
+
+    def _train(self, run: RunSpec) -> bool:
         d = self.run_dir(run)
         if is_done(d / "final"):
             return True
