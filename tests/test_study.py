@@ -443,3 +443,14 @@ def test_the_pilot_chooses_each_groups_learning_rate_on_dev_ce(tmp_path: Path) -
     assert argv[:4] == ["--epochs", "1", "--lr-initial", "0.15"] and argv[-2:] == ["--epochs", "1"]
     argv = study.plan.train_argv(const, 2.0)  # x2, then the constant final rate
     assert argv[2:6] == ["--lr-initial", "0.6", "--lr-final", "0.6"]
+
+
+def test_frames_to_reach_a_dev_ce_interpolates_between_evaluations() -> None:
+    from steps_py.study.contrast import frames_to_reach, speaker_of
+
+    curve = [(20.0, 1.0), (0.0, 5.0), (10.0, 3.0)]  # any order
+    assert frames_to_reach(curve, 2.0) == pytest.approx(15.0)
+    assert frames_to_reach(curve, 5.0) == 0.0 and frames_to_reach(curve, 1.0) == 20.0
+    assert frames_to_reach(curve, 0.5) is None
+    assert speaker_of("test-s001-00016") == "test-s001"
+    assert speaker_of("astmic-fsi003-sen_0012") == "astmic-fsi003"

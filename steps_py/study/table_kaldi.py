@@ -81,13 +81,16 @@ def _mean(xs: list[float]) -> float | None:
     return statistics.fmean(xs) if xs else None
 
 
-def _convergence(seeds: dict[int, dict[str, Any]], tags: dict[str, list[str]]) -> dict[str, Any]:
+def _convergence(
+    seeds: dict[int, dict[str, Any]], tags: dict[str, dict[int, str]]
+) -> dict[str, Any]:
     """Frames each model needs to reach the global model's final dev CE (and dev CER, from the
     epoch-end decodes), mean over seeds; folds: the first fold's runs."""
     out: dict[str, Any] = {}
     for averager, tag_by_seed in tags.items():
         ce_frames, cer_frames = [], []
-        for (_, s), tag in zip(sorted(seeds.items()), tag_by_seed, strict=True):
+        for seed, s in sorted(seeds.items()):
+            tag = tag_by_seed[seed]
             rec = s["records"][0]
             curve = rec.get("epoch_curve") or []
             if not curve or tag not in curve[-1]:
@@ -171,8 +174,8 @@ def config_rows(folds: list[Study], config: str) -> list[dict[str, Any]]:
     ema = next((r for r in rows if r["averager"] == "ema"), None)
     if ema is not None:
         tags = {
-            "global": ["global"] * len(ok),
-            "ema": [v["ema"]["tags"][0] for v in ok.values() if "ema" in v],
+            "global": dict.fromkeys(ok, "global"),
+            "ema": {k: v["ema"]["tags"][0] for k, v in ok.items() if "ema" in v},
         }
         if len(tags["ema"]) == len(ok):
             ema["convergence"] = _convergence(ok, tags)
