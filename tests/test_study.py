@@ -454,3 +454,18 @@ def test_frames_to_reach_a_dev_ce_interpolates_between_evaluations() -> None:
     assert frames_to_reach(curve, 0.5) is None
     assert speaker_of("test-s001-00016") == "test-s001"
     assert speaker_of("astmic-fsi003-sen_0012") == "astmic-fsi003"
+
+
+def test_table_only_rebuilds_the_second_table_from_records_without_a_corpus(tmp_path: Path) -> None:
+    from steps_py.study.run import main
+
+    plan_path = tmp_path / "study.json"
+    plan_path.write_text(json.dumps(PLAN2), encoding="utf-8")
+    results = tmp_path / "results"
+    argv = ["--plan", str(plan_path), "--workdir", str(tmp_path / "no_corpus"), "--results"]
+    assert main([*argv, str(results), "--table-only"]) == 0
+    table = json.loads((results / "table.json").read_text(encoding="utf-8"))
+    assert table["corpus"] == "toy" and table["statistics"]["bootstrap"] == "hierarchical"
+    assert {r["status"] for r in table["rows"]} == {"not run"}
+    assert "Runs of the plan with results: 0 of 4" in (results / "table.md").read_text()
+    assert main([*argv, str(results)]) == 1  # without --table-only it needs the corpus
