@@ -427,6 +427,17 @@ def test_the_pilot_chooses_each_groups_learning_rate_on_dev_ce(tmp_path: Path) -
     ]
     with pytest.raises(StudyError, match="pilot of dnn_ma_n2, which has not chosen yet"):
         study.lr_scale(study.plan.runs[0])
+    for _, _, run in pilots:  # first every pilot diverged
+        rec = {"run": run.name, "diverged": {"where": "epoch 1"}, "models": {}}
+        study.record_path(run).parent.mkdir(parents=True, exist_ok=True)
+        study.record_path(run).write_text(json.dumps(rec))
+    assert study.run_pilot(jobs=1)["dnn_ma_n2"]["factor"] is None  # all diverged: not run
+    assert study.pilot_diverged(study.plan.runs[0])
+    from steps_py.study.table_kaldi import build_rows
+
+    assert {r["status"] for r in build_rows([study])} == {
+        "not run: every learning-rate pilot diverged"
+    }
     for (_, f, run), ce in zip(pilots, (1.3, 1.1, None), strict=True):  # x2 diverged
         rec = {"run": run.name, "diverged": {"where": "epoch 1"}, "models": {}}
         if ce is not None:
@@ -438,7 +449,7 @@ def test_the_pilot_chooses_each_groups_learning_rate_on_dev_ce(tmp_path: Path) -
     assert chosen["dnn_ma_n2"]["factor"] == 1.0
     assert chosen["dnn_ma_n2"]["dev_ce_global_by_factor"] == {"0.5": 1.3, "1": 1.1, "2": None}
     const = next(r for r in study.plan.runs if r.tag == "lrconst")
-    assert study.lr_scale(const) == 1.0
+    assert study.lr_scale(const) == 1.0 and not study.pilot_diverged(const)
     argv = study.plan.train_argv(pilots[0][2], 0.5)  # the pilot's options last
     assert argv[:4] == ["--epochs", "1", "--lr-initial", "0.15"] and argv[-2:] == ["--epochs", "1"]
     argv = study.plan.train_argv(const, 2.0)  # x2, then the constant final rate

@@ -81,17 +81,16 @@ def plot_change_vs_workers(rows: list[dict[str, Any]], path: Path) -> bool:
                     text = ",".join(t.removeprefix("ema-").removesuffix("-bc") for t in chosen)
                     ax.annotate(text, (r["workers"], r["vs_global"]["percent"]), fontsize=6)
             for r in here:
-                if r["status"] in ("diverged", "not run"):
+                if r["status"] in ("diverged", "not run") or r["status"].startswith("not run:"):
+                    short = "pilot diverged" if "pilot" in r["status"] else r["status"]
                     ax.scatter(
                         [r["workers"]],
                         [0.0],
                         marker="x",
-                        color="red" if r["status"] == "diverged" else "grey",
+                        color="grey" if short == "not run" else "red",
                         zorder=5,
                     )
-                    ax.annotate(
-                        r["status"], (r["workers"], 0.0), fontsize=7, rotation=90, va="bottom"
-                    )
+                    ax.annotate(short, (r["workers"], 0.0), fontsize=7, rotation=90, va="bottom")
             ax.axhline(0.0, color="black", lw=0.8)
             ax.set_xscale("log", base=2)
             ax.set_title(f"{m} {s}")

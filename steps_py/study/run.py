@@ -131,7 +131,15 @@ class Study:
                 f"{run.name}: its learning rate comes from the pilot of {group}, which has not "
                 "chosen yet (run the study without --only-train first, or let it finish the pilot)"
             )
+        if chosen[group]["factor"] is None:
+            raise StudyError(f"{run.name}: every learning-rate pilot of {group} diverged")
         return float(chosen[group]["factor"])
+
+    def pilot_diverged(self, run: RunSpec) -> bool:
+        """Whether every pilot of the run's group diverged (the run is then not trained)."""
+        group = self.plan.pilot_group_of(run.config)
+        chosen = read_record(self.results / "pilot.json") or {}
+        return group in chosen and chosen[group]["factor"] is None
 
     def model_path(self, run: RunSpec, tag: str) -> Path:
         """`final/<tag>.safetensors`, or `epoch<E>/<model>.safetensors` for `epoch<E>-<model>`."""
@@ -363,15 +371,21 @@ class Study:
         for group in self.plan.pilot.groups:
             ce = {f: self.dev_ce(r, "global") for g, f, r in pilots if g == group}
             ok = {f: v for f, v in ce.items() if v is not None}  # a diverged pilot: None
-            if not ok:
-                raise StudyError(f"every learning-rate pilot of {group} diverged: lower the rates")
-            best = min(ok, key=lambda f: (ok[f], abs(f - 1.0)))
+            best = min(ok, key=lambda f: (ok[f], abs(f - 1.0))) if ok else None
             chosen[group] = {
                 "factor": best,
                 "dev_ce_global_by_factor": {f"{f:g}": v for f, v in ce.items()},
                 "applies_to": list(self.plan.pilot.groups[group]),
             }
-            log.info("learning-rate pilot of %s: x%g (dev CE by factor %s)", group, best, ce)
+            if best is None:  # a result, not a failure: the group's configs are not run
+                log.warning(
+                    "every learning-rate pilot of %s diverged; %s are not run (lower the "
+                    "plan's rates to run them)",
+                    group,
+                    ", ".join(self.plan.pilot.groups[group]),
+                )
+            else:
+                log.info("learning-rate pilot of %s: x%g (dev CE by factor %s)", group, best, ce)
         atomic_write_json(self.results / "pilot.json", chosen)
         return chosen
 
@@ -462,6 +476,8 @@ class Study:
         from concurrent.futures import ThreadPoolExecutor
 
         def one(run: RunSpec) -> None:
+            if self.pilot_diverged(run):
+                return
             if only_train:
                 self.train(run)
                 return

@@ -133,6 +133,8 @@ def config_rows(folds: list[Study], config: str) -> list[dict[str, Any]]:
     }
     if not ok:
         status = "diverged" if seeds else "not run"
+        if not seeds and folds[0].pilot_diverged(spec):
+            status = "not run: every learning-rate pilot diverged"
         return [{**base, "averager": "global", "status": status, "seeds": [], "vs_global": None}]
     first = next(iter(ok.values()))["records"][0]
     rows = []
