@@ -1,8 +1,9 @@
-"""Where decoding time goes: best-path vs lattice decoding side by side, network forward vs search.
+"""Where decoding time goes: Kaldi's LatticeSimpleDecoder, LatticeFasterDecoder and best-path
+FasterDecoder side by side, network forward vs search vs lattice vs determinization.
 
     python benchmarks/bench_decode.py --graph exp/mono/graph --data data/dev \\
         --model exp/dnn_ma_n4/final/global.safetensors [--utts 40] \\
-        [--lattice-beams 8,9,10] [--best-beam 13 --max-active 7000]
+        [--lattice-beams 8,10] [--decoders simple,faster] [--max-active 7000] [--best-beam 13]
     python benchmarks/bench_decode.py --model exp/mono --data data/dev ...   # the GMM
 
 One process, one torch thread, CPU time (``time.process_time``), so every number is per core
@@ -15,10 +16,13 @@ machine only the ratios are stable). For each utterance it times once:
 and for each search configuration:
 
 * ``best-path``: kaldi-decoder's FasterDecoder (beam, max-active), Viterbi best path only;
-* ``lattice b<B>``: LatticeSimpleDecoder at beam B (no max-active exists there), split
-  into ``search`` (token passing), ``lattice`` (raw lattice out of the decoder),
-  ``determinize`` (word-level determinization, ``steps_py.decode.lattice``) and ``score``
-  (best path at every LM weight x penalty, oracle).
+* ``simple b<B>``: kaldi-decoder's LatticeSimpleDecoder at beam B (it has no max-active);
+* ``faster b<B>``: Kaldi's LatticeFasterDecoder at beam B with max-active
+  (``steps_py.decode.lattice_faster``), as the recipe decodes;
+
+each lattice row split into ``search`` (token passing), ``lattice`` (raw lattice out of the
+decoder), ``determinize`` (word-level determinization, ``steps_py.decode.lattice``) and
+``score`` (best path at every LM weight x penalty, oracle).
 
 Each row gives the real-time factor (seconds per second of audio) of each part and in
 total (forward included), the CER at the decoding scale (LM weight 1/acoustic-scale,
@@ -59,7 +63,15 @@ def main(argv: list[str] | None = None) -> int:
         "--best-beam", type=float, default=13.0, help="best-path beam (default %(default)s)"
     )
     p.add_argument(
-        "--max-active", type=int, default=7000, help="best-path max-active (default %(default)s)"
+        "--max-active",
+        type=int,
+        default=7000,
+        help="max-active of best-path and LatticeFasterDecoder (default %(default)s)",
+    )
+    p.add_argument(
+        "--decoders",
+        default="simple,faster",
+        help="lattice decoders to time at each beam (default %(default)s)",
     )
     p.add_argument(
         "--lattice-beams", default="8,10", help="lattice search beams (default %(default)s)"
@@ -126,13 +138,19 @@ def main(argv: list[str] | None = None) -> int:
     }
     load_s = time.process_time() - t0
     for b in beams:
-        searches[f"lattice b{b:g}"] = Search(
-            args.graph,
-            SearchConfig(
-                beam=b, lattice_beam=args.lattice_beam, acoustic_scale=acwt, pdf_beam=args.pdf_beam
-            ),
-            info.num_pdfs,
-        )
+        for dec in [d.strip() for d in args.decoders.split(",") if d.strip()]:
+            searches[f"{dec} b{b:g}"] = Search(
+                args.graph,
+                SearchConfig(
+                    beam=b,
+                    lattice_beam=args.lattice_beam,
+                    acoustic_scale=acwt,
+                    pdf_beam=args.pdf_beam,
+                    max_active=args.max_active,
+                    decoder=dec,
+                ),
+                info.num_pdfs,
+            )
     decode_lmwt = 1.0 / acwt
     k_decode = min(range(len(grid)), key=lambda k: (abs(grid[k][0] - decode_lmwt), grid[k][1]))
     rows: dict[str, dict] = {
@@ -201,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             "rtf_score": round(r["score"] / audio, 5),
             "rtf_total": round(total / audio, 5),
             "time_vs_best_path": round((total - forward) / base, 2) if base else None,
+            "determinize_share_of_decoding": round(r["determinize"] / total, 3) if total else None,
             "cer_at_decode_scale": round(cer, 2),
         }
         if name != "best-path":
@@ -220,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"{'config':<14} {'search':>8} {'lattice':>8} {'det':>8} {'score':>8} {'total':>8} {'x best':>7} "
-        f"{'CER@dec':>8} {'CER best':>9} {'oracle':>7} {'raw a/f':>8} {'lat a/f':>8}"
+        f"{'CER@dec':>8} {'CER best':>9} {'oracle':>7} {'raw a/f':>8} {'lat a/f':>8} {'det %':>6}"
     )
     for row in out["rows"]:
         print(
@@ -228,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['rtf_score']:>8.4f} {row['rtf_total']:>8.4f} {row['time_vs_best_path'] or 0:>7.2f} "
             f"{row['cer_at_decode_scale']:>8.2f} {row.get('best_grid_cer', float('nan')):>9.2f} "
             f"{row.get('oracle_cer', float('nan')):>7.2f} {row.get('raw_arcs_per_frame', float('nan')):>8.1f} "
-            f"{row.get('lattice_density', float('nan')):>8.3f}"
+            f"{row.get('lattice_density', float('nan')):>8.3f} "
+            f"{100 * (row['determinize_share_of_decoding'] or 0):>6.1f}"
         )
     line = json.dumps(out)
     print(line)

@@ -232,8 +232,10 @@ def test_oracle_chosen_pair_columns_and_kaldi_results_file(tmp_path: Path) -> No
             json.dumps(
                 {
                     "oracle_cer": 2.5 if s == "dev" else 4.0,
+                    "lattice_density": 1.5 if s == "dev" else 1.25,
                     "lm_weight": 12.0,
                     "word_ins_penalty": 0.5,
+                    "timing": {"rtf_per_core": 0.031},
                 }
             ),
             encoding="utf-8",
@@ -248,9 +250,9 @@ def test_oracle_chosen_pair_columns_and_kaldi_results_file(tmp_path: Path) -> No
     out = tmp_path / "results"
     assert scoreboard_main(["--exp", str(exp), "--out", str(out), "--no-plots"]) == 0
     md = (out / "scoreboard.md").read_text(encoding="utf-8")
-    assert (
-        "| dev oracle % | test oracle % | LM wt/pen. |" in md and "| 2.50 | 4.00 | 12/0.5 |" in md
-    )
+    assert "| dev oracle % | test oracle % | test lattice arcs/frame | LM wt/pen. |" in md
+    assert "| 2.50 | 4.00 | 1.25 | 12/0.5 |" in md
+    assert md.splitlines()[-1].endswith("| 0.031 |")  # test decode RTF per core
     results = (out / "RESULTS").read_text(encoding="utf-8").splitlines()
     lines = [x for x in results if not x.startswith("#")]
     assert lines == [

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +107,38 @@ def _check_model(path: Path, priors: str, graph_pdfs: int, graph: Path) -> str:
     return kind
 
 
+@dataclass
+class DecodePlan:
+    """What one ``decode_models`` call decodes: the models not yet done, their grids and inputs."""
+
+    models: list[Path]
+    out_dirs: list[Path]
+    froms: list[Path | None]
+    data: Path
+    graph: Path
+    request: DecodeRequest
+    todo: list[int]
+    chosen: dict[int, Chosen]
+    kinds: dict[int, str]
+    grids: list[tuple[tuple[float, float], ...]]
+    ref: dict[str, str]
+    utts: list[str]
+    words: dict[int, str]
+    states: int
+
+    def inputs_of(self, i: int) -> list[Path]:
+        return _inputs_of(self.models[i], self.graph, self.data, self.froms[i])
+
+
+@dataclass
+class DecodeRun:
+    """Per model, what the pool gave back."""
+
+    got: dict[int, dict[str, UttResult]]
+    timing: dict[int, Timing]
+    wall: float
+
+
 def decode_models(
     models: list[Path],
     graph: Path,
@@ -117,8 +149,41 @@ def decode_models(
     lm_weight_from: list[Path | None] | None = None,
 ) -> list[dict[str, Any] | None]:
     """Decode each model into its out dir; returns each summary (None for a skipped done dir)."""
-    req = request or DecodeRequest()
-    models, out_dirs = [Path(m) for m in models], [Path(o) for o in out_dirs]
+    plan = plan_decode(
+        models, graph, data, out_dirs, nj, request or DecodeRequest(), lm_weight_from
+    )
+    results: list[dict[str, Any] | None] = [None] * len(plan.models)
+    if not plan.todo:
+        return results
+    run = run_decode(plan, nj)
+    check_decode(plan, run)
+    for i in plan.todo:
+        results[i] = write_decode(plan, run, i, nj)
+    return results
+
+
+def _inputs_of(model: Path, graph: Path, data: Path, dev: Path | None) -> list[Path]:
+    from steps_py.decode.scorers import model_kind
+
+    try:
+        kind = "mfcc" if model_kind(model) == "gmm" else "fbank"
+    except DecodeError:
+        kind = "fbank"
+    ins = [model, Path(graph), data / "text", data / kind / "feats.scp"]
+    return ins + ([Path(dev)] if dev is not None else [])
+
+
+def plan_decode(
+    models: list[Path],
+    graph: Path,
+    data: Path,
+    out_dirs: list[Path],
+    nj: int,
+    req: DecodeRequest,
+    lm_weight_from: list[Path | None] | None,
+) -> DecodePlan:
+    """Check the arguments and inputs, skip done decode dirs, and set each model's grid."""
+    models, out_dirs, data = [Path(m) for m in models], [Path(o) for o in out_dirs], Path(data)
     if len(models) != len(out_dirs) or not models:
         raise DecodeError(
             f"give one out dir per model ({len(models)} models, {len(out_dirs)} out dirs)"
@@ -130,90 +195,100 @@ def decode_models(
         )
     if nj < 1:
         raise DecodeError(f"--nj must be >= 1, not {nj}")
-    data = Path(data)
-
-    def inputs_of(i: int) -> list[Path]:
-        from steps_py.decode.scorers import model_kind
-
-        try:
-            kind = "mfcc" if model_kind(models[i]) == "gmm" else "fbank"
-        except DecodeError:
-            kind = "fbank"
-        ins = [models[i], Path(graph), data / "text", data / kind / "feats.scp"]
-        return ins + ([Path(froms[i])] if froms[i] is not None else [])  # type: ignore[list-item]
-
     todo = [
         i
         for i, o in enumerate(out_dirs)
-        if not skip_done(o, req.force, "already decoded", inputs_of(i))
+        if not skip_done(
+            o, req.force, "already decoded", _inputs_of(models[i], graph, data, froms[i])
+        )
     ]
-    results: list[dict[str, Any] | None] = [None] * len(models)
-    if not todo:
-        return results
-    ginfo = check_graph(graph)
-    words = read_words(Path(graph) / "words.txt")
-    chosen: dict[int, Chosen] = {}
-    for i in todo:
-        if froms[i] is not None:
-            chosen[i] = read_chosen(froms[i])  # type: ignore[arg-type]
+    plan = DecodePlan(
+        models, out_dirs, froms, data, Path(graph), req, todo, {}, {}, [], {}, [], {}, 0
+    )
+    if todo:
+        _fill_plan(plan)
+    return plan
+
+
+def _fill_plan(plan: DecodePlan) -> None:
+    req, data = plan.request, plan.data
+    ginfo = check_graph(plan.graph)
+    plan.graph, plan.states = ginfo.dir, ginfo.states
+    plan.words = read_words(ginfo.dir / "words.txt")
+    for i in plan.todo:
+        dev = plan.froms[i]
+        if dev is not None:
+            plan.chosen[i] = read_chosen(dev)
         elif is_test_set(data):
             raise DecodeError(
                 f"{data} looks like a test set: the LM weight and penalty are never chosen "
                 "on test; pass --lm-weight-from <dev decode dir>"
             )
-    kinds = {i: _check_model(models[i], req.priors, ginfo.num_pdfs, ginfo.dir) for i in todo}
+    plan.kinds = {
+        i: _check_model(plan.models[i], req.priors, ginfo.num_pdfs, ginfo.dir) for i in plan.todo
+    }
     ref = read_ref(data)
-    have: dict[str, set[str]] = {}
-    for i in todo:
-        k = "mfcc" if kinds[i] == "gmm" else "fbank"
-        if k not in have:
-            have[k] = _feature_utts(data, k)
-    utts_all = sorted(ref)
+    utts = sorted(ref)
     if req.max_utts > 0:
-        utts_all = utts_all[: req.max_utts]
-        ref = {u: ref[u] for u in utts_all}
-    if not utts_all:
+        utts = utts[: req.max_utts]
+        ref = {u: ref[u] for u in utts}
+    if not utts:
         raise DecodeError(f"{data}/text has no utterances")
-    grids: list[tuple[tuple[float, float], ...]] = []
-    for i in range(len(models)):
-        if i in chosen:
-            grids.append(((chosen[i].lm_weight, chosen[i].penalty),))
-        else:
-            grids.append(
-                tuple((w, p) for p in sorted(req.penalties) for w in sorted(req.lm_weights))
-            )
+    plan.ref, plan.utts = ref, utts
+    full = tuple((w, p) for p in sorted(req.penalties) for w in sorted(req.lm_weights))
+    plan.grids = [
+        ((plan.chosen[i].lm_weight, plan.chosen[i].penalty),) if i in plan.chosen else full
+        for i in range(len(plan.models))
+    ]
+    if req.search.lattices:
+        from steps_py.decode.lattice_faster import resolve_decoder
+
+        search = replace(req.search, decoder=resolve_decoder(req.search.decoder))
+        plan.request = replace(req, search=search)
+
+
+def run_decode(plan: DecodePlan, nj: int) -> DecodeRun:
+    """Decode every model of the plan in one worker pool."""
     from steps_py.score.normalize import normalize_text
 
+    req, data = plan.request, plan.data
+    have: dict[str, set[str]] = {}
+    for i in plan.todo:
+        k = "mfcc" if plan.kinds[i] == "gmm" else "fbank"
+        if k not in have:
+            have[k] = _feature_utts(data, k)
     cfg = PoolConfig(
-        graph=ginfo.dir,
-        num_pdfs=ginfo.num_pdfs,
+        graph=plan.graph,
+        num_pdfs=int((plan.graph / "num_pdfs").read_text()),
         data=data,
         search=req.search,
-        models=tuple(models),
-        grids=tuple(grids),
-        refs={u: tuple(normalize_text(ref[u])) for u in utts_all},
+        models=tuple(plan.models),
+        grids=tuple(plan.grids),
+        refs={u: tuple(normalize_text(plan.ref[u])) for u in plan.utts},
         priors=req.priors,
         nbest=req.nbest,
-        nbest_at=tuple(grids[i][0] if i in chosen else None for i in range(len(models))),
+        nbest_at=tuple(
+            plan.grids[i][0] if i in plan.chosen else None for i in range(len(plan.models))
+        ),
     )
-    per_model_utts = {
-        i: [u for u in utts_all if u in have["mfcc" if kinds[i] == "gmm" else "fbank"]]
-        for i in todo
-    }
-    tasks = [t for t in make_tasks(len(models), utts_all, nj) if t[0] in todo]
-    tasks = [(m, [u for u in us if u in set(per_model_utts[m])]) for m, us in tasks]
+    feats_of = {i: have["mfcc" if plan.kinds[i] == "gmm" else "fbank"] for i in plan.todo}
+    tasks = [
+        (m, [u for u in us if u in feats_of[m]])
+        for m, us in make_tasks(len(plan.models), plan.utts, nj)
+        if m in feats_of
+    ]
     tasks = [t for t in tasks if t[1]]
-    got: dict[int, dict[str, UttResult]] = {i: {} for i in todo}
-    timing: dict[int, Timing] = {i: Timing() for i in todo}
+    run = DecodeRun({i: {} for i in plan.todo}, {i: Timing() for i in plan.todo}, 0.0)
     n_total = sum(len(t[1]) for t in tasks)
     log.info(
-        "decoding %d model(s) on %s (%d utterances each), %d job(s), graph %s (%d states)",
-        len(todo),
+        "decoding %d model(s) on %s (%d utterances each), %d job(s), graph %s (%d states), %s",
+        len(plan.todo),
         data,
-        len(utts_all),
+        len(plan.utts),
         nj,
-        ginfo.dir,
-        ginfo.states,
+        plan.graph,
+        plan.states,
+        _search_line(req.search),
     )
     bar = progress(
         total=n_total, desc="decode", unit="utt", log_every=max(1, n_total // 10), logger=log
@@ -221,8 +296,8 @@ def decode_models(
 
     def on_result(r: ChunkResult) -> None:
         for u in r.utts:
-            got[r.model][u.utt] = u
-        timing[r.model].add(r.timing)
+            run.got[r.model][u.utt] = u
+        run.timing[r.model].add(r.timing)
         bar.update(len(r.utts))
 
     t0 = time.perf_counter()
@@ -230,96 +305,141 @@ def decode_models(
         run_pool(cfg, tasks, min(nj, max(1, len(tasks))), on_result)
     finally:
         bar.close()
-    wall = time.perf_counter() - t0
-    # all checks before anything is written
-    for i in todo:
-        failed = {u: r.error for u, r in got[i].items() if r.error}
-        no_feats = [u for u in utts_all if u not in got[i]]
-        bad = sorted(failed) + no_feats
-        if len(bad) > req.max_failed * len(utts_all):
+    run.wall = time.perf_counter() - t0
+    return run
+
+
+def _search_line(s: SearchConfig) -> str:
+    if not s.lattices:
+        return f"best path only (FasterDecoder, beam {s.beam:g}, max-active {s.max_active})"
+    name = "LatticeFasterDecoder" if s.decoder == "faster" else "LatticeSimpleDecoder"
+    active = f", max-active {s.max_active}" if s.decoder == "faster" else ""
+    return f"lattices ({name}, beam {s.beam:g}, lattice beam {s.lattice_beam:g}{active})"
+
+
+def check_decode(plan: DecodePlan, run: DecodeRun) -> None:
+    """All checks before anything is written: failure share and unknown word ids."""
+    n = len(plan.utts)
+    for i in plan.todo:
+        got = run.got[i]
+        failed = {u: r.error for u, r in got.items() if r.error}
+        bad = sorted(failed) + [u for u in plan.utts if u not in got]
+        if len(bad) > plan.request.max_failed * n:
             shown = "; ".join(f"{u}: {failed.get(u, 'no features')}" for u in sorted(bad)[:10])
             raise DecodeError(
-                f"{models[i]} on {data}: {len(bad)} of {len(utts_all)} utterances failed "
-                f"(more than {100 * req.max_failed:g} %), nothing written to {out_dirs[i]}: "
-                f"{shown}{' ...' if len(bad) > 10 else ''}"
+                f"{plan.models[i]} on {plan.data}: {len(bad)} of {n} utterances failed "
+                f"(more than {100 * plan.request.max_failed:g} %), nothing written to "
+                f"{plan.out_dirs[i]}: {shown}{' ...' if len(bad) > 10 else ''}"
             )
         unknown = {
             w
-            for r in got[i].values()
+            for r in got.values()
             if r.error is None
             for b in r.best
             for w in b[0]
-            if w not in words
+            if w not in plan.words
         }
         if unknown:
             raise DecodeError(
                 f"decoder produced word ids {sorted(unknown)[:10]} missing from "
-                f"{Path(graph) / 'words.txt'}; rebuild the graph"
+                f"{plan.graph / 'words.txt'}; rebuild the graph"
             )
-    utt2spk = _utt2spk(data)
-    for i in todo:
-        md = ModelDecode(
-            model=models[i], out=out_dirs[i], grid=grids[i], chosen_from=chosen.get(i), utts=got[i]
+
+
+def _timing_summary(t: Timing, wall: float, models: int) -> dict[str, Any]:
+    audio = t.frames * FRAME_SHIFT_S
+
+    def rtf(x: float) -> float | None:
+        return round(x / audio, 5) if audio else None
+
+    return {
+        "cpu_s": round(t.total, 3),
+        "forward_s": round(t.forward, 3),
+        "search_s": round(t.search, 3),
+        "lattice_s": round(t.lattice, 3),
+        "determinize_s": round(t.determinize, 3),
+        "score_s": round(t.score, 3),
+        "pool_wall_s": round(wall, 3),
+        "pool_models": models,
+        "rtf_per_core": rtf(t.total),
+        "rtf_forward": rtf(t.forward),
+        "rtf_search": rtf(t.search + t.lattice + t.determinize),
+        "rtf_determinize": rtf(t.determinize),
+    }
+
+
+def write_decode(plan: DecodePlan, run: DecodeRun, i: int, nj: int) -> dict[str, Any]:
+    """Write model ``i``'s decode dir; returns its summary."""
+    req, got = plan.request, run.got[i]
+    md = ModelDecode(
+        model=plan.models[i],
+        out=plan.out_dirs[i],
+        grid=plan.grids[i],
+        chosen_from=plan.chosen.get(i),
+        utts=got,
+    )
+    failed = {u: r.error for u, r in got.items() if r.error}
+    no_feats = [u for u in plan.utts if u not in got]
+    partial = sorted(u for u, r in got.items() if r.error is None and r.partial)
+    if failed or no_feats:
+        log.warning(
+            "%s: %d utterance(s) failed and %d had no features (scored as deletions): %s",
+            md.out,
+            len(failed),
+            len(no_feats),
+            "; ".join([f"{u}: {m}" for u, m in sorted(failed.items())[:5]] + no_feats[:5]),
         )
-        failed = {u: r.error for u, r in got[i].items() if r.error}
-        no_feats = [u for u in utts_all if u not in got[i]]
-        if failed or no_feats:
-            log.warning(
-                "%s: %d utterance(s) failed and %d had no features (scored as deletions): %s",
-                out_dirs[i],
-                len(failed),
-                len(no_feats),
-                "; ".join([f"{u}: {m}" for u, m in sorted(failed.items())[:5]] + no_feats[:5]),
-            )
-        t = timing[i]
-        audio = t.frames * FRAME_SHIFT_S
-        tm = {
-            "cpu_s": round(t.total, 3),
-            "forward_s": round(t.forward, 3),
-            "search_s": round(t.search, 3),
-            "lattice_s": round(t.lattice, 3),
-            "determinize_s": round(t.determinize, 3),
-            "score_s": round(t.score, 3),
-            "pool_wall_s": round(wall, 3),
-            "pool_models": len(todo),
-            "rtf_per_core": round(t.total / audio, 5) if audio else None,
-            "rtf_forward": round(t.forward / audio, 5) if audio else None,
-            "rtf_search": round((t.search + t.lattice + t.determinize) / audio, 5)
-            if audio
-            else None,
-        }
-        info = {
-            "model": str(models[i]),
-            "model_kind": kinds[i],
-            "graph": str(graph),
-            "data": str(data),
-            "nj": nj,
-            "beam": req.search.beam,
-            "lattice_beam": req.search.lattice_beam,
-            "lattices": req.search.lattices,
-            "max_active": None if req.search.lattices else req.search.max_active,
-            "acoustic_scale": req.search.acoustic_scale,
-            "priors": req.priors if kinds[i] == "nnet" else None,
-            "no_features": no_feats,
-        }
-        s = write_decode_dir(md, ref, words, nj, utt2spk, info, tm, inputs_of(i))
-        lat = (
-            f"oracle {s['oracle_cer']:.2f}, {s['lattice_density']:.2f} arcs/frame"
-            if s["oracle_cer"] is not None
-            else "best path only"
+    if partial:
+        log.warning(
+            "%s: %d utterance(s) reached no final state of the graph within the beam; their "
+            "partial lattices are kept and scored (widen --beam to avoid it): %s",
+            md.out,
+            len(partial),
+            " ".join(partial[:5]) + (" ..." if len(partial) > 5 else ""),
         )
-        log.info(
-            "%s: %%CER %.2f (LM weight %s, penalty %s, %s), %s, RTF per core %.4f",
-            out_dirs[i],
-            s["cer"],
-            format_weight(s["lm_weight"]),
-            format_penalty(s["word_ins_penalty"]),
-            "chosen here" if i not in chosen else f"from {chosen[i].source}",
-            lat,
-            tm["rtf_per_core"] or float("nan"),
-        )
-        results[i] = s
-    return results
+    s = req.search
+    info = {
+        "model": str(plan.models[i]),
+        "model_kind": plan.kinds[i],
+        "graph": str(plan.graph),
+        "data": str(plan.data),
+        "nj": nj,
+        "beam": s.beam,
+        "lattice_beam": s.lattice_beam,
+        "lattices": s.lattices,
+        "decoder": (s.decoder if s.lattices else "faster-best-path"),
+        "max_active": None if s.lattices and s.decoder == "simple" else s.max_active,
+        "acoustic_scale": s.acoustic_scale,
+        "priors": req.priors if plan.kinds[i] == "nnet" else None,
+        "no_features": no_feats,
+        "partial": partial,
+    }
+    tm = _timing_summary(run.timing[i], run.wall, len(plan.todo))
+    summary = write_decode_dir(
+        md, plan.ref, plan.words, nj, _utt2spk(plan.data), info, tm, plan.inputs_of(i)
+    )
+    _log_result(md, summary, plan.chosen.get(i), tm)
+    return summary
+
+
+def _log_result(
+    md: ModelDecode, s: dict[str, Any], chosen: Chosen | None, tm: dict[str, Any]
+) -> None:
+    lat = (
+        f"oracle {s['oracle_cer']:.2f}, {s['lattice_density']:.2f} arcs/frame"
+        if s["oracle_cer"] is not None
+        else "best path only"
+    )
+    log.info(
+        "%s: %%CER %.2f (LM weight %s, penalty %s, %s), %s, RTF per core %.4f",
+        md.out,
+        s["cer"],
+        format_weight(s["lm_weight"]),
+        format_penalty(s["word_ins_penalty"]),
+        "chosen here" if chosen is None else f"from {chosen.source}",
+        lat,
+        tm["rtf_per_core"] or float("nan"),
+    )
 
 
 def _utt2spk(data: Path) -> dict[str, str] | None:

@@ -28,9 +28,12 @@ from __future__ import annotations
 
 import heapq
 import math
+import os
 import struct
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from os.path import commonprefix
 
 import numpy as np
 
@@ -245,6 +248,22 @@ class RawLattice:
             pos = end
         return cls(start=max(start, 0), arcs=arcs, finals=finals)
 
+    @classmethod
+    def from_kaldifst(cls, lat: object, scratch: str | None = None) -> RawLattice:
+        """Read a ``kaldifst.Lattice`` through its binary form (written to ``scratch``, or to a
+        temporary file in /dev/shm when there is one)."""
+        if scratch is not None:
+            lat.write(scratch)  # type: ignore[attr-defined]
+            return cls.from_kaldifst_file(scratch)
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        fd, path = tempfile.mkstemp(prefix="raw-lat-", suffix=".fst", dir=shm)
+        os.close(fd)
+        try:
+            lat.write(path)  # type: ignore[attr-defined]
+            return cls.from_kaldifst_file(path)
+        finally:
+            os.unlink(path)
+
     @property
     def num_arcs(self) -> int:
         return sum(len(a) for a in self.arcs)
@@ -286,18 +305,23 @@ def determinize(raw: RawLattice, beam: float, acoustic_scale: float) -> CompactL
     comes back with no states.
 
     Implementation notes (it is the hot loop of lattice decoding): transition-id strings are
-    built as linked pairs ``(tid, rest)`` with the last tid first and turned into tuples
-    only for the states a subset keeps; an epsilon closure expands raw states in
-    topological order (a heap of ranks), so each is expanded once.
+    tuples (the residual strings of a subset are short: they start at the last word arc);
+    an epsilon closure expands raw states in topological order (a heap of ranks; the rank
+    is the state id itself when, as with Kaldi's decoders, every arc goes to a higher id),
+    so each is expanded once per closure.
     """
     arcs, finals = raw.arcs, raw.finals
     n = len(arcs)
     if n == 0:
         return CompactLattice(start=0, arcs=[], finals=[])
-    order = raw.topo_order()
-    rank = [0] * n
-    for i, s in enumerate(order):
-        rank[s] = i
+    order: Sequence[int]
+    if all(a[4] > s for s in range(n) for a in arcs[s]):
+        order = rank = range(n)
+    else:
+        order = raw.topo_order()
+        rank = [0] * n
+        for i, s in enumerate(order):
+            rank[s] = i
     beta = [INF] * n  # best cost from a raw state to the end (graph + scaled acoustic)
     for s in reversed(order):
         f = finals[s]
@@ -328,20 +352,16 @@ def determinize(raw: RawLattice, beam: float, acoustic_scale: float) -> CompactL
     keep_state = [finals[s] is not None or bool(wrd[s]) for s in range(n)]
 
     def closure(
-        seeds: dict[int, tuple[float, float, object]], alpha: float
+        seeds: dict[int, tuple[float, float, Ali]], alpha: float
     ) -> dict[int, tuple[float, float, Ali]]:
         """Epsilon (word 0) closure keeping per raw state the best (weight, string); returns
         the states a subset keeps, with their strings as tuples."""
         cur = dict(seeds)
         lim = cutoff - alpha
-        heap = [(rank[s], s) for s in cur]
+        heap = [rank[s] for s in cur]  # each state enters once, when first reached
         heapq.heapify(heap)
-        seen = set()
         while heap:
-            _, s = heapq.heappop(heap)
-            if s in seen:
-                continue
-            seen.add(s)
+            s = order[heapq.heappop(heap)]
             g0, a0, t0 = cur[s]
             tot0 = g0 + a0
             for il, g, a, nx, tail in eps[s]:
@@ -350,20 +370,20 @@ def determinize(raw: RawLattice, beam: float, acoustic_scale: float) -> CompactL
                 ng, na = g0 + g, a0 + a
                 old = cur.get(nx)
                 if old is None:
-                    cur[nx] = (ng, na, (il, t0) if il else t0)
-                    heapq.heappush(heap, (rank[nx], nx))
+                    cur[nx] = (ng, na, t0 + (il,) if il else t0)
+                    heapq.heappush(heap, rank[nx])
                 else:
                     nt, ot = ng + na, old[0] + old[1]
                     if nt < ot or (nt == ot and ng < old[0]):
-                        cur[nx] = (ng, na, (il, t0) if il else t0)
-        return {s: (g, a, _unlink(t)) for s, (g, a, t) in cur.items() if keep_state[s]}
+                        cur[nx] = (ng, na, t0 + (il,) if il else t0)
+        return {s: v for s, v in cur.items() if keep_state[s]}
 
     def key(elems: dict[int, tuple[float, float, Ali]]) -> tuple:
         return tuple(
             sorted((s, round(g * 1024.0), round(a * 1024.0), t) for s, (g, a, t) in elems.items())
         )
 
-    start = closure({raw.start: (0.0, 0.0, None)}, 0.0)
+    start = closure({raw.start: (0.0, 0.0, ())}, 0.0)
     subsets: list[dict[int, tuple[float, float, Ali]]] = [start]
     alphas = [0.0]
     ids = {key(start): 0}
@@ -378,7 +398,7 @@ def determinize(raw: RawLattice, beam: float, acoustic_scale: float) -> CompactL
         done.add(d)
         lim = cutoff - alpha
         fin: Final | None = None
-        by_word: dict[int, dict[int, tuple[float, float, object]]] = {}
+        by_word: dict[int, dict[int, tuple[float, float, Ali]]] = {}
         for s, (g0, a0, t0) in sorted(subsets[d].items()):
             f = finals[s]
             if (
@@ -388,7 +408,6 @@ def determinize(raw: RawLattice, beam: float, acoustic_scale: float) -> CompactL
             ):
                 fin = (g0 + f[0], a0 + f[1], t0)
             tot0 = g0 + a0
-            link = _link(t0)
             for il, ol, g, a, nx, tail in wrd[s]:
                 if tot0 + tail > lim:
                     continue
@@ -396,7 +415,7 @@ def determinize(raw: RawLattice, beam: float, acoustic_scale: float) -> CompactL
                 grp = by_word.setdefault(ol, {})
                 old = grp.get(nx)
                 if old is None or _better(ng, na, old[0], old[1]):
-                    grp[nx] = (ng, na, (il, link) if il else link)
+                    grp[nx] = (ng, na, t0 + (il,) if il else t0)
         out_finals[d] = fin
         for word in sorted(by_word):
             elems = closure(by_word[word], alpha)
@@ -406,7 +425,7 @@ def determinize(raw: RawLattice, beam: float, acoustic_scale: float) -> CompactL
             for g, a, _t in elems.values():
                 if bg == INF or _better(g, a, bg, ba):
                     bg, ba = g, a
-            prefix = _common_prefix([t for _g, _a, t in elems.values()])
+            prefix = commonprefix([t for _g, _a, t in elems.values()])
             k = len(prefix)
             norm = {s: (g - bg, a - ba, t[k:]) for s, (g, a, t) in elems.items()}
             kk = key(norm)
@@ -425,35 +444,6 @@ def determinize(raw: RawLattice, beam: float, acoustic_scale: float) -> CompactL
                 heapq.heappush(heap, (na_, nd))
             out_arcs[d].append((word, nd, bg, ba, prefix))
     return _finish(out_arcs, out_finals, 1.0 / acoustic_scale)
-
-
-def _link(t: Ali) -> object:
-    """A tuple of transition ids as linked pairs (last first)."""
-    link: object = None
-    for x in t:
-        link = (x, link)
-    return link
-
-
-def _unlink(link: object) -> Ali:
-    out = []
-    while link is not None:
-        x, link = link  # type: ignore[misc]
-        out.append(x)
-    return tuple(reversed(out))
-
-
-def _common_prefix(strings: list[Ali]) -> Ali:
-    first = min(strings, key=len)
-    k = len(first)
-    for t in strings:
-        i = 0
-        while i < k and t[i] == first[i]:
-            i += 1
-        k = i
-        if k == 0:
-            break
-    return first[:k]
 
 
 def _finish(arcs: list[list[Arc]], finals: list[Final | None], ac_unscale: float) -> CompactLattice:
@@ -483,3 +473,27 @@ def _finish(arcs: list[list[Arc]], finals: list[Final | None], ac_unscale: float
             g, a = f32([f[0], f[1] * ac_unscale])
             out_finals.append((g, a, f[2]))
     return CompactLattice(start=new[0], arcs=out_arcs, finals=out_finals)
+
+
+def lattices_equal(a: CompactLattice, b: CompactLattice, tol: float = 1e-3) -> str:
+    """'' if two word lattices have the same start, states, arcs (word, next state,
+    transition ids) and final states, with costs equal to ``tol``; else the first difference."""
+    if (a.start, a.num_states) != (b.start, b.num_states):
+        return f"start/states differ: {a.start}/{a.num_states} vs {b.start}/{b.num_states}"
+
+    def close(x: Sequence[float], y: Sequence[float]) -> bool:
+        return all(abs(u - v) <= tol * max(1.0, abs(u), abs(v)) for u, v in zip(x, y, strict=True))
+
+    for s in range(a.num_states):
+        arcs_a = sorted(a.arcs[s], key=lambda t: (t[0], t[1], t[4]))
+        arcs_b = sorted(b.arcs[s], key=lambda t: (t[0], t[1], t[4]))
+        if [(w, n, t) for w, n, _g, _a, t in arcs_a] != [(w, n, t) for w, n, _g, _a, t in arcs_b]:
+            return f"state {s}: arcs differ"
+        if not all(close(x[2:4], y[2:4]) for x, y in zip(arcs_a, arcs_b, strict=True)):
+            return f"state {s}: arc costs differ beyond {tol:g}"
+        fa, fb = a.finals[s], b.finals[s]
+        if (fa is None) != (fb is None):
+            return f"state {s}: final in one lattice only"
+        if fa is not None and fb is not None and (fa[2] != fb[2] or not close(fa[:2], fb[:2])):
+            return f"state {s}: final weights differ"
+    return ""

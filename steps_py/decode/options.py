@@ -76,24 +76,30 @@ def build_parser(
     p.add_argument(
         "--max-active",
         type=int,
-        default=None,
-        help="max active tokens per frame of the best-path search (--no-lattices; "
-        "default 7000); the lattice search has none (use --beam or --pdf-beam)",
+        default=7000,
+        help="max active tokens per frame (Kaldi's default %(default)s), in the lattice search "
+        "and in the best-path search of --no-lattices",
+    )
+    p.add_argument(
+        "--decoder",
+        choices=("faster", "simple"),
+        default="faster",
+        help="lattice search: Kaldi's LatticeFasterDecoder (beam, max-active, lattice beam; "
+        "from kaldi-hmm-gmm, self-tested at first use) or kaldi-decoder's LatticeSimpleDecoder "
+        "(no max-active; the fallback if the self-test fails) (default %(default)s)",
     )
     p.add_argument(
         "--no-lattices",
         action="store_true",
         help="best path only: Kaldi's FasterDecoder (beam, max-active), one search per "
-        "LM weight of --lm-weights, penalty 0; no lattices, no oracle. Much faster "
-        "when the lattice search's lack of max-active makes it slow",
+        "LM weight of --lm-weights, penalty 0; no lattices, no oracle",
     )
     p.add_argument(
         "--pdf-beam",
         type=float,
         default=0.0,
         help="prune, per frame, pdfs more than this many nats (log-likelihood) below the "
-        "frame's best: a speed/accuracy trade like max-active, which the lattice "
-        "search lacks; 0 = off (default %(default)s)",
+        "frame's best (a speed/accuracy trade beside max-active); 0 = off (default %(default)s)",
     )
     p.add_argument(
         "--acoustic-scale",
@@ -124,14 +130,13 @@ def build_parser(
 
 
 def request_from_args(args: argparse.Namespace) -> DecodeRequest:
-    if args.max_active is not None and not args.no_lattices:
+    if args.max_active < 1:
+        raise DecodeError(f"--max-active must be >= 1, not {args.max_active}")
+    if args.decoder == "simple" and not args.no_lattices and args.max_active != 7000:
         logging.getLogger("decode").warning(
-            "--max-active %d has no effect: kaldi-decoder's lattice search has no max-active; "
-            "trade speed for accuracy with --beam or --pdf-beam, or use --no-lattices",
+            "--max-active %d has no effect with --decoder simple (LatticeSimpleDecoder has none)",
             args.max_active,
         )
-    if args.max_active is not None and args.max_active < 1:
-        raise DecodeError(f"--max-active must be >= 1, not {args.max_active}")
     penalties = parse_penalties(args.word_ins_penalties)
     if args.no_lattices:
         if args.nbest:
@@ -160,7 +165,8 @@ def request_from_args(args: argparse.Namespace) -> DecodeRequest:
             acoustic_scale=args.acoustic_scale,
             pdf_beam=args.pdf_beam,
             lattices=not args.no_lattices,
-            max_active=args.max_active or 7000,
+            max_active=args.max_active,
+            decoder=args.decoder,
         ),
         lm_weights=tuple(parse_lm_weights(args.lm_weights)),
         penalties=tuple(penalties),

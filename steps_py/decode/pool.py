@@ -5,9 +5,9 @@ utterances)`` for any number of acoustic models on one data dir: it loads each m
 first time a task names it and keeps it, opens each feature kind once, and for every
 utterance computes the log-likelihoods, the word lattice, and from the lattice the best
 path at every (LM weight, penalty) the model's grid asks for, the oracle error count and,
-on request, an N-best list. With ``SearchConfig(lattices=False)`` it runs Kaldi's
-FasterDecoder (with max-active) once per LM weight instead and keeps only the best paths
-(penalty 0; no lattice, no oracle). Workers are spawned (one torch thread each) so that results do
+on request, an N-best list; the lattice search is searched once per utterance whatever the
+grid. With ``SearchConfig(lattices=False)`` it runs Kaldi's FasterDecoder (with max-active)
+once per LM weight instead and keeps only the best paths (penalty 0; no lattice, no oracle). Workers are spawned (one torch thread each) so that results do
 not depend on the parent's threads; with ``nj == 1`` everything runs in this process.
 
 A worker never raises for one bad utterance: the failure is recorded with its message and
@@ -55,6 +55,7 @@ class UttResult:
     oracle_errors: int = 0
     nbest: list[tuple[list[int], float, float]] = field(default_factory=list)
     error: str | None = None
+    partial: bool = False  # no final state of the graph reached; the lattice is kept
 
 
 @dataclass
@@ -148,6 +149,7 @@ def decode_chunk(task: tuple[int, list[str]]) -> ChunkResult:
                 r.nbest = lat.nbest(cfg.nbest, *nbest_at)
             t.score = time.process_time() - t0
             r.frames, r.lattice = int(ll.shape[0]), lat
+            r.partial = bool(t.extra.get("partial"))
             timing.add(t)
         except Exception as e:  # noqa: BLE001 - one bad utterance must not stop the job
             r.error = f"{type(e).__name__}: {e}"

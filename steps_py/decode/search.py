@@ -1,20 +1,19 @@
 """The search, shared by GMM and NN decoding: HCLG.fst and pdf log-likelihoods in, a word
 lattice (or the best path) out.
 
-    search = Search(graph_dir, SearchConfig(beam=13, lattice_beam=6, acoustic_scale=0.1))
+    search = Search(graph_dir, SearchConfig(beam=13, lattice_beam=6, max_active=7000), num_pdfs)
     lat, t = search.lattice(loglikes)      # loglikes: [T, num_pdfs] float32, unscaled
     words, t = search.best_path(loglikes)  # Viterbi best path only (Kaldi's FasterDecoder)
 
-Both decoders come from ``kaldi-decoder`` 0.2.11 (the release that accepts kaldifst 1.7.17
-FSTs): ``LatticeSimpleDecoder`` (beam, lattice beam, no max-active) gives the raw state-level
-lattice, which ``steps_py.decode.lattice.determinize`` turns into a word-level CompactLattice;
-``FasterDecoder`` (beam, max-active) gives the best path only. The graph's input labels are
-transition ids; ``DecodableCtc`` scores label ``i`` with column ``i - 1``, so the
+Lattices come from Kaldi's ``LatticeFasterDecoder`` (beam, lattice beam, max-active), compiled
+in kaldi-hmm-gmm and reached through ``steps_py.decode.lattice_faster``; its raw state-level
+lattice is turned into a word-level CompactLattice by ``steps_py.decode.lattice.determinize``.
+``SearchConfig(decoder="simple")`` (or a failed self-test of the binding) uses kaldi-decoder
+0.2.11's ``LatticeSimpleDecoder`` instead, which has no max-active. ``best_path`` runs
+kaldi-decoder's ``FasterDecoder`` (beam, max-active) for ``--no-lattices``. The graph's input
+labels are transition ids; ``DecodableCtc`` scores label ``i`` with column ``i - 1``, so the
 log-likelihoods are expanded from pdfs to transition ids (``loglikes[:, tid2pdf]``) and
 multiplied by the acoustic scale. Lattices therefore hold real transition ids, as Kaldi's do.
-
-kaldi-hmm-gmm's own decoders (LatticeFasterDecoder with max-active) return only the best
-path, not a lattice, in the 1.1.4 bindings.
 
 Import order: kaldifst and kaldi_hmm_gmm before kaldi_decoder (the other order deadlocks in
 kaldifst's static initialisation).
@@ -37,21 +36,22 @@ import kaldi_decoder as kd  # after kaldifst and kaldi_hmm_gmm: the other order 
 
 from steps_py.decode.inputs import GraphError, read_graph_fst
 from steps_py.decode.lattice import CompactLattice, RawLattice, determinize
+from steps_py.decode.lattice_faster import LatticeFasterSearch
 from steps_py.gmm.model_io import monophone_tree, read_topology
 
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Beam settings (Kaldi's names). ``max_active`` applies to the best-path search only."""
+    """Beam settings (Kaldi's names and defaults). ``max_active`` bounds the tokens expanded
+    per frame of the lattice search (``decoder="faster"``) and of the best-path search."""
 
     beam: float = 13.0
     lattice_beam: float = 6.0
     acoustic_scale: float = 0.1
     max_active: int = 7000
     pdf_beam: float = 0.0  # > 0: per frame, pdfs more than this many nats below the best are pruned
-    lattices: bool = (
-        True  # False: best path only (FasterDecoder, max-active), one pass per LM weight
-    )
+    lattices: bool = True  # False: best path only (FasterDecoder), one pass per LM weight
+    decoder: str = "faster"  # lattice search: "faster" (LatticeFasterDecoder) or "simple"
 
 
 @dataclass
@@ -97,13 +97,20 @@ class Search:
         self.num_pdfs = num_pdfs
         self.fst = read_graph_fst(self.graph_dir / "HCLG.fst")
         self.tid2pdf = transition_to_pdf(self.graph_dir, num_pdfs)
-        lc = kd.LatticeSimpleDecoderConfig()
-        lc.beam, lc.lattice_beam = cfg.beam, cfg.lattice_beam
-        lc.determinize_lattice = False
-        self._lattice_decoder = kd.LatticeSimpleDecoder(self.fst, lc)
-        fo = kd.FasterDecoderOptions()
-        fo.beam, fo.max_active = cfg.beam, cfg.max_active
-        self._faster = kd.FasterDecoder(self.fst, fo)
+        self._lattice_faster: LatticeFasterSearch | None = None
+        self._lattice_simple: kd.LatticeSimpleDecoder | None = None
+        if cfg.decoder == "faster":
+            self._lattice_faster = LatticeFasterSearch(
+                self.fst, cfg.beam, cfg.lattice_beam, cfg.max_active
+            )
+        elif cfg.decoder == "simple":
+            lc = kd.LatticeSimpleDecoderConfig()
+            lc.beam, lc.lattice_beam = cfg.beam, cfg.lattice_beam
+            lc.determinize_lattice = False
+            self._lattice_simple = kd.LatticeSimpleDecoder(self.fst, lc)
+        else:
+            raise ValueError(f"unknown lattice decoder {cfg.decoder!r} (faster or simple)")
+        self._faster: kd.FasterDecoder | None = None  # built at the first best_path
         shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
         fd, self._tmp = tempfile.mkstemp(prefix="decode-lat-", suffix=".fst", dir=shm)
         os.close(fd)
@@ -113,9 +120,8 @@ class Search:
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)
 
-    def _decodable(
-        self, loglikes: np.ndarray, acoustic_scale: float | None = None
-    ) -> kd.DecodableCtc:
+    def _scaled(self, loglikes: np.ndarray, acoustic_scale: float | None = None) -> np.ndarray:
+        """Scaled log-likelihoods per transition id (column i = transition id i + 1)."""
         ll = np.asarray(loglikes, dtype=np.float32)
         if ll.ndim != 2 or ll.shape[1] != self.num_pdfs:
             raise ValueError(
@@ -131,21 +137,28 @@ class Search:
         if self.cfg.pdf_beam > 0:  # pushed out of the beam, not removed: a path always exists
             low = ll < ll.max(axis=1, keepdims=True) - np.float32(self.cfg.pdf_beam)
             scaled[low] -= np.float32(self.cfg.beam + 1.0)
-        mat = np.ascontiguousarray(scaled[:, self.tid2pdf])
-        return kd.DecodableCtc(mat)
+        return np.ascontiguousarray(scaled[:, self.tid2pdf])
 
     def lattice(self, loglikes: np.ndarray) -> tuple[CompactLattice, Timing]:
-        """Word lattice of one utterance (acoustic costs unscaled, as on disk)."""
+        """Word lattice of one utterance (acoustic costs unscaled, as on disk). A decode that
+        reached no final state of the graph is kept (``Timing.extra["partial"] == 1``)."""
         t = Timing(frames=int(loglikes.shape[0]))
-        decodable = self._decodable(loglikes)
+        scaled = self._scaled(loglikes)
         t0 = time.process_time()
-        self._lattice_decoder.decode(decodable)
+        if self._lattice_faster is not None:
+            res = self._lattice_faster.decode(scaled)
+            raw, partial = res.lattice, not res.reached_final
+        else:
+            assert self._lattice_simple is not None
+            self._lattice_simple.decode(kd.DecodableCtc(scaled))
+            ok, raw = self._lattice_simple.get_raw_lattice()
+            if not ok:
+                raise RuntimeError("the decoder produced no lattice (no path within the beam)")
+            partial = False
         t1 = time.process_time()
-        ok, raw = self._lattice_decoder.get_raw_lattice()
-        if not ok or raw.num_states == 0:
+        if raw.num_states == 0:
             raise RuntimeError("the decoder produced no lattice (no path within the beam)")
-        raw.write(self._tmp)
-        rl = RawLattice.from_kaldifst_file(self._tmp)
+        rl = RawLattice.from_kaldifst(raw, self._tmp)
         t2 = time.process_time()
         lat = determinize(rl, self.cfg.lattice_beam, self.cfg.acoustic_scale)
         t3 = time.process_time()
@@ -153,6 +166,7 @@ class Search:
             raise RuntimeError("the lattice has no complete path")
         t.search, t.lattice, t.determinize = t1 - t0, t2 - t1, t3 - t2
         t.extra["raw_arcs"] = float(rl.num_arcs)
+        t.extra["partial"] = float(partial)
         return lat, t
 
     def best_path(
@@ -161,7 +175,12 @@ class Search:
         """Word ids of the Viterbi best path (FasterDecoder: beam and max-active), at the
         config's acoustic scale or the one given (1 / LM weight for a best-path LM-weight sweep)."""
         t = Timing(frames=int(loglikes.shape[0]))
-        decodable = self._decodable(loglikes, acoustic_scale)
+        decodable = kd.DecodableCtc(self._scaled(loglikes, acoustic_scale))
+        if self._faster is None:
+            fo = kd.FasterDecoderOptions()
+            fo.beam, fo.max_active = self.cfg.beam, self.cfg.max_active
+            fo.min_active = min(fo.min_active, self.cfg.max_active - 1)
+            self._faster = kd.FasterDecoder(self.fst, fo)
         t0 = time.process_time()
         self._faster.decode(decodable)
         ok, best = self._faster.get_best_path()

@@ -75,6 +75,16 @@ class DecodeScore:
         return float(v) if isinstance(v, (int, float)) else None
 
     @property
+    def density(self) -> float | None:
+        v = self.summary.get("lattice_density")
+        return float(v) if isinstance(v, (int, float)) else None
+
+    @property
+    def rtf(self) -> float | None:
+        v = (self.summary.get("timing") or {}).get("rtf_per_core")
+        return float(v) if isinstance(v, (int, float)) else None
+
+    @property
     def chosen(self) -> str | None:
         lw, p = self.summary.get("lm_weight"), self.summary.get("word_ins_penalty")
         return (
@@ -113,6 +123,8 @@ class SystemRow:
     chosen: list[str]  # "LM weight/penalty" chosen on dev, per seed
     wall_time_s: list[float]
     frames_per_s: list[float]
+    test_density: list[float] = field(default_factory=list)  # word-lattice arcs per frame
+    test_rtf: list[float] = field(default_factory=list)  # decoding CPU s per audio s (timing)
     rel_change: RelChangeCI | None = None
     decay: float | None = None
     ema: bool = False
@@ -134,6 +146,7 @@ class SystemRow:
                 "test_cer",
                 "dev_oracle",
                 "test_oracle",
+                "test_density",
                 "chosen",
                 "decay",
                 "ema",
@@ -144,7 +157,7 @@ class SystemRow:
         # Measured times differ from run to run and machine to machine; everything outside
         # "timing" is a function of the inputs and seeds only (README: Reproducibility).
         timing: dict[str, Any] = {}
-        for k in ("wall_time_s", "frames_per_s"):
+        for k in ("wall_time_s", "frames_per_s", "test_rtf"):
             timing[k] = getattr(self, k)
             timing[f"{k}_mean"], timing[f"{k}_std"] = mean_std(getattr(self, k))
         d["timing"] = timing
@@ -369,6 +382,8 @@ def build_rows(
                 test_cer=test,
                 dev_oracle=[x.oracle for x in devs if x.oracle is not None],
                 test_oracle=[x.oracle for x in tests if x.oracle is not None],
+                test_density=[x.density for x in tests if x.density is not None],
+                test_rtf=[x.rtf for x in tests if x.rtf is not None],
                 chosen=[x.chosen for x in devs if x.chosen is not None],
                 wall_time_s=[
                     float(r.summary["wall_time_s"])
@@ -489,10 +504,12 @@ def markdown_table(rows: list[SystemRow], sets: tuple[str, str]) -> str:
         f"{sets[1]} CER %",
         f"{sets[0]} oracle %",
         f"{sets[1]} oracle %",
+        f"{sets[1]} lattice arcs/frame",
         "LM wt/pen.",
         f"EMA vs global, {sets[1]} (rel. %, 95 % CI)",
         "train wall time",
         "frames/s",
+        f"{sets[1]} decode RTF/core",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
@@ -507,10 +524,12 @@ def markdown_table(rows: list[SystemRow], sets: tuple[str, str]) -> str:
             _fmt(r.test_cer),
             _fmt(r.dev_oracle),
             _fmt(r.test_oracle),
+            _fmt(r.test_density),
             ", ".join(dict.fromkeys(r.chosen)) or "-",
             r.rel_change.fmt() if r.rel_change else "-",
             _fmt_time(r.wall_time_s),
             _fmt(r.frames_per_s, 0),
+            _fmt(r.test_rtf, 3),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
