@@ -38,6 +38,7 @@ seeds=""
 workdir=.
 dry_run=""
 ali_dir=""
+test_speaker=""
 
 usage() {
   awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
@@ -59,6 +60,8 @@ Options:
                       graph from its final.mdl (monophone models) into exp/kaldi_ali/graph, with
                       the lang ali_lang_test of run.conf (default data/lang_test), which must have
                       the Kaldi model's phones (python -m steps_py.kaldi.lang_import makes one)
+  --test-speaker SPK  digits: one leave-one-speaker-out fold (SPK test, the next speaker dev,
+                      the rest train) instead of the 5/1/1 split
   --force             redo stages even if their outputs exist
   --no-resume         stage 7: start an unfinished training run from scratch instead of
                       resuming it from its last checkpoint (resuming is the default)
@@ -84,6 +87,7 @@ while [ $# -gt 0 ]; do
     --seeds) need_value "$@"; seeds=$2; shift 2 ;;
     --workdir) need_value "$@"; workdir=$(abs_path "$2"); shift 2 ;;
     --ali-dir) need_value "$@"; ali_dir=$(abs_path "$2"); shift 2 ;;
+    --test-speaker) need_value "$@"; test_speaker=$2; shift 2 ;;
     --force) force=--force; shift ;;
     --resume) resume=--resume; shift ;;
     --no-resume) resume=""; shift ;;
@@ -95,6 +99,7 @@ done
 
 # ---- flags: every mistake is an error here, before any work --------------------------------
 case "$corpus" in synth|aishell|kaldi|digits) ;; *) die "--corpus must be synth, aishell, kaldi or digits, not '$corpus'" ;; esac
+[ -z "$test_speaker" ] || [ "$corpus" = digits ] || die "--test-speaker is for --corpus digits only"
 [ "$corpus" != digits ] || [ -z "$ali_dir" ] ||
   die "--corpus digits trains the networks on both the project's and the corpus's Kaldi alignments; drop --ali-dir"
 
@@ -279,7 +284,8 @@ if stage_on 0; then
     aishell) python -m local.aishell.prepare --corpus-dir "$corpus_dir" --out "$data/local/aishell" \
                --nj "$nj" $force ;;
     kaldi) log "Kaldi data dirs are read from $corpus_dir/{train,dev,test} by stage 1" ;;
-    digits) python -m local.digits.prepare --corpus-dir "$corpus_dir" --out "$data/local/digits" $force ;;
+    digits) python -m local.digits.prepare --corpus-dir "$corpus_dir" --out "$data/local/digits" \
+              ${test_speaker:+--test-speaker "$test_speaker"} $force ;;
   esac
 fi
 

@@ -83,6 +83,19 @@ def test_split_refuses_too_few_speakers_and_bad_ids(
     assert "wav.scp is missing" in capsys.readouterr().err
 
 
+def test_leave_one_speaker_out_puts_every_speaker_in_test_once() -> None:
+    from local.digits.prepare import DigitsError, leave_one_out
+
+    spk = [f"fsi00{i}" for i in range(1, 8)]
+    folds = [leave_one_out(spk, s) for s in spk]
+    assert [f["test"] for f in folds] == [[s] for s in spk]
+    assert folds[6] == {"train": spk[1:6], "dev": ["fsi001"], "test": ["fsi007"]}
+    for f in folds:
+        assert sorted(f["train"] + f["dev"] + f["test"]) == spk and len(f["train"]) == 5
+    with pytest.raises(DigitsError, match="not one of the corpus's speakers"):
+        leave_one_out(spk, "fsi009")
+
+
 def test_stage_1_accepts_the_split_with_the_corpus_lexicon(tmp_path: Path) -> None:
     """A few utterances of each set through steps_py.data.prepare as run.sh calls it: none rejected, ids kept."""
     from local.digits.prepare import main as split_main

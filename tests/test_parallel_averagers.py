@@ -135,3 +135,32 @@ def test_posthoc_reconstruction_of_a_tracked_ema_in_a_real_run(tmp_path: Path) -
     err, ref = float((rec - flat_t).abs().max()), float((flat_g - flat_t).abs().max())
     assert err < 0.2 * ref, (err, ref, info)
     assert info["weight_residual"] < 0.2 * info["weight_norm"]
+
+
+def test_the_combination_keeps_the_final_model_of_a_short_block() -> None:
+    """Fix: a sync fewer than K steps after the last kept model (the short last block of an
+    epoch) was dropped for MA/BMUF too, so G(T) was never combined; the spacing is for
+    per-step syncs only, and their final G(T) is kept as well."""
+    import argparse
+
+    from steps_py.parallel.averagers import build_averagers
+
+    gs = _sequence(11, seed=3)
+    block = LastModelsCombination(max_models=10)  # MA/BMUF: syncs at steps 4, 8, 10
+    block.init(gs[0])
+    for steps in (4, 8, 10):
+        block.update(gs[steps], frames=1.0, steps=steps)
+    block.finish(gs[10], 10)  # nothing to add: G(10) is kept already
+    assert [v.tolist() for v in block.kept] == [gs[4].tolist(), gs[8].tolist(), gs[10].tolist()]
+    torch.testing.assert_close(block.average_of_last(1), gs[10], rtol=0, atol=0)
+    per_step = LastModelsCombination(max_models=10, every_steps=4)  # none/ddp: every step
+    per_step.init(gs[0])
+    for steps in range(1, 11):
+        per_step.update(gs[steps], frames=1.0, steps=steps)
+    per_step.finish(gs[10], 10)
+    assert [v.tolist() for v in per_step.kept] == [gs[4].tolist(), gs[8].tolist(), gs[10].tolist()]
+    opts = dict(ema_specs=[], icefall_average_period=0, combine_max_models=5, posthoc_snapshots=0)
+    for sync, every in (("ma", 1), ("bmuf-nbm", 1), ("ddp", 4), ("none", 4)):
+        args = argparse.Namespace(sync=sync, ema_interfering=False, **opts)
+        comb = build_averagers(args, Path("."), 4, 10, 1000.0)["combine"]
+        assert isinstance(comb, LastModelsCombination) and comb.every_steps == every

@@ -37,7 +37,7 @@ def test_ema_matches_reference_with_and_without_warmup() -> None:
         for gt in gs[1:]:
             e.update(gt, frames=100.0)
     assert not torch.allclose(cold.values[0], warm.values[0])
-    assert warm.labels == ["ema-0.9-warmup"]
+    assert warm.labels == ["ema-warmup-upto-0.9"]
 
 
 def test_half_life_gives_half_weight_after_half_life_frames() -> None:
@@ -88,7 +88,7 @@ def test_changing_ema_decay_leaves_global_bit_identical(tmp_path: Path) -> None:
     gb = load_file(tmp_path / "b/final/global.safetensors")
     gc = load_file(tmp_path / "c/final/global.safetensors")
     ea = load_file(tmp_path / "a/final/ema-0.9.safetensors")
-    eb = load_file(tmp_path / "b/final/ema-0.5-warmup.safetensors")
+    eb = load_file(tmp_path / "b/final/ema-warmup-upto-0.5.safetensors")
     weights = [k for k in ga if k != "log_priors"]
     assert all(torch.equal(ga[k], gb[k]) for k in weights)  # non-interfering
     assert any(not torch.equal(ga[k], ea[k]) for k in weights)  # the EMA is its own model
@@ -96,8 +96,8 @@ def test_changing_ema_decay_leaves_global_bit_identical(tmp_path: Path) -> None:
     assert any(not torch.equal(ga[k], gc[k]) for k in weights)  # the ablation does interfere
     assert any(not torch.equal(gc[k], ec[k]) for k in weights)  # its G is not its E
     assert sorted(p.name for p in (tmp_path / "b/final").glob("*.safetensors")) == [
-        "ema-0.5-warmup.safetensors",
-        "ema-0.999-warmup.safetensors",
+        "ema-warmup-upto-0.5.safetensors",
+        "ema-warmup-upto-0.999.safetensors",
         "global.safetensors",
     ]
 
@@ -113,3 +113,94 @@ def test_interfering_ablation_keeps_its_own_global_model(tmp_path: Path, sync: s
     weights = [k for k in g if not k.startswith("log_priors")]
     assert any(not torch.equal(g[k], e[k]) for k in weights)
     assert s["ema_interfering"] and "ema-interfering-0.5.safetensors" in s["final_models"]
+
+
+# G(0) = 10 is the "random" initial model; G(1..4) = 1, 2, 3, 4, each sync 100 frames of 400.
+G_SEQ = [10.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def _run_scalar(spec: EmaSpec, total: float = 400.0) -> list[float]:
+    ema = EmaSet([spec], total_frames=total)
+    ema.init(torch.tensor([G_SEQ[0]], dtype=torch.float64))
+    out = []
+    for g in G_SEQ[1:]:
+        ema.update(torch.tensor([g], dtype=torch.float64), frames=100.0)
+        out.append(float(ema.model(0)))
+    return out
+
+
+def test_bias_correction_and_start_against_a_hand_computation() -> None:
+    # bias correction, alpha 0.5: weights 1/16, 1/8, 1/4, 1/2 on G(1..4) over 15/16; G(0) none
+    bc = _run_scalar(EmaSpec(decay=0.5, bias_correction=True))
+    assert bc == pytest.approx([1.0, 1.25 / 0.75, 2.125 / 0.875, 3.0625 / 0.9375])
+    # start at 50 % of the run: E follows G, then E(2) = G(2), then 0.5 E + 0.5 G
+    st = _run_scalar(EmaSpec(decay=0.5, start=0.5))
+    assert st == pytest.approx([1.0, 2.0, 2.5, 3.25])
+    # both: the bias-corrected mean of G(2..4) only
+    both = _run_scalar(EmaSpec(decay=0.5, start=0.5, bias_correction=True))
+    assert both == pytest.approx([1.0, 2.0, 2.0 / 0.75, 3.0 / 0.875])
+    # the paper's E(0) = G(0) keeps 1/16 of the initial model
+    assert _run_scalar(EmaSpec(decay=0.5))[-1] == pytest.approx(10 / 16 + 3.0625)
+    # a half-life of 25 % of 400 frames is alpha 0.5 per 100-frame sync
+    frac = _run_scalar(EmaSpec(half_life_fraction=0.25, bias_correction=True))
+    assert frac == pytest.approx(bc)
+
+
+def test_ema_labels_say_what_the_model_is() -> None:
+    specs = [
+        EmaSpec(half_life_fraction=0.05, start=0.1),
+        EmaSpec(half_life_fraction=0.005, bias_correction=True),
+        EmaSpec(half_life=400000.0, warmup=True),
+        EmaSpec(decay=0.9, warmup=True),
+    ]
+    assert [s.label for s in specs] == [
+        "ema-hl5pct-start10pct",
+        "ema-hl0.5pct-bc",
+        "ema-warmup-upto-hl400000",
+        "ema-warmup-upto-0.9",
+    ]
+    with pytest.raises(ValueError, match="total frames"):
+        EmaSet([EmaSpec(half_life_fraction=0.05)])
+    with pytest.raises(ValueError, match="start"):
+        EmaSpec(decay=0.5, start=1.0)
+
+
+def test_a_started_bias_corrected_ema_resumes_exactly() -> None:
+    spec = EmaSpec(decay=0.5, start=0.5, bias_correction=True)
+    a = EmaSet([spec], total_frames=400.0)
+    a.init(torch.tensor([G_SEQ[0]], dtype=torch.float64))
+    for g in G_SEQ[1:3]:
+        a.update(torch.tensor([g], dtype=torch.float64), frames=100.0)
+    b = EmaSet([spec], total_frames=400.0)
+    b.init(torch.tensor([G_SEQ[0]], dtype=torch.float64))
+    b.load_state_dict(a.state_dict())
+    for e in (a, b):
+        for g in G_SEQ[3:]:
+            e.update(torch.tensor([g], dtype=torch.float64), frames=100.0)
+    assert float(b.model(0)) == pytest.approx(float(a.model(0))) == pytest.approx(3.0 / 0.875)
+
+
+def test_a_run_with_started_and_bias_corrected_emas_saves_epoch_models(tmp_path: Path) -> None:
+    egs = make_toy_egs(tmp_path / "egs", frames=512, dev_frames=64)
+    s = train_toy(
+        egs,
+        tmp_path / "run",
+        epochs=2,
+        simulate=2,
+        block_minibatches=2,
+        ema_decays="",
+        ema_half_life_fractions="0.05,0.2",
+        ema_start=0.25,
+        ema_bias_correction=True,
+        save_epoch_models=True,
+    )
+    names = ["ema-hl5pct-start25pct-bc", "ema-hl20pct-start25pct-bc", "global"]
+    assert s["ema_decays"] == [n.removeprefix("ema-") for n in names[:2]]
+    assert s["ema_total_frames"] == pytest.approx(s["frames"], rel=0.01)
+    for d in ("epoch1", "final"):
+        files = sorted(p.stem for p in (tmp_path / "run" / d).glob("*.safetensors"))
+        assert files == sorted(names), d
+    assert not (tmp_path / "run/epoch2").exists()  # the last epoch's models are final/
+    assert [sorted(k for k in h if k.startswith("dev_ce_")) for h in s["history"]] == [
+        sorted(f"dev_ce_{n}" for n in names)
+    ] * 2

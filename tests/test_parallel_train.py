@@ -42,8 +42,8 @@ def test_stop_and_resume_equals_uninterrupted(egs: Path, tmp_path: Path, sync: s
     resumed = _train(egs, tmp_path / "part", resume=True, **opts)
     a, b = _final(tmp_path / "full"), _final(tmp_path / "part")
     assert list(a) == [
-        "ema-0.9-warmup.safetensors",
-        "ema-hl2000-warmup.safetensors",
+        "ema-warmup-upto-0.9.safetensors",
+        "ema-warmup-upto-hl2000.safetensors",
         "global.safetensors",
     ]
     for name in a:

@@ -51,3 +51,59 @@ def test_errors_on_bad_input() -> None:
         paired_bootstrap_rel_change(a, b[:-1], n)
     with pytest.raises(ValueError, match="baseline CER is 0"):
         paired_bootstrap_rel_change(np.zeros_like(a), b, n)
+
+
+# A hand reference: A makes 1 and 3 errors, B 2 and 3, on two units of 10 characters. Drawing
+# two units with replacement gives {1st,1st} (1/4): 2 -> 4 errors, +100 %; one of each (1/2):
+# 4 -> 5, +25 %; {2nd,2nd} (1/4): 6 -> 6, 0 %. The units are seeds, speakers or utterances.
+HAND = {100.0: 0.25, 25.0: 0.5, 0.0: 0.25}
+
+
+@pytest.mark.parametrize("level", ["seeds", "speakers", "utterances"])
+def test_hierarchical_bootstrap_matches_the_hand_reference(level: str) -> None:
+    from steps_py.score.bootstrap import hierarchical_bootstrap_rel_change
+
+    if level == "seeds":  # two seeds, one utterance
+        args = ([[1], [3]], [[2], [3]], [10], ["s1"])
+    elif level == "speakers":  # one seed, two speakers of one utterance each
+        args = ([1, 3], [2, 3], [10, 10], ["s1", "s2"])
+    else:  # one seed, one speaker with two utterances
+        args = ([1, 3], [2, 3], [10, 10], ["s1", "s1"])
+    dist = hierarchical_bootstrap_rel_change(*args, resamples=4000, seed=5)
+    assert dist.rel_change == pytest.approx(25.0)
+    values, counts = np.unique(dist.samples.round(9), return_counts=True)
+    assert sorted(values.tolist()) == sorted(HAND)
+    for v, c in zip(values, counts, strict=True):
+        assert c / 4000 == pytest.approx(HAND[float(v)], abs=0.03)
+    ci = dist.ci(0.95)
+    assert (ci.low, ci.high) == (0.0, 100.0)
+
+
+def test_tost_against_the_hand_reference() -> None:
+    from steps_py.score.bootstrap import hierarchical_bootstrap_rel_change
+
+    dist = hierarchical_bootstrap_rel_change([1, 3], [2, 3], [10, 10], ["a", "b"], 4000, seed=5)
+    t = dist.tost(margin=2.0)  # P*(change >= 2 %) = 3/4: far from equivalent
+    assert t.p_low == 0.0 and t.p_high == pytest.approx(0.75, abs=0.03) and not t.equivalent
+    t = dist.tost(margin=30.0)  # P*(change >= 30 %) = 1/4
+    assert t.p_high == pytest.approx(0.25, abs=0.03) and not t.equivalent
+    t = dist.tost(margin=150.0)  # every resample inside +-150 %
+    assert t.p_value == 0.0 and t.equivalent and -150 < t.ci_low <= t.ci_high < 150
+    same = hierarchical_bootstrap_rel_change([1, 3], [1, 3], [10, 10], ["a", "b"], 500, seed=1)
+    assert same.tost(2.0).equivalent and same.ci().low == same.ci().high == 0.0
+
+
+def test_hierarchical_bootstrap_is_wider_than_utterances_alone() -> None:
+    """Speaker effects: B helps one speaker and hurts the other; resampling speakers sees it."""
+    from steps_py.score.bootstrap import hierarchical_bootstrap_rel_change
+
+    rng = np.random.default_rng(0)
+    n = rng.integers(5, 12, size=80)
+    a = rng.binomial(n, 0.2)
+    spk = np.repeat(["x", "y"], 40)
+    b = np.where(spk == "x", np.maximum(a - 1, 0), a + 1)
+    flat = paired_bootstrap_rel_change(a, b, n, resamples=1000, seed=0)
+    hier = hierarchical_bootstrap_rel_change(a, b, n, spk, resamples=1000, seed=0).ci()
+    assert hier.high - hier.low > flat.high - flat.low
+    with pytest.raises(ValueError, match="shape"):
+        hierarchical_bootstrap_rel_change(a, b, n, spk[:-1])

@@ -10,7 +10,7 @@ import pytest
 
 from steps_py.fileio import mark_done
 from steps_py.study.plan import PlanError, load_plan
-from steps_py.study.run import Study
+from steps_py.study.run import Study, StudyError
 from steps_py.study.table import (
     ablation_rows,
     ablation_table,
@@ -210,7 +210,7 @@ def test_plan_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(PlanError, match="sync 'bmuf' is not one of"):
         load_plan(p)
     p.write_text(json.dumps(dict(PLAN, famlies=[])))
-    with pytest.raises(PlanError, match=r"unknown keys \['famlies'\]"):
+    with pytest.raises(PlanError, match=r"unknown key 'famlies' \(did you mean 'families'\?\)"):
         load_plan(p)
     p.write_text(json.dumps(dict(PLAN, decode={})))
     with pytest.raises(
@@ -221,6 +221,47 @@ def test_plan_errors_name_the_key(tmp_path: Path) -> None:
     names = [r.name for r in plan.runs]
     assert len(names) == len(set(names)) >= 30 and "dnn_ma_n64_seed1" in names
     assert {r.workers for r in plan.runs if r.model == "dnn"} >= {1, 4, 16, 64}
+
+
+@pytest.mark.parametrize(
+    ("where", "bad", "message"),
+    [
+        (
+            "families",
+            [{**PLAN["families"][0], "seedz": [1]}],
+            r"families\[0\]: unknown key 'seedz'",
+        ),
+        ("decode", {**PLAN["decode"], "test_model": "all"}, r"decode: unknown key 'test_model'"),
+        ("statistics", {"primery": ["dnn_ma_n2"]}, r"statistics: unknown key 'primery'"),
+        (
+            "pilot",
+            {"groups": [{"pilot": "dnn_ma_n2", "config": []}]},
+            r"pilot.groups\[0\]: unknown",
+        ),
+        ("statistics", {"primary": ["dnn_ma_n3"]}, r"\['dnn_ma_n3'\] are not configs"),
+        ("choice", {"by": "test_cer"}, r"choice.by must be"),
+    ],
+)
+def test_a_misspelt_nested_key_is_an_error_naming_it(
+    tmp_path: Path, where: str, bad: object, message: str
+) -> None:
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps(dict(PLAN, **{where: bad})))
+    with pytest.raises(PlanError, match=message):
+        load_plan(p)
+
+
+def test_the_learning_rate_is_scaled_for_the_pilot_and_the_final_ratio() -> None:
+    from steps_py.study.plan import RunSpec, scale_lr
+
+    argv = ["--lr-initial", "0.3", "--lr-final=0.03", "--seed", "1"]
+    assert scale_lr(argv, 2.0, None) == ["--lr-initial", "0.6", "--lr-final=0.06", "--seed", "1"]
+    assert scale_lr(argv, 0.5, 1.0) == ["--lr-initial", "0.15", "--lr-final=0.15", "--seed", "1"]
+    assert scale_lr(["--lr-initial=1"], 1.0, 0.01) == ["--lr-initial=1", "--lr-final", "0.01"]
+    with pytest.raises(PlanError, match="no --lr-initial"):
+        scale_lr(["--seed", "1"], 2.0, None)
+    run = RunSpec("dnn", "ma", 16, 1, "lrconst", lr_final_ratio=1.0)
+    assert run.config == "dnn_ma_n16_lrconst" and run.name == "dnn_ma_n16_lrconst_seed1"
 
 
 def test_posthoc_is_compared_with_the_tracked_ema_of_the_same_half_life(tmp_path: Path) -> None:
@@ -249,3 +290,193 @@ def test_posthoc_is_compared_with_the_tracked_ema_of_the_same_half_life(tmp_path
         }
     }
     assert json.loads((tmp_path / "out" / "run.json").read_text()) == rows
+
+
+PLAN2 = {
+    **PLAN,
+    "corpus": "toy",
+    "families": [
+        {"model": "dnn", "sync": "ma", "workers": [2], "seeds": [1, 2]},
+        {
+            "model": "dnn",
+            "sync": "ma",
+            "workers": [2],
+            "seeds": [1, 2],
+            "tag": "lrconst",
+            "lr_final_ratio": 1.0,
+        },
+    ],
+    "choice": {"by": "dev_ce", "global_candidate": True},
+    "statistics": {"bootstrap": "hierarchical", "resamples": 300, "primary": ["dnn_ma_n2"]},
+}
+UTTS = [f"test-s{k}-{i:03d}" for k in range(4) for i in range(10)]
+
+
+def _entry(errors: list[int]) -> dict:
+    return {
+        "cer": 100.0 * sum(errors) / (10 * len(errors)),
+        "utts": UTTS,
+        "errors": errors,
+        "ref_len": [10] * len(errors),
+    }
+
+
+def _record(name: str, ce: dict[str, float], test: dict[str, list[int]]) -> dict:
+    models = {t: {"dev": _entry(e), "test": _entry(e)} for t, e in test.items()}
+    return {
+        "run": name,
+        "summary": {"syncs": 8, "frames": 4000, "wall_time_s": 1.0},
+        "final_models": ["ema-hl5pct-bc", "ema-hl20pct-bc", "global", "kaldi-combine"],
+        "models": models,
+        "dev_curve": [],
+        "epoch_curve": [{"epoch": 1, "frames": 4000.0, **ce}],
+        "lr": {"lr_initial": 0.3, "lr_final": 0.03, "lr_times_workers": True},
+    }
+
+
+def test_second_study_chooses_on_dev_ce_with_global_as_a_candidate(tmp_path: Path) -> None:
+    from steps_py.study.table_kaldi import build_rows, table_md
+
+    plan_path = tmp_path / "study.json"
+    plan_path.write_text(json.dumps(PLAN2), encoding="utf-8")
+    study = Study(load_plan(plan_path), tmp_path / "work", tmp_path / "results")
+    assert study.root == tmp_path / "work/exp/results"
+    base = [2] * 40
+    for run in study.plan.runs:
+        if run.tag:  # the global model has the lowest dev CE: dev chooses it
+            ce = {"global": 1.0, "ema-hl5pct-bc": 1.1, "ema-hl20pct-bc": 1.2}
+        else:  # the 5 % EMA has; on test it is 1 error better on 3 of 4 speakers
+            ce = {"global": 1.2, "ema-hl5pct-bc": 1.0, "ema-hl20pct-bc": 1.1}
+        test = {
+            "global": base,
+            "kaldi-combine": base,
+            "ema-hl5pct-bc": [1] * 30 + [1 + run.seed % 2] * 10,
+        }
+        write_record_ = study.record_path(run)
+        write_record_.parent.mkdir(parents=True, exist_ok=True)
+        write_record_.write_text(json.dumps(_record(run.name, ce, test)))
+    choices = study.choose()
+    assert choices["dnn_ma_n2"]["ema"] == "ema-hl5pct-bc"
+    assert choices["dnn_ma_n2_lrconst"]["ema"] == "global"
+    assert set(choices["dnn_ma_n2"]["dev_ce_mean"]) == {"global", "ema-hl5pct-bc", "ema-hl20pct-bc"}
+    rows = build_rows([study])
+    ema = next(r for r in rows if r["config"] == "dnn_ma_n2" and r["averager"] == "ema")
+    c = ema["vs_global"]
+    # seed 1: 30 + 20 = 50 errors vs 80 (-37.5 %); seed 2: 30 + 10 = 40 (-50 %)
+    assert c["per_seed_percent"] == pytest.approx([-37.5, -50.0])
+    assert c["percent"] == pytest.approx(-43.75) and c["verdict"] == "helps"
+    assert c["speakers"] == 4 and c["utterances"] == 40 and c["seeds_pooled"] == 2
+    comb = next(r for r in rows if r["config"] == "dnn_ma_n2" and r["averager"] == "kaldi-combine")
+    assert comb["vs_global"]["verdict"] == "equivalent" and comb["vs_global"]["tost_p"] == 0.0
+    const = next(r for r in rows if r["config"] == "dnn_ma_n2_lrconst" and r["averager"] == "ema")
+    assert const["vs_global"]["percent"] == 0.0  # dev chose the global model itself
+    assert const["vs_global"]["verdict"] == "dev chose global"
+    md = table_md([study], rows)
+    assert "Primary contrasts" in md and "| dnn_ma_n2 | 2 | ema (ema-hl5pct-bc)" in md
+    assert "**helps**" in md and "mechanism" in md
+
+
+def test_leave_one_speaker_out_folds_pool_every_folds_test_decodes(tmp_path: Path) -> None:
+    from steps_py.study.run import fold_studies
+    from steps_py.study.table_kaldi import build_rows, seed_entries
+
+    plan = {**PLAN2, "families": PLAN2["families"][:1], "folds": {"speakers": ["a", "b"]}}
+    plan_path = tmp_path / "study.json"
+    plan_path.write_text(json.dumps(plan), encoding="utf-8")
+    folds = fold_studies(load_plan(plan_path), tmp_path / "work", tmp_path / "results")
+    assert [f.wd.name for f in folds] == ["fold_a", "fold_b"]
+    for k, study in enumerate(folds):  # fold a: 5 % EMA best on dev; fold b: the 20 % one
+        utts = [f"spk{k}-{i}" for i in range(5)]
+        for run in study.plan.runs:
+            best = "ema-hl5pct-bc" if k == 0 else "ema-hl20pct-bc"
+            ce = {"global": 1.2, "ema-hl5pct-bc": 1.1, "ema-hl20pct-bc": 1.1, best: 1.0}
+            rec = _record(run.name, ce, {"global": [2] * 5, best: [1] * 5})
+            for splits in rec["models"].values():
+                for e in splits.values():
+                    e.update(utts=utts, ref_len=[10] * 5, cer=100.0 * sum(e["errors"]) / 50)
+            study.record_path(run).parent.mkdir(parents=True, exist_ok=True)
+            study.record_path(run).write_text(json.dumps(rec))
+        study.choose()
+    seeds = seed_entries(folds, "dnn_ma_n2")
+    ema = seeds[1]["ema"]
+    assert ema["tags"] == ["ema-hl5pct-bc", "ema-hl20pct-bc"]  # each fold's own dev choice
+    assert len(ema["test"]["utts"]) == 10 and ema["test"]["cer"] == pytest.approx(10.0)
+    row = next(r for r in build_rows(folds) if r["averager"] == "ema")
+    assert row["vs_global"]["percent"] == pytest.approx(-50.0)
+    assert row["vs_global"]["speakers"] == 2 and row["vs_global"]["utterances"] == 10
+
+
+def test_the_pilot_chooses_each_groups_learning_rate_on_dev_ce(tmp_path: Path) -> None:
+    plan = {
+        **PLAN2,
+        "train_model": {"dnn": ["--lr-initial", "0.3", "--lr-final", "0.03"]},
+        "pilot": {
+            "factors": [0.5, 1, 2],
+            "train_extra": ["--epochs", "1"],
+            "groups": [{"pilot": "dnn_ma_n2", "configs": ["dnn_ma_n2", "dnn_ma_n2_lrconst"]}],
+        },
+    }
+    plan_path = tmp_path / "study.json"
+    plan_path.write_text(json.dumps(plan), encoding="utf-8")
+    study = Study(load_plan(plan_path), tmp_path / "work", tmp_path / "results")
+    pilots = study.plan.pilot_runs()
+    assert [r.name for _, _, r in pilots] == [
+        "dnn_ma_n2_pilot-lrx0.5_seed1",
+        "dnn_ma_n2_pilot-lrx1_seed1",
+        "dnn_ma_n2_pilot-lrx2_seed1",
+    ]
+    with pytest.raises(StudyError, match="pilot of dnn_ma_n2, which has not chosen yet"):
+        study.lr_scale(study.plan.runs[0])
+    for _, _, run in pilots:  # first every pilot diverged
+        rec = {"run": run.name, "diverged": {"where": "epoch 1"}, "models": {}}
+        study.record_path(run).parent.mkdir(parents=True, exist_ok=True)
+        study.record_path(run).write_text(json.dumps(rec))
+    assert study.run_pilot(jobs=1)["dnn_ma_n2"]["factor"] is None  # all diverged: not run
+    assert study.pilot_diverged(study.plan.runs[0])
+    from steps_py.study.table_kaldi import build_rows
+
+    assert {r["status"] for r in build_rows([study])} == {
+        "not run: every learning-rate pilot diverged"
+    }
+    for (_, f, run), ce in zip(pilots, (1.3, 1.1, None), strict=True):  # x2 diverged
+        rec = {"run": run.name, "diverged": {"where": "epoch 1"}, "models": {}}
+        if ce is not None:
+            rec = _record(run.name, {"global": ce}, {})
+        study.record_path(run).parent.mkdir(parents=True, exist_ok=True)
+        study.record_path(run).write_text(json.dumps(rec))
+        assert study.lr_scale(run) == f and study.record_path(run).parent.name == "pilot"
+    chosen = study.run_pilot(jobs=1)  # every pilot has its record: nothing is trained
+    assert chosen["dnn_ma_n2"]["factor"] == 1.0
+    assert chosen["dnn_ma_n2"]["dev_ce_global_by_factor"] == {"0.5": 1.3, "1": 1.1, "2": None}
+    const = next(r for r in study.plan.runs if r.tag == "lrconst")
+    assert study.lr_scale(const) == 1.0 and not study.pilot_diverged(const)
+    argv = study.plan.train_argv(pilots[0][2], 0.5)  # the pilot's options last
+    assert argv[:4] == ["--epochs", "1", "--lr-initial", "0.15"] and argv[-2:] == ["--epochs", "1"]
+    argv = study.plan.train_argv(const, 2.0)  # x2, then the constant final rate
+    assert argv[2:6] == ["--lr-initial", "0.6", "--lr-final", "0.6"]
+
+
+def test_frames_to_reach_a_dev_ce_interpolates_between_evaluations() -> None:
+    from steps_py.study.contrast import frames_to_reach, speaker_of
+
+    curve = [(20.0, 1.0), (0.0, 5.0), (10.0, 3.0)]  # any order
+    assert frames_to_reach(curve, 2.0) == pytest.approx(15.0)
+    assert frames_to_reach(curve, 5.0) == 0.0 and frames_to_reach(curve, 1.0) == 20.0
+    assert frames_to_reach(curve, 0.5) is None
+    assert speaker_of("test-s001-00016") == "test-s001"
+    assert speaker_of("astmic-fsi003-sen_0012") == "astmic-fsi003"
+
+
+def test_table_only_rebuilds_the_second_table_from_records_without_a_corpus(tmp_path: Path) -> None:
+    from steps_py.study.run import main
+
+    plan_path = tmp_path / "study.json"
+    plan_path.write_text(json.dumps(PLAN2), encoding="utf-8")
+    results = tmp_path / "results"
+    argv = ["--plan", str(plan_path), "--workdir", str(tmp_path / "no_corpus"), "--results"]
+    assert main([*argv, str(results), "--table-only"]) == 0
+    table = json.loads((results / "table.json").read_text(encoding="utf-8"))
+    assert table["corpus"] == "toy" and table["statistics"]["bootstrap"] == "hierarchical"
+    assert {r["status"] for r in table["rows"]} == {"not run"}
+    assert "Runs of the plan with results: 0 of 4" in (results / "table.md").read_text()
+    assert main([*argv, str(results)]) == 1  # without --table-only it needs the corpus

@@ -1,4 +1,4 @@
-"""Stage 0 for the Mandarin digits corpus: a speaker-disjoint train/dev/test split as Kaldi data dirs.
+"""The Mandarin digits corpus as Kaldi data dirs: a speaker-disjoint train/dev/test split.
 
     python -m local.digits.prepare --corpus-dir ../shared/corpora/mandarin_digits --out data/local/digits
 
@@ -7,9 +7,10 @@ utterances of 7 speakers, ``wav.scp`` with paths relative to the corpus dir and 
 space-separated digit characters; the speaker is inside the utterance id
 (``astmic-fsi003-sen_0012`` -> ``fsi003``). The split is by speaker and deterministic: the
 sorted speakers, the last ``--test-speakers`` of them test, the ones before dev, the rest train
+(or, with ``--test-speaker S``, one leave-one-speaker-out fold: S test, the next speaker dev)
 (default 5/1/1: train fsi001-fsi005, dev fsi006, test fsi007). Writes
 ``<out>/{train,dev,test}/{wav.scp,text,utt2spk,spk2utt}`` with the corpus's utterance ids,
-absolute wav paths, ``<out>/split.json`` (speakers and counts per set) and ``.done``; stage 1
+absolute wav paths, ``<out>/split.json`` (speakers and counts per set) and ``.done``; the data step
 (``steps_py.data.prepare --kaldi-dirs <out>``) checks them like any Kaldi data dirs.
 """
 
@@ -75,7 +76,21 @@ def split_speakers(speakers: list[str], dev: int, test: int) -> dict[str, list[s
     }
 
 
-def prepare(corpus: Path, out: Path, dev_speakers: int = 1, test_speakers: int = 1) -> dict:
+def leave_one_out(speakers: list[str], test: str) -> dict[str, list[str]]:
+    """Leave-one-speaker-out: `test` is test, the next speaker (sorted, cyclically) dev, the
+    rest train; over every speaker as `test`, each utterance is in test exactly once."""
+    spk = sorted(set(speakers))
+    if test not in spk:
+        raise DigitsError(f"--test-speaker {test!r} is not one of the corpus's speakers {spk}")
+    if len(spk) < 3:
+        raise DigitsError(f"{len(spk)} speakers cannot be split into train, dev and test")
+    dev = spk[(spk.index(test) + 1) % len(spk)]
+    return {"train": [s for s in spk if s not in (test, dev)], "dev": [dev], "test": [test]}
+
+
+def prepare(
+    corpus: Path, out: Path, dev_speakers: int = 1, test_speakers: int = 1, test_speaker: str = ""
+) -> dict:
     """Write the three data dirs under `out`; return the split (speakers, utterance counts)."""
     corpus = corpus.resolve()
     wavs, text = read_table(corpus / "wav.scp"), read_table(corpus / "text")
@@ -84,7 +99,11 @@ def prepare(corpus: Path, out: Path, dev_speakers: int = 1, test_speakers: int =
             f"{corpus}: wav.scp and text differ in {len(set(wavs) ^ set(text))} utterance ids"
         )
     utt2spk = {u: speaker_of(u) for u in wavs}
-    split = split_speakers(list(utt2spk.values()), dev_speakers, test_speakers)
+    split = (
+        leave_one_out(list(utt2spk.values()), test_speaker)
+        if test_speaker
+        else split_speakers(list(utt2spk.values()), dev_speakers, test_speakers)
+    )
     info: dict = {"corpus": str(corpus), "sets": {}}
     for name in SETS:
         spks = set(split[name])
@@ -129,12 +148,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dev-speakers", type=int, default=1, help="speakers in dev (default 1)")
     p.add_argument("--test-speakers", type=int, default=1, help="speakers in test (default 1)")
+    p.add_argument(
+        "--test-speaker",
+        default="",
+        help="leave-one-speaker-out fold: this speaker is test, the next one (sorted, "
+        "cyclically) dev, the rest train (overrides --dev/--test-speakers; default off)",
+    )
     p.add_argument("--force", action="store_true", help="rewrite even if --out is done")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    info = prepare(args.corpus_dir, args.out, args.dev_speakers, args.test_speakers)
+    info = prepare(
+        args.corpus_dir, args.out, args.dev_speakers, args.test_speakers, args.test_speaker
+    )
     mark_done(args.out, info)
     return 0
 

@@ -13,9 +13,13 @@ of them are computed from the same G(t) sequence, so one run gives comparable ro
   happens at the first synchronization at or after each multiple of `period`.
 * `LastModelsCombination`: Kaldi nnet3's final combination (``nnet3-combine``, which averages
   the last models of training and picks how many by the objective on held-out examples):
-  keeps the last `max_models` synchronized models (for `none`/`ddp`, one every
-  `every_steps` steps) and offers the uniform average of the last k for every k; the
-  trainer picks k by dev cross entropy (`choose_k`).
+  keeps the last `max_models` synchronized models and offers the uniform average of the
+  last k for every k; the trainer picks k by dev cross entropy (`choose_k`), on the whole
+  dev set unless `--dev-max-minibatches` caps it. For MA and BMUF every synchronization's
+  G(t) is kept, a short last block of an epoch too. Only for the per-step syncs
+  (`none`/`ddp`) is one model kept every `every_steps` steps (a block's worth, as Kaldi
+  keeps one per iteration); their final G(T) is kept too (`finish`), so the last model of
+  training is always a candidate and k = 1 is G(T) itself.
 * `PowerEmaSnapshots` (`posthoc.py`): snapshots for post-hoc EMA reconstruction.
 """
 
@@ -151,6 +155,14 @@ class LastModelsCombination(Averager):
         if len(self.kept) > self.max_models:
             self.kept.pop(0)
 
+    @torch.no_grad()
+    def finish(self, global_flat: torch.Tensor, steps: int) -> None:
+        """Keep the run's final G(T) when the spacing left it out (per-step syncs)."""
+        if steps != self.last_steps:
+            self.every_steps, every = 1, self.every_steps
+            self.update(global_flat, 0.0, steps)
+            self.every_steps = every
+
     def average_of_last(self, k: int) -> torch.Tensor:
         if not 1 <= k <= len(self.kept):
             raise ValueError(f"cannot average the last {k} of {len(self.kept)} models")
@@ -183,23 +195,29 @@ class LastModelsCombination(Averager):
         self.last_steps = int(state["last_steps"])  # type: ignore[call-overload]
 
 
+PER_STEP_SYNCS = ("none", "ddp")  # G changes every step: the combination keeps one per block
+
+
 def build_averagers(
-    args: argparse.Namespace, exp: Path, block: int, syncs: int
+    args: argparse.Namespace, exp: Path, block: int, syncs: int, total_frames: float
 ) -> dict[str, Averager]:
     """The averagers the trainer's options ask for (rank 0 only), by name.
 
     `block`: minibatches per block asked for (the combination's step for none/ddp);
-    `syncs`: synchronizations the run will do (spaces the post-hoc snapshots).
+    `syncs`: synchronizations the run will do (spaces the post-hoc snapshots);
+    `total_frames`: the run's training frames (EMA half-life fractions and starts).
     """
     from steps_py.parallel.posthoc import PowerEmaSnapshots
 
     out: dict[str, Averager] = {}
     if args.ema_specs and not args.ema_interfering:
-        out["ema"] = EmaAverager(EmaSet(args.ema_specs))
+        out["ema"] = EmaAverager(EmaSet(args.ema_specs, total_frames))
     if args.icefall_average_period:
         out["icefall"] = IcefallAverage(args.icefall_average_period)
     if args.combine_max_models:
-        out["combine"] = LastModelsCombination(args.combine_max_models, every_steps=block)
+        out["combine"] = LastModelsCombination(
+            args.combine_max_models, every_steps=block if args.sync in PER_STEP_SYNCS else 1
+        )
     if args.posthoc_snapshots:
         out["posthoc"] = PowerEmaSnapshots(
             exp / "posthoc", args.posthoc_sigma_rels, max(1, syncs // args.posthoc_snapshots)

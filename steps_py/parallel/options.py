@@ -106,14 +106,12 @@ def model_config_arg(text: str) -> dict[str, Any]:
     return cfg
 
 
-def build_parser(description: str | None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m steps_py.parallel.train",
-        description=description,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def _io_args(p: argparse.ArgumentParser) -> None:
+    """Options: data and outputs."""
     io = p.add_argument_group("data and outputs")
-    io.add_argument("--egs", type=Path, required=True, help="examples dir from stage 5")
+    io.add_argument(
+        "--egs", type=Path, required=True, help="examples dir (python -m steps_py.nnet.egs)"
+    )
     io.add_argument("--exp-dir", type=Path, required=True, help="run dir, e.g. exp/dnn_ma_n4")
     io.add_argument(
         "--model-config",
@@ -122,6 +120,10 @@ def build_parser(description: str | None) -> argparse.ArgumentParser:
         help="JSON file, inline JSON or key=val,... overriding the model defaults "
         "(e.g. hidden_layers=3,hidden_dim=384)",
     )
+
+
+def _training_args(p: argparse.ArgumentParser) -> None:
+    """Options: training."""
     tr = p.add_argument_group("training")
     tr.add_argument("--epochs", type=int_at_least(1), default=4, help="default %(default)s")
     tr.add_argument(
@@ -138,6 +140,10 @@ def build_parser(description: str | None) -> argparse.ArgumentParser:
         "times N (the given rates are 'effective' rates)",
     )
     add_optimizer_args(p)  # --optimizer, --lr-initial/--lr-final (exponential decay), ...
+
+
+def _sync_args(p: argparse.ArgumentParser) -> None:
+    """Options: parallelism and synchronization."""
     sy = p.add_argument_group("parallelism and synchronization")
     sy.add_argument("--sync", default="ma", choices=SYNC_CHOICES, help="default %(default)s")
     sy.add_argument(
@@ -198,6 +204,10 @@ def build_parser(description: str | None) -> argparse.ArgumentParser:
         default=None,
         help="torch threads per process (default max(1, cores // local workers))",
     )
+
+
+def _ema_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Options: the EMAs and the other averagers."""
     em = p.add_argument_group("EMA models and the other averagers (all non-interfering)")
     em.add_argument(
         "--ema-half-life-frames",
@@ -222,15 +232,42 @@ def build_parser(description: str | None) -> argparse.ArgumentParser:
         "final/ema-hl<H>-warmup",
     )
     em.add_argument(
+        "--ema-half-life-fractions",
+        type=float_list(0.0, None),
+        default=[],
+        help="more EMAs by half-life as a fraction of the run's training frames (0.05 = 5 %%), "
+        "so runs of any length compare; final/ema-hl<P>pct (default none)",
+    )
+    em.add_argument(
         "--ema-warmup",
         action="store_true",
-        help="give every EMA of --ema-decays/--ema-half-life-frames the warm-up",
+        help="give every EMA of --ema-decays/--ema-half-life-frames/--ema-half-life-fractions "
+        "the warm-up; final/ema-warmup-upto-<decay or half-life>",
+    )
+    em.add_argument(
+        "--ema-start",
+        type=unit_interval,
+        default=0.0,
+        metavar="FRACTION",
+        help="every EMA follows G until this fraction of the run's frames is trained, "
+        "then E = G and averaging starts; label suffix -start<P>pct (default 0: E(0) = G(0))",
+    )
+    em.add_argument(
+        "--ema-bias-correction",
+        action="store_true",
+        help="Adam's bias correction: E(0) = 0, model E / (1 - prod alpha), so the initial "
+        "model has no weight; label suffix -bc (default off: E(0) = G(0), the paper's)",
     )
     em.add_argument(
         "--ema-interfering",
         action="store_true",
         help="ablation: broadcast the (one) EMA as the next start, B(t) = E(t)",
     )
+    return em
+
+
+def _averager_args(em: argparse._ArgumentGroup) -> None:
+    """Options: the averagers beside the EMAs (in the EMAs' group)."""
     em.add_argument(
         "--icefall-average-period",
         type=int_at_least(0),
@@ -258,6 +295,10 @@ def build_parser(description: str | None) -> argparse.ArgumentParser:
         default=[0.05, 0.10],
         help="relative widths of the power EMAs kept for post-hoc (default 0.05,0.1)",
     )
+
+
+def _prior_args(p: argparse.ArgumentParser) -> None:
+    """Options: priors of the final models."""
     pr = p.add_argument_group("priors of the final models")
     pr.add_argument(
         "--priors",
@@ -266,7 +307,7 @@ def build_parser(description: str | None) -> argparse.ArgumentParser:
         help="log priors stored with each final model for decoding: 'adjusted' = the "
         "model's own mean posterior over training frames (Kaldi nnet3's "
         "adjust-priors; the alignment-count priors are kept beside them), "
-        "'counts' = the alignment-count priors of stage 5 (default %(default)s)",
+        "'counts' = the alignment-count priors of the examples (default %(default)s)",
     )
     pr.add_argument(
         "--prior-frames",
@@ -274,6 +315,10 @@ def build_parser(description: str | None) -> argparse.ArgumentParser:
         default=30000,
         help="training frames used for the adjusted priors (default %(default)s)",
     )
+
+
+def _log_args(p: argparse.ArgumentParser) -> None:
+    """Options: checkpoints and logs."""
     lg = p.add_argument_group("checkpoints and logs")
     lg.add_argument(
         "--checkpoint-every-blocks",
@@ -314,12 +359,32 @@ def build_parser(description: str | None) -> argparse.ArgumentParser:
         default=0,
         help="cap on dev minibatches per evaluation (0: all)",
     )
+    lg.add_argument(
+        "--save-epoch-models",
+        action="store_true",
+        help="also write every model at the end of each epoch but the last to "
+        "<exp-dir>/epoch<E>/ (for dev decodes against frames)",
+    )
     lg.add_argument("--no-tensorboard", action="store_true")
     lg.add_argument(
         "--force",
         action="store_true",
         help="start over: delete this run's checkpoints, logs and final models",
     )
+
+
+def build_parser(description: str | None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m steps_py.parallel.train",
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _io_args(p)
+    _training_args(p)
+    _sync_args(p)
+    _averager_args(_ema_args(p))
+    _prior_args(p)
+    _log_args(p)
     return p
 
 
@@ -338,6 +403,9 @@ def parse_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
             args.ema_half_life_frames,
             args.ema_warmup_half_life_frames,
             args.ema_warmup,
+            args.ema_half_life_fractions,
+            args.ema_start,
+            args.ema_bias_correction,
         )
     except ValueError as e:
         p.error(f"EMA options: {e}")

@@ -261,7 +261,7 @@ class InterferingEma(Sync):
         assert self.inner.global_flat is not None
         self.global_flat = self.inner.global_flat.clone()
         self.emas.update(self.global_flat, frames)
-        start = self.emas.values[0].clone()
+        start = self.emas.model(0).clone()
         self.inner.override_start(start)
         self.start_flat = start
         self.blocks = self.inner.blocks

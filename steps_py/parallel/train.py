@@ -1,4 +1,4 @@
-"""Stage 6: the one parallel training loop (MA / BMUF / DDP / none) with non-interfering averagers.
+"""The one parallel training loop (MA / BMUF / DDP / none) with non-interfering averagers.
 
 Run one of:
   torchrun --standalone --nproc_per_node 2 -m steps_py.parallel.train --egs exp/egs/dnn \
@@ -39,11 +39,11 @@ from typing import Any
 import torch
 
 from steps_py.cli import StepError, progress
-from steps_py.fileio import atomic_write_json, is_done, mark_done
+from steps_py.fileio import atomic_path, atomic_write_json, is_done, mark_done
 from steps_py.log import setup_logging
 from steps_py.nnet.optim import lr_at, optimizer_kwargs
 from steps_py.parallel import checkpoint as ckpt
-from steps_py.parallel.averagers import build_averagers
+from steps_py.parallel.averagers import LastModelsCombination, build_averagers
 from steps_py.parallel.backend import Backend, NnetBackend
 from steps_py.parallel.ema import EmaSet
 from steps_py.parallel.errors import DivergenceError, TrainingError
@@ -130,6 +130,18 @@ class Trainer:
                 f"{args.egs}: a worker's share has no full minibatch of "
                 f"{args.batch_size}; lower --batch-size or use fewer workers"
             )
+        self._setup_sync(args, group)
+        self.settings = settings(args, self.cfg, self.K)
+        self.shapes = self.workers[0].flat.describe()
+        for w in self.workers:
+            w.fwd = self.sync.wrap(w.model, group)
+        check_model_dims(self.workers[0], int(info.get("num_pdfs", 0)), args.egs)
+        self.state, self.timer = TrainState(), TimeSplit()
+        self.last_ckpt: Path | None = None
+        self.lr = args.lr_initial
+
+    def _setup_sync(self, args: argparse.Namespace, group: Group) -> None:
+        """The sync object, the block size K, the run's frames, the averagers, the evals."""
         r0 = self.workers[0].reader
         frames_per_mb = r0.frames_per_epoch / max(1, r0.minibatches_per_epoch)
         k = args.block_minibatches or (
@@ -143,25 +155,23 @@ class Trainer:
             args.warmup_blocks,
             args.ddp_impl,
         )
-        self.sync: Sync = (
-            InterferingEma(sync, EmaSet(args.ema_specs)) if args.ema_interfering else sync
-        )
+        self.total_steps = args.epochs * self.steps_per_epoch
+        # what EMA half-life fractions and starts are fractions of (all workers)
+        self.total_frames = group.world_size * frames_per_mb * self.total_steps
+        try:
+            emas = EmaSet(args.ema_specs, self.total_frames) if args.ema_interfering else None
+        except ValueError as e:
+            raise TrainingError(f"EMA options: {e}") from None
+        self.sync: Sync = InterferingEma(sync, emas) if emas is not None else sync
         self.K = self.sync.block_minibatches(k)
         self.frames_per_block = group.world_size * frames_per_mb * self.K  # all workers
-        self.total_steps = args.epochs * self.steps_per_epoch
         syncs = args.epochs * -(-self.steps_per_epoch // self.K)
-        self.averagers = build_averagers(args, self.exp, k, syncs) if group.is_main else {}
+        self.averagers = (
+            build_averagers(args, self.exp, k, syncs, self.total_frames) if group.is_main else {}
+        )
         self.eval_every = args.eval_every_blocks or (
             max(1, syncs // args.evals) if args.evals else 0
         )
-        self.settings = settings(args, self.cfg, self.K)
-        self.shapes = self.workers[0].flat.describe()
-        for w in self.workers:
-            w.fwd = self.sync.wrap(w.model, group)
-        check_model_dims(self.workers[0], int(info.get("num_pdfs", 0)), args.egs)
-        self.state, self.timer = TrainState(), TimeSplit()
-        self.last_ckpt: Path | None = None
-        self.lr = args.lr_initial
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
@@ -209,6 +219,8 @@ class Trainer:
                         return self.stopped()
             evals = self.end_epoch()
             self.log_row("epoch", st.history[-1]["train_loss"], evals, t0)
+            if a.save_epoch_models and epoch + 1 < a.epochs:
+                self.save_epoch_models(epoch + 1)
             self.checkpoint(t0)
             if stop and epoch + 1 < a.epochs:
                 return self.stopped()
@@ -316,6 +328,18 @@ class Trainer:
         )
         return evals
 
+    def save_epoch_models(self, epoch: int) -> None:
+        """`<exp>/epoch<E>/`: the global model and the averagers' models at the end of epoch
+        E (not the last: that is `final/`), each with its priors, for decoding later."""
+        out = self.exp / f"epoch{epoch}"
+        if not self.group.is_main or is_done(out):
+            return
+        with atomic_path(out) as tmp:
+            tmp.mkdir(parents=True)
+            for name, vec in self.models():
+                self.writer.write(tmp / f"{name}.safetensors", name, vec)
+        mark_done(out, {"frames": self.state.frames})
+
     # ------------------------------------------------------------------ helpers
     def models(self) -> list[tuple[str, torch.Tensor]]:
         """Every model of the run: the global one, the averagers', the ablation's E."""
@@ -324,7 +348,7 @@ class Trainer:
         for a in self.averagers.values():
             out += a.models()
         if isinstance(self.sync, InterferingEma):
-            out.append((self.sync.label, self.sync.emas.values[0]))
+            out.append((self.sync.label, self.sync.emas.model(0)))
         return out
 
     def dev_metrics(self, flat: torch.Tensor) -> dict[str, float]:
@@ -414,6 +438,9 @@ class Trainer:
         a, t, st = self.args, self.timer.as_dict(), self.state
         final = self.exp / "final"
         assert self.sync.global_flat is not None
+        comb = self.averagers.get("combine")
+        if isinstance(comb, LastModelsCombination):
+            comb.finish(self.sync.global_flat, st.global_step)
         extra = write_final_models(
             final,
             self.writer,
@@ -439,9 +466,10 @@ class Trainer:
             "lr_times_workers": a.lr_times_workers,
             "ddp_impl": a.ddp_impl if self.sync.name == "ddp" else None,
             "ema_decays": [s.label.removeprefix("ema-") for s in a.ema_specs],
-            "ema_alphas": [
-                s.alpha(10**9, self.frames_per_block) for s in a.ema_specs
-            ],  # full block
+            "ema_alphas": [  # full block, after any warm-up
+                s.alpha(10**9, self.frames_per_block, self.total_frames) for s in a.ema_specs
+            ],
+            "ema_total_frames": self.total_frames,
             "ema_interfering": a.ema_interfering,
             "frames": st.frames,
             "history": st.history,
@@ -484,6 +512,7 @@ def prepare_exp_dir(args: argparse.Namespace, group: Group) -> bool:
         log.info("torchrun restart: --force applies only to the first attempt; not deleting")
     elif args.force and group.is_main:
         for d in (
+            *(p.name for p in exp.glob("epoch[0-9]*")),
             "checkpoints",
             "log/train.csv",
             "tensorboard",

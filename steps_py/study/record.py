@@ -59,21 +59,46 @@ def decode_entry(decode_dir: Path) -> dict[str, Any] | None:
     return entry
 
 
-def make_record(run_dir: Path, tags: list[str]) -> dict[str, Any]:
+def make_record(
+    run_dir: Path,
+    tags: list[str],
+    epoch_tags: list[str] = (),  # type: ignore[assignment]
+) -> dict[str, Any]:
+    """The record of a finished run: `tags` are its final models, `epoch_tags` the
+    epoch-end models it decoded (`epoch<E>-<model>`)."""
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     models: dict[str, dict[str, Any]] = {}
-    for tag in tags:
+    for tag in [*tags, *epoch_tags]:
         for split in ("dev", "test"):
             e = decode_entry(run_dir / f"decode_{tag}_{split}")
             if e is not None:
                 models.setdefault(tag, {})[split] = e
-    return {
+    rec = {
         "run": run_dir.name,
         "summary": {k: summary.get(k) for k in SUMMARY_KEYS},
         "final_models": tags,
         "models": models,
         "dev_curve": dev_curve(run_dir / "log/train.csv"),
     }
+    curve = epoch_curve(summary)
+    if curve:  # runs of the second study: whole-dev CE of every model at each epoch end
+        rec["epoch_curve"] = curve
+        settings = summary.get("settings", {})
+        rec["lr"] = {k: settings.get(k) for k in ("lr_initial", "lr_final", "lr_times_workers")}
+    return rec
+
+
+def epoch_curve(summary: dict[str, Any]) -> list[dict[str, float]]:
+    """[{"epoch": E, "frames": F, "<model>": dev CE}] from summary.json's epoch history."""
+    out = []
+    for h in summary.get("history", []):
+        point = {"epoch": h["epoch"], "frames": float(h["frames"])}
+        point.update(
+            {k.removeprefix("dev_ce_"): v for k, v in h.items() if k.startswith("dev_ce_")}
+        )
+        if len(point) > 2:
+            out.append(point)
+    return out
 
 
 def diverged_record(run_dir: Path) -> dict[str, Any]:
@@ -141,6 +166,15 @@ def paired_across(
         if a is None or b is None:
             return None
         entries.append((a, b))
+    out = paired_entries(entries)
+    return None if out is None else out[:3]
+
+
+def paired_entries(
+    entries: list[tuple[dict[str, Any], dict[str, Any]]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]] | None:
+    """(S, U) errors of the a and b decode entries of each seed, (U,) reference lengths and
+    the U utterance ids, on the utterances every entry has (None when there are none)."""
     common = set(entries[0][0]["utts"])
     for a, b in entries:
         common &= set(a["utts"]) & set(b["utts"])
@@ -155,4 +189,4 @@ def paired_across(
     ea = np.array([pick(a, "errors") for a, _ in entries], dtype=np.float64)
     eb = np.array([pick(b, "errors") for _, b in entries], dtype=np.float64)
     n = np.array(pick(entries[0][0], "ref_len"), dtype=np.float64)
-    return ea, eb, n
+    return ea, eb, n, utts

@@ -14,6 +14,12 @@ this session or a later one, and continues where it stopped. Per run, in plan or
 4. once every seed of a config has its dev decodes: choose the EMA (half-life, or the one
    with warm-up) with the lowest mean dev CER over the seeds, write it to
    `results/study/choices.json`, and decode that EMA on test for every seed.
+A plan of the second study (`plan.py`) first trains its learning-rate pilot (short runs at
+x0.5, x1, x2, each group's factor chosen by the final whole-dev CE of the global model,
+`pilot.json`); chooses by final whole-dev CE instead of dev CER when it says so (then only
+the chosen model is decoded, on dev and test) and with the global model as a candidate;
+decodes the epoch-end models of its convergence configs on dev; and runs each
+leave-one-speaker-out fold in its own workdir (`fold_studies`).
 Then the post-hoc runs of the plan: EMAs of many half-lives reconstructed from the
 snapshots (`steps_py.parallel.posthoc`), each decoded on dev (the CER-vs-half-life curve),
 and the tracked half-lives reconstructed for the comparison with the tracked EMAs.
@@ -29,6 +35,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -37,7 +44,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from steps_py.cli import StepError, step_main
-from steps_py.fileio import atomic_write_json, is_done
+from steps_py.fileio import atomic_write_json, atomic_write_text, is_done
 from steps_py.parallel.errors import DivergenceError
 from steps_py.study.plan import Plan, RunSpec, load_plan
 from steps_py.study.record import (
@@ -66,14 +73,18 @@ class Study:
         self, plan: Plan, workdir: Path, results: Path, python: str = sys.executable
     ) -> None:
         self.plan, self.wd, self.results, self.python = plan, Path(workdir), Path(results), python
-        self.root = self.wd / "exp" / "study"
+        self.root = self.wd / "exp" / self.results.name  # exp/study, exp/study_kaldi, ...
         self.lock = threading.RLock()
         self.calib_locks = {m: threading.Lock() for m in plan.egs}
+        self.pilot_factor = {r.name: f for _, f, r in plan.pilot_runs()}
+        self.run_locks: dict[str, threading.Lock] = {}
 
     def run_dir(self, run: RunSpec) -> Path:
         return self.root / run.name
 
     def record_path(self, run: RunSpec) -> Path:
+        if run.name in self.pilot_factor:
+            return self.results / "pilot" / f"{run.name}.json"
         return self.results / "runs" / f"{run.name}.json"
 
     def record(self, run: RunSpec) -> dict | None:
@@ -88,7 +99,8 @@ class Study:
         d = self.run_dir(run)
         if not is_done(d / "final"):
             return
-        new = make_record(d, self.models(run) + self.models(run, posthoc=True))
+        epoch_tags = sorted(p.name[7:-4] for p in d.glob("decode_epoch*_dev"))
+        new = make_record(d, self.models(run) + self.models(run, posthoc=True), epoch_tags)
         old = self.record(run)
         if old is not None:
             for tag, splits in old["models"].items():
@@ -106,9 +118,48 @@ class Study:
             tags = sorted(rec["final_models"]) if rec else []
         return [t for t in tags if t.startswith("posthoc-") == posthoc]
 
+    def lr_scale(self, run: RunSpec) -> float:
+        """The pilot's factor of a pilot run; for a plan run, the one its pilot chose on dev."""
+        if run.name in self.pilot_factor:
+            return self.pilot_factor[run.name]
+        group = self.plan.pilot_group_of(run.config)
+        if group is None:
+            return 1.0
+        chosen = read_record(self.results / "pilot.json") or {}
+        if group not in chosen:
+            raise StudyError(
+                f"{run.name}: its learning rate comes from the pilot of {group}, which has not "
+                "chosen yet (run the study without --only-train first, or let it finish the pilot)"
+            )
+        if chosen[group]["factor"] is None:
+            raise StudyError(f"{run.name}: every learning-rate pilot of {group} diverged")
+        return float(chosen[group]["factor"])
+
+    def pilot_diverged(self, run: RunSpec) -> bool:
+        """Whether every pilot of the run's group diverged (the run is then not trained)."""
+        group = self.plan.pilot_group_of(run.config)
+        chosen = read_record(self.results / "pilot.json") or {}
+        return group in chosen and chosen[group]["factor"] is None
+
+    def model_path(self, run: RunSpec, tag: str) -> Path:
+        """`final/<tag>.safetensors`, or `epoch<E>/<model>.safetensors` for `epoch<E>-<model>`."""
+        head, _, rest = tag.partition("-")
+        if head.startswith("epoch") and head[5:].isdigit() and rest:
+            return self.run_dir(run) / head / f"{rest}.safetensors"
+        return self.run_dir(run) / "final" / f"{tag}.safetensors"
+
     # ----------------------------------------------------------------- steps
     def train(self, run: RunSpec) -> bool:
-        """Train `run` unless done; False when it diverged (recorded as such, not retried)."""
+        """Train `run` unless done; False when it diverged (recorded as such, not retried).
+
+        One run is trained by one thread: the LM-weight calibration of another thread waits
+        for the calibration run that is training instead of starting it a second time."""
+        with self.lock:
+            run_lock = self.run_locks.setdefault(run.name, threading.Lock())
+        with run_lock:
+            return self._train(run)
+
+    def _train(self, run: RunSpec) -> bool:
         d = self.run_dir(run)
         if is_done(d / "final"):
             return True
@@ -123,7 +174,7 @@ class Study:
             "--exp-dir",
             str(d),
             "--resume",
-            *self.plan.train_argv(run),
+            *self.plan.train_argv(run, self.lr_scale(run)),
         ]
         if run.workers > 1:
             argv += ["--simulate", str(run.workers)]
@@ -170,7 +221,7 @@ class Study:
             "-m",
             "steps_py.decode.nnet",
             "--model",
-            *[str(d / "final" / f"{t}.safetensors") for t in todo],
+            *[str(self.model_path(run, t)) for t in todo],
             "--graph",
             str(self.wd / self.plan.graph),
             "--data",
@@ -264,11 +315,19 @@ class Study:
         e = rec["models"].get(tag, {}).get("dev") if rec else None
         return None if e is None else float(e["cer"])
 
+    def dev_ce(self, run: RunSpec, tag: str) -> float | None:
+        """The model's whole-dev cross entropy at the end of training (summary history)."""
+        rec = self.record(run)
+        curve = rec.get("epoch_curve") if rec else None
+        return None if not curve or tag not in curve[-1] else float(curve[-1][tag])
+
     def choose(self) -> dict[str, dict[str, object]]:
-        """Per config whose seeds are all dev-decoded: the EMA with the lowest mean dev CER."""
+        """Per config whose seeds are all recorded: the EMA (or, where the plan says so, the
+        global model too) with the lowest mean dev CER (or final dev CE) over the seeds."""
         by_config: dict[str, list[RunSpec]] = defaultdict(list)
         for r in self.plan.runs:
             by_config[r.config].append(r)
+        by_ce = self.plan.choice_by == "dev_ce"
         choices: dict[str, dict[str, object]] = {}
         for config, all_runs in by_config.items():
             if not all(self.record(r) is not None for r in all_runs):
@@ -277,14 +336,58 @@ class Study:
             if not runs:
                 continue
             tags = [t for t in self.models(runs[0]) if is_tracked_ema(t)]
-            cers = {t: [self.dev_cer(r, t) for r in runs] for t in tags}
-            if not tags or any(c is None for cs in cers.values() for c in cs):
+            if self.plan.global_candidate:
+                tags = ["global", *tags]  # half-life 0
+            score = self.dev_ce if by_ce else self.dev_cer
+            values = {t: [score(r, t) for r in runs] for t in tags}
+            if not tags or any(c is None for cs in values.values() for c in cs):
                 continue
-            mean = {t: sum(cs) / len(cs) for t, cs in cers.items()}  # type: ignore[arg-type]
+            mean = {t: sum(cs) / len(cs) for t, cs in values.items()}  # type: ignore[arg-type]
             best = min(tags, key=lambda t: (mean[t], t))
-            choices[config] = {"ema": best, "dev_cer_mean": mean, "seeds": [r.seed for r in runs]}
+            key = "dev_ce_mean" if by_ce else "dev_cer_mean"
+            choices[config] = {"ema": best, key: mean, "seeds": [r.seed for r in runs]}
         atomic_write_json(self.results / "choices.json", choices)
         return choices
+
+    # ----------------------------------------------------------------- learning-rate pilot
+    def run_pilot(self, jobs: int) -> dict[str, dict[str, object]]:
+        """Train every pilot run (short; no decodes) and choose each group's factor by the
+        final whole-dev CE of the pilot's global model (never test); `results/pilot.json`."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        pilots = self.plan.pilot_runs()
+        if not pilots:
+            return {}
+
+        def one(run: RunSpec) -> None:
+            if self.record(run) is None and self.train(run):
+                with self.lock:
+                    write_record(self.record_path(run), make_record(self.run_dir(run), []))
+
+        with ThreadPoolExecutor(max_workers=jobs) as ex:
+            for f in [ex.submit(one, r) for _, _, r in pilots]:
+                f.result()
+        chosen: dict[str, dict[str, object]] = {}
+        for group in self.plan.pilot.groups:
+            ce = {f: self.dev_ce(r, "global") for g, f, r in pilots if g == group}
+            ok = {f: v for f, v in ce.items() if v is not None}  # a diverged pilot: None
+            best = min(ok, key=lambda f: (ok[f], abs(f - 1.0))) if ok else None
+            chosen[group] = {
+                "factor": best,
+                "dev_ce_global_by_factor": {f"{f:g}": v for f, v in ce.items()},
+                "applies_to": list(self.plan.pilot.groups[group]),
+            }
+            if best is None:  # a result, not a failure: the group's configs are not run
+                log.warning(
+                    "every learning-rate pilot of %s diverged; %s are not run (lower the "
+                    "plan's rates to run them)",
+                    group,
+                    ", ".join(self.plan.pilot.groups[group]),
+                )
+            else:
+                log.info("learning-rate pilot of %s: x%g (dev CE by factor %s)", group, best, ce)
+        atomic_write_json(self.results / "pilot.json", chosen)
+        return chosen
 
     # ----------------------------------------------------------------- whole study
     def run_one(self, run: RunSpec) -> None:
@@ -293,7 +396,8 @@ class Study:
         if is_diverged(self.record(run)):
             return
         tags = self.models(run)
-        self.decode(run, tags, "dev")
+        by_ce = self.plan.choice_by == "dev_ce"  # then EMAs are decoded once chosen
+        self.decode(run, [t for t in tags if not (by_ce and is_tracked_ema(t))], "dev")
         self.decode(
             run,
             [t for t in tags if self.plan.test_models == "all" or t.startswith(NON_EMA_PREFIXES)],
@@ -305,12 +409,29 @@ class Study:
     def test_chosen(self, choices: dict[str, dict[str, object]]) -> None:
         for r in self.plan.runs:
             c = choices.get(r.config)
-            if is_diverged(self.record(r)):
+            if is_diverged(self.record(r)) or c is None:
                 continue
-            if c is not None and not self.has(r, str(c["ema"]), "test"):
-                self.decode(r, [str(c["ema"])], "test")
-                with self.lock:
-                    self.update_record(r)
+            tag = str(c["ema"])
+            for split in ("dev", "test"):
+                if not self.has(r, tag, split):
+                    self.decode(r, [tag], split)
+                    with self.lock:
+                        self.update_record(r)
+            if r.config in self.plan.convergence:
+                self.decode_epochs(r, ["global", tag])
+
+    def decode_epochs(self, run: RunSpec, models: list[str]) -> None:
+        """Dev decodes of the epoch-end models (`epoch<E>/`, from --save-epoch-models)."""
+        d = self.run_dir(run)
+        epochs = sorted(int(p.name[5:]) for p in d.glob("epoch[0-9]*") if is_done(p))
+        if not epochs and self.record(run) and not is_done(d / "final"):
+            return  # a later session without the run dir: its record has what was decoded
+        tags = [f"epoch{e}-{m}" for e in epochs for m in dict.fromkeys(models)]
+        todo = [t for t in tags if not self.has(run, t, "dev")]
+        if todo:
+            self.decode(run, todo, "dev")
+            with self.lock:
+                self.update_record(run)
 
     def posthoc(self, run: RunSpec) -> None:
         compared = self.results / "posthoc" / f"{run.name}.json"
@@ -324,10 +445,10 @@ class Study:
             return
         self.train(run)
         d = self.run_dir(run)
-        tracked = [
+        tracked = [  # EMAs with a half-life in frames (not fractions, starts, corrections)
             float(t.removeprefix("ema-hl"))
             for t in self.models(run)
-            if t.startswith("ema-hl") and not t.endswith("-warmup")
+            if re.fullmatch(r"ema-hl[0-9.]+", t)
         ]
         wanted = sorted(set(self.plan.posthoc_half_lives) | set(tracked))
         todo = [
@@ -355,6 +476,8 @@ class Study:
         from concurrent.futures import ThreadPoolExecutor
 
         def one(run: RunSpec) -> None:
+            if self.pilot_diverged(run):
+                return
             if only_train:
                 self.train(run)
                 return
@@ -363,6 +486,7 @@ class Study:
                 choices = self.choose()
             self.test_chosen(choices)
 
+        self.run_pilot(jobs)
         with ThreadPoolExecutor(max_workers=jobs) as ex:
             for f in [ex.submit(one, r) for r in self.plan.runs]:
                 f.result()  # the first failure stops the study with its message
@@ -441,24 +565,43 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def fold_studies(plan: Plan, workdir: Path, results: Path) -> list[Study]:
+    """One study per leave-one-speaker-out fold (its own workdir and records), or the one."""
+    if not plan.fold_speakers:
+        return [Study(plan, workdir, results)]
+    return [
+        Study(plan, workdir / plan.fold_workdir.format(speaker=s), results / f"fold-{s}")
+        for s in plan.fold_speakers
+    ]
+
+
 def run(args: argparse.Namespace) -> int:
     from steps_py.study.table import write_study_table
+    from steps_py.study.table_kaldi import write_kaldi_table
 
     plan = load_plan(args.plan)
-    study = Study(plan, args.workdir, args.results)
-    for key in (plan.graph, plan.dev, plan.test, *plan.egs.values()):
-        if not args.table_only and not (args.workdir / key).exists():
-            raise StudyError(
-                f"{args.workdir / key} does not exist: prepare the study corpus first "
-                "(local/run_study.sh runs ./run.sh stages 0-4 and 6 for it)"
-            )
+    studies = fold_studies(plan, args.workdir, args.results)
+    for study in studies if not args.table_only else []:
+        for key in (plan.graph, plan.dev, plan.test, *plan.egs.values()):
+            if not (study.wd / key).exists():
+                raise StudyError(
+                    f"{study.wd / key} does not exist: prepare the study corpus first "
+                    "(local/run_study.sh runs ./run.sh stages 0-4 and 6 for it)"
+                )
     t0 = time.time()
     if not args.table_only:
         if args.jobs < 1:
             raise StudyError(f"--jobs must be >= 1, not {args.jobs}")
-        study.run_all(args.only_train, args.jobs)
+        if plan.second_study:  # the plan as run, beside its results
+            args.results.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(args.results / "plan.json", plan.path.read_text(encoding="utf-8"))
+        for study in studies:
+            study.run_all(args.only_train, args.jobs)
         log.info("study steps done in %.0f s", time.time() - t0)
-    write_study_table(study)
+    if plan.second_study:  # the second study's table (issue 19); the first's is unchanged
+        write_kaldi_table(studies, args.results)
+    else:
+        write_study_table(studies[0])
     return 0
 
 
