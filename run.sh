@@ -129,12 +129,13 @@ conf_file="$conf_dir/run.conf"
 # Keys a run.conf may set; docs/CONFIG.md explains each (tests/test_recipe_config.py keeps
 # the two lists equal). The *_opts arrays are indexed by model, sync or feature-kind name.
 conf_required=(lm_order gmm_opts gmm_decode_opts egs_types egs_opts train_runs train_opts ema_opts nnet_decode_opts)
-conf_optional=(align_opts launcher sync_opts ali_lang_test feat_opts)
+conf_optional=(align_opts launcher sync_opts ali_lang_test feat_opts lm_arpa lm_prune)
 models=(dnn lstm)                       # steps_py.nnet.egs --model-type
 syncs=(none ddp ma bmuf-cbm bmuf-nbm)   # steps_py.parallel.train --sync (SYNC_CHOICES of sync.py)
 declare -A egs_opts=() train_opts=() sync_opts=() feat_opts=()
 align_opts=""
 launcher=torchrun
+lm_arpa=""; lm_prune=""
 
 in_list() { local x=$1 y; shift; for y in "$@"; do [ "$x" = "$y" ] && return 0; done; return 1; }
 conf_error() { die "$conf_file: $*"; }
@@ -171,6 +172,8 @@ for k in "${conf_required[@]}"; do
 done
 [[ "$lm_order" =~ ^[1-9][0-9]*$ ]] || conf_error "lm_order='$lm_order': give the n-gram order (e.g. 3)"
 in_list "$launcher" torchrun simulate || conf_error "launcher='$launcher': torchrun or simulate"
+[ -z "$lm_arpa" ] || [ -f "$lm_arpa" ] || conf_error "lm_arpa='$lm_arpa': no such file (a text ARPA LM, relative to the recipe root)"
+[ -z "$lm_prune" ] || [[ "$lm_prune" =~ ^[0-9.]+([eE]-?[0-9]+)?$ ]] || conf_error "lm_prune='$lm_prune': give an entropy-pruning threshold (e.g. 1e-8)"
 read -r -a egs_list <<< "$egs_types"
 [ "${#egs_list[@]}" -gt 0 ] || conf_error "egs_types is empty: give dnn and/or lstm"
 for m in "${egs_list[@]}"; do
@@ -307,10 +310,15 @@ if stage_on 2 && [ "$corpus" = digits ]; then
   python -m steps_py.kaldi.lang_import --kaldi-lang "$corpus_dir/kaldi_lang" --arpa "$corpus_dir/lm.arpa" \
     --out "$data/lang_test" $force
 elif stage_on 2; then
-  log "stage 2: dict dir, $data/lang, ${lm_order}-gram LM, $data/lang_test/G.fst"
-  python -m local.mandarin.prepare_dict --data "$data" --lexicon "$pinyin_lexicon" --out "$data/local/dict" $force
+  # lm_arpa: the user's ARPA LM (word or character); its words join the lexicon
+  lm_args=(--order "$lm_order"); dict_args=(); lm_what="${lm_order}-gram LM"
+  [ -z "$lm_arpa" ] || { lm_args=(--arpa "$lm_arpa"); dict_args=(--words "$lm_arpa"); lm_what="LM $lm_arpa"; }
+  [ -z "$lm_prune" ] || { lm_args+=(--prune "$lm_prune"); lm_what+=" pruned at $lm_prune"; }
+  log "stage 2: dict dir, $data/lang, $lm_what, $data/lang_test/G.fst"
+  python -m local.mandarin.prepare_dict --data "$data" --lexicon "$pinyin_lexicon" --out "$data/local/dict" \
+    ${dict_args[@]+"${dict_args[@]}"} $force
   python -m steps_py.lang.prepare --dict-dir "$data/local/dict" --out "$data/lang" $force
-  python -m steps_py.lang.lm --data "$data" --lang "$data/lang" --out "$data/lang_test" --order "$lm_order" $force
+  python -m steps_py.lang.lm --data "$data" --lang "$data/lang" --out "$data/lang_test" "${lm_args[@]}" $force
 fi
 
 if stage_on 3; then

@@ -108,6 +108,8 @@ def _tiny_with(tmp_path: Path, sed: tuple[str, str] | None = None, extra: str = 
             "train_runs: 'lstm:bmuf-nbm:2' is not model:sync:workers",
         ),
         ((r"^lm_order=.*", "lm_order=three"), "", "lm_order='three'"),
+        (None, 'lm_arpa="no/such.arpa"\n', "lm_arpa='no/such.arpa': no such file"),
+        (None, 'lm_prune="small"\n', "lm_prune='small': give an entropy-pruning threshold"),
     ],
 )
 def test_config_mistakes_name_the_key_and_the_file(
