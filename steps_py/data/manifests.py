@@ -56,8 +56,11 @@ def find_manifest(manifest_dir: Path, kind: str, set_name: str) -> Path:
 
 
 def _audio_path(rec: dict[str, Any], base_dir: Path) -> str | None:
-    """The file path of a single-file recording (relative to cwd when possible), else None."""
+    """The file path of a single-source recording (relative to cwd when possible), a lhotse
+    ``command`` source as a piped wav.scp entry (``cmd |``), else None."""
     sources = rec.get("sources") or []
+    if len(sources) == 1 and sources[0].get("type") == "command":
+        return f"{sources[0]['source']} |"
     if len(sources) != 1 or sources[0].get("type") != "file":
         return None
     path = str(sources[0]["source"])

@@ -36,7 +36,7 @@ from functools import partial
 from pathlib import Path
 
 from steps_py.cli import StepError, progress, step_main
-from steps_py.data.audio import AudioPolicy
+from steps_py.data.audio import AudioPolicy, is_piped
 from steps_py.data.kaldi_dir import (
     DataDirError,
     KaldiDataDir,
@@ -100,6 +100,12 @@ def build_data_dir(checked: Iterable[CheckedUtt], speaker_prefix: bool) -> Kaldi
     return kd
 
 
+def piped_line(checked: list[CheckedUtt]) -> list[str]:
+    """The report line on accepted utterances whose audio is a piped wav.scp command."""
+    n = sum(1 for c in checked if not c.reason and is_piped(c.raw.wav))
+    return [f"audio: {n} utterances read through a piped wav.scp command"] if n else []
+
+
 def prepare_set(raw: RawSet, out_dir: Path, args: argparse.Namespace, policy: AudioPolicy,
                 lexicon: Lexicon | None) -> KaldiDataDir:
     """Check, write `out_dir` atomically (with rejected.txt, report.txt, .done), enforce 5 %."""
@@ -143,7 +149,7 @@ def prepare_set(raw: RawSet, out_dir: Path, args: argparse.Namespace, policy: Au
         + (f" ({', '.join(f'{c} {k}' for k, c in codes.most_common())}; see rejected.txt)" if rejected else ""),
         f"audio: {policy.sample_rate} Hz expected; channel {policy.channel} "
         f"({'mono expected' if policy.channel == -1 else 'chosen'})",
-        *raw.notes, *changes, ids_line,
+        *raw.notes, *changes, *piped_line(checked), ids_line,
         f"lexicon: {args.lexicon}" if lexicon is not None else "lexicon: none (transcripts not checked for pronunciations)",
     ]
     with atomic_path(out_dir) as tmp:
