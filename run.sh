@@ -129,13 +129,14 @@ conf_file="$conf_dir/run.conf"
 # Keys a run.conf may set; docs/CONFIG.md explains each (tests/test_recipe_config.py keeps
 # the two lists equal). The *_opts arrays are indexed by model, sync or feature-kind name.
 conf_required=(lm_order gmm_opts gmm_decode_opts egs_types egs_opts train_runs train_opts ema_opts nnet_decode_opts)
-conf_optional=(align_opts launcher sync_opts ali_lang_test feat_opts lm_arpa lm_prune)
+conf_optional=(align_opts launcher sync_opts ali_lang_test feat_opts lm_arpa lm_prune job_cmd)
 models=(dnn lstm)                       # steps_py.nnet.egs --model-type
 syncs=(none ddp ma bmuf-cbm bmuf-nbm)   # steps_py.parallel.train --sync (SYNC_CHOICES of sync.py)
 declare -A egs_opts=() train_opts=() sync_opts=() feat_opts=()
 align_opts=""
 launcher=torchrun
 lm_arpa=""; lm_prune=""
+job_cmd=local
 
 in_list() { local x=$1 y; shift; for y in "$@"; do [ "$x" = "$y" ] && return 0; done; return 1; }
 conf_error() { die "$conf_file: $*"; }
@@ -172,6 +173,7 @@ for k in "${conf_required[@]}"; do
 done
 [[ "$lm_order" =~ ^[1-9][0-9]*$ ]] || conf_error "lm_order='$lm_order': give the n-gram order (e.g. 3)"
 in_list "$launcher" torchrun simulate || conf_error "launcher='$launcher': torchrun or simulate"
+case "${job_cmd%% *}" in local|run.pl|slurm|slurm.pl|srun) ;; *) conf_error "job_cmd='$job_cmd': local (run.pl) or 'slurm <srun options>' (slurm.pl)" ;; esac
 [ -z "$lm_arpa" ] || [ -f "$lm_arpa" ] || conf_error "lm_arpa='$lm_arpa': no such file (a text ARPA LM, relative to the recipe root)"
 [ -z "$lm_prune" ] || [[ "$lm_prune" =~ ^[0-9.]+([eE]-?[0-9]+)?$ ]] || conf_error "lm_prune='$lm_prune': give an entropy-pruning threshold (e.g. 1e-8)"
 read -r -a egs_list <<< "$egs_types"
@@ -330,7 +332,7 @@ if stage_on 3; then
     [ -f "$conf_dir/pitch.conf" ] && fopts+=(--pitch-conf "$conf_dir/pitch.conf")
     read -r -a kopts <<< "${feat_opts[$kind]:-}"
     python -m steps_py.features.compute --data "$data/train" "$data/dev" "$data/test" --kind "$kind" \
-      ${fopts[@]+"${fopts[@]}"} ${kopts[@]+"${kopts[@]}"} --nj "$nj" $force
+      ${fopts[@]+"${fopts[@]}"} ${kopts[@]+"${kopts[@]}"} --nj "$nj" --cmd "$job_cmd" $force
   done
 fi
 
@@ -344,7 +346,7 @@ elif stage_on 4; then
   python -m steps_py.gmm.train_mono --data "$data/train" --lang "$data/lang" --out "$exp/mono" --nj "$nj" "${gmm_args[@]}" $force
   for s in train dev; do
     python -m steps_py.gmm.align --data "$data/$s" --lang "$data/lang" --model "$exp/mono" --out "$exp/mono_ali/$s" \
-      --nj "$nj" "${align_args[@]}" $force
+      --nj "$nj" --cmd "$job_cmd" "${align_args[@]}" $force
   done
   python -m steps_py.decode.graph --lang "$data/lang_test" --model "$exp/mono" --out "$exp/mono/graph" $force
   if [ "$corpus" = digits ]; then
