@@ -416,14 +416,14 @@ if stage_on 8; then
   log "stage 8: decoding of every final model (global and each EMA), all in one worker pool per set ($nnet_decode_opts); LM weight (with lattices, and penalty) chosen on dev"
   for a in "${ali_tags[@]}"; do  # one pool per alignment source: its networks have its model's pdfs and graph
   agraph=$graph; [ -z "$a" ] || agraph=$kaldi_gmm/graph
-  models=(); dev_dirs=(); test_dirs=()
+  models=(); dev_dirs=(); test_dirs=(); bundles=()
   for r in "${runs[@]}"; do for sd in "${seed_list[@]}"; do
     IFS=: read -r m sync n <<< "$r"
     d=$(run_dir "$m" "$sync" "$n" "$sd" "$a")
     for model in "$d"/final/*.safetensors; do
       [ -f "$model" ] || { log "  $d has no final models; run stage 7 first"; exit 1; }
       tag=$(basename "$model" .safetensors)
-      models+=("$model"); dev_dirs+=("$d/decode_${tag}_dev"); test_dirs+=("$d/decode_${tag}_test")
+      models+=("$model"); dev_dirs+=("$d/decode_${tag}_dev"); test_dirs+=("$d/decode_${tag}_test"); bundles+=("$d/bundle_${tag}")
     done
   done; done
   python -m steps_py.decode.nnet --model "${models[@]}" --graph "$agraph" --data "$data/dev" \
@@ -431,6 +431,12 @@ if stage_on 8; then
   python -m steps_py.decode.nnet --model "${models[@]}" --graph "$agraph" --data "$data/test" \
     --out "${test_dirs[@]}" --lm-weight-from "${dev_dirs[@]}" --log-file "$exp/log/decode_nnet${a:+_$a}_test.log" \
     --nj "$nj" "${nnet_decode_args[@]}" $force
+  # one bundle per model (network, priors, graph pointer, feature config, dev-chosen LM weight)
+  # for decoding audio files directly: python -m steps_py.decode.wav --model <bundle> a.wav
+  for i in "${!models[@]}"; do
+    python -m steps_py.decode.bundle --model "${models[$i]}" --graph "$agraph" --dev-decode "${dev_dirs[$i]}" \
+      --feats "$data/train" --out "${bundles[$i]}" $force
+  done
   done
 fi
 
