@@ -1,4 +1,4 @@
-"""Stage 2, Mandarin: the Kaldi dict dir of the characters the texts use.
+"""Mandarin lang preparation: the Kaldi dict dir of the characters the texts use.
 
     python -m local.mandarin.prepare_dict --data data --lexicon data/local/lexicon_pinyin.txt \\
         --out data/local/dict
@@ -6,7 +6,7 @@
 Reads the tokens of ``<data>/{train,dev,test}/text`` and ``<data>/local/lm_text.txt`` and
 takes their entries (every reading of a polyphone) and the special words from the
 pronunciation lexicon (`local.mandarin.lexicon`). A token without an entry is an error
-naming the file and line (stage 1 rejects such utterances, so this means the text was
+naming the file and line (data preparation, steps_py.data.prepare, rejects such utterances, so this means the text was
 edited after it). Writes (``steps_py.lang.lexicon.write_dict_dir``):
 
 * ``lexicon.txt``, ``lexiconp.txt``: specials first, then characters in code-point order;
@@ -74,7 +74,7 @@ def text_sources(data: Path) -> tuple[list[Path], list[bool]]:
         log.warning("%s not found; the lexicon covers only the data dirs", lm)
     if not files:
         raise DictPrepError(
-            f"no text found under {data}: run stage 1 (steps_py.data.prepare) first"
+            f"no text found under {data}: run the data preparation (steps_py.data.prepare) first"
         )
     return files, has_id
 
@@ -88,7 +88,7 @@ def char_lexicon(tokens: dict[str, str], full: Lexicon) -> Lexicon:
         more = f" and {len(bad) - 20} more" if len(bad) > 20 else ""
         raise LexiconError(
             f"{len(bad)} token(s) have no pronunciation: {shown}{more}. Every token must be a "
-            "character of the pronunciation lexicon (or <UNK>); re-run stage 1 "
+            "character of the pronunciation lexicon (or <UNK>); re-run the data preparation "
             "(steps_py.data.prepare --lexicon ...), which rejects such utterances, or remove them."
         )
     return full.restricted(specials | set(tokens))

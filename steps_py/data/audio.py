@@ -3,8 +3,8 @@
 `AudioPolicy` holds what Kaldi's ``compute-mfcc-feats`` takes as options (and a config
 file may set): ``--sample-frequency``, ``--allow-downsample``, ``--allow-upsample`` and
 ``--channel`` (-1: mono expected, a multi-channel file uses channel 0 with a warning, as
-Kaldi does; N: channel N). Stage 1 checks every recording against it and counts what will
-be done (resampled, channel chosen); stage 3 reads samples through `read_samples`, which
+Kaldi does; N: channel N). Data preparation checks every recording against it and counts what will
+be done (resampled, channel chosen); feature extraction reads samples through `read_samples`, which
 applies the same decisions, so nothing happens to audio that the stage-1 report does not
 list.
 

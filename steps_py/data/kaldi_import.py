@@ -12,9 +12,9 @@ tolerant, so that one bad line does not stop a corpus:
 * a UTF-8 byte-order mark at the start of a file is removed (and said); a UTF-16 file
   (byte-order mark FF FE / FE FF) is decoded as UTF-16 (and said).
 
-Piped wav.scp entries (`cmd ... |`) are kept as they are: stage 1 runs each command and
+Piped wav.scp entries (`cmd ... |`) are kept as they are: data preparation runs each command and
 checks its output as it checks a file (a failing command rejects its utterances as
-``pipe-failed``, naming the command and its stderr), stage 3 runs it again to read the
+``pipe-failed``, naming the command and its stderr), feature extraction runs it again to read the
 samples (`steps_py.data.audio`), as Kaldi does. Relative wav.scp paths are taken from the
 current directory, else from the data dir.
 """

@@ -1,4 +1,4 @@
-"""Stage 1: checked Kaldi data dirs `<out>/{train,dev,test}/` and `<out>/local/lm_text.txt`.
+"""Data preparation: checked Kaldi data dirs `<out>/{train,dev,test}/` and `<out>/local/lm_text.txt`.
 
     python -m steps_py.data.prepare --manifests corpus/synth/manifests --out data \\
         --lexicon data/local/lexicon_pinyin.txt --lm-text corpus/synth/lm_text.txt
@@ -65,7 +65,7 @@ SETS = ("train", "dev", "test")
 
 
 class DataPrepError(StepError):
-    """Stage 1 cannot make a usable data dir; the message names the set, file and fix."""
+    """Data preparation cannot make a usable data dir; the message names the set, file and fix."""
 
 
 def check_recordings(paths: list[str], policy: AudioPolicy, nj: int, desc: str) -> dict[str, RecordingInfo]:
@@ -217,7 +217,7 @@ def import_sets(args: argparse.Namespace, sets: tuple[str, ...]) -> dict[str, Ra
         from steps_py.data.manifests import import_manifest_set
 
         if not args.manifests.is_dir():
-            raise DataPrepError(f"--manifests {args.manifests} does not exist (run stage 0 first)")
+            raise DataPrepError(f"--manifests {args.manifests} does not exist (run the corpus preparation, local/<corpus>, first)")
         base = args.manifests.parent
         return {s: import_manifest_set(args.manifests, s, base_dir=base) for s in sets}
     from steps_py.data.kaldi_import import import_kaldi_corpus

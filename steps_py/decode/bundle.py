@@ -73,7 +73,9 @@ def write_bundle(
 ) -> dict:
     """Write the bundle dir `out` (see the module docstring); returns bundle.json's content."""
     if not Path(model).is_file() or Path(model).suffix != ".safetensors":
-        raise BundleError(f"--model {model}: give a network .safetensors file (stage 7's final/)")
+        raise BundleError(
+            f"--model {model}: give a network .safetensors file (the training's final/)"
+        )
     ginfo = check_graph(graph)
     chosen = read_chosen(dev_decode)
     summary_path = Path(dev_decode) / "summary.json"

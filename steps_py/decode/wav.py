@@ -6,7 +6,7 @@ Kaldi's online2-wav-nnet3-latgen-faster, for this recipe's hybrid models).
 
 `--model` is a bundle dir (``steps_py.decode.bundle``; run.sh writes one per network after
 decoding): the network and its priors, the graph, the feature config, CMVN mode, sample
-rate and the LM weight and insertion penalty chosen on dev. Each file is read as stage 3
+rate and the LM weight and insertion penalty chosen on dev. Each file is read as feature extraction
 reads audio (a ``wav.scp`` value may be a piped command), turned into the same features,
 normalised by its own mean (speaker CMVN in training: each file is taken as one speaker's
 only utterance), scored by the network and searched through the graph with the dev decode's

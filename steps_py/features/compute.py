@@ -1,4 +1,4 @@
-"""Stage 3: MFCC or fbank features (optionally + Kaldi pitch) and CMVN stats for a data dir.
+"""Feature extraction: MFCC or fbank features (optionally + Kaldi pitch) and CMVN stats for a data dir.
 
     python -m steps_py.features.compute --data data/train --kind mfcc --nj 4
     python -m steps_py.features.compute --data data/train --kind mfcc --conf conf/mfcc.conf \\
@@ -61,7 +61,7 @@ Item = tuple[str, str, str, Segment | None]  # utt, cmvn key, audio file, segmen
 
 
 class FeatureError(StepError):
-    """Stage 3 cannot produce features for a data dir; the message names it and the fix."""
+    """Feature extraction cannot produce features for a data dir; the message names it and the fix."""
 
 
 @dataclass
@@ -234,7 +234,7 @@ def compute_features(
     cmvn: str = "speaker",
     runner: Runner | None = None,
 ) -> Path:
-    """Run stage 3 for one data dir with `nj` jobs through `runner` (default: local);
+    """Extract the features of one data dir with `nj` jobs through `runner` (default: local);
     returns `<data_dir>/<kind>`. Job j logs to `<data_dir>/log/compute_<kind>.<j>.log`."""
     kind = cfg.kind
     feat_dir = data_dir / kind

@@ -18,8 +18,9 @@ What a minimal lang dir lacks is added, and each addition is logged and listed i
 * ``#0``, ``<s>``, ``</s>`` in words.txt (needed by arpa2fst), and an OOV word: ``oov.txt``,
   else ``--oov``, else ``<unk>`` appended without a pronunciation (so it never decodes);
 * ``phones/align_lexicon.{txt,int}`` from ``lexicon.txt`` (as prepare_lang.sh makes it);
-* ``G.fst`` from ``--arpa`` by kaldilm (Kaldi's arpa2fst; n-grams with words outside
-  words.txt are skipped, as Kaldi does).
+* ``G.fst`` from ``--arpa`` by kaldilm (Kaldi's arpa2fst), as ``steps_py.lang.lm --arpa``
+  makes it: n-grams with words outside words.txt removed, those words in ``oovs_lm.txt``
+  (Kaldi's format_lm.sh).
 """
 
 from __future__ import annotations
@@ -228,13 +229,7 @@ def import_kaldi_lang(
         shutil.copy(src / "lexicon.txt", out / "lexicon.txt")
         added["align_lexicon"] = "from lexicon.txt"
     if arpa is not None:
-        from steps_py.lang.lm import build_g_fst
-
-        try:
-            build_g_fst(Path(arpa), out / "words.txt", out / "G.fst", -1)
-        except RuntimeError as e:
-            raise LangImportError(str(e)) from None
-        added["G.fst"] = f"from {arpa}"
+        added["G.fst"] = g_from_arpa(Path(arpa), out, [w for w, _ in words])
     elif (src / "G.fst").is_file():
         shutil.copy(src / "G.fst", out / "G.fst")
     for k, v in added.items():
@@ -249,6 +244,25 @@ def import_kaldi_lang(
     }
     atomic_write_json(out / "import.json", info)
     return info
+
+
+def g_from_arpa(arpa: Path, out: Path, words: list[str]) -> str:
+    """<out>/G.fst from `arpa` as ``steps_py.lang.lm --arpa`` makes it: n-grams with words
+    outside words.txt removed and those words listed in <out>/oovs_lm.txt (format_lm.sh)."""
+    from steps_py.lang.arpa_lm import NoLmWordsError, fit_to_lang
+    from steps_py.lang.lm import build_g_fst
+    from steps_py.lang.ngram import ArpaError, read_arpa
+
+    try:
+        lm, info = fit_to_lang(read_arpa(arpa), words, out / "oovs_lm.txt")
+        src = arpa
+        if info["removed_ngrams"]:
+            src = out / "lm_in_lexicon.arpa"
+            lm.write_arpa(src)
+        build_g_fst(src, out / "words.txt", out / "G.fst", -1)
+    except (ArpaError, NoLmWordsError, RuntimeError) as e:
+        raise LangImportError(str(e)) from None
+    return f"from {arpa}" + (f" ({info['lm_oovs']} OOV words removed)" if info["lm_oovs"] else "")
 
 
 def build_parser() -> argparse.ArgumentParser:

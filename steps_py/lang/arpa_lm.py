@@ -18,9 +18,14 @@ import io
 import logging
 from pathlib import Path
 
+from steps_py.fileio import atomic_write_text
 from steps_py.lang.ngram import BOS, EOS, NgramLM
 
 log = logging.getLogger("lang.arpa_lm")
+
+
+class NoLmWordsError(ValueError):
+    """No word of the LM is in the lexicon; the message says what to do."""
 
 
 def find_arpa_oovs(lm: NgramLM, words: set[str]) -> list[str]:
@@ -38,6 +43,31 @@ def remove_oov_ngrams(lm: NgramLM, oovs: set[str]) -> tuple[NgramLM, int]:
         discounts=dict(lm.discounts),
     )
     return out, len(lm.logprob) - len(keep)
+
+
+def fit_to_lang(lm: NgramLM, words: list[str], oov_list: Path) -> tuple[NgramLM, dict]:
+    """`lm` without the n-grams that contain words outside `words` (the lang dir's words.txt),
+    those words listed in `oov_list` and logged; also what to record."""
+    oovs = find_arpa_oovs(lm, set(words))
+    atomic_write_text(oov_list, "".join(f"{w}\n" for w in oovs))
+    if not oovs:
+        return lm, {"lm_oovs": 0, "removed_ngrams": 0}
+    fitted, removed = remove_oov_ngrams(lm, set(oovs))
+    shown = " ".join(oovs[:10]) + (" ..." if len(oovs) > 10 else "")
+    log.warning(
+        "%d words of the LM are not in the lexicon (%s; all in %s); the %d n-grams that "
+        "contain them are removed (as Kaldi's format_lm.sh); add them to the lexicon to keep them",
+        len(oovs),
+        shown,
+        oov_list,
+        removed,
+    )
+    if not any(len(g) == 1 and g[0] not in (BOS, EOS) for g in fitted.logprob):
+        raise NoLmWordsError(
+            f"no word of the LM is in the lexicon ({len(oovs)} OOVs, see {oov_list}): "
+            "a word LM needs a word lexicon (local.mandarin.prepare_dict --words FILE)"
+        )
+    return fitted, {"lm_oovs": len(oovs), "removed_ngrams": removed}
 
 
 def prune_entropy(src: Path, dst: Path, threshold: float) -> list[int]:

@@ -1,4 +1,4 @@
-"""Stage 2b: the LM: a character n-gram trained here, or your own ARPA; G.fst, dev perplexity.
+"""The LM: a character n-gram trained here, or your own ARPA; G.fst, dev perplexity.
 
     python -m steps_py.lang.lm --data data --lang data/lang --out data/lang_test --order 3
     python -m steps_py.lang.lm --lang data/lang --out data/lang_test --arpa my_lm.arpa [--prune 1e-8]
@@ -34,7 +34,7 @@ import kaldifst
 from steps_py.cli import StepError, step_main
 from steps_py.data.kaldi_dir import DataDirError, read_kaldi_map
 from steps_py.fileio import atomic_path, atomic_write_json, atomic_write_text, is_done, mark_done
-from steps_py.lang.arpa_lm import find_arpa_oovs, prune_entropy, remove_oov_ngrams
+from steps_py.lang.arpa_lm import NoLmWordsError, fit_to_lang, prune_entropy
 from steps_py.lang.ngram import ArpaError, NgramLM, perplexity, read_arpa, train_mkn
 from steps_py.lang.symbols import SymbolTableError, read_symbol_table
 
@@ -62,7 +62,7 @@ def read_lm_text(path: Path, vocab: set[str]) -> tuple[list[list[str]], int]:
     """Sentences of the LM text; tokens outside `vocab` become <UNK> (returned count)."""
     if not path.is_file():
         raise LmError(
-            f"{path} not found: run stage 1 (steps_py.data.prepare) first, or give --arpa FILE"
+            f"{path} not found: run the data preparation (steps_py.data.prepare) first, or give --arpa FILE"
         )
     sents: list[list[str]] = []
     n_unk = 0
@@ -222,30 +222,6 @@ def train_lm(args: argparse.Namespace, vocab: set[str], lm_dir: Path) -> tuple[P
     return arpa, {"lm_sentences": len(sents), "lm_unk_tokens": n_unk}
 
 
-def fit_to_lang(lm: NgramLM, words: list[str], lm_dir: Path) -> tuple[NgramLM, dict]:
-    """Remove the n-grams with words outside words.txt (listed in <lm_dir>/oovs_lm.txt)."""
-    oovs = find_arpa_oovs(lm, set(words))
-    atomic_write_text(lm_dir / "oovs_lm.txt", "".join(f"{w}\n" for w in oovs))
-    if not oovs:
-        return lm, {"lm_oovs": 0, "removed_ngrams": 0}
-    fitted, removed = remove_oov_ngrams(lm, set(oovs))
-    shown = " ".join(oovs[:10]) + (" ..." if len(oovs) > 10 else "")
-    log.warning(
-        "%d words of the LM are not in the lexicon (%s; all in %s); the %d n-grams that "
-        "contain them are removed (as Kaldi's format_lm.sh); add them to the lexicon to keep them",
-        len(oovs),
-        shown,
-        lm_dir / "oovs_lm.txt",
-        removed,
-    )
-    if not any(len(g) == 1 and g[0] not in ("<s>", "</s>") for g in fitted.logprob):
-        raise LmError(
-            f"no word of the LM is in the lexicon ({len(oovs)} OOVs, see {lm_dir / 'oovs_lm.txt'}): "
-            "a word LM needs a word lexicon (local.mandarin.prepare_dict --words FILE)"
-        )
-    return fitted, {"lm_oovs": len(oovs), "removed_ngrams": removed}
-
-
 def dev_perplexity(lm: NgramLM, dev_text: Path, lm_dir: Path) -> dict[str, object]:
     if not dev_text.is_file():
         log.warning("%s not found; no perplexity computed", dev_text)
@@ -284,12 +260,16 @@ def run(args: argparse.Namespace) -> int:
         prune_entropy(arpa, pruned, args.prune)
         arpa = pruned
     try:
-        lm, extra = fit_to_lang(read_arpa(arpa), words, lm_dir)
+        lm, extra = fit_to_lang(read_arpa(arpa), words, lm_dir / "oovs_lm.txt")
     except ArpaError as e:
         raise LmError(f"{e}; give a text ARPA file (gunzip a .arpa.gz first)") from None
+    except NoLmWordsError as e:
+        raise LmError(str(e)) from None
     info.update(extra)
-    if arpa != lm_dir / "lm.arpa" or extra["removed_ngrams"]:
+    if extra["removed_ngrams"]:
         lm.write_arpa(lm_dir / "lm.arpa")
+    elif arpa != lm_dir / "lm.arpa":
+        shutil.copyfile(arpa, lm_dir / "lm.arpa")
     if args.prune > 0:
         (lm_dir / "lm_pruned.arpa.tmp").unlink()
     info.update({"order": lm.order, "ngrams": lm.counts_per_order()})
