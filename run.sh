@@ -136,7 +136,7 @@ declare -A egs_opts=() train_opts=() sync_opts=() feat_opts=()
 align_opts=""
 launcher=torchrun
 lm_arpa=""; lm_prune=""
-job_cmd=local
+job_cmd=""  # empty: train_cmd of <conf-dir>/cmd.sh (Kaldi's), else local
 
 in_list() { local x=$1 y; shift; for y in "$@"; do [ "$x" = "$y" ] && return 0; done; return 1; }
 conf_error() { die "$conf_file: $*"; }
@@ -173,7 +173,15 @@ for k in "${conf_required[@]}"; do
 done
 [[ "$lm_order" =~ ^[1-9][0-9]*$ ]] || conf_error "lm_order='$lm_order': give the n-gram order (e.g. 3)"
 in_list "$launcher" torchrun simulate || conf_error "launcher='$launcher': torchrun or simulate"
-case "${job_cmd%% *}" in local|run.pl|slurm|slurm.pl|srun) ;; *) conf_error "job_cmd='$job_cmd': local (run.pl) or 'slurm <srun options>' (slurm.pl)" ;; esac
+job_cmd_from="$conf_file: job_cmd"
+if [ -z "$job_cmd" ] && [ -f "$conf_dir/cmd.sh" ]; then  # a Kaldi cmd.sh: export train_cmd="slurm.pl --mem 2G"
+  job_cmd=$(bash --norc -c '. "$1" > /dev/null; printf %s "${train_cmd:-}"' _ "$conf_dir/cmd.sh") ||
+    die "$conf_dir/cmd.sh does not load (its bash error is above)"
+  job_cmd_from="$conf_dir/cmd.sh: train_cmd"
+fi
+job_cmd=${job_cmd:-local}
+case "${job_cmd%% *}" in local|run.pl|slurm|slurm.pl|srun) ;;
+  *) die "$job_cmd_from='$job_cmd': give local (run.pl) or 'slurm <srun options>' (slurm.pl)" ;; esac
 [ -z "$lm_arpa" ] || [ -f "$lm_arpa" ] || conf_error "lm_arpa='$lm_arpa': no such file (a text ARPA LM, relative to the recipe root)"
 [ -z "$lm_prune" ] || [[ "$lm_prune" =~ ^[0-9.]+([eE]-?[0-9]+)?$ ]] || conf_error "lm_prune='$lm_prune': give an entropy-pruning threshold (e.g. 1e-8)"
 read -r -a egs_list <<< "$egs_types"

@@ -3,9 +3,10 @@
     --cmd local                                   # run.pl: every job a local process (default)
     --cmd "slurm -p cpu --mem 4G --time 1:00:00"  # slurm.pl: every job an `srun` with your options
 
-A Kaldi ``cmd.sh`` value works as it is: ``run.pl`` is ``local``; ``slurm.pl OPTIONS`` and
-``srun OPTIONS`` are ``slurm OPTIONS`` (the options are `srun`'s own, e.g. ``-p``, ``--mem``,
-``--gres=gpu:1``, ``--account``). Job ``j`` of step ``name`` writes ``<log_dir>/<name>.<j>.log``
+A Kaldi ``cmd.sh`` value works as it is: ``run.pl`` is ``local``; ``srun OPTIONS`` is
+``slurm OPTIONS`` (the options are `srun`'s own, e.g. ``-p``, ``--mem``, ``--gres=gpu:1``,
+``--account``); ``slurm.pl OPTIONS`` too, its own ``--num-threads N`` and ``--gpu N`` made
+``--cpus-per-task=N`` and ``--gres=gpu:N`` (`slurm_pl_options`). Job ``j`` of step ``name`` writes ``<log_dir>/<name>.<j>.log``
 (Kaldi's ``log/<step>.JOB.log``): the command, its output, its exit status. A failed job
 raises `JobError` naming its log and quoting its last lines.
 
@@ -82,6 +83,32 @@ class SlurmRunner:
         return shlex.join(["slurm", *self.options])
 
 
+def slurm_pl_options(words: list[str], spec: str) -> list[str]:
+    """srun options for Kaldi slurm.pl's own: ``--num-threads N`` (``--cpus-per-task``),
+    ``--gpu N`` (``--gres=gpu:N``), ``--mem``/``--time`` as they are, ``--max-jobs-run``
+    dropped (every job is started at once); anything else is passed to srun unchanged."""
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        w, val = words[i], words[i + 1] if i + 1 < len(words) else None
+        if w in ("--num-threads", "--gpu", "--max-jobs-run", "--config"):
+            if val is None:
+                raise JobError(f"--cmd '{spec}': {w} needs a value")
+            if w == "--config":
+                raise JobError(
+                    f"--cmd '{spec}': slurm.pl --config files are not read; give srun options"
+                )
+            if w == "--num-threads":
+                out.append(f"--cpus-per-task={val}")
+            elif w == "--gpu" and val != "0":
+                out.append(f"--gres=gpu:{val}")
+            i += 2
+            continue
+        out.append(w)
+        i += 1
+    return out
+
+
 def parse_cmd(spec: str) -> LocalRunner | SlurmRunner:
     """The runner of a ``--cmd`` value (see the module docstring)."""
     words = shlex.split(spec)
@@ -89,6 +116,8 @@ def parse_cmd(spec: str) -> LocalRunner | SlurmRunner:
         if words[1:]:
             raise JobError(f"--cmd '{spec}': the local runner takes no options")
         return LocalRunner()
+    if words[0] == "slurm.pl":
+        return SlurmRunner(tuple(slurm_pl_options(words[1:], spec)))
     if words[0] in SLURM_NAMES:
         return SlurmRunner(tuple(words[1:]))
     raise JobError(

@@ -205,3 +205,13 @@ def test_a_workdir_under_a_file_fails_at_once(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("")
     p = _run("--workdir", str(tmp_path / "f" / "w"))
     assert p.returncode == 1 and "cannot write to --workdir" in p.stderr, p.stderr
+
+
+def test_a_kaldi_cmd_sh_sets_where_jobs_run(tmp_path: Path) -> None:
+    conf = _tiny_with(tmp_path)
+    (conf / "cmd.sh").write_text('export train_cmd="queue.pl -q all.q"\n')
+    p = _run("--conf-dir", str(conf), "--dry-run")
+    assert p.returncode == 2
+    assert f"{conf / 'cmd.sh'}: train_cmd='queue.pl -q all.q': give local (run.pl)" in p.stderr
+    (conf / "cmd.sh").write_text('export train_cmd="slurm.pl --mem 2G"\n')
+    assert _run("--conf-dir", str(conf), "--dry-run").returncode == 0

@@ -48,6 +48,10 @@ def fake_srun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_parse_cmd_reads_kaldi_cmd_sh_values() -> None:
     assert parse_cmd("run.pl") == parse_cmd("local") == LocalRunner()
     assert parse_cmd("slurm.pl -p cpu --mem 4G") == SlurmRunner(("-p", "cpu", "--mem", "4G"))
+    assert parse_cmd("slurm.pl --mem 2G --num-threads 4 --gpu 1 --max-jobs-run 10") == SlurmRunner(
+        ("--mem", "2G", "--cpus-per-task=4", "--gres=gpu:1")
+    )
+    assert parse_cmd("slurm -p gpu --gres=gpu:1") == SlurmRunner(("-p", "gpu", "--gres=gpu:1"))
     with pytest.raises(JobError, match="unknown runner 'queue.pl'; use 'local'"):
         parse_cmd("queue.pl -q all.q")
 
