@@ -106,3 +106,31 @@ def test_an_8khz_model_refuses_16khz_audio(
 def test_not_a_bundle_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert wav_cli.main(["--model", str(tmp_path), "a.wav"]) == 1
     assert "bundle.json not found: --model must be a bundle dir" in capsys.readouterr().err
+
+
+def test_a_best_path_decode_gives_its_bundle(decoded, capsys: pytest.CaptureFixture[str]) -> None:
+    """The recipe's default NN decode is best-path only (--no-lattices): its bundle searches so."""
+    root, dev = decoded["root"], decoded["dev"]
+    model = root / "final.safetensors"
+    req = DecodeRequest(search=SearchConfig(beam=12.0, acoustic_scale=0.1, lattices=False))
+    decode_models([model], root / "graph", dev, [root / "decode_bp"], nj=1, request=req)
+    args = [
+        "--model",
+        str(model),
+        "--graph",
+        str(root / "graph"),
+        "--dev-decode",
+        str(root / "decode_bp"),
+    ]
+    assert (
+        bundle_cli.main(
+            [*args, "--feats", str(dev), "--out", str(root / "bundle_bp"), "--copy-graph"]
+        )
+        == 0
+    )
+    meta = json.loads((root / "bundle_bp" / "bundle.json").read_text())
+    assert meta["search"]["lattices"] is False and meta["graph"] == "graph"
+    capsys.readouterr()
+    assert wav_cli.main(["--model", str(root / "bundle_bp"), *(str(decoded[u]) for u in UTTS)]) == 0
+    printed = dict((ln.split(maxsplit=1) + [""])[:2] for ln in capsys.readouterr().out.splitlines())
+    assert {u: t.strip() for u, t in printed.items()} == hyp_of(root / "decode_bp")
