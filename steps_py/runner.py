@@ -1,6 +1,6 @@
 """Kaldi's ``--cmd``: where a step's ``--nj`` jobs run, one log per job.
 
-    --cmd local                                   # run.pl: every job a local process (default)
+    --cmd local                                   # run.pl: every job a local (forked) process (default)
     --cmd "slurm -p cpu --mem 4G --time 1:00:00"  # slurm.pl: every job an `srun` with your options
 
 A Kaldi ``cmd.sh`` value works as it is: ``run.pl`` is ``local``; ``srun OPTIONS`` is
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing as mp
 import os
 import pickle
 import shlex
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from steps_py.cli import StepError
+from steps_py.log import setup_logging
 
 log = logging.getLogger("runner")
 
@@ -161,12 +163,7 @@ def run_commands(runner: Runner, name: str, argvs: Sequence[Sequence[str]], log_
         if rc != 0:
             failed.append((j, rc))
     if failed:
-        j, rc = failed[0]
-        path = job_log(log_dir, name, j)
-        raise JobError(
-            f"{name}: {len(failed)} of {len(argvs)} jobs failed (--cmd {runner}); job {j} exited "
-            f"with {rc}, see {path}:\n{_tail(path)}"
-        )
+        raise _failed(name, runner, failed, len(argvs), log_dir)
 
 
 def run_python_jobs(
@@ -179,11 +176,15 @@ def run_python_jobs(
 ) -> list[Any]:
     """``func(*job_args[j])`` for every job through `runner`; the results in job order.
 
-    `func` must be a module-level function (the job imports it by name). One local job runs
-    in this process, its log lines also written to its job log."""
-    if isinstance(runner, LocalRunner) and len(job_args) == 1:
-        return [_in_process(name, func, job_args[0], log_dir)]
+    `func` must be a module-level function (a job started by command imports it by name).
+    Local jobs are forked processes (run.pl without the start-up cost of a new interpreter,
+    which is most of a small job), each writing its own log; one local job runs in this
+    process, its log lines also written to its job log."""
     work_dir = Path(work_dir)
+    if isinstance(runner, LocalRunner):
+        if len(job_args) == 1:
+            return [_in_process(name, func, job_args[0], log_dir)]
+        return _forked_jobs(name, func, job_args, work_dir, Path(log_dir))
     work_dir.mkdir(parents=True, exist_ok=True)
     argvs = []
     for j, args in enumerate(job_args, 1):
@@ -193,16 +194,89 @@ def run_python_jobs(
         out = work_dir / f"{name}.{j}.out.pkl"
         argvs.append([sys.executable, "-m", "steps_py.job_worker", str(spec), str(out)])
     run_commands(runner, name, argvs, log_dir)
-    results = []
     for j in range(1, len(job_args) + 1):
+        os.remove(work_dir / f"{name}.{j}.in.pkl")
+    return _collect(name, len(job_args), work_dir)
+
+
+def _collect(name: str, n: int, work_dir: Path) -> list[Any]:
+    """The jobs' results (``<work_dir>/<name>.<j>.out.pkl``, removed after reading)."""
+    results = []
+    for j in range(1, n + 1):
         out = work_dir / f"{name}.{j}.out.pkl"
         with open(out, "rb") as f:
             results.append(pickle.load(f))
         os.remove(out)
-        os.remove(work_dir / f"{name}.{j}.in.pkl")
     with contextlib.suppress(OSError):
         work_dir.rmdir()
     return results
+
+
+def _failed(
+    name: str, runner: Runner, failed: list[tuple[int, int]], n: int, log_dir: Path
+) -> JobError:
+    j, rc = failed[0]
+    path = job_log(log_dir, name, j)
+    return JobError(
+        f"{name}: {len(failed)} of {n} jobs failed (--cmd {runner}); job {j} exited "
+        f"with {rc}, see {path}:\n{_tail(path)}"
+    )
+
+
+def _forked_jobs(
+    name: str,
+    func: Callable[..., Any],
+    job_args: Sequence[tuple[Any, ...]],
+    work_dir: Path,
+    log_dir: Path,
+) -> list[Any]:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    ctx = mp.get_context("fork")
+    procs = []
+    for j, args in enumerate(job_args, 1):
+        target = (
+            func,
+            args,
+            job_log(log_dir, name, j),
+            work_dir / f"{name}.{j}.out.pkl",
+            f"{name}.{j}",
+        )
+        p = ctx.Process(target=_forked_job, args=target, name=f"{name}.{j}")
+        p.start()
+        procs.append((j, p))
+    failed = []
+    for j, p in procs:
+        p.join()
+        if p.exitcode != 0:
+            failed.append((j, p.exitcode))
+    if failed:
+        raise _failed(name, LocalRunner(), failed, len(job_args), log_dir)
+    return _collect(name, len(job_args), work_dir)
+
+
+def _forked_job(
+    func: Callable[..., Any], args: tuple[Any, ...], log_path: Path, out: Path, job: str
+) -> None:
+    """The body of a forked local job: its output (Python's and the C libraries') to its log."""
+    log_file = open(log_path, "w", encoding="utf-8", buffering=1)  # noqa: SIM115 (the job's life)
+    os.dup2(log_file.fileno(), 1)
+    os.dup2(log_file.fileno(), 2)
+    sys.stdout = sys.stderr = log_file
+    setup_logging(job)
+    print(f"# {func.__module__}.{func.__qualname__} (local job, pid {os.getpid()})")
+    print(f"# started at {time.strftime('%c')}")
+    try:
+        result = func(*args)
+    except StepError as e:
+        logging.getLogger(job).error("%s", e)
+        print(f"# ended (exit 1) at {time.strftime('%c')}")
+        sys.exit(1)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(result, f)
+    os.replace(tmp, out)
+    print(f"# ended (exit 0) at {time.strftime('%c')}")
 
 
 def _in_process(name: str, func: Callable[..., Any], args: tuple[Any, ...], log_dir: Path) -> Any:
