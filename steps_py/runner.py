@@ -190,13 +190,24 @@ def run_python_jobs(
     for j, args in enumerate(job_args, 1):
         spec = work_dir / f"{name}.{j}.in.pkl"
         with open(spec, "wb") as f:
-            pickle.dump((func.__module__, func.__qualname__, args), f)
+            pickle.dump((module_of(func), func.__qualname__, args), f)
         out = work_dir / f"{name}.{j}.out.pkl"
         argvs.append([sys.executable, "-m", "steps_py.job_worker", str(spec), str(out)])
     run_commands(runner, name, argvs, log_dir)
     for j in range(1, len(job_args) + 1):
         os.remove(work_dir / f"{name}.{j}.in.pkl")
     return _collect(name, len(job_args), work_dir)
+
+
+def module_of(func: Callable[..., Any]) -> str:
+    """The importable module of `func`: a step run as ``python -m steps_py.x`` names its own
+    functions ``__main__.f``, which a job process cannot import; its spec names the module."""
+    if func.__module__ != "__main__":
+        return func.__module__
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    if spec is None or not spec.name:
+        raise JobError(f"{func.__qualname__}: run the step as python -m <module> to send its jobs")
+    return spec.name
 
 
 def _collect(name: str, n: int, work_dir: Path) -> list[Any]:
@@ -264,7 +275,7 @@ def _forked_job(
     os.dup2(log_file.fileno(), 2)
     sys.stdout = sys.stderr = log_file
     setup_logging(job)
-    print(f"# {func.__module__}.{func.__qualname__} (local job, pid {os.getpid()})")
+    print(f"# {module_of(func)}.{func.__qualname__} (local job, pid {os.getpid()})")
     print(f"# started at {time.strftime('%c')}")
     try:
         result = func(*args)

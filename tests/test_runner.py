@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from tests.runner_jobs import fail_on_three, square_plus
 from tests.test_features_compute import make_data_dir
 from tests.test_gmm_train import _oracle_model, _utts
 from tests.toy_gmm import make_toy_lang
+
+ROOT = Path(__file__).resolve().parent.parent
 
 FAKE_SRUN = f"""#!{sys.executable}
 import os, sys
@@ -107,8 +110,12 @@ def test_features_through_slurm_equal_local(tmp_path: Path, fake_srun: Path) -> 
     make_data_dir(tmp_path / "b")
     local, slurm = tmp_path / "a" / "data" / "train", tmp_path / "b" / "data" / "train"
     assert compute_main(["--data", str(local), "--kind", "mfcc", "--nj", "2"]) == 0
+    # as a user runs it: python -m (the job function is then __main__.run_job in the parent)
     args = ["--data", str(slurm), "--kind", "mfcc", "--nj", "2", "--cmd", "slurm -p cpu --mem=2G"]
-    assert compute_main(args) == 0
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "steps_py.features.compute", *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
     calls = fake_srun.read_text().splitlines()
     assert sorted(c.split(" --ntasks=1")[0] for c in calls) == [
         f"-p cpu --mem=2G --job-name=compute_mfcc.{j}" for j in (1, 2)
