@@ -134,12 +134,14 @@ conf_file="$conf_dir/run.conf"
 # Keys a run.conf may set; docs/CONFIG.md explains each (tests/test_recipe_config.py keeps
 # the two lists equal). The *_opts arrays are indexed by model, sync or feature-kind name.
 conf_required=(lm_order gmm_opts gmm_decode_opts egs_types egs_opts train_runs train_opts ema_opts nnet_decode_opts)
-conf_optional=(align_opts launcher sync_opts ali_lang_test feat_opts)
+conf_optional=(align_opts launcher sync_opts ali_lang_test feat_opts lm_arpa lm_prune job_cmd)
 models=(dnn lstm)                       # steps_py.nnet.egs --model-type
 syncs=(none ddp ma bmuf-cbm bmuf-nbm)   # steps_py.parallel.train --sync (SYNC_CHOICES of sync.py)
 declare -A egs_opts=() train_opts=() sync_opts=() feat_opts=()
 align_opts=""
 launcher=torchrun
+lm_arpa=""; lm_prune=""
+job_cmd=""  # empty: train_cmd of <conf-dir>/cmd.sh (Kaldi's), else local
 
 in_list() { local x=$1 y; shift; for y in "$@"; do [ "$x" = "$y" ] && return 0; done; return 1; }
 conf_error() { die "$conf_file: $*"; }
@@ -176,6 +178,17 @@ for k in "${conf_required[@]}"; do
 done
 [[ "$lm_order" =~ ^[1-9][0-9]*$ ]] || conf_error "lm_order='$lm_order': give the n-gram order (e.g. 3)"
 in_list "$launcher" torchrun simulate || conf_error "launcher='$launcher': torchrun or simulate"
+job_cmd_from="$conf_file: job_cmd"
+if [ -z "$job_cmd" ] && [ -f "$conf_dir/cmd.sh" ]; then  # a Kaldi cmd.sh: export train_cmd="slurm.pl --mem 2G"
+  job_cmd=$(bash --norc -c '. "$1" > /dev/null; printf %s "${train_cmd:-}"' _ "$conf_dir/cmd.sh") ||
+    die "$conf_dir/cmd.sh does not load (its bash error is above)"
+  job_cmd_from="$conf_dir/cmd.sh: train_cmd"
+fi
+job_cmd=${job_cmd:-local}
+case "${job_cmd%% *}" in local|run.pl|slurm|slurm.pl|srun) ;;
+  *) die "$job_cmd_from='$job_cmd': give local (run.pl) or 'slurm <srun options>' (slurm.pl)" ;; esac
+[ -z "$lm_arpa" ] || [ -f "$lm_arpa" ] || conf_error "lm_arpa='$lm_arpa': no such file (a text ARPA LM, relative to the recipe root)"
+[ -z "$lm_prune" ] || [[ "$lm_prune" =~ ^[0-9.]+([eE]-?[0-9]+)?$ ]] || conf_error "lm_prune='$lm_prune': give an entropy-pruning threshold (e.g. 1e-8)"
 read -r -a egs_list <<< "$egs_types"
 [ "${#egs_list[@]}" -gt 0 ] || conf_error "egs_types is empty: give dnn and/or lstm"
 for m in "${egs_list[@]}"; do
@@ -313,10 +326,15 @@ if stage_on 2 && [ "$corpus" = digits ]; then
   python -m steps_py.kaldi.lang_import --kaldi-lang "$corpus_dir/kaldi_lang" --arpa "$corpus_dir/lm.arpa" \
     --out "$data/lang_test" $force
 elif stage_on 2; then
-  log "stage 2: dict dir, $data/lang, ${lm_order}-gram LM, $data/lang_test/G.fst"
-  python -m local.mandarin.prepare_dict --data "$data" --lexicon "$pinyin_lexicon" --out "$data/local/dict" $force
+  # lm_arpa: the user's ARPA LM (word or character); its words join the lexicon
+  lm_args=(--order "$lm_order"); dict_args=(); lm_what="${lm_order}-gram LM"
+  [ -z "$lm_arpa" ] || { lm_args=(--arpa "$lm_arpa"); dict_args=(--words "$lm_arpa"); lm_what="LM $lm_arpa"; }
+  [ -z "$lm_prune" ] || { lm_args+=(--prune "$lm_prune"); lm_what+=" pruned at $lm_prune"; }
+  log "stage 2: dict dir, $data/lang, $lm_what, $data/lang_test/G.fst"
+  python -m local.mandarin.prepare_dict --data "$data" --lexicon "$pinyin_lexicon" --out "$data/local/dict" \
+    ${dict_args[@]+"${dict_args[@]}"} $force
   python -m steps_py.lang.prepare --dict-dir "$data/local/dict" --out "$data/lang" $force
-  python -m steps_py.lang.lm --data "$data" --lang "$data/lang" --out "$data/lang_test" --order "$lm_order" $force
+  python -m steps_py.lang.lm --data "$data" --lang "$data/lang" --out "$data/lang_test" "${lm_args[@]}" $force
 fi
 
 if stage_on 3; then
@@ -328,7 +346,7 @@ if stage_on 3; then
     [ -f "$conf_dir/pitch.conf" ] && fopts+=(--pitch-conf "$conf_dir/pitch.conf")
     read -r -a kopts <<< "${feat_opts[$kind]:-}"
     python -m steps_py.features.compute --data "$data/train" "$data/dev" "$data/test" --kind "$kind" \
-      ${fopts[@]+"${fopts[@]}"} ${kopts[@]+"${kopts[@]}"} --nj "$nj" $force
+      ${fopts[@]+"${fopts[@]}"} ${kopts[@]+"${kopts[@]}"} --nj "$nj" --cmd "$job_cmd" $force
   done
 fi
 
@@ -342,7 +360,7 @@ elif stage_on 4; then
   python -m steps_py.gmm.train_mono --data "$data/train" --lang "$data/lang" --out "$exp/mono" --nj "$nj" "${gmm_args[@]}" $force
   for s in train dev; do
     python -m steps_py.gmm.align --data "$data/$s" --lang "$data/lang" --model "$exp/mono" --out "$exp/mono_ali/$s" \
-      --nj "$nj" "${align_args[@]}" $force
+      --nj "$nj" --cmd "$job_cmd" "${align_args[@]}" $force
   done
   python -m steps_py.decode.graph --lang "$data/lang_test" --model "$exp/mono" --out "$exp/mono/graph" $force
   if [ "$corpus" = digits ]; then
@@ -412,14 +430,14 @@ if stage_on 8; then
   log "stage 8: decoding of every final model (global and each EMA), all in one worker pool per set ($nnet_decode_opts); LM weight (with lattices, and penalty) chosen on dev"
   for a in "${ali_tags[@]}"; do  # one pool per alignment source: its networks have its model's pdfs and graph
   agraph=$graph; [ -z "$a" ] || agraph=$kaldi_gmm/graph
-  models=(); dev_dirs=(); test_dirs=()
+  models=(); dev_dirs=(); test_dirs=(); bundles=()
   for r in "${runs[@]}"; do for sd in "${seed_list[@]}"; do
     IFS=: read -r m sync n <<< "$r"
     d=$(run_dir "$m" "$sync" "$n" "$sd" "$a")
     for model in "$d"/final/*.safetensors; do
       [ -f "$model" ] || { log "  $d has no final models; run stage 7 first"; exit 1; }
       tag=$(basename "$model" .safetensors)
-      models+=("$model"); dev_dirs+=("$d/decode_${tag}_dev"); test_dirs+=("$d/decode_${tag}_test")
+      models+=("$model"); dev_dirs+=("$d/decode_${tag}_dev"); test_dirs+=("$d/decode_${tag}_test"); bundles+=("$d/bundle_${tag}")
     done
   done; done
   python -m steps_py.decode.nnet --model "${models[@]}" --graph "$agraph" --data "$data/dev" \
@@ -427,6 +445,12 @@ if stage_on 8; then
   python -m steps_py.decode.nnet --model "${models[@]}" --graph "$agraph" --data "$data/test" \
     --out "${test_dirs[@]}" --lm-weight-from "${dev_dirs[@]}" --log-file "$exp/log/decode_nnet${a:+_$a}_test.log" \
     --nj "$nj" "${nnet_decode_args[@]}" $force
+  # one bundle per model (network, priors, graph pointer, feature config, dev-chosen LM weight)
+  # for decoding audio files directly: python -m steps_py.decode.wav --model <bundle> a.wav
+  for i in "${!models[@]}"; do
+    python -m steps_py.decode.bundle --model "${models[$i]}" --graph "$agraph" --dev-decode "${dev_dirs[$i]}" \
+      --feats "$data/train" --out "${bundles[$i]}" $force
+  done
   done
 fi
 

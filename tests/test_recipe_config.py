@@ -108,6 +108,8 @@ def _tiny_with(tmp_path: Path, sed: tuple[str, str] | None = None, extra: str = 
             "train_runs: 'lstm:bmuf-nbm:2' is not model:sync:workers",
         ),
         ((r"^lm_order=.*", "lm_order=three"), "", "lm_order='three'"),
+        (None, 'lm_arpa="no/such.arpa"\n', "lm_arpa='no/such.arpa': no such file"),
+        (None, 'lm_prune="small"\n', "lm_prune='small': give an entropy-pruning threshold"),
     ],
 )
 def test_config_mistakes_name_the_key_and_the_file(
@@ -203,3 +205,13 @@ def test_a_workdir_under_a_file_fails_at_once(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("")
     p = _run("--workdir", str(tmp_path / "f" / "w"))
     assert p.returncode == 1 and "cannot write to --workdir" in p.stderr, p.stderr
+
+
+def test_a_kaldi_cmd_sh_sets_where_jobs_run(tmp_path: Path) -> None:
+    conf = _tiny_with(tmp_path)
+    (conf / "cmd.sh").write_text('export train_cmd="queue.pl -q all.q"\n')
+    p = _run("--conf-dir", str(conf), "--dry-run")
+    assert p.returncode == 2
+    assert f"{conf / 'cmd.sh'}: train_cmd='queue.pl -q all.q': give local (run.pl)" in p.stderr
+    (conf / "cmd.sh").write_text('export train_cmd="slurm.pl --mem 2G"\n')
+    assert _run("--conf-dir", str(conf), "--dry-run").returncode == 0

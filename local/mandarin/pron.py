@@ -133,3 +133,23 @@ def is_pronounceable(ch: str, *, basic_block: bool = False) -> bool:
     if basic_block and not (len(ch) == 1 and "\u4e00" <= ch <= "\u9fff"):
         return False
     return bool(_cached_pronunciations(ch))
+
+
+def word_pronunciation(word: str) -> tuple[str, ...] | None:
+    """One pronunciation of a multi-character word, each character read in context
+    (pypinyin's phrase dictionary picks the reading of a polyphone: ``银行`` -> ``in2 h ang2``);
+    None if a character has no reading in this phone set.
+
+    This is what a word lexicon needs for a word-level LM (Kaldi's AISHELL ``lexicon.txt``
+    gives one pronunciation per word as well).
+    """
+    readings = pinyin(word, style=Style.TONE, heteronym=False, errors=lambda s: [None] * len(s))
+    if len(readings) != len(word):
+        return None
+    phones: list[str] = []
+    for (syl,) in readings:
+        got = syllable_to_phones(syl) if syl else None
+        if got is None:
+            return None
+        phones.extend(got)
+    return tuple(phones)

@@ -4,7 +4,7 @@ Conventions used across the recipe (Kaldi's, see ``utils/validate_data_dir.sh``)
 
 * ``text`` holds one utterance per line, ``<utt-id> <word> <word> ...``; the Mandarin recipes
   use characters as words, separated by one space.
-* ``wav.scp`` maps a recording to a file path (piped commands are refused by the importer).
+* ``wav.scp`` maps a recording to a file path or a piped command (``cmd ... |``, run as Kaldi does).
   Without ``segments`` every utterance is a whole recording and shares its id; with
   ``segments`` (``<utt> <recording> <start> <end> [<channel>]``, seconds, ``end = -1`` = to
   the end of the file) utterances are spans of the recordings.

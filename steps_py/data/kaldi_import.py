@@ -12,9 +12,11 @@ tolerant, so that one bad line does not stop a corpus:
 * a UTF-8 byte-order mark at the start of a file is removed (and said); a UTF-16 file
   (byte-order mark FF FE / FE FF) is decoded as UTF-16 (and said).
 
-Piped wav.scp entries (`cmd ... |`) are refused with a clear error: running arbitrary
-shell commands from a data file is not safe, and stage 3 reads audio files directly.
-Relative wav.scp paths are taken from the current directory, else from the data dir.
+Piped wav.scp entries (`cmd ... |`) are kept as they are: data preparation runs each command and
+checks its output as it checks a file (a failing command rejects its utterances as
+``pipe-failed``, naming the command and its stderr), feature extraction runs it again to read the
+samples (`steps_py.data.audio`), as Kaldi does. Relative wav.scp paths are taken from the
+current directory, else from the data dir.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from steps_py.data.audio import is_piped
 from steps_py.data.kaldi_dir import DataDirError, parse_segment
 from steps_py.data.validate import (
     BAD_ENCODING,
@@ -136,16 +139,6 @@ def read_lines_tolerant(path: Path, encoding: str = "utf-8") -> TolerantMap:
     return out
 
 
-def resolve_wav_path(value: str, where: str) -> str:
-    """A wav.scp value as a file path; a piped command is an error naming the fix."""
-    if value.endswith("|"):
-        raise DataDirError(
-            f"{where}: piped wav.scp entry '{value}' is not supported; convert the audio to "
-            "WAV files first (e.g. `sox in.flac -b 16 out.wav`) and list the file paths"
-        )
-    return value
-
-
 def import_kaldi_set(set_dir: Path, name: str, encoding: str = "utf-8") -> RawSet:
     """Read one Kaldi data dir into a RawSet (no audio is touched here)."""
     set_dir = Path(set_dir)
@@ -209,9 +202,9 @@ def import_kaldi_set(set_dir: Path, name: str, encoding: str = "utf-8") -> RawSe
     for utt in sorted(all_ids - set(rejected)):
         seg = segments.get(utt)
         rec = seg.rec if seg is not None else utt
-        where = f"{set_dir / 'wav.scp'} ({rec})"
-        wav_path = resolve_wav_path(maps["wav.scp"].values[rec], where)
-        if not Path(wav_path).is_absolute() and not Path(wav_path).exists() and (set_dir / wav_path).exists():
+        wav_path = maps["wav.scp"].values[rec]
+        # a command runs from the current directory, as in Kaldi
+        if not is_piped(wav_path) and not Path(wav_path).is_absolute() and not Path(wav_path).exists() and (set_dir / wav_path).exists():
             wav_path = os.path.relpath(set_dir / wav_path)
         utts.append(RawUtt(
             utt=utt, spk=maps["utt2spk"].values[utt], wav=wav_path, text=maps["text"].values[utt],

@@ -1,11 +1,11 @@
-"""lhotse manifests (recordings + supervisions per set) -> `RawSet`s for stage 1.
+"""lhotse manifests (recordings + supervisions per set) -> `RawSet`s for data preparation.
 
 Manifests are read line by line as dicts (gzip + json, what `lhotse.serialization.load_jsonl`
 does, without the seconds lhotse's import takes) rather than through
 `RecordingSet`/`SupervisionSet`, so that a duplicate id or a supervision without
 a recording becomes a rejection of that utterance instead of an exception for the set.
 A supervision that covers its whole recording is a whole-file utterance; one that covers
-a part becomes a segment (the data dir then gets a ``segments`` file). A corpus's stage 0
+a part becomes a segment (the data dir then gets a ``segments`` file). A corpus's own preparation (local/<corpus>)
 may leave ``rejected_<set>.txt`` (``<utt> <reason>``) beside the manifests for utterances it
 found unusable before lhotse saw them (`local.aishell.prepare` does); they are counted as
 rejections of the set.
@@ -50,14 +50,17 @@ def find_manifest(manifest_dir: Path, kind: str, set_name: str) -> Path:
         what = "no" if not found else f"{len(found)} ({', '.join(p.name for p in found)})"
         raise DataDirError(
             f"{manifest_dir}: found {what} {kind} manifest for '{set_name}'; expected exactly one "
-            f"file named like {kind}_{set_name}.jsonl.gz (run stage 0 first)"
+            f"file named like {kind}_{set_name}.jsonl.gz (run the corpus preparation, local/<corpus>, first)"
         )
     return found[0]
 
 
 def _audio_path(rec: dict[str, Any], base_dir: Path) -> str | None:
-    """The file path of a single-file recording (relative to cwd when possible), else None."""
+    """The file path of a single-source recording (relative to cwd when possible), a lhotse
+    ``command`` source as a piped wav.scp entry (``cmd |``), else None."""
     sources = rec.get("sources") or []
+    if len(sources) == 1 and sources[0].get("type") == "command":
+        return f"{sources[0]['source']} |"
     if len(sources) != 1 or sources[0].get("type") != "file":
         return None
     path = str(sources[0]["source"])

@@ -1,4 +1,4 @@
-"""Stage 1: checked Kaldi data dirs `<out>/{train,dev,test}/` and `<out>/local/lm_text.txt`.
+"""Data preparation: checked Kaldi data dirs `<out>/{train,dev,test}/` and `<out>/local/lm_text.txt`.
 
     python -m steps_py.data.prepare --manifests corpus/synth/manifests --out data \\
         --lexicon data/local/lexicon_pinyin.txt --lm-text corpus/synth/lm_text.txt
@@ -36,7 +36,7 @@ from functools import partial
 from pathlib import Path
 
 from steps_py.cli import StepError, progress, step_main
-from steps_py.data.audio import AudioPolicy
+from steps_py.data.audio import AudioPolicy, is_piped
 from steps_py.data.kaldi_dir import (
     DataDirError,
     KaldiDataDir,
@@ -65,7 +65,7 @@ SETS = ("train", "dev", "test")
 
 
 class DataPrepError(StepError):
-    """Stage 1 cannot make a usable data dir; the message names the set, file and fix."""
+    """Data preparation cannot make a usable data dir; the message names the set, file and fix."""
 
 
 def check_recordings(paths: list[str], policy: AudioPolicy, nj: int, desc: str) -> dict[str, RecordingInfo]:
@@ -98,6 +98,12 @@ def build_data_dir(checked: Iterable[CheckedUtt], speaker_prefix: bool) -> Kaldi
         kd.utt2spk[utt] = u.spk
         kd.utt2dur[utt] = c.duration
     return kd
+
+
+def piped_line(checked: list[CheckedUtt]) -> list[str]:
+    """The report line on accepted utterances whose audio is a piped wav.scp command."""
+    n = sum(1 for c in checked if not c.reason and is_piped(c.raw.wav))
+    return [f"audio: {n} utterances read through a piped wav.scp command"] if n else []
 
 
 def prepare_set(raw: RawSet, out_dir: Path, args: argparse.Namespace, policy: AudioPolicy,
@@ -143,7 +149,7 @@ def prepare_set(raw: RawSet, out_dir: Path, args: argparse.Namespace, policy: Au
         + (f" ({', '.join(f'{c} {k}' for k, c in codes.most_common())}; see rejected.txt)" if rejected else ""),
         f"audio: {policy.sample_rate} Hz expected; channel {policy.channel} "
         f"({'mono expected' if policy.channel == -1 else 'chosen'})",
-        *raw.notes, *changes, ids_line,
+        *raw.notes, *changes, *piped_line(checked), ids_line,
         f"lexicon: {args.lexicon}" if lexicon is not None else "lexicon: none (transcripts not checked for pronunciations)",
     ]
     with atomic_path(out_dir) as tmp:
@@ -211,7 +217,7 @@ def import_sets(args: argparse.Namespace, sets: tuple[str, ...]) -> dict[str, Ra
         from steps_py.data.manifests import import_manifest_set
 
         if not args.manifests.is_dir():
-            raise DataPrepError(f"--manifests {args.manifests} does not exist (run stage 0 first)")
+            raise DataPrepError(f"--manifests {args.manifests} does not exist (run the corpus preparation, local/<corpus>, first)")
         base = args.manifests.parent
         return {s: import_manifest_set(args.manifests, s, base_dir=base) for s in sets}
     from steps_py.data.kaldi_import import import_kaldi_corpus

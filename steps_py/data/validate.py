@@ -1,4 +1,4 @@
-"""Per-utterance checks for stage 1: audio, transcript, and the rejection bookkeeping.
+"""Per-utterance checks of the data preparation: audio, transcript, and the rejection bookkeeping.
 
 Every importer (lhotse manifests, Kaldi data dirs, a corpus's own ``local/`` code) produces
 a `RawSet`: the utterances it could pair up (id, speaker, audio path and optional segment,
@@ -19,6 +19,7 @@ samples than the file holds.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import struct
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from steps_py.data.audio import AudioError, AudioPolicy, segment_samples
+from steps_py.data.audio import AudioError, AudioPolicy, PipeError, is_piped, run_pipe, segment_samples
 from steps_py.data.text import describe_removed, normalize_transcript
 from steps_py.lang.lexicon import Lexicon
 
@@ -52,6 +53,7 @@ NO_PRONUNCIATION = "no-pronunciation"
 DUPLICATE_ID = "duplicate-id"
 MISMATCHED_IDS = "mismatched-ids"
 BAD_ENCODING = "bad-encoding"
+PIPE_FAILED = "pipe-failed"
 
 
 class RejectionLimitError(RuntimeError):
@@ -116,40 +118,54 @@ def num_frames(num_samples: int, rate: int = 16000) -> int:
     return 0 if num_samples < length else 1 + (num_samples - length) // shift
 
 
-def wav_data_shortfall(path: str) -> int:
+def wav_data_shortfall(path: str | io.BytesIO) -> int:
     """Bytes that a RIFF/WAVE file's `data` chunk header promises but the file lacks (0 if fine).
 
     Returns 0 for files that are not RIFF/WAVE (soundfile checks those) and for the
-    "unknown length" sizes (0 or 0xFFFFFFFF) that streaming writers leave.
+    "unknown length" sizes (0 or 0xFFFFFFFF) that streaming writers leave. `path` may be
+    the output of a piped wav.scp command.
     """
-    size = os.path.getsize(path)
+    if isinstance(path, io.BytesIO):
+        return _shortfall(path, len(path.getbuffer()))
     with open(path, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return 0
-        pos = 12
-        while pos + 8 <= size:
-            f.seek(pos)
-            chunk_id, chunk_size = struct.unpack("<4sI", f.read(8))
-            if chunk_id == b"data":
-                if chunk_size in (0, 0xFFFFFFFF):
-                    return 0
-                return max(0, pos + 8 + chunk_size - size)
-            pos += 8 + chunk_size + (chunk_size & 1)
+        return _shortfall(f, os.path.getsize(path))
+
+
+def _shortfall(f: io.BufferedIOBase | io.BytesIO, size: int) -> int:
+    f.seek(0)
+    head = f.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return 0
+    pos = 12
+    while pos + 8 <= size:
+        f.seek(pos)
+        chunk_id, chunk_size = struct.unpack("<4sI", f.read(8))
+        if chunk_id == b"data":
+            if chunk_size in (0, 0xFFFFFFFF):
+                return 0
+            return max(0, pos + 8 + chunk_size - size)
+        pos += 8 + chunk_size + (chunk_size & 1)
     return 0
 
 
 def check_audio(path: str, policy: AudioPolicy) -> RecordingInfo:
-    """Check one audio file: exists, readable, complete, a rate the policy accepts."""
-    if not os.path.isfile(path):
+    """Check one audio file (or piped command's output, see `steps_py.data.audio`): exists
+    (runs), readable, complete, a rate the policy accepts."""
+    src: str | io.BytesIO = path
+    if is_piped(path):
+        try:
+            src = io.BytesIO(run_pipe(path))
+        except PipeError as e:
+            return RecordingInfo(reason=f"{PIPE_FAILED}: {e}")
+    elif not os.path.isfile(path):
         return RecordingInfo(reason=f"{MISSING_FILE}: {path}")
     try:
-        info = sf.info(path)
+        info = sf.info(src)
     except (sf.SoundFileError, RuntimeError, OSError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         return RecordingInfo(reason=f"{CORRUPT_AUDIO}: soundfile cannot read {path} ({msg})")
     if info.format in ("WAV", "WAVEX"):
-        short = wav_data_shortfall(path)
+        short = wav_data_shortfall(src)
         if short:
             return RecordingInfo(
                 reason=f"{TRUNCATED_AUDIO}: {path} header promises {short} more bytes than the file holds"

@@ -1,4 +1,4 @@
-"""Stage 3: MFCC or fbank features (optionally + Kaldi pitch) and CMVN stats for a data dir.
+"""Feature extraction: MFCC or fbank features (optionally + Kaldi pitch) and CMVN stats for a data dir.
 
     python -m steps_py.features.compute --data data/train --kind mfcc --nj 4
     python -m steps_py.features.compute --data data/train --kind mfcc --conf conf/mfcc.conf \\
@@ -28,7 +28,6 @@ import shutil
 import sys
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +36,7 @@ import numpy as np
 import soundfile as sf
 
 from steps_py.cli import StepError, progress, step_main
-from steps_py.data.audio import AudioError, read_samples
+from steps_py.data.audio import AudioError, open_audio, read_samples
 from steps_py.data.kaldi_dir import DataDirError, KaldiDataDir, Segment, write_kaldi_map
 from steps_py.features.cmvn import add_stats, merge_stats, utterance_stats, write_cmvn
 from steps_py.features.conf import (
@@ -50,6 +49,7 @@ from steps_py.features.conf import (
 )
 from steps_py.features.extract import ENGINES, FeatureExtractor, PitchExtractor
 from steps_py.fileio import atomic_path, atomic_write_text, is_done, mark_done
+from steps_py.runner import LocalRunner, Runner, parse_cmd, run_python_jobs
 
 log = logging.getLogger("features")
 
@@ -61,7 +61,7 @@ Item = tuple[str, str, str, Segment | None]  # utt, cmvn key, audio file, segmen
 
 
 class FeatureError(StepError):
-    """Stage 3 cannot produce features for a data dir; the message names it and the fix."""
+    """Feature extraction cannot produce features for a data dir; the message names it and the fix."""
 
 
 @dataclass
@@ -100,13 +100,14 @@ def run_job(
     with kio.FloatMatrixWriter(f"ark,scp:{stem}.ark,{stem}.scp") as writer:
         for utt, key, wav, seg in items:
             try:
-                info = sf.info(wav)
+                src = open_audio(wav)  # a piped wav.scp command runs once, here
+                info = sf.info(src)
                 rate_note = policy.rate_note(info.samplerate)
                 _, ch_note = policy.channel_of(info.channels, seg.channel if seg else None)
                 if seg is None:
-                    samples = read_samples(wav, policy)
+                    samples = read_samples(src, policy)
                 else:
-                    samples = read_samples(wav, policy, seg.start, seg.end, seg.channel)
+                    samples = read_samples(src, policy, seg.start, seg.end, seg.channel)
             except (sf.SoundFileError, RuntimeError, OSError, AudioError) as e:
                 res.failed[utt] = (
                     f"unreadable-audio: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
@@ -162,6 +163,67 @@ def feature_options(cfg: FeatureConfig, pitch_cfg: PitchConfig | None, cmvn: str
     }
 
 
+def load_items(data_dir: Path, cmvn: str) -> list[Item]:
+    """(utt, CMVN key, wav.scp value, segment) of every utterance with audio."""
+    try:
+        kd = KaldiDataDir.load(data_dir)
+    except DataDirError as e:
+        raise FeatureError(str(e)) from None
+    items: list[Item] = []
+    for u in kd.utts:
+        try:
+            wav, seg = kd.audio(u)
+        except KeyError:
+            continue
+        items.append((u, u if cmvn == "utterance" else kd.utt2spk[u], wav, seg))
+    if not items:
+        raise FeatureError(f"{data_dir}: no utterances with audio in wav.scp")
+    return items
+
+
+def check_failed(results: list[JobResult], n_items: int, tmp: Path, data_dir: Path) -> int:
+    """Write rejected.txt; FeatureError above 5 % failed; the count and audio notes logged."""
+    failed = {u: r for res in results for u, r in res.failed.items()}
+    if failed:
+        write_kaldi_map(tmp / "rejected.txt", failed)
+        log.warning(
+            "%s: %d of %d utterances failed (%s ...)",
+            data_dir,
+            len(failed),
+            n_items,
+            next(iter(failed.values())),
+        )
+    if len(failed) > MAX_FAILED_FRACTION * n_items:
+        raise FeatureError(
+            f"{data_dir}: {len(failed)} of {n_items} utterances failed feature extraction "
+            f"(see the log; e.g. {next(iter(failed.values()))}); fix the audio or the config"
+        )
+    return len(failed)
+
+
+def write_outputs(
+    results: list[JobResult],
+    tmp: Path,
+    final_abs: str,
+    kind: str,
+    confs: list[tuple[str | None, str]],
+) -> tuple[int, int]:
+    """feats.scp, cmvn.{ark,scp} and conf/ in `tmp`; (utterances, CMVN keys)."""
+    tmp_abs = str(tmp.resolve())
+    scp_lines: list[str] = []
+    for j in range(1, len(results) + 1):
+        scp_lines += rewrite_scp(tmp / f"raw_{kind}.{j}.scp", tmp_abs, final_abs)
+    atomic_write_text(tmp / "feats.scp", "".join(f"{line}\n" for line in sorted(scp_lines)))
+    stats = merge_stats([r.stats for r in results])
+    write_cmvn(stats, tmp)
+    rewrite_scp(tmp / "cmvn.scp", tmp_abs, final_abs)
+    (tmp / "conf").mkdir()
+    for src, name in confs:
+        if src and Path(src).is_file():
+            shutil.copyfile(src, tmp / "conf" / name)
+    return len(scp_lines), len(stats)
+
+
 def compute_features(
     data_dir: Path,
     cfg: FeatureConfig,
@@ -170,8 +232,10 @@ def compute_features(
     engine: str = "numpy",
     pitch_cfg: PitchConfig | None = None,
     cmvn: str = "speaker",
+    runner: Runner | None = None,
 ) -> Path:
-    """Run stage 3 for one data dir; returns `<data_dir>/<kind>`."""
+    """Extract the features of one data dir with `nj` jobs through `runner` (default: local);
+    returns `<data_dir>/<kind>`. Job j logs to `<data_dir>/log/compute_<kind>.<j>.log`."""
     kind = cfg.kind
     feat_dir = data_dir / kind
     options = feature_options(cfg, pitch_cfg, cmvn)
@@ -186,26 +250,8 @@ def compute_features(
             f"{pitch_cfg.source}: --sample-frequency={pitch_cfg.sample_rate} but {cfg.source} has "
             f"{cfg.sample_rate}; pitch and {kind} must read the audio at one rate"
         )
-    try:
-        kd = KaldiDataDir.load(data_dir)
-    except DataDirError as e:
-        raise FeatureError(str(e)) from None
-    piped = [r for r, w in kd.wav.items() if w.endswith("|")]
-    if piped:
-        raise FeatureError(
-            f"{data_dir}/wav.scp: {len(piped)} piped entries (e.g. {piped[0]}); re-run stage 1, which lists audio files"
-        )
-    items: list[Item] = []
-    for u in kd.utts:
-        try:
-            wav, seg = kd.audio(u)
-        except KeyError:
-            continue
-        items.append((u, u if cmvn == "utterance" else kd.utt2spk[u], wav, seg))
-    if not items:
-        raise FeatureError(f"{data_dir}: no utterances with audio in wav.scp")
+    items = load_items(data_dir, cmvn)
     parts = split_items(items, nj)
-    final_abs = str(feat_dir.resolve())
     t0 = time.perf_counter()
     dim = cfg.dim + (pitch_cfg.dim if pitch_cfg is not None else 0)
     with atomic_path(feat_dir) as tmp:
@@ -213,61 +259,42 @@ def compute_features(
         tmp_abs = str(tmp.resolve())
         jobs = [(j + 1, cfg, pitch_cfg, engine, part, tmp_abs) for j, part in enumerate(parts)]
         bar = progress(total=len(parts), desc=f"{kind} {data_dir.name}", unit="job")
-        if len(parts) == 1:
-            results = [run_job(*jobs[0])]
-        else:
-            with ProcessPoolExecutor(len(parts)) as ex:
-                results = list(ex.map(run_job, *zip(*jobs, strict=True)))
+        results = run_python_jobs(
+            runner or LocalRunner(),
+            f"compute_{kind}",
+            run_job,
+            jobs,
+            tmp / ".jobs",
+            data_dir / "log",
+        )
+        shutil.rmtree(tmp / ".jobs", ignore_errors=True)
         bar.update(len(parts))
         bar.close()
-        failed = {u: r for res in results for u, r in res.failed.items()}
-        if failed:
-            write_kaldi_map(tmp / "rejected.txt", failed)
-            log.warning(
-                "%s: %d of %d utterances failed (%s ...)",
-                data_dir,
-                len(failed),
-                len(items),
-                next(iter(failed.values())),
-            )
-        if len(failed) > MAX_FAILED_FRACTION * len(items):
-            raise FeatureError(
-                f"{data_dir}: {len(failed)} of {len(items)} utterances failed feature extraction "
-                f"(see the log; e.g. {next(iter(failed.values()))}); fix the audio or the config"
-            )
+        n_failed = check_failed(results, len(items), tmp, data_dir)
         notes: Counter[str] = Counter()
         for r in results:
             notes.update(r.notes)
         for note, count in sorted(notes.items()):
             log.warning("%s: %d utterances: %s", data_dir, count, note)
-        scp_lines: list[str] = []
-        for j in range(1, len(parts) + 1):
-            scp_lines += rewrite_scp(tmp / f"raw_{kind}.{j}.scp", tmp_abs, final_abs)
-        atomic_write_text(tmp / "feats.scp", "".join(f"{line}\n" for line in sorted(scp_lines)))
-        stats = merge_stats([r.stats for r in results])
-        write_cmvn(stats, tmp)
-        rewrite_scp(tmp / "cmvn.scp", tmp_abs, final_abs)
-        (tmp / "conf").mkdir()
-        for src, name in (
+        confs = [
             (cfg.source, f"{kind}.conf"),
             (pitch_cfg.source if pitch_cfg else None, "pitch.conf"),
-        ):
-            if src and Path(src).is_file():
-                shutil.copyfile(src, tmp / "conf" / name)
+        ]
+        n_utts, n_keys = write_outputs(results, tmp, str(feat_dir.resolve()), kind, confs)
         frames = sum(r.frames for r in results)
         seconds = sum(r.seconds for r in results)
         wall = time.perf_counter() - t0
         info = {
             "kind": kind, "engine": engine, "dim": dim, "sample_rate": cfg.sample_rate,
-            "pitch": pitch_cfg is not None, "cmvn": cmvn, "utterances": len(scp_lines),
-            "cmvn_keys": len(stats), "frames": frames, "audio_seconds": round(seconds, 3),
-            "failed": len(failed), "audio_notes": dict(notes), "nj": len(parts),
+            "pitch": pitch_cfg is not None, "cmvn": cmvn, "utterances": n_utts,
+            "cmvn_keys": n_keys, "frames": frames, "audio_seconds": round(seconds, 3),
+            "failed": n_failed, "audio_notes": dict(notes), "nj": len(parts),
             "wall_seconds": round(wall, 3), "options": options,
         }  # fmt: skip
         mark_done(tmp, info)
     log.info(
         "%s: %d utterances, %d frames of %d-dim %s%s (%.1f h audio at %d Hz), CMVN per %s, in %.1f s (%.0fx real time with %d jobs)",
-        feat_dir, info["utterances"], frames, dim, kind, "+pitch" if pitch_cfg else "", seconds / 3600,
+        feat_dir, n_utts, frames, dim, kind, "+pitch" if pitch_cfg else "", seconds / 3600,
         cfg.sample_rate, cmvn, wall, seconds / max(wall, 1e-9), len(parts),
     )  # fmt: skip
     return feat_dir
@@ -305,6 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--nj", type=int, default=2, help="parallel jobs (default: %(default)s)")
     p.add_argument(
+        "--cmd",
+        default="local",
+        help="where the jobs run: local, or 'slurm <srun options>' (Kaldi's run.pl / slurm.pl; "
+        "steps_py.runner) (default: %(default)s)",
+    )
+    p.add_argument(
         "--engine",
         choices=ENGINES,
         default="numpy",
@@ -322,8 +355,9 @@ def run(args: argparse.Namespace) -> int:
         pitch_cfg = read_pitch_conf(args.pitch_conf) if args.pitch_conf else None
     except ConfError as e:
         raise FeatureError(str(e)) from None
+    runner = parse_cmd(args.cmd)
     for d in args.data:
-        compute_features(d, cfg, args.nj, args.force, args.engine, pitch_cfg, args.cmvn)
+        compute_features(d, cfg, args.nj, args.force, args.engine, pitch_cfg, args.cmvn, runner)
     return 0
 
 

@@ -22,26 +22,54 @@ from steps_py.gmm.ali_io import write_int32_vectors
 from steps_py.gmm.data import load_utterances
 from steps_py.gmm.errors import GmmError
 from steps_py.gmm.feats import open_mfcc
-from steps_py.gmm.jobs import AlignOptions, JobPool, Utterance
+from steps_py.gmm.jobs import AlignOptions, Job, JobPool, Utterance
 from steps_py.gmm.model_io import ModelError, read_model
 from steps_py.gmm.topo import Lang, LangError
+from steps_py.runner import LocalRunner, Runner, parse_cmd, run_python_jobs
 
 log = logging.getLogger("align")
 
 
-def align_utterances(
-    lang: Lang, model_path: Path, utts: list[Utterance], nj: int, opts: AlignOptions
+def align_job(
+    lang_dir: str, model_path: Path, utts: list[Utterance], opts: AlignOptions
 ) -> tuple[dict[str, np.ndarray], dict[str, str], int]:
-    """Returns (transition-id alignments, failed utt -> reason, number retried)."""
-    model = read_model(model_path)
+    """One alignment job (gmm-align-compiled over a share of the utterances)."""
+    log.info("aligning %d utterances with %s", len(utts), model_path)
+    alis, failed, retried = Job(lang_dir, utts).align_model(read_model(model_path), opts)
+    log.info("aligned %d, failed %d, retried %d", len(alis), len(failed), retried)
+    return alis, failed, retried
+
+
+def align_utterances(
+    lang: Lang,
+    model_path: Path,
+    utts: list[Utterance],
+    nj: int,
+    opts: AlignOptions,
+    runner: Runner | None = None,
+    out: Path | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, str], int]:
+    """Returns (transition-id alignments, failed utt -> reason, number retried).
+
+    With `out`, the `nj` jobs run through `runner` (default local), job j logging to
+    `<out>/log/align.<j>.log` as Kaldi's align_si.sh; without, in worker processes."""
     alis: dict[str, np.ndarray] = {}
     failed: dict[str, str] = {}
     retried = 0
-    with JobPool(str(lang.dir), utts, nj) as pool:
-        for a, f, r in pool.call("align_model", model, opts):
-            alis.update(a)
-            failed.update(f)
-            retried += r
+    if out is None:
+        model = read_model(model_path)
+        with JobPool(str(lang.dir), utts, nj) as pool:
+            results = pool.call("align_model", model, opts)
+    else:
+        n = max(1, min(nj, len(utts)))
+        jobs = [(str(lang.dir), model_path, utts[i::n], opts) for i in range(n)]
+        results = run_python_jobs(
+            runner or LocalRunner(), "align", align_job, jobs, out / "log" / "jobs", out / "log"
+        )
+    for a, f, r in results:
+        alis.update(a)
+        failed.update(f)
+        retried += r
     return alis, failed, retried
 
 
@@ -73,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="alignment dir (default %(default)s)",
     )
     ap.add_argument("--nj", type=int, default=2, help="parallel jobs (default %(default)s)")
+    ap.add_argument(
+        "--cmd",
+        default="local",
+        help="where the jobs run: local, or 'slurm <srun options>' (Kaldi's run.pl / slurm.pl; "
+        "steps_py.runner); job j logs to <out>/log/align.<j>.log (default %(default)s)",
+    )
     ap.add_argument("--beam", type=float, default=10.0, help="alignment beam (default %(default)s)")
     ap.add_argument(
         "--retry-beam",
@@ -94,13 +128,16 @@ def run(args: argparse.Namespace) -> None:
     if args.nj < 1:
         raise GmmError(f"--nj {args.nj}: must be >= 1")
     t0 = time.time()
+    runner = parse_cmd(args.cmd)
     lang = Lang.load(args.lang)
     utts, report = load_utterances(args.data, lang, open_mfcc(args.data))
     log.info("%d utterances from %s; %s", len(utts), args.data, report.summary())
     opts = AlignOptions(
         beam=args.beam, retry_beam=args.retry_beam, boost_silence=args.boost_silence
     )
-    alis, failed, retried = align_utterances(lang, args.model, utts, args.nj, opts)
+    alis, failed, retried = align_utterances(
+        lang, args.model, utts, args.nj, opts, runner, args.out
+    )
     model = read_model(args.model)
     _, _, tm, _ = model.build()
     tid2pdf = np.asarray(tm.transition_id_to_pdf_array(), dtype=np.int32)

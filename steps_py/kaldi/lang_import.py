@@ -18,8 +18,9 @@ What a minimal lang dir lacks is added, and each addition is logged and listed i
 * ``#0``, ``<s>``, ``</s>`` in words.txt (needed by arpa2fst), and an OOV word: ``oov.txt``,
   else ``--oov``, else ``<unk>`` appended without a pronunciation (so it never decodes);
 * ``phones/align_lexicon.{txt,int}`` from ``lexicon.txt`` (as prepare_lang.sh makes it);
-* ``G.fst`` from ``--arpa`` by kaldilm (Kaldi's arpa2fst; n-grams with words outside
-  words.txt are skipped, as Kaldi does).
+* ``G.fst`` from ``--arpa`` by kaldilm (Kaldi's arpa2fst), as ``steps_py.lang.lm --arpa``
+  makes it: n-grams with words outside words.txt removed, those words in ``oovs_lm.txt``
+  (Kaldi's format_lm.sh).
 """
 
 from __future__ import annotations
@@ -104,22 +105,96 @@ def needs_disambig(entries: list[tuple[str, tuple[str, ...]]]) -> list[str]:
     return sorted(set(bad))
 
 
-def import_kaldi_lang(
-    src: Path, out: Path, arpa: Path | None = None, oov: str | None = None
-) -> dict:
-    """Write the project lang dir for Kaldi lang dir `src` into `out` (an empty or scratch dir)."""
-    src, out = Path(src), Path(out)
-    for name in ("phones.txt", "words.txt", "topo", "L.fst"):
-        if not (src / name).is_file():
-            raise LangImportError(
-                f"{src}/{name} not found: a Kaldi lang dir holds phones.txt, words.txt, topo, L.fst"
-            )
-    added: dict[str, object] = {}
-    phones = read_table(src / "phones.txt")
-    words = read_table(src / "words.txt")
-    phone_id = dict(phones)
-    word_id = dict(words)
+def check_topo(
+    src: Path, topo_text: str, name_of_phone: dict[int, str], disambig: list[int], used: list[int]
+) -> None:
+    """The topology covers exactly real phones of phones.txt, and all of `used`."""
+    from steps_py.kaldi.topology import HmmTopology
 
+    topo = HmmTopology.from_text(topo_text, name=str(src / "topo"))
+    unknown = [p for p in topo.phones if p not in name_of_phone or p in disambig]
+    if unknown:
+        raise LangImportError(
+            f"{src}/topo covers phone ids {unknown[:5]} that are not phones of phones.txt"
+        )
+    uncovered = [name_of_phone[i] for i in used if i not in topo.phones]
+    if uncovered:
+        raise LangImportError(f"{src}/topo does not cover phones {uncovered[:5]}")
+
+
+def complete_words(
+    src: Path, words: list[tuple[str, int]], word_id: dict[str, int], oov: str | None, added: dict
+) -> str:
+    """Add ``#0``, ``<s>``, ``</s>`` and the OOV word to words.txt when missing; the OOV word."""
+    for w in ("#0", "<s>", "</s>"):
+        if w not in word_id:
+            word_id[w] = max(word_id.values()) + 1
+            words.append((w, word_id[w]))
+            added.setdefault("words", []).append(w)  # type: ignore[union-attr]
+    if (src / "oov.txt").is_file():
+        oov = (src / "oov.txt").read_text(encoding="utf-8").split()[0]
+    oov = oov or next((w for w in ("<UNK>", "<unk>", "<SPOKEN_NOISE>") if w in word_id), "<unk>")
+    if oov not in word_id:
+        word_id[oov] = max(word_id.values()) + 1
+        words.append((oov, word_id[oov]))
+        added["oov_word"] = f"{oov} (no pronunciation)"
+    return oov
+
+
+def write_l_disambig(
+    src: Path,
+    out: Path,
+    lexicon: list | None,
+    phones: list[tuple[str, int]],
+    word0: int,
+    added: dict,
+) -> None:
+    """<out>/L_disambig.fst: Kaldi's, or L.fst with ``#0:#0`` self-loops when it has none."""
+    import kaldifst
+
+    if (src / "L_disambig.fst").is_file():
+        shutil.copy(src / "L_disambig.fst", out / "L_disambig.fst")
+    else:
+        if lexicon is not None:
+            bad = needs_disambig(lexicon)
+            if bad:
+                raise LangImportError(
+                    f"{src}: words {bad[:5]} share (or prefix) pronunciations and there is no "
+                    "L_disambig.fst; build the lang dir with Kaldi's utils/prepare_lang.sh"
+                )
+        else:
+            log.warning("%s has no L_disambig.fst and no lexicon.txt: assuming no homophones", src)
+        L = kaldifst.StdVectorFst.read(str(src / "L.fst"))
+        d0 = next(i for p, i in phones if p == "#0")
+        kaldifst.add_self_loops(L, [d0], [word0])
+        kaldifst.arcsort(L, sort_type="olabel")
+        L.write(str(out / "L_disambig.fst"))
+        added["L_disambig.fst"] = "L.fst + #0:#0 self-loops"
+
+
+def write_phone_sets(
+    out: Path, sets: dict[str, list[int]], name_of_phone: dict[int, str], phone0: int, word0: int
+) -> None:
+    """phones/<set>.{int,txt,csl} and the wdisambig files."""
+    for name, ids in sets.items():
+        atomic_write_text(out / "phones" / f"{name}.int", "".join(f"{i}\n" for i in ids))
+        atomic_write_text(
+            out / "phones" / f"{name}.txt", "".join(f"{name_of_phone.get(i, '#0')}\n" for i in ids)
+        )
+        atomic_write_text(out / "phones" / f"{name}.csl", ":".join(str(i) for i in ids) + "\n")
+    atomic_write_text(out / "phones" / "wdisambig.txt", "#0\n")
+    atomic_write_text(
+        out / "phones" / "wdisambig_phones.int",
+        f"{phone0}\n",
+    )
+    atomic_write_text(out / "phones" / "wdisambig_words.int", f"{word0}\n")
+
+
+def phone_classes(
+    src: Path, phones: list[tuple[str, int]], phone_id: dict[str, int], added: dict
+) -> tuple[list[int], list[int], list[int], list[int]]:
+    """(disambig, silence, nonsilence, optional silence) phone ids; ``#0`` added when the
+    lang dir has no disambiguation phone."""
     disambig = _ints(src / "phones" / "disambig.int")
     if disambig is None:
         disambig = [i for p, i in phones if DISAMBIG_RE.match(p)]
@@ -138,37 +213,34 @@ def import_kaldi_lang(
     if nonsil is None:
         nonsil = [i for p, i in phones if i != 0 and i not in silence and i not in disambig]
     optional = _ints(src / "phones" / "optional_silence.int") or silence[:1]
+    return disambig, silence, nonsil, optional
+
+
+def import_kaldi_lang(
+    src: Path, out: Path, arpa: Path | None = None, oov: str | None = None
+) -> dict:
+    """Write the project lang dir for Kaldi lang dir `src` into `out` (an empty or scratch dir)."""
+    src, out = Path(src), Path(out)
+    for name in ("phones.txt", "words.txt", "topo", "L.fst"):
+        if not (src / name).is_file():
+            raise LangImportError(
+                f"{src}/{name} not found: a Kaldi lang dir holds phones.txt, words.txt, topo, L.fst"
+            )
+    added: dict[str, object] = {}
+    phones = read_table(src / "phones.txt")
+    words = read_table(src / "words.txt")
+    phone_id = dict(phones)
+    word_id = dict(words)
+
+    disambig, silence, nonsil, optional = phone_classes(src, phones, phone_id, added)
     name_of_phone = {i: p for p, i in phones}
 
-    from steps_py.kaldi.topology import HmmTopology
-
     topo_text = (src / "topo").read_text(encoding="utf-8")
-    topo = HmmTopology.from_text(topo_text, name=str(src / "topo"))
-    unknown = [p for p in topo.phones if p not in name_of_phone or p in disambig]
-    if unknown:
-        raise LangImportError(
-            f"{src}/topo covers phone ids {unknown[:5]} that are not phones of phones.txt"
-        )
-    uncovered = [name_of_phone[i] for i in silence + nonsil if i not in topo.phones]
-    if uncovered:
-        raise LangImportError(f"{src}/topo does not cover phones {uncovered[:5]}")
+    check_topo(src, topo_text, name_of_phone, disambig, silence + nonsil)
 
-    for w in ("#0", "<s>", "</s>"):
-        if w not in word_id:
-            word_id[w] = max(word_id.values()) + 1
-            words.append((w, word_id[w]))
-            added.setdefault("words", []).append(w)  # type: ignore[union-attr]
-    if (src / "oov.txt").is_file():
-        oov = (src / "oov.txt").read_text(encoding="utf-8").split()[0]
-    oov = oov or next((w for w in ("<UNK>", "<unk>", "<SPOKEN_NOISE>") if w in word_id), "<unk>")
-    if oov not in word_id:
-        word_id[oov] = max(word_id.values()) + 1
-        words.append((oov, word_id[oov]))
-        added["oov_word"] = f"{oov} (no pronunciation)"
+    oov = complete_words(src, words, word_id, oov, added)
 
     lexicon = read_lexicon(src / "lexicon.txt") if (src / "lexicon.txt").is_file() else None
-
-    import kaldifst
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "phones").mkdir(exist_ok=True)
@@ -178,24 +250,7 @@ def import_kaldi_lang(
     atomic_write_text(out / "oov.txt", f"{oov}\n")
     atomic_write_text(out / "oov.int", f"{word_id[oov]}\n")
     shutil.copy(src / "L.fst", out / "L.fst")
-    if (src / "L_disambig.fst").is_file():
-        shutil.copy(src / "L_disambig.fst", out / "L_disambig.fst")
-    else:
-        if lexicon is not None:
-            bad = needs_disambig(lexicon)
-            if bad:
-                raise LangImportError(
-                    f"{src}: words {bad[:5]} share (or prefix) pronunciations and there is no "
-                    "L_disambig.fst; build the lang dir with Kaldi's utils/prepare_lang.sh"
-                )
-        else:
-            log.warning("%s has no L_disambig.fst and no lexicon.txt: assuming no homophones", src)
-        L = kaldifst.StdVectorFst.read(str(src / "L.fst"))
-        d0 = next(i for p, i in phones if p == "#0")
-        kaldifst.add_self_loops(L, [d0], [word_id["#0"]])
-        kaldifst.arcsort(L, sort_type="olabel")
-        L.write(str(out / "L_disambig.fst"))
-        added["L_disambig.fst"] = "L.fst + #0:#0 self-loops"
+    write_l_disambig(src, out, lexicon, phones, word_id["#0"], added)
     sets = {
         "silence": silence,
         "nonsilence": nonsil,
@@ -203,18 +258,7 @@ def import_kaldi_lang(
         "disambig": disambig,
         "context_indep": silence,
     }
-    for name, ids in sets.items():
-        atomic_write_text(out / "phones" / f"{name}.int", "".join(f"{i}\n" for i in ids))
-        atomic_write_text(
-            out / "phones" / f"{name}.txt", "".join(f"{name_of_phone.get(i, '#0')}\n" for i in ids)
-        )
-        atomic_write_text(out / "phones" / f"{name}.csl", ":".join(str(i) for i in ids) + "\n")
-    atomic_write_text(out / "phones" / "wdisambig.txt", "#0\n")
-    atomic_write_text(
-        out / "phones" / "wdisambig_phones.int",
-        f"{phone_id['#0'] if '#0' in phone_id else disambig[0]}\n",
-    )
-    atomic_write_text(out / "phones" / "wdisambig_words.int", f"{word_id['#0']}\n")
+    write_phone_sets(out, sets, name_of_phone, phone_id.get("#0", disambig[0]), word_id["#0"])
     if (src / "phones" / "align_lexicon.int").is_file():
         for ext in ("txt", "int"):
             if (src / "phones" / f"align_lexicon.{ext}").is_file():
@@ -228,13 +272,7 @@ def import_kaldi_lang(
         shutil.copy(src / "lexicon.txt", out / "lexicon.txt")
         added["align_lexicon"] = "from lexicon.txt"
     if arpa is not None:
-        from steps_py.lang.lm import build_g_fst
-
-        try:
-            build_g_fst(Path(arpa), out / "words.txt", out / "G.fst", -1)
-        except RuntimeError as e:
-            raise LangImportError(str(e)) from None
-        added["G.fst"] = f"from {arpa}"
+        added["G.fst"] = g_from_arpa(Path(arpa), out, [w for w, _ in words])
     elif (src / "G.fst").is_file():
         shutil.copy(src / "G.fst", out / "G.fst")
     for k, v in added.items():
@@ -249,6 +287,25 @@ def import_kaldi_lang(
     }
     atomic_write_json(out / "import.json", info)
     return info
+
+
+def g_from_arpa(arpa: Path, out: Path, words: list[str]) -> str:
+    """<out>/G.fst from `arpa` as ``steps_py.lang.lm --arpa`` makes it: n-grams with words
+    outside words.txt removed and those words listed in <out>/oovs_lm.txt (format_lm.sh)."""
+    from steps_py.lang.arpa_lm import NoLmWordsError, fit_to_lang
+    from steps_py.lang.lm import build_g_fst
+    from steps_py.lang.ngram import ArpaError, read_arpa
+
+    try:
+        lm, info = fit_to_lang(read_arpa(arpa), words, out / "oovs_lm.txt")
+        src = arpa
+        if info["removed_ngrams"]:
+            src = out / "lm_in_lexicon.arpa"
+            lm.write_arpa(src)
+        build_g_fst(src, out / "words.txt", out / "G.fst", -1)
+    except (ArpaError, NoLmWordsError, RuntimeError) as e:
+        raise LangImportError(str(e)) from None
+    return f"from {arpa}" + (f" ({info['lm_oovs']} OOV words removed)" if info["lm_oovs"] else "")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,7 @@
-"""Stage 2b: character n-gram LM (modified Kneser-Ney), ARPA, G.fst and dev perplexity.
+"""The LM: a character n-gram trained here, or your own ARPA; G.fst, dev perplexity.
 
     python -m steps_py.lang.lm --data data --lang data/lang --out data/lang_test --order 3
+    python -m steps_py.lang.lm --lang data/lang --out data/lang_test --arpa my_lm.arpa [--prune 1e-8]
 
 Trains on data/local/lm_text.txt (space-separated characters per line) with the lang
 dir's words as vocabulary (so characters of the lexicon that the LM text lacks still get
@@ -8,27 +9,41 @@ the unigram's uniform share), writes data/local/lm/lm.arpa, converts it with kal
 (``#0`` on backoff arcs, ``<s>``/``</s>`` as epsilons, ilabel-sorted) to <out>/G.fst beside a
 copy of the lang files, and writes the perplexity of data/dev/text, computed from the
 ARPA file itself, to data/local/lm/perplexity.txt.
+
+With ``--arpa FILE`` (a character or word ARPA LM of your own, e.g. Kaldi AISHELL's word
+3-gram with a word lexicon from ``local.mandarin.prepare_dict --words``) nothing is trained:
+its words missing from words.txt are listed in <lm-dir>/oovs_lm.txt and logged, and the
+n-grams that contain them are removed (Kaldi's find_arpa_oovs.pl + format_lm.sh). With
+``--prune T`` the LM (trained or given) is entropy-pruned first (``steps_py.lang.arpa_lm``).
+<lm-dir>/lm.arpa is always the LM that G.fst was made of.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import kaldifst
 
+from steps_py.cli import StepError, step_main
 from steps_py.data.kaldi_dir import DataDirError, read_kaldi_map
 from steps_py.fileio import atomic_path, atomic_write_json, atomic_write_text, is_done, mark_done
-from steps_py.lang.ngram import perplexity, read_arpa, train_mkn
+from steps_py.lang.arpa_lm import NoLmWordsError, fit_to_lang, prune_entropy
+from steps_py.lang.ngram import ArpaError, NgramLM, perplexity, read_arpa, train_mkn
 from steps_py.lang.symbols import SymbolTableError, read_symbol_table
-from steps_py.log import setup_logging
 
 log = logging.getLogger("lang.lm")
+
+
+class LmError(StepError):
+    """The LM cannot be built; the message names the file and the fix."""
+
 
 NOT_LM_WORDS = frozenset({"<eps>", "!SIL", "<SPOKEN_NOISE>", "#0", "<s>", "</s>"})
 UNK = "<UNK>"
@@ -46,7 +61,9 @@ def same_lang(lang: Path, lang_test: Path) -> bool:
 def read_lm_text(path: Path, vocab: set[str]) -> tuple[list[list[str]], int]:
     """Sentences of the LM text; tokens outside `vocab` become <UNK> (returned count)."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run stage 1 (steps_py.data.prepare) first")
+        raise LmError(
+            f"{path} not found: run the data preparation (steps_py.data.prepare) first, or give --arpa FILE"
+        )
     sents: list[list[str]] = []
     n_unk = 0
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -84,20 +101,44 @@ def build_g_fst(arpa: Path, words_txt: Path, out_fst: Path, order: int) -> kaldi
     return g
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m steps_py.lang.lm",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument(
-        "--data", type=Path, default=Path("data"), help="data root (local/lm_text.txt, dev/text)"
+        "--data",
+        type=Path,
+        default=Path("data"),
+        help="data root (local/lm_text.txt, dev/text) (default: %(default)s)",
     )
     ap.add_argument(
-        "--lang", type=Path, default=Path("data/lang"), help="lang dir from steps_py.lang.prepare"
+        "--lang",
+        type=Path,
+        default=Path("data/lang"),
+        help="lang dir from steps_py.lang.prepare (default: %(default)s)",
     )
     ap.add_argument(
-        "--out", type=Path, default=Path("data/lang_test"), help="output lang dir with G.fst"
+        "--out",
+        type=Path,
+        default=Path("data/lang_test"),
+        help="output lang dir with G.fst (default: %(default)s)",
     )
-    ap.add_argument("--order", type=int, default=3, help="n-gram order")
+    ap.add_argument("--order", type=int, default=3, help="n-gram order to train (default: 3)")
+    ap.add_argument(
+        "--arpa",
+        type=Path,
+        default=None,
+        help="use this ARPA LM (word or character) instead of training one (default: train)",
+    )
+    ap.add_argument(
+        "--prune",
+        type=float,
+        default=0.0,
+        help="entropy-pruning threshold, e.g. 1e-8 (relative perplexity change); 0: none "
+        "(default: %(default)s)",
+    )
     ap.add_argument(
         "--lm-dir", type=Path, default=None, help="where lm.arpa goes (default <data>/local/lm)"
     )
@@ -108,29 +149,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="Kaldi text for perplexity (default <data>/dev/text)",
     )
     ap.add_argument("--force", action="store_true", help="redo even if <out>/.done exists")
-    args = ap.parse_args(argv)
-    setup_logging("lang.lm")
-    if is_done(args.out) and not args.force:
-        if same_lang(args.lang, args.out):
-            log.info("%s is already done (.done marker); skipping. Use --force to redo.", args.out)
-            return 0
+    return ap
+
+
+def lm_source(args: argparse.Namespace) -> dict[str, object]:
+    """What the LM is made of, recorded in <out>/.done: a change of it redoes the step."""
+    if args.arpa is None:
+        return {"source": "trained", "order": args.order, "prune": args.prune}
+    if not args.arpa.is_file():
+        raise LmError(f"--arpa {args.arpa} not found")
+    sha = hashlib.sha1(args.arpa.read_bytes()).hexdigest()
+    return {"source": str(args.arpa), "arpa_sha1": sha, "prune": args.prune}
+
+
+def up_to_date(args: argparse.Namespace, source: dict[str, object]) -> bool:
+    if not is_done(args.out) or args.force:
+        return False
+    done = json.loads((args.out / ".done").read_text(encoding="utf-8"))
+    if not same_lang(args.lang, args.out):
         log.info(
             "%s has other words/phones than %s (lang was rebuilt); rebuilding", args.out, args.lang
         )
-    if args.order < 1:
-        log.error("--order must be >= 1, got %d", args.order)
-        return 1
-    lm_dir = args.lm_dir or args.data / "local" / "lm"
-    dev_text = args.dev_text or args.data / "dev" / "text"
+        return False
+    if "source" not in done:  # written before --arpa existed: a trained LM, unpruned
+        done = {"source": "trained", "order": done.get("order"), "prune": 0.0}
+    if {k: done.get(k) for k in source} != source:
+        log.info("%s was made from another LM or pruning; rebuilding", args.out)
+        return False
+    return True
+
+
+def lang_words(lang: Path) -> list[str]:
+    words_txt = lang / "words.txt"
+    if not words_txt.is_file():
+        raise LmError(f"{words_txt} not found: run steps_py.lang.prepare first")
     try:
-        words_txt = args.lang / "words.txt"
-        if not words_txt.is_file():
-            raise FileNotFoundError(f"{words_txt} not found: run steps_py.lang.prepare first")
-        vocab = {w for w, _ in read_symbol_table(words_txt) if w not in NOT_LM_WORDS}
-        sents, n_unk = read_lm_text(args.data / "local" / "lm_text.txt", vocab)
-    except (FileNotFoundError, SymbolTableError) as e:
-        log.error("%s", e)
-        return 1
+        return [w for w, _ in read_symbol_table(words_txt)]
+    except SymbolTableError as e:
+        raise LmError(str(e)) from None
+
+
+def train_lm(args: argparse.Namespace, vocab: set[str], lm_dir: Path) -> tuple[Path, dict]:
+    """Train the MKN LM on <data>/local/lm_text.txt; its ARPA file and what to record."""
+    sents, n_unk = read_lm_text(args.data / "local" / "lm_text.txt", vocab)
     if n_unk:
         log.warning(
             "%d LM-text tokens are not in %s/words.txt and were mapped to %s; "
@@ -140,8 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             UNK,
         )
     if not sents:
-        log.error("%s has no sentences", args.data / "local" / "lm_text.txt")
-        return 1
+        raise LmError(f"{args.data / 'local' / 'lm_text.txt'} has no sentences")
     log.info(
         "training a %d-gram MKN LM on %d sentences, %d tokens, vocabulary %d",
         args.order,
@@ -159,33 +219,64 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     arpa = lm_dir / "lm.arpa"
     lm.write_arpa(arpa)
-    log.info("wrote %s", arpa)
+    return arpa, {"lm_sentences": len(sents), "lm_unk_tokens": n_unk}
 
-    info: dict[str, object] = {
-        "order": args.order,
-        "ngrams": lm.counts_per_order(),
-        "lm_sentences": len(sents),
-        "lm_unk_tokens": n_unk,
-    }
-    if dev_text.is_file():
-        try:
-            dev = [v.split() for v in read_kaldi_map(dev_text, allow_empty_value=True).values()]
-        except DataDirError as e:
-            log.error("%s", e)
-            return 1
-        res = perplexity(read_arpa(arpa), dev)
-        line = f"{args.order}-gram LM perplexity on {dev_text}: {res.summary()}"
-        atomic_write_text(lm_dir / "perplexity.txt", line + "\n")
-        print(line)
-        info.update(
-            {"dev_perplexity": res.perplexity, "dev_oovs": res.oovs, "dev_words": res.words}
-        )
-    else:
+
+def dev_perplexity(lm: NgramLM, dev_text: Path, lm_dir: Path) -> dict[str, object]:
+    if not dev_text.is_file():
         log.warning("%s not found; no perplexity computed", dev_text)
+        return {}
+    try:
+        dev = [v.split() for v in read_kaldi_map(dev_text, allow_empty_value=True).values()]
+    except DataDirError as e:
+        raise LmError(str(e)) from None
+    res = perplexity(lm, dev)
+    line = f"{lm.order}-gram LM perplexity on {dev_text}: {res.summary()}"
+    atomic_write_text(lm_dir / "perplexity.txt", line + "\n")
+    print(line)
+    return {"dev_perplexity": res.perplexity, "dev_oovs": res.oovs, "dev_words": res.words}
 
+
+def run(args: argparse.Namespace) -> int:
+    if args.order < 1:
+        raise LmError(f"--order must be >= 1, got {args.order}")
+    if args.prune < 0:
+        raise LmError(f"--prune must be >= 0 (a relative perplexity change), got {args.prune}")
+    source = lm_source(args)
+    if up_to_date(args, source):
+        log.info("%s is already done (.done marker); skipping. Use --force to redo.", args.out)
+        return 0
+    lm_dir = args.lm_dir or args.data / "local" / "lm"
+    lm_dir.mkdir(parents=True, exist_ok=True)
+    words = lang_words(args.lang)
+    info: dict[str, object] = dict(source)
+    if args.arpa is None:
+        arpa, extra = train_lm(args, {w for w in words if w not in NOT_LM_WORDS}, lm_dir)
+        info.update(extra)
+    else:
+        arpa = args.arpa
+    if args.prune > 0:
+        pruned = lm_dir / "lm_pruned.arpa.tmp"
+        prune_entropy(arpa, pruned, args.prune)
+        arpa = pruned
+    try:
+        lm, extra = fit_to_lang(read_arpa(arpa), words, lm_dir / "oovs_lm.txt")
+    except ArpaError as e:
+        raise LmError(f"{e}; give a text ARPA file (gunzip a .arpa.gz first)") from None
+    except NoLmWordsError as e:
+        raise LmError(str(e)) from None
+    info.update(extra)
+    if extra["removed_ngrams"]:
+        lm.write_arpa(lm_dir / "lm.arpa")
+    elif arpa != lm_dir / "lm.arpa":
+        shutil.copyfile(arpa, lm_dir / "lm.arpa")
+    if args.prune > 0:
+        (lm_dir / "lm_pruned.arpa.tmp").unlink()
+    info.update({"order": lm.order, "ngrams": lm.counts_per_order()})
+    info.update(dev_perplexity(lm, args.dev_text or args.data / "dev" / "text", lm_dir))
     with atomic_path(args.out) as tmp:
         shutil.copytree(args.lang, tmp, ignore=shutil.ignore_patterns(".done", ".*.tmp*"))
-        g = build_g_fst(arpa, tmp / "words.txt", tmp / "G.fst", args.order)
+        g = build_g_fst(lm_dir / "lm.arpa", tmp / "words.txt", tmp / "G.fst", lm.order)
         info.update(
             {"G_states": g.num_states, "G_arcs": sum(g.num_arcs(s) for s in range(g.num_states))}
         )
@@ -193,6 +284,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     atomic_write_json(lm_dir / "info.json", info)
     log.info("wrote %s (G.fst: %d states, %d arcs)", args.out, info["G_states"], info["G_arcs"])
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return step_main("lang.lm", build_parser(), run, argv)
 
 
 if __name__ == "__main__":
