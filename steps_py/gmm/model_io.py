@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import kaldi_hmm_gmm as khg
 import numpy as np
@@ -241,8 +242,12 @@ def read_kaldi_gmm(path: Path, tree_path: Path | None = None) -> MonoModel:
     return mono
 
 
+class HasTopology(Protocol):
+    topo_text: str
+
+
 def check_model_matches_lang(
-    model: MonoModel, phones: dict[str, int], where: str, model_phones_txt: Path | None = None
+    model: HasTopology, phones: dict[str, int], where: str, model_phones_txt: Path | None = None
 ) -> None:
     """Every phone of the model's topology must be a phone of the lang (`phones`: phones.txt).
 

@@ -1,0 +1,118 @@
+"""H for context-dependent models (Kaldi's GetHTransducer, ``src/hmm/hmm-utils.cc``), and
+the transition weights (AddTransitionProbs / AddSelfLoops) as a one-state weight FST.
+
+``h_transducer(ilabel_info, tree, tm)`` maps transition ids to the context-dependent
+labels of C: for every ilabel (a phone window) the HMM of its central phone with the
+pdfs the tree gives that window, entered from and returning to one start/final state; the
+window's label is output on the first arc. Disambiguation ilabels (``[-d]``, and ``[0]``
+for ``#-1``) become loops with new ids above the transition ids, returned so the caller
+can remove them after determinization, as mkgraph.sh does.
+
+Unlike Kaldi's H, this one carries the HMM self-loops (not reordered) and no weights:
+kaldi-hmm-gmm's ``add_self_loops`` and ``add_transition_probs`` need its own
+TransitionModel, which it can build only for monophone trees. The weights come from
+composing with ``transition_weight_fst``, which gives every transition id the weight
+mkgraph.sh gives it (``-log p`` scaled by 1 for forward transitions after removing the
+self-loop mass, and the self-loop scale for self-loops and the remaining mass) or the
+alignment weight of gmm-align-compiled (``mkgraph=False``: ``-scale * log p``).
+Works with the project's ``steps_py.kaldi`` TransitionModel and ContextDependency, so
+Kaldi triphone models and the project's own are handled alike.
+"""
+
+from __future__ import annotations
+
+import math
+
+import kaldifst
+import numpy as np
+
+from steps_py.kaldi.transition_model import TransitionModel
+from steps_py.kaldi.tree import ContextDependency
+
+
+class HBuildError(ValueError):
+    """The tree cannot give a pdf for a phone window the graph needs."""
+
+
+def _phone_tids(
+    window: list[int], tree: ContextDependency, tm: TransitionModel, state_of: dict
+) -> list[list[tuple[int, int]]]:
+    """For each emitting HMM state of the window's central phone: [(destination, tid)]."""
+    phone = window[tree.central_position]
+    entry = tm.topo.entry_for_phone(phone)
+    out = []
+    for j, hs in enumerate(entry[:-1]):
+        fwd = tree.compute(window, hs.forward_pdf_class)
+        loop = tree.compute(window, hs.self_loop_pdf_class)
+        ts = state_of.get((phone, j, fwd, loop))
+        if ts is None:
+            raise HBuildError(
+                f"no transition state for phone window {window}, HMM state {j} (pdfs {fwd}, {loop}): "
+                "the tree and the transition model do not belong together"
+            )
+        first = int(tm.state2id[ts])
+        out.append([(dst, first + k) for k, (dst, _) in enumerate(hs.transitions)])
+    return out
+
+
+def h_transducer(
+    ilabel_info: list[list[int]], tree: ContextDependency, tm: TransitionModel
+) -> tuple[kaldifst.StdVectorFst, list[int]]:
+    """(H with self-loops and no weights, disambiguation transition ids)."""
+    state_of = {tuple(t): s for s, t in enumerate(tm.tuples, 1)}
+    lines: list[str] = []
+    disambig: list[int] = []
+    num_states = 1
+    for label, window in enumerate(ilabel_info):
+        if not window:
+            continue
+        if len(window) == 1 and window[0] <= 0:
+            tid = tm.num_transition_ids + 1 + len(disambig)
+            disambig.append(tid)
+            lines.append(f"0 0 {tid} {label}")
+            continue
+        hmm = _phone_tids(window, tree, tm, state_of)
+        final = len(hmm)
+        base = num_states  # H state of HMM state j is base + j
+        num_states += final
+        for j, arcs in enumerate(hmm):
+            for dst, tid in arcs:
+                to = 0 if dst == final else base + dst
+                lines.append(f"{base + j} {to} {tid} 0")
+                if j == 0:  # entering the phone: the same arc from the start, with the label
+                    lines.append(f"0 {to} {tid} {label}")
+    lines.append("0")
+    return kaldifst.compile(s="\n".join(lines) + "\n", acceptor=False), disambig
+
+
+def transition_weights(
+    tm: TransitionModel, transition_scale: float, self_loop_scale: float, mkgraph: bool
+) -> np.ndarray:
+    """Weight (cost) of every transition id (entry 0 unused); see the module docstring."""
+    logp = tm.log_probs.astype(np.float64)
+    cost = np.zeros(len(logp))
+    for s in range(1, tm.num_transition_states + 1):
+        ids = range(int(tm.state2id[s]), int(tm.state2id[s + 1]))
+        loops = [t for t in ids if tm.tid_is_self_loop[t]]
+        p_loop = math.exp(logp[loops[0]]) if loops else 0.0
+        for t in ids:
+            if not mkgraph:
+                scale = self_loop_scale if tm.tid_is_self_loop[t] else transition_scale
+                cost[t] = -scale * logp[t]
+            elif tm.tid_is_self_loop[t]:
+                cost[t] = -self_loop_scale * logp[t]
+            else:
+                rest = max(1.0 - p_loop, 1e-30)
+                cost[t] = -transition_scale * (
+                    logp[t] - math.log(rest)
+                ) - self_loop_scale * math.log(rest)
+    return cost
+
+
+def weight_fst(costs: np.ndarray) -> kaldifst.StdVectorFst:
+    """One-state FST t:t / costs[t] for every transition id (compose it on the left of a graph)."""
+    lines = [f"0 0 {t} {t} {costs[t]:.8g}" for t in range(1, len(costs))]
+    lines.append("0")
+    fst = kaldifst.compile(s="\n".join(lines) + "\n", acceptor=False)
+    kaldifst.arcsort(fst, sort_type="olabel")
+    return fst
