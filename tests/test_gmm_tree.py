@@ -15,6 +15,7 @@ from steps_py.gmm.tree_cluster import build_tree, cluster_bottom_up, objf_given_
 from steps_py.gmm.tree_stats import ABSENT, TreeStats, gauss_objf, split_to_phones
 from steps_py.kaldi.event_map import ConstantEventMap, SplitEventMap, TableEventMap
 from steps_py.kaldi.tree import ContextDependency, read_tree, write_tree
+from tests.toy_tri import toy_mono_alignments
 
 
 def test_gauss_objf_is_kaldis_gauss_clusterable() -> None:
@@ -201,23 +202,7 @@ def test_split_to_phones_finds_repeated_phones() -> None:
 
 @pytest.fixture(scope="module")
 def toy_mono(tmp_path_factory: pytest.TempPathFactory):
-    """A toy lang, a few utterances and their alignments by a briefly trained monophone GMM."""
-    from steps_py.gmm.align import align_utterances
-    from steps_py.gmm.feats import add_deltas
-    from steps_py.gmm.jobs import AlignOptions, Utterance
-    from steps_py.gmm.model_io import save_model
-    from steps_py.gmm.topo import Lang
-    from steps_py.gmm.train_mono import train
-    from tests.toy_gmm import make_toy_lang, toy_corpus
-
-    d = tmp_path_factory.mktemp("tri")
-    lang = Lang.load(make_toy_lang(d / "lang"))
-    utts = [Utterance(u, add_deltas(x), lang.word_ids(w)[0]) for u, w, x, _ in toy_corpus(30)]
-    model, _, _ = train(lang, utts, nj=1, num_iters=6, max_gauss=40)
-    save_model(d / "final.npz", model)
-    alis, failed, _ = align_utterances(lang, d / "final.npz", utts, 1, AlignOptions())
-    assert len(failed) <= 1
-    return lang, utts, alis, d / "final.npz"
+    return toy_mono_alignments(tmp_path_factory.mktemp("tri"))
 
 
 def test_tree_from_monophone_alignments(toy_mono) -> None:

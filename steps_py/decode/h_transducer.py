@@ -56,32 +56,49 @@ def _phone_tids(
 
 
 def h_transducer(
-    ilabel_info: list[list[int]], tree: ContextDependency, tm: TransitionModel
+    ilabel_info: list[list[int]],
+    tree: ContextDependency,
+    tm: TransitionModel,
+    compact: bool = False,
 ) -> tuple[kaldifst.StdVectorFst, list[int]]:
-    """(H with self-loops and no weights, disambiguation transition ids)."""
+    """(H with self-loops and no weights, disambiguation transition ids).
+
+    With `compact` the input labels are 1..K instead, and the second value lists the K
+    transition ids they stand for (label k is tids[k - 1]); disambiguation ilabels are not
+    allowed then (training graphs have none).
+    """
     state_of = {tuple(t): s for s, t in enumerate(tm.tuples, 1)}
-    lines: list[str] = []
+    arcs: list[tuple[int, int, int, int]] = []
     disambig: list[int] = []
     num_states = 1
     for label, window in enumerate(ilabel_info):
         if not window:
             continue
         if len(window) == 1 and window[0] <= 0:
+            if compact:
+                raise HBuildError(f"disambiguation ilabel {window} in a compact H")
             tid = tm.num_transition_ids + 1 + len(disambig)
             disambig.append(tid)
-            lines.append(f"0 0 {tid} {label}")
+            arcs.append((0, 0, tid, label))
             continue
         hmm = _phone_tids(window, tree, tm, state_of)
         final = len(hmm)
         base = num_states  # H state of HMM state j is base + j
         num_states += final
-        for j, arcs in enumerate(hmm):
-            for dst, tid in arcs:
+        for j, out in enumerate(hmm):
+            for dst, tid in out:
                 to = 0 if dst == final else base + dst
-                lines.append(f"{base + j} {to} {tid} 0")
+                arcs.append((base + j, to, tid, 0))
                 if j == 0:  # entering the phone: the same arc from the start, with the label
-                    lines.append(f"0 {to} {tid} {label}")
-    lines.append("0")
+                    arcs.append((0, to, tid, label))
+    if compact:
+        used = sorted({a[2] for a in arcs})
+        index = {t: k for k, t in enumerate(used, 1)}
+        arcs = [(a, b, index[t], o) for a, b, t, o in arcs]
+        disambig = used
+    # fstcompile numbers states in order of appearance and starts at the first line's source
+    arcs.sort(key=lambda arc: arc[0] != 0)
+    lines = [f"{a} {b} {t} {o}" for a, b, t, o in arcs] + ["0"]
     return kaldifst.compile(s="\n".join(lines) + "\n", acceptor=False), disambig
 
 
@@ -110,7 +127,7 @@ def transition_weights(
 
 
 def weight_fst(costs: np.ndarray) -> kaldifst.StdVectorFst:
-    """One-state FST t:t / costs[t] for every transition id (compose it on the left of a graph)."""
+    """One-state FST t:t / costs[t] for every label t >= 1 (compose it on the left of a graph)."""
     lines = [f"0 0 {t} {t} {costs[t]:.8g}" for t in range(1, len(costs))]
     lines.append("0")
     fst = kaldifst.compile(s="\n".join(lines) + "\n", acceptor=False)

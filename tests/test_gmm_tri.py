@@ -1,0 +1,96 @@
+"""Triphone GMM training (train_deltas.sh) on the toy corpus: init, convert-ali, EM, Kaldi files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from steps_py.gmm.jobs import AlignOptions
+from steps_py.gmm.make_tree import accumulate_tree_stats, alignment_transition_model, make_tree
+from steps_py.gmm.train_tri import train
+from steps_py.gmm.tree_stats import split_to_phones
+from steps_py.gmm.tri_init import (
+    convert_alignment,
+    from_kaldi_model,
+    to_kaldi_model,
+    transition_lookup,
+)
+from steps_py.kaldi.model_file import read_kaldi_model, write_kaldi_model
+from steps_py.kaldi.topology import HmmTopology
+from steps_py.kaldi.transition_model import TransitionModel
+from steps_py.kaldi.tree import write_tree
+from tests.toy_tri import toy_mono_alignments
+
+
+@pytest.fixture(scope="module")
+def tri(tmp_path_factory: pytest.TempPathFactory):
+    d = tmp_path_factory.mktemp("tri1")
+    lang, utts, alis, mono = toy_mono_alignments(d)
+    mono_tm = alignment_transition_model(mono)
+    stats, _ = accumulate_tree_stats(mono_tm, utts, alis, lang.silence_phones)
+    tree, _, _ = make_tree(lang, stats, 30, thresh=0.0, cluster_thresh=-1.0, seed=0)
+    aligned = [u for u in utts if u.utt in alis]
+    tm, gmm, rows = train(
+        lang,
+        aligned,
+        tree,
+        stats,
+        mono_tm,
+        alis,
+        nj=2,
+        num_iters=12,
+        tot_gauss=80,
+        max_iter_inc=8,
+        opts=AlignOptions(),
+    )
+    return lang, utts, alis, mono_tm, tree, tm, gmm, rows, d
+
+
+def test_convert_ali_keeps_phones_and_states(tri) -> None:
+    lang, utts, alis, mono_tm, tree, _, _, _, _ = tri
+    topo = HmmTopology.from_text(lang.topo_text)
+    tm = TransitionModel.from_tree(tree, topo)
+    lookup = transition_lookup(tm)
+    for utt in list(alis)[:5]:
+        old = alis[utt]
+        new = convert_alignment(old, mono_tm, tm, tree, lookup)
+        assert np.array_equal(tm.tid2phone[new], mono_tm.tid2phone[old])
+        assert np.array_equal(tm.tid2hmm_state[new], mono_tm.tid2hmm_state[old])
+        assert np.array_equal(tm.tid_is_self_loop[new], mono_tm.tid_is_self_loop[old])
+        segs = split_to_phones(tm, new)
+        phones = [p for p, _, _ in segs]
+        for k, (p, a, _) in enumerate(segs):
+            left = phones[k - 1] if k else 0
+            right = phones[k + 1] if k + 1 < len(phones) else 0
+            pc = topo.entry_for_phone(p)[int(tm.tid2hmm_state[new[a]])].forward_pdf_class
+            assert tm.tid2pdf[new[a]] == tree.compute([left, p, right], pc)
+
+
+def test_em_raises_likelihood_and_mixes_up(tri) -> None:
+    *_, tm, gmm, rows, _ = tri
+    lls = [r["avg_loglike"] for r in rows]
+    assert lls[-1] > lls[0] + 5, lls
+    # EM on fixed alignments never loses likelihood (realignment changes the frames' targets)
+    steps = [(a, b) for a, b, r in zip(lls, lls[1:], rows[1:], strict=False) if not r["realigned"]]
+    assert all(b > a - 0.05 for a, b in steps), lls
+    realigned = [r for r in rows if r["realigned"]]
+    assert [r["pass"] for r in realigned] == [10] and realigned[0]["align_failed"] <= 1
+    assert gmm.num_gauss > gmm.num_pdfs
+    assert np.isfinite(tm.log_probs[1:]).all()
+
+
+def test_model_is_kaldi_final_mdl_with_tree(tri, tmp_path: Path) -> None:
+    *_, tree, tm, gmm, _, _ = tri
+    model = to_kaldi_model(tm, gmm)
+    for binary in (True, False):
+        write_kaldi_model(tmp_path / "final.mdl", model, binary=binary)
+        back = read_kaldi_model(tmp_path / "final.mdl")
+        assert back.to_bytes(binary) == (tmp_path / "final.mdl").read_bytes()
+    assert back.transition_model.tuples == TransitionModel.from_tree(tree, tm.topo).tuples
+    again = from_kaldi_model(back)
+    np.testing.assert_allclose(
+        np.concatenate(again.means), np.concatenate(gmm.means), rtol=1e-5, atol=1e-5
+    )
+    write_tree(tmp_path / "tree", tree)
