@@ -224,3 +224,23 @@ def test_tree_from_monophone_alignments(toy_mono) -> None:
     # stats rows go to their pdfs; a's context questions separate some triphones of a
     pdfs = {tree.compute(list(ev[1:]), ev[0]) for ev in stats.events.tolist() if ev[2] == a}
     assert len(pdfs) > 3
+
+
+def test_tree_without_sets_and_roots_files(toy_mono, tmp_path: Path) -> None:
+    """A lang imported from Kaldi may lack phones/sets.int and roots.int: one root per phone."""
+    import shutil
+
+    from steps_py.gmm.make_tree import accumulate_tree_stats, alignment_transition_model, make_tree
+    from steps_py.gmm.topo import Lang
+
+    lang, utts, alis, model = toy_mono
+    shutil.copytree(lang.dir, tmp_path / "lang")
+    for name in ("sets.int", "roots.int"):
+        (tmp_path / "lang" / "phones" / name).unlink()
+    lang2 = Lang.load(tmp_path / "lang")
+    stats, _ = accumulate_tree_stats(
+        alignment_transition_model(model), utts, alis, lang2.silence_phones
+    )
+    tree, questions, info = make_tree(lang2, stats, 20, thresh=0.0, cluster_thresh=0.0, seed=0)
+    assert info["stub_leaves"] == len(lang2.topology().phones)
+    assert tree.num_pdfs == 20

@@ -94,3 +94,36 @@ def test_model_is_kaldi_final_mdl_with_tree(tri, tmp_path: Path) -> None:
         np.concatenate(again.means), np.concatenate(gmm.means), rtol=1e-5, atol=1e-5
     )
     write_tree(tmp_path / "tree", tree)
+
+
+def test_written_model_aligns_and_builds_its_graph(tri, tmp_path: Path) -> None:
+    from steps_py.decode.graph import main as graph_main
+    from steps_py.gmm.align import align_utterances
+
+    lang, utts, _, _, tree, tm, gmm, _, _ = tri
+    model_dir = tmp_path / "tri1"
+    model_dir.mkdir()
+    write_kaldi_model(model_dir / "final.mdl", to_kaldi_model(tm, gmm), binary=True)
+    write_tree(model_dir / "tree", tree)
+    alis, failed, _ = align_utterances(lang, model_dir, utts[:8], 2, AlignOptions())
+    assert len(alis) + len(failed) == 8 and len(alis) >= 7
+    for utt, ali in alis.items():
+        u = next(x for x in utts if x.utt == utt)
+        assert len(ali) == len(u.feats)
+        phones = [p for p, _, _ in split_to_phones(tm, ali)]
+        want = [lang.phones[p] for w in u.word_ids for p in _pron(lang, w)]
+        assert [p for p in phones if p not in lang.silence_phones] == want
+    assert (
+        graph_main(
+            ["--lang", str(lang.dir), "--model", str(model_dir), "--out", str(tmp_path / "graph")]
+        )
+        == 0
+    )
+    assert (tmp_path / "graph" / "num_pdfs").read_text().strip() == str(gmm.num_pdfs)
+
+
+def _pron(lang, word_id: int) -> list[str]:
+    from tests.toy_gmm import LEXICON
+
+    word = next(w for w, i in lang.words.items() if i == word_id)
+    return LEXICON[word]

@@ -32,9 +32,16 @@ import kaldi_hmm_gmm as khg
 import kaldifst
 
 from steps_py.cli import StepError, step_main
-from steps_py.decode.h_transducer import HBuildError, h_transducer, transition_weights, weight_fst
+from steps_py.decode.h_transducer import (
+    HBuildError,
+    group_ilabels,
+    h_transducer,
+    transition_weights,
+    weight_fst,
+)
 from steps_py.fileio import atomic_path, atomic_write_json, atomic_write_text, mark_done
 from steps_py.gmm.cd_model import find_cd_model, read_cd_model
+from steps_py.gmm.errors import GmmError
 from steps_py.gmm.model_io import ModelError, MonoModel, check_model_matches_lang, read_model
 from steps_py.gmm.topo import Lang, LangError
 from steps_py.kaldi.transition_model import TransitionModel as KaldiTransitionModel
@@ -154,9 +161,12 @@ def make_cd_hclg(
     (steps_py.decode.h_transducer), mkgraph.sh's weights composed on afterwards."""
     CLG, ilabels = make_clg(lang, tree.context_width, tree.central_position)
     try:
-        H, disambig_tids = h_transducer(ilabels, tree, tm)
-    except HBuildError as e:
+        new, hmm_info = group_ilabels(ilabels, tree, tm)
+        H, disambig_tids = h_transducer(hmm_info, tree, tm)
+    except (HBuildError, GmmError) as e:
         raise GraphBuildError(str(e)) from None
+    log.info("CLG: %d context-dependent labels, %d distinct HMMs", len(ilabels), len(hmm_info))
+    CLG = relabel_input(CLG, {j: int(k) for j, k in enumerate(new) if j and j != k})
     HCLGa = det_min_h_clg(H, CLG, disambig_tids)
     costs = transition_weights(tm, transition_scale, self_loop_scale, mkgraph=True)
     kaldifst.arcsort(HCLGa, sort_type="ilabel")

@@ -133,3 +133,40 @@ def weight_fst(costs: np.ndarray) -> kaldifst.StdVectorFst:
     fst = kaldifst.compile(s="\n".join(lines) + "\n", acceptor=False)
     kaldifst.arcsort(fst, sort_type="olabel")
     return fst
+
+
+def group_ilabels(
+    ilabel_info: list[list[int]], tree: ContextDependency, tm: TransitionModel
+) -> tuple[np.ndarray, list[list[int]]]:
+    """Merge the context-dependent labels that have the same HMM (phone and pdfs).
+
+    Returns (new label of every old label, the ilabel info of the new labels: one
+    representative window per HMM, then the disambiguation entries). Composing C with many
+    thousands of phone windows gives far fewer distinct HMMs, so H stays small (the
+    ilabel remapping of Kaldi's make-ilabel-transducer); the pdfs come from the tree for all
+    windows at once (``steps_py.gmm.build_tree.map_events``).
+    """
+    from steps_py.gmm.build_tree import map_events
+
+    real = [j for j, w in enumerate(ilabel_info) if len(w) == tree.context_width]
+    windows = np.array([ilabel_info[j] for j in real], dtype=np.int64).reshape(
+        -1, tree.context_width
+    )
+    phones = windows[:, tree.central_position]
+    n_classes = np.asarray(tm.topo.phone2num_pdf_classes())[phones]
+    keys = [phones]
+    for c in range(int(n_classes.max(initial=0))):
+        pdf = np.full(len(real), -1, dtype=np.int64)
+        has = np.nonzero(n_classes > c)[0]
+        events = np.concatenate([np.full((len(has), 1), c), windows[has]], axis=1)
+        pdf[has] = map_events(tree.to_pdf, events)
+        keys.append(pdf)
+    _, first, inverse = np.unique(np.stack(keys, 1), axis=0, return_index=True, return_inverse=True)
+    new = np.zeros(len(ilabel_info), dtype=np.int64)
+    new[real] = inverse.reshape(-1) + 1
+    info: list[list[int]] = [[]] + [list(ilabel_info[real[i]]) for i in first]
+    for j, w in enumerate(ilabel_info):
+        if w and len(w) != tree.context_width:  # disambiguation symbols keep their own labels
+            new[j] = len(info)
+            info.append(list(w))
+    return new, info

@@ -67,22 +67,28 @@ def stub_map(
 
 def map_rows(em: EventMap | None, stats: TreeStats, rows: np.ndarray | None = None) -> np.ndarray:
     """The leaf of every stats row under `em` (Kaldi's SplitStatsByMap); raises if one has none."""
-    rows = np.arange(len(stats)) if rows is None else rows
-    out = np.full(len(stats), -1, dtype=np.int64)
-    stack: list[tuple[EventMap | None, np.ndarray]] = [(em, rows)]
+    leaves = map_events(em, stats.events)
+    return leaves if rows is None else leaves[rows]
+
+
+def map_events(em: EventMap | None, events: np.ndarray) -> np.ndarray:
+    """The answer of `em` for every row of events[E, N + 1] (column 0 the pdf class, 1 + j
+    the phone at position j, ABSENT where missing); raises GmmError where there is none."""
+    out = np.full(len(events), -1, dtype=np.int64)
+    stack: list[tuple[EventMap | None, np.ndarray]] = [(em, np.arange(len(events)))]
     while stack:
         node, idx = stack.pop()
         if len(idx) == 0:
             continue
         if node is None:
             raise GmmError(
-                f"tree: no leaf for event {stats.events[idx[0]].tolist()} (pdf class, phones): "
+                f"tree: no leaf for event {events[idx[0]].tolist()} (pdf class, phones): "
                 "the roots file and the statistics do not match"
             )
         if isinstance(node, ConstantEventMap):
             out[idx] = node.answer
             continue
-        vals = stats.column(node.key)[idx]
+        vals = events[idx, node.key + 1]
         if (vals == ABSENT).any():
             stack.append((None, idx[vals == ABSENT]))
             continue
@@ -93,7 +99,7 @@ def map_rows(em: EventMap | None, stats: TreeStats, rows: np.ndarray | None = No
         else:
             yes = np.isin(vals, node.yes_set)
             stack += [(node.yes, idx[yes]), (node.no, idx[~yes])]
-    return out[rows]
+    return out
 
 
 def sum_by(labels: np.ndarray, n: int, stats: TreeStats, rows: np.ndarray) -> tuple:
@@ -109,6 +115,14 @@ def sum_by(labels: np.ndarray, n: int, stats: TreeStats, rows: np.ndarray) -> tu
     return count, x, x2
 
 
+def question_matrix(questions: list[list[int]], num_values: int) -> np.ndarray:
+    """[num questions, num_values] 0/1: question i contains value v (values >= num_values ignored)."""
+    q = np.zeros((len(questions), num_values))
+    for i, yes in enumerate(questions):
+        q[i, [v for v in yes if v < num_values]] = 1.0
+    return q
+
+
 def best_split_for_key(
     stats: TreeStats, rows: np.ndarray, key: int, questions: list[list[int]]
 ) -> tuple[float, list[int]]:
@@ -119,10 +133,21 @@ def best_split_for_key(
     if (vals == ABSENT).any():
         return 0.0, []  # key not always defined: cannot ask about it
     n = int(vals.max()) + 1
-    count, x, x2 = sum_by(vals.astype(np.int64), n, stats, rows)
-    q = np.zeros((len(questions), n))
-    for i, yes in enumerate(questions):
-        q[i, [v for v in yes if v < n]] = 1.0
+    return best_question(stats, rows, vals, question_matrix(questions, n), questions)
+
+
+def best_question(
+    stats: TreeStats, rows: np.ndarray, vals: np.ndarray, q: np.ndarray, questions: list
+) -> tuple[float, list[int]]:
+    """The best of the questions `q` (question_matrix, wide enough for `vals`)."""
+    present, local = np.unique(vals, return_inverse=True)
+    count, x, x2 = sum_by(local, len(present), stats, rows)
+    q = q[:, present]
+    yes_n = q.sum(1)
+    useful = np.nonzero((yes_n > 0) & (yes_n < len(present)))[0]  # others split nothing off
+    if len(useful) == 0:
+        return 0.0, []
+    q = q[useful]
     objf_yes = gauss_objf(q @ count, q @ x, q @ x2)
     objf_no = gauss_objf((1 - q) @ count, (1 - q) @ x, (1 - q) @ x2)
     unsplit = float(gauss_objf(count.sum(), x.sum(0), x2.sum(0)))
@@ -130,19 +155,34 @@ def best_split_for_key(
     i = int(np.argmax(gains))
     if gains[i] <= 0:
         return 0.0, []
-    return float(gains[i]), sorted(questions[i])
+    return float(gains[i]), sorted(questions[int(useful[i])])
+
+
+class QuestionSets:
+    """The questions per key with their question matrices (built once for all leaves)."""
+
+    def __init__(self, questions: dict[int, list[list[int]]], stats: TreeStats):
+        self.questions = questions
+        self.matrix = {
+            k: question_matrix(q, int(stats.column(k).max()) + 1) for k, q in questions.items()
+        }
 
 
 class Splitter:
     """One node of the growing tree (Kaldi's DecisionTreeSplitter)."""
 
-    def __init__(self, leaf: int, rows: np.ndarray, stats: TreeStats, qs: dict[int, list]):
+    def __init__(self, leaf: int, rows: np.ndarray, stats: TreeStats, qs: QuestionSets):
         self.leaf, self.rows, self.stats, self.qs = leaf, rows, stats, qs
         self.yes: Splitter | None = None
         self.no: Splitter | None = None
         self.best, self.key, self.yes_set = 0.0, 0, []
-        for key in sorted(qs):
-            gain, yes_set = best_split_for_key(stats, rows, key, qs[key])
+        if len(rows) <= 1:
+            return
+        for key in sorted(qs.questions):
+            vals = stats.column(key)[rows]
+            if (vals == ABSENT).any() or not qs.questions[key]:
+                continue
+            gain, yes_set = best_question(stats, rows, vals, qs.matrix[key], qs.questions[key])
             if gain > self.best:
                 self.best, self.key, self.yes_set = gain, key, yes_set
 
@@ -198,7 +238,10 @@ def split_tree(
 ) -> SplitResult:
     """Kaldi's SplitDecisionTree from the stub map."""
     leaf_of = map_rows(stub, stats)
-    builders = [Splitter(i, np.nonzero(leaf_of == i)[0], stats, qs) for i in range(num_stub_leaves)]
+    sets = QuestionSets(qs, stats)
+    builders = [
+        Splitter(i, np.nonzero(leaf_of == i)[0], stats, sets) for i in range(num_stub_leaves)
+    ]
     heap = [(-b.best, -i) for i, b in enumerate(builders)]
     heapq.heapify(heap)
     num_leaves, gain, smallest, count = num_stub_leaves, 0.0, 1.0e20, 0

@@ -29,7 +29,13 @@ from steps_py.gmm.errors import GmmError
 from steps_py.gmm.feats import open_mfcc
 from steps_py.gmm.jobs import Utterance
 from steps_py.gmm.model_io import ModelError
-from steps_py.gmm.questions import cluster_phones, compile_questions, read_int_lines, read_roots
+from steps_py.gmm.questions import (
+    Roots,
+    cluster_phones,
+    compile_questions,
+    read_int_lines,
+    read_roots,
+)
 from steps_py.gmm.topo import Lang, LangError
 from steps_py.gmm.tree_cluster import build_tree
 from steps_py.gmm.tree_stats import TreeStats, TreeStatsAccumulator
@@ -73,16 +79,24 @@ def make_tree(
 ) -> tuple[ContextDependency, list[list[int]], dict]:
     """Questions and tree from `stats` with the lang dir's sets, extra questions and roots."""
     phones_dir = lang.dir / "phones"
-    sets = read_int_lines(phones_dir / "sets.int")
+    topo = lang.topology()
+    if (phones_dir / "sets.int").is_file():
+        sets = read_int_lines(phones_dir / "sets.int")
+    else:  # a lang imported from Kaldi without phones/sets: one set per phone
+        log.warning("%s/sets.int not found: one phone set per phone", phones_dir)
+        sets = [[p] for p in topo.phones]
     extra = (
         read_int_lines(phones_dir / "extra_questions.int")
         if (phones_dir / "extra_questions.int").is_file()
         else []
     )
-    roots = read_roots(phones_dir / "roots.int")
+    if (phones_dir / "roots.int").is_file():
+        roots = read_roots(phones_dir / "roots.int")
+    else:  # as prepare_lang.sh writes it: every set its own shared, split root
+        log.warning("%s/roots.int not found: every phone set is a shared, split root", phones_dir)
+        roots = Roots(sets, [True] * len(sets), [True] * len(sets))
     auto = cluster_phones(stats, sets, seed=seed)
     questions = auto + extra
-    topo = lang.topology()
     num_pdf_classes = list(topo.get_phone_to_num_pdf_classes())
     compiled = compile_questions(questions, max(num_pdf_classes), stats.context_width)
     em, report = build_tree(

@@ -64,8 +64,17 @@ def read_roots(path: Path) -> Roots:
     return roots
 
 
-def _objf2(count: np.ndarray, x: np.ndarray, x2: np.ndarray) -> float:
-    return float(gauss_objf(count, x, x2).sum())
+def _move_gains(
+    a: np.ndarray, count: np.ndarray, x: np.ndarray, x2: np.ndarray, sums: tuple
+) -> np.ndarray:
+    """Objective change of moving each point alone to the other cluster."""
+    c, s, s2 = sums
+    k, o = a, 1 - a
+    before = gauss_objf(c[k], s[k], s2[k]) + gauss_objf(c[o], s[o], s2[o])
+    after = gauss_objf(c[k] - count, s[k] - x, s2[k] - x2) + gauss_objf(
+        c[o] + count, s[o] + x, s2[o] + x2
+    )
+    return after - before
 
 
 def two_means(
@@ -73,33 +82,30 @@ def two_means(
 ) -> tuple[np.ndarray, float]:
     """Best split of points (stats count[n], x[n, D], x2[n, D]) into two clusters.
 
-    Random initial assignment, then points move one at a time while that raises the
-    objective (Kaldi's ClusterKMeansOnce + RefineClusters). Returns (assignment 0/1,
-    objective improvement over one cluster).
+    Random initial assignment, then the point whose move to the other cluster raises the
+    objective most moves, while any does (Kaldi's ClusterKMeansOnce + RefineClusters; the
+    gains of all points are computed at once). Returns (assignment 0/1, improvement over
+    one cluster).
     """
     n = len(count)
-    total = _objf2(count.sum(keepdims=True), x.sum(0, keepdims=True), x2.sum(0, keepdims=True))
+    total = float(gauss_objf(count.sum(), x.sum(0), x2.sum(0)))
     best_a, best = np.zeros(n, dtype=np.int64), total
     for _ in range(tries):
         a = rng.integers(0, 2, n)
         a[rng.permutation(n)[:2]] = [0, 1]
-        c = np.stack([count[a == k].sum() for k in (0, 1)])
-        s = np.stack([x[a == k].sum(0) for k in (0, 1)])
-        s2 = np.stack([x2[a == k].sum(0) for k in (0, 1)])
-        for _ in range(100):
-            moved = False
-            for i in range(n):
-                k, o = a[i], 1 - a[i]
-                before = gauss_objf(c[[k, o]], s[[k, o]], s2[[k, o]]).sum()
-                nc = np.array([c[k] - count[i], c[o] + count[i]])
-                ns = np.stack([s[k] - x[i], s[o] + x[i]])
-                ns2 = np.stack([s2[k] - x2[i], s2[o] + x2[i]])
-                if gauss_objf(nc, ns, ns2).sum() > before + 1e-9 and (a == k).sum() > 1:
-                    c[[k, o]], s[[k, o]], s2[[k, o]] = nc, ns, ns2
-                    a[i] = o
-                    moved = True
-            if not moved:
+        c, s, s2 = (np.stack([v[a == k].sum(0) for k in (0, 1)]) for v in (count, x, x2))
+        for _ in range(10 * n):
+            gains = _move_gains(a, count, x, x2, (c, s, s2))
+            sizes = np.bincount(a, minlength=2)
+            gains[sizes[a] <= 1] = -np.inf  # never empty a cluster
+            i = int(np.argmax(gains))
+            if not gains[i] > 1e-9:
                 break
+            k, o = a[i], 1 - a[i]
+            for tot, v in ((c, count), (s, x), (s2, x2)):
+                tot[k] -= v[i]
+                tot[o] += v[i]
+            a[i] = o
         objf = float(gauss_objf(c, s, s2).sum())
         if objf > best:
             best, best_a = objf, a.copy()
