@@ -120,6 +120,8 @@ def test_written_model_aligns_and_builds_its_graph(tri, tmp_path: Path) -> None:
         == 0
     )
     assert (tmp_path / "graph" / "num_pdfs").read_text().strip() == str(gmm.num_pdfs)
+    written = [int(x) for x in (tmp_path / "graph" / "tid2pdf").read_text().split()]
+    assert written == tm.tid2pdf[1:].tolist()
 
 
 def _pron(lang, word_id: int) -> list[str]:

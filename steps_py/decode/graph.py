@@ -12,7 +12,12 @@ kaldi-hmm-gmm's get_h_transducer; HCLGa = min(rmsymbols(det(H o CLG))); HCLG = H
 with self-loops and transition probabilities (self-loop scale 0.1). Writes HCLG.fst
 (input labels: transition ids, for GMM decoding), HCLG_pdf.fst (input labels: pdf id + 1,
 for hybrid decoding with DecodableCtc over [T, num_pdfs] log-likelihoods), words.txt,
-phones.txt, num_pdfs, info.json (states/arcs) and .done.
+phones.txt, num_pdfs, tid2pdf (the pdf of transition id 1, 2, ..., one per line: a triphone
+graph's mapping cannot be derived from the topology alone), info.json (states/arcs) and .done.
+
+A context-dependent model (a Kaldi or project final.mdl beside a triphone tree, e.g. exp/tri1)
+gets C from kaldifst's compose_context, its context labels merged where they have the same
+HMM, and the project's H (steps_py.decode.h_transducer) with self-loops.
 
 kaldifst has no fstrmsymbols and no mutable arc access, so symbols are relabelled by
 composing with a one-state relabelling transducer (C++ composition, no Python loop over
@@ -230,8 +235,9 @@ def check_test_lang(lang: Lang) -> None:
 
 def build_graphs(
     lang_dir: Path, model_path: Path, self_loop_scale: float, transition_scale: float
-) -> tuple[kaldifst.StdVectorFst, kaldifst.StdVectorFst, str, int]:
-    """(HCLG, HCLG_pdf, topology text, number of pdfs) for a monophone or triphone model."""
+) -> tuple[kaldifst.StdVectorFst, kaldifst.StdVectorFst, str, int, list[int]]:
+    """(HCLG, HCLG_pdf, topology text, number of pdfs, pdf of every transition id 1..N)
+    for a monophone or a context-dependent (final.mdl + tree) model."""
     try:
         cd = find_cd_model(model_path)
     except ModelError as e:
@@ -240,7 +246,8 @@ def build_graphs(
         lang, model = load_graph_inputs(lang_dir, model_path)
         _, tree, tm, _ = model.build()
         HCLG, HCLG_pdf = make_hclg(lang, tm, tree, self_loop_scale, transition_scale)
-        return HCLG, HCLG_pdf, model.topo_text, model.gmm.num_pdfs
+        tid2pdf = list(tm.transition_id_to_pdf_array())[-tm.num_transition_ids :]
+        return HCLG, HCLG_pdf, model.topo_text, model.gmm.num_pdfs, [int(p) for p in tid2pdf]
     try:
         lang = Lang.load(lang_dir)
         kmodel, ctree = read_cd_model(*cd)
@@ -256,12 +263,12 @@ def build_graphs(
     check_test_lang(lang)
     tm = kmodel.transition_model
     HCLG, HCLG_pdf = make_cd_hclg(lang, tm, ctree, self_loop_scale, transition_scale)
-    return HCLG, HCLG_pdf, topo_text, kmodel.am.num_pdfs
+    return HCLG, HCLG_pdf, topo_text, kmodel.am.num_pdfs, tm.tid2pdf[1:].tolist()
 
 
 def run(args: argparse.Namespace) -> int:
     t0 = time.time()
-    HCLG, HCLG_pdf, topo_text, num_pdfs = build_graphs(
+    HCLG, HCLG_pdf, topo_text, num_pdfs, tid2pdf = build_graphs(
         args.lang, args.model, args.self_loop_scale, args.transition_scale
     )
     states, arcs = fst_size(HCLG)
@@ -278,6 +285,7 @@ def run(args: argparse.Namespace) -> int:
         shutil.copy(args.lang / "phones.txt", tmp / "phones.txt")
         atomic_write_text(tmp / "topo", topo_text)
         atomic_write_text(tmp / "num_pdfs", f"{num_pdfs}\n")
+        atomic_write_text(tmp / "tid2pdf", "".join(f"{p}\n" for p in tid2pdf))
         info = {
             "states": states,
             "arcs": arcs,

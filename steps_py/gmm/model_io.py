@@ -217,9 +217,10 @@ def read_kaldi_gmm(path: Path, tree_path: Path | None = None) -> MonoModel:
             tree = read_tree(tree_path)
             if not tree.is_monophone():
                 raise ModelError(
-                    f"{tree_path}: context width {tree.context_width}: only monophone Kaldi models can "
-                    "decode or align here (kaldi-hmm-gmm cannot build a triphone tree); their alignments "
-                    "can still train networks (steps_py.nnet.egs --ali-dir)"
+                    f"{tree_path}: context width {tree.context_width}: a context-dependent model; "
+                    "steps_py.gmm.align and steps_py.decode.graph take its dir (final.mdl + tree), "
+                    "GMM decoding takes monophone models only (kaldi-hmm-gmm cannot build a "
+                    "triphone tree); its alignments can train networks (steps_py.nnet.egs --ali-dir)"
                 )
             if tm.is_hmm() and TransitionModel.from_tree(tree, tm.topo).tuples != tm.tuples:
                 raise ModelError(
