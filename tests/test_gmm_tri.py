@@ -129,3 +129,16 @@ def _pron(lang, word_id: int) -> list[str]:
 
     word = next(w for w, i in lang.words.items() if i == word_id)
     return LEXICON[word]
+
+
+def test_gmm_scorer_reads_the_triphone_model(tri, tmp_path: Path) -> None:
+    from steps_py.decode.scorers import GmmScorer
+    from steps_py.gmm.accumulate import pdf_loglikes
+
+    lang, utts, _, _, tree, tm, gmm, _, _ = tri
+    write_kaldi_model(tmp_path / "final.mdl", to_kaldi_model(tm, gmm), binary=True)
+    write_tree(tmp_path / "tree", tree)
+    scorer = GmmScorer(tmp_path)
+    assert scorer.num_pdfs == gmm.num_pdfs
+    x = utts[0].feats
+    np.testing.assert_allclose(scorer.loglikes_of(x), pdf_loglikes(x, gmm), rtol=1e-4, atol=1e-2)

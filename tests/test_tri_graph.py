@@ -185,3 +185,21 @@ def test_graph_written_is_read_by_openfst(tri_graph, tmp_path: Path) -> None:
     HCLG.write(str(tmp_path / "HCLG.fst"))
     again = kaldifst.StdVectorFst.read(str(tmp_path / "HCLG.fst"))
     assert again.num_states == HCLG.num_states
+
+
+def test_context_labels_with_the_same_hmm_are_merged(tri_graph) -> None:
+    from steps_py.decode.h_transducer import group_ilabels
+
+    lang, tree, tm, _, _ = tri_graph
+    sil, a, b, c = (lang.phones[p] for p in ("SIL", "a", "b", "c"))
+    info = [[], [0], [a, sil, b], [-7], [b, sil, c], [0, a, b], [0, a, c], [c, sil, 0]]
+    new, merged = group_ilabels(info, tree, tm)
+    # silence has no context in this tree: its three windows are one HMM; a's two are two
+    assert new[0] == 0 and new[2] == new[4] == new[7]
+    assert len({new[2], new[5], new[6]}) == 3
+    assert merged[new[1]] == [0] and merged[new[3]] == [-7]
+    assert len(merged) == 1 + 3 + 2
+    for j in (2, 5, 6):
+        window = merged[new[j]]
+        assert window[1] == info[j][1]
+        assert all(tree.compute(window, k) == tree.compute(info[j], k) for k in range(3))

@@ -161,7 +161,9 @@ def group_ilabels(
         events = np.concatenate([np.full((len(has), 1), c), windows[has]], axis=1)
         pdf[has] = map_events(tree.to_pdf, events)
         keys.append(pdf)
-    _, first, inverse = np.unique(np.stack(keys, 1), axis=0, return_index=True, return_inverse=True)
+    _, first, inverse = np.unique(
+        _row_codes(np.stack(keys, 1)), return_index=True, return_inverse=True
+    )
     new = np.zeros(len(ilabel_info), dtype=np.int64)
     new[real] = inverse.reshape(-1) + 1
     info: list[list[int]] = [[]] + [list(ilabel_info[real[i]]) for i in first]
@@ -170,3 +172,20 @@ def group_ilabels(
             new[j] = len(info)
             info.append(list(w))
     return new, info
+
+
+def _row_codes(rows: np.ndarray) -> np.ndarray:
+    """One integer per row, equal exactly for equal rows (mixed radix when it fits in int64,
+    else the rows' bytes), so that np.unique need not sort whole rows."""
+    shifted = rows - rows.min(axis=0) if len(rows) else rows
+    radix = [int(m) + 1 for m in (shifted.max(axis=0) if len(rows) else [])]
+    if math.prod(radix) < 2**62:
+        code = np.zeros(len(rows), dtype=np.int64)
+        for col, r in zip(shifted.T, radix, strict=True):
+            code = code * r + col
+        return code
+    return (
+        np.ascontiguousarray(rows)
+        .view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1])))
+        .ravel()
+    )
