@@ -244,3 +244,21 @@ def test_tree_without_sets_and_roots_files(toy_mono, tmp_path: Path) -> None:
     tree, questions, info = make_tree(lang2, stats, 20, thresh=0.0, cluster_thresh=0.0, seed=0)
     assert info["stub_leaves"] == len(lang2.topology().phones)
     assert tree.num_pdfs == 20
+
+
+def test_alignments_of_another_model_are_refused(toy_mono, tmp_path: Path) -> None:
+    from steps_py.gmm.ali_io import write_int32_vectors
+    from steps_py.gmm.errors import GmmError
+    from steps_py.gmm.make_tree import alignment_transition_model, read_checked_alignments
+
+    _, _, alis, model = toy_mono
+    tm = alignment_transition_model(model)
+    write_int32_vectors(tmp_path / "ok", "ali", alis)
+    write_int32_vectors(tmp_path / "ok", "pdf", {u: tm.tid2pdf[a] for u, a in alis.items()})
+    assert set(read_checked_alignments(tmp_path / "ok", tm, model)) == set(alis)
+    write_int32_vectors(tmp_path / "bad", "ali", alis)
+    write_int32_vectors(tmp_path / "bad", "pdf", {u: tm.tid2pdf[a][::-1] for u, a in alis.items()})
+    with pytest.raises(GmmError, match="was not made with"):
+        read_checked_alignments(tmp_path / "bad", tm, model)
+    with pytest.raises(GmmError, match="ali.scp not found"):
+        read_checked_alignments(tmp_path / "none", tm, model)

@@ -21,9 +21,15 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from steps_py.cli import step_main
 from steps_py.fileio import atomic_write_json, atomic_write_text, mark_done
-from steps_py.gmm.ali_io import read_transition_alignments
+from steps_py.gmm.ali_io import (
+    AlignmentReadError,
+    read_pdf_alignments,
+    read_transition_alignments,
+)
 from steps_py.gmm.data import load_utterances
 from steps_py.gmm.errors import GmmError
 from steps_py.gmm.feats import open_mfcc
@@ -56,6 +62,27 @@ def alignment_transition_model(model_path: Path) -> TransitionModel:
     from steps_py.gmm.model_io import read_model
 
     return from_mono_model(read_model(p))[0].transition_model
+
+
+def read_checked_alignments(ali_dir: Path, tm: TransitionModel, model: Path) -> dict:
+    """Transition-id alignments of `ali_dir`, checked to come from the model `tm` (read from
+    `model`): their pdf.scp, where present, must be what `tm` maps them to."""
+    try:
+        alis = read_transition_alignments(ali_dir)
+        pdfs = read_pdf_alignments(ali_dir) if (Path(ali_dir) / "pdf.scp").is_file() else {}
+    except (FileNotFoundError, AlignmentReadError) as e:
+        raise GmmError(str(e)) from None
+    for utt in sorted(pdfs)[:20]:
+        ali = alis.get(utt)
+        if ali is None:
+            continue
+        tm.check_ids(ali, f"{ali_dir}: alignment of {utt}")
+        if not np.array_equal(tm.tid2pdf[ali], pdfs[utt]):
+            raise GmmError(
+                f"{ali_dir}: the alignment of {utt} was not made with {model} (its pdf.scp "
+                "differs from the model's pdfs); pass the model that aligned it (--ali-model/--model)"
+            )
+    return alis
 
 
 def accumulate_tree_stats(
@@ -138,8 +165,8 @@ def run(args: argparse.Namespace) -> None:
     t0 = time.time()
     lang = Lang.load(args.lang)
     utts, report = load_utterances(args.data, lang, open_mfcc(args.data))
-    alis = read_transition_alignments(args.ali)
     tm = alignment_transition_model(args.model)
+    alis = read_checked_alignments(args.ali, tm, args.model)
     stats, missing = accumulate_tree_stats(tm, utts, alis, lang.silence_phones)
     if len(stats) == 0:
         raise GmmError(f"no utterance of {args.data} has an alignment in {args.ali}")

@@ -28,12 +28,11 @@ import numpy as np
 from steps_py.cli import progress, step_main
 from steps_py.fileio import atomic_write_json, atomic_write_text, is_done, mark_done
 from steps_py.gmm.accumulate import UpdateConfig, split_gmms, update_gmm
-from steps_py.gmm.ali_io import read_transition_alignments
 from steps_py.gmm.data import load_utterances
 from steps_py.gmm.errors import GmmError
 from steps_py.gmm.feats import open_mfcc
 from steps_py.gmm.jobs import AlignOptions, JobPool, Utterance
-from steps_py.gmm.make_tree import alignment_transition_model
+from steps_py.gmm.make_tree import alignment_transition_model, read_checked_alignments
 from steps_py.gmm.make_tree import build_parser as tree_parser
 from steps_py.gmm.make_tree import run as run_make_tree
 from steps_py.gmm.model_io import GmmParams, ModelError
@@ -175,7 +174,8 @@ def run(args: argparse.Namespace) -> None:
     tree, stats = ensure_tree(args)
     lang = Lang.load(args.lang)
     utts, report = load_utterances(args.data, lang, open_mfcc(args.data))
-    mono_alis = read_transition_alignments(args.ali)
+    mono_tm = alignment_transition_model(args.ali_model)
+    mono_alis = read_checked_alignments(args.ali, mono_tm, args.ali_model)
     usable = [u for u in utts if u.utt in mono_alis and len(mono_alis[u.utt]) == len(u.feats)]
     log.info(
         "%d of %d utterances have monophone alignments; %s",
