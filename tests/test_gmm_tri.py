@@ -142,3 +142,15 @@ def test_gmm_scorer_reads_the_triphone_model(tri, tmp_path: Path) -> None:
     assert scorer.num_pdfs == gmm.num_pdfs
     x = utts[0].feats
     np.testing.assert_allclose(scorer.loglikes_of(x), pdf_loglikes(x, gmm), rtol=1e-4, atol=1e-2)
+
+
+def test_pdf_loglikes_of_a_subset_match_all_pdfs(tri) -> None:
+    from steps_py.gmm.accumulate import pdf_loglikes
+    from steps_py.gmm.tri_jobs import pdf_loglikes_subset
+
+    *_, gmm, _, _ = tri
+    x = np.random.default_rng(0).normal(size=(7, gmm.dim))
+    pdfs = np.array([3, 0, gmm.num_pdfs - 1])
+    np.testing.assert_allclose(
+        pdf_loglikes_subset(x, gmm, pdfs), pdf_loglikes(x, gmm)[:, pdfs], rtol=1e-5, atol=1e-3
+    )

@@ -49,13 +49,16 @@ def compile_train_graph(
 
 
 def pdf_loglikes_subset(x: np.ndarray, gmm: GmmParams, pdfs: np.ndarray) -> np.ndarray:
-    """[T, len(pdfs)] log-likelihoods of the listed pdfs."""
-    out = np.empty((x.shape[0], len(pdfs)), dtype=np.float64)
-    for k, j in enumerate(pdfs):
-        ll = component_loglikes(x, gmm.weights[j], gmm.means[j], gmm.variances[j])
-        mx = ll.max(axis=1)
-        out[:, k] = mx + np.log(np.exp(ll - mx[:, None]).sum(axis=1))
-    return out
+    """[T, len(pdfs)] log-likelihoods of the listed pdfs (all their Gaussians in one product)."""
+    w = np.concatenate([gmm.weights[j] for j in pdfs]).astype(np.float64)
+    mu = np.concatenate([gmm.means[j] for j in pdfs]).astype(np.float64)
+    var = np.concatenate([gmm.variances[j] for j in pdfs]).astype(np.float64)
+    comp = component_loglikes(x, w, mu, var)  # [T, G]
+    counts = np.array([len(gmm.weights[j]) for j in pdfs])
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    mx = np.maximum.reduceat(comp, starts, axis=1)
+    s = np.add.reduceat(np.exp(comp - np.repeat(mx, counts, axis=1)), starts, axis=1)
+    return mx + np.log(s)
 
 
 class TriJob:
