@@ -154,6 +154,11 @@ def test_built_tree_writes_and_reads_back_identical(tmp_path: Path) -> None:
         assert back == tree
         assert back.to_bytes(binary) == (tmp_path / "tree").read_bytes()
     assert tree.num_pdfs == rep.num_leaves
+    # Kaldi's own ContextDependency::Read (inside kaldi-hmm-gmm's draw_tree) reads it: one
+    # drawn leaf per CE node written
+    (tmp_path / "phones.txt").write_text("".join(f"p{i} {i}\n" for i in range(7)))
+    drawn = khg.draw_tree(str(tmp_path / "phones.txt"), str(tmp_path / "tree"))
+    assert drawn.count("doublecircle") == tree.to_bytes(False).split().count(b"CE")
     # every event maps to a pdf through the written tree, as map_rows says
     leaf = map_rows(em, stats)
     for row in (0, 17, len(stats) - 1):
