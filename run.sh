@@ -134,11 +134,12 @@ conf_file="$conf_dir/run.conf"
 # Keys a run.conf may set; docs/CONFIG.md explains each (tests/test_recipe_config.py keeps
 # the two lists equal). The *_opts arrays are indexed by model, sync or feature-kind name.
 conf_required=(lm_order gmm_opts gmm_decode_opts egs_types egs_opts train_runs train_opts ema_opts nnet_decode_opts)
-conf_optional=(align_opts launcher sync_opts ali_lang_test feat_opts lm_arpa lm_prune job_cmd)
+conf_optional=(align_opts tri_opts launcher sync_opts ali_lang_test feat_opts lm_arpa lm_prune job_cmd)
 models=(dnn lstm)                       # steps_py.nnet.egs --model-type
 syncs=(none ddp ma bmuf-cbm bmuf-nbm)   # steps_py.parallel.train --sync (SYNC_CHOICES of sync.py)
 declare -A egs_opts=() train_opts=() sync_opts=() feat_opts=()
 align_opts=""
+tri_opts=""
 launcher=torchrun
 lm_arpa=""; lm_prune=""
 job_cmd=""  # empty: train_cmd of <conf-dir>/cmd.sh (Kaldi's), else local
@@ -269,6 +270,7 @@ stage_on() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ] && cur_stage=$1
 # Option strings of the config, split on white space (no quoting inside them).
 read -r -a gmm_args <<< "$gmm_opts"
 read -r -a align_args <<< "$align_opts"
+read -r -a tri_args <<< "$tri_opts"
 read -r -a gmm_decode_args <<< "$gmm_decode_opts"
 read -r -a ema_args <<< "$ema_opts"
 read -r -a nnet_decode_args <<< "$nnet_decode_opts"
@@ -363,6 +365,16 @@ elif stage_on 4; then
       --nj "$nj" --cmd "$job_cmd" "${align_args[@]}" $force
   done
   python -m steps_py.decode.graph --lang "$data/lang_test" --model "$exp/mono" --out "$exp/mono/graph" $force
+  if [ -n "$tri_opts" ]; then
+    log "stage 4: triphone GMM-HMM tri1 (tree from the monophone alignments, deltas), alignments of train and dev, HCLG"
+    python -m steps_py.gmm.train_tri --data "$data/train" --lang "$data/lang" --ali "$exp/mono_ali/train" \
+      --ali-model "$exp/mono" --out "$exp/tri1" --nj "$nj" "${tri_args[@]}" $force
+    for s in train dev; do
+      python -m steps_py.gmm.align --data "$data/$s" --lang "$data/lang" --model "$exp/tri1" --out "$exp/tri1_ali/$s" \
+        --nj "$nj" "${align_args[@]}" $force
+    done
+    python -m steps_py.decode.graph --lang "$data/lang_test" --model "$exp/tri1" --out "$exp/tri1/graph" $force
+  fi
   if [ "$corpus" = digits ]; then
     log "stage 4 (digits): HCLG of Kaldi's final.mdl; frame agreement of the project's train alignments with Kaldi's"
     python -m steps_py.decode.graph --lang "$data/lang_test" --model "$corpus_dir/kaldi_exp_mono" \

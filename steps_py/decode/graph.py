@@ -12,7 +12,12 @@ kaldi-hmm-gmm's get_h_transducer; HCLGa = min(rmsymbols(det(H o CLG))); HCLG = H
 with self-loops and transition probabilities (self-loop scale 0.1). Writes HCLG.fst
 (input labels: transition ids, for GMM decoding), HCLG_pdf.fst (input labels: pdf id + 1,
 for hybrid decoding with DecodableCtc over [T, num_pdfs] log-likelihoods), words.txt,
-phones.txt, num_pdfs, info.json (states/arcs) and .done.
+phones.txt, num_pdfs, tid2pdf (the pdf of transition id 1, 2, ..., one per line: a triphone
+graph's mapping cannot be derived from the topology alone), info.json (states/arcs) and .done.
+
+A context-dependent model (a Kaldi or project final.mdl beside a triphone tree, e.g. exp/tri1)
+gets C from kaldifst's compose_context, its context labels merged where they have the same
+HMM, and the project's H (steps_py.decode.h_transducer) with self-loops.
 
 kaldifst has no fstrmsymbols and no mutable arc access, so symbols are relabelled by
 composing with a one-state relabelling transducer (C++ composition, no Python loop over
@@ -26,14 +31,26 @@ import logging
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import kaldi_hmm_gmm as khg
 import kaldifst
 
 from steps_py.cli import StepError, step_main
+from steps_py.decode.h_transducer import (
+    HBuildError,
+    group_ilabels,
+    h_transducer,
+    transition_weights,
+    weight_fst,
+)
 from steps_py.fileio import atomic_path, atomic_write_json, atomic_write_text, mark_done
+from steps_py.gmm.cd_model import find_cd_model, read_cd_model
+from steps_py.gmm.errors import GmmError
 from steps_py.gmm.model_io import ModelError, MonoModel, check_model_matches_lang, read_model
 from steps_py.gmm.topo import Lang, LangError
+from steps_py.kaldi.transition_model import TransitionModel as KaldiTransitionModel
+from steps_py.kaldi.tree import ContextDependency
 
 log = logging.getLogger("mkgraph")
 
@@ -69,14 +86,8 @@ def fst_size(fst: kaldifst.StdVectorFst) -> tuple[int, int]:
     return fst.num_states, n_arcs
 
 
-def make_hclg(
-    lang: Lang,
-    tm: khg.TransitionModel,
-    tree: khg.ContextDependency,
-    self_loop_scale: float = 0.1,
-    transition_scale: float = 1.0,
-) -> tuple[kaldifst.StdVectorFst, kaldifst.StdVectorFst]:
-    """Return (HCLG with transition-id input labels, the same graph with pdf-id + 1 labels)."""
+def make_lg(lang: Lang) -> kaldifst.StdVectorFst:
+    """LG = min(det(L_disambig o G)) in the log semiring."""
     L = lang.read_fst("L_disambig.fst")
     G = lang.read_fst("G.fst")
     kaldifst.arcsort(L, sort_type="olabel")
@@ -90,30 +101,86 @@ def make_hclg(
         log.warning("determinize_star(LG) stopped early; the graph is only partly determinized")
     kaldifst.minimize_encoded(LG)
     log.info("LG: %d states, %d arcs", *fst_size(LG))
+    return LG
+
+
+def make_clg(
+    lang: Lang, context_width: int, central_position: int
+) -> tuple[kaldifst.StdVectorFst, list[list[int]]]:
+    """CLG (Kaldi's ComposeContext with LG) and its ilabel info, arc-sorted on input."""
     CLG, ilabels = kaldifst.compose_context(
         disambig_syms=lang.disambig_phones,
-        context_width=tree.context_width,
-        central_position=tree.central_position,
-        ifst=LG,
+        context_width=context_width,
+        central_position=central_position,
+        ifst=make_lg(lang),
     )
     kaldifst.arcsort(CLG, sort_type="ilabel")
+    return CLG, ilabels
+
+
+def det_min_h_clg(
+    H: kaldifst.StdVectorFst, CLG: kaldifst.StdVectorFst, disambig_tids: list[int]
+) -> kaldifst.StdVectorFst:
+    """HCLGa = min(rmsymbols(det(H o CLG))), the disambiguation transition ids removed."""
+    kaldifst.arcsort(H, sort_type="olabel")
+    HCLGa = kaldifst.compose(H, CLG, connect=True)
+    kaldifst.determinize_star(HCLGa, use_log=True)
+    HCLGa = relabel_input(HCLGa, {t: 0 for t in disambig_tids})
+    kaldifst.minimize_encoded(HCLGa)
+    return HCLGa
+
+
+def make_hclg(
+    lang: Lang,
+    tm: khg.TransitionModel,
+    tree: khg.ContextDependency,
+    self_loop_scale: float = 0.1,
+    transition_scale: float = 1.0,
+) -> tuple[kaldifst.StdVectorFst, kaldifst.StdVectorFst]:
+    """Return (HCLG with transition-id input labels, the same graph with pdf-id + 1 labels)."""
+    CLG, ilabels = make_clg(lang, tree.context_width, tree.central_position)
     H, disambig_tids = khg.get_h_transducer(
         ilabel_info=ilabels,
         ctx_dep=tree,
         trans_model=tm,
         config=khg.HTransducerConfig(transition_scale=transition_scale),
     )
-    kaldifst.arcsort(H, sort_type="olabel")
-    HCLGa = kaldifst.compose(H, CLG, connect=True)
-    kaldifst.determinize_star(HCLGa, use_log=True)
-    HCLGa = relabel_input(HCLGa, {t: 0 for t in disambig_tids})
-    kaldifst.minimize_encoded(HCLGa)
+    HCLGa = det_min_h_clg(H, CLG, disambig_tids)
     HCLG = khg.add_self_loops(
         self_loop_scale=self_loop_scale, disambig_syms=[], reorder=True, trans_model=tm, ifst=HCLGa
     )
     kaldifst.arcsort(HCLG, sort_type="ilabel")
     tid2pdf = tm.transition_id_to_pdf_array()
     HCLG_pdf = relabel_input(HCLG, {t: tid2pdf[t] + 1 for t in range(1, tm.num_transition_ids + 1)})
+    return HCLG, HCLG_pdf
+
+
+def make_cd_hclg(
+    lang: Lang,
+    tm: KaldiTransitionModel,
+    tree: ContextDependency,
+    self_loop_scale: float = 0.1,
+    transition_scale: float = 1.0,
+) -> tuple[kaldifst.StdVectorFst, kaldifst.StdVectorFst]:
+    """HCLG of a context-dependent (e.g. triphone) model: the project's H with self-loops
+    (steps_py.decode.h_transducer), mkgraph.sh's weights composed on afterwards."""
+    CLG, ilabels = make_clg(lang, tree.context_width, tree.central_position)
+    try:
+        new, hmm_info = group_ilabels(ilabels, tree, tm)
+        H, disambig_tids = h_transducer(hmm_info, tree, tm)
+    except (HBuildError, GmmError) as e:
+        raise GraphBuildError(str(e)) from None
+    log.info("CLG: %d context-dependent labels, %d distinct HMMs", len(ilabels), len(hmm_info))
+    CLG = relabel_input(CLG, {j: int(k) for j, k in enumerate(new) if j and j != k})
+    HCLGa = det_min_h_clg(H, CLG, disambig_tids)
+    costs = transition_weights(tm, transition_scale, self_loop_scale, mkgraph=True)
+    kaldifst.arcsort(HCLGa, sort_type="ilabel")
+    HCLG = kaldifst.compose(weight_fst(costs), HCLGa, connect=True)
+    kaldifst.arcsort(HCLG, sort_type="ilabel")
+    tid2pdf = tm.tid2pdf
+    HCLG_pdf = relabel_input(
+        HCLG, {t: int(tid2pdf[t]) + 1 for t in range(1, tm.num_transition_ids + 1)}
+    )
     return HCLG, HCLG_pdf
 
 
@@ -153,20 +220,57 @@ def load_graph_inputs(lang_dir: Path, model_path: Path) -> tuple[Lang, MonoModel
         check_model_matches_lang(model, lang.phones, str(lang.dir), model_dir / "phones.txt")
     except (ModelError, LangError) as e:
         raise GraphBuildError(str(e)) from None
+    check_test_lang(lang)
+    return lang, model
+
+
+def check_test_lang(lang: Lang) -> None:
     for name in ("L_disambig.fst", "G.fst"):
         if not (lang.dir / name).is_file():
             raise GraphBuildError(
                 f"{lang.dir}/{name} not found: --lang must be a lang dir with G.fst "
                 "(python -m steps_py.lang.lm, or steps_py.kaldi.lang_import for a Kaldi lang)"
             )
-    return lang, model
+
+
+def build_graphs(
+    lang_dir: Path, model_path: Path, self_loop_scale: float, transition_scale: float
+) -> tuple[kaldifst.StdVectorFst, kaldifst.StdVectorFst, str, int, list[int]]:
+    """(HCLG, HCLG_pdf, topology text, number of pdfs, pdf of every transition id 1..N)
+    for a monophone or a context-dependent (final.mdl + tree) model."""
+    try:
+        cd = find_cd_model(model_path)
+    except ModelError as e:
+        raise GraphBuildError(str(e)) from None
+    if cd is None:
+        lang, model = load_graph_inputs(lang_dir, model_path)
+        _, tree, tm, _ = model.build()
+        HCLG, HCLG_pdf = make_hclg(lang, tm, tree, self_loop_scale, transition_scale)
+        tid2pdf = list(tm.transition_id_to_pdf_array())[-tm.num_transition_ids :]
+        return HCLG, HCLG_pdf, model.topo_text, model.gmm.num_pdfs, [int(p) for p in tid2pdf]
+    try:
+        lang = Lang.load(lang_dir)
+        kmodel, ctree = read_cd_model(*cd)
+        topo_text = kmodel.transition_model.topo.to_text()
+        check_model_matches_lang(
+            SimpleNamespace(topo_text=topo_text),
+            lang.phones,
+            str(lang.dir),
+            cd[0].parent / "phones.txt",
+        )
+    except (ModelError, LangError) as e:
+        raise GraphBuildError(str(e)) from None
+    check_test_lang(lang)
+    tm = kmodel.transition_model
+    HCLG, HCLG_pdf = make_cd_hclg(lang, tm, ctree, self_loop_scale, transition_scale)
+    return HCLG, HCLG_pdf, topo_text, kmodel.am.num_pdfs, tm.tid2pdf[1:].tolist()
 
 
 def run(args: argparse.Namespace) -> int:
     t0 = time.time()
-    lang, model = load_graph_inputs(args.lang, args.model)
-    _, tree, tm, _ = model.build()
-    HCLG, HCLG_pdf = make_hclg(lang, tm, tree, args.self_loop_scale, args.transition_scale)
+    HCLG, HCLG_pdf, topo_text, num_pdfs, tid2pdf = build_graphs(
+        args.lang, args.model, args.self_loop_scale, args.transition_scale
+    )
     states, arcs = fst_size(HCLG)
     if arcs == 0:
         raise GraphBuildError(
@@ -177,14 +281,15 @@ def run(args: argparse.Namespace) -> int:
         tmp.mkdir(parents=True)
         HCLG.write(str(tmp / "HCLG.fst"))
         HCLG_pdf.write(str(tmp / "HCLG_pdf.fst"))
-        shutil.copy(lang.dir / "words.txt", tmp / "words.txt")
-        shutil.copy(lang.dir / "phones.txt", tmp / "phones.txt")
-        atomic_write_text(tmp / "topo", model.topo_text)
-        atomic_write_text(tmp / "num_pdfs", f"{model.gmm.num_pdfs}\n")
+        shutil.copy(args.lang / "words.txt", tmp / "words.txt")
+        shutil.copy(args.lang / "phones.txt", tmp / "phones.txt")
+        atomic_write_text(tmp / "topo", topo_text)
+        atomic_write_text(tmp / "num_pdfs", f"{num_pdfs}\n")
+        atomic_write_text(tmp / "tid2pdf", "".join(f"{p}\n" for p in tid2pdf))
         info = {
             "states": states,
             "arcs": arcs,
-            "num_pdfs": model.gmm.num_pdfs,
+            "num_pdfs": num_pdfs,
             "self_loop_scale": args.self_loop_scale,
             "model": str(args.model),
             "lang": str(args.lang),

@@ -1,10 +1,11 @@
 """Acoustic scorers: an utterance id in, unscaled pdf log-likelihoods [T, num_pdfs] out.
 
-* ``GmmScorer``: a monophone GMM (``exp/mono``: final.npz) on MFCC + deltas with per-speaker
+* ``GmmScorer``: a GMM (``exp/mono``: final.npz; or a triphone ``final.mdl`` + ``tree`` dir
+  such as ``exp/tri1``) on MFCC + deltas with per-speaker
   CMVN (as it was trained); the diagonal-Gaussian log-likelihoods of all pdfs are computed
   at once with numpy (one matrix product per utterance, then a log-sum-exp per pdf), which
   lets GMM decoding use the same search as the networks.
-* ``NnetScorer``: a hybrid network (``.safetensors`` from stage 6) on CMVN-normalised fbank:
+* ``NnetScorer``: a hybrid network (``.safetensors`` from ``steps_py.parallel.train``) on CMVN-normalised fbank:
   log posteriors minus the log priors stored with the model ("scaled likelihoods").
 
 ``model_kind(path)`` tells them apart: a ``.safetensors`` file is a network, a dir holding
@@ -33,9 +34,21 @@ def model_kind(path: Path) -> str:
         if is_kaldi_model_file(p):
             return "gmm"
     raise DecodeError(
-        f"model {p}: neither a network (.safetensors from stage 7) nor a GMM (a dir with "
-        "final.npz from stage 4, or a Kaldi final.mdl / exp dir holding one); fix --model"
+        f"model {p}: neither a network (.safetensors from steps_py.parallel.train) nor a GMM (a dir with "
+        "final.npz from steps_py.gmm.train_mono, or a final.mdl / exp dir holding one); fix --model"
     )
+
+
+def load_gmm_params(path: Path):  # -> steps_py.gmm.model_io.GmmParams
+    """The GMM of a monophone model (read_model) or of a triphone final.mdl + tree dir."""
+    from steps_py.gmm.cd_model import find_cd_model, read_cd_model
+    from steps_py.gmm.model_io import read_model
+    from steps_py.gmm.tri_init import from_kaldi_model
+
+    cd = find_cd_model(path)
+    if cd is not None:
+        return from_kaldi_model(read_cd_model(*cd)[0])
+    return read_model(path).gmm
 
 
 class GmmScorer:
@@ -44,13 +57,11 @@ class GmmScorer:
     feature_kind = "mfcc"
 
     def __init__(self, model: Path) -> None:
-        from steps_py.gmm.model_io import read_model
-
         try:
-            gmm = read_model(Path(model)).gmm
+            gmm = load_gmm_params(Path(model))
         except (ValueError, OSError, KeyError) as e:
             raise DecodeError(
-                f"GMM {model}: cannot load ({e}); train it first (stage 4) or fix --model"
+                f"GMM {model}: cannot load ({e}); train it first (steps_py.gmm.train_mono or .train_tri) or fix --model"
             ) from None
         self.num_pdfs = gmm.num_pdfs
         self.dim = gmm.dim
@@ -104,7 +115,7 @@ class NnetScorer:
 
         if not Path(model).is_file():
             raise DecodeError(
-                f"model {model} does not exist; train it first (stage 6) or fix --model"
+                f"model {model} does not exist; train it first (steps_py.parallel.train) or fix --model"
             )
         try:
             self.model, self.cfg, log_priors = load_acoustic_model(model, priors=priors)

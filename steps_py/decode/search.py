@@ -77,15 +77,31 @@ class Timing:
 
 
 def transition_to_pdf(graph_dir: Path, num_pdfs: int) -> np.ndarray:
-    """pdf id of each transition id 1..N (index tid - 1), from the graph dir's topology."""
-    topo = read_topology((Path(graph_dir) / "topo").read_text(encoding="utf-8"))
-    tm = khg.TransitionModel(ctx_dep=monophone_tree(topo), hmm_topo=topo)
-    if tm.num_pdfs != num_pdfs:
+    """pdf id of each transition id 1..N (index tid - 1): the graph dir's ``tid2pdf`` (written
+    by ``steps_py.decode.graph``, needed for a triphone graph), or for an older monophone graph
+    dir without it, derived from its topology."""
+    graph_dir = Path(graph_dir)
+    listed = graph_dir / "tid2pdf"
+    if listed.is_file():
+        try:
+            tid2pdf = np.loadtxt(listed, dtype=np.int64, ndmin=1)
+        except ValueError:
+            raise GraphError(
+                f"{listed} is not one integer per line; rebuild the graph "
+                "(python -m steps_py.decode.graph --force)"
+            ) from None
+        found = int(tid2pdf.max()) + 1 if tid2pdf.size else 0
+    else:
+        topo = read_topology((graph_dir / "topo").read_text(encoding="utf-8"))
+        tm = khg.TransitionModel(ctx_dep=monophone_tree(topo), hmm_topo=topo)
+        tid2pdf = np.asarray(tm.transition_id_to_pdf_array(), dtype=np.int64)[1:]
+        found, listed = tm.num_pdfs, graph_dir / "topo"
+    if found != num_pdfs or (tid2pdf.size and tid2pdf.min() < 0):
         raise GraphError(
-            f"{graph_dir}/topo gives {tm.num_pdfs} pdfs but {graph_dir}/num_pdfs says "
-            f"{num_pdfs}; rebuild the graph (python -m steps_py.decode.graph --force)"
+            f"{listed} gives {found} pdfs but {graph_dir}/num_pdfs says {num_pdfs}; rebuild "
+            "the graph (python -m steps_py.decode.graph --force)"
         )
-    return np.asarray(tm.transition_id_to_pdf_array(), dtype=np.int64)[1:]
+    return tid2pdf
 
 
 class Search:

@@ -10,6 +10,7 @@ per feature frame; <out>/report.txt (success rate, every utterance not aligned a
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import time
 from pathlib import Path
@@ -19,12 +20,17 @@ import numpy as np
 from steps_py.cli import step_main
 from steps_py.fileio import atomic_write_text, mark_done
 from steps_py.gmm.ali_io import write_int32_vectors
+from steps_py.gmm.cd_model import find_cd_model, read_cd_model
 from steps_py.gmm.data import load_utterances
 from steps_py.gmm.errors import GmmError
 from steps_py.gmm.feats import open_mfcc
 from steps_py.gmm.jobs import AlignOptions, Job, JobPool, Utterance
 from steps_py.gmm.model_io import ModelError, read_model
 from steps_py.gmm.topo import Lang, LangError
+from steps_py.gmm.tri_init import from_kaldi_model
+from steps_py.gmm.tri_jobs import TriJob
+from steps_py.kaldi.model_file import KaldiGmmModel
+from steps_py.kaldi.tree import ContextDependency
 from steps_py.runner import LocalRunner, Runner, parse_cmd, run_python_jobs
 
 log = logging.getLogger("align")
@@ -51,8 +57,12 @@ def align_utterances(
 ) -> tuple[dict[str, np.ndarray], dict[str, str], int]:
     """Returns (transition-id alignments, failed utt -> reason, number retried).
 
-    With `out`, the `nj` jobs run through `runner` (default local), job j logging to
-    `<out>/log/align.<j>.log` as Kaldi's align_si.sh; without, in worker processes."""
+    With `out`, the `nj` jobs of a monophone model run through `runner` (default local), job j
+    logging to `<out>/log/align.<j>.log` as Kaldi's align_si.sh; without (and for a triphone
+    model, final.mdl + tree), in worker processes."""
+    cd = find_cd_model(model_path)
+    if cd is not None:
+        return align_cd(lang, *read_cd_model(*cd), utts, nj, opts)
     alis: dict[str, np.ndarray] = {}
     failed: dict[str, str] = {}
     retried = 0
@@ -71,6 +81,41 @@ def align_utterances(
         failed.update(f)
         retried += r
     return alis, failed, retried
+
+
+def align_cd(
+    lang: Lang,
+    model: KaldiGmmModel,
+    tree: ContextDependency,
+    utts: list[Utterance],
+    nj: int,
+    opts: AlignOptions,
+) -> tuple[dict[str, np.ndarray], dict[str, str], int]:
+    """Align with a context-dependent (triphone) model: final.mdl + tree."""
+    tm = model.transition_model
+    gmm = from_kaldi_model(model)
+    factory = functools.partial(TriJob, tree=tree, tm=tm, alis={})
+    alis: dict[str, np.ndarray] = {}
+    failed: dict[str, str] = {}
+    retried = 0
+    with JobPool(str(lang.dir), utts, nj, factory) as pool:
+        for f, r in pool.call("realign", gmm, tm.log_probs, opts):
+            failed.update({u: "alignment-failed: no path within the retry beam" for u in f})
+            retried += r
+        for a in pool.call("alignments"):
+            alis.update(a)
+    return alis, failed, retried
+
+
+def model_tid2pdf(model_path: Path) -> tuple[np.ndarray, int]:
+    """(transition id -> pdf, number of pdfs) of a monophone or triphone model."""
+    cd = find_cd_model(model_path)
+    if cd is not None:
+        model, _ = read_cd_model(*cd)
+        return model.transition_model.tid2pdf, model.am.num_pdfs
+    mono = read_model(model_path)
+    _, _, tm, _ = mono.build()
+    return np.asarray(tm.transition_id_to_pdf_array(), dtype=np.int32), mono.gmm.num_pdfs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         type=Path,
         default=Path("exp/mono"),
-        help="model dir (final.npz) or npz file (default %(default)s)",
+        help="model dir (final.npz, or final.mdl + tree of a triphone model) or model file (default %(default)s)",
     )
     ap.add_argument(
         "--out",
@@ -138,12 +183,10 @@ def run(args: argparse.Namespace) -> None:
     alis, failed, retried = align_utterances(
         lang, args.model, utts, args.nj, opts, runner, args.out
     )
-    model = read_model(args.model)
-    _, _, tm, _ = model.build()
-    tid2pdf = np.asarray(tm.transition_id_to_pdf_array(), dtype=np.int32)
+    tid2pdf, num_pdfs = model_tid2pdf(args.model)
     write_int32_vectors(args.out, "ali", alis)
     write_int32_vectors(args.out, "pdf", {u: tid2pdf[a] for u, a in alis.items()})
-    atomic_write_text(args.out.parent / "num_pdfs", f"{model.gmm.num_pdfs}\n")
+    atomic_write_text(args.out.parent / "num_pdfs", f"{num_pdfs}\n")
     total = len(utts) + len(report.skipped)
     rate = 100.0 * len(alis) / max(1, total)
     not_aligned = {**report.skipped, **failed}

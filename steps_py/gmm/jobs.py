@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing as mp
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -60,7 +61,7 @@ class PassResult:
 class Job:
     """One share of the data with its graphs and alignments."""
 
-    def __init__(self, lang_dir: str, utts: list[Utterance]):
+    def __init__(self, lang_dir: str, utts: list[Utterance]) -> None:
         self.lang = Lang.load(lang_dir)
         self.compiler = GraphCompiler(self.lang)
         self.utts = utts
@@ -167,9 +168,12 @@ def _tid2pdf(tm: khg.TransitionModel) -> np.ndarray:
     return np.concatenate([[0], arr]).astype(np.int32)
 
 
-def _serve(conn: Connection, lang_dir: str, utts: list[Utterance]) -> None:
+JobFactory = Callable[[str, list[Utterance]], Any]
+
+
+def _serve(conn: Connection, factory: JobFactory, lang_dir: str, utts: list[Utterance]) -> None:
     try:
-        job = Job(lang_dir, utts)
+        job = factory(lang_dir, utts)
         conn.send(("ready", None))
         while True:
             msg, args = conn.recv()
@@ -181,20 +185,27 @@ def _serve(conn: Connection, lang_dir: str, utts: list[Utterance]) -> None:
 
 
 class JobPool:
-    """`nj` jobs over a fixed split of `utts`; `call(method, *args)` runs it on every job."""
+    """`nj` jobs over a fixed split of `utts`; `call(method, *args)` runs it on every job.
 
-    def __init__(self, lang_dir: str, utts: list[Utterance], nj: int):
+    `factory(lang_dir, share)` makes a job (default: the monophone `Job`); the triphone
+    trainer passes its own (steps_py.gmm.tri_jobs).
+    """
+
+    def __init__(
+        self, lang_dir: str, utts: list[Utterance], nj: int, factory: JobFactory | None = None
+    ):
+        factory = factory or Job
         self.nj = max(1, min(nj, len(utts)))
         shares = [utts[i :: self.nj] for i in range(self.nj)]
         self.local: Job | None = None
         self.procs: list[tuple[Any, Connection]] = []
         if self.nj == 1:
-            self.local = Job(lang_dir, shares[0])
+            self.local = factory(lang_dir, shares[0])
             return
         ctx = mp.get_context("fork")
         for share in shares:
             parent, child = ctx.Pipe()
-            p = ctx.Process(target=_serve, args=(child, lang_dir, share), daemon=True)
+            p = ctx.Process(target=_serve, args=(child, factory, lang_dir, share), daemon=True)
             p.start()
             self.procs.append((p, parent))
         for _, conn in self.procs:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import kaldi_hmm_gmm as khg
 import numpy as np
@@ -216,9 +217,10 @@ def read_kaldi_gmm(path: Path, tree_path: Path | None = None) -> MonoModel:
             tree = read_tree(tree_path)
             if not tree.is_monophone():
                 raise ModelError(
-                    f"{tree_path}: context width {tree.context_width}: only monophone Kaldi models can "
-                    "decode or align here (kaldi-hmm-gmm cannot build a triphone tree); their alignments "
-                    "can still train networks (steps_py.nnet.egs --ali-dir)"
+                    f"{tree_path}: context width {tree.context_width}: a context-dependent model; "
+                    "steps_py.gmm.align and steps_py.decode.graph take its dir (final.mdl + tree), "
+                    "GMM decoding takes monophone models only (kaldi-hmm-gmm cannot build a "
+                    "triphone tree); its alignments can train networks (steps_py.nnet.egs --ali-dir)"
                 )
             if tm.is_hmm() and TransitionModel.from_tree(tree, tm.topo).tuples != tm.tuples:
                 raise ModelError(
@@ -241,8 +243,12 @@ def read_kaldi_gmm(path: Path, tree_path: Path | None = None) -> MonoModel:
     return mono
 
 
+class HasTopology(Protocol):
+    topo_text: str
+
+
 def check_model_matches_lang(
-    model: MonoModel, phones: dict[str, int], where: str, model_phones_txt: Path | None = None
+    model: HasTopology, phones: dict[str, int], where: str, model_phones_txt: Path | None = None
 ) -> None:
     """Every phone of the model's topology must be a phone of the lang (`phones`: phones.txt).
 

@@ -1,0 +1,191 @@
+"""H for context-dependent models (Kaldi's GetHTransducer, ``src/hmm/hmm-utils.cc``), and
+the transition weights (AddTransitionProbs / AddSelfLoops) as a one-state weight FST.
+
+``h_transducer(ilabel_info, tree, tm)`` maps transition ids to the context-dependent
+labels of C: for every ilabel (a phone window) the HMM of its central phone with the
+pdfs the tree gives that window, entered from and returning to one start/final state; the
+window's label is output on the first arc. Disambiguation ilabels (``[-d]``, and ``[0]``
+for ``#-1``) become loops with new ids above the transition ids, returned so the caller
+can remove them after determinization, as mkgraph.sh does.
+
+Unlike Kaldi's H, this one carries the HMM self-loops (not reordered) and no weights:
+kaldi-hmm-gmm's ``add_self_loops`` and ``add_transition_probs`` need its own
+TransitionModel, which it can build only for monophone trees. The weights come from
+composing with ``transition_weight_fst``, which gives every transition id the weight
+mkgraph.sh gives it (``-log p`` scaled by 1 for forward transitions after removing the
+self-loop mass, and the self-loop scale for self-loops and the remaining mass) or the
+alignment weight of gmm-align-compiled (``mkgraph=False``: ``-scale * log p``).
+Works with the project's ``steps_py.kaldi`` TransitionModel and ContextDependency, so
+Kaldi triphone models and the project's own are handled alike.
+"""
+
+from __future__ import annotations
+
+import math
+
+import kaldifst
+import numpy as np
+
+from steps_py.kaldi.transition_model import TransitionModel
+from steps_py.kaldi.tree import ContextDependency
+
+
+class HBuildError(ValueError):
+    """The tree cannot give a pdf for a phone window the graph needs."""
+
+
+def _phone_tids(
+    window: list[int], tree: ContextDependency, tm: TransitionModel, state_of: dict
+) -> list[list[tuple[int, int]]]:
+    """For each emitting HMM state of the window's central phone: [(destination, tid)]."""
+    phone = window[tree.central_position]
+    entry = tm.topo.entry_for_phone(phone)
+    out = []
+    for j, hs in enumerate(entry[:-1]):
+        fwd = tree.compute(window, hs.forward_pdf_class)
+        loop = tree.compute(window, hs.self_loop_pdf_class)
+        ts = state_of.get((phone, j, fwd, loop))
+        if ts is None:
+            raise HBuildError(
+                f"no transition state for phone window {window}, HMM state {j} (pdfs {fwd}, {loop}): "
+                "the tree and the transition model do not belong together"
+            )
+        first = int(tm.state2id[ts])
+        out.append([(dst, first + k) for k, (dst, _) in enumerate(hs.transitions)])
+    return out
+
+
+def h_transducer(
+    ilabel_info: list[list[int]],
+    tree: ContextDependency,
+    tm: TransitionModel,
+    compact: bool = False,
+) -> tuple[kaldifst.StdVectorFst, list[int]]:
+    """(H with self-loops and no weights, disambiguation transition ids).
+
+    With `compact` the input labels are 1..K instead, and the second value lists the K
+    transition ids they stand for (label k is tids[k - 1]); disambiguation ilabels are not
+    allowed then (training graphs have none).
+    """
+    state_of = {tuple(t): s for s, t in enumerate(tm.tuples, 1)}
+    arcs: list[tuple[int, int, int, int]] = []
+    disambig: list[int] = []
+    num_states = 1
+    for label, window in enumerate(ilabel_info):
+        if not window:
+            continue
+        if len(window) == 1 and window[0] <= 0:
+            if compact:
+                raise HBuildError(f"disambiguation ilabel {window} in a compact H")
+            tid = tm.num_transition_ids + 1 + len(disambig)
+            disambig.append(tid)
+            arcs.append((0, 0, tid, label))
+            continue
+        hmm = _phone_tids(window, tree, tm, state_of)
+        final = len(hmm)
+        base = num_states  # H state of HMM state j is base + j
+        num_states += final
+        for j, out in enumerate(hmm):
+            for dst, tid in out:
+                to = 0 if dst == final else base + dst
+                arcs.append((base + j, to, tid, 0))
+                if j == 0:  # entering the phone: the same arc from the start, with the label
+                    arcs.append((0, to, tid, label))
+    if compact:
+        used = sorted({a[2] for a in arcs})
+        index = {t: k for k, t in enumerate(used, 1)}
+        arcs = [(a, b, index[t], o) for a, b, t, o in arcs]
+        disambig = used
+    # fstcompile numbers states in order of appearance and starts at the first line's source
+    arcs.sort(key=lambda arc: arc[0] != 0)
+    lines = [f"{a} {b} {t} {o}" for a, b, t, o in arcs] + ["0"]
+    return kaldifst.compile(s="\n".join(lines) + "\n", acceptor=False), disambig
+
+
+def transition_weights(
+    tm: TransitionModel, transition_scale: float, self_loop_scale: float, mkgraph: bool
+) -> np.ndarray:
+    """Weight (cost) of every transition id (entry 0 unused); see the module docstring."""
+    logp = tm.log_probs.astype(np.float64)
+    cost = np.zeros(len(logp))
+    for s in range(1, tm.num_transition_states + 1):
+        ids = range(int(tm.state2id[s]), int(tm.state2id[s + 1]))
+        loops = [t for t in ids if tm.tid_is_self_loop[t]]
+        p_loop = math.exp(logp[loops[0]]) if loops else 0.0
+        for t in ids:
+            if not mkgraph:
+                scale = self_loop_scale if tm.tid_is_self_loop[t] else transition_scale
+                cost[t] = -scale * logp[t]
+            elif tm.tid_is_self_loop[t]:
+                cost[t] = -self_loop_scale * logp[t]
+            else:
+                rest = max(1.0 - p_loop, 1e-30)
+                cost[t] = -transition_scale * (
+                    logp[t] - math.log(rest)
+                ) - self_loop_scale * math.log(rest)
+    return cost
+
+
+def weight_fst(costs: np.ndarray) -> kaldifst.StdVectorFst:
+    """One-state FST t:t / costs[t] for every label t >= 1 (compose it on the left of a graph)."""
+    lines = [f"0 0 {t} {t} {costs[t]:.8g}" for t in range(1, len(costs))]
+    lines.append("0")
+    fst = kaldifst.compile(s="\n".join(lines) + "\n", acceptor=False)
+    kaldifst.arcsort(fst, sort_type="olabel")
+    return fst
+
+
+def group_ilabels(
+    ilabel_info: list[list[int]], tree: ContextDependency, tm: TransitionModel
+) -> tuple[np.ndarray, list[list[int]]]:
+    """Merge the context-dependent labels that have the same HMM (phone and pdfs).
+
+    Returns (new label of every old label, the ilabel info of the new labels: one
+    representative window per HMM, then the disambiguation entries). Composing C with many
+    thousands of phone windows gives far fewer distinct HMMs, so H stays small (the
+    ilabel remapping of Kaldi's make-ilabel-transducer); the pdfs come from the tree for all
+    windows at once (``steps_py.gmm.build_tree.map_events``).
+    """
+    from steps_py.gmm.build_tree import map_events
+
+    real = [j for j, w in enumerate(ilabel_info) if len(w) == tree.context_width]
+    windows = np.array([ilabel_info[j] for j in real], dtype=np.int64).reshape(
+        -1, tree.context_width
+    )
+    phones = windows[:, tree.central_position]
+    n_classes = np.asarray(tm.topo.phone2num_pdf_classes())[phones]
+    keys = [phones]
+    for c in range(int(n_classes.max(initial=0))):
+        pdf = np.full(len(real), -1, dtype=np.int64)
+        has = np.nonzero(n_classes > c)[0]
+        events = np.concatenate([np.full((len(has), 1), c), windows[has]], axis=1)
+        pdf[has] = map_events(tree.to_pdf, events)
+        keys.append(pdf)
+    _, first, inverse = np.unique(
+        _row_codes(np.stack(keys, 1)), return_index=True, return_inverse=True
+    )
+    new = np.zeros(len(ilabel_info), dtype=np.int64)
+    new[real] = inverse.reshape(-1) + 1
+    info: list[list[int]] = [[]] + [list(ilabel_info[real[i]]) for i in first]
+    for j, w in enumerate(ilabel_info):
+        if w and len(w) != tree.context_width:  # disambiguation symbols keep their own labels
+            new[j] = len(info)
+            info.append(list(w))
+    return new, info
+
+
+def _row_codes(rows: np.ndarray) -> np.ndarray:
+    """One integer per row, equal exactly for equal rows (mixed radix when it fits in int64,
+    else the rows' bytes), so that np.unique need not sort whole rows."""
+    shifted = rows - rows.min(axis=0) if len(rows) else rows
+    radix = [int(m) + 1 for m in (shifted.max(axis=0) if len(rows) else [])]
+    if math.prod(radix) < 2**62:
+        code = np.zeros(len(rows), dtype=np.int64)
+        for col, r in zip(shifted.T, radix, strict=True):
+            code = code * r + col
+        return code
+    return (
+        np.ascontiguousarray(rows)
+        .view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1])))
+        .ravel()
+    )
