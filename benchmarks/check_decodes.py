@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no decode*_{args.set} dirs under {args.exp}", file=sys.stderr)
         return 1
     failed = 0
-    print(f"{'decode dir':<58} {'CER':>6} {'oracle':>6} {'arcs/f':>6} {'RTF':>7} {'det %':>6}  check")
+    print(
+        f"{'decode dir':<58} {'CER':>6} {'oracle':>6} {'arcs/f':>6} {'RTF':>7} {'det %':>6}  check"
+    )
     for d in dirs:
         row, problems = check_dir(d, args.max_rtf)
         failed += bool(problems)
