@@ -352,7 +352,10 @@ if stage_on 3; then
   done
 fi
 
-graph=$exp/mono/graph
+# The networks' targets and graph: the triphone GMM's (tri1) when run.conf sets tri_opts, else
+# the monophone's; with --ali-dir, the Kaldi experiment's.
+gmm_sys=mono; [ -z "$tri_opts" ] || gmm_sys=tri1
+graph=$exp/$gmm_sys/graph
 [ -z "$ali_dir" ] || graph=$exp/kaldi_ali/graph
 if stage_on 4 && [ -n "$ali_dir" ]; then
   log "stage 4: no GMM training: the networks train on Kaldi's alignments in $ali_dir; HCLG from its final.mdl"
@@ -386,9 +389,9 @@ fi
 
 if stage_on 5; then
   # the project's GMM, or with --ali-dir the Kaldi experiment's own model (exp/kaldi_ali)
-  gmm_model=$exp/mono; gmm_dir=$exp/mono
-  [ -z "$ali_dir" ] || { gmm_model=$ali_dir; gmm_dir=$exp/kaldi_ali; }
-  gmm_models=("$gmm_model"); gmm_dirs=("$gmm_dir"); gmm_graphs=("$graph")
+  gmm_models=("$exp/mono"); gmm_dirs=("$exp/mono"); gmm_graphs=("$exp/mono/graph")
+  [ -z "$tri_opts" ] || { gmm_models+=("$exp/tri1"); gmm_dirs+=("$exp/tri1"); gmm_graphs+=("$exp/tri1/graph"); }
+  [ -z "$ali_dir" ] || { gmm_models=("$ali_dir"); gmm_dirs=("$exp/kaldi_ali"); gmm_graphs=("$graph"); }
   # digits: also Kaldi's own model (trained by Kaldi on all 7 speakers: dev and test are its training data)
   [ "$corpus" != digits ] || { gmm_models+=("$corpus_dir/kaldi_exp_mono"); gmm_dirs+=("$kaldi_gmm"); gmm_graphs+=("$kaldi_gmm/graph"); }
   for i in "${!gmm_models[@]}"; do
@@ -407,7 +410,7 @@ if stage_on 6; then
   log "stage 6: training examples (shuffled shards any number of workers can share)"
   for i in "${!ali_tags[@]}"; do for m in "${egs_list[@]}"; do
     read -r -a opts <<< "${egs_opts[$m]}"
-    ali_args=(--ali "$exp/mono_ali/train" --dev-ali "$exp/mono_ali/dev")
+    ali_args=(--ali "$exp/${gmm_sys}_ali/train" --dev-ali "$exp/${gmm_sys}_ali/dev")
     [ -z "${ali_dirs[$i]}" ] || ali_args=(--ali-dir "${ali_dirs[$i]}")
     python -m steps_py.nnet.egs --feats "$data/train" "${ali_args[@]}" \
       --dev-feats "$data/dev" --model-type "$m" --out "$(egs_dir "$m" "${ali_tags[$i]}")" "${opts[@]}" $force
