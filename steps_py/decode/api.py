@@ -85,8 +85,8 @@ def _feature_utts(data: Path, kind: str) -> set[str]:
     if not scp.is_file():
         hint = "mfcc" if kind == "mfcc" else "fbank"
         raise DecodeError(
-            f"{scp} not found; run stage 3 (python -m steps_py.features.compute "
-            f"--data {data} --kind {hint})"
+            f"{scp} not found; compute the features first (python -m "
+            f"steps_py.features.compute --data {data} --kind {hint})"
         )
     with open(scp, encoding="utf-8") as f:
         return {line.split(maxsplit=1)[0] for line in f if line.strip()}

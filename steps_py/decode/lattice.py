@@ -297,12 +297,26 @@ def _better(g1: float, a1: float, g2: float, a2: float) -> bool:
     return t1 < t2 or (t1 == t2 and g1 < g2)
 
 
+Elem = tuple[float, float, Ali]  # residual graph cost, residual acoustic cost, residual string
+
+
 def determinize(raw: RawLattice, beam: float, acoustic_scale: float) -> CompactLattice:
     """Word-level determinization with pruning (see the module docstring).
 
     ``raw`` has acoustic costs at the decoding scale; the result's are divided by
     ``acoustic_scale`` (unscaled), as Kaldi writes lattices. An empty lattice (no path)
     comes back with no states.
+    """
+    if not raw.arcs:
+        return CompactLattice(start=0, arcs=[], finals=[])
+    det = _Determinizer(raw, beam)
+    if det.beta[raw.start] == INF:
+        return CompactLattice(start=0, arcs=[], finals=[])
+    return _finish(*det.run(), 1.0 / acoustic_scale)
+
+
+class _Determinizer:
+    """The subset construction of ``determinize``.
 
     Implementation notes (it is the hot loop of lattice decoding): transition-id strings are
     tuples (the residual strings of a subset are short: they start at the last word arc);
@@ -310,54 +324,55 @@ def determinize(raw: RawLattice, beam: float, acoustic_scale: float) -> CompactL
     is the state id itself when, as with Kaldi's decoders, every arc goes to a higher id),
     so each is expanded once per closure.
     """
-    arcs, finals = raw.arcs, raw.finals
-    n = len(arcs)
-    if n == 0:
-        return CompactLattice(start=0, arcs=[], finals=[])
-    order: Sequence[int]
-    if all(a[4] > s for s in range(n) for a in arcs[s]):
-        order = rank = range(n)
-    else:
-        order = raw.topo_order()
-        rank = [0] * n
-        for i, s in enumerate(order):
-            rank[s] = i
-    beta = [INF] * n  # best cost from a raw state to the end (graph + scaled acoustic)
-    for s in reversed(order):
-        f = finals[s]
-        b = f[0] + f[1] if f is not None else INF
-        for _il, _ol, g, a, nx in arcs[s]:
-            c = g + a + beta[nx]
-            if c < b:
-                b = c
-        beta[s] = b
-    if beta[raw.start] == INF:
-        return CompactLattice(start=0, arcs=[], finals=[])
-    cutoff = beta[raw.start] + beam
-    # per state: epsilon arcs and word arcs as (ilabel, [word,] g, a, next, g + a + beta[next])
-    eps: list[list[tuple[int, float, float, int, float]]] = []
-    wrd: list[list[tuple[int, int, float, float, int, float]]] = []
-    for s in range(n):
-        e, w = [], []
-        for il, ol, g, a, nx in arcs[s]:
-            tail = g + a + beta[nx]
-            if tail == INF:
-                continue
-            if ol == 0:
-                e.append((il, g, a, nx, tail))
-            else:
-                w.append((il, ol, g, a, nx, tail))
-        eps.append(e)
-        wrd.append(w)
-    keep_state = [finals[s] is not None or bool(wrd[s]) for s in range(n)]
 
-    def closure(
-        seeds: dict[int, tuple[float, float, Ali]], alpha: float
-    ) -> dict[int, tuple[float, float, Ali]]:
+    def __init__(self, raw: RawLattice, beam: float) -> None:
+        arcs, finals = raw.arcs, raw.finals
+        n = len(arcs)
+        self.raw, self.finals = raw, finals
+        self.order: Sequence[int]
+        self.rank: Sequence[int]
+        if all(a[4] > s for s in range(n) for a in arcs[s]):
+            self.order = self.rank = range(n)
+        else:
+            self.order = raw.topo_order()
+            rank = [0] * n
+            for i, s in enumerate(self.order):
+                rank[s] = i
+            self.rank = rank
+        beta = [INF] * n  # best cost from a raw state to the end (graph + scaled acoustic)
+        for s in reversed(self.order):
+            f = finals[s]
+            b = f[0] + f[1] if f is not None else INF
+            for _il, _ol, g, a, nx in arcs[s]:
+                c = g + a + beta[nx]
+                if c < b:
+                    b = c
+            beta[s] = b
+        self.beta = beta
+        self.cutoff = beta[raw.start] + beam
+        # per state: epsilon arcs and word arcs as (ilabel, [word,] g, a, next, g + a + beta[next])
+        self.eps: list[list[tuple[int, float, float, int, float]]] = []
+        self.wrd: list[list[tuple[int, int, float, float, int, float]]] = []
+        for s in range(n):
+            e, w = [], []
+            for il, ol, g, a, nx in arcs[s]:
+                tail = g + a + beta[nx]
+                if tail == INF:
+                    continue
+                if ol == 0:
+                    e.append((il, g, a, nx, tail))
+                else:
+                    w.append((il, ol, g, a, nx, tail))
+            self.eps.append(e)
+            self.wrd.append(w)
+        self.keep_state = [finals[s] is not None or bool(self.wrd[s]) for s in range(n)]
+
+    def closure(self, seeds: dict[int, Elem], alpha: float) -> dict[int, Elem]:
         """Epsilon (word 0) closure keeping per raw state the best (weight, string); returns
-        the states a subset keeps, with their strings as tuples."""
+        the states a subset keeps (word arcs out or final)."""
+        order, rank, eps, keep = self.order, self.rank, self.eps, self.keep_state
         cur = dict(seeds)
-        lim = cutoff - alpha
+        lim = self.cutoff - alpha
         heap = [rank[s] for s in cur]  # each state enters once, when first reached
         heapq.heapify(heap)
         while heap:
@@ -376,30 +391,20 @@ def determinize(raw: RawLattice, beam: float, acoustic_scale: float) -> CompactL
                     nt, ot = ng + na, old[0] + old[1]
                     if nt < ot or (nt == ot and ng < old[0]):
                         cur[nx] = (ng, na, t0 + (il,) if il else t0)
-        return {s: v for s, v in cur.items() if keep_state[s]}
+        return {s: v for s, v in cur.items() if keep[s]}
 
-    def key(elems: dict[int, tuple[float, float, Ali]]) -> tuple:
+    @staticmethod
+    def key(elems: dict[int, Elem]) -> tuple:
         return tuple(
             sorted((s, round(g * 1024.0), round(a * 1024.0), t) for s, (g, a, t) in elems.items())
         )
 
-    start = closure({raw.start: (0.0, 0.0, ())}, 0.0)
-    subsets: list[dict[int, tuple[float, float, Ali]]] = [start]
-    alphas = [0.0]
-    ids = {key(start): 0}
-    out_arcs: list[list[Arc]] = [[]]
-    out_finals: list[Final | None] = [None]
-    heap = [(0.0, 0)]
-    done = set()
-    while heap:
-        alpha, d = heapq.heappop(heap)
-        if d in done:
-            continue
-        done.add(d)
-        lim = cutoff - alpha
+    def expand(self, subset: dict[int, Elem], lim: float) -> tuple[Final | None, dict]:
+        """A subset's final weight and, per word, the raw states its word arcs reach."""
+        finals, wrd = self.finals, self.wrd
         fin: Final | None = None
-        by_word: dict[int, dict[int, tuple[float, float, Ali]]] = {}
-        for s, (g0, a0, t0) in sorted(subsets[d].items()):
+        by_word: dict[int, dict[int, Elem]] = {}
+        for s, (g0, a0, t0) in sorted(subset.items()):
             f = finals[s]
             if (
                 f is not None
@@ -416,34 +421,50 @@ def determinize(raw: RawLattice, beam: float, acoustic_scale: float) -> CompactL
                 old = grp.get(nx)
                 if old is None or _better(ng, na, old[0], old[1]):
                     grp[nx] = (ng, na, t0 + (il,) if il else t0)
-        out_finals[d] = fin
-        for word in sorted(by_word):
-            elems = closure(by_word[word], alpha)
-            if not elems:
+        return fin, by_word
+
+    def run(self) -> tuple[list[list[Arc]], list[Final | None]]:
+        start = self.closure({self.raw.start: (0.0, 0.0, ())}, 0.0)
+        subsets: list[dict[int, Elem]] = [start]
+        alphas = [0.0]
+        ids = {self.key(start): 0}
+        out_arcs: list[list[Arc]] = [[]]
+        out_finals: list[Final | None] = [None]
+        heap = [(0.0, 0)]
+        done = set()
+        while heap:
+            alpha, d = heapq.heappop(heap)
+            if d in done:
                 continue
-            bg, ba = INF, INF
-            for g, a, _t in elems.values():
-                if bg == INF or _better(g, a, bg, ba):
-                    bg, ba = g, a
-            prefix = commonprefix([t for _g, _a, t in elems.values()])
-            k = len(prefix)
-            norm = {s: (g - bg, a - ba, t[k:]) for s, (g, a, t) in elems.items()}
-            kk = key(norm)
-            nd = ids.get(kk)
-            na_ = alpha + bg + ba
-            if nd is None:
-                nd = len(subsets)
-                ids[kk] = nd
-                subsets.append(norm)
-                alphas.append(na_)
-                out_arcs.append([])
-                out_finals.append(None)
-                heapq.heappush(heap, (na_, nd))
-            elif na_ < alphas[nd] and nd not in done:
-                alphas[nd] = na_
-                heapq.heappush(heap, (na_, nd))
-            out_arcs[d].append((word, nd, bg, ba, prefix))
-    return _finish(out_arcs, out_finals, 1.0 / acoustic_scale)
+            done.add(d)
+            out_finals[d], by_word = self.expand(subsets[d], self.cutoff - alpha)
+            for word in sorted(by_word):
+                elems = self.closure(by_word[word], alpha)
+                if not elems:
+                    continue
+                bg, ba = INF, INF
+                for g, a, _t in elems.values():
+                    if bg == INF or _better(g, a, bg, ba):
+                        bg, ba = g, a
+                prefix = commonprefix([t for _g, _a, t in elems.values()])
+                k = len(prefix)
+                norm = {s: (g - bg, a - ba, t[k:]) for s, (g, a, t) in elems.items()}
+                kk = self.key(norm)
+                nd = ids.get(kk)
+                na_ = alpha + bg + ba
+                if nd is None:
+                    nd = len(subsets)
+                    ids[kk] = nd
+                    subsets.append(norm)
+                    alphas.append(na_)
+                    out_arcs.append([])
+                    out_finals.append(None)
+                    heapq.heappush(heap, (na_, nd))
+                elif na_ < alphas[nd] and nd not in done:
+                    alphas[nd] = na_
+                    heapq.heappush(heap, (na_, nd))
+                out_arcs[d].append((word, nd, bg, ba, prefix))
+        return out_arcs, out_finals
 
 
 def _finish(arcs: list[list[Arc]], finals: list[Final | None], ac_unscale: float) -> CompactLattice:

@@ -36,7 +36,8 @@ def build_parser(
         "--graph",
         type=Path,
         default=Path("exp/mono/graph"),
-        help="graph dir from stage 4 (HCLG.fst, words.txt, num_pdfs, topo) (default %(default)s)",
+        help="graph dir of python -m steps_py.decode.graph (HCLG.fst, words.txt, num_pdfs, topo, "
+        "tid2pdf) (default %(default)s)",
     )
     p.add_argument("--data", type=Path, required=True, help="Kaldi data dir with text and features")
     p.add_argument(
@@ -66,6 +67,31 @@ def build_parser(
         help="dev decode dir per model whose chosen LM weight and penalty are used "
         "(required for test sets)",
     )
+    _add_search_options(p, beam, lattice_beam, acoustic_scale)
+    p.add_argument(
+        "--nbest",
+        type=int,
+        default=0,
+        help="also write nbest.txt with this many best word sequences per utterance at "
+        "the chosen LM weight and penalty (test sets, i.e. with --lm-weight-from) "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--max-utts", type=int, default=0, help="decode only the first N utterances (0 = all)"
+    )
+    p.add_argument(
+        "--log-file",
+        type=Path,
+        default=None,
+        help="log file (default: <first --out>/log/decode.log)",
+    )
+    p.add_argument("--force", action="store_true", help="decode again even if an out dir is done")
+    return p
+
+
+def _add_search_options(
+    p: argparse.ArgumentParser, beam: float, lattice_beam: float, acoustic_scale: float
+) -> None:
     p.add_argument("--beam", type=float, default=beam, help="search beam (default %(default)s)")
     p.add_argument(
         "--lattice-beam",
@@ -108,25 +134,6 @@ def build_parser(
         help="acoustic scale of the search; lattices are stored unscaled and "
         "rescored at 1/LM weight (default %(default)s)",
     )
-    p.add_argument(
-        "--nbest",
-        type=int,
-        default=0,
-        help="also write nbest.txt with this many best word sequences per utterance at "
-        "the chosen LM weight and penalty (test sets, i.e. with --lm-weight-from) "
-        "(default %(default)s)",
-    )
-    p.add_argument(
-        "--max-utts", type=int, default=0, help="decode only the first N utterances (0 = all)"
-    )
-    p.add_argument(
-        "--log-file",
-        type=Path,
-        default=None,
-        help="log file (default: <first --out>/log/decode.log)",
-    )
-    p.add_argument("--force", action="store_true", help="decode again even if an out dir is done")
-    return p
 
 
 def request_from_args(args: argparse.Namespace) -> DecodeRequest:

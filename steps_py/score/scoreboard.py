@@ -399,22 +399,7 @@ def build_rows(
                 ema=is_ema(tag),
             )
             if row.ema:
-                pairs = []
-                for r in members:
-                    a, b = (
-                        scores.get((r.path, "global", test_set)),
-                        scores.get((r.path, tag, test_set)),
-                    )
-                    if a and b and a.result and b.result:
-                        pairs.append((a.result, b.result))
-                pe = paired_errors(pairs) if pairs else None
-                if pe is not None:
-                    try:
-                        row.rel_change = paired_bootstrap_rel_change(
-                            *pe, resamples=resamples, seed=seed
-                        )
-                    except ValueError as e:
-                        log.warning("%s: no EMA-vs-global CI (%s)", name, e)
+                row.rel_change = _ema_change(members, tag, test_set, scores, resamples, seed)
             rows.append(row)
     rows.sort(
         key=lambda r: (
@@ -429,6 +414,25 @@ def build_rows(
         )
     )
     return rows
+
+
+def _ema_change(
+    members: list[Run], tag: str, test_set: str, scores: Scores, resamples: int, seed: int
+) -> RelChangeCI | None:
+    """The EMA model's relative test-CER change against the same runs' global model."""
+    pairs = []
+    for r in members:
+        a, b = scores.get((r.path, "global", test_set)), scores.get((r.path, tag, test_set))
+        if a and b and a.result and b.result:
+            pairs.append((a.result, b.result))
+    pe = paired_errors(pairs) if pairs else None
+    if pe is None:
+        return None
+    try:
+        return paired_bootstrap_rel_change(*pe, resamples=resamples, seed=seed)
+    except ValueError as e:
+        log.warning("%s/%s: no EMA-vs-global CI (%s)", members[0].base, tag, e)
+        return None
 
 
 def power_summary(scores: Scores, rows: list[SystemRow], test_set: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from steps_py.study.run import Study
+    from steps_py.study.view import StudyView as Study
 
 log = logging.getLogger("study")
 

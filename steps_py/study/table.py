@@ -32,7 +32,7 @@ from steps_py.score.readme import ALL_ROWS  # README's copy of table.md stops th
 from steps_py.study.record import is_diverged, paired, paired_across
 
 if TYPE_CHECKING:
-    from steps_py.study.run import Study
+    from steps_py.study.view import StudyView as Study
 
 log = logging.getLogger("study")
 

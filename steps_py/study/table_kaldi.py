@@ -26,7 +26,7 @@ from steps_py.study.record import is_diverged, paired_entries
 from steps_py.study.table import progress
 
 if TYPE_CHECKING:
-    from steps_py.study.run import Study
+    from steps_py.study.view import StudyView as Study
 
 log = logging.getLogger("study")
 
