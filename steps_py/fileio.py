@@ -41,6 +41,30 @@ from typing import Any
 
 log = logging.getLogger("steps_py.fileio")
 
+
+class OutputError(Exception):
+    """An output that may not be written (someone else's directory, a busy lock): the message
+    names the path and the fix. ``step_main`` reports it as one line, exit code 1."""
+
+
+class ForeignOutputError(OutputError):
+    """Writing a directory output would replace a non-empty directory the step did not make."""
+
+
+class BusyError(OutputError):
+    """Another live process holds the lock of a directory."""
+
+
+# The step running in this process (set by ``step_main``): ``mark_done`` records it in
+# ``.done`` so that a later run of the same step may replace the directory.
+_current_step: str | None = None
+
+
+def set_current_step(name: str | None) -> None:
+    global _current_step
+    _current_step = name
+
+
 _HOST = socket.gethostname().replace("/", "_").replace("~", "_")
 # .<name>.tmp-<pid>[@<host>][~<random>] (atomic_path, atomic_write_text) and .<name>.old-<pid>...
 _TMP_RE = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)(?:@(?P<host>[^~]*))?(?:~.*)?$")
@@ -157,6 +181,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         if path.is_dir() and tmp.is_dir():
+            check_replaceable(path, tmp)
             old = path.with_name(f".{path.name}.old-{_tag()}")
             os.replace(path, old)
             os.replace(tmp, path)
@@ -169,6 +194,67 @@ def atomic_path(path: Path) -> Iterator[Path]:
         elif tmp.exists():
             tmp.unlink()
         raise
+
+
+def check_replaceable(path: Path, new: Path) -> None:
+    """Raise ``ForeignOutputError`` unless the directory ``path`` may be replaced by ``new``.
+
+    It may when it is empty, when its ``.done`` says the running step made it, or when every
+    entry in it is one the new output has too (an earlier run of the same step). Anything else,
+    a Kaldi exp dir given as ``--out`` or a user's own directory, would lose files: refused.
+    """
+    try:
+        entries = sorted(os.listdir(path))
+    except FileNotFoundError:
+        return
+    if not entries:
+        return
+    maker = made_by(path)
+    if maker is not None and maker == _current_step:
+        return
+    foreign = [
+        e
+        for e in entries
+        if e != ".undone" and not (new / e).exists() and not (new / e).is_symlink()
+    ]
+    if not foreign:
+        return
+    shown = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4 else "")
+    by = f" (it was made by {maker})" if maker else ""
+    raise ForeignOutputError(
+        f"--out {final_name(path)} is a non-empty directory this step did not make{by}: writing "
+        f"there would delete {shown}; give an --out of its own (a new or empty directory), or "
+        "remove it yourself if its contents are not needed"
+    )
+
+
+def hold_lock(d: Path, lock_name: str, what: str) -> Any:
+    """Take an exclusive ``flock`` on ``d/<lock_name>`` for the life of this process (the
+    kernel drops it when the process ends, however it ends) and write who holds it there.
+
+    Raises ``BusyError`` naming the holder's pid and command when another process has it.
+    Returns the open lock file; keep a reference to it as long as the lock is wanted.
+    """
+    import fcntl
+
+    d.mkdir(parents=True, exist_ok=True)
+    f = open(d / lock_name, "a+", encoding="utf-8")  # noqa: SIM115 - held until the process ends
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "a process that did not say who it is"
+        f.close()
+        raise BusyError(
+            f"{d} is in use: {what} by another process ({holder}); wait for it to finish or "
+            "stop it (kill its pid), then rerun"
+        ) from None
+    f.seek(0)
+    f.truncate()
+    now = datetime.datetime.now().isoformat(sep=" ", timespec="seconds")
+    f.write(f"pid {os.getpid()} on {_HOST} since {now}: {' '.join(sys.argv)}\n")
+    f.flush()
+    return f
 
 
 # ---------------------------------------------------------------------------------
@@ -236,8 +322,30 @@ def changed_inputs(d: Path, inputs: Iterable[Path]) -> list[str]:
 
 
 def unmark_done(d: Path) -> None:
+    """Remove ``d/.done``; which step made ``d`` stays known (``.undone``) so that step may
+    still replace ``d`` (``check_replaceable``)."""
+    step = read_done(d).get("step")
     with contextlib.suppress(FileNotFoundError):
         (Path(d) / ".done").unlink()
+    if isinstance(step, str):
+        atomic_write_json(Path(d) / ".undone", {"step": step})
+
+
+def mark_unfinished(d: Path) -> None:
+    """Say in ``d`` which step made it although it is not done (a listing of what went wrong):
+    the step may replace ``d`` when it is rerun."""
+    if _current_step:
+        atomic_write_json(Path(d) / ".undone", {"step": _current_step})
+
+
+def made_by(d: Path) -> str | None:
+    """The step that made ``d`` as its ``.done`` (or, after a redo began, ``.undone``) says."""
+    for name in (".done", ".undone"):
+        with contextlib.suppress(OSError, ValueError):
+            obj = json.loads((Path(d) / name).read_text(encoding="utf-8"))
+            if isinstance(obj, dict) and isinstance(obj.get("step"), str):
+                return str(obj["step"])
+    return None
 
 
 def skip_done(
@@ -267,6 +375,8 @@ def mark_done(
 ) -> None:
     """Write ``d/.done``: ``info``, the time, and the stamps of ``inputs`` (when given)."""
     obj = dict(info or {})
+    if _current_step and "step" not in obj:
+        obj["step"] = _current_step
     obj["done_at"] = datetime.datetime.now().isoformat(timespec="microseconds")
     if inputs:
         obj["inputs"] = input_stamps(d, inputs)

@@ -38,8 +38,8 @@ from typing import Any
 
 import torch
 
-from steps_py.cli import StepError, progress
-from steps_py.fileio import atomic_write_json, is_done, mark_done
+from steps_py.cli import StepError, describe_os_error, progress
+from steps_py.fileio import OutputError, atomic_write_json, hold_lock, is_done, mark_done
 from steps_py.log import setup_logging
 from steps_py.nnet.optim import lr_at, optimizer_kwargs
 from steps_py.parallel import checkpoint as ckpt
@@ -513,7 +513,11 @@ def run(
             f"{args.workers}"
         )
     group = init_group(args.simulate, device)
+    lock = None
     try:
+        # one trainer per exp dir: a second one (a rerun while the first still trains) is refused
+        if group.is_main:
+            lock = hold_lock(args.exp_dir, ".train.lock", "training")
         torch.set_num_threads(
             args.threads
             or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
@@ -540,6 +544,8 @@ def run(
         group.barrier()
         return summary
     finally:
+        if lock is not None:
+            lock.close()
         group.close()
 
 
@@ -570,8 +576,14 @@ def main(
     except DivergenceError as e:
         logging.getLogger("train").error("%s", e)
         return DivergenceError.exit_status
-    except StepError as e:
+    except (StepError, OutputError) as e:
         logging.getLogger("train").error("%s", e)
+        return 1
+    except OSError as e:  # a full disk, a read-only --exp-dir: one line naming the file
+        msg = describe_os_error(e)
+        if msg is None:
+            raise
+        logging.getLogger("train").error("%s", msg)
         return 1
     return 0
 
