@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import errno
 import hashlib
 import json
 import logging
@@ -126,6 +127,56 @@ def remove_stale_temps(path: Path) -> list[Path]:
     return removed
 
 
+# below this much free space a failed write is taken for a full disk
+FULL_DISK_BYTES = 1 << 20
+
+
+def disk_error(path: str | os.PathLike[str]) -> OSError | None:
+    """An ``OSError`` (ENOSPC or EROFS, naming ``path``) when the file system that holds
+    ``path`` is full or read-only, else None.
+
+    Writers in other libraries (kaldi-native-io's TableWriter, torch.save, safetensors) report
+    a full disk in their own words (``Error in TableWriter::Write``, ``unexpected pos``) or as a
+    long traceback; the write helpers ask this after a failed write and raise the plain
+    ``OSError`` instead, which ``step_main`` reports as "no space left on device writing FILE".
+    """
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        st = os.statvfs(p)
+    except OSError:
+        return None
+    if st.f_flag & os.ST_RDONLY:
+        return OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+    free = (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
+    if free < FULL_DISK_BYTES:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return None
+
+
+@contextlib.contextmanager
+def disk_errors_named(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Around a write of ``path`` by another library: a failure on a full or read-only file
+    system becomes ``disk_error(path)``; other failures pass unchanged."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            if e.filename is None:  # a failed write() names no file
+                raise OSError(e.errno, e.strerror, str(path)) from e
+            raise
+        err = disk_error(path)
+        if err is None:
+            raise
+        raise err from e
+    except Exception as e:
+        err = disk_error(path)
+        if err is None:
+            raise
+        raise err from e
+
+
 def final_name(path: str | os.PathLike[str]) -> str:
     """``path`` with temporary components (``.<name>.tmp-<pid>...``) shown as the output they become."""
     parts = str(path).split(os.sep)
@@ -147,7 +198,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{_tag()}~", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with disk_errors_named(path), os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -179,7 +230,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     elif tmp.exists():
         tmp.unlink()
     try:
-        yield tmp
+        with disk_errors_named(path):
+            yield tmp
         if path.is_dir() and tmp.is_dir():
             check_replaceable(path, tmp)
             old = path.with_name(f".{path.name}.old-{_tag()}")

@@ -154,12 +154,13 @@ def test_resume_reads_the_same_minibatches(tmp_path) -> None:
 
 
 def test_mismatched_utterance_is_skipped_and_named(tmp_path, caplog) -> None:
-    bad = sorted(LENGTHS)[5]
+    lengths = {f"spk{i % 3}-utt{i:02d}": 5 + i for i in range(24)}  # 1 of 24 < 5 %
+    bad = sorted(lengths)[5]
     with caplog.at_level(logging.WARNING):
-        info, *_ = _write(tmp_path, mismatch=bad, dev=False)
+        info, *_ = _write(tmp_path, mismatch=bad, dev=False, lengths=lengths)
     assert bad in caplog.text
     assert info["skipped"]["train"] == {"length_mismatch": 1}
-    assert info["frames"] == sum(LENGTHS.values()) - LENGTHS[bad]
+    assert info["frames"] == sum(lengths.values()) - lengths[bad]
     assert (tmp_path / "egs" / "skipped.txt").read_text().split() == [
         "train",
         bad,
@@ -268,3 +269,18 @@ def test_cli_idempotent_with_kaldi_alignments(tmp_path, monkeypatch) -> None:
     ]
     assert main(bad) == 1
     assert not (tmp_path / "e2").exists()
+
+
+def test_nan_features_are_a_counted_skip_and_over_5_percent_an_error(tmp_path, caplog) -> None:
+    lengths = {f"spk{i % 3}-utt{i:02d}": 5 + i for i in range(24)}
+    utts, feats, alis = _corpus(lengths)
+    feats[utts[3]][2, 1] = np.nan
+    params = EgsParams(model_type="dnn", num_shards=2, seed=1)
+    with caplog.at_level(logging.WARNING):
+        info = write_egs(tmp_path / "egs", (utts, feats.__getitem__, alis), P, params)
+    assert info["skipped"]["train"] == {"non_finite_features": 1}
+    assert f"skipping {utts[3]}: 1 of {3 * lengths[utts[3]]} feature values are NaN" in caplog.text
+    feats[utts[4]][0, 0] = np.inf
+    with pytest.raises(EgsError, match=r"train: 2 of 24 utterances would be skipped \(2 non_fin"):
+        write_egs(tmp_path / "egs2", (utts, feats.__getitem__, alis), P, params)
+    assert not (tmp_path / "egs2").exists()

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from steps_py.fileio import disk_errors_named
 from steps_py.parallel.group import Group
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ def latest_checkpoint(exp_dir: Path) -> Path | None:
 
 def _save(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".part")
-    torch.save(obj, tmp)
+    with disk_errors_named(path):  # torch.save says "unexpected pos ..." on a full disk
+        torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
