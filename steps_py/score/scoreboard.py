@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from steps_py.cli import describe_os_error
 from steps_py.fileio import atomic_write_json, atomic_write_text
 from steps_py.log import setup_logging
 from steps_py.score import tb_hparams
@@ -629,6 +630,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging("scoreboard")
+    try:
+        return build(args)
+    except OSError as e:  # a full disk, a read-only --out: one line naming the file
+        msg = describe_os_error(e)
+        if msg is None:
+            raise
+        log.error("%s", msg)
+        return 1
+
+
+def build(args: argparse.Namespace) -> int:
+    """Score every run under --exp and write the scoreboard to --out (unless up to date)."""
     sets = (args.dev_set, args.test_set)
     try:
         runs = discover(args.exp, args.runs_glob, sets)
