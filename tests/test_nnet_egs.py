@@ -284,3 +284,37 @@ def test_nan_features_are_a_counted_skip_and_over_5_percent_an_error(tmp_path, c
     with pytest.raises(EgsError, match=r"train: 2 of 24 utterances would be skipped \(2 non_fin"):
         write_egs(tmp_path / "egs2", (utts, feats.__getitem__, alis), P, params)
     assert not (tmp_path / "egs2").exists()
+
+
+def test_utterances_the_aligner_reported_are_not_held_against_the_cap(
+    tmp_path, monkeypatch
+) -> None:
+    """gmm.align's report.txt lists what it could not align (its own report and limit): egs
+    skips them as alignment_failed; ids unknown to the alignments count towards the 5 %."""
+    import kaldi_native_io
+
+    lengths = {f"u{i:02d}": 6 + i for i in range(10)}
+    utts, feats, alis = _corpus(lengths)
+    ali_dir = tmp_path / "ali" / "train"
+    ali_dir.mkdir(parents=True)
+    with kaldi_native_io.Int32VectorWriter(f"ark,scp:{ali_dir}/pdf.ark,{ali_dir}/pdf.scp") as w:
+        for u in utts[3:]:
+            w.write(u, alis[u].tolist())
+    (tmp_path / "ali" / "num_pdfs").write_text(f"{P}\n")
+    report = "data d\nutterances 10\naligned 7\nnot_aligned 3\n"
+    (ali_dir / "report.txt").write_text(report + "".join(f"{u} beam\n" for u in utts[:3]))
+
+    class FakeReader(dict):
+        def __init__(self, data_dir, kind, cmvn=True):
+            super().__init__(feats)
+            self.utts, self.dim = utts, 3
+
+    monkeypatch.setitem(
+        sys.modules, "steps_py.features.io", types.SimpleNamespace(FeatureReader=FakeReader)
+    )
+    argv = ["--feats", "d", "--ali", str(ali_dir), "--model-type", "dnn", "--num-shards", "1"]
+    assert main([*argv, "--out", str(tmp_path / "egs")]) == 0
+    info = json.loads((tmp_path / "egs" / "info.json").read_text())
+    assert info["skipped"]["train"] == {"alignment_failed": 3}
+    (ali_dir / "report.txt").write_text(report)  # the same 3 now unknown to the aligner
+    assert main([*argv, "--out", str(tmp_path / "egs2")]) == 1

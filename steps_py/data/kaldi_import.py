@@ -13,7 +13,7 @@ tolerant, so that one bad line does not stop a corpus:
   (byte-order mark FF FE / FE FF) is decoded as UTF-16 (and said).
 
 Piped wav.scp entries (`cmd ... |`) are refused with a clear error: running arbitrary
-shell commands from a data file is not safe, and stage 3 reads audio files directly.
+shell commands from a data file is not safe, and feature extraction reads audio files directly.
 Relative wav.scp paths are taken from the current directory, else from the data dir.
 """
 

@@ -1,4 +1,4 @@
-"""Stage 1: checked Kaldi data dirs `<out>/{train,dev,test}/` and `<out>/local/lm_text.txt`.
+"""Data preparation: checked Kaldi data dirs `<out>/{train,dev,test}/` and `<out>/local/lm_text.txt`.
 
     python -m steps_py.data.prepare --manifests corpus/synth/manifests --out data \\
         --lexicon data/local/lexicon_pinyin.txt --lm-text corpus/synth/lm_text.txt
@@ -65,7 +65,7 @@ SETS = ("train", "dev", "test")
 
 
 class DataPrepError(StepError):
-    """Stage 1 cannot make a usable data dir; the message names the set, file and fix."""
+    """Data preparation cannot make a usable data dir; the message names the set, file and fix."""
 
 
 def check_recordings(
@@ -104,6 +104,25 @@ def build_data_dir(checked: Iterable[CheckedUtt], speaker_prefix: bool) -> Kaldi
     return kd
 
 
+def ids_note(kd: KaldiDataDir, name: str, speaker_prefix: bool) -> str:
+    """The report's line on utterance ids (warned about when Kaldi would refuse their order)."""
+    line = (
+        "ids: kept as in the corpus"
+        if not speaker_prefix
+        else "ids: '<speaker>-' prefixed (--speaker-prefix)"
+    )
+    bad_order = speaker_order_violation(kd.utt2spk)
+    if bad_order:
+        a, b = bad_order
+        line += (
+            f"; NOT sorted by speaker when sorted by utterance ({a} of {kd.utt2spk[a]} "
+            f"sorts before {b} of {kd.utt2spk[b]}): Kaldi's validate_data_dir.sh will "
+            "refuse this dir; rerun with --speaker-prefix to prepend '<speaker>-' to the ids"
+        )
+        log.warning("%s: %s", name, line)
+    return line
+
+
 def prepare_set(
     raw: RawSet,
     out_dir: Path,
@@ -139,20 +158,7 @@ def prepare_set(
     changes = summarize_changes(ok)
     for line in changes:
         log.warning("%s: %s", raw.name, line)
-    bad_order = speaker_order_violation(kd.utt2spk)
-    ids_line = (
-        "ids: kept as in the corpus"
-        if not args.speaker_prefix
-        else "ids: '<speaker>-' prefixed (--speaker-prefix)"
-    )
-    if bad_order:
-        a, b = bad_order
-        ids_line += (
-            f"; NOT sorted by speaker when sorted by utterance ({a} of {kd.utt2spk[a]} "
-            f"sorts before {b} of {kd.utt2spk[b]}): Kaldi's validate_data_dir.sh will "
-            "refuse this dir; rerun with --speaker-prefix to prepend '<speaker>-' to the ids"
-        )
-        log.warning("%s: %s", raw.name, ids_line)
+    ids_line = ids_note(kd, raw.name, args.speaker_prefix)
     hours = sum(kd.utt2dur.values()) / 3600
     codes = Counter(r.split(":", 1)[0].split()[0] for r in rejected.values())
     report = [
@@ -267,7 +273,7 @@ def import_sets(args: argparse.Namespace, sets: tuple[str, ...]) -> dict[str, Ra
         from steps_py.data.manifests import import_manifest_set
 
         if not args.manifests.is_dir():
-            raise DataPrepError(f"--manifests {args.manifests} does not exist (run stage 0 first)")
+            raise DataPrepError(f"--manifests {args.manifests} does not exist (prepare the corpus first, e.g. ./run.sh --stop-stage=0)")
         base = args.manifests.parent
         return {s: import_manifest_set(args.manifests, s, base_dir=base) for s in sets}
     from steps_py.data.kaldi_import import import_kaldi_corpus

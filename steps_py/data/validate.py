@@ -1,4 +1,4 @@
-"""Per-utterance checks for stage 1: audio, transcript, and the rejection bookkeeping.
+"""Per-utterance checks of data preparation: audio, transcript, and the rejection bookkeeping.
 
 Every importer (lhotse manifests, Kaldi data dirs, a corpus's own ``local/`` code) produces
 a `RawSet`: the utterances it could pair up (id, speaker, audio path and optional segment,

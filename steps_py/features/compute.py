@@ -1,4 +1,4 @@
-"""Stage 3: MFCC or fbank features (optionally + Kaldi pitch) and CMVN stats for a data dir.
+"""Feature extraction: MFCC or fbank features (optionally + Kaldi pitch) and CMVN stats for a data dir.
 
     python -m steps_py.features.compute --data data/train --kind mfcc --nj 4
     python -m steps_py.features.compute --data data/train --kind mfcc --conf conf/mfcc.conf \\
@@ -31,6 +31,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import kaldi_native_io as kio
 import numpy as np
@@ -67,7 +68,7 @@ Item = tuple[str, str, str, Segment | None]  # utt, cmvn key, audio file, segmen
 
 
 class FeatureError(StepError):
-    """Stage 3 cannot produce features for a data dir; the message names it and the fix."""
+    """Feature extraction cannot produce features for a data dir; the message names it and the fix."""
 
 
 @dataclass
@@ -189,6 +190,61 @@ def feature_options(cfg: FeatureConfig, pitch_cfg: PitchConfig | None, cmvn: str
     }
 
 
+def list_items(data_dir: Path, cmvn: str) -> list[Item]:
+    """The utterances of ``data_dir`` to extract: (utt, CMVN key, audio file, segment)."""
+    try:
+        kd = KaldiDataDir.load(data_dir)
+    except DataDirError as e:
+        raise FeatureError(str(e)) from None
+    piped = [r for r, w in kd.wav.items() if w.endswith("|")]
+    if piped:
+        raise FeatureError(
+            f"{data_dir}/wav.scp: {len(piped)} piped entries (e.g. {piped[0]}); re-run data "
+            "preparation (steps_py.data.prepare), which lists audio files"
+        )
+    items: list[Item] = []
+    for u in kd.utts:
+        try:
+            wav, seg = kd.audio(u)
+        except KeyError:
+            continue
+        items.append((u, u if cmvn == "utterance" else kd.utt2spk[u], wav, seg))
+    if not items:
+        raise FeatureError(f"{data_dir}: no utterances with audio in wav.scp")
+    return items
+
+
+def run_jobs(jobs: list[tuple[Any, ...]], desc: str) -> list[JobResult]:
+    """``run_job`` for each job: in this process for one, in a process pool for more."""
+    bar = progress(total=len(jobs), desc=desc, unit="job")
+    if len(jobs) == 1:
+        results = [run_job(*jobs[0])]
+    else:
+        with ProcessPoolExecutor(len(jobs)) as ex:
+            results = list(ex.map(run_job, *zip(*jobs, strict=True)))
+    bar.update(len(jobs))
+    bar.close()
+    return results
+
+
+def check_failed(failed: dict[str, str], total: int, data_dir: Path, tmp: Path) -> None:
+    """List the failed utterances in ``rejected.txt``; more than 5 % fail the set."""
+    if failed:
+        write_kaldi_map(tmp / "rejected.txt", failed)
+        log.warning(
+            "%s: %d of %d utterances failed (%s ...)",
+            data_dir,
+            len(failed),
+            total,
+            next(iter(failed.values())),
+        )
+    if len(failed) > MAX_FAILED_FRACTION * total:
+        raise FeatureError(
+            f"{data_dir}: {len(failed)} of {total} utterances failed feature extraction "
+            f"(see the log; e.g. {next(iter(failed.values()))}); fix the audio or the config"
+        )
+
+
 def compute_features(
     data_dir: Path,
     cfg: FeatureConfig,
@@ -198,7 +254,7 @@ def compute_features(
     pitch_cfg: PitchConfig | None = None,
     cmvn: str = "speaker",
 ) -> Path:
-    """Run stage 3 for one data dir; returns `<data_dir>/<kind>`."""
+    """Extract the features of one data dir; returns `<data_dir>/<kind>`."""
     kind = cfg.kind
     feat_dir = data_dir / kind
     options = feature_options(cfg, pitch_cfg, cmvn)
@@ -213,24 +269,7 @@ def compute_features(
             f"{pitch_cfg.source}: --sample-frequency={pitch_cfg.sample_rate} but {cfg.source} has "
             f"{cfg.sample_rate}; pitch and {kind} must read the audio at one rate"
         )
-    try:
-        kd = KaldiDataDir.load(data_dir)
-    except DataDirError as e:
-        raise FeatureError(str(e)) from None
-    piped = [r for r, w in kd.wav.items() if w.endswith("|")]
-    if piped:
-        raise FeatureError(
-            f"{data_dir}/wav.scp: {len(piped)} piped entries (e.g. {piped[0]}); re-run stage 1, which lists audio files"
-        )
-    items: list[Item] = []
-    for u in kd.utts:
-        try:
-            wav, seg = kd.audio(u)
-        except KeyError:
-            continue
-        items.append((u, u if cmvn == "utterance" else kd.utt2spk[u], wav, seg))
-    if not items:
-        raise FeatureError(f"{data_dir}: no utterances with audio in wav.scp")
+    items = list_items(data_dir, cmvn)
     parts = split_items(items, nj)
     final_abs = str(feat_dir.resolve())
     t0 = time.perf_counter()
@@ -239,29 +278,9 @@ def compute_features(
         tmp.mkdir()
         tmp_abs = str(tmp.resolve())
         jobs = [(j + 1, cfg, pitch_cfg, engine, part, tmp_abs) for j, part in enumerate(parts)]
-        bar = progress(total=len(parts), desc=f"{kind} {data_dir.name}", unit="job")
-        if len(parts) == 1:
-            results = [run_job(*jobs[0])]
-        else:
-            with ProcessPoolExecutor(len(parts)) as ex:
-                results = list(ex.map(run_job, *zip(*jobs, strict=True)))
-        bar.update(len(parts))
-        bar.close()
+        results = run_jobs(jobs, f"{kind} {data_dir.name}")
         failed = {u: r for res in results for u, r in res.failed.items()}
-        if failed:
-            write_kaldi_map(tmp / "rejected.txt", failed)
-            log.warning(
-                "%s: %d of %d utterances failed (%s ...)",
-                data_dir,
-                len(failed),
-                len(items),
-                next(iter(failed.values())),
-            )
-        if len(failed) > MAX_FAILED_FRACTION * len(items):
-            raise FeatureError(
-                f"{data_dir}: {len(failed)} of {len(items)} utterances failed feature extraction "
-                f"(see the log; e.g. {next(iter(failed.values()))}); fix the audio or the config"
-            )
+        check_failed(failed, len(items), data_dir, tmp)
         notes: Counter[str] = Counter()
         for r in results:
             notes.update(r.notes)

@@ -70,6 +70,24 @@ def read_pdf_alignments(ali_dir: Path) -> dict[str, np.ndarray]:
     return read_int32_vectors(Path(ali_dir) / "pdf.scp")
 
 
+def read_not_aligned(ali_dir: Path) -> dict[str, str]:
+    """Utterances the aligner reported it could not align (``report.txt``), with the reason.
+
+    An empty dict when there is no report (an older dir, or one not written by gmm.align).
+    """
+    report = Path(ali_dir) / "report.txt"
+    if not report.is_file():
+        return {}
+    lines = report.read_text(encoding="utf-8").splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("not_aligned ")]
+    out: dict[str, str] = {}
+    for line in lines[starts[0] + 1 :] if starts else []:
+        parts = line.split(maxsplit=1)
+        if parts:
+            out[parts[0]] = parts[1] if len(parts) > 1 else ""
+    return out
+
+
 def read_transition_alignments(ali_dir: Path) -> dict[str, np.ndarray]:
     """Per-frame transition ids of every aligned utterance of `ali_dir`."""
     return read_int32_vectors(Path(ali_dir) / "ali.scp")

@@ -1,4 +1,4 @@
-"""Stage 5: training examples for the DNN and the LSTM, and the reader the training loop uses.
+"""Training examples for the DNN and the LSTM, and the reader the training loop uses.
 
 Layout of ``exp/egs/<type>/``::
 
@@ -100,6 +100,12 @@ class EgsParams:
             raise EgsError("num_shards must be >= 1")
 
 
+class AlignmentMap(dict[str, np.ndarray]):
+    """Per-utterance pdf ids, and the utterances the aligner reported it could not align."""
+
+    not_aligned: frozenset[str] = frozenset()
+
+
 @dataclass
 class SplitStats:
     utts: int = 0
@@ -131,8 +137,9 @@ def checked_utterance(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The features and pdf ids of ``utt``, or None (counted in ``stats``) when it is skipped."""
     ali = alignments.get(utt)
-    if ali is None:
-        stats.skip(utt, "no_alignment")
+    if ali is None:  # the aligner's own failures are reported (and capped) by the aligner
+        failed = utt in getattr(alignments, "not_aligned", ())
+        stats.skip(utt, "alignment_failed" if failed else "no_alignment")
         return None
     try:
         f = np.asarray(get_feats(utt), dtype=np.float32)
@@ -172,12 +179,14 @@ def checked_utterance(
 
 
 def check_skipped(name: str, s: SplitStats, what: str) -> None:
-    """At most ``MAX_SKIPPED_FRACTION`` of a split's utterances may be skipped."""
-    nskip = sum(len(u) for u in s.skipped.values())
+    """At most ``MAX_SKIPPED_FRACTION`` of a split's utterances may be skipped (those the
+    aligner reported as not aligned aside: its own report and limit cover them)."""
+    skipped = {r: u for r, u in s.skipped.items() if r != "alignment_failed"}
+    nskip = sum(len(u) for u in skipped.values())
     total = nskip + s.utts
     if nskip > MAX_SKIPPED_FRACTION * total:
-        counts = ", ".join(f"{len(u)} {r}" for r, u in sorted(s.skipped.items()))
-        first = [u for us in s.skipped.values() for u in us][:3]
+        counts = ", ".join(f"{len(u)} {r}" for r, u in sorted(skipped.items()))
+        first = [u for us in skipped.values() for u in us][:3]
         raise EgsError(
             f"{name}: {nskip} of {total} utterances would be skipped ({counts}; e.g. "
             f"{' '.join(first)}), more than {100 * MAX_SKIPPED_FRACTION:.0f} %: {what} "
@@ -450,6 +459,16 @@ def hold_out_dev(
 
 
 # ---------------------------------------------------------------------------------
+def load_shards(split_dir: Path) -> list[dict[str, np.ndarray]]:
+    """The shards of one split, in order, their arrays memory-mapped."""
+    shards = []
+    for d in sorted(split_dir.glob("shard-*"), key=lambda p: int(p.name.split("-")[1])):
+        shards.append(
+            {k: np.load(d / f"{k}.npy", mmap_mode="r") for k in ("feats", "targets", "examples")}
+        )
+    return shards
+
+
 class EgsReader:
     """Minibatches of one worker's share of an egs dir (see the module docstring).
 
@@ -492,14 +511,7 @@ class EgsReader:
         )
         self.model_type = self.info["model_type"]
         self.frames_per_example = int(self.info["frames_per_example"])
-        self.shards = []
-        for d in sorted(sdir.glob("shard-*"), key=lambda p: int(p.name.split("-")[1])):
-            self.shards.append(
-                {
-                    k: np.load(d / f"{k}.npy", mmap_mode="r")
-                    for k in ("feats", "targets", "examples")
-                }
-            )
+        self.shards = load_shards(sdir)
         self.train = split == "train"
         sizes = [len(s["examples"]) for s in self.shards]
         if self.train:
@@ -711,12 +723,17 @@ def run(args: argparse.Namespace) -> None:
             alis = {u: kaldi[0][u] for u in reader.utts if u in kaldi[0]}
             report_length_mismatch(list(reader.utts), reader.num_frames, alis, args.ali_dir)
         else:
-            from steps_py.gmm.ali_io import AlignmentReadError, read_pdf_alignments
+            from steps_py.gmm.ali_io import (
+                AlignmentReadError,
+                read_not_aligned,
+                read_pdf_alignments,
+            )
 
             try:
-                alis = read_pdf_alignments(ali_dir)
+                alis = AlignmentMap(read_pdf_alignments(ali_dir))
             except (FileNotFoundError, AlignmentReadError) as e:  # they name the scp and the fix
                 raise EgsError(str(e)) from None
+            alis.not_aligned = frozenset(read_not_aligned(ali_dir))
         log.info(
             "%s: %d utterances with features, %d alignments", data, len(reader.utts), len(alis)
         )

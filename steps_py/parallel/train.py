@@ -1,4 +1,4 @@
-"""Stage 6: the one parallel training loop (MA / BMUF / DDP / none) with non-interfering averagers.
+"""The one parallel training loop (MA / BMUF / DDP / none) with non-interfering averagers.
 
 Run one of:
   torchrun --standalone --nproc_per_node 2 -m steps_py.parallel.train --egs exp/egs/dnn \
@@ -122,30 +122,13 @@ class Trainer:
             else None
         )
         self.dev_start = self.dev.state_dict() if self.dev is not None else None
-        self.steps_per_epoch = group.all_reduce_min_int(
-            [w.reader.minibatches_per_epoch for w in self.workers]
-        )
-        if self.steps_per_epoch < 1:
-            raise TrainingError(
-                f"{args.egs}: a worker's share has no full minibatch of "
-                f"{args.batch_size}; lower --batch-size or use fewer workers"
-            )
+        self.steps_per_epoch = steps_per_epoch(self.workers, group, args)
         r0 = self.workers[0].reader
         frames_per_mb = r0.frames_per_epoch / max(1, r0.minibatches_per_epoch)
         k = args.block_minibatches or (
             max(1, round(args.block_frames / frames_per_mb)) if args.block_frames else 16
         )
-        sync = make_sync(
-            args.sync,
-            group.world_size,
-            args.bmuf_momentum,
-            args.bmuf_lr,
-            args.warmup_blocks,
-            args.ddp_impl,
-        )
-        self.sync: Sync = (
-            InterferingEma(sync, EmaSet(args.ema_specs)) if args.ema_interfering else sync
-        )
+        self.sync: Sync = build_sync(args, group.world_size)
         self.K = self.sync.block_minibatches(k)
         self.frames_per_block = group.world_size * frames_per_mb * self.K  # all workers
         self.total_steps = args.epochs * self.steps_per_epoch
@@ -466,6 +449,30 @@ class Trainer:
             100 * t.get("ema", 0) / max(wall, 1e-9),
         )
         return summary
+
+
+def steps_per_epoch(workers: list[Any], group: Group, args: argparse.Namespace) -> int:
+    """Minibatches per epoch every worker has (the smallest share)."""
+    n = group.all_reduce_min_int([w.reader.minibatches_per_epoch for w in workers])
+    if n < 1:
+        raise TrainingError(
+            f"{args.egs}: a worker's share has no full minibatch of "
+            f"{args.batch_size}; lower --batch-size or use fewer workers"
+        )
+    return n
+
+
+def build_sync(args: argparse.Namespace, world_size: int) -> Sync:
+    """The --sync method (wrapped by the interfering EMA of the ablation when asked)."""
+    sync = make_sync(
+        args.sync,
+        world_size,
+        args.bmuf_momentum,
+        args.bmuf_lr,
+        args.warmup_blocks,
+        args.ddp_impl,
+    )
+    return InterferingEma(sync, EmaSet(args.ema_specs)) if args.ema_interfering else sync
 
 
 def prepare_exp_dir(args: argparse.Namespace, group: Group) -> bool:

@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ref-encoding",
         default="utf-8",
-        help="encoding of --ref (default %(default)s: a data dir's text, which stage 1 writes "
+        help="encoding of --ref (default %(default)s: a data dir's text, which steps_py.data.prepare writes "
         "in UTF-8 whatever the corpus's encoding)",
     )
     p.add_argument(

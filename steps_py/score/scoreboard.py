@@ -324,6 +324,25 @@ def score_runs(runs: list[Run]) -> Scores:
     return scores
 
 
+def ema_vs_global(
+    members: list[Run], scores: Scores, tag: str, test_set: str, resamples: int, seed: int
+) -> RelChangeCI | None:
+    """The paired bootstrap CI of the EMA model ``tag`` against the global model, on test."""
+    pairs = []
+    for r in members:
+        a, b = scores.get((r.path, "global", test_set)), scores.get((r.path, tag, test_set))
+        if a and b and a.result and b.result:
+            pairs.append((a.result, b.result))
+    pe = paired_errors(pairs) if pairs else None
+    if pe is None:
+        return None
+    try:
+        return paired_bootstrap_rel_change(*pe, resamples=resamples, seed=seed)
+    except ValueError as e:
+        log.warning("%s/%s: no EMA-vs-global CI (%s)", members[0].base, tag, e)
+        return None
+
+
 def build_rows(
     runs: list[Run], sets: tuple[str, str], resamples: int, seed: int, scores: Scores | None = None
 ) -> list[SystemRow]:
@@ -385,22 +404,7 @@ def build_rows(
                 ema=is_ema(tag),
             )
             if row.ema:
-                pairs = []
-                for r in members:
-                    a, b = (
-                        scores.get((r.path, "global", test_set)),
-                        scores.get((r.path, tag, test_set)),
-                    )
-                    if a and b and a.result and b.result:
-                        pairs.append((a.result, b.result))
-                pe = paired_errors(pairs) if pairs else None
-                if pe is not None:
-                    try:
-                        row.rel_change = paired_bootstrap_rel_change(
-                            *pe, resamples=resamples, seed=seed
-                        )
-                    except ValueError as e:
-                        log.warning("%s: no EMA-vs-global CI (%s)", name, e)
+                row.rel_change = ema_vs_global(members, scores, tag, test_set, resamples, seed)
             rows.append(row)
     rows.sort(
         key=lambda r: (
