@@ -218,16 +218,15 @@ def test_lstm_training_chunk_matches_whole_utterance_output(tmp_path) -> None:
     assert not torch.allclose(model.log_posteriors(changed)[11], whole[11], atol=1e-4)
 
 
-def test_cli_idempotent_with_kaldi_alignments(tmp_path, monkeypatch) -> None:
+def _ali_dir_and_reader(ali_dir, alis, feats, utts, monkeypatch) -> None:
+    """A gmm.align-style pdf alignment dir, and a stand-in for the feature reader."""
     import kaldi_native_io
 
-    utts, feats, alis = _corpus({"a-1": 9, "a-2": 12, "b-1": 7})
-    ali_dir = tmp_path / "ali" / "train"
     ali_dir.mkdir(parents=True)
     with kaldi_native_io.Int32VectorWriter(f"ark,scp:{ali_dir}/pdf.ark,{ali_dir}/pdf.scp") as w:
-        for u in utts:
-            w.write(u, alis[u].tolist())
-    (tmp_path / "ali" / "num_pdfs").write_text(f"{P}\n")
+        for u, a in alis.items():
+            w.write(u, a.tolist())
+    (ali_dir.parent / "num_pdfs").write_text(f"{P}\n")
 
     class FakeReader(dict):
         def __init__(self, data_dir, kind, cmvn=True):
@@ -237,6 +236,12 @@ def test_cli_idempotent_with_kaldi_alignments(tmp_path, monkeypatch) -> None:
     monkeypatch.setitem(
         sys.modules, "steps_py.features.io", types.SimpleNamespace(FeatureReader=FakeReader)
     )
+
+
+def test_cli_idempotent_with_kaldi_alignments(tmp_path, monkeypatch) -> None:
+    utts, feats, alis = _corpus({"a-1": 9, "a-2": 12, "b-1": 7})
+    ali_dir = tmp_path / "ali" / "train"
+    _ali_dir_and_reader(ali_dir, {u: alis[u] for u in utts}, feats, utts, monkeypatch)
     out = tmp_path / "egs"
     args = [
         "--feats",
@@ -291,27 +296,12 @@ def test_utterances_the_aligner_reported_are_not_held_against_the_cap(
 ) -> None:
     """gmm.align's report.txt lists what it could not align (its own report and limit): egs
     skips them as alignment_failed; ids unknown to the alignments count towards the 5 %."""
-    import kaldi_native_io
-
     lengths = {f"u{i:02d}": 6 + i for i in range(10)}
     utts, feats, alis = _corpus(lengths)
     ali_dir = tmp_path / "ali" / "train"
-    ali_dir.mkdir(parents=True)
-    with kaldi_native_io.Int32VectorWriter(f"ark,scp:{ali_dir}/pdf.ark,{ali_dir}/pdf.scp") as w:
-        for u in utts[3:]:
-            w.write(u, alis[u].tolist())
-    (tmp_path / "ali" / "num_pdfs").write_text(f"{P}\n")
+    _ali_dir_and_reader(ali_dir, {u: alis[u] for u in utts[3:]}, feats, utts, monkeypatch)
     report = "data d\nutterances 10\naligned 7\nnot_aligned 3\n"
     (ali_dir / "report.txt").write_text(report + "".join(f"{u} beam\n" for u in utts[:3]))
-
-    class FakeReader(dict):
-        def __init__(self, data_dir, kind, cmvn=True):
-            super().__init__(feats)
-            self.utts, self.dim = utts, 3
-
-    monkeypatch.setitem(
-        sys.modules, "steps_py.features.io", types.SimpleNamespace(FeatureReader=FakeReader)
-    )
     argv = ["--feats", "d", "--ali", str(ali_dir), "--model-type", "dnn", "--num-shards", "1"]
     assert main([*argv, "--out", str(tmp_path / "egs")]) == 0
     info = json.loads((tmp_path / "egs" / "info.json").read_text())
