@@ -218,13 +218,28 @@ def _agents(argv: list[str], port: int, **env_extra: str) -> list[subprocess.Pop
     ]
 
 
+def _finish(procs: list[subprocess.Popen], timeout: float) -> list[str]:
+    """Wait for every agent; when one fails, stop the others at once (no rendezvous wait)."""
+    import time
+
+    t0 = time.time()
+    while any(p.poll() is None for p in procs) and time.time() - t0 < timeout:
+        if any(p.poll() not in (None, 0) for p in procs):
+            break
+        time.sleep(0.1)
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+    return [p.communicate()[0] for p in procs]
+
+
 def test_two_agents_on_one_host_equal_simulation(egs: Path, tmp_path: Path) -> None:
     """Multi-node on one machine: node 1's agent finds node 0 serving the rendezvous store and
     joins it as a client (it used to die with 'Address already in use')."""
     opts = dict(sync="ma", block_minibatches=4, epochs=1)
     train_toy(egs, tmp_path / "sim", simulate=2, **opts)
     procs = _agents(toy_train_argv(egs, tmp_path / "real", **opts), _free_port())
-    outs = [p.communicate(timeout=150)[0] for p in procs]
+    outs = _finish(procs, timeout=150)
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outs)
     real = json.loads((tmp_path / "real/summary.json").read_text())
     assert (real["launcher"], real["workers"]) == ("torchrun", 2)
