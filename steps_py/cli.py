@@ -117,6 +117,8 @@ def step_main(
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+    finally:
+        set_current_step(None)  # a later step in this process (tests) names its own
     return int(rc or 0)
 
 
