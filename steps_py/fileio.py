@@ -264,10 +264,11 @@ def check_replaceable(path: Path, new: Path) -> None:
     maker = made_by(path)
     if maker is not None and maker == _current_step:
         return
+    markers = (".done", ".undone")  # a step's own bookkeeping, never a user's data
     foreign = [
         e
         for e in entries
-        if e != ".undone" and not (new / e).exists() and not (new / e).is_symlink()
+        if e not in markers and not (new / e).exists() and not (new / e).is_symlink()
     ]
     if not foreign:
         return
