@@ -48,7 +48,7 @@ def read_int32_vectors(scp: Path) -> dict[str, np.ndarray]:
     scp = Path(scp)
     if not scp.is_file():
         raise FileNotFoundError(
-            f"{scp} not found: run the alignment stage (stage 4, "
+            f"{scp} not found: run the alignment step ("
             "`python -m steps_py.gmm.align`) for this set first"
         )
     out: dict[str, np.ndarray] = {}
