@@ -22,6 +22,7 @@ fi
   # while it runs cannot change what it does half-way
 set -Eeuo pipefail
 caller_pwd=$PWD
+invocation="$0${*:+ $*}"  # for the workdir lock: who holds it
 cd "$(dirname "$0")"
 
 last_stage=9
@@ -35,7 +36,9 @@ force=""
 resume=--resume
 seed=0
 seeds=""
+seeds_given=""
 workdir=.
+encoding=""
 dry_run=""
 ali_dir=""
 test_speaker=""
@@ -54,6 +57,8 @@ Options:
   --seed S            seed for corpus synthesis and training (default $seed)
   --seeds "S1 S2 .."  train (and decode) every run once per seed, in exp/<run>_seed<S>;
                       the scoreboard then gives mean and spread (default: just --seed)
+  --encoding ENC      encoding of the corpus's Kaldi data-dir files and LM text (stage 1), e.g.
+                      gb18030 (default utf-8); the data dirs it writes are UTF-8
   --workdir DIR       where corpus/, data/, exp/, results/ and logs/ go (default: the recipe dir)
   --ali-dir DIR       a Kaldi exp dir (final.mdl + ali.*.gz or *.ali) whose alignments train the
                       networks (stage 6) instead of the project's GMM; stage 4 then only builds the
@@ -84,7 +89,8 @@ while [ $# -gt 0 ]; do
     --conf-dir) need_value "$@"; conf_dir=$(abs_path "$2"); shift 2 ;;
     --nj) need_value "$@"; nj=$2; shift 2 ;;
     --seed) need_value "$@"; seed=$2; shift 2 ;;
-    --seeds) need_value "$@"; seeds=$2; shift 2 ;;
+    --seeds) need_value "$@"; seeds=$2; seeds_given=1; shift 2 ;;
+    --encoding) need_value "$@"; encoding=$2; shift 2 ;;
     --workdir) need_value "$@"; workdir=$(abs_path "$2"); shift 2 ;;
     --ali-dir) need_value "$@"; ali_dir=$(abs_path "$2"); shift 2 ;;
     --test-speaker) need_value "$@"; test_speaker=$2; shift 2 ;;
@@ -110,7 +116,11 @@ stage=$((10#$stage)); stop_stage=$((10#$stop_stage))
 [ "$stage" -le "$stop_stage" ] || die "--stage $stage is after --stop-stage $stop_stage: nothing would run"
 [ "$stop_stage" -le "$last_stage" ] || stop_stage=$last_stage
 [[ "$nj" =~ ^[1-9][0-9]*$ ]] || die "--nj '$nj': give a positive integer"
+[ -z "$seeds_given" ] || [[ "$seeds" =~ [^[:space:]] ]] ||
+  die "--seeds '$seeds': give one or more seeds, e.g. \"0 1 2\" (or leave --seeds out for just --seed)"
 [ -n "$seeds" ] || seeds=$seed
+[ -z "$encoding" ] || python3 -c 'import codecs, sys; codecs.lookup(sys.argv[1])' "$encoding" 2> /dev/null ||
+  die "--encoding '$encoding' is not an encoding Python knows; give e.g. gb18030, gbk, utf-16"
 read -r -a seed_list <<< "$seeds"
 [ "${#seed_list[@]}" -gt 0 ] || die "--seeds '$seeds': give one or more seeds, e.g. \"0 1 2\""
 declare -A seen_seed=()
@@ -247,6 +257,18 @@ if ! mkdir -p "$workdir/logs" 2> /dev/null || ! : >> "$log_file" 2> /dev/null; t
   echo "run.sh: cannot write to --workdir '$workdir' (read-only file system, or no permission); choose a writable --workdir" >&2
   exit 1
 fi
+# One run per workdir: a second run.sh on it would redo stages under the first one's feet.
+# The lock is an flock on $workdir/.run.lock (released by the kernel when this run ends, however
+# it ends); the file says who holds it.
+lock_file="$workdir/.run.lock"
+exec 9<> "$lock_file"
+if ! flock -n 9; then
+  rm -f "$log_file"
+  echo "run.sh: --workdir '$workdir' is in use by another run.sh ($(tr '\n' ' ' < "$lock_file" 2> /dev/null));" \
+    "wait for it to finish or stop it (kill its pid), then rerun" >&2
+  exit 1
+fi
+printf 'pid %s since %s: %s\n' "$$" "$(date '+%Y-%m-%d %H:%M:%S')" "$invocation" > "$lock_file"
 exec 3>&1 4>&2
 exec > >(tee -a "$log_file") 2>&1
 tee_pid=$!
@@ -254,13 +276,43 @@ log() { echo "$(date '+%Y-%m-%d %H:%M:%S') (run.sh:${BASH_LINENO[0]}) $*"; }
 cur_stage=""
 on_error() {  # a command failed (set -e): say which stage and step, then run.sh stops
   [ "$BASHPID" = "$$" ] || return 0
-  local cmd=${2%% --*}
+  local cmd=${cur_cmd:-$2}; cmd=${cmd%% --*}
   log "ERROR: stage ${cur_stage:-?} failed: '$cmd' exited with status $1 (its error is above)." \
       "Fix it and rerun with --stage ${cur_stage:-$stage}; the whole log: $log_file"
 }
 on_exit() { local rc=$?; exec 1>&3 2>&4; wait "$tee_pid" 2> /dev/null || true; exit "$rc"; }
+# The steps run in the background while run.sh waits for them, so that a SIGTERM or SIGINT
+# to run.sh (kill <pid>, Ctrl-C) reaches them too: run.sh stops the step and then itself,
+# instead of ending alone and leaving, say, a trainer running under init.
+child=""; cur_cmd=""
+run_py() {
+  cur_cmd="python $*"
+  python "$@" &
+  child=$!
+  local rc=0
+  wait "$child" || rc=$?
+  child=""
+  [ "$rc" -ne 0 ] || cur_cmd=""
+  return "$rc"
+}
+descendants() { local c; for c in $(ps -o pid= --ppid "$1" 2> /dev/null); do echo "$c"; descendants "$c"; done; }
+on_signal() {  # forward to the running step (SIGTERM: a background step ignores SIGINT), then stop
+  trap '' INT TERM
+  if [ -n "$child" ]; then
+    log "run.sh: got SIG$1; stopping '${cur_cmd%% --*}' (pid $child) and exiting"
+    local tree; tree=$(descendants "$child")
+    kill -TERM "$child" $tree 2> /dev/null || true  # the step, and its workers (a pool, torchrun's)
+    wait "$child" 2> /dev/null || true
+  else
+    log "run.sh: got SIG$1; exiting"
+  fi
+  trap - ERR
+  exit "$2"
+}
 trap 'on_error $? "$BASH_COMMAND"' ERR
 trap on_exit EXIT
+trap 'on_signal TERM 143' TERM
+trap 'on_signal INT 130' INT
 log "log file: $log_file"
 
 . ./path.sh
@@ -281,11 +333,11 @@ read -r -a nnet_decode_args <<< "$nnet_decode_opts"
 launch_training() {
   local n=$1; shift
   if [ "$n" -gt 1 ] && [ "$launcher" = torchrun ]; then
-    python -m steps_py.parallel.launch --nnodes 1 --nproc_per_node "$n" -m steps_py.parallel.train "$@"
+    run_py -m steps_py.parallel.launch --nnodes 1 --nproc_per_node "$n" -m steps_py.parallel.train "$@"
   elif [ "$n" -gt 1 ]; then
-    python -m steps_py.parallel.train --simulate "$n" "$@"
+    run_py -m steps_py.parallel.train --simulate "$n" "$@"
   else
-    python -m steps_py.parallel.train "$@"
+    run_py -m steps_py.parallel.train "$@"
   fi
 }
 
@@ -294,12 +346,12 @@ pinyin_lexicon="$data/local/lexicon_pinyin.txt"  # the Mandarin corpora's pronun
 if stage_on 0; then
   log "stage 0: corpus ($corpus)"
   case "$corpus" in
-    synth) python -m local.synth --out-dir "$corpus_dir" --config "$conf_dir/corpus.json" \
+    synth) run_py -m local.synth --out-dir "$corpus_dir" --config "$conf_dir/corpus.json" \
              --seed "$seed" --nj "$nj" $force ;;
-    aishell) python -m local.aishell.prepare --corpus-dir "$corpus_dir" --out "$data/local/aishell" \
+    aishell) run_py -m local.aishell.prepare --corpus-dir "$corpus_dir" --out "$data/local/aishell" \
                --nj "$nj" $force ;;
     kaldi) log "Kaldi data dirs are read from $corpus_dir/{train,dev,test} by stage 1" ;;
-    digits) python -m local.digits.prepare --corpus-dir "$corpus_dir" --out "$data/local/digits" \
+    digits) run_py -m local.digits.prepare --corpus-dir "$corpus_dir" --out "$data/local/digits" \
               ${test_speaker:+--test-speaker "$test_speaker"} $force ;;
   esac
 fi
@@ -308,7 +360,7 @@ if stage_on 1; then
   log "stage 1: pronunciation lexicon and checked Kaldi data dirs in $data/"
   lexicon=$pinyin_lexicon
   if [ "$corpus" = digits ]; then lexicon=$corpus_dir/lexicon.txt  # the corpus's own
-  else python -m local.mandarin.lexicon --out "$pinyin_lexicon" $force; fi
+  else run_py -m local.mandarin.lexicon --out "$pinyin_lexicon" $force; fi
   case "$corpus" in
     synth) src=(--manifests "$corpus_dir/manifests" --lm-text "$corpus_dir/lm_text.txt") ;;
     aishell) src=(--manifests "$data/local/aishell/manifests") ;;
@@ -317,15 +369,16 @@ if stage_on 1; then
   esac
   # audio must meet the feature config (sample rate, channel); default 16 kHz mono
   [ -f "$conf_dir/mfcc.conf" ] && src+=(--audio-conf "$conf_dir/mfcc.conf")
-  python -m steps_py.data.prepare "${src[@]}" --lexicon "$lexicon" --out "$data" --nj "$nj" $force
+  [ -z "$encoding" ] || src+=(--encoding "$encoding")
+  run_py -m steps_py.data.prepare "${src[@]}" --lexicon "$lexicon" --out "$data" --nj "$nj" $force
 fi
 
 if stage_on 2 && [ "$corpus" = digits ]; then
   # the corpus's Kaldi lang files, Kaldi's phone and word ids kept (its final.mdl and the
   # project's GMM then share phones and graph), and its ARPA LM (a uniform unigram)
   log "stage 2: $data/lang and $data/lang_test (G.fst of $corpus_dir/lm.arpa) from $corpus_dir/kaldi_lang"
-  python -m steps_py.kaldi.lang_import --kaldi-lang "$corpus_dir/kaldi_lang" --out "$data/lang" $force
-  python -m steps_py.kaldi.lang_import --kaldi-lang "$corpus_dir/kaldi_lang" --arpa "$corpus_dir/lm.arpa" \
+  run_py -m steps_py.kaldi.lang_import --kaldi-lang "$corpus_dir/kaldi_lang" --out "$data/lang" $force
+  run_py -m steps_py.kaldi.lang_import --kaldi-lang "$corpus_dir/kaldi_lang" --arpa "$corpus_dir/lm.arpa" \
     --out "$data/lang_test" $force
 elif stage_on 2; then
   # lm_arpa: the user's ARPA LM (word or character); its words join the lexicon
@@ -333,10 +386,10 @@ elif stage_on 2; then
   [ -z "$lm_arpa" ] || { lm_args=(--arpa "$lm_arpa"); dict_args=(--words "$lm_arpa"); lm_what="LM $lm_arpa"; }
   [ -z "$lm_prune" ] || { lm_args+=(--prune "$lm_prune"); lm_what+=" pruned at $lm_prune"; }
   log "stage 2: dict dir, $data/lang, $lm_what, $data/lang_test/G.fst"
-  python -m local.mandarin.prepare_dict --data "$data" --lexicon "$pinyin_lexicon" --out "$data/local/dict" \
+  run_py -m local.mandarin.prepare_dict --data "$data" --lexicon "$pinyin_lexicon" --out "$data/local/dict" \
     ${dict_args[@]+"${dict_args[@]}"} $force
-  python -m steps_py.lang.prepare --dict-dir "$data/local/dict" --out "$data/lang" $force
-  python -m steps_py.lang.lm --data "$data" --lang "$data/lang" --out "$data/lang_test" "${lm_args[@]}" $force
+  run_py -m steps_py.lang.prepare --dict-dir "$data/local/dict" --out "$data/lang" $force
+  run_py -m steps_py.lang.lm --data "$data" --lang "$data/lang" --out "$data/lang_test" "${lm_args[@]}" $force
 fi
 
 if stage_on 3; then
@@ -347,7 +400,7 @@ if stage_on 3; then
     [ -f "$conf_dir/$kind.conf" ] && fopts+=(--conf "$conf_dir/$kind.conf")
     [ -f "$conf_dir/pitch.conf" ] && fopts+=(--pitch-conf "$conf_dir/pitch.conf")
     read -r -a kopts <<< "${feat_opts[$kind]:-}"
-    python -m steps_py.features.compute --data "$data/train" "$data/dev" "$data/test" --kind "$kind" \
+    run_py -m steps_py.features.compute --data "$data/train" "$data/dev" "$data/test" --kind "$kind" \
       ${fopts[@]+"${fopts[@]}"} ${kopts[@]+"${kopts[@]}"} --nj "$nj" --cmd "$job_cmd" $force
   done
 fi
@@ -359,30 +412,30 @@ graph=$exp/$gmm_sys/graph
 [ -z "$ali_dir" ] || graph=$exp/kaldi_ali/graph
 if stage_on 4 && [ -n "$ali_dir" ]; then
   log "stage 4: no GMM training: the networks train on Kaldi's alignments in $ali_dir; HCLG from its final.mdl"
-  python -m steps_py.decode.graph --lang "${ali_lang_test:-$data/lang_test}" --model "$ali_dir" --out "$graph" $force
+  run_py -m steps_py.decode.graph --lang "${ali_lang_test:-$data/lang_test}" --model "$ali_dir" --out "$graph" $force
 elif stage_on 4; then
   log "stage 4: monophone GMM-HMM, alignments of train and dev, HCLG"
-  python -m steps_py.gmm.train_mono --data "$data/train" --lang "$data/lang" --out "$exp/mono" --nj "$nj" "${gmm_args[@]}" $force
+  run_py -m steps_py.gmm.train_mono --data "$data/train" --lang "$data/lang" --out "$exp/mono" --nj "$nj" "${gmm_args[@]}" $force
   for s in train dev; do
-    python -m steps_py.gmm.align --data "$data/$s" --lang "$data/lang" --model "$exp/mono" --out "$exp/mono_ali/$s" \
+    run_py -m steps_py.gmm.align --data "$data/$s" --lang "$data/lang" --model "$exp/mono" --out "$exp/mono_ali/$s" \
       --nj "$nj" --cmd "$job_cmd" "${align_args[@]}" $force
   done
-  python -m steps_py.decode.graph --lang "$data/lang_test" --model "$exp/mono" --out "$exp/mono/graph" $force
+  run_py -m steps_py.decode.graph --lang "$data/lang_test" --model "$exp/mono" --out "$exp/mono/graph" $force
   if [ -n "$tri_opts" ]; then
     log "stage 4: triphone GMM-HMM tri1 (tree from the monophone alignments, deltas), alignments of train and dev, HCLG"
-    python -m steps_py.gmm.train_tri --data "$data/train" --lang "$data/lang" --ali "$exp/mono_ali/train" \
+    run_py -m steps_py.gmm.train_tri --data "$data/train" --lang "$data/lang" --ali "$exp/mono_ali/train" \
       --ali-model "$exp/mono" --out "$exp/tri1" --nj "$nj" "${tri_args[@]}" $force
     for s in train dev; do
-      python -m steps_py.gmm.align --data "$data/$s" --lang "$data/lang" --model "$exp/tri1" --out "$exp/tri1_ali/$s" \
+      run_py -m steps_py.gmm.align --data "$data/$s" --lang "$data/lang" --model "$exp/tri1" --out "$exp/tri1_ali/$s" \
         --nj "$nj" "${align_args[@]}" $force
     done
-    python -m steps_py.decode.graph --lang "$data/lang_test" --model "$exp/tri1" --out "$exp/tri1/graph" $force
+    run_py -m steps_py.decode.graph --lang "$data/lang_test" --model "$exp/tri1" --out "$exp/tri1/graph" $force
   fi
   if [ "$corpus" = digits ]; then
     log "stage 4 (digits): HCLG of Kaldi's final.mdl; frame agreement of the project's train alignments with Kaldi's"
-    python -m steps_py.decode.graph --lang "$data/lang_test" --model "$corpus_dir/kaldi_exp_mono" \
+    run_py -m steps_py.decode.graph --lang "$data/lang_test" --model "$corpus_dir/kaldi_exp_mono" \
       --out "$kaldi_gmm/graph" $force
-    python -m local.digits.ali_agreement --ali "$exp/mono_ali/train" --model "$exp/mono" \
+    run_py -m local.digits.ali_agreement --ali "$exp/mono_ali/train" --model "$exp/mono" \
       --kaldi-exp "$corpus_dir/kaldi_exp_mono" --out "$exp/mono_ali/train/kaldi_agreement.json"
   fi
 fi
@@ -397,9 +450,9 @@ if stage_on 5; then
   for i in "${!gmm_models[@]}"; do
     gmm_model=${gmm_models[$i]}; gmm_dir=${gmm_dirs[$i]}
     log "stage 5: GMM lattice decoding of dev and test with $gmm_model (LM weight and insertion penalty chosen on dev)"
-    python -m steps_py.decode.gmm --model "$gmm_model" --graph "${gmm_graphs[$i]}" --data "$data/dev" \
+    run_py -m steps_py.decode.gmm --model "$gmm_model" --graph "${gmm_graphs[$i]}" --data "$data/dev" \
       --out "$gmm_dir/decode_dev" --nj "$nj" "${gmm_decode_args[@]}" $force
-    python -m steps_py.decode.gmm --model "$gmm_model" --graph "${gmm_graphs[$i]}" --data "$data/test" \
+    run_py -m steps_py.decode.gmm --model "$gmm_model" --graph "${gmm_graphs[$i]}" --data "$data/test" \
       --out "$gmm_dir/decode_test" --lm-weight-from "$gmm_dir/decode_dev" --nj "$nj" "${gmm_decode_args[@]}" $force
     log "GMM ($(basename "$gmm_dir")) dev  $(cat "$gmm_dir/decode_dev/cer") at LM weight $(cat "$gmm_dir/decode_dev/best_lmwt"), penalty $(cat "$gmm_dir/decode_dev/best_wip")"
     log "GMM ($(basename "$gmm_dir")) test $(cat "$gmm_dir/decode_test/cer")"
@@ -412,7 +465,7 @@ if stage_on 6; then
     read -r -a opts <<< "${egs_opts[$m]}"
     ali_args=(--ali "$exp/${gmm_sys}_ali/train" --dev-ali "$exp/${gmm_sys}_ali/dev")
     [ -z "${ali_dirs[$i]}" ] || ali_args=(--ali-dir "${ali_dirs[$i]}")
-    python -m steps_py.nnet.egs --feats "$data/train" "${ali_args[@]}" \
+    run_py -m steps_py.nnet.egs --feats "$data/train" "${ali_args[@]}" \
       --dev-feats "$data/dev" --model-type "$m" --out "$(egs_dir "$m" "${ali_tags[$i]}")" "${opts[@]}" $force
   done; done
 fi
@@ -455,9 +508,9 @@ if stage_on 8; then
       models+=("$model"); dev_dirs+=("$d/decode_${tag}_dev"); test_dirs+=("$d/decode_${tag}_test"); bundles+=("$d/bundle_${tag}")
     done
   done; done
-  python -m steps_py.decode.nnet --model "${models[@]}" --graph "$agraph" --data "$data/dev" \
+  run_py -m steps_py.decode.nnet --model "${models[@]}" --graph "$agraph" --data "$data/dev" \
     --out "${dev_dirs[@]}" --log-file "$exp/log/decode_nnet${a:+_$a}_dev.log" --nj "$nj" "${nnet_decode_args[@]}" $force
-  python -m steps_py.decode.nnet --model "${models[@]}" --graph "$agraph" --data "$data/test" \
+  run_py -m steps_py.decode.nnet --model "${models[@]}" --graph "$agraph" --data "$data/test" \
     --out "${test_dirs[@]}" --lm-weight-from "${dev_dirs[@]}" --log-file "$exp/log/decode_nnet${a:+_$a}_test.log" \
     --nj "$nj" "${nnet_decode_args[@]}" $force
   # one bundle per model (network, priors, graph pointer, feature config, dev-chosen LM weight)
@@ -471,7 +524,7 @@ fi
 
 if stage_on 9; then
   log "stage 9: scoreboard"
-  python -m steps_py.score.scoreboard --exp "$exp" --out "$results"
+  run_py -m steps_py.score.scoreboard --exp "$exp" --out "$results"
 fi
 
 log "done in $(( $(date +%s) - t_start )) s (stages $stage..$stop_stage); log: $log_file"

@@ -45,7 +45,16 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from steps_py.fileio import final_name, input_stamps, is_done, read_done, skip_done, write_done
+from steps_py.fileio import (
+    OutputError,
+    final_name,
+    input_stamps,
+    is_done,
+    read_done,
+    set_current_step,
+    skip_done,
+    write_done,
+)
 from steps_py.log import setup_logging
 
 T = TypeVar("T")
@@ -84,6 +93,7 @@ def step_main(
     """Parse, set up logging, skip a done step, run ``body``; return the process exit code."""
     args = parser.parse_args(argv)
     log = logging.getLogger(name)
+    set_current_step(name)
     try:
         setup_logging(name, log_file(args) if log_file is not None else None)
         out = done_dir(args) if done_dir is not None else None
@@ -95,7 +105,7 @@ def step_main(
         if stamps and not rc and out is not None and is_done(out):
             done = read_done(out)
             write_done(out, {**done, "inputs": {**done.get("inputs", {}), **stamps}})
-    except (StepError, *user_errors) as e:
+    except (StepError, OutputError, *user_errors) as e:
         log.error("%s", e)
         return 1
     except OSError as e:
@@ -107,6 +117,8 @@ def step_main(
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+    finally:
+        set_current_step(None)  # a later step in this process (tests) names its own
     return int(rc or 0)
 
 

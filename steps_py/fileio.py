@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import errno
 import hashlib
 import json
 import logging
@@ -40,6 +41,30 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("steps_py.fileio")
+
+
+class OutputError(Exception):
+    """An output that may not be written (someone else's directory, a busy lock): the message
+    names the path and the fix. ``step_main`` reports it as one line, exit code 1."""
+
+
+class ForeignOutputError(OutputError):
+    """Writing a directory output would replace a non-empty directory the step did not make."""
+
+
+class BusyError(OutputError):
+    """Another live process holds the lock of a directory."""
+
+
+# The step running in this process (set by ``step_main``): ``mark_done`` records it in
+# ``.done`` so that a later run of the same step may replace the directory.
+_current_step: str | None = None
+
+
+def set_current_step(name: str | None) -> None:
+    global _current_step
+    _current_step = name
+
 
 _HOST = socket.gethostname().replace("/", "_").replace("~", "_")
 # .<name>.tmp-<pid>[@<host>][~<random>] (atomic_path, atomic_write_text) and .<name>.old-<pid>...
@@ -102,6 +127,56 @@ def remove_stale_temps(path: Path) -> list[Path]:
     return removed
 
 
+# below this much free space a failed write is taken for a full disk
+FULL_DISK_BYTES = 1 << 20
+
+
+def disk_error(path: str | os.PathLike[str]) -> OSError | None:
+    """An ``OSError`` (ENOSPC or EROFS, naming ``path``) when the file system that holds
+    ``path`` is full or read-only, else None.
+
+    Writers in other libraries (kaldi-native-io's TableWriter, torch.save, safetensors) report
+    a full disk in their own words (``Error in TableWriter::Write``, ``unexpected pos``) or as a
+    long traceback; the write helpers ask this after a failed write and raise the plain
+    ``OSError`` instead, which ``step_main`` reports as "no space left on device writing FILE".
+    """
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        st = os.statvfs(p)
+    except OSError:
+        return None
+    if st.f_flag & os.ST_RDONLY:
+        return OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+    free = (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
+    if free < FULL_DISK_BYTES:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return None
+
+
+@contextlib.contextmanager
+def disk_errors_named(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Around a write of ``path`` by another library: a failure on a full or read-only file
+    system becomes ``disk_error(path)``; other failures pass unchanged."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            if e.filename is None:  # a failed write() names no file
+                raise OSError(e.errno, e.strerror, str(path)) from e
+            raise
+        err = disk_error(path)
+        if err is None:
+            raise
+        raise err from e
+    except Exception as e:
+        err = disk_error(path)
+        if err is None:
+            raise
+        raise err from e
+
+
 def final_name(path: str | os.PathLike[str]) -> str:
     """``path`` with temporary components (``.<name>.tmp-<pid>...``) shown as the output they become."""
     parts = str(path).split(os.sep)
@@ -123,7 +198,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{_tag()}~", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with disk_errors_named(path), os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -155,8 +230,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
     elif tmp.exists():
         tmp.unlink()
     try:
-        yield tmp
+        with disk_errors_named(path):
+            yield tmp
         if path.is_dir() and tmp.is_dir():
+            check_replaceable(path, tmp)
             old = path.with_name(f".{path.name}.old-{_tag()}")
             os.replace(path, old)
             os.replace(tmp, path)
@@ -169,6 +246,68 @@ def atomic_path(path: Path) -> Iterator[Path]:
         elif tmp.exists():
             tmp.unlink()
         raise
+
+
+def check_replaceable(path: Path, new: Path) -> None:
+    """Raise ``ForeignOutputError`` unless the directory ``path`` may be replaced by ``new``.
+
+    It may when it is empty, when its ``.done`` says the running step made it, or when every
+    entry in it is one the new output has too (an earlier run of the same step). Anything else,
+    a Kaldi exp dir given as ``--out`` or a user's own directory, would lose files: refused.
+    """
+    try:
+        entries = sorted(os.listdir(path))
+    except FileNotFoundError:
+        return
+    if not entries:
+        return
+    maker = made_by(path)
+    if maker is not None and maker == _current_step:
+        return
+    markers = (".done", ".undone")  # a step's own bookkeeping, never a user's data
+    foreign = [
+        e
+        for e in entries
+        if e not in markers and not (new / e).exists() and not (new / e).is_symlink()
+    ]
+    if not foreign:
+        return
+    shown = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4 else "")
+    by = f" (it was made by {maker})" if maker else ""
+    raise ForeignOutputError(
+        f"--out {final_name(path)} is a non-empty directory this step did not make{by}: writing "
+        f"there would delete {shown}; give an --out of its own (a new or empty directory), or "
+        "remove it yourself if its contents are not needed"
+    )
+
+
+def hold_lock(d: Path, lock_name: str, what: str) -> Any:
+    """Take an exclusive ``flock`` on ``d/<lock_name>`` for the life of this process (the
+    kernel drops it when the process ends, however it ends) and write who holds it there.
+
+    Raises ``BusyError`` naming the holder's pid and command when another process has it.
+    Returns the open lock file; keep a reference to it as long as the lock is wanted.
+    """
+    import fcntl
+
+    d.mkdir(parents=True, exist_ok=True)
+    f = open(d / lock_name, "a+", encoding="utf-8")  # noqa: SIM115 - held until the process ends
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "a process that did not say who it is"
+        f.close()
+        raise BusyError(
+            f"{d} is in use: {what} by another process ({holder}); wait for it to finish or "
+            "stop it (kill its pid), then rerun"
+        ) from None
+    f.seek(0)
+    f.truncate()
+    now = datetime.datetime.now().isoformat(sep=" ", timespec="seconds")
+    f.write(f"pid {os.getpid()} on {_HOST} since {now}: {' '.join(sys.argv)}\n")
+    f.flush()
+    return f
 
 
 # ---------------------------------------------------------------------------------
@@ -236,8 +375,30 @@ def changed_inputs(d: Path, inputs: Iterable[Path]) -> list[str]:
 
 
 def unmark_done(d: Path) -> None:
+    """Remove ``d/.done``; which step made ``d`` stays known (``.undone``) so that step may
+    still replace ``d`` (``check_replaceable``)."""
+    step = read_done(d).get("step")
     with contextlib.suppress(FileNotFoundError):
         (Path(d) / ".done").unlink()
+    if isinstance(step, str):
+        atomic_write_json(Path(d) / ".undone", {"step": step})
+
+
+def mark_unfinished(d: Path) -> None:
+    """Say in ``d`` which step made it although it is not done (a listing of what went wrong):
+    the step may replace ``d`` when it is rerun."""
+    if _current_step:
+        atomic_write_json(Path(d) / ".undone", {"step": _current_step})
+
+
+def made_by(d: Path) -> str | None:
+    """The step that made ``d`` as its ``.done`` (or, after a redo began, ``.undone``) says."""
+    for name in (".done", ".undone"):
+        with contextlib.suppress(OSError, ValueError):
+            obj = json.loads((Path(d) / name).read_text(encoding="utf-8"))
+            if isinstance(obj, dict) and isinstance(obj.get("step"), str):
+                return str(obj["step"])
+    return None
 
 
 def skip_done(
@@ -267,6 +428,8 @@ def mark_done(
 ) -> None:
     """Write ``d/.done``: ``info``, the time, and the stamps of ``inputs`` (when given)."""
     obj = dict(info or {})
+    if _current_step and "step" not in obj:
+        obj["step"] = _current_step
     obj["done_at"] = datetime.datetime.now().isoformat(timespec="microseconds")
     if inputs:
         obj["inputs"] = input_stamps(d, inputs)

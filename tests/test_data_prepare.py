@@ -282,3 +282,39 @@ def test_pronunciations_come_from_the_given_lexicon(tmp_path: Path) -> None:
         )
         == 0
     )
+
+
+def test_nan_audio_a_long_wav_with_a_short_text_and_a_nul_byte_are_rejected(
+    tmp_path: Path,
+) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    sets = kaldi_corpus(tmp_path)
+    train = {f"{u}x{k:02d}": v for k in range(20) for u, v in sets["train"].items()}
+    w = tmp_path / "wav"
+    x = np.sin(np.arange(16000) / 5.0).astype(np.float32) * 0.3
+    x[8000] = np.nan  # a float WAV with a NaN sample (a data bug, not a divergence)
+    sf.write(w / "nan.wav", x, 16000, subtype="FLOAT")
+    train["trainspk0-nan"] = ("trainspk0", GOOD_TEXT, w / "nan.wav")
+    train["trainspk0-long"] = ("trainspk0", "好", tone(w / "long.wav", seconds=12.0))
+    train["trainspk0-nul"] = ("trainspk0", GOOD_TEXT, tone(w / "ok.wav"))
+    d = tmp_path / "in" / "train"
+    kaldi_set(d, train)
+    utt2spk = (d / "utt2spk").read_text().replace("trainspk0-nul trainspk0", "trainspk0-nul \0")
+    (d / "utt2spk").write_text(utt2spk)
+
+    assert run_prepare(tmp_path) == 0
+    rej = read_kaldi_map(tmp_path / "data" / "train" / "rejected.txt")
+    assert set(rej) == {"trainspk0-nan", "trainspk0-long", "trainspk0-nul"}, rej
+    assert rej["trainspk0-nan"] == (
+        f"non-finite-audio: {w / 'nan.wav'}: 1 of 16000 samples are NaN or inf "
+        "(the first at 0.500 s); fix or drop it"
+    )
+    assert rej["trainspk0-long"].startswith(
+        "too-long: 1198 frames (12.0 s) for 1 tokens, more than 100 per token + 1000: the "
+        "transcript covers only part of the audio"
+    ), rej["trainspk0-long"]
+    assert rej["trainspk0-nul"].startswith("nul-byte: ") and ":" in rej["trainspk0-nul"]
+    kd = KaldiDataDir.load(tmp_path / "data" / "train")
+    assert "\0" not in "".join(kd.utt2spk.values()) and len(kd.utts) == len(train) - 3

@@ -176,3 +176,22 @@ def test_unreadable_audio_is_listed_not_fatal(tmp_path: Path) -> None:
         Path(kd.wav[u]).write_bytes(b"")
     assert main(["--data", str(data), "--kind", "mfcc", "--nj", "1"]) == 1
     assert not (data / "mfcc").exists()
+
+
+def test_nan_audio_is_listed_and_never_reaches_cmvn(tmp_path: Path) -> None:
+    """A float WAV with NaN samples given straight to stage 3 (no stage-1 check)."""
+    kd = make_data_dir(tmp_path, n_spk=3, per_spk=8)
+    data = tmp_path / "data" / "train"
+    bad = kd.utts[5]
+    x, _ = sf.read(kd.wav[bad], dtype="float32")
+    x[100:103] = np.nan
+    sf.write(kd.wav[bad], x, SR, subtype="FLOAT")
+    assert main(["--data", str(data), "--kind", "fbank", "--nj", "1"]) == 0
+    listing = (data / "fbank" / "rejected.txt").read_text()
+    assert listing == (
+        f"{bad} non-finite: 3 of {x.size} audio samples of {kd.wav[bad]} are NaN or inf (the "
+        "first at index 100); fix or drop the recording\n"
+    )
+    reader = FeatureReader(data, "fbank")
+    assert bad not in reader and len(reader) == len(kd.utts) - 1
+    assert all(np.isfinite(reader[u]).all() for u in reader.utts)  # CMVN applied: finite

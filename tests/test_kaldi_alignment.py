@@ -166,8 +166,8 @@ def test_egs_from_a_kaldi_exp_dir(kaldi, tmp_path: Path) -> None:
     from steps_py.nnet.egs import main as egs_main
 
     tm, ali, _ = kaldi
-    utts = spread(list(ali), 9)
-    train, dev = utts[:6], utts[6:]
+    utts = spread(list(ali), 26)
+    train, dev = utts[:23], utts[23:]  # 1 skipped of 23: under the 5 % cap
     write_feature_dir(tmp_path / "train", train, kinds=("fbank",))
     write_feature_dir(tmp_path / "dev", dev, kinds=("fbank",))
     exp = tmp_path / "kaldi_exp"
@@ -199,7 +199,7 @@ def test_egs_from_a_kaldi_exp_dir(kaldi, tmp_path: Path) -> None:
     info = json.loads((tmp_path / "egs" / "info.json").read_text())
     assert info["num_pdfs"] == 33
     assert info["skipped"]["train"] == {"length_mismatch": 1}
-    assert info["splits"]["train"]["utts"] == 5 and info["splits"]["dev"]["utts"] == 3
+    assert info["splits"]["train"]["utts"] == 22 and info["splits"]["dev"]["utts"] == 3
     assert f"train {short} length_mismatch" in (tmp_path / "egs" / "skipped.txt").read_text()
     targets = np.load(tmp_path / "egs" / "train" / "shard-0" / "targets.npy")
     expected = np.concatenate([to_pdfs(tm, ali[u]) for u in train if u != short])
@@ -223,3 +223,39 @@ def test_egs_from_a_kaldi_exp_dir(kaldi, tmp_path: Path) -> None:
         == 1
     )
     assert not (tmp_path / "egs2").exists()
+
+
+def test_egs_ali_dir_with_wrong_ids_fails_and_without_dev_holds_out(
+    kaldi, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Half the ids wrong: an error (not 13 of 26 dropped with a warning). No dev alignments
+    (Kaldi aligned only train): held-out train utterances are the dev split, no empty dev."""
+    from steps_py.nnet.egs import main as egs_main
+
+    tm, ali, _ = kaldi
+    utts = spread(list(ali), 30)
+    train, dev = utts[:26], utts[26:]
+    write_feature_dir(tmp_path / "train", train, kinds=("fbank",))
+    write_feature_dir(tmp_path / "dev", dev, kinds=("fbank",))
+    exp = tmp_path / "kaldi_exp"
+    exp.mkdir()
+    (exp / "final.mdl").symlink_to(KALDI_EXP / "final.mdl")
+    wrong = {(u if i % 2 else f"x{u}"): ali[u] for i, u in enumerate(train)}
+    write_int32_vector_archive(exp / "ali.1.gz", wrong)
+    argv = ["--feats", str(tmp_path / "train"), "--ali-dir", str(exp), "--dev-feats"]
+    argv += [str(tmp_path / "dev"), "--model-type", "dnn", "--num-shards", "1", "--out"]
+    assert egs_main([*argv, str(tmp_path / "egs")]) == 1
+    err = capsys.readouterr().err
+    assert (
+        "train: 13 of 25 utterances would be skipped (13 no_alignment; e.g. " in err
+        and "more than 5 %: the alignments of --ali/--ali-dir do not belong to these features"
+        in err
+    ), err
+    assert not (tmp_path / "egs").exists()
+
+    write_int32_vector_archive(exp / "ali.1.gz", {u: ali[u] for u in train})  # no dev ids
+    assert egs_main([*argv, str(tmp_path / "egs")]) == 0
+    assert "has no alignments of the dev utterances" in capsys.readouterr().err
+    info = json.loads((tmp_path / "egs" / "info.json").read_text())
+    assert info["splits"]["dev"]["utts"] == 1 and info["splits"]["train"]["utts"] == 25
+    assert info["splits"]["dev"]["frames"] > 0 and info["skipped"]["dev"] == {}

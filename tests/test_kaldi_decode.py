@@ -4,6 +4,7 @@ alignment, CTM; the project's GMM and a network's log-likelihoods handed back to
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import kaldi_native_io as kio
@@ -369,3 +370,34 @@ def test_graph_refuses_a_lang_with_other_phones(
     )
     err = capsys.readouterr().err
     assert "phone 2 is 'ling'" in err and "Traceback" not in err and not (tmp_path / "g").exists()
+
+
+def test_graph_into_a_kaldi_exp_dir_is_refused_and_loses_nothing(
+    work: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--out $K (the exp dir given as the graph dir, an easy slip) must not replace $K."""
+    from steps_py.decode.graph import main as graph_main
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    for name in ("final.mdl", "tree"):
+        shutil.copy(KALDI_EXP / name, exp / name)
+    (exp / "ali.1.gz").write_bytes(b"alignments")
+    (exp / "log").mkdir()
+    before = sorted(p.name for p in exp.iterdir())
+    argv = ["--lang", str(work["lang"]), "--model", str(exp), "--out", str(exp)]
+    assert graph_main(argv) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"--out {exp} is a non-empty directory this step did not make: writing there would "
+        "delete ali.1.gz, final.mdl, log, tree" in err
+    ), err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in exp.iterdir()) == before
+    assert (exp / "ali.1.gz").read_bytes() == b"alignments"
+    # the step's own output dir is replaced on --force, files of an older layout included
+    out = tmp_path / "g"
+    assert graph_main([*argv[:4], "--out", str(out)]) == 0
+    (out / "HCLG.old-layout").write_text("")
+    assert graph_main([*argv[:4], "--out", str(out), "--force"]) == 0
+    assert (out / "HCLG.fst").is_file() and not (out / "HCLG.old-layout").exists()

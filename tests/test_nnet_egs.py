@@ -154,12 +154,13 @@ def test_resume_reads_the_same_minibatches(tmp_path) -> None:
 
 
 def test_mismatched_utterance_is_skipped_and_named(tmp_path, caplog) -> None:
-    bad = sorted(LENGTHS)[5]
+    lengths = {f"spk{i % 3}-utt{i:02d}": 5 + i for i in range(24)}  # 1 of 24 < 5 %
+    bad = sorted(lengths)[5]
     with caplog.at_level(logging.WARNING):
-        info, *_ = _write(tmp_path, mismatch=bad, dev=False)
+        info, *_ = _write(tmp_path, mismatch=bad, dev=False, lengths=lengths)
     assert bad in caplog.text
     assert info["skipped"]["train"] == {"length_mismatch": 1}
-    assert info["frames"] == sum(LENGTHS.values()) - LENGTHS[bad]
+    assert info["frames"] == sum(lengths.values()) - lengths[bad]
     assert (tmp_path / "egs" / "skipped.txt").read_text().split() == [
         "train",
         bad,
@@ -217,16 +218,15 @@ def test_lstm_training_chunk_matches_whole_utterance_output(tmp_path) -> None:
     assert not torch.allclose(model.log_posteriors(changed)[11], whole[11], atol=1e-4)
 
 
-def test_cli_idempotent_with_kaldi_alignments(tmp_path, monkeypatch) -> None:
+def _ali_dir_and_reader(ali_dir, alis, feats, utts, monkeypatch) -> None:
+    """A gmm.align-style pdf alignment dir, and a stand-in for the feature reader."""
     import kaldi_native_io
 
-    utts, feats, alis = _corpus({"a-1": 9, "a-2": 12, "b-1": 7})
-    ali_dir = tmp_path / "ali" / "train"
     ali_dir.mkdir(parents=True)
     with kaldi_native_io.Int32VectorWriter(f"ark,scp:{ali_dir}/pdf.ark,{ali_dir}/pdf.scp") as w:
-        for u in utts:
-            w.write(u, alis[u].tolist())
-    (tmp_path / "ali" / "num_pdfs").write_text(f"{P}\n")
+        for u, a in alis.items():
+            w.write(u, a.tolist())
+    (ali_dir.parent / "num_pdfs").write_text(f"{P}\n")
 
     class FakeReader(dict):
         def __init__(self, data_dir, kind, cmvn=True):
@@ -236,6 +236,12 @@ def test_cli_idempotent_with_kaldi_alignments(tmp_path, monkeypatch) -> None:
     monkeypatch.setitem(
         sys.modules, "steps_py.features.io", types.SimpleNamespace(FeatureReader=FakeReader)
     )
+
+
+def test_cli_idempotent_with_kaldi_alignments(tmp_path, monkeypatch) -> None:
+    utts, feats, alis = _corpus({"a-1": 9, "a-2": 12, "b-1": 7})
+    ali_dir = tmp_path / "ali" / "train"
+    _ali_dir_and_reader(ali_dir, {u: alis[u] for u in utts}, feats, utts, monkeypatch)
     out = tmp_path / "egs"
     args = [
         "--feats",
@@ -268,3 +274,37 @@ def test_cli_idempotent_with_kaldi_alignments(tmp_path, monkeypatch) -> None:
     ]
     assert main(bad) == 1
     assert not (tmp_path / "e2").exists()
+
+
+def test_nan_features_are_a_counted_skip_and_over_5_percent_an_error(tmp_path, caplog) -> None:
+    lengths = {f"spk{i % 3}-utt{i:02d}": 5 + i for i in range(24)}
+    utts, feats, alis = _corpus(lengths)
+    feats[utts[3]][2, 1] = np.nan
+    params = EgsParams(model_type="dnn", num_shards=2, seed=1)
+    with caplog.at_level(logging.WARNING):
+        info = write_egs(tmp_path / "egs", (utts, feats.__getitem__, alis), P, params)
+    assert info["skipped"]["train"] == {"non_finite_features": 1}
+    assert f"skipping {utts[3]}: 1 of {3 * lengths[utts[3]]} feature values are NaN" in caplog.text
+    feats[utts[4]][0, 0] = np.inf
+    with pytest.raises(EgsError, match=r"train: 2 of 24 utterances would be skipped \(2 non_fin"):
+        write_egs(tmp_path / "egs2", (utts, feats.__getitem__, alis), P, params)
+    assert not (tmp_path / "egs2").exists()
+
+
+def test_utterances_the_aligner_reported_are_not_held_against_the_cap(
+    tmp_path, monkeypatch
+) -> None:
+    """gmm.align's report.txt lists what it could not align (its own report and limit): egs
+    skips them as alignment_failed; ids unknown to the alignments count towards the 5 %."""
+    lengths = {f"u{i:02d}": 6 + i for i in range(10)}
+    utts, feats, alis = _corpus(lengths)
+    ali_dir = tmp_path / "ali" / "train"
+    _ali_dir_and_reader(ali_dir, {u: alis[u] for u in utts[3:]}, feats, utts, monkeypatch)
+    report = "data d\nutterances 10\naligned 7\nnot_aligned 3\n"
+    (ali_dir / "report.txt").write_text(report + "".join(f"{u} beam\n" for u in utts[:3]))
+    argv = ["--feats", "d", "--ali", str(ali_dir), "--model-type", "dnn", "--num-shards", "1"]
+    assert main([*argv, "--out", str(tmp_path / "egs")]) == 0
+    info = json.loads((tmp_path / "egs" / "info.json").read_text())
+    assert info["skipped"]["train"] == {"alignment_failed": 3}
+    (ali_dir / "report.txt").write_text(report)  # the same 3 now unknown to the aligner
+    assert main([*argv, "--out", str(tmp_path / "egs2")]) == 1

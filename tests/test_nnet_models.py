@@ -136,3 +136,10 @@ def test_priors(tmp_path) -> None:
     assert np.exp(rare[1]) == pytest.approx(0.01 / (10000 / 10001 + 0.01), rel=1e-5)  # floored
     save_log_priors(tmp_path / "p.npy", lp)
     assert np.array_equal(load_log_priors(tmp_path / "p.npy"), lp)
+
+
+@pytest.mark.parametrize(("base", "key"), [(DNN, "hidden_dim"), (LSTM, "cells"), (LSTM, "proj")])
+def test_a_zero_layer_size_is_a_one_line_error(base: dict, key: str) -> None:
+    with pytest.raises(ValueError, match=rf"model config '{key}' is 0: a layer needs at least one"):
+        build_model({**base, key: 0})
+    build_model({**base, "hidden_layers": 0} if base is DNN else {**base, "target_delay": 0})

@@ -436,3 +436,19 @@ def test_an_overflowing_fisher_estimate_is_named_not_a_lapack_error() -> None:
     ng.precondition(torch.randn(32, 16))
     with pytest.raises(FloatingPointError, match="Fisher-matrix estimate is not finite"):
         ng.precondition(torch.full((32, 16), 1e15), update=True)
+
+
+def test_r_stays_orthonormal_over_ordinary_updates() -> None:
+    """R R^T = I to 1e-5 over ordinary Fisher updates (small minibatches, a spectrum over 6
+    decades: a float32 eigendecomposition let it drift by 1e-3 between re-orthogonalizations)."""
+    g = torch.Generator().manual_seed(0)
+    dim = 200
+    basis, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.float64))
+    scales = torch.logspace(0, -3, dim)
+    ng = OnlineNaturalGradient(rank=40, update_period=1)
+    worst = 0.0
+    for _ in range(150):
+        ng.precondition((torch.randn(32, dim, generator=g) * scales) @ basis.float().T)
+        r = ng.state["R"].double()
+        worst = max(worst, float((r @ r.T - torch.eye(40, dtype=torch.float64)).abs().max()))
+    assert worst < 1e-5, worst

@@ -126,3 +126,37 @@ def test_lr_times_workers_is_kaldis_convention(toy_egs: Path, tmp_path: Path) ->
     ]
     assert lr[1] == pytest.approx([2 * x for x in lr[0]])
     assert json.loads((tmp_path / "b/summary.json").read_text())["lr_times_workers"] is True
+
+
+def test_a_second_trainer_on_one_exp_dir_is_refused(
+    toy_egs: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    exp = tmp_path / "r"
+    exp.mkdir()
+    holder = subprocess.Popen(  # a trainer of this exp dir still running, as far as the lock says
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path;"
+            "from steps_py.fileio import hold_lock; f = hold_lock(Path(sys.argv[1]), '.train.lock', "
+            "'training'); print('held', flush=True); time.sleep(60)",
+            str(exp),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])),
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert main(toy_train_argv(toy_egs, exp), backend=ToyBackend()) == 1
+        err = caplog.text
+        assert f"{exp} is in use: training by another process (pid {holder.pid} on " in err, err
+        assert not (exp / "checkpoints").exists() and not (exp / "final").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(toy_train_argv(toy_egs, exp, epochs=1), backend=ToyBackend()) == 0

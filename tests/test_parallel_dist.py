@@ -189,3 +189,102 @@ def test_single_machine_launch_listens_on_loopback_only(egs: Path, tmp_path: Pat
     assert all(s.startswith(("127.", "0000:0000:0000:0000:0000:0000:0000:0001")) for s in seen), (
         seen
     )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _agents(argv: list[str], port: int, **env_extra: str) -> list[subprocess.Popen]:
+    """Two `steps_py.parallel.launch` agents of a 2-node run, both on this host (loopback)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", **env_extra)
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "steps_py.parallel.launch", "--nnodes", "2"]
+            + ["--node-rank", str(r), "--nproc_per_node", "1", "--rdzv-backend", "c10d"]
+            + ["--rdzv-endpoint", f"127.0.0.1:{port}", "--monitor-interval", "0.2"]
+            + ["-m", "tests.toy_train", *argv],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
+
+
+def _finish(procs: list[subprocess.Popen], timeout: float) -> list[str]:
+    """Wait for every agent; when one fails, stop the others at once (no rendezvous wait)."""
+    import time
+
+    t0 = time.time()
+    while any(p.poll() is None for p in procs) and time.time() - t0 < timeout:
+        if any(p.poll() not in (None, 0) for p in procs):
+            break
+        time.sleep(0.1)
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+    return [p.communicate()[0] for p in procs]
+
+
+def test_two_agents_on_one_host_equal_simulation(egs: Path, tmp_path: Path) -> None:
+    """Multi-node on one machine: node 1's agent finds node 0 serving the rendezvous store and
+    joins it as a client (it used to die with 'Address already in use')."""
+    opts = dict(sync="ma", block_minibatches=4, epochs=1)
+    train_toy(egs, tmp_path / "sim", simulate=2, **opts)
+    procs = _agents(toy_train_argv(egs, tmp_path / "real", **opts), _free_port())
+    outs = _finish(procs, timeout=150)
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outs)
+    real = json.loads((tmp_path / "real/summary.json").read_text())
+    assert (real["launcher"], real["workers"]) == ("torchrun", 2)
+    _assert_same_models(tmp_path / "sim", tmp_path / "real")
+
+
+def _workers_of(exp: Path) -> list[int]:
+    """Pids of live training processes of `exp` (by their command line)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            cmd = (d / "cmdline").read_bytes().split(b"\0")
+            state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if b"tests.toy_train" in cmd and str(exp).encode() in cmd and state != "Z":
+            pids.append(int(d.name))
+    return pids
+
+
+def test_a_killed_agent_stops_the_run_at_once(egs: Path, tmp_path: Path) -> None:
+    """SIGKILL of one agent alone: its worker ends with it and the other node fails within
+    seconds (it used to train on with an orphan and then wait 300 s in the exit barrier)."""
+    import signal
+    import time
+
+    exp = tmp_path / "real"
+    argv = toy_train_argv(egs, exp, sync="ma", block_minibatches=1, epochs=400)
+    procs = _agents(argv, _free_port())
+    try:
+        t0 = time.time()
+        while not (exp / "log" / "train.csv").is_file():
+            assert time.time() - t0 < 90 and all(p.poll() is None for p in procs)
+            time.sleep(0.1)
+        procs[1].send_signal(signal.SIGKILL)
+        t_kill = time.time()
+        procs[0].communicate(timeout=60)
+        assert procs[0].returncode not in (0, None)
+        assert time.time() - t_kill < 30
+        while _workers_of(exp):  # the orphan is gone too
+            assert time.time() - t_kill < 40, _workers_of(exp)
+            time.sleep(0.1)
+        assert not (exp / "final").exists()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.communicate()

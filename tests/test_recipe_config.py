@@ -51,6 +51,9 @@ def _conf(tmp_path: Path, text: str) -> Path:
         (["--seeds", "0 x"], "'x' is not a seed"),
         (["--seeds", "1 1"], "seed 1 is given twice"),
         (["--seed", "-1"], "'-1' is not a seed"),
+        (["--seeds", ""], "--seeds '': give one or more seeds"),
+        (["--seeds", "  "], "--seeds '  ': give one or more seeds"),
+        (["--encoding", "gb99"], "--encoding 'gb99' is not an encoding Python knows"),
     ],
 )
 def test_bad_flags_are_clear_errors_before_any_work(

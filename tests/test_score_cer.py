@@ -136,7 +136,26 @@ def test_utf16_and_gb18030_are_clear_errors_or_read_with_encoding(
     assert (
         f"{ref}:1: not utf-8" in err and "Traceback" not in err and "UnicodeDecodeError" not in err
     )
+    gb = ["--encoding", "gb18030", "--ref-encoding", "gb18030"]
+    assert score_main(["--ref", str(ref), "--hyp", str(hyp), *gb]) == 0
+    assert capsys.readouterr().out.strip() == "%CER 16.67 [ 1 / 6, 0 ins, 0 del, 1 sub ]"
+    assert (
+        score_main(["--ref", str(ref), "--hyp", str(hyp), *gb[2:], "--encoding", "nonesuch"]) == 1
+    )
+    assert "unknown encoding 'nonesuch'" in capsys.readouterr().err
+
+
+def test_encoding_is_the_hypothesis_s_the_reference_stays_utf8(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--encoding reads another system's GB18030 output against our UTF-8 data-dir text."""
+    ref, hyp = tmp_path / "ref", tmp_path / "hyp"
+    ref.write_text("s1-a 打 开 导 航\ns1-b 天 气\n", encoding="utf-8")
+    hyp.write_text("s1-a 打 开 导 航\ns1-b 天 汽\n", encoding="gb18030")
     assert score_main(["--ref", str(ref), "--hyp", str(hyp), "--encoding", "gb18030"]) == 0
     assert capsys.readouterr().out.strip() == "%CER 16.67 [ 1 / 6, 0 ins, 0 del, 1 sub ]"
-    assert score_main(["--ref", str(ref), "--hyp", str(hyp), "--encoding", "nonesuch"]) == 1
-    assert "unknown encoding 'nonesuch'" in capsys.readouterr().err
+    ref.write_text("s1-a 打 开 导 航\ns1-b 天 气\n", encoding="gb18030")  # an external reference
+    assert score_main(["--ref", str(ref), "--hyp", str(hyp), "--encoding", "gb18030"]) == 1
+    assert f"{ref}:1: not utf-8" in capsys.readouterr().err  # names the file: the ref
+    argv = ["--ref", str(ref), "--hyp", str(hyp), "--encoding", "gb18030"]
+    assert score_main([*argv, "--ref-encoding", "gb18030"]) == 0

@@ -480,3 +480,30 @@ def test_table_only_rebuilds_the_second_table_from_records_without_a_corpus(tmp_
     assert {r["status"] for r in table["rows"]} == {"not run"}
     assert "Runs of the plan with results: 0 of 4" in (results / "table.md").read_text()
     assert main([*argv, str(results)]) == 1  # without --table-only it needs the corpus
+
+
+def test_a_truncated_or_incomplete_record_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    from steps_py.study.record import RecordError
+
+    n = len(REF)
+    study = _fake_study(tmp_path, {"global": [1] * n, "ema-hl1000": [1] * n}, {})
+    run = study.plan.runs[1]
+    path = study.record_path(run)
+    good = path.read_text()
+    path.write_text(good[: len(good) // 2])  # a session killed while copying records
+    with pytest.raises(RecordError, match=rf"{path} is not a study record: truncated or malformed"):
+        study.record(run)
+    rec = json.loads(good)
+    del rec["final_models"]
+    path.write_text(json.dumps(rec))
+    with pytest.raises(
+        RecordError, match=rf"{path} is not a complete study record: no 'final_models'; delete "
+    ):
+        study.record(run)
+    rec = json.loads(good)
+    next(iter(rec["models"].values()))["dev"]["errors"].pop()
+    path.write_text(json.dumps(rec))
+    with pytest.raises(RecordError, match="utts, errors and ref_len differ in length"):
+        study.record(run)
+    path.write_text(good)
+    assert study.record(run) == json.loads(good)

@@ -35,6 +35,7 @@ from steps_py.data.validate import (
     BAD_SEGMENT,
     DUPLICATE_ID,
     MISMATCHED_IDS,
+    NUL_BYTE,
     RawSet,
     RawUtt,
 )
@@ -118,6 +119,13 @@ def read_lines_tolerant(path: Path, encoding: str = "utf-8") -> TolerantMap:
             continue
         parts = line.split(maxsplit=1)
         key = parts[0]
+        if "\0" in line:  # a NUL would become part of an id, a speaker or a path
+            key = key.replace("\0", "\\0")
+            counts[key] += 1
+            out.undecodable.setdefault(
+                key, f"{NUL_BYTE}: {path}:{n} holds a NUL byte (a damaged or binary file?); fix the line"
+            )
+            continue
         counts[key] += 1
         out.values.setdefault(key, parts[1].strip() if len(parts) > 1 else "")
     out.duplicates = {k: c for k, c in counts.items() if c > 1}

@@ -56,7 +56,7 @@ from steps_py.data.validate import (
     summarize_changes,
     summarize_rejections,
 )
-from steps_py.fileio import atomic_path, atomic_write_text, is_done, mark_done
+from steps_py.fileio import atomic_path, atomic_write_text, is_done, mark_done, mark_unfinished
 from steps_py.lang.lexicon import Lexicon, LexiconError, read_lexicon
 
 log = logging.getLogger("data.prepare")
@@ -68,7 +68,9 @@ class DataPrepError(StepError):
     """Data preparation cannot make a usable data dir; the message names the set, file and fix."""
 
 
-def check_recordings(paths: list[str], policy: AudioPolicy, nj: int, desc: str) -> dict[str, RecordingInfo]:
+def check_recordings(
+    paths: list[str], policy: AudioPolicy, nj: int, desc: str
+) -> dict[str, RecordingInfo]:
     """`check_audio` of each distinct file, in `nj` processes."""
     fn = partial(check_audio, policy=policy)
     if nj <= 1 or len(paths) < 64:
@@ -90,7 +92,9 @@ def build_data_dir(checked: Iterable[CheckedUtt], speaker_prefix: bool) -> Kaldi
         if with_segments:
             rec = u.rec if u.rec is not None else u.utt
             if kd.wav.setdefault(rec, u.wav) != u.wav:
-                raise DataDirError(f"recording id '{rec}' names two files: {kd.wav[rec]} and {u.wav}")
+                raise DataDirError(
+                    f"recording id '{rec}' names two files: {kd.wav[rec]} and {u.wav}"
+                )
             kd.segments[utt] = Segment(rec, u.start, u.end, u.channel)
         else:
             kd.wav[utt] = u.wav
@@ -106,8 +110,32 @@ def piped_line(checked: list[CheckedUtt]) -> list[str]:
     return [f"audio: {n} utterances read through a piped wav.scp command"] if n else []
 
 
-def prepare_set(raw: RawSet, out_dir: Path, args: argparse.Namespace, policy: AudioPolicy,
-                lexicon: Lexicon | None) -> KaldiDataDir:
+def ids_note(kd: KaldiDataDir, name: str, speaker_prefix: bool) -> str:
+    """The report's line on utterance ids (warned about when Kaldi would refuse their order)."""
+    line = (
+        "ids: kept as in the corpus"
+        if not speaker_prefix
+        else "ids: '<speaker>-' prefixed (--speaker-prefix)"
+    )
+    bad_order = speaker_order_violation(kd.utt2spk)
+    if bad_order:
+        a, b = bad_order
+        line += (
+            f"; NOT sorted by speaker when sorted by utterance ({a} of {kd.utt2spk[a]} "
+            f"sorts before {b} of {kd.utt2spk[b]}): Kaldi's validate_data_dir.sh will "
+            "refuse this dir; rerun with --speaker-prefix to prepend '<speaker>-' to the ids"
+        )
+        log.warning("%s: %s", name, line)
+    return line
+
+
+def prepare_set(
+    raw: RawSet,
+    out_dir: Path,
+    args: argparse.Namespace,
+    policy: AudioPolicy,
+    lexicon: Lexicon | None,
+) -> KaldiDataDir:
     """Check, write `out_dir` atomically (with rejected.txt, report.txt, .done), enforce 5 %."""
     paths = list(dict.fromkeys(u.wav for u in raw.utts))
     recs = check_recordings(paths, policy, args.nj, f"check {raw.name}")
@@ -117,7 +145,9 @@ def prepare_set(raw: RawSet, out_dir: Path, args: argparse.Namespace, policy: Au
     total = len(raw.utts) + len(raw.rejected)
     listing = out_dir / "rejected.txt"
     for note in raw.notes:
-        log.warning("%s: %s", raw.name, note) if "not valid" in note else log.info("%s: %s", raw.name, note)
+        log.warning("%s: %s", raw.name, note) if "not valid" in note else log.info(
+            "%s: %s", raw.name, note
+        )
     summarize_rejections(raw.name, rejected, total, listing if rejected else None)
     try:
         enforce_rejection_limit(raw.name, len(rejected), total, listing)
@@ -125,6 +155,7 @@ def prepare_set(raw: RawSet, out_dir: Path, args: argparse.Namespace, policy: Au
         with atomic_path(out_dir) as tmp:  # leave only the listing, no .done
             tmp.mkdir()
             write_kaldi_map(tmp / "rejected.txt", rejected)
+            mark_unfinished(tmp)
         raise
     ok = [c for c in checked if c.reason is None]
     if not ok:
@@ -133,39 +164,57 @@ def prepare_set(raw: RawSet, out_dir: Path, args: argparse.Namespace, policy: Au
     changes = summarize_changes(ok)
     for line in changes:
         log.warning("%s: %s", raw.name, line)
-    bad_order = speaker_order_violation(kd.utt2spk)
-    ids_line = "ids: kept as in the corpus" if not args.speaker_prefix else "ids: '<speaker>-' prefixed (--speaker-prefix)"
-    if bad_order:
-        a, b = bad_order
-        ids_line += (f"; NOT sorted by speaker when sorted by utterance ({a} of {kd.utt2spk[a]} "
-                     f"sorts before {b} of {kd.utt2spk[b]}): Kaldi's validate_data_dir.sh will "
-                     "refuse this dir; rerun with --speaker-prefix to prepend '<speaker>-' to the ids")
-        log.warning("%s: %s", raw.name, ids_line)
+    ids_line = ids_note(kd, raw.name, args.speaker_prefix)
     hours = sum(kd.utt2dur.values()) / 3600
     codes = Counter(r.split(":", 1)[0].split()[0] for r in rejected.values())
     report = [
         f"set {raw.name}: {total} utterances in, {len(kd.utt2spk)} accepted ({hours:.3f} h, "
         f"{len(kd.spk2utt())} speakers), {len(rejected)} rejected"
-        + (f" ({', '.join(f'{c} {k}' for k, c in codes.most_common())}; see rejected.txt)" if rejected else ""),
+        + (
+            f" ({', '.join(f'{c} {k}' for k, c in codes.most_common())}; see rejected.txt)"
+            if rejected
+            else ""
+        ),
         f"audio: {policy.sample_rate} Hz expected; channel {policy.channel} "
         f"({'mono expected' if policy.channel == -1 else 'chosen'})",
-        *raw.notes, *changes, *piped_line(checked), ids_line,
-        f"lexicon: {args.lexicon}" if lexicon is not None else "lexicon: none (transcripts not checked for pronunciations)",
+        *raw.notes,
+        *changes,
+        *piped_line(checked),
+        ids_line,
+        f"lexicon: {args.lexicon}"
+        if lexicon is not None
+        else "lexicon: none (transcripts not checked for pronunciations)",
     ]
     with atomic_path(out_dir) as tmp:
         kd.write(tmp)
         if rejected:
             write_kaldi_map(tmp / "rejected.txt", rejected)
         atomic_write_text(tmp / "report.txt", "".join(f"{line}\n" for line in report))
-        mark_done(tmp, {"utterances": len(kd.utt2spk), "rejected": len(rejected),
-                        "rejected_by_code": dict(codes), "hours": round(hours, 4),
-                        "segments": bool(kd.segments), "changes": changes})
-    log.info("%s: wrote %s (%d utterances, %d speakers, %.2f h)", raw.name, out_dir,
-             len(kd.utt2spk), len(kd.spk2utt()), hours)
+        mark_done(
+            tmp,
+            {
+                "utterances": len(kd.utt2spk),
+                "rejected": len(rejected),
+                "rejected_by_code": dict(codes),
+                "hours": round(hours, 4),
+                "segments": bool(kd.segments),
+                "changes": changes,
+            },
+        )
+    log.info(
+        "%s: wrote %s (%d utterances, %d speakers, %.2f h)",
+        raw.name,
+        out_dir,
+        len(kd.utt2spk),
+        len(kd.spk2utt()),
+        hours,
+    )
     return kd
 
 
-def normalize_lm_lines(lines: Iterable[str], source: str, lexicon: Lexicon | None, unit: str) -> list[str]:
+def normalize_lm_lines(
+    lines: Iterable[str], source: str, lexicon: Lexicon | None, unit: str
+) -> list[str]:
     """Space-separated tokens per line; lines with unpronounceable tokens are dropped."""
     out: list[str] = []
     dropped = empty = 0
@@ -180,24 +229,34 @@ def normalize_lm_lines(lines: Iterable[str], source: str, lexicon: Lexicon | Non
         else:
             out.append(" ".join(tokens))
     if dropped or empty:
-        log.warning("LM text %s: dropped %d lines with words that have no pronunciation, %d empty lines",
-                    source, dropped, empty)
+        log.warning(
+            "LM text %s: dropped %d lines with words that have no pronunciation, %d empty lines",
+            source,
+            dropped,
+            empty,
+        )
     if describe_removed(removed):
         log.warning("LM text %s: removed %s characters", source, describe_removed(removed))
     return out
 
 
-def write_lm_text(args: argparse.Namespace, train: KaldiDataDir | None, lexicon: Lexicon | None) -> None:
+def write_lm_text(
+    args: argparse.Namespace, train: KaldiDataDir | None, lexicon: Lexicon | None
+) -> None:
     target = args.out / "local" / "lm_text.txt"
     lm_file: Path | None = args.lm_text
     if lm_file is not None:
         if not lm_file.is_file():
-            raise DataPrepError(f"LM text {lm_file} not found; pass --lm-text FILE (one sentence per line)")
+            raise DataPrepError(
+                f"LM text {lm_file} not found; pass --lm-text FILE (one sentence per line)"
+            )
         try:
             with open(lm_file, encoding=args.encoding) as f:
                 lines = normalize_lm_lines(f, str(lm_file), lexicon, args.token_unit)
         except UnicodeDecodeError as e:
-            raise DataPrepError(f"LM text {lm_file} is not valid {args.encoding} ({e}); pass --encoding") from None
+            raise DataPrepError(
+                f"LM text {lm_file} is not valid {args.encoding} ({e}); pass --encoding"
+            ) from None
     else:
         if train is None and "train" not in args.sets:
             log.info("LM text: not written (no --lm-text, and train is not among --sets)")
@@ -207,9 +266,13 @@ def write_lm_text(args: argparse.Namespace, train: KaldiDataDir | None, lexicon:
         lines = [train.text[u] for u in train.utts]
         log.info("LM text: using the %d train transcripts", len(lines))
     if not lines:
-        raise DataPrepError(f"LM text from {lm_file or 'train transcripts'} is empty after normalisation")
+        raise DataPrepError(
+            f"LM text from {lm_file or 'train transcripts'} is empty after normalisation"
+        )
     atomic_write_text(target, "".join(line + "\n" for line in lines))
-    log.info("wrote %s (%d sentences, %d tokens)", target, len(lines), sum(len(x.split()) for x in lines))
+    log.info(
+        "wrote %s (%d sentences, %d tokens)", target, len(lines), sum(len(x.split()) for x in lines)
+    )
 
 
 def import_sets(args: argparse.Namespace, sets: tuple[str, ...]) -> dict[str, RawSet]:
@@ -217,7 +280,7 @@ def import_sets(args: argparse.Namespace, sets: tuple[str, ...]) -> dict[str, Ra
         from steps_py.data.manifests import import_manifest_set
 
         if not args.manifests.is_dir():
-            raise DataPrepError(f"--manifests {args.manifests} does not exist (run the corpus preparation, local/<corpus>, first)")
+            raise DataPrepError(f"--manifests {args.manifests} does not exist (prepare the corpus first, e.g. ./run.sh --stop-stage=0)")
         base = args.manifests.parent
         return {s: import_manifest_set(args.manifests, s, base_dir=base) for s in sets}
     from steps_py.data.kaldi_import import import_kaldi_corpus
@@ -243,8 +306,12 @@ def run(args: argparse.Namespace) -> int:
     lm_target = args.out / "local" / "lm_text.txt"
     todo = [s for s in sets if args.force or not is_done(args.out / s)]
     if not todo and lm_target.is_file() and not args.force:
-        log.info("%s: data dirs %s and %s already done; skipping (use --force to redo)",
-                 args.out, ", ".join(sets), lm_target)
+        log.info(
+            "%s: data dirs %s and %s already done; skipping (use --force to redo)",
+            args.out,
+            ", ".join(sets),
+            lm_target,
+        )
         return 0
     for s in sets:
         if s not in todo:
@@ -277,38 +344,81 @@ def run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m steps_py.data.prepare", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m steps_py.data.prepare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--manifests", type=Path, default=None,
-                     help="lhotse manifest dir: *recordings_<set>.jsonl.gz, *supervisions_<set>.jsonl.gz")
-    src.add_argument("--kaldi-dirs", type=Path, default=None,
-                     help="dir holding one Kaldi data dir per set (<dir>/train, <dir>/dev, ...)")
-    p.add_argument("--out", type=Path, default=Path("data"), help="output root (default: %(default)s)")
-    p.add_argument("--sets", nargs="+", default=list(SETS), help="sets to prepare (default: %(default)s)")
-    p.add_argument("--lexicon", type=Path, default=None,
-                   help="the corpus's pronunciation lexicon (Kaldi lexicon.txt); utterances with other "
-                        "words are rejected (default: none, not checked)")
-    p.add_argument("--token-unit", choices=TOKEN_UNITS, default="char",
-                   help="char: every character a word (Mandarin); word: whitespace-separated words "
-                        "(default: %(default)s)")
-    p.add_argument("--encoding", default="utf-8",
-                   help="encoding of Kaldi data-dir files and --lm-text, e.g. gb18030 (default: %(default)s)")
-    p.add_argument("--audio-conf", type=Path, default=None,
-                   help="Kaldi feature config whose --sample-frequency, --allow-downsample, "
-                        "--allow-upsample and --channel the audio must meet (default: 16 kHz, mono)")
-    p.add_argument("--lm-text", type=Path, default=None,
-                   help="LM sentences, one per line (default: the train transcripts)")
-    p.add_argument("--speaker-prefix", action="store_true",
-                   help="prepend '<speaker>-' to utterance ids (Kaldi's sorting rule); default: keep ids")
-    p.add_argument("--nj", type=int, default=2, help="parallel processes for audio checks (default: %(default)s)")
+    src.add_argument(
+        "--manifests",
+        type=Path,
+        default=None,
+        help="lhotse manifest dir: *recordings_<set>.jsonl.gz, *supervisions_<set>.jsonl.gz",
+    )
+    src.add_argument(
+        "--kaldi-dirs",
+        type=Path,
+        default=None,
+        help="dir holding one Kaldi data dir per set (<dir>/train, <dir>/dev, ...)",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("data"), help="output root (default: %(default)s)"
+    )
+    p.add_argument(
+        "--sets", nargs="+", default=list(SETS), help="sets to prepare (default: %(default)s)"
+    )
+    p.add_argument(
+        "--lexicon",
+        type=Path,
+        default=None,
+        help="the corpus's pronunciation lexicon (Kaldi lexicon.txt); utterances with other "
+        "words are rejected (default: none, not checked)",
+    )
+    p.add_argument(
+        "--token-unit",
+        choices=TOKEN_UNITS,
+        default="char",
+        help="char: every character a word (Mandarin); word: whitespace-separated words "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--encoding",
+        default="utf-8",
+        help="encoding of Kaldi data-dir files and --lm-text, e.g. gb18030 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--audio-conf",
+        type=Path,
+        default=None,
+        help="Kaldi feature config whose --sample-frequency, --allow-downsample, "
+        "--allow-upsample and --channel the audio must meet (default: 16 kHz, mono)",
+    )
+    p.add_argument(
+        "--lm-text",
+        type=Path,
+        default=None,
+        help="LM sentences, one per line (default: the train transcripts)",
+    )
+    p.add_argument(
+        "--speaker-prefix",
+        action="store_true",
+        help="prepend '<speaker>-' to utterance ids (Kaldi's sorting rule); default: keep ids",
+    )
+    p.add_argument(
+        "--nj",
+        type=int,
+        default=2,
+        help="parallel processes for audio checks (default: %(default)s)",
+    )
     p.add_argument("--force", action="store_true", help="redo finished sets")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    return step_main("data.prepare", build_parser(), run, argv,
-                     log_file=lambda a: a.out / "log" / "prepare.log")
+    return step_main(
+        "data.prepare", build_parser(), run, argv, log_file=lambda a: a.out / "log" / "prepare.log"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Per-utterance checks of the data preparation: audio, transcript, and the rejection bookkeeping.
+"""Per-utterance checks of data preparation: audio, transcript, and the rejection bookkeeping.
 
 Every importer (lhotse manifests, Kaldi data dirs, a corpus's own ``local/`` code) produces
 a `RawSet`: the utterances it could pair up (id, speaker, audio path and optional segment,
@@ -27,6 +27,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 
 from steps_py.data.audio import AudioError, AudioPolicy, PipeError, is_piped, run_pipe, segment_samples
@@ -54,6 +55,14 @@ DUPLICATE_ID = "duplicate-id"
 MISMATCHED_IDS = "mismatched-ids"
 BAD_ENCODING = "bad-encoding"
 PIPE_FAILED = "pipe-failed"
+NON_FINITE_AUDIO = "non-finite-audio"
+NUL_BYTE = "nul-byte"
+TOO_LONG = "too-long"
+
+# An utterance longer than this many frames per token (plus the allowance) is almost surely a
+# transcript that covers only part of its audio: the GMM flat start would give one token hours.
+MAX_FRAMES_PER_TOKEN = 100  # 1 s per character or word
+LONG_ALLOWANCE_FRAMES = 1000  # 10 s of silence or pauses on top
 
 
 class RejectionLimitError(RuntimeError):
@@ -148,6 +157,22 @@ def _shortfall(f: io.BufferedIOBase | io.BytesIO, size: int) -> int:
     return 0
 
 
+def non_finite_samples(path: str, block: int = 1 << 20) -> str | None:
+    """How many samples of a float audio file are NaN or inf, and where the first is (None: none)."""
+    count, first, pos, rate = 0, -1, 0, 1
+    with sf.SoundFile(path) as f:
+        rate = f.samplerate
+        for x in f.blocks(blocksize=block, dtype="float64", always_2d=True):
+            bad = ~np.isfinite(x).all(axis=1)
+            n = int(bad.sum())
+            if n and first < 0:
+                first = pos + int(np.argmax(bad))
+            count, pos = count + n, pos + len(x)
+    if not count:
+        return None
+    return f"{count} of {pos} samples are NaN or inf (the first at {first / rate:.3f} s); fix or drop it"
+
+
 def check_audio(path: str, policy: AudioPolicy) -> RecordingInfo:
     """Check one audio file (or piped command's output, see `steps_py.data.audio`): exists
     (runs), readable, complete, a rate the policy accepts."""
@@ -172,6 +197,10 @@ def check_audio(path: str, policy: AudioPolicy) -> RecordingInfo:
             )
     if info.frames <= 0:
         return RecordingInfo(reason=f"{CORRUPT_AUDIO}: {path} holds no samples")
+    if info.subtype in ("FLOAT", "DOUBLE"):  # only float samples can be NaN or inf
+        bad = non_finite_samples(path)
+        if bad:
+            return RecordingInfo(reason=f"{NON_FINITE_AUDIO}: {path}: {bad}")
     try:
         note = policy.rate_note(info.samplerate)
     except AudioError as e:
@@ -223,6 +252,14 @@ def check_utterance(
         return CheckedUtt(
             u,
             reason=f"{TOO_SHORT}: {frames} frames for {len(tokens)} tokens (need >= {FRAMES_PER_TOKEN} per token)",
+            removed=removed,
+        )
+    if frames > MAX_FRAMES_PER_TOKEN * len(tokens) + LONG_ALLOWANCE_FRAMES:
+        return CheckedUtt(
+            u,
+            reason=(f"{TOO_LONG}: {frames} frames ({duration:.1f} s) for {len(tokens)} tokens, more than "
+                    f"{MAX_FRAMES_PER_TOKEN} per token + {LONG_ALLOWANCE_FRAMES}: the transcript "
+                    "covers only part of the audio (segment the recording, or fix the text)"),
             removed=removed,
         )
     return CheckedUtt(u, tokens=tuple(tokens), duration=duration, audio_notes=tuple(notes),

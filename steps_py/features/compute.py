@@ -48,7 +48,13 @@ from steps_py.features.conf import (
     read_pitch_conf,
 )
 from steps_py.features.extract import ENGINES, FeatureExtractor, PitchExtractor
-from steps_py.fileio import atomic_path, atomic_write_text, is_done, mark_done
+from steps_py.fileio import (
+    atomic_path,
+    atomic_write_text,
+    disk_errors_named,
+    is_done,
+    mark_done,
+)
 from steps_py.runner import LocalRunner, Runner, parse_cmd, run_python_jobs
 
 log = logging.getLogger("features")
@@ -83,6 +89,18 @@ def paste_pitch(feats: np.ndarray, pitch: np.ndarray) -> np.ndarray | None:
     return np.concatenate([feats[:n], pitch[:n]], axis=1)
 
 
+def non_finite(x: np.ndarray, what: str, wav: str) -> str | None:
+    """A rejection reason when ``x`` holds NaN or inf (None when all finite)."""
+    bad = ~np.isfinite(x)
+    if not bad.any():
+        return None
+    first = int(np.argmax(bad.reshape(-1)))
+    return (
+        f"non-finite: {int(bad.sum())} of {x.size} {what} of {wav} are NaN or inf (the first at "
+        f"index {first}); fix or drop the recording"
+    )
+
+
 def run_job(
     job: int,
     cfg: FeatureConfig,
@@ -97,7 +115,11 @@ def run_job(
     policy = cfg.policy
     res = JobResult()
     stem = Path(out_dir) / f"raw_{cfg.kind}.{job}"
-    with kio.FloatMatrixWriter(f"ark,scp:{stem}.ark,{stem}.scp") as writer:
+    # kaldi-native-io says "Error in TableWriter::Write" on a full disk: name the file instead
+    with (
+        disk_errors_named(f"{stem}.ark"),
+        kio.FloatMatrixWriter(f"ark,scp:{stem}.ark,{stem}.scp") as writer,
+    ):
         for utt, key, wav, seg in items:
             try:
                 src = open_audio(wav)  # a piped wav.scp command runs once, here
@@ -116,7 +138,12 @@ def run_job(
             for note in (rate_note, ch_note):
                 if note:
                     res.notes[note] += 1
-            feats = extract(samples)
+            bad = non_finite(samples, "audio samples", wav)
+            feats = extract(samples) if bad is None else samples[:0]
+            bad = bad or non_finite(feats, "feature values", wav)
+            if bad is not None:  # NaN would reach CMVN and the GMM, naming nothing
+                res.failed[utt] = bad
+                continue
             if feats.shape[0] == 0:
                 res.failed[utt] = f"too-short: {samples.size} samples give no frame"
                 continue

@@ -1,4 +1,4 @@
-"""Stage 5: training examples for the DNN and the LSTM, and the reader the training loop uses.
+"""Training examples for the DNN and the LSTM, and the reader the training loop uses.
 
 Layout of ``exp/egs/<type>/``::
 
@@ -74,6 +74,13 @@ class EgsError(StepError, ValueError):
     """Examples cannot be written or read; the message names the item and the fix."""
 
 
+# more skipped utterances than this (no alignment, a length mismatch, NaN features) is an error
+MAX_SKIPPED_FRACTION = 0.05
+# held-out train utterances as the dev split when --ali-dir has no dev alignments (Kaldi's
+# get_egs.sh holds out 300 as its "valid" subset)
+HELD_OUT_UTTS = 300
+
+
 @dataclass
 class EgsParams:
     model_type: str = "dnn"
@@ -91,6 +98,12 @@ class EgsParams:
             raise EgsError("context, left_context and target_delay must be >= 0 and chunk >= 1")
         if self.num_shards < 1:
             raise EgsError("num_shards must be >= 1")
+
+
+class AlignmentMap(dict[str, np.ndarray]):
+    """Per-utterance pdf ids, and the utterances the aligner reported it could not align."""
+
+    not_aligned: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -112,6 +125,74 @@ def chunk_starts(num_frames: int, chunk: int) -> list[int]:
     if starts[-1] + chunk < num_frames:
         starts.append(num_frames - chunk)
     return starts
+
+
+def checked_utterance(
+    utt: str,
+    get_feats: Callable[[str], np.ndarray],
+    alignments: Mapping[str, np.ndarray],
+    num_pdfs: int,
+    feat_dim: int,
+    stats: SplitStats,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The features and pdf ids of ``utt``, or None (counted in ``stats``) when it is skipped."""
+    ali = alignments.get(utt)
+    if ali is None:  # the aligner's own failures are reported (and capped) by the aligner
+        failed = utt in getattr(alignments, "not_aligned", ())
+        stats.skip(utt, "alignment_failed" if failed else "no_alignment")
+        return None
+    try:
+        f = np.asarray(get_feats(utt), dtype=np.float32)
+    except KeyError:
+        stats.skip(utt, "no_features")
+        return None
+    if f.ndim != 2 or f.shape[0] == 0:
+        stats.skip(utt, "empty_features")
+        return None
+    if feat_dim >= 0 and f.shape[1] != feat_dim:
+        raise EgsError(
+            f"utterance {utt}: feature dim {f.shape[1]} differs from {feat_dim}; "
+            "recompute the features of this set with one configuration"
+        )
+    if not np.isfinite(f).all():  # a data bug; in training it would look like a divergence
+        log.warning(
+            "skipping %s: %d of %d feature values are NaN or inf (damaged features or audio)",
+            utt,
+            int((~np.isfinite(f)).sum()),
+            f.size,
+        )
+        stats.skip(utt, "non_finite_features")
+        return None
+    if len(ali) != f.shape[0]:
+        log.warning(
+            "skipping %s: %d alignment frames but %d feature frames", utt, len(ali), f.shape[0]
+        )
+        stats.skip(utt, "length_mismatch")
+        return None
+    ali = np.asarray(ali, dtype=np.int64)
+    if ali.min() < 0 or ali.max() >= num_pdfs:
+        raise EgsError(
+            f"utterance {utt}: pdf id {int(ali.max())} outside [0, {num_pdfs}); "
+            "pass the right --num-pdfs or re-run the alignment"
+        )
+    return f, ali
+
+
+def check_skipped(name: str, s: SplitStats, what: str) -> None:
+    """At most ``MAX_SKIPPED_FRACTION`` of a split's utterances may be skipped (those the
+    aligner reported as not aligned aside: its own report and limit cover them)."""
+    skipped = {r: u for r, u in s.skipped.items() if r != "alignment_failed"}
+    nskip = sum(len(u) for u in skipped.values())
+    total = nskip + s.utts
+    if nskip > MAX_SKIPPED_FRACTION * total:
+        counts = ", ".join(f"{len(u)} {r}" for r, u in sorted(skipped.items()))
+        first = [u for us in skipped.values() for u in us][:3]
+        raise EgsError(
+            f"{name}: {nskip} of {total} utterances would be skipped ({counts}; e.g. "
+            f"{' '.join(first)}), more than {100 * MAX_SKIPPED_FRACTION:.0f} %: {what} "
+            "do not belong to these features (the same set, the same frame shift and "
+            "snip-edges); fix the inputs, do not train on what is left"
+        )
 
 
 def write_split(
@@ -142,40 +223,11 @@ def write_split(
         row = 0
         for utt in shard_utts:
             bar.update(1)
-            ali = alignments.get(utt)
-            if ali is None:
-                stats.skip(utt, "no_alignment")
+            got = checked_utterance(utt, get_feats, alignments, num_pdfs, feat_dim, stats)
+            if got is None:
                 continue
-            try:
-                f = np.asarray(get_feats(utt), dtype=np.float32)
-            except KeyError:
-                stats.skip(utt, "no_features")
-                continue
-            if f.ndim != 2 or f.shape[0] == 0:
-                stats.skip(utt, "empty_features")
-                continue
-            if feat_dim < 0:
-                feat_dim = f.shape[1]
-            elif f.shape[1] != feat_dim:
-                raise EgsError(
-                    f"utterance {utt}: feature dim {f.shape[1]} differs from {feat_dim}; "
-                    "recompute the features of this set with one configuration"
-                )
-            if len(ali) != f.shape[0]:
-                log.warning(
-                    "skipping %s: %d alignment frames but %d feature frames",
-                    utt,
-                    len(ali),
-                    f.shape[0],
-                )
-                stats.skip(utt, "length_mismatch")
-                continue
-            ali = np.asarray(ali, dtype=np.int64)
-            if ali.min() < 0 or ali.max() >= num_pdfs:
-                raise EgsError(
-                    f"utterance {utt}: pdf id {int(ali.max())} outside [0, {num_pdfs}); "
-                    "pass the right --num-pdfs or re-run the alignment"
-                )
+            f, ali = got
+            feat_dim = f.shape[1]
             t = f.shape[0]
             start, end = row, row + t
             if params.model_type == "dnn":
@@ -314,6 +366,7 @@ def write_egs(
                 "no training examples: every utterance was skipped (see the log); "
                 "check that --feats and --ali belong to the same set"
             )
+        check_skipped("train", st, "the alignments of --ali/--ali-dir")
         info: dict[str, Any] = {
             "model_type": params.model_type,
             "feat_dim": dim,
@@ -332,18 +385,7 @@ def write_egs(
         skipped_lines: list[str] = []
         splits = [("train", st)]
         if dev is not None:
-            dst, _, ddim = write_split(
-                tmp / "dev",
-                *dev,
-                num_pdfs=num_pdfs,
-                params=params,
-                num_shards=shards_needed(dev[0], dev[2], 1),
-                shuffle=False,
-                desc="dev egs",
-            )
-            if ddim not in (-1, dim):
-                raise EgsError(f"dev feature dim {ddim} differs from train {dim}")
-            splits.append(("dev", dst))
+            splits.append(("dev", write_dev(tmp / "dev", dev, num_pdfs, params, dim)))
         for name, s in splits:
             info["splits"][name] = {"utts": s.utts, "frames": s.frames, "examples": s.examples}
             info["skipped"][name] = {r: len(u) for r, u in sorted(s.skipped.items())}
@@ -366,7 +408,67 @@ def write_egs(
     return info
 
 
+def write_dev(
+    out: Path,
+    dev: tuple[Sequence[str], Callable[[str], np.ndarray], Mapping[str, np.ndarray]],
+    num_pdfs: int,
+    params: EgsParams,
+    dim: int,
+) -> SplitStats:
+    """The dev split (unshuffled, one shard as a rule), checked like train."""
+    dst, _, ddim = write_split(
+        out,
+        *dev,
+        num_pdfs=num_pdfs,
+        params=params,
+        num_shards=shards_needed(dev[0], dev[2], 1),
+        shuffle=False,
+        desc="dev egs",
+    )
+    if ddim not in (-1, dim):
+        raise EgsError(f"dev feature dim {ddim} differs from train {dim}")
+    check_skipped("dev", dst, "the dev alignments")
+    return dst
+
+
+def hold_out_dev(
+    train: tuple[list[str], Callable[[str], np.ndarray], dict[str, np.ndarray]],
+    ali_dir: Path,
+    seed: int,
+) -> tuple[
+    tuple[list[str], Callable[[str], np.ndarray], dict[str, np.ndarray]],
+    tuple[list[str], Callable[[str], np.ndarray], dict[str, np.ndarray]],
+]:
+    """Train minus a held-out subset, and that subset as dev (a Kaldi exp dir aligns one set)."""
+    utts, feats, alis = train
+    have = [u for u in utts if u in alis]
+    n = min(HELD_OUT_UTTS, max(1, len(have) // 20))
+    rng = np.random.default_rng([seed, 23])
+    held = {have[i] for i in rng.permutation(len(have))[:n]}
+    log.warning(
+        "%s has no alignments of the dev utterances (a Kaldi exp dir usually aligns only the "
+        "training set): holding out %d of %d training utterances as the dev split, as Kaldi's "
+        "get_egs.sh does (pass --dev-ali to use the dev set's own alignments)",
+        ali_dir,
+        n,
+        len(have),
+    )
+    rest = [u for u in utts if u not in held]
+    dev_utts = [u for u in utts if u in held]
+    return (rest, feats, alis), (dev_utts, feats, {u: alis[u] for u in dev_utts})
+
+
 # ---------------------------------------------------------------------------------
+def load_shards(split_dir: Path) -> list[dict[str, np.ndarray]]:
+    """The shards of one split, in order, their arrays memory-mapped."""
+    shards = []
+    for d in sorted(split_dir.glob("shard-*"), key=lambda p: int(p.name.split("-")[1])):
+        shards.append(
+            {k: np.load(d / f"{k}.npy", mmap_mode="r") for k in ("feats", "targets", "examples")}
+        )
+    return shards
+
+
 class EgsReader:
     """Minibatches of one worker's share of an egs dir (see the module docstring).
 
@@ -409,14 +511,7 @@ class EgsReader:
         )
         self.model_type = self.info["model_type"]
         self.frames_per_example = int(self.info["frames_per_example"])
-        self.shards = []
-        for d in sorted(sdir.glob("shard-*"), key=lambda p: int(p.name.split("-")[1])):
-            self.shards.append(
-                {
-                    k: np.load(d / f"{k}.npy", mmap_mode="r")
-                    for k in ("feats", "targets", "examples")
-                }
-            )
+        self.shards = load_shards(sdir)
         self.train = split == "train"
         sizes = [len(s["examples"]) for s in self.shards]
         if self.train:
@@ -628,12 +723,17 @@ def run(args: argparse.Namespace) -> None:
             alis = {u: kaldi[0][u] for u in reader.utts if u in kaldi[0]}
             report_length_mismatch(list(reader.utts), reader.num_frames, alis, args.ali_dir)
         else:
-            from steps_py.gmm.ali_io import AlignmentReadError, read_pdf_alignments
+            from steps_py.gmm.ali_io import (
+                AlignmentReadError,
+                read_not_aligned,
+                read_pdf_alignments,
+            )
 
             try:
-                alis = read_pdf_alignments(ali_dir)
+                alis = AlignmentMap(read_pdf_alignments(ali_dir))
             except (FileNotFoundError, AlignmentReadError) as e:  # they name the scp and the fix
                 raise EgsError(str(e)) from None
+            alis.not_aligned = frozenset(read_not_aligned(ali_dir))
         log.info(
             "%s: %d utterances with features, %d alignments", data, len(reader.utts), len(alis)
         )
@@ -648,6 +748,8 @@ def run(args: argparse.Namespace) -> None:
     train = load(args.feats, args.ali)
     num_pdfs = kaldi[1] if kaldi is not None else args.num_pdfs or find_num_pdfs(args.ali, train[2])
     dev = load(args.dev_feats, args.dev_ali) if args.dev_feats else None
+    if dev is not None and args.ali_dir is not None and args.dev_ali is None and not dev[2]:
+        train, dev = hold_out_dev(train, args.ali_dir, args.seed)
     info = write_egs(args.out, train, num_pdfs, params, dev, args.prior_floor)
     log.info(
         "wrote %s: %s",

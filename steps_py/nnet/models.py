@@ -151,6 +151,9 @@ _PASSTHROUGH = (
     {"model_type", "right_context", "chunk_size"} | set(DNN_DEFAULTS) | set(LSTM_DEFAULTS)
 )
 
+# sizes that make an empty layer when 0 (hidden_layers, context, left_context, target_delay may be 0)
+_POSITIVE = frozenset({"hidden_dim", "cells", "proj", "lstm_layers", "chunk"})
+
 
 def model_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The full config (defaults filled in) that `build_model` uses and `model_io` stores.
@@ -180,6 +183,11 @@ def model_config(cfg: dict[str, Any]) -> dict[str, Any]:
             not isinstance(out[k], int) or isinstance(out[k], bool) or out[k] < 0
         ):
             raise ValueError(f"model config '{k}' must be a non-negative integer, got {out[k]!r}")
+        if k in _POSITIVE and out[k] == 0:
+            raise ValueError(
+                f"model config '{k}' is 0: a layer needs at least one unit; give {k}=<n> with "
+                f"n >= 1 (default {v})"
+            )
         if isinstance(v, str) and not isinstance(out[k], str):
             raise ValueError(f"model config '{k}' must be a string, got {out[k]!r}")
     return out

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from steps_py.fileio import disk_errors_named
 from steps_py.parallel.group import Group
 
 log = logging.getLogger(__name__)
@@ -56,9 +57,11 @@ def latest_checkpoint(exp_dir: Path) -> Path | None:
     return cps[-1] if cps else None
 
 
-def _save(obj: Any, path: Path) -> None:
+def _save(obj: Any, path: Path, shown: Path) -> None:
+    """torch.save to ``path`` atomically; a full disk is reported as writing ``shown``."""
     tmp = path.with_name(path.name + ".part")
-    torch.save(obj, tmp)
+    with disk_errors_named(shown):  # torch.save says "unexpected pos ..." on a full disk
+        torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
@@ -79,9 +82,9 @@ def save_checkpoint(
         tmp.mkdir(parents=True)
     group.barrier()
     for r, st in worker_states.items():
-        _save(st, tmp / f"worker-{r}.pt")
+        _save(st, tmp / f"worker-{r}.pt", final / f"worker-{r}.pt")
     if group.is_main:
-        _save(global_state, tmp / "global.pt")
+        _save(global_state, tmp / "global.pt", final / "global.pt")
     group.barrier()
     if group.is_main:
         if final.exists():

@@ -18,9 +18,11 @@ the last bit).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -184,6 +186,26 @@ def _attempt_store(timeout: datetime.timedelta) -> dist.Store:
     return dist.PrefixStore(f"ema_asr_attempt_{attempt}", store)
 
 
+def end_with_agent() -> None:
+    """Linux: this worker gets SIGTERM when its torchrun agent dies (even by SIGKILL).
+
+    An orphaned worker would go on training with the other nodes, so the death of one agent
+    went unnoticed until its peers waited 300 s in torchrun's exit barrier. Now its workers
+    end with it, the other workers' next collective fails at once ("Connection closed by
+    peer") and their agents stop the run.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+    if os.getppid() == 1:  # the agent died before the call above
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def init_group(simulate: int | None, device: torch.device, timeout_s: float = 1800.0) -> Group:
     """Real group under torchrun (env:// rendezvous), else a simulated group of `simulate`.
 
@@ -193,6 +215,7 @@ def init_group(simulate: int | None, device: torch.device, timeout_s: float = 18
     if launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1:
         if simulate not in (None, 1):
             raise SystemExit("--simulate cannot be combined with torchrun (one worker per process)")
+        end_with_agent()
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         backend = "nccl" if device.type == "cuda" else "gloo"
         if not dist.is_initialized():

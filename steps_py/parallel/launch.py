@@ -60,7 +60,15 @@ def loopback_tcp_store(host_name: str, port: int, *args: Any, **kwargs: Any) -> 
     )
     kw = dict(zip(names, args, strict=False)) | kwargs
     if kw.get("is_master") and kw.get("master_listen_fd") is None and is_loopback(host_name):
-        s = loopback_listen_socket(port)
+        try:
+            s = loopback_listen_socket(port)
+        except OSError as e:
+            # Another agent on this host already serves the store (two agents of a multi-node
+            # run on one machine): say it as TCPStore would, a RuntimeError, on which torch's
+            # c10d rendezvous retries as a client. An OSError would end the agent.
+            raise dist.DistNetworkError(
+                f"cannot listen on 127.0.0.1:{port} for the store: {e.strerror}"
+            ) from e
         kw["master_listen_fd"] = s.fileno()
         host_name, port = "127.0.0.1", s.getsockname()[1]
     return _ORIGINAL(host_name, port, **kw)

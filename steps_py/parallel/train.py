@@ -38,8 +38,15 @@ from typing import Any
 
 import torch
 
-from steps_py.cli import StepError, progress
-from steps_py.fileio import atomic_path, atomic_write_json, is_done, mark_done
+from steps_py.cli import StepError, describe_os_error, progress
+from steps_py.fileio import (
+    OutputError,
+    atomic_path,
+    atomic_write_json,
+    hold_lock,
+    is_done,
+    mark_done,
+)
 from steps_py.log import setup_logging
 from steps_py.nnet.optim import lr_at, optimizer_kwargs
 from steps_py.parallel import checkpoint as ckpt
@@ -122,14 +129,7 @@ class Trainer:
             else None
         )
         self.dev_start = self.dev.state_dict() if self.dev is not None else None
-        self.steps_per_epoch = group.all_reduce_min_int(
-            [w.reader.minibatches_per_epoch for w in self.workers]
-        )
-        if self.steps_per_epoch < 1:
-            raise TrainingError(
-                f"{args.egs}: a worker's share has no full minibatch of "
-                f"{args.batch_size}; lower --batch-size or use fewer workers"
-            )
+        self.steps_per_epoch = steps_per_epoch(self.workers, group, args)
         self._setup_sync(args, group)
         self.settings = settings(args, self.cfg, self.K)
         self.shapes = self.workers[0].flat.describe()
@@ -496,6 +496,17 @@ class Trainer:
         return summary
 
 
+def steps_per_epoch(workers: list[Any], group: Group, args: argparse.Namespace) -> int:
+    """Minibatches per epoch every worker has (the smallest share)."""
+    n = group.all_reduce_min_int([w.reader.minibatches_per_epoch for w in workers])
+    if n < 1:
+        raise TrainingError(
+            f"{args.egs}: a worker's share has no full minibatch of "
+            f"{args.batch_size}; lower --batch-size or use fewer workers"
+        )
+    return n
+
+
 def prepare_exp_dir(args: argparse.Namespace, group: Group) -> bool:
     """Logging; False when the run is already done. --force clears the run's old outputs."""
     exp: Path = args.exp_dir
@@ -542,7 +553,11 @@ def run(
             f"{args.workers}"
         )
     group = init_group(args.simulate, device)
+    lock = None
     try:
+        # one trainer per exp dir: a second one (a rerun while the first still trains) is refused
+        if group.is_main:
+            lock = hold_lock(args.exp_dir, ".train.lock", "training")
         torch.set_num_threads(
             args.threads
             or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
@@ -569,6 +584,8 @@ def run(
         group.barrier()
         return summary
     finally:
+        if lock is not None:
+            lock.close()
         group.close()
 
 
@@ -599,8 +616,14 @@ def main(
     except DivergenceError as e:
         logging.getLogger("train").error("%s", e)
         return DivergenceError.exit_status
-    except StepError as e:
+    except (StepError, OutputError) as e:
         logging.getLogger("train").error("%s", e)
+        return 1
+    except OSError as e:  # a full disk, a read-only --exp-dir: one line naming the file
+        msg = describe_os_error(e)
+        if msg is None:
+            raise
+        logging.getLogger("train").error("%s", msg)
         return 1
     return 0
 

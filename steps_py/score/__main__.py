@@ -50,8 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--encoding",
         default="utf-8",
-        help="encoding of --ref and --hyp (default %(default)s; e.g. gb18030, utf-16). "
-        "A UTF-8 byte-order mark is removed either way",
+        help="encoding of --hyp (default %(default)s; e.g. gb18030, utf-16: another system's "
+        "output). A UTF-8 byte-order mark is removed either way",
+    )
+    p.add_argument(
+        "--ref-encoding",
+        default="utf-8",
+        help="encoding of --ref (default %(default)s: a data dir's text, which steps_py.data.prepare writes "
+        "in UTF-8 whatever the corpus's encoding)",
     )
     p.add_argument(
         "--skip-empty-ref",
@@ -74,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
             args.hyp,
             empty_ref="skip" if args.skip_empty_ref else "error",
             encoding=args.encoding,
+            ref_encoding=args.ref_encoding,
         )
         utt2spk = read_kaldi_map(args.utt2spk) if args.utt2spk else None
     except (ScoreError, DataDirError) as e:

@@ -94,7 +94,9 @@ class CerResult:
 _BOM = "\ufeff"
 
 
-def read_text(path: Path, allow_empty: bool = True, encoding: str = "utf-8") -> dict[str, str]:
+def read_text(
+    path: Path, allow_empty: bool = True, encoding: str = "utf-8", option: str = "--encoding"
+) -> dict[str, str]:
     """Read a Kaldi `text` file (`<utt> <transcript...>`); an id alone means an empty transcript.
 
     Duplicate ids are an error naming the file and line. With `allow_empty=False` an empty
@@ -104,7 +106,8 @@ def read_text(path: Path, allow_empty: bool = True, encoding: str = "utf-8") -> 
     or of a line, as `cat`-ing two files leaves it) is removed and reported, so it never
     becomes part of an utterance id. A UTF-16 file (recognised by its byte-order mark) or
     bytes that are not UTF-8 (GB18030, Latin-1) are a `ScoreError` naming the file and line
-    and the fix (`iconv -f GB18030 -t UTF-8`, or `encoding=`/`--encoding gb18030`).
+    and the fix (`iconv -f GB18030 -t UTF-8`, or `encoding=`/`--encoding gb18030`; `option`
+    is the flag the hint names).
     """
     path = Path(path)
     if not path.is_file():
@@ -114,7 +117,7 @@ def read_text(path: Path, allow_empty: bool = True, encoding: str = "utf-8") -> 
     if enc in ("utf-8", "utf8") and raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise ScoreError(
             f"{path} is UTF-16 (it starts with a UTF-16 byte-order mark); convert it "
-            f"(iconv -f UTF-16 -t UTF-8 {path}) or pass --encoding utf-16"
+            f"(iconv -f UTF-16 -t UTF-8 {path}) or pass {option} utf-16"
         )
     try:
         content = raw.decode(encoding)
@@ -128,7 +131,7 @@ def read_text(path: Path, allow_empty: bool = True, encoding: str = "utf-8") -> 
         raise ScoreError(
             f"{path}:{line}: not {encoding} (byte 0x{raw[e.start]:02x} at offset {e.start}); "
             f"Kaldi text files are UTF-8: convert it (e.g. iconv -f GB18030 -t UTF-8 {path}) "
-            "or pass --encoding gb18030"
+            f"or pass {option} gb18030"
         ) from None
     out: dict[str, str] = {}
     boms = []
@@ -244,11 +247,16 @@ def score_texts(
 
 
 def score_files(
-    ref_path: Path, hyp_path: Path, empty_ref: str = "error", encoding: str = "utf-8"
+    ref_path: Path,
+    hyp_path: Path,
+    empty_ref: str = "error",
+    encoding: str = "utf-8",
+    ref_encoding: str = "utf-8",
 ) -> CerResult:
-    """`score_texts` on two Kaldi text files."""
+    """`score_texts` on two Kaldi text files: the hypothesis in `encoding` (another system's
+    output may be GB18030), the reference in `ref_encoding` (a data dir's text: UTF-8)."""
     return score_texts(
-        read_text(ref_path, encoding=encoding),
+        read_text(ref_path, encoding=ref_encoding, option="--ref-encoding"),
         read_text(hyp_path, encoding=encoding),
         ref_name=str(ref_path),
         hyp_name=str(hyp_path),

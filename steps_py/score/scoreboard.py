@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from steps_py.cli import describe_os_error
 from steps_py.fileio import atomic_write_json, atomic_write_text
 from steps_py.log import setup_logging
 from steps_py.score import tb_hparams
@@ -336,6 +337,25 @@ def score_runs(runs: list[Run]) -> Scores:
     return scores
 
 
+def ema_vs_global(
+    members: list[Run], scores: Scores, tag: str, test_set: str, resamples: int, seed: int
+) -> RelChangeCI | None:
+    """The paired bootstrap CI of the EMA model ``tag`` against the global model, on test."""
+    pairs = []
+    for r in members:
+        a, b = scores.get((r.path, "global", test_set)), scores.get((r.path, tag, test_set))
+        if a and b and a.result and b.result:
+            pairs.append((a.result, b.result))
+    pe = paired_errors(pairs) if pairs else None
+    if pe is None:
+        return None
+    try:
+        return paired_bootstrap_rel_change(*pe, resamples=resamples, seed=seed)
+    except ValueError as e:
+        log.warning("%s/%s: no EMA-vs-global CI (%s)", members[0].base, tag, e)
+        return None
+
+
 def build_rows(
     runs: list[Run], sets: tuple[str, str], resamples: int, seed: int, scores: Scores | None = None
 ) -> list[SystemRow]:
@@ -399,7 +419,7 @@ def build_rows(
                 ema=is_ema(tag),
             )
             if row.ema:
-                row.rel_change = _ema_change(members, tag, test_set, scores, resamples, seed)
+                row.rel_change = ema_vs_global(members, scores, tag, test_set, resamples, seed)
             rows.append(row)
     rows.sort(
         key=lambda r: (
@@ -414,25 +434,6 @@ def build_rows(
         )
     )
     return rows
-
-
-def _ema_change(
-    members: list[Run], tag: str, test_set: str, scores: Scores, resamples: int, seed: int
-) -> RelChangeCI | None:
-    """The EMA model's relative test-CER change against the same runs' global model."""
-    pairs = []
-    for r in members:
-        a, b = scores.get((r.path, "global", test_set)), scores.get((r.path, tag, test_set))
-        if a and b and a.result and b.result:
-            pairs.append((a.result, b.result))
-    pe = paired_errors(pairs) if pairs else None
-    if pe is None:
-        return None
-    try:
-        return paired_bootstrap_rel_change(*pe, resamples=resamples, seed=seed)
-    except ValueError as e:
-        log.warning("%s/%s: no EMA-vs-global CI (%s)", members[0].base, tag, e)
-        return None
 
 
 def power_summary(scores: Scores, rows: list[SystemRow], test_set: str) -> dict[str, Any]:
@@ -652,6 +653,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging("scoreboard")
+    try:
+        return build(args)
+    except OSError as e:  # a full disk, a read-only --out: one line naming the file
+        msg = describe_os_error(e)
+        if msg is None:
+            raise
+        log.error("%s", msg)
+        return 1
+
+
+def build(args: argparse.Namespace) -> int:
+    """Score every run under --exp and write the scoreboard to --out (unless up to date)."""
     sets = (args.dev_set, args.test_set)
     try:
         runs = discover(args.exp, args.runs_glob, sets)

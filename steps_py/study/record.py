@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from steps_py.cli import StepError
 from steps_py.fileio import atomic_write_json, is_done
 from steps_py.score.scoreboard import score_decode_dir
 
@@ -143,8 +144,61 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
     atomic_write_json(path, record)
 
 
+class RecordError(StepError):
+    """A study record that cannot be used; the message names the file and the fix."""
+
+
+# what every record holds (``make_record``, ``diverged_record``), with its JSON type
+RECORD_KEYS: dict[str, type] = {
+    "run": str,
+    "summary": dict,
+    "final_models": list,
+    "models": dict,
+    "dev_curve": list,
+}
+ENTRY_KEYS: dict[str, type] = {"cer": (int, float), "utts": list, "errors": list, "ref_len": list}  # type: ignore[dict-item]
+
+
 def read_record(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    """The record at ``path`` (None when there is none), checked: a truncated or malformed
+    file, or one without what the table needs, is a ``RecordError`` naming the file."""
+    if not path.is_file():
+        return None
+    fix = f"delete {path} to redo the run, or restore it (git checkout -- {path})"
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RecordError(
+            f"{path} is not a study record: truncated or malformed JSON ({e}); {fix}"
+        ) from None
+    problem = record_problem(obj)
+    if problem:
+        raise RecordError(f"{path} is not a complete study record: {problem}; {fix}")
+    return dict(obj)
+
+
+def record_problem(obj: Any) -> str | None:
+    """What a record lacks (None when it has everything the table reads)."""
+    if not isinstance(obj, dict):
+        return f"a JSON {type(obj).__name__}, not an object"
+    for key, kind in RECORD_KEYS.items():
+        if key not in obj:
+            return f"no '{key}'"
+        if not isinstance(obj[key], kind):
+            return f"'{key}' is a {type(obj[key]).__name__}, not a {kind.__name__}"
+    for tag, splits in obj["models"].items():
+        if not isinstance(splits, dict):
+            return f"models.{tag} is not an object"
+        for split, entry in splits.items():
+            where = f"models.{tag}.{split}"
+            if not isinstance(entry, dict):
+                return f"{where} is not an object"
+            for key, kind in ENTRY_KEYS.items():
+                if not isinstance(entry.get(key), kind):
+                    return f"{where} has no valid '{key}'"
+            if not len(entry["utts"]) == len(entry["errors"]) == len(entry["ref_len"]):
+                return f"{where}: utts, errors and ref_len differ in length"
+    return None
 
 
 def paired(
