@@ -12,6 +12,7 @@ import kaldi_native_io as kio
 import numpy as np
 import pytest
 
+from steps_py.gmm.model_io import to_mono_model
 from steps_py.kaldi.diag_gmm import DiagGmm, compute_gconsts
 from steps_py.kaldi.event_map import ConstantEventMap as CE
 from steps_py.kaldi.event_map import SplitEventMap as SE
@@ -26,7 +27,6 @@ from steps_py.kaldi.model_file import (
     KaldiGmmModel,
     from_mono_model,
     read_kaldi_model,
-    to_mono_model,
 )
 from steps_py.kaldi.stream import KaldiFormatError, KaldiInput, KaldiOutput
 from steps_py.kaldi.topology import HmmTopology

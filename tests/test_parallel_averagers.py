@@ -143,7 +143,7 @@ def test_the_combination_keeps_the_final_model_of_a_short_block() -> None:
     per-step syncs only, and their final G(T) is kept as well."""
     import argparse
 
-    from steps_py.parallel.averagers import build_averagers
+    from steps_py.parallel.averager_set import build_averagers
 
     gs = _sequence(11, seed=3)
     block = LastModelsCombination(max_models=10)  # MA/BMUF: syncs at steps 4, 8, 10

@@ -27,6 +27,7 @@ import kaldi_hmm_gmm as khg
 import numpy as np
 
 from steps_py.fileio import atomic_path
+from steps_py.kaldi.model_file import KaldiGmmModel, shared_phone_sets
 
 
 class ModelError(ValueError):
@@ -203,7 +204,7 @@ def read_kaldi_gmm(path: Path, tree_path: Path | None = None) -> MonoModel:
     `tree_path` (default: ``tree`` beside the model, if present) is checked against the model:
     the transition model Kaldi would build from that tree must be the one in the file.
     """
-    from steps_py.kaldi.model_file import read_kaldi_model, to_mono_model
+    from steps_py.kaldi.model_file import read_kaldi_model
     from steps_py.kaldi.stream import KaldiFormatError
     from steps_py.kaldi.transition_model import TransitionModel
     from steps_py.kaldi.tree import read_tree
@@ -283,3 +284,16 @@ def read_phone_table(path: Path) -> dict[str, int]:
         if len(f) == 2 and f[1].isdigit():
             out[f[0]] = int(f[1])
     return out
+
+
+# Kaldi's model -> the project's (kaldi/ never imports gmm/: the conversion lives here)
+def to_mono_model(model: KaldiGmmModel) -> MonoModel:
+    """The project's MonoModel for a context-independent Kaldi model (see the module docstring)."""
+    tm = model.transition_model
+    sets = shared_phone_sets(tm)
+    gmm = GmmParams(
+        [g.weights.copy() for g in model.am.pdfs],
+        [g.means for g in model.am.pdfs],
+        [g.variances for g in model.am.pdfs],
+    )
+    return MonoModel(tm.topo.to_text(), tm.log_probs.astype(np.float64), gmm, shared_phones=sets)

@@ -2,7 +2,7 @@
 
     model = read_kaldi_model("exp/mono/final.mdl")          # text or binary
     write_kaldi_model("out/final.mdl", model, binary=False)  # what gmm-copy --binary=false writes
-    mono = to_mono_model(model)        # the project's MonoModel (builds kaldi-hmm-gmm objects)
+    mono = steps_py.gmm.model_io.to_mono_model(model)  # the project's MonoModel
     model, tree = from_mono_model(mono)                      # the project's GMM as Kaldi's
 
 Kaldi writes ``trans_model.Write(os, binary); am_gmm.Write(os, binary)`` after the binary
@@ -133,20 +133,6 @@ def shared_phone_sets(tm: TransitionModel) -> list[list[int]] | None:
 
 # ---------------------------------------------------------------------------------
 # conversion to and from the project's GMM
-def to_mono_model(model: KaldiGmmModel):  # -> steps_py.gmm.model_io.MonoModel
-    """The project's MonoModel for a context-independent Kaldi model (see the module docstring)."""
-    from steps_py.gmm.model_io import GmmParams, MonoModel
-
-    tm = model.transition_model
-    sets = shared_phone_sets(tm)
-    gmm = GmmParams(
-        [g.weights.copy() for g in model.am.pdfs],
-        [g.means for g in model.am.pdfs],
-        [g.variances for g in model.am.pdfs],
-    )
-    return MonoModel(tm.topo.to_text(), tm.log_probs.astype(np.float64), gmm, shared_phones=sets)
-
-
 def from_mono_model(mono) -> tuple[KaldiGmmModel, ContextDependency]:  # mono: MonoModel
     """The project's monophone GMM as a Kaldi model and tree (what gmm-init-mono + gmm-est make)."""
     if getattr(mono, "shared_phones", None):

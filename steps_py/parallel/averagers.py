@@ -25,10 +25,8 @@ of them are computed from the same G(t) sequence, so one run gives comparable ro
 
 from __future__ import annotations
 
-import argparse
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
@@ -49,6 +47,10 @@ class Averager(ABC):
     def models(self) -> list[tuple[str, torch.Tensor]]:
         """(label, flat parameters) of the models to evaluate during training."""
         return []
+
+    def final_outputs(self, global_flat: torch.Tensor) -> dict[str, str]:
+        """At the end of training, with G(T): files the averager writes, for summary.json."""
+        return {}
 
     @abstractmethod
     def state_dict(self) -> dict[str, object]: ...
@@ -196,30 +198,3 @@ class LastModelsCombination(Averager):
 
 
 PER_STEP_SYNCS = ("none", "ddp")  # G changes every step: the combination keeps one per block
-
-
-def build_averagers(
-    args: argparse.Namespace, exp: Path, block: int, syncs: int, total_frames: float
-) -> dict[str, Averager]:
-    """The averagers the trainer's options ask for (rank 0 only), by name.
-
-    `block`: minibatches per block asked for (the combination's step for none/ddp);
-    `syncs`: synchronizations the run will do (spaces the post-hoc snapshots);
-    `total_frames`: the run's training frames (EMA half-life fractions and starts).
-    """
-    from steps_py.parallel.posthoc import PowerEmaSnapshots
-
-    out: dict[str, Averager] = {}
-    if args.ema_specs and not args.ema_interfering:
-        out["ema"] = EmaAverager(EmaSet(args.ema_specs, total_frames))
-    if args.icefall_average_period:
-        out["icefall"] = IcefallAverage(args.icefall_average_period)
-    if args.combine_max_models:
-        out["combine"] = LastModelsCombination(
-            args.combine_max_models, every_steps=block if args.sync in PER_STEP_SYNCS else 1
-        )
-    if args.posthoc_snapshots:
-        out["posthoc"] = PowerEmaSnapshots(
-            exp / "posthoc", args.posthoc_sigma_rels, max(1, syncs // args.posthoc_snapshots)
-        )
-    return out

@@ -126,8 +126,6 @@ def write_final_models(
 ) -> dict[str, Any]:
     """Write `final/` (atomically): every model, the Kaldi combination with k chosen by
     `dev_loss`, and the post-hoc manifest. Returns what goes into summary.json about them."""
-    from steps_py.parallel.posthoc import PowerEmaSnapshots
-
     extra: dict[str, Any] = {}
     with atomic_path(final) as tmp:
         tmp.mkdir(parents=True)
@@ -144,7 +142,6 @@ def write_final_models(
                 len(comb.kept),
                 losses[k - 1],
             )
-        ph = averagers.get("posthoc")
-        if isinstance(ph, PowerEmaSnapshots):
-            extra["posthoc_manifest"] = str(ph.finish(global_flat))
+        for averager in averagers.values():
+            extra.update(averager.final_outputs(global_flat))
     return extra

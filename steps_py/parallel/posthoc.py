@@ -116,6 +116,9 @@ class PowerEmaSnapshots(Averager):
         for e, sigma, gamma in zip(self.values, self.sigma_rels, self.gammas, strict=True):
             self._write(f"pema-{sigma:g}-t{t:07d}", e, kind="power", t=t, gamma=gamma, sigma=sigma)
 
+    def final_outputs(self, global_flat: torch.Tensor) -> dict[str, str]:
+        return {"posthoc_manifest": str(self.finish(global_flat))}
+
     def finish(self, global_flat: torch.Tensor) -> Path:
         """Final snapshots (power EMAs and G(T)) and the manifest; returns the manifest path."""
         t = len(self.frames)

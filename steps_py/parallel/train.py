@@ -50,7 +50,8 @@ from steps_py.fileio import (
 from steps_py.log import setup_logging
 from steps_py.nnet.optim import lr_at, optimizer_kwargs
 from steps_py.parallel import checkpoint as ckpt
-from steps_py.parallel.averagers import LastModelsCombination, build_averagers
+from steps_py.parallel.averager_set import build_averagers
+from steps_py.parallel.averagers import LastModelsCombination
 from steps_py.parallel.backend import Backend, NnetBackend
 from steps_py.parallel.ema import EmaSet
 from steps_py.parallel.errors import DivergenceError, TrainingError
