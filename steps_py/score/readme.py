@@ -26,6 +26,7 @@ END = "<!-- scoreboard:end -->"
 SECTIONS = {
     "scoreboard": ("scoreboard.md", "scoreboard", "results"),
     "study": ("study/table.md", "study", "results/study"),
+    "targets": ("targets.md", "targets", "results"),
 }
 
 
