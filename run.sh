@@ -451,9 +451,9 @@ if stage_on 5; then
     gmm_model=${gmm_models[$i]}; gmm_dir=${gmm_dirs[$i]}
     log "stage 5: GMM lattice decoding of dev and test with $gmm_model (LM weight and insertion penalty chosen on dev)"
     run_py -m steps_py.decode.gmm --model "$gmm_model" --graph "${gmm_graphs[$i]}" --data "$data/dev" \
-      --out "$gmm_dir/decode_dev" --nj "$nj" "${gmm_decode_args[@]}" $force
+      --out "$gmm_dir/decode_dev" --nj "$nj" --cmd "$job_cmd" "${gmm_decode_args[@]}" $force
     run_py -m steps_py.decode.gmm --model "$gmm_model" --graph "${gmm_graphs[$i]}" --data "$data/test" \
-      --out "$gmm_dir/decode_test" --lm-weight-from "$gmm_dir/decode_dev" --nj "$nj" "${gmm_decode_args[@]}" $force
+      --out "$gmm_dir/decode_test" --lm-weight-from "$gmm_dir/decode_dev" --nj "$nj" --cmd "$job_cmd" "${gmm_decode_args[@]}" $force
     log "GMM ($(basename "$gmm_dir")) dev  $(cat "$gmm_dir/decode_dev/cer") at LM weight $(cat "$gmm_dir/decode_dev/best_lmwt"), penalty $(cat "$gmm_dir/decode_dev/best_wip")"
     log "GMM ($(basename "$gmm_dir")) test $(cat "$gmm_dir/decode_test/cer")"
   done
@@ -509,10 +509,10 @@ if stage_on 8; then
     done
   done; done
   run_py -m steps_py.decode.nnet --model "${models[@]}" --graph "$agraph" --data "$data/dev" \
-    --out "${dev_dirs[@]}" --log-file "$exp/log/decode_nnet${a:+_$a}_dev.log" --nj "$nj" "${nnet_decode_args[@]}" $force
+    --out "${dev_dirs[@]}" --log-file "$exp/log/decode_nnet${a:+_$a}_dev.log" --nj "$nj" --cmd "$job_cmd" "${nnet_decode_args[@]}" $force
   run_py -m steps_py.decode.nnet --model "${models[@]}" --graph "$agraph" --data "$data/test" \
     --out "${test_dirs[@]}" --lm-weight-from "${dev_dirs[@]}" --log-file "$exp/log/decode_nnet${a:+_$a}_test.log" \
-    --nj "$nj" "${nnet_decode_args[@]}" $force
+    --nj "$nj" --cmd "$job_cmd" "${nnet_decode_args[@]}" $force
   # one bundle per model (network, priors, graph pointer, feature config, dev-chosen LM weight)
   # for decoding audio files directly: python -m steps_py.decode.wav --model <bundle> a.wav
   for i in "${!models[@]}"; do

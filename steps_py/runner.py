@@ -111,6 +111,11 @@ def slurm_pl_options(words: list[str], spec: str) -> list[str]:
     return out
 
 
+def is_local(spec: str) -> bool:
+    """Whether ``--cmd`` asks for local jobs (``local`` / ``run.pl``); a bad value is a JobError."""
+    return isinstance(parse_cmd(spec), LocalRunner)
+
+
 def parse_cmd(spec: str) -> LocalRunner | SlurmRunner:
     """The runner of a ``--cmd`` value (see the module docstring)."""
     words = shlex.split(spec)

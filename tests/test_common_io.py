@@ -218,5 +218,5 @@ def test_damaged_alignments_are_one_error_naming_the_scp(tmp_path: Path) -> None
     (tmp_path / "pdf.scp").write_text(f"u1 {tmp_path}/pdf.ark:7\n")
     with pytest.raises(AlignmentReadError, match=f"cannot read {tmp_path}/pdf.scp"):
         read_pdf_alignments(tmp_path)
-    with pytest.raises(FileNotFoundError, match="alignment stage"):
+    with pytest.raises(FileNotFoundError, match="run the alignment step"):
         read_pdf_alignments(tmp_path / "nothing")

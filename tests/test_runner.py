@@ -145,3 +145,32 @@ def test_alignment_jobs_through_slurm_equal_the_worker_pool(
         np.testing.assert_array_equal(a, jobs[0][u])
     assert "aligned" in (out / "log" / "align.2.log").read_text()
     assert len(fake_srun.read_text().splitlines()) == 2
+
+
+def test_decoding_jobs_through_slurm_equal_the_local_pool(tmp_path: Path, fake_srun: Path) -> None:
+    """decode.gmm --cmd slurm: two srun jobs, one log each, the same decode dir as the pool."""
+    from steps_py.decode import gmm as decode_gmm
+    from tests.toy_decode import build_graph, toy_data
+
+    graph, model = build_graph(tmp_path / "toy")
+    dev = toy_data(tmp_path / "dev", n=6, seed=3)
+    common = ["--model", str(model), "--graph", str(graph), "--data", str(dev), "--nj", "2"]
+    local, slurm = tmp_path / "decode_local", tmp_path / "decode_slurm"
+    assert decode_gmm.main([*common, "--out", str(local)]) == 0
+    assert decode_gmm.main([*common, "--out", str(slurm), "--cmd", "slurm -p cpu"]) == 0
+    assert len(fake_srun.read_text().splitlines()) == 2
+    assert "-p cpu" in fake_srun.read_text()
+    for j in (1, 2):
+        assert "decode_job" in (slurm / "log" / f"decode.{j}.log").read_text()
+    for name in ("hyp.txt", "cer", "cer_10_0.5", "lat.1.gz", "lat.2.gz"):
+        assert (local / name).read_bytes() == (slurm / name).read_bytes(), name
+
+
+def test_an_unknown_decode_cmd_is_refused_before_decoding(tmp_path: Path, capsys) -> None:
+    from steps_py.decode import gmm as decode_gmm
+
+    rc = decode_gmm.main(
+        ["--model", "m", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--cmd", "qsub"]
+    )
+    assert rc == 1
+    assert "--cmd 'qsub': unknown runner 'qsub'" in capsys.readouterr().err

@@ -42,9 +42,17 @@ from steps_py.decode.inputs import (
     read_chosen,
     read_words,
 )
-from steps_py.decode.pool import ChunkResult, PoolConfig, UttResult, make_tasks, run_pool
+from steps_py.decode.pool import (
+    ChunkResult,
+    PoolConfig,
+    UttResult,
+    make_tasks,
+    run_jobs,
+    run_pool,
+)
 from steps_py.decode.search import SearchConfig, Timing
 from steps_py.fileio import skip_done
+from steps_py.runner import is_local
 
 log = logging.getLogger("decode")
 
@@ -65,6 +73,9 @@ class DecodeRequest:
     max_utts: int = 0
     max_failed: float = 0.05
     force: bool = False
+    cmd: str = (
+        "local"  # where the jobs run: local (a worker pool) or Kaldi's --cmd (steps_py.runner)
+    )
 
 
 def read_ref(data: Path, encoding: str = "utf-8") -> dict[str, str]:
@@ -301,8 +312,12 @@ def run_decode(plan: DecodePlan, nj: int) -> DecodeRun:
         bar.update(len(r.utts))
 
     t0 = time.perf_counter()
+    n_jobs = min(nj, max(1, len(tasks)))
     try:
-        run_pool(cfg, tasks, min(nj, max(1, len(tasks))), on_result)
+        if is_local(req.cmd):
+            run_pool(cfg, tasks, n_jobs, on_result)
+        else:
+            run_jobs(cfg, tasks, n_jobs, req.cmd, plan.out_dirs[0] / "log", on_result)
     finally:
         bar.close()
     run.wall = time.perf_counter() - t0

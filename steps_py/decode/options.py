@@ -9,6 +9,7 @@ from pathlib import Path
 from steps_py.decode.api import DecodeRequest, decode_models
 from steps_py.decode.inputs import DecodeError, parse_lm_weights, parse_penalties
 from steps_py.decode.search import SearchConfig
+from steps_py.runner import is_local
 
 
 def build_parser(
@@ -48,6 +49,13 @@ def build_parser(
         help="decode dir per model, e.g. exp/<run>/decode_<tag>_<set>",
     )
     p.add_argument("--nj", type=int, default=2, help="decoding processes (default %(default)s)")
+    p.add_argument(
+        "--cmd",
+        default="local",
+        help="where the --nj jobs run: local (a pool of worker processes), or Kaldi's --cmd "
+        "convention, e.g. 'slurm -p cpu --mem 4G' (steps_py.runner; job j logs to "
+        "<first --out>/log/decode.<j>.log) (default %(default)s)",
+    )
     p.add_argument(
         "--lm-weights",
         default="7:17",
@@ -137,6 +145,7 @@ def _add_search_options(
 
 
 def request_from_args(args: argparse.Namespace) -> DecodeRequest:
+    is_local(args.cmd)  # a --cmd the runner does not know is an error before any decoding
     if args.max_active < 1:
         raise DecodeError(f"--max-active must be >= 1, not {args.max_active}")
     if args.decoder == "simple" and not args.no_lattices and args.max_active != 7000:
@@ -181,6 +190,7 @@ def request_from_args(args: argparse.Namespace) -> DecodeRequest:
         nbest=args.nbest,
         max_utts=args.max_utts,
         force=args.force,
+        cmd=args.cmd,
     )
 
 

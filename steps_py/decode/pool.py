@@ -17,6 +17,7 @@ the caller decides (``steps_py.decode.api`` stops when more than 5 % failed).
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -166,6 +167,36 @@ def run_pool(
     """Run `tasks` over `nj` spawned workers (in this process when nj == 1)."""
     for r in _results(cfg, tasks, nj):
         on_result(r)
+
+
+def decode_job(cfg: PoolConfig, tasks: list[tuple[int, list[str]]]) -> list[ChunkResult]:
+    """One job of a decode sent through ``--cmd`` (Kaldi's ``decode.JOB``): a worker's set-up,
+    then its share of the tasks."""
+    init_worker(cfg)
+    try:
+        return [decode_chunk(t) for t in tasks]
+    finally:
+        _W.clear()
+
+
+def run_jobs(
+    cfg: PoolConfig,
+    tasks: list[tuple[int, list[str]]],
+    nj: int,
+    cmd: str,
+    log_dir: Path,
+    on_result: Callable[[ChunkResult], None],
+) -> None:
+    """Run `tasks` as `nj` jobs through the runner of ``--cmd`` (e.g. Slurm), job j logging to
+    ``<log_dir>/decode.<j>.log``; a failed job is a ``JobError`` naming its log."""
+    from steps_py.runner import parse_cmd, run_python_jobs
+
+    shares = [tasks[j::nj] for j in range(nj)]
+    jobs = [(cfg, share) for share in shares if share]
+    work = log_dir / f".decode-jobs-{os.getpid()}"
+    for results in run_python_jobs(parse_cmd(cmd), "decode", decode_job, jobs, work, log_dir):
+        for r in results:
+            on_result(r)
 
 
 def _results(cfg: PoolConfig, tasks: list[tuple[int, list[str]]], nj: int) -> Iterator[ChunkResult]:
