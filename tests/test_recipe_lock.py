@@ -27,8 +27,11 @@ def _sleeping_venv(d: Path) -> Path:
     py = d / "bin" / "python"
     py.write_text('#!/bin/sh\necho "$$ $*" >> "$FAKE_LOG"\n[ -z "$FAKE_SLEEP" ] || exec sleep 60\n')
     py.chmod(0o755)
-    spec = "torch==2.13.0"
-    want = f"{(ROOT / 'pyproject.toml').read_text().rstrip(chr(10))} TORCH_SPEC={spec}"
+    # path.sh's stamp of a finished install (see path.sh): nothing is installed again
+    want = (
+        f"{(ROOT / 'pyproject.toml').read_text().rstrip(chr(10))} "
+        f"TORCH_SPEC={os.environ.get('TORCH_SPEC', '')} FORCE_TORCH={os.environ.get('FORCE_TORCH', '')}"
+    )
     (d / ".ema-asr-installed").write_text(want)
     return d
 

@@ -129,6 +129,29 @@ def ids_note(kd: KaldiDataDir, name: str, speaker_prefix: bool) -> str:
     return line
 
 
+def report_notes(
+    raw: RawSet,
+    checked: list[CheckedUtt],
+    changes: list[str],
+    policy: AudioPolicy,
+    ids_line: str,
+    args: argparse.Namespace,
+    lexicon: Lexicon | None,
+) -> list[str]:
+    """The report's lines after its first: audio, notes, changes, ids, lexicon."""
+    return [
+        f"audio: {policy.sample_rate} Hz expected; channel {policy.channel} "
+        f"({'mono expected' if policy.channel == -1 else 'chosen'})",
+        *raw.notes,
+        *changes,
+        *piped_line(checked),
+        ids_line,
+        f"lexicon: {args.lexicon}"
+        if lexicon is not None
+        else "lexicon: none (transcripts not checked for pronunciations)",
+    ]
+
+
 def prepare_set(
     raw: RawSet,
     out_dir: Path,
@@ -167,24 +190,16 @@ def prepare_set(
     ids_line = ids_note(kd, raw.name, args.speaker_prefix)
     hours = sum(kd.utt2dur.values()) / 3600
     codes = Counter(r.split(":", 1)[0].split()[0] for r in rejected.values())
-    report = [
+    head = (
         f"set {raw.name}: {total} utterances in, {len(kd.utt2spk)} accepted ({hours:.3f} h, "
         f"{len(kd.spk2utt())} speakers), {len(rejected)} rejected"
         + (
             f" ({', '.join(f'{c} {k}' for k, c in codes.most_common())}; see rejected.txt)"
             if rejected
             else ""
-        ),
-        f"audio: {policy.sample_rate} Hz expected; channel {policy.channel} "
-        f"({'mono expected' if policy.channel == -1 else 'chosen'})",
-        *raw.notes,
-        *changes,
-        *piped_line(checked),
-        ids_line,
-        f"lexicon: {args.lexicon}"
-        if lexicon is not None
-        else "lexicon: none (transcripts not checked for pronunciations)",
-    ]
+        )
+    )
+    report = [head, *report_notes(raw, checked, changes, policy, ids_line, args, lexicon)]
     with atomic_path(out_dir) as tmp:
         kd.write(tmp)
         if rejected:

@@ -48,14 +48,7 @@ def build_parser(
         required=True,
         help="decode dir per model, e.g. exp/<run>/decode_<tag>_<set>",
     )
-    p.add_argument("--nj", type=int, default=2, help="decoding processes (default %(default)s)")
-    p.add_argument(
-        "--cmd",
-        default="local",
-        help="where the --nj jobs run: local (a pool of worker processes), or Kaldi's --cmd "
-        "convention, e.g. 'slurm -p cpu --mem 4G' (steps_py.runner; job j logs to "
-        "<first --out>/log/decode.<j>.log) (default %(default)s)",
-    )
+    _add_job_options(p)
     p.add_argument(
         "--lm-weights",
         default="7:17",
@@ -95,6 +88,17 @@ def build_parser(
     )
     p.add_argument("--force", action="store_true", help="decode again even if an out dir is done")
     return p
+
+
+def _add_job_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nj", type=int, default=2, help="decoding processes (default %(default)s)")
+    p.add_argument(
+        "--cmd",
+        default="local",
+        help="where the --nj jobs run: local (a pool of worker processes), or Kaldi's --cmd "
+        "convention, e.g. 'slurm -p cpu --mem 4G' (steps_py.runner; job j logs to "
+        "<first --out>/log/decode.<j>.log) (default %(default)s)",
+    )
 
 
 def _add_search_options(

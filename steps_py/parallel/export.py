@@ -3,7 +3,7 @@
 `final/` holds `global.safetensors` and one file per averager model (`ema-hl<H>`,
 `ema-hl<H>-warmup`, `icefall-avg`, `kaldi-combine`, `ema-interfering-...`). Each gets its own
 adjusted log priors (its mean posterior over `--prior-frames` training frames, Kaldi nnet3's
-adjust-priors) for decoding, with the alignment-count priors of stage 5 beside them
+adjust-priors) for decoding, with the alignment-count priors of the examples (steps_py.nnet.egs) beside them
 (`--priors counts` stores only those). `ModelWriter` is also what `posthoc.py` uses to
 write reconstructed EMAs.
 """

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     board = args.results / SECTIONS[args.what][0]
     if not board.is_file():
         maker = (
-            "`python -m steps_py.score.scoreboard` (run.sh stage 9)"
+            "`python -m steps_py.score.scoreboard` (the last step of run.sh)"
             if args.what == "scoreboard"
             else "local/run_study.sh"
         )
