@@ -170,3 +170,25 @@ def test_damaged_graph_is_named_before_any_decoding(
     (bad / "words.txt").unlink()
     with pytest.raises(GraphError, match="lacks words.txt"):
         check_graph(bad)
+
+
+def test_a_graph_with_bytes_replaced_mid_file_is_a_graph_error_naming_it(
+    toy, tmp_path: Path
+) -> None:
+    """OpenFst reads absurd counts from overwritten bytes (vector::reserve, bad_alloc): one
+    GraphError naming the file, never a bare ValueError or MemoryError."""
+    graph, _ = toy
+    bad = tmp_path / "graph"
+    shutil.copytree(graph, bad)
+    full = (graph / "HCLG.fst").read_bytes()
+    damaged = 0
+    for off in range(60, len(full) - 8, 7):
+        b = bytearray(full)
+        b[off : off + 8] = b"\xff" * 8
+        (bad / "HCLG.fst").write_bytes(bytes(b))
+        try:
+            check_graph(bad)
+        except GraphError as e:
+            assert str(bad / "HCLG.fst") in str(e) and "decode.graph" in str(e)
+            damaged += "is damaged (OpenFst:" in str(e)
+    assert damaged > 0  # some overwrites are of the kind that used to escape as ValueError

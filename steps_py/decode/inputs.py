@@ -32,7 +32,7 @@ FST_MAGIC = 2125659606
 
 
 def _rebuild(graph: Path) -> str:
-    return f"rebuild it (stage 4: python -m steps_py.decode.graph --out {graph} --force)"
+    return f"rebuild it (python -m steps_py.decode.graph --out {graph} --force)"
 
 
 def check_fst_file(path: Path) -> int:
@@ -72,7 +72,13 @@ def read_graph_fst(path: Path):  # -> kaldifst.StdVectorFst
     """Read HCLG.fst; a truncated or damaged file is a GraphError naming it."""
     import kaldifst
 
-    fst = kaldifst.StdVectorFst.read(str(path))
+    try:
+        fst = kaldifst.StdVectorFst.read(str(path))
+    except (ValueError, MemoryError, RuntimeError, OverflowError) as e:
+        # bytes replaced mid-file: OpenFst reads absurd counts (vector::reserve, bad_alloc)
+        raise GraphError(
+            f"{path} is damaged (OpenFst: {type(e).__name__}: {e}); {_rebuild(path.parent)}"
+        ) from None
     if fst is None or fst.num_states == 0 or fst.start < 0:
         raise GraphError(
             f"{path} is truncated or damaged (OpenFst cannot read it, or it has no "
@@ -93,8 +99,9 @@ def check_graph(graph: Path) -> GraphInfo:
     graph = Path(graph)
     if not graph.is_dir():
         raise GraphError(
-            f"graph dir {graph} does not exist; build it first (stage 4, "
-            "exp/mono/graph) or pass the right --graph"
+            f"graph dir {graph} does not exist; build it first (python -m steps_py.decode.graph "
+            f"--out {graph}; run.sh makes exp/mono/graph and exp/tri1/graph) or pass the right "
+            "--graph"
         )
     missing = [n for n in GRAPH_FILES if not (graph / n).is_file()]
     if missing:
