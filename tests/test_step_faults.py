@@ -160,6 +160,6 @@ def test_egs_names_a_damaged_or_missing_pdf_scp(
     scp.unlink()
     assert egs.main(egs_inputs) == 1
     errors = _errors(capsys)
-    assert len(errors) == 1 and errors[0].startswith(f"{scp} not found: run the alignment stage"), (
+    assert len(errors) == 1 and errors[0].startswith(f"{scp} not found: run the alignment step"), (
         errors
     )

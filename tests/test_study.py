@@ -428,7 +428,14 @@ def test_the_pilot_chooses_each_groups_learning_rate_on_dev_ce(tmp_path: Path) -
     with pytest.raises(StudyError, match="pilot of dnn_ma_n2, which has not chosen yet"):
         study.lr_scale(study.plan.runs[0])
     for _, _, run in pilots:  # first every pilot diverged
-        rec = {"run": run.name, "diverged": {"where": "epoch 1"}, "models": {}}
+        rec = {
+            "run": run.name,
+            "diverged": {"where": "epoch 1"},
+            "summary": {},
+            "final_models": [],
+            "models": {},
+            "dev_curve": [],
+        }
         study.record_path(run).parent.mkdir(parents=True, exist_ok=True)
         study.record_path(run).write_text(json.dumps(rec))
     assert study.run_pilot(jobs=1)["dnn_ma_n2"]["factor"] is None  # all diverged: not run
@@ -439,7 +446,14 @@ def test_the_pilot_chooses_each_groups_learning_rate_on_dev_ce(tmp_path: Path) -
         "not run: every learning-rate pilot diverged"
     }
     for (_, f, run), ce in zip(pilots, (1.3, 1.1, None), strict=True):  # x2 diverged
-        rec = {"run": run.name, "diverged": {"where": "epoch 1"}, "models": {}}
+        rec = {
+            "run": run.name,
+            "diverged": {"where": "epoch 1"},
+            "summary": {},
+            "final_models": [],
+            "models": {},
+            "dev_curve": [],
+        }
         if ce is not None:
             rec = _record(run.name, {"global": ce}, {})
         study.record_path(run).parent.mkdir(parents=True, exist_ok=True)

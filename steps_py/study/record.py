@@ -177,6 +177,23 @@ def read_record(path: Path) -> dict[str, Any] | None:
     return dict(obj)
 
 
+def read_choices(path: Path) -> dict[str, Any]:
+    """A JSON object the study wrote beside its records (``pilot.json``): {} when absent; a
+    truncated or malformed file is a ``RecordError`` naming it."""
+    if not path.is_file():
+        return {}
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        obj = e
+    if not isinstance(obj, dict):
+        raise RecordError(
+            f"{path} is not a JSON object ({obj}); delete it to choose again, or restore it "
+            f"(git checkout -- {path})"
+        )
+    return obj
+
+
 def record_problem(obj: Any) -> str | None:
     """What a record lacks (None when it has everything the table reads)."""
     if not isinstance(obj, dict):

@@ -51,6 +51,7 @@ from steps_py.study.record import (
     diverged_record,
     is_diverged,
     make_record,
+    read_choices,
     read_record,
     write_record,
 )
@@ -125,7 +126,7 @@ class Study:
         group = self.plan.pilot_group_of(run.config)
         if group is None:
             return 1.0
-        chosen = read_record(self.results / "pilot.json") or {}
+        chosen = read_choices(self.results / "pilot.json")
         if group not in chosen:
             raise StudyError(
                 f"{run.name}: its learning rate comes from the pilot of {group}, which has not "
@@ -138,7 +139,7 @@ class Study:
     def pilot_diverged(self, run: RunSpec) -> bool:
         """Whether every pilot of the run's group diverged (the run is then not trained)."""
         group = self.plan.pilot_group_of(run.config)
-        chosen = read_record(self.results / "pilot.json") or {}
+        chosen = read_choices(self.results / "pilot.json")
         return group in chosen and chosen[group]["factor"] is None
 
     def model_path(self, run: RunSpec, tag: str) -> Path:
