@@ -58,6 +58,29 @@ class PassResult:
     retried: int = 0
 
 
+def align_compiled(
+    cfg: khg.AlignConfig, u: Utterance, fst: object, decodable: object, acoustic_scale: float
+) -> tuple[np.ndarray | None, int, float]:
+    """gmm-align-compiled on one utterance (Kaldi's AlignUtteranceWrapper, retry beam
+    included): (the path's input labels, or None when it failed or does not cover every
+    frame; 1 if it was retried; its log-likelihood)."""
+    done, _, retried, like, _, ali, _ = khg.align_utterance_wrapper(
+        config=cfg,
+        utt=u.utt,
+        acoustic_scale=acoustic_scale,
+        fst=fst,
+        decodable=decodable,
+        num_done=0,
+        num_error=0,
+        num_retried=0,
+        tot_like=0.0,
+        frame_count=0,
+    )
+    if done != 1 or len(ali) != len(u.feats):
+        return None, retried, like
+    return np.asarray(ali, dtype=np.int64), retried, like
+
+
 class Job:
     """One share of the data with its graphs and alignments."""
 
@@ -103,25 +126,14 @@ class Job:
             dec = khg.DecodableAmDiagGmmScaled(
                 am=am_b, tm=tm, feats=u.feats, scale=opts.acoustic_scale
             )
-            done, err, ret, like, _, ali, _ = khg.align_utterance_wrapper(
-                config=cfg,
-                utt=u.utt,
-                acoustic_scale=opts.acoustic_scale,
-                fst=fst,
-                decodable=dec,
-                num_done=0,
-                num_error=0,
-                num_retried=0,
-                tot_like=0.0,
-                frame_count=0,
-            )
+            ali, ret, like = align_compiled(cfg, u, fst, dec, opts.acoustic_scale)
             retried += ret
-            if done != 1 or len(ali) != len(u.feats):
+            if ali is None:
                 failed.append(u.utt)
                 self.ali.pop(u.utt, None)
                 continue
             tot_like += like
-            self.ali[u.utt] = np.asarray(ali, dtype=np.int32)
+            self.ali[u.utt] = ali.astype(np.int32)
         return failed, retried, tot_like
 
     def align_model(

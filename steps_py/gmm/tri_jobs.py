@@ -20,7 +20,7 @@ import numpy as np
 
 from steps_py.decode.h_transducer import h_transducer, transition_weights, weight_fst
 from steps_py.gmm.accumulate import GmmStats, accumulate, component_loglikes
-from steps_py.gmm.jobs import AlignOptions, PassResult, Utterance
+from steps_py.gmm.jobs import AlignOptions, PassResult, Utterance, align_compiled
 from steps_py.gmm.model_io import GmmParams
 from steps_py.gmm.topo import Lang
 from steps_py.kaldi.transition_model import TransitionModel
@@ -100,24 +100,13 @@ class TriJob:
             if boost:
                 ll[:, [k for k, j in enumerate(pdfs) if j in self.sil_pdfs]] += boost
             mat = (ll[:, col] * opts.acoustic_scale).astype(np.float32)
-            done, _, ret, _, _, ali, _ = khg.align_utterance_wrapper(
-                config=cfg,
-                utt=u.utt,
-                acoustic_scale=opts.acoustic_scale,
-                fst=fst,
-                decodable=khg.DecodableCtc(mat),
-                num_done=0,
-                num_error=0,
-                num_retried=0,
-                tot_like=0.0,
-                frame_count=0,
-            )
+            ali, ret, _ = align_compiled(cfg, u, fst, khg.DecodableCtc(mat), opts.acoustic_scale)
             retried += ret
-            if done != 1 or len(ali) != len(u.feats):
+            if ali is None:
                 failed.append(u.utt)
                 self.ali.pop(u.utt, None)
                 continue
-            self.ali[u.utt] = tids[np.asarray(ali, dtype=np.int64) - 1].astype(np.int32)
+            self.ali[u.utt] = tids[ali - 1].astype(np.int32)
         return failed, retried
 
     def run_pass(
