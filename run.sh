@@ -144,12 +144,13 @@ conf_file="$conf_dir/run.conf"
 # Keys a run.conf may set; docs/CONFIG.md explains each (tests/test_recipe_config.py keeps
 # the two lists equal). The *_opts arrays are indexed by model, sync or feature-kind name.
 conf_required=(lm_order gmm_opts gmm_decode_opts egs_types egs_opts train_runs train_opts ema_opts nnet_decode_opts)
-conf_optional=(align_opts tri_opts launcher sync_opts ali_lang_test feat_opts lm_arpa lm_prune job_cmd)
+conf_optional=(align_opts tri_opts nnet_gmm launcher sync_opts ali_lang_test feat_opts lm_arpa lm_prune job_cmd)
 models=(dnn lstm)                       # steps_py.nnet.egs --model-type
 syncs=(none ddp ma bmuf-cbm bmuf-nbm)   # steps_py.parallel.train --sync (SYNC_CHOICES of sync.py)
 declare -A egs_opts=() train_opts=() sync_opts=() feat_opts=()
 align_opts=""
 tri_opts=""
+nnet_gmm=""  # the GMM whose alignments and graph the networks use: mono or tri1 (default: tri1 with tri_opts)
 launcher=torchrun
 lm_arpa=""; lm_prune=""
 job_cmd=""  # empty: train_cmd of <conf-dir>/cmd.sh (Kaldi's), else local
@@ -189,6 +190,8 @@ for k in "${conf_required[@]}"; do
 done
 [[ "$lm_order" =~ ^[1-9][0-9]*$ ]] || conf_error "lm_order='$lm_order': give the n-gram order (e.g. 3)"
 in_list "$launcher" torchrun simulate || conf_error "launcher='$launcher': torchrun or simulate"
+[ -z "$nnet_gmm" ] || in_list "$nnet_gmm" mono tri1 || conf_error "nnet_gmm='$nnet_gmm': mono or tri1"
+[ "$nnet_gmm" != tri1 ] || [ -n "$tri_opts" ] || conf_error "nnet_gmm=tri1 needs tri_opts (the triphone system)"
 job_cmd_from="$conf_file: job_cmd"
 if [ -z "$job_cmd" ] && [ -f "$conf_dir/cmd.sh" ]; then  # a Kaldi cmd.sh: export train_cmd="slurm.pl --mem 2G"
   job_cmd=$(bash --norc -c '. "$1" > /dev/null; printf %s "${train_cmd:-}"' _ "$conf_dir/cmd.sh") ||
@@ -405,9 +408,10 @@ if stage_on 3; then
   done
 fi
 
-# The networks' targets and graph: the triphone GMM's (tri1) when run.conf sets tri_opts, else
-# the monophone's; with --ali-dir, the Kaldi experiment's.
+# The networks' targets and graph: run.conf's nnet_gmm (mono or tri1); by default tri1's when
+# run.conf sets tri_opts, else the monophone's; with --ali-dir, the Kaldi experiment's.
 gmm_sys=mono; [ -z "$tri_opts" ] || gmm_sys=tri1
+[ -z "$nnet_gmm" ] || gmm_sys=$nnet_gmm
 graph=$exp/$gmm_sys/graph
 [ -z "$ali_dir" ] || graph=$exp/kaldi_ali/graph
 if stage_on 4 && [ -n "$ali_dir" ]; then
