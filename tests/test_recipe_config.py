@@ -69,6 +69,10 @@ def test_dry_run_accepts_every_shipped_config(tmp_path: Path) -> None:
     for corpus in ("synth", "aishell", "kaldi", "digits"):
         p = _run("--corpus", corpus, "--corpus-dir", str(tmp_path), "--dry-run")
         assert p.returncode == 0 and "are valid" in p.stdout, (corpus, p.stderr)
+    for conf in ("egs/synth/conf_tritgt", "egs/synth/conf_study_kaldi", "egs/synth/conf_study"):
+        if (ROOT / conf / "run.conf").is_file():
+            p = _run("--conf-dir", str(ROOT / conf), "--dry-run")
+            assert p.returncode == 0 and "are valid" in p.stdout, (conf, p.stderr)
     p = _run("--conf-dir", str(TINY.parent), "--dry-run", "--seeds", "3 4", "--stop-stage", "100")
     assert p.returncode == 0, p.stderr
     assert "stages 0..9 would run" in p.stdout  # a --stop-stage beyond the end means "to the end"
@@ -113,6 +117,8 @@ def _tiny_with(tmp_path: Path, sed: tuple[str, str] | None = None, extra: str = 
         ((r"^lm_order=.*", "lm_order=three"), "", "lm_order='three'"),
         (None, 'lm_arpa="no/such.arpa"\n', "lm_arpa='no/such.arpa': no such file"),
         (None, 'lm_prune="small"\n', "lm_prune='small': give an entropy-pruning threshold"),
+        (None, "nnet_gmm=tri2\n", "nnet_gmm='tri2': mono or tri1"),
+        (None, "nnet_gmm=tri1\n", "nnet_gmm=tri1 needs tri_opts (the triphone system)"),
     ],
 )
 def test_config_mistakes_name_the_key_and_the_file(
