@@ -406,6 +406,12 @@ def test_leave_one_speaker_out_folds_pool_every_folds_test_decodes(tmp_path: Pat
     assert row["vs_global"]["speakers"] == 2 and row["vs_global"]["utterances"] == 10
 
 
+def _diverged(name: str) -> dict:
+    """A diverged run's record, as ``record.diverged_record`` writes it."""
+    keys = {"summary": {}, "final_models": [], "models": {}, "dev_curve": []}
+    return {"run": name, "diverged": {"where": "epoch 1"}, **keys}
+
+
 def test_the_pilot_chooses_each_groups_learning_rate_on_dev_ce(tmp_path: Path) -> None:
     plan = {
         **PLAN2,
@@ -428,14 +434,7 @@ def test_the_pilot_chooses_each_groups_learning_rate_on_dev_ce(tmp_path: Path) -
     with pytest.raises(StudyError, match="pilot of dnn_ma_n2, which has not chosen yet"):
         study.lr_scale(study.plan.runs[0])
     for _, _, run in pilots:  # first every pilot diverged
-        rec = {
-            "run": run.name,
-            "diverged": {"where": "epoch 1"},
-            "summary": {},
-            "final_models": [],
-            "models": {},
-            "dev_curve": [],
-        }
+        rec = _diverged(run.name)
         study.record_path(run).parent.mkdir(parents=True, exist_ok=True)
         study.record_path(run).write_text(json.dumps(rec))
     assert study.run_pilot(jobs=1)["dnn_ma_n2"]["factor"] is None  # all diverged: not run
@@ -446,14 +445,7 @@ def test_the_pilot_chooses_each_groups_learning_rate_on_dev_ce(tmp_path: Path) -
         "not run: every learning-rate pilot diverged"
     }
     for (_, f, run), ce in zip(pilots, (1.3, 1.1, None), strict=True):  # x2 diverged
-        rec = {
-            "run": run.name,
-            "diverged": {"where": "epoch 1"},
-            "summary": {},
-            "final_models": [],
-            "models": {},
-            "dev_curve": [],
-        }
+        rec = _diverged(run.name)
         if ce is not None:
             rec = _record(run.name, {"global": ce}, {})
         study.record_path(run).parent.mkdir(parents=True, exist_ok=True)
