@@ -134,3 +134,11 @@ def test_a_best_path_decode_gives_its_bundle(decoded, capsys: pytest.CaptureFixt
     assert wav_cli.main(["--model", str(root / "bundle_bp"), *(str(decoded[u]) for u in UTTS)]) == 0
     printed = dict((ln.split(maxsplit=1) + [""])[:2] for ln in capsys.readouterr().out.splitlines())
     assert {u: t.strip() for u, t in printed.items()} == hyp_of(root / "decode_bp")
+
+
+def test_a_damaged_bundle_json_is_named(tmp_path: Path) -> None:
+    from steps_py.decode.bundle import BundleError, read_bundle
+
+    (tmp_path / "bundle.json").write_text('{"format": ', encoding="utf-8")
+    with pytest.raises(BundleError, match=r"bundle.json is damaged .*write the bundle again"):
+        read_bundle(tmp_path)

@@ -130,9 +130,15 @@ def read_bundle(path: Path) -> Bundle:
             f"{meta_path} not found: --model must be a bundle dir written by "
             "python -m steps_py.decode.bundle (run.sh writes exp/<run>/bundle_<model> after decoding)"
         )
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if meta.get("format") != FORMAT:
-        raise BundleError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise BundleError(
+            f"{meta_path} is damaged ({e}); write the bundle again (python -m steps_py.decode.bundle)"
+        ) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        raise BundleError(f"{meta_path}: format {fmt!r}, expected {FORMAT!r}")
     graph = d / meta["graph"]  # an absolute pointer stays as it is
     check_graph(graph)
 

@@ -255,9 +255,7 @@ class RawLattice:
         if scratch is not None:
             lat.write(scratch)  # type: ignore[attr-defined]
             return cls.from_kaldifst_file(scratch)
-        shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-        fd, path = tempfile.mkstemp(prefix="raw-lat-", suffix=".fst", dir=shm)
-        os.close(fd)
+        path = scratch_file()
         try:
             lat.write(path)  # type: ignore[attr-defined]
             return cls.from_kaldifst_file(path)
@@ -270,6 +268,14 @@ class RawLattice:
 
     def topo_order(self) -> list[int]:
         return _topo([[a[4] for a in arcs] for arcs in self.arcs])
+
+
+def scratch_file() -> str:
+    """A new empty temporary file for raw lattices, in memory (/dev/shm) where there is one."""
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    fd, path = tempfile.mkstemp(prefix="raw-lat-", suffix=".fst", dir=shm)
+    os.close(fd)
+    return path
 
 
 def _topo(succ: list[list[int]]) -> list[int]:

@@ -225,9 +225,8 @@ def check_binding(timeout: float = 120.0) -> str:
     """Run ``self_test`` in a child process once per process; '' if it passed, else why not."""
     if "why" not in _RESOLVED:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(Path(__file__).resolve().parents[2])] + sys.path[1:]
-        )
+        root = str(Path(__file__).resolve().parents[2])  # the child imports this same code
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         try:
             p = subprocess.run(
                 [sys.executable, "-m", "steps_py.decode.lattice_faster"],

@@ -22,7 +22,6 @@ kaldifst's static initialisation).
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ import numpy as np
 import kaldi_decoder as kd  # after kaldifst and kaldi_hmm_gmm: the other order deadlocks
 
 from steps_py.decode.inputs import GraphError, read_graph_fst
-from steps_py.decode.lattice import CompactLattice, RawLattice, determinize
+from steps_py.decode.lattice import CompactLattice, RawLattice, determinize, scratch_file
 from steps_py.decode.lattice_faster import LatticeFasterSearch
 from steps_py.gmm.model_io import monophone_tree, read_topology
 
@@ -127,9 +126,7 @@ class Search:
         else:
             raise ValueError(f"unknown lattice decoder {cfg.decoder!r} (faster or simple)")
         self._faster: kd.FasterDecoder | None = None  # built at the first best_path
-        shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-        fd, self._tmp = tempfile.mkstemp(prefix="decode-lat-", suffix=".fst", dir=shm)
-        os.close(fd)
+        self._tmp = scratch_file()  # the raw lattice's way from C++ to Python, one per search
 
     def __del__(self) -> None:
         tmp = getattr(self, "_tmp", None)
