@@ -11,6 +11,8 @@
 _ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export PYTHONPATH="$_ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
+# one BLAS thread per job (parallelism comes from --nj); see steps_py/__init__.py
+export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
 _VENV="${VENV_DIR:-$_ROOT/.venv}"
 _PY="${PYTHON:-python3}"
 if [ "${SKIP_INSTALL:-0}" = 1 ]; then

@@ -67,8 +67,12 @@ class GmmScorer:
         self.dim = gmm.dim
         inv = [1.0 / np.asarray(v, np.float64) for v in gmm.variances]
         means = [np.asarray(m, np.float64) for m in gmm.means]
-        self._mi = np.concatenate([m * i for m, i in zip(means, inv, strict=True)])  # [G, D]
-        self._iv = np.concatenate(inv)  # [G, D]
+        # float32 products and exp (Kaldi's BaseFloat): about twice as fast as float64, and
+        # the log-likelihoods differ by ~1e-5 of their size, far below any decoding beam.
+        self._mi = np.concatenate([m * i for m, i in zip(means, inv, strict=True)]).astype(
+            np.float32
+        )  # [G, D]
+        self._iv = np.concatenate(inv).astype(np.float32)  # [G, D]
         self._gconst = np.concatenate(
             [
                 np.log(np.asarray(w, np.float64))
@@ -77,13 +81,14 @@ class GmmScorer:
                 for w, m, i in zip(gmm.weights, means, inv, strict=True)
             ]
         )
+        self._gconst = self._gconst.astype(np.float32)
         counts = np.array([len(w) for w in gmm.weights])
         self._starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         self._counts = counts
 
     def loglikes_of(self, feats: np.ndarray) -> np.ndarray:
         """[T, D] features with deltas -> [T, num_pdfs] float32."""
-        x = np.asarray(feats, np.float64)
+        x = np.asarray(feats, np.float32)
         comp = self._gconst + x @ self._mi.T - 0.5 * (x * x) @ self._iv.T  # [T, G]
         mx = np.maximum.reduceat(comp, self._starts, axis=1)
         s = np.add.reduceat(
