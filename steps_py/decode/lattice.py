@@ -31,7 +31,7 @@ import math
 import os
 import struct
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from os.path import commonprefix
 
@@ -239,12 +239,7 @@ class RawLattice:
             pos += 16
             finals.append(None if g == INF and a == INF else (g, a))
             end = pos + 20 * narcs
-            arcs.append(
-                [
-                    (il, ol, g, a, nx)
-                    for il, ol, g, a, nx in struct.iter_unpack("<iiffi", buf[pos:end])
-                ]
-            )
+            arcs.append(list(struct.iter_unpack("<iiffi", buf[pos:end])))
             pos = end
         return cls(start=max(start, 0), arcs=arcs, finals=finals)
 
@@ -337,41 +332,49 @@ class _Determinizer:
         self.raw, self.finals = raw, finals
         self.order: Sequence[int]
         self.rank: Sequence[int]
-        if all(a[4] > s for s in range(n) for a in arcs[s]):
-            self.order = self.rank = range(n)
-        else:
-            self.order = raw.topo_order()
+        self.order = self.rank = range(n)
+        if not self._index(range(n - 1, -1, -1), forward_only=True):
+            self.order = raw.topo_order()  # an arc to a lower id: the general (rarer) case
             rank = [0] * n
             for i, s in enumerate(self.order):
                 rank[s] = i
             self.rank = rank
-        beta = [INF] * n  # best cost from a raw state to the end (graph + scaled acoustic)
-        for s in reversed(self.order):
+            self._index(reversed(self.order), forward_only=False)
+        self.cutoff = self.beta[raw.start] + beam
+
+    def _index(self, reverse_order: Iterable[int], forward_only: bool) -> bool:
+        """One backward pass over the raw arcs: ``beta`` (best cost from a state to the end,
+        graph + scaled acoustic) and, per state, its epsilon arcs and word arcs as
+        (ilabel, [word,] g, a, next, g + a + beta[next]), arcs that reach no end dropped.
+        With ``forward_only`` the states are taken in decreasing id, which is a reverse
+        topological order when every arc goes to a higher id (Kaldi's decoders); False when
+        one does not (then nothing is kept and the caller passes a topological order)."""
+        arcs, finals = self.raw.arcs, self.finals
+        n = len(arcs)
+        beta = [INF] * n
+        eps: list[list[tuple[int, float, float, int, float]]] = [[] for _ in range(n)]
+        wrd: list[list[tuple[int, int, float, float, int, float]]] = [[] for _ in range(n)]
+        keep = [False] * n
+        for s in reverse_order:
             f = finals[s]
             b = f[0] + f[1] if f is not None else INF
-            for _il, _ol, g, a, nx in arcs[s]:
-                c = g + a + beta[nx]
-                if c < b:
-                    b = c
-            beta[s] = b
-        self.beta = beta
-        self.cutoff = beta[raw.start] + beam
-        # per state: epsilon arcs and word arcs as (ilabel, [word,] g, a, next, g + a + beta[next])
-        self.eps: list[list[tuple[int, float, float, int, float]]] = []
-        self.wrd: list[list[tuple[int, int, float, float, int, float]]] = []
-        for s in range(n):
-            e, w = [], []
+            e, w = eps[s], wrd[s]
             for il, ol, g, a, nx in arcs[s]:
+                if forward_only and nx <= s:
+                    return False
                 tail = g + a + beta[nx]
                 if tail == INF:
                     continue
+                if tail < b:
+                    b = tail
                 if ol == 0:
                     e.append((il, g, a, nx, tail))
                 else:
                     w.append((il, ol, g, a, nx, tail))
-            self.eps.append(e)
-            self.wrd.append(w)
-        self.keep_state = [finals[s] is not None or bool(self.wrd[s]) for s in range(n)]
+            beta[s] = b
+            keep[s] = f is not None or bool(w)
+        self.beta, self.eps, self.wrd, self.keep_state = beta, eps, wrd, keep
+        return True
 
     def closure(self, seeds: dict[int, Elem], alpha: float) -> dict[int, Elem]:
         """Epsilon (word 0) closure keeping per raw state the best (weight, string); returns
