@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from steps_py.decode.artifact import DecodeDir
 from steps_py.decode.inputs import Chosen, format_penalty, format_weight
 from steps_py.decode.lattice_io import write_lattice_archive
 from steps_py.decode.pool import UttResult
@@ -69,10 +70,6 @@ def kaldi_lines(res: CerResult) -> str:
     )
 
 
-def cer_name(lmwt: float, wip: float) -> str:
-    return f"cer_{format_weight(lmwt)}_{format_penalty(wip)}"
-
-
 def _text(lines: dict[str, str]) -> str:
     return "".join(f"{u} {t}".rstrip() + "\n" for u, t in sorted(lines.items()))
 
@@ -95,7 +92,7 @@ def clear_outputs(out: Path) -> None:
     import shutil
 
     (out / ".done").unlink(missing_ok=True)
-    for pat in ("cer_*", "lat.*.gz", "hyp_lmwt*.txt", "cer_lmwt.txt"):
+    for pat in (DecodeDir.CER_FILES, DecodeDir.LATTICES, "hyp_lmwt*.txt", "cer_lmwt.txt"):
         for p in out.glob(pat):
             p.unlink()
     for d in ("scoring_kaldi", "scoring"):
@@ -126,7 +123,7 @@ def write_decode_dir(
             ref,
             h,
             ref_name=str(out / "ref.txt"),
-            hyp_name=f"{out}/{cer_name(*md.grid[k])}",
+            hyp_name=f"{out}/{DecodeDir.cer_name(*md.grid[k])}",
             empty_ref="skip",
         )
         for k, h in enumerate(hyps)
@@ -147,8 +144,8 @@ def write_decode_dir(
         atomic_write_text(
             sk / f"penalty_{format_penalty(p)}" / f"{format_weight(lw)}.txt", _text(hyps[k])
         )
-        atomic_write_text(out / cer_name(lw, p), kaldi_lines(results[k]))
-    atomic_write_text(sk / "best_cer", f"{res.line('WER')} {out / cer_name(lmwt, wip)}\n")
+        atomic_write_text(out / DecodeDir.cer_name(lw, p), kaldi_lines(results[k]))
+    atomic_write_text(sk / "best_cer", f"{res.line('WER')} {out / DecodeDir.cer_name(lmwt, wip)}\n")
     det = sk / "cer_details"
     atomic_write_text(det / "lmwt", f"{format_weight(lmwt)}\n")
     atomic_write_text(det / "wip", f"{format_penalty(wip)}\n")
@@ -156,8 +153,8 @@ def write_decode_dir(
     atomic_write_text(det / "per_spk", format_per_speaker(per_speaker(res, utt2spk)))
     atomic_write_text(out / "hyp.txt", _text(hyps[best]))
     atomic_write_text(out / "cer", res.line() + "\n")
-    atomic_write_text(out / "best_lmwt", f"{format_weight(lmwt)}\n")
-    atomic_write_text(out / "best_wip", f"{format_penalty(wip)}\n")
+    atomic_write_text(out / DecodeDir.BEST_LMWT, f"{format_weight(lmwt)}\n")
+    atomic_write_text(out / DecodeDir.BEST_WIP, f"{format_penalty(wip)}\n")
 
     jobs = split_jobs(sorted(md.utts), nj)
     for j, part in enumerate(jobs if with_lattices else [], 1):
@@ -203,7 +200,7 @@ def write_decode_dir(
         **info,
         "timing": timing,
     }
-    atomic_write_json(out / "summary.json", summary)
+    atomic_write_json(out / DecodeDir.SUMMARY, summary)
     mark_done(
         out, {"cer": summary["cer"], "lm_weight": lmwt, "word_ins_penalty": wip}, inputs=inputs
     )

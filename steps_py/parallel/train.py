@@ -466,7 +466,7 @@ class Trainer:
             "optimizer": a.optimizer,
             "lr_times_workers": a.lr_times_workers,
             "ddp_impl": a.ddp_impl if self.sync.name == "ddp" else None,
-            "ema_decays": [s.label.removeprefix("ema-") for s in a.ema_specs],
+            "ema_decays": [s.tag.profile for s in a.ema_specs],
             "ema_alphas": [  # full block, after any warm-up
                 s.alpha(10**9, self.frames_per_block, self.total_frames) for s in a.ema_specs
             ],
