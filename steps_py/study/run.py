@@ -45,7 +45,7 @@ from pathlib import Path
 from steps_py.cli import StepError, step_main
 from steps_py.decode.artifact import DecodeDir
 from steps_py.fileio import atomic_write_json, atomic_write_text, is_done
-from steps_py.model_tag import ModelTag, TagKind, is_ema
+from steps_py.model_tag import ModelTag, TagKind, format_number, is_ema
 from steps_py.parallel.errors import DivergenceError
 from steps_py.parallel.run_dir import RunDir
 from steps_py.study.plan import Plan, RunSpec, load_plan
@@ -94,7 +94,7 @@ class Study:
     def update_record(self, run: RunSpec) -> None:
         """Merge what the run dir now holds into the run's record (never drops an entry)."""
         d = self.run_dir(run)
-        if not is_done(d / "final"):
+        if not RunDir(d).is_finished():
             return
         epoch_tags = sorted(DecodeDir.parse_name(p.name)[0] for p in d.glob("decode_epoch*_dev"))  # type: ignore[index]
         new = make_record(d, self.models(run) + self.models(run, posthoc=True), epoch_tags)
@@ -154,7 +154,7 @@ class Study:
 
     def _train(self, run: RunSpec) -> bool:
         d = self.run_dir(run)
-        if is_done(d / "final"):
+        if RunDir(d).is_finished():
             return True
         if is_diverged(self.record(run)):
             return False
@@ -228,7 +228,7 @@ class Study:
             *self.plan.decode_opts,
         ]
         if split == "dev":
-            argv += ["--lm-weights", _hl(lmwt)]  # type: ignore[arg-type]
+            argv += ["--lm-weights", format_number(lmwt)]  # type: ignore[arg-type]
         else:
             argv += ["--lm-weight-from", *[str(d / f"decode_{t}_dev") for t in todo]]
         self._call(argv, d / "log" / f"study_decode_{split}.out", f"{run.name} {split} decode")
@@ -256,7 +256,7 @@ class Study:
                     "-m",
                     "steps_py.decode.nnet",
                     "--model",
-                    str(d / "final" / "global.safetensors"),
+                    str(RunDir(d).model_path(ModelTag(TagKind.GLOBAL))),
                     "--graph",
                     str(self.wd / self.plan.graph),
                     "--data",
@@ -417,7 +417,7 @@ class Study:
         """Dev decodes of the epoch-end models (`epoch<E>/`, from --save-epoch-models)."""
         d = self.run_dir(run)
         epochs = RunDir(d).epochs()
-        if not epochs and self.record(run) and not is_done(d / "final"):
+        if not epochs and self.record(run) and not RunDir(d).is_finished():
             return  # a later session without the run dir: its record has what was decoded
         tags = [str(ModelTag.parse(m).at_epoch(e)) for e in epochs for m in dict.fromkeys(models)]
         todo = [t for t in tags if not self.has(run, t, "dev")]
@@ -433,7 +433,7 @@ class Study:
             and self.models(run, posthoc=True)
             and all(self.has(run, t, "dev") for t in self.models(run, posthoc=True))
         ):
-            if not compared.is_file() and is_done(self.run_dir(run) / "final"):
+            if not compared.is_file() and RunDir(self.run_dir(run)).is_finished():
                 compare_posthoc(self.run_dir(run) / "final", compared)
             return
         self.train(run)
@@ -444,7 +444,9 @@ class Study:
         ]
         wanted = sorted(set(self.plan.posthoc_half_lives) | set(tracked))
         todo = [
-            h for h in wanted if not (d / "final" / f"posthoc-hl{_hl(h)}.safetensors").is_file()
+            h
+            for h in wanted
+            if not RunDir(d).model_path(ModelTag(TagKind.POSTHOC, half_life=h)).is_file()
         ]
         if todo:
             argv = [
@@ -456,7 +458,7 @@ class Study:
                 "--egs",
                 str(self.wd / self.plan.egs[run.model]),
                 "--half-life-frames",
-                ",".join(_hl(h) for h in todo),
+                ",".join(format_number(h) for h in todo),
             ]
             self._call(argv, d / "log" / "study_posthoc.out", f"{run.name} post-hoc")
         self.decode(run, self.models(run, posthoc=True), "dev")
@@ -511,10 +513,6 @@ def compare_posthoc(final: Path, out: Path) -> dict[str, dict[str, float]]:
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, rows)
     return rows
-
-
-def _hl(h: float) -> str:
-    return str(int(h)) if float(h).is_integer() else f"{h:g}"
 
 
 def build_parser() -> argparse.ArgumentParser:
