@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from steps_py.gmm.accumulate import GmmStats, accumulate, component_loglikes
-from steps_py.gmm.ali_io import read_pdf_alignments, read_transition_alignments, write_int32_vectors
+from steps_py.gmm.ali_io import read_pdf_alignments, read_transition_alignments
 from steps_py.gmm.align import align_utterances
 from steps_py.gmm.data import load_utterances
 from steps_py.gmm.feats import add_deltas
@@ -17,6 +17,7 @@ from steps_py.gmm.jobs import AlignOptions, Utterance
 from steps_py.gmm.model_io import GmmParams, load_gmm, read_model, save_model
 from steps_py.gmm.topo import Lang
 from steps_py.gmm.train_mono import train
+from steps_py.kaldi.int_vector_ark import write_int32_vectors
 from tests.toy_gmm import PHONES, make_toy_lang, toy_corpus, toy_features, toy_utterance
 
 

@@ -23,10 +23,10 @@ import numpy as np
 
 from steps_py.cli import StepError, step_main
 from steps_py.fileio import atomic_write_text
-from steps_py.gmm.ali_io import read_int32_vectors
 from steps_py.gmm.model_io import load_gmm
 from steps_py.kaldi.alignment import frame_agreement, to_pdfs, to_phones
 from steps_py.kaldi.exp_dir import KaldiExpDir, KaldiExpError
+from steps_py.kaldi.int_vector_ark import read_int32_vectors
 
 log = logging.getLogger("digits.ali_agreement")
 

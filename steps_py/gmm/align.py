@@ -19,7 +19,6 @@ import numpy as np
 
 from steps_py.cli import step_main
 from steps_py.fileio import atomic_write_text, mark_done
-from steps_py.gmm.ali_io import write_int32_vectors
 from steps_py.gmm.cd_model import find_cd_model, read_cd_model
 from steps_py.gmm.data import load_utterances
 from steps_py.gmm.errors import GmmError
@@ -29,6 +28,7 @@ from steps_py.gmm.model_io import ModelError, read_model
 from steps_py.gmm.topo import Lang, LangError
 from steps_py.gmm.tri_init import from_kaldi_model
 from steps_py.gmm.tri_jobs import TriJob
+from steps_py.kaldi.int_vector_ark import write_int32_vectors
 from steps_py.kaldi.model_file import KaldiGmmModel
 from steps_py.kaldi.tree import ContextDependency
 from steps_py.runner import LocalRunner, Runner, parse_cmd, run_python_jobs

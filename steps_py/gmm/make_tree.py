@@ -25,11 +25,7 @@ import numpy as np
 
 from steps_py.cli import step_main
 from steps_py.fileio import atomic_write_json, atomic_write_text, mark_done
-from steps_py.gmm.ali_io import (
-    AlignmentReadError,
-    read_pdf_alignments,
-    read_transition_alignments,
-)
+from steps_py.gmm.ali_io import read_pdf_alignments, read_transition_alignments
 from steps_py.gmm.data import load_utterances
 from steps_py.gmm.errors import GmmError
 from steps_py.gmm.feats import open_mfcc
@@ -45,6 +41,7 @@ from steps_py.gmm.questions import (
 from steps_py.gmm.topo import Lang, LangError
 from steps_py.gmm.tree_cluster import build_tree
 from steps_py.gmm.tree_stats import TreeStats, TreeStatsAccumulator
+from steps_py.kaldi.int_vector_ark import AlignmentReadError
 from steps_py.kaldi.transition_model import TransitionModel
 from steps_py.kaldi.tree import ContextDependency, write_tree
 

@@ -723,11 +723,8 @@ def run(args: argparse.Namespace) -> None:
             alis = {u: kaldi[0][u] for u in reader.utts if u in kaldi[0]}
             report_length_mismatch(list(reader.utts), reader.num_frames, alis, args.ali_dir)
         else:
-            from steps_py.gmm.ali_io import (
-                AlignmentReadError,
-                read_not_aligned,
-                read_pdf_alignments,
-            )
+            from steps_py.gmm.ali_io import read_not_aligned, read_pdf_alignments
+            from steps_py.kaldi.int_vector_ark import AlignmentReadError
 
             try:
                 alis = AlignmentMap(read_pdf_alignments(ali_dir))
