@@ -1,4 +1,4 @@
-"""Stage 0 for AISHELL-1: lhotse manifests of the corpus, with what lhotse would trip on set aside.
+"""AISHELL-1: lhotse manifests of the corpus, with what lhotse would trip on set aside.
 
     python -m local.aishell.prepare --corpus-dir /data/aishell --out data/local/aishell --nj 4
 
@@ -10,7 +10,7 @@ transcript (and keeps the last of duplicated transcript lines). So this step fir
 scans the corpus itself, rejects what lhotse cannot handle (unreadable audio, duplicate
 ids, wavs without transcript), and runs `prepare_aishell` on a mirror of symlinks to the
 remaining files. It writes `<out>/manifests/aishell_{recordings,supervisions}_<set>.jsonl.gz`
-with the recordings' real paths and `<out>/manifests/rejected_<set>.txt`; stage 1 reads
+with the recordings' real paths and `<out>/manifests/rejected_<set>.txt`; data preparation reads
 them like any lhotse corpus (`steps_py.data.prepare --manifests`). Utterance ids stay
 AISHELL's own (``BAC009S0002W0122``; its speaker ``S0002`` is inside the id, so Kaldi's
 sorting rule holds without a prefix).

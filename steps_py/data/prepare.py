@@ -295,7 +295,7 @@ def import_sets(args: argparse.Namespace, sets: tuple[str, ...]) -> dict[str, Ra
         from steps_py.data.manifests import import_manifest_set
 
         if not args.manifests.is_dir():
-            raise DataPrepError(f"--manifests {args.manifests} does not exist (prepare the corpus first, e.g. ./run.sh --stop-stage=0)")
+            raise DataPrepError(f"--manifests {args.manifests} does not exist (prepare the corpus first, e.g. python -m local.synth or python -m local.aishell.prepare)")
         base = args.manifests.parent
         return {s: import_manifest_set(args.manifests, s, base_dir=base) for s in sets}
     from steps_py.data.kaldi_import import import_kaldi_corpus

@@ -51,7 +51,7 @@ class Lang:
         for name in ("phones.txt", "words.txt", "topo", "L.fst"):
             if not (d / name).is_file():
                 raise LangError(
-                    f"{d}/{name} is missing: run stage 2 (`python -m steps_py.lang.prepare`) first"
+                    f"{d}/{name} is missing: run `python -m steps_py.lang.prepare` first"
                 )
         phones = read_symbols(d / "phones.txt")
         words = read_symbols(d / "words.txt")
@@ -84,7 +84,7 @@ class Lang:
     def read_fst(self, name: str) -> kaldifst.StdVectorFst:
         p = self.dir / name
         if not p.is_file():
-            raise LangError(f"{p} is missing: run stage 2 first")
+            raise LangError(f"{p} is missing: run `python -m steps_py.lang.prepare` first")
         return kaldifst.StdVectorFst.read(str(p))
 
     def topology(self) -> khg.HmmTopology:

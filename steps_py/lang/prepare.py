@@ -1,4 +1,4 @@
-"""Stage 2a: the lang directory from a Kaldi dict dir, as ``utils/prepare_lang.sh``.
+"""The lang directory from a Kaldi dict dir, as ``utils/prepare_lang.sh``.
 
     python -m steps_py.lang.prepare --dict-dir data/local/dict --out data/lang [--oov '<UNK>']
 

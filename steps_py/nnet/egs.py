@@ -316,7 +316,7 @@ def find_num_pdfs(ali_dir: Path, alignments: Mapping[str, np.ndarray]) -> int:
             if len(words) != 1 or not words[0].isdigit():
                 raise EgsError(
                     f"{cand}: expected one integer (the number of pdfs), got {' '.join(words)[:40]!r}; "
-                    "re-run the alignment stage or pass --num-pdfs"
+                    "re-run python -m steps_py.gmm.align or pass --num-pdfs"
                 )
             return int(words[0])
     n = 1 + max((int(a.max()) for a in alignments.values() if len(a)), default=-1)
@@ -704,7 +704,7 @@ def run(args: argparse.Namespace) -> None:
         args.num_shards,
         args.seed,
     )
-    from steps_py.features.io import FeatureReader  # the stage-3 reader
+    from steps_py.features.io import FeatureReader  # the features reader
 
     kaldi: tuple[dict[str, np.ndarray], int] | None = None
 

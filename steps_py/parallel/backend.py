@@ -1,6 +1,6 @@
 """Where the training loop gets models, examples and optimizers from.
 
-The loop is written against the stage-5/6 API of docs/INTERFACES.md
+The loop is written against the examples and model API of docs/INTERFACES.md
 (`steps_py.nnet.models.build_model`, `steps_py.nnet.egs.EgsReader`,
 `steps_py.nnet.model_io.save_acoustic_model`, `steps_py.nnet.optim.make_optimizer`).
 `NnetBackend` binds those (imported lazily, so `--help` works without them). Tests inject
@@ -53,14 +53,14 @@ class Backend(Protocol):
 
 
 class EgsMissing(StepError):
-    """The examples dir is not one written by stage 5."""
+    """The examples dir is not one written by ``python -m steps_py.nnet.egs``."""
 
 
 def read_egs_info(egs_dir: Path) -> dict[str, Any]:
     f = Path(egs_dir) / "info.json"
     if not f.is_file():
         raise EgsMissing(
-            f"{f} not found: --egs must be an examples dir written by stage 5 "
+            f"{f} not found: --egs must be an examples dir written by python -m steps_py.nnet.egs "
             "(python -m steps_py.nnet.egs ...)"
         )
     return json.loads(f.read_text(encoding="utf-8"))
@@ -69,7 +69,9 @@ def read_egs_info(egs_dir: Path) -> dict[str, Any]:
 def read_log_priors(egs_dir: Path) -> np.ndarray:
     f = Path(egs_dir) / "priors.npy"
     if not f.is_file():
-        raise EgsMissing(f"{f} not found: stage 5 writes the log priors next to info.json")
+        raise EgsMissing(
+            f"{f} not found: python -m steps_py.nnet.egs writes the log priors next to info.json"
+        )
     return np.load(f, allow_pickle=False)
 
 

@@ -531,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workdir",
         type=Path,
         default=Path("study_work"),
-        help="where run.sh stages 0-4 and 6 of the study corpus wrote corpus/ data/ exp/ "
+        help="where run.sh prepared the study corpus (corpus/ data/ exp/: features, GMM, examples) "
         "(default %(default)s)",
     )
     p.add_argument(
@@ -576,7 +576,7 @@ def run(args: argparse.Namespace) -> int:
             if not (study.wd / key).exists():
                 raise StudyError(
                     f"{study.wd / key} does not exist: prepare the study corpus first "
-                    "(local/run_study.sh runs ./run.sh stages 0-4 and 6 for it)"
+                    "(local/run_study.sh runs ./run.sh up to the examples for it)"
                 )
     t0 = time.time()
     if not args.table_only:
