@@ -5,6 +5,7 @@ numbers live only in run.sh and the docs (library code names the command instead
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import importlib
 import inspect
@@ -13,6 +14,8 @@ import re
 from pathlib import Path
 
 import pytest
+
+from tests.kaldi_digits import KALDI_EXP, needs_digits
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -94,3 +97,44 @@ def test_no_stage_numbers_in_library_code() -> None:
         if STAGE.search(line)
     ]
     assert not hits, "stage numbers in library code:\n" + "\n".join(hits)
+
+
+def artifact_classes() -> dict[str, tuple[str, ...]]:
+    """{module.Class: FILES} of every class in steps_py with a FILES attribute."""
+    found: dict[str, tuple[str, ...]] = {}
+    for path in sorted((ROOT / "steps_py").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef) and any(
+                isinstance(b, ast.Assign)
+                and any(getattr(t, "id", "") == "FILES" for t in b.targets)
+                for b in node.body
+            ):
+                module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+                cls = getattr(importlib.import_module(module), node.name)
+                found[f"{module}.{node.name}"] = tuple(cls.FILES)
+    return found
+
+
+def test_interfaces_md_lists_every_artifact_class_and_only_their_files() -> None:
+    classes = artifact_classes()
+    assert {"steps_py.decode.artifact.DecodeDir", "steps_py.parallel.run_dir.RunDir"} <= set(
+        classes
+    )
+    text = (ROOT / "docs" / "INTERFACES.md").read_text(encoding="utf-8")
+    rows = {
+        m.group(1): m.group(2)
+        for m in re.finditer(r"^\| `([\w.]+)` \| [^|]+ \| ([^|]+) \|", text, re.MULTILINE)
+    }
+    assert set(classes) <= set(rows), f"not in docs/INTERFACES.md: {set(classes) - set(rows)}"
+    for name, files in classes.items():
+        listed = re.findall(r"`([^`]+)`", rows[name])
+        assert sorted(listed) == sorted(files), (name, listed, files)
+
+
+@needs_digits
+def test_decode_gmm_takes_a_kaldi_final_mdl() -> None:
+    """docs/DESIGN.md: a Kaldi final.mdl, or an exp dir holding one, decodes as a GMM."""
+    from steps_py.decode.scorers import model_kind
+
+    assert model_kind(KALDI_EXP / "final.mdl") == "gmm" and model_kind(KALDI_EXP) == "gmm"

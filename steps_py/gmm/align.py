@@ -19,6 +19,7 @@ import numpy as np
 
 from steps_py.cli import step_main
 from steps_py.fileio import atomic_write_text, mark_done
+from steps_py.gmm.ali_io import AlignmentDir
 from steps_py.gmm.cd_model import find_cd_model, read_cd_model
 from steps_py.gmm.data import load_utterances
 from steps_py.gmm.errors import GmmError
@@ -184,8 +185,10 @@ def run(args: argparse.Namespace) -> None:
         lang, args.model, utts, args.nj, opts, runner, args.out
     )
     tid2pdf, num_pdfs = model_tid2pdf(args.model)
-    write_int32_vectors(args.out, "ali", alis)
-    write_int32_vectors(args.out, "pdf", {u: tid2pdf[a] for u, a in alis.items()})
+    write_int32_vectors(args.out, AlignmentDir.TRANSITIONS.removesuffix(".scp"), alis)
+    write_int32_vectors(
+        args.out, AlignmentDir.PDFS.removesuffix(".scp"), {u: tid2pdf[a] for u, a in alis.items()}
+    )
     atomic_write_text(args.out.parent / "num_pdfs", f"{num_pdfs}\n")
     total = len(utts) + len(report.skipped)
     rate = 100.0 * len(alis) / max(1, total)
@@ -199,7 +202,7 @@ def run(args: argparse.Namespace) -> None:
         f"oov_tokens {sum(report.oov_tokens.values())}",
         f"not_aligned {len(not_aligned)}",
     ] + [f"{u} {why}" for u, why in sorted(not_aligned.items())]
-    atomic_write_text(args.out / "report.txt", "\n".join(lines) + "\n")
+    atomic_write_text(args.out / AlignmentDir.REPORT, "\n".join(lines) + "\n")
     mark_done(args.out, {"aligned": len(alis), "total": total, "success_rate": rate})
     log.info(
         "aligned %d of %d utterances (%.2f %%), %d retried, %d failed, %d skipped; %.1f s",
