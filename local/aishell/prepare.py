@@ -31,7 +31,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from steps_py.cli import StepError, progress, step_main
+from steps_py.cli import StepError, int_at_least, progress, step_main
 from steps_py.data.kaldi_dir import write_kaldi_map
 from steps_py.data.validate import CORRUPT_AUDIO, DUPLICATE_ID, MISMATCHED_IDS
 from steps_py.fileio import atomic_path, mark_done
@@ -161,7 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--sets", nargs="+", default=list(SETS), help="sets (default: %(default)s)")
     p.add_argument(
-        "--nj", type=int, default=2, help="processes scanning audio (default: %(default)s)"
+        "--nj",
+        type=int_at_least(1),
+        default=2,
+        help="processes scanning audio (default: %(default)s)",
     )
     p.add_argument("--force", action="store_true", help="redo even if <out>/manifests/.done exists")
     return p

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from steps_py.cli import step_main
+from steps_py.cli import CMD_HELP, add_jobs_options, step_main
 from steps_py.fileio import atomic_write_text, mark_done
 from steps_py.gmm.ali_io import AlignmentDir
 from steps_py.gmm.cd_model import find_cd_model, read_cd_model
 from steps_py.gmm.data import load_utterances
-from steps_py.gmm.errors import GmmError
 from steps_py.gmm.feats import open_mfcc
 from steps_py.gmm.jobs import AlignOptions, Job, JobPool, Utterance
 from steps_py.gmm.model_io import ModelError, read_model
@@ -146,13 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("exp/mono_ali/train"),
         help="alignment dir (default %(default)s)",
     )
-    ap.add_argument("--nj", type=int, default=2, help="parallel jobs (default %(default)s)")
-    ap.add_argument(
-        "--cmd",
-        default="local",
-        help="where the jobs run: local, or 'slurm <srun options>' (Kaldi's run.pl / slurm.pl; "
-        "steps_py.runner); job j logs to <out>/log/align.<j>.log (default %(default)s)",
-    )
+    add_jobs_options(ap, cmd_help=f"{CMD_HELP}; job j logs to <out>/log/align.<j>.log")
     ap.add_argument("--beam", type=float, default=10.0, help="alignment beam (default %(default)s)")
     ap.add_argument(
         "--retry-beam",
@@ -171,8 +164,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.nj < 1:
-        raise GmmError(f"--nj {args.nj}: must be >= 1")
     t0 = time.time()
     runner = parse_cmd(args.cmd)
     lang = Lang.load(args.lang)

@@ -26,7 +26,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from steps_py.cli import StepError, step_main
+from steps_py.cli import StepError, add_jobs_options, step_main
 from steps_py.fileio import atomic_write_text
 
 log = logging.getLogger("kaldi.ctm")
@@ -71,9 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--frame-shift", type=float, default=0.01, help="seconds per frame (default: %(default)s)"
     )
-    ap.add_argument(
-        "--nj", type=int, default=2, help="parallel alignment jobs (default: %(default)s)"
-    )
+    add_jobs_options(ap, "parallel alignment jobs")
     ap.add_argument(
         "--beam", type=float, default=10.0, help="alignment beam (default: %(default)s)"
     )

@@ -18,7 +18,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from steps_py.cli import StepError, step_main
+from steps_py.cli import StepError, add_jobs_options, step_main
 from steps_py.fileio import atomic_path, atomic_write_json, mark_done
 from steps_py.kaldi.exp_dir import KaldiExpDir, write_exp_dir
 from steps_py.kaldi.int_vector_ark import read_int32_vectors
@@ -65,9 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("exp/mono_kaldi"),
         help="output Kaldi exp dir (default: %(default)s)",
     )
-    ap.add_argument(
-        "--nj", type=int, default=4, help="number of ali.JOB.gz files (default: %(default)s)"
-    )
+    add_jobs_options(ap, "number of ali.JOB.gz files", nj_default=4)
     ap.add_argument(
         "--binary",
         action="store_true",
