@@ -94,6 +94,24 @@ def add_jobs_options(
         p.add_argument("--cmd", default="local", help=f"{cmd_help} (default %(default)s)")
 
 
+def add_alignment_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--beam``, ``--retry-beam``, ``--boost-silence``: Kaldi's alignment options, as the
+    steps that align with a GMM declare them (``gmm.align``, ``gmm.train_mono``)."""
+    p.add_argument("--beam", type=float, default=10.0, help="alignment beam (default %(default)s)")
+    p.add_argument(
+        "--retry-beam",
+        type=float,
+        default=40.0,
+        help="beam of the second try for utterances that failed (default %(default)s)",
+    )
+    p.add_argument(
+        "--boost-silence",
+        type=float,
+        default=1.0,
+        help="factor on silence Gaussian weights during alignment (default %(default)s)",
+    )
+
+
 class StepError(Exception):
     """A user-facing failure of a step: the message names the item and the fix."""
 

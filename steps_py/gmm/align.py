@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from steps_py.cli import CMD_HELP, add_jobs_options, step_main
+from steps_py.cli import CMD_HELP, add_alignment_options, add_jobs_options, step_main
 from steps_py.fileio import atomic_write_text, mark_done
 from steps_py.gmm.ali_io import AlignmentDir
 from steps_py.gmm.cd_model import find_cd_model, read_cd_model
@@ -146,19 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="alignment dir (default %(default)s)",
     )
     add_jobs_options(ap, cmd_help=f"{CMD_HELP}; job j logs to <out>/log/align.<j>.log")
-    ap.add_argument("--beam", type=float, default=10.0, help="alignment beam (default %(default)s)")
-    ap.add_argument(
-        "--retry-beam",
-        type=float,
-        default=40.0,
-        help="beam of the second try for utterances that failed (default %(default)s)",
-    )
-    ap.add_argument(
-        "--boost-silence",
-        type=float,
-        default=1.0,
-        help="factor on silence Gaussian weights (default %(default)s)",
-    )
+    add_alignment_options(ap)
     ap.add_argument("--force", action="store_true", help="realign even if --out is done")
     return ap
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import kaldi_hmm_gmm as khg
 import numpy as np
 
-from steps_py.cli import add_jobs_options, progress, step_main
+from steps_py.cli import add_alignment_options, add_jobs_options, progress, step_main
 from steps_py.fileio import atomic_write_json, atomic_write_text, mark_done
 from steps_py.gmm.accumulate import UpdateConfig, split_gmms, update_gmm, update_transitions
 from steps_py.gmm.data import load_utterances
@@ -197,16 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="space/comma separated passes to realign at (default: Kaldi's schedule below --num-iters)",
     )
-    ap.add_argument(
-        "--boost-silence",
-        type=float,
-        default=1.0,
-        help="factor on silence Gaussian weights during alignment (default %(default)s)",
-    )
-    ap.add_argument("--beam", type=float, default=10.0, help="alignment beam (default %(default)s)")
-    ap.add_argument(
-        "--retry-beam", type=float, default=40.0, help="alignment retry beam (default %(default)s)"
-    )
+    add_alignment_options(ap)
     ap.add_argument("--force", action="store_true", help="retrain even if --out is done")
     return ap
 
