@@ -115,9 +115,10 @@ def write_decode_dir(
     clear_outputs(out)
     ok = {u: r for u, r in md.utts.items() if r.error is None}
     with_lattices = all(r.oracle_errors >= 0 for r in ok.values())
-    hyps: list[dict[str, str]] = []
-    for k in range(len(md.grid)):
-        hyps.append({u: " ".join(words[w] for w in r.best[k][0]) for u, r in ok.items()})
+    hyps = [
+        {u: " ".join(words[w] for w in r.best[k][0]) for u, r in ok.items()}
+        for k in range(len(md.grid))
+    ]
     results = [
         score_texts(
             ref,
@@ -134,9 +135,32 @@ def write_decode_dir(
         best = min(
             range(len(md.grid)), key=lambda k: (results[k].errors, md.grid[k][1], md.grid[k][0])
         )
+    _write_scoring(md, ref, hyps, results, best, utt2spk)
+    num_jobs = _write_lattices_and_nbest(md, ok, words, nj, with_lattices)
+    summary = {
+        **_summary(md, ref, ok, results[best], md.grid[best], with_lattices),
+        "num_jobs": num_jobs,
+        **info,
+        "timing": timing,
+    }
+    atomic_write_json(out / DecodeDir.SUMMARY, summary)
     lmwt, wip = md.grid[best]
-    res = results[best]
+    mark_done(
+        out, {"cer": summary["cer"], "lm_weight": lmwt, "word_ins_penalty": wip}, inputs=inputs
+    )
+    return summary
 
+
+def _write_scoring(
+    md: ModelDecode,
+    ref: dict[str, str],
+    hyps: list[dict[str, str]],
+    results: list[CerResult],
+    best: int,
+    utt2spk: dict[str, str] | None,
+) -> None:
+    """ref.txt, hyp.txt, cer, best_lmwt/best_wip, every cer_<lmwt>_<wip> and scoring_kaldi/."""
+    out, (lmwt, wip), res = md.out, md.grid[best], results[best]
     atomic_write_text(out / "ref.txt", _text(ref))
     sk = out / "scoring_kaldi"
     atomic_write_text(sk / "test_filt.txt", _text(ref))
@@ -156,6 +180,12 @@ def write_decode_dir(
     atomic_write_text(out / DecodeDir.BEST_LMWT, f"{format_weight(lmwt)}\n")
     atomic_write_text(out / DecodeDir.BEST_WIP, f"{format_penalty(wip)}\n")
 
+
+def _write_lattices_and_nbest(
+    md: ModelDecode, ok: dict[str, UttResult], words: dict[int, str], nj: int, with_lattices: bool
+) -> int:
+    """lat.<job>.gz (when the decode kept lattices), num_jobs and nbest.txt; the job count."""
+    out = md.out
     jobs = split_jobs(sorted(md.utts), nj)
     for j, part in enumerate(jobs if with_lattices else [], 1):
         write_lattice_archive(
@@ -169,7 +199,18 @@ def write_decode_dir(
             for i, (ws, g, a) in enumerate(ok[u].nbest, 1):
                 lines.append(f"{u}-{i} {g:.3f} {a:.3f} {' '.join(words[w] for w in ws)}".rstrip())
         atomic_write_text(out / "nbest.txt", "\n".join(lines) + "\n")
+    return len(jobs)
 
+
+def _summary(
+    md: ModelDecode,
+    ref: dict[str, str],
+    ok: dict[str, UttResult],
+    res: CerResult,
+    chosen: tuple[float, float],
+    with_lattices: bool,
+) -> dict[str, Any]:
+    """summary.json's scores and counts (the caller adds num_jobs, the search info, timing)."""
     scored = [u for u in res.utts]  # reference utterances that count (empty ones skipped)
     oracle = (
         sum(ok[u].oracle_errors if u in ok else len(normalize_text(ref[u])) for u in scored)
@@ -178,10 +219,10 @@ def write_decode_dir(
     )
     frames = sum(r.frames for r in ok.values())
     arcs = sum(r.lattice.num_arcs for r in ok.values() if r.lattice is not None)
-    summary: dict[str, Any] = {
+    return {
         **{k: v for k, v in res.to_dict().items() if k != "missing"},
-        "lm_weight": lmwt,
-        "word_ins_penalty": wip,
+        "lm_weight": chosen[0],
+        "word_ins_penalty": chosen[1],
         "chosen_on": str(md.chosen_from.source) if md.chosen_from else "this set",
         "oracle_errors": oracle,
         "oracle_cer": (round(100.0 * oracle / res.ref_len, 4) if res.ref_len else 0.0)
@@ -196,12 +237,4 @@ def write_decode_dir(
         "not_decoded": sorted(set(ref) - set(md.utts)),
         "lm_weights": sorted({g[0] for g in md.grid}),
         "word_ins_penalties": sorted({g[1] for g in md.grid}),
-        "num_jobs": len(jobs),
-        **info,
-        "timing": timing,
     }
-    atomic_write_json(out / DecodeDir.SUMMARY, summary)
-    mark_done(
-        out, {"cer": summary["cer"], "lm_weight": lmwt, "word_ins_penalty": wip}, inputs=inputs
-    )
-    return summary
