@@ -60,7 +60,7 @@ from steps_py.parallel.metrics import MetricsLog, TimeSplit, evaluate
 from steps_py.parallel.options import build_parser as _build_parser
 from steps_py.parallel.options import parse_args, settings
 from steps_py.parallel.run_dir import RunDir
-from steps_py.parallel.state import TrainState, restore, resume_newest, snapshot
+from steps_py.parallel.state import RunParts, TrainState, resume_newest
 from steps_py.parallel.sync import InterferingEma, Sync, make_sync
 from steps_py.parallel.workers import DivergedError, build_workers, check_model_dims
 
@@ -389,19 +389,22 @@ class Trainer:
             row[f"dev_ce_{name}"], row[f"dev_acc_{name}"] = m["ce"], m["acc"]
         self.mlog.row(row)
 
+    def run_parts(self) -> RunParts:
+        """What a checkpoint of this run holds (the trainer's own objects, not copies)."""
+        return RunParts(
+            self.state,
+            self.settings,
+            self.shapes,
+            self.sync,
+            self.averagers,
+            self.workers,
+            self.timer,
+            self.group.world_size,
+        )
+
     def checkpoint(self, t0: float) -> None:
         with self.timer.measure("checkpoint"):
-            gstate, wstates = snapshot(
-                self.state,
-                time.perf_counter() - t0,
-                self.settings,
-                self.shapes,
-                self.sync,
-                self.averagers,
-                self.workers,
-                self.timer,
-                self.group.world_size,
-            )
+            gstate, wstates = self.run_parts().state_dict(time.perf_counter() - t0)
             self.last_ckpt = ckpt.save_checkpoint(
                 self.exp, self.state.block, self.group, gstate, wstates, self.args.keep_checkpoints
             )
@@ -418,18 +421,8 @@ class Trainer:
             self.exp,
             self.args.resume,
             self.group,
-            lambda ck: restore(
-                ck,
-                self.state,
-                self.settings,
-                self.shapes,
-                self.sync,
-                self.averagers,
-                self.workers,
-                self.timer,
-                self.group.world_size,
-                self.device,
-                self.args.resume_any_settings,
+            lambda ck: self.run_parts().load_state_dict(
+                ck, self.device, self.args.resume_any_settings
             ),
         )
 
