@@ -12,22 +12,24 @@ lattice density, RTF per core and its determinization share) and exits 1 if any 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from steps_py.decode.artifact import DecodeDir, DecodeDirError
 
 
 def check_dir(d: Path, max_rtf: float) -> tuple[dict, list[str]]:
     problems = []
+    dd = DecodeDir(d)
     try:
-        s = json.loads((d / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+        s = dd.summary()
+    except DecodeDirError as e:
         return {}, [f"summary.json unreadable ({e})"]
     jobs = int(s.get("num_jobs") or 0)
-    lats = sorted(d.glob("lat.*.gz"))
+    lats = dd.lattices()
     if not lats or len(lats) != jobs:
         problems.append(f"{len(lats)} lat.*.gz for {jobs} jobs")
-    cers = [f for f in d.glob("cer_*_*") if "%WER" in f.read_text(encoding="utf-8")]
+    cers = [f for f in dd.cer_files() if "%WER" in f.read_text(encoding="utf-8")]
     if not cers:
         problems.append("no cer_<lmwt>_<wip> with a %WER line")
     t = s.get("timing") or {}

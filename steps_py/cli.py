@@ -60,6 +60,58 @@ from steps_py.log import setup_logging
 T = TypeVar("T")
 
 
+# ---------------------------------------------------------------------- shared options
+def int_at_least(lo: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= lo (a usage error naming the flag otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {v}")
+        return v
+
+    return parse
+
+
+CMD_HELP = "where the jobs run: local, or 'slurm <srun options>' (Kaldi's run.pl / slurm.pl; steps_py.runner)"
+
+
+def add_jobs_options(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup,
+    nj_help: str = "parallel jobs",
+    nj_default: int = 2,
+    cmd_help: str | None = None,
+) -> None:
+    """``--nj`` (an integer >= 1) and, with `cmd_help`, ``--cmd`` (where the jobs run), as
+    every step that splits its work into jobs declares them."""
+    p.add_argument(
+        "--nj", type=int_at_least(1), default=nj_default, help=f"{nj_help} (default %(default)s)"
+    )
+    if cmd_help is not None:
+        p.add_argument("--cmd", default="local", help=f"{cmd_help} (default %(default)s)")
+
+
+def add_alignment_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--beam``, ``--retry-beam``, ``--boost-silence``: Kaldi's alignment options, as the
+    steps that align with a GMM declare them (``gmm.align``, ``gmm.train_mono``)."""
+    p.add_argument("--beam", type=float, default=10.0, help="alignment beam (default %(default)s)")
+    p.add_argument(
+        "--retry-beam",
+        type=float,
+        default=40.0,
+        help="beam of the second try for utterances that failed (default %(default)s)",
+    )
+    p.add_argument(
+        "--boost-silence",
+        type=float,
+        default=1.0,
+        help="factor on silence Gaussian weights during alignment (default %(default)s)",
+    )
+
+
 class StepError(Exception):
     """A user-facing failure of a step: the message names the item and the fix."""
 

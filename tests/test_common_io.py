@@ -170,7 +170,7 @@ def test_run_sh_skip_check_cli(tmp_path: Path) -> None:
 def test_alignment_writer_removes_a_killed_writers_temporaries(tmp_path: Path) -> None:
     import numpy as np
 
-    from steps_py.gmm.ali_io import read_int32_vectors, write_int32_vectors
+    from steps_py.kaldi.int_vector_ark import read_int32_vectors, write_int32_vectors
 
     dead = _dead_pid()
     left = [tmp_path / f".pdf.ark.tmp-{dead}", tmp_path / f".pdf.scp.tmp-{dead}"]
@@ -213,10 +213,11 @@ def test_one_symbol_table_reader_behind_each_stages_error(tmp_path: Path) -> Non
 
 
 def test_damaged_alignments_are_one_error_naming_the_scp(tmp_path: Path) -> None:
-    from steps_py.gmm.ali_io import AlignmentReadError, read_pdf_alignments
+    from steps_py.gmm.ali_io import AlignmentDir
+    from steps_py.kaldi.int_vector_ark import AlignmentReadError
 
     (tmp_path / "pdf.scp").write_text(f"u1 {tmp_path}/pdf.ark:7\n")
     with pytest.raises(AlignmentReadError, match=f"cannot read {tmp_path}/pdf.scp"):
-        read_pdf_alignments(tmp_path)
+        AlignmentDir(tmp_path).pdfs()
     with pytest.raises(FileNotFoundError, match="run the alignment step"):
-        read_pdf_alignments(tmp_path / "nothing")
+        AlignmentDir(tmp_path / "nothing").pdfs()

@@ -143,9 +143,8 @@ def test_stage_1_accepts_the_split_with_the_corpus_lexicon(tmp_path: Path) -> No
 def test_agreement_of_kaldis_own_alignments_is_total(tmp_path: Path) -> None:
     """Kaldi's model saved as a project model + Kaldi's train.ali as the project's ali.scp: 100 %."""
     from local.digits.ali_agreement import main
-    from steps_py.gmm.ali_io import write_int32_vectors
     from steps_py.gmm.model_io import read_model, save_model
-    from steps_py.kaldi.int_vector_ark import read_int32_vector_archive
+    from steps_py.kaldi.int_vector_ark import read_int32_vector_archive, write_int32_vectors
 
     save_model(tmp_path / "mono" / "final.npz", read_model(KALDI_EXP))
     ali = read_int32_vector_archive(KALDI_EXP / "train.ali")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from steps_py.gmm.accumulate import GmmStats, accumulate, component_loglikes
-from steps_py.gmm.ali_io import read_pdf_alignments, read_transition_alignments, write_int32_vectors
+from steps_py.gmm.ali_io import AlignmentDir
 from steps_py.gmm.align import align_utterances
 from steps_py.gmm.data import load_utterances
 from steps_py.gmm.feats import add_deltas
@@ -17,6 +17,7 @@ from steps_py.gmm.jobs import AlignOptions, Utterance
 from steps_py.gmm.model_io import GmmParams, load_gmm, read_model, save_model
 from steps_py.gmm.topo import Lang
 from steps_py.gmm.train_mono import train
+from steps_py.kaldi.int_vector_ark import write_int32_vectors
 from tests.toy_gmm import PHONES, make_toy_lang, toy_corpus, toy_features, toy_utterance
 
 
@@ -150,11 +151,11 @@ def test_ali_io_roundtrip(tmp_path: Path) -> None:
     alis = {"b": np.array([3, 4, 4], np.int32), "a": np.array([1], np.int32)}
     write_int32_vectors(tmp_path / "ali", "ali", alis)
     write_int32_vectors(tmp_path / "ali", "pdf", {k: v - 1 for k, v in alis.items()})
-    got = read_transition_alignments(tmp_path / "ali")
+    got = AlignmentDir(tmp_path / "ali").transitions()
     assert sorted(got) == ["a", "b"] and got["b"].tolist() == [3, 4, 4]
-    assert read_pdf_alignments(tmp_path / "ali")["b"].tolist() == [2, 3, 3]
+    assert AlignmentDir(tmp_path / "ali").pdfs()["b"].tolist() == [2, 3, 3]
     with pytest.raises(FileNotFoundError, match="steps_py.gmm.align"):
-        read_pdf_alignments(tmp_path / "nothing")
+        AlignmentDir(tmp_path / "nothing").pdfs()
 
 
 def test_add_deltas_on_a_ramp() -> None:

@@ -252,9 +252,9 @@ def test_tree_without_sets_and_roots_files(toy_mono, tmp_path: Path) -> None:
 
 
 def test_alignments_of_another_model_are_refused(toy_mono, tmp_path: Path) -> None:
-    from steps_py.gmm.ali_io import write_int32_vectors
     from steps_py.gmm.errors import GmmError
     from steps_py.gmm.make_tree import alignment_transition_model, read_checked_alignments
+    from steps_py.kaldi.int_vector_ark import write_int32_vectors
 
     _, _, alis, model = toy_mono
     tm = alignment_transition_model(model)

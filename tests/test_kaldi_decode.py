@@ -236,9 +236,9 @@ def test_word_alignment_needs_the_transcripts_phones() -> None:
 
 def test_export_project_gmm_and_alignments_as_kaldi_exp_dir(work: dict, tmp_path: Path) -> None:
     """The project's npz and ali.scp -> final.mdl, tree, ali.JOB.gz that read back as Kaldi's."""
-    from steps_py.gmm.ali_io import write_int32_vectors
     from steps_py.gmm.model_io import read_model, save_model
     from steps_py.kaldi.export import main as export_main
+    from steps_py.kaldi.int_vector_ark import write_int32_vectors
 
     save_model(
         tmp_path / "mono" / "final.npz", read_model(KALDI_EXP)

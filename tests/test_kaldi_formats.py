@@ -21,7 +21,9 @@ from steps_py.kaldi.int_vector_ark import (
     int32_vector_archive_bytes,
     read_int32_vector_archive,
     read_int32_vector_archives,
+    read_int32_vectors,
     write_int32_vector_archive,
+    write_int32_vectors,
 )
 from steps_py.kaldi.model_file import (
     KaldiGmmModel,
@@ -328,6 +330,25 @@ def test_train_ali_reads_and_rewrites_to_kaldis_bytes(tmp_path: Path) -> None:
         )
         got = read_int32_vector_archive(path)
         assert list(got) == first and all((got[u] == ali[u]).all() for u in first)
+
+
+def test_one_reader_of_kaldis_gzipped_alignments_agrees_with_kaldi_native_io(
+    tmp_path: Path,
+) -> None:
+    """kaldi-native-io reads a gzipped archive as ``ark:gunzip -c ali.1.gz|`` (the module
+    docstring of int_vector_ark says so); ours reads the same entries, and an ark+scp pair
+    written by `write_int32_vectors` reads back through `read_int32_vectors`."""
+    gz = tmp_path / "ali.1.gz"
+    gz.write_bytes(gzip.compress((KALDI_EXP / "train.ali").read_bytes(), mtime=0))
+    ours = read_int32_vector_archive(gz)
+    with kio.SequentialInt32VectorReader(f"ark:gunzip -c {gz}|") as r:
+        theirs = {k: np.asarray(v, np.int32) for k, v in r}
+    assert list(theirs) == list(ours) and len(ours) == 2239
+    assert all((theirs[k] == ours[k]).all() for k in ours)
+    first = dict(list(ours.items())[:50])
+    write_int32_vectors(tmp_path / "ali", "ali", first)
+    back = read_int32_vectors(tmp_path / "ali" / "ali.scp")
+    assert list(back) == sorted(first) and all((back[k] == first[k]).all() for k in first)
 
 
 def test_alignment_archives_gz_text_binary_and_mixed(tmp_path: Path) -> None:

@@ -139,7 +139,7 @@ def test_whole_recipe_on_the_tiny_config_then_rerun_skips(tmp_path: Path) -> Non
 
 def test_a_failing_step_names_its_stage(tmp_path: Path) -> None:
     out = _run("--stage", "4", "--stop-stage", "4", "--workdir", str(tmp_path), ok=False)
-    assert "run stage 2" in out  # the step's own one-line error (no lang dir yet)
+    assert "run `python -m steps_py.lang.prepare` first" in out  # the step's own error (no lang)
     assert "Traceback" not in out
     assert "ERROR: stage 4 failed: 'python -m steps_py.gmm.train_mono' exited with status 1" in out
     assert "rerun with --stage 4" in out

@@ -112,7 +112,7 @@ def test_egs_redoes_when_its_alignments_were_redone(
     assert (tmp_path / "egs" / "dnn" / "info.json").stat().st_mtime_ns != first
 
 
-def test_gmm_steps_without_earlier_stages_say_which_stage_to_run(
+def test_gmm_steps_without_earlier_stages_name_the_command_to_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert (
@@ -129,7 +129,7 @@ def test_gmm_steps_without_earlier_stages_say_which_stage_to_run(
         == 1
     )
     errors = _errors(capsys)
-    assert len(errors) == 1 and "run stage 2" in errors[0], errors
+    assert len(errors) == 1 and "run `python -m steps_py.lang.prepare` first" in errors[0], errors
     rc = gmm_align.main(
         [
             "--data",
@@ -143,7 +143,9 @@ def test_gmm_steps_without_earlier_stages_say_which_stage_to_run(
         ]
     )
     errors = _errors(capsys)
-    assert rc == 1 and len(errors) == 1 and "run stage 2" in errors[0], errors
+    assert (
+        rc == 1 and len(errors) == 1 and "run `python -m steps_py.lang.prepare` first" in errors[0]
+    ), errors
     assert not (tmp_path / "ali" / ".done").exists()
 
 

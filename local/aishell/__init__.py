@@ -1,1 +1,1 @@
-"""AISHELL-1 -> lhotse manifests (stage 0 of ``./run.sh --corpus aishell``)."""
+"""AISHELL-1 -> lhotse manifests (the corpus step of ``./run.sh --corpus aishell``)."""

@@ -1,4 +1,4 @@
-"""Stage 0 for AISHELL-1: lhotse manifests of the corpus, with what lhotse would trip on set aside.
+"""AISHELL-1: lhotse manifests of the corpus, with what lhotse would trip on set aside.
 
     python -m local.aishell.prepare --corpus-dir /data/aishell --out data/local/aishell --nj 4
 
@@ -10,7 +10,7 @@ transcript (and keeps the last of duplicated transcript lines). So this step fir
 scans the corpus itself, rejects what lhotse cannot handle (unreadable audio, duplicate
 ids, wavs without transcript), and runs `prepare_aishell` on a mirror of symlinks to the
 remaining files. It writes `<out>/manifests/aishell_{recordings,supervisions}_<set>.jsonl.gz`
-with the recordings' real paths and `<out>/manifests/rejected_<set>.txt`; stage 1 reads
+with the recordings' real paths and `<out>/manifests/rejected_<set>.txt`; data preparation reads
 them like any lhotse corpus (`steps_py.data.prepare --manifests`). Utterance ids stay
 AISHELL's own (``BAC009S0002W0122``; its speaker ``S0002`` is inside the id, so Kaldi's
 sorting rule holds without a prefix).
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from steps_py.cli import StepError, progress, step_main
+from steps_py.cli import StepError, int_at_least, progress, step_main
 from steps_py.data.kaldi_dir import write_kaldi_map
 from steps_py.data.validate import CORRUPT_AUDIO, DUPLICATE_ID, MISMATCHED_IDS
 from steps_py.fileio import atomic_path, mark_done
@@ -161,7 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--sets", nargs="+", default=list(SETS), help="sets (default: %(default)s)")
     p.add_argument(
-        "--nj", type=int, default=2, help="processes scanning audio (default: %(default)s)"
+        "--nj",
+        type=int_at_least(1),
+        default=2,
+        help="processes scanning audio (default: %(default)s)",
     )
     p.add_argument("--force", action="store_true", help="redo even if <out>/manifests/.done exists")
     return p

@@ -1,4 +1,4 @@
-"""Per-frame agreement of the project's alignments with Kaldi's on the digits corpus (stage 4).
+"""Per-frame agreement of the project's alignments with Kaldi's on the digits corpus.
 
     python -m local.digits.ali_agreement --ali exp/mono_ali/train --model exp/mono \
         --kaldi-exp ../shared/corpora/mandarin_digits/kaldi_exp_mono --out exp/mono_ali/train/kaldi_agreement.json
@@ -7,7 +7,7 @@ The project's transition-id alignments (``<ali>/ali.scp``, from ``steps_py.gmm.a
 ``--model``) and Kaldi's ``train.ali`` (its ``final.mdl``) are both turned into per-frame phone
 ids and per-frame pdf ids, each with its own model's transition model, and compared on the
 utterances both have (``steps_py.kaldi.alignment.frame_agreement``). The phone ids are the
-same table (stage 2 imports Kaldi's lang); pdfs are compared as numbered by each model
+same table (``steps_py.kaldi.lang_import`` imports Kaldi's lang); pdfs are compared as numbered by each model
 (both monophone trees number them phone by phone, HMM state by state). Writes the two
 agreements (percent, frames, utterances) as JSON to ``--out`` and logs them.
 """
@@ -23,10 +23,10 @@ import numpy as np
 
 from steps_py.cli import StepError, step_main
 from steps_py.fileio import atomic_write_text
-from steps_py.gmm.ali_io import read_int32_vectors
 from steps_py.gmm.model_io import load_gmm
 from steps_py.kaldi.alignment import frame_agreement, to_pdfs, to_phones
 from steps_py.kaldi.exp_dir import KaldiExpDir, KaldiExpError
+from steps_py.kaldi.int_vector_ark import read_int32_vectors
 
 log = logging.getLogger("digits.ali_agreement")
 
@@ -55,7 +55,7 @@ def agreement(ali_dir: Path, model_dir: Path, kaldi_exp: Path) -> dict:
     ours = read_int32_vectors(ali_dir / "ali.scp")
     if not ours:
         raise StepError(
-            f"{ali_dir}/ali.scp has no alignments: run stage 4 (steps_py.gmm.align) first"
+            f"{ali_dir}/ali.scp has no alignments: run python -m steps_py.gmm.align first"
         )
     try:
         exp = KaldiExpDir.open(kaldi_exp)

@@ -3,8 +3,8 @@
     python -m local.mandarin.lexicon --out data/local/lexicon_pinyin.txt
 
 This file is to the Mandarin corpora what ``resource_aishell/lexicon.txt`` is to Kaldi's
-AISHELL recipe: stage 1 rejects transcripts with characters that have no entry here
-(``steps_py.data.prepare --lexicon``), and stage 2 takes the entries of the characters the
+AISHELL recipe: data preparation rejects transcripts with characters that have no entry here
+(``steps_py.data.prepare --lexicon``), and the dict dir takes the entries of the characters the
 texts use from it (``local.mandarin.prepare_dict``). Words are single characters plus the
 special words ``!SIL`` (SIL), ``<SPOKEN_NOISE>`` and ``<UNK>`` (SPN); phones are initials and
 tonal finals (`local.mandarin.pron`), all pronunciation probabilities 1.

@@ -1,2 +1,2 @@
-"""Stage 0: the embedded synthetic Mandarin voice-search corpus (templates + jieba words,
+"""The embedded synthetic Mandarin voice-search corpus (templates + jieba words,
 spoken by espeak-ng's cmn voice, with noise and reverberation).  See `generate`."""

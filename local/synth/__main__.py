@@ -8,6 +8,7 @@ from pathlib import Path
 
 from local.synth.config import ConfigError, load_config
 from local.synth.espeak import EspeakError
+from steps_py.cli import add_jobs_options
 from steps_py.log import setup_logging
 
 
@@ -30,12 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         help="corpus JSON config; keys override built-in defaults (default: %(default)s)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument(
-        "--nj",
-        type=int,
-        default=2,
-        help="parallel processes; output does not depend on it (default: %(default)s)",
-    )
+    add_jobs_options(p, "parallel processes; output does not depend on it")
     p.add_argument(
         "--force", action="store_true", help="regenerate even if out-dir/.done matches this config"
     )

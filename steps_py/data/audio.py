@@ -5,7 +5,7 @@ file may set): ``--sample-frequency``, ``--allow-downsample``, ``--allow-upsampl
 ``--channel`` (-1: mono expected, a multi-channel file uses channel 0 with a warning, as
 Kaldi does; N: channel N). Data preparation checks every recording against it and counts what will
 be done (resampled, channel chosen); feature extraction reads samples through `read_samples`, which
-applies the same decisions, so nothing happens to audio that the stage-1 report does not
+applies the same decisions, so nothing happens to audio that the data-preparation report does not
 list.
 
 Segments follow Kaldi's ``extract-segments``: sample indices ``int(start * rate)`` and

@@ -35,7 +35,7 @@ from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 
-from steps_py.cli import StepError, progress, step_main
+from steps_py.cli import StepError, add_jobs_options, progress, step_main
 from steps_py.data.audio import AudioPolicy, is_piped
 from steps_py.data.kaldi_dir import (
     DataDirError,
@@ -295,7 +295,7 @@ def import_sets(args: argparse.Namespace, sets: tuple[str, ...]) -> dict[str, Ra
         from steps_py.data.manifests import import_manifest_set
 
         if not args.manifests.is_dir():
-            raise DataPrepError(f"--manifests {args.manifests} does not exist (prepare the corpus first, e.g. ./run.sh --stop-stage=0)")
+            raise DataPrepError(f"--manifests {args.manifests} does not exist (prepare the corpus first, e.g. python -m local.synth or python -m local.aishell.prepare)")
         base = args.manifests.parent
         return {s: import_manifest_set(args.manifests, s, base_dir=base) for s in sets}
     from steps_py.data.kaldi_import import import_kaldi_corpus
@@ -420,12 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="prepend '<speaker>-' to utterance ids (Kaldi's sorting rule); default: keep ids",
     )
-    p.add_argument(
-        "--nj",
-        type=int,
-        default=2,
-        help="parallel processes for audio checks (default: %(default)s)",
-    )
+    add_jobs_options(p, "parallel processes for audio checks")
     p.add_argument("--force", action="store_true", help="redo finished sets")
     return p
 

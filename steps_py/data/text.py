@@ -1,4 +1,4 @@
-"""Transcript normalisation for stage 1: raw transcript -> tokens, and what was removed.
+"""Transcript normalisation for data preparation (``steps_py.data.prepare``): raw transcript -> tokens, and what was removed.
 
     tokens, removed = normalize_transcript("今天，天气😀很好", unit="char")
     # tokens == ['今', '天', '天', '气', '很', '好'], removed == {'punctuation': 1, 'emoji/symbol': 1}
@@ -10,7 +10,7 @@ removed, by Unicode category:
 * whitespace separates tokens;
 * punctuation (P*) is removed: with ``unit="char"`` all of it, with ``unit="word"`` only at
   the edges of a token (``don't`` keeps its apostrophe);
-* removed AND REPORTED (stage 1 counts the utterances and says so in the log and in
+* removed AND REPORTED (``steps_py.data.prepare`` counts the utterances and says so in the log and in
   ``data/<set>/report.txt``): emoji and other symbols (S*, plus emoji variation selectors
   U+FE00-FE0F and U+E0100-E01EF), private-use characters (Co), control and format characters
   (Cc, Cf: zero-width spaces and joiners, a byte-order mark U+FEFF inside a line ...),

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from steps_py.cli import progress
+from steps_py.decode.artifact import DecodeDir
 from steps_py.decode.decode_dir import ModelDecode, write_decode_dir
 from steps_py.decode.inputs import (
     Chosen,
@@ -39,7 +40,6 @@ from steps_py.decode.inputs import (
     format_penalty,
     format_weight,
     is_test_set,
-    read_chosen,
     read_words,
 )
 from steps_py.decode.pool import (
@@ -229,7 +229,7 @@ def _fill_plan(plan: DecodePlan) -> None:
     for i in plan.todo:
         dev = plan.froms[i]
         if dev is not None:
-            plan.chosen[i] = read_chosen(dev)
+            plan.chosen[i] = DecodeDir(dev).chosen()
         elif is_test_set(data):
             raise DecodeError(
                 f"{data} looks like a test set: the LM weight and penalty are never chosen "

@@ -4,7 +4,7 @@
         --graph exp/mono/graph --dev-decode exp/dnn_ma_n4/decode_ema-hl100000_dev \\
         --feats data/train --out exp/dnn_ma_n4/bundle_ema-hl100000 [--copy-graph]
 
-Written after the dev decode, which chose the LM weight and insertion penalty (`read_chosen`).
+Written after the dev decode, which chose the LM weight and insertion penalty (`DecodeDir.chosen`).
 ``<out>/`` holds:
 
 * ``model.safetensors``: the network with its log priors (a copy);
@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from steps_py.cli import step_main
-from steps_py.decode.inputs import DecodeError, check_graph, read_chosen
+from steps_py.decode.artifact import DecodeDir
+from steps_py.decode.inputs import DecodeError, check_graph
 from steps_py.fileio import atomic_path, atomic_write_json, mark_done
 
 FORMAT = "ema-asr-bundle-1"
@@ -77,9 +78,8 @@ def write_bundle(
             f"--model {model}: give a network .safetensors file (the training's final/)"
         )
     ginfo = check_graph(graph)
-    chosen = read_chosen(dev_decode)
-    summary_path = Path(dev_decode) / "summary.json"
-    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
+    chosen = DecodeDir(Path(dev_decode)).chosen()
+    summary = DecodeDir(Path(dev_decode)).summary(missing_ok=True)
     feat = feature_info(feats)
     conf_dir = Path(feats) / KIND / "conf"
     meta: dict[str, Any] = {

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from steps_py.decode.artifact import DecodeDir
 from steps_py.decode.inputs import Chosen, format_penalty, format_weight
 from steps_py.decode.lattice_io import write_lattice_archive
 from steps_py.decode.pool import UttResult
@@ -69,10 +70,6 @@ def kaldi_lines(res: CerResult) -> str:
     )
 
 
-def cer_name(lmwt: float, wip: float) -> str:
-    return f"cer_{format_weight(lmwt)}_{format_penalty(wip)}"
-
-
 def _text(lines: dict[str, str]) -> str:
     return "".join(f"{u} {t}".rstrip() + "\n" for u, t in sorted(lines.items()))
 
@@ -95,7 +92,7 @@ def clear_outputs(out: Path) -> None:
     import shutil
 
     (out / ".done").unlink(missing_ok=True)
-    for pat in ("cer_*", "lat.*.gz", "hyp_lmwt*.txt", "cer_lmwt.txt"):
+    for pat in (DecodeDir.CER_FILES, DecodeDir.LATTICES, "hyp_lmwt*.txt", "cer_lmwt.txt"):
         for p in out.glob(pat):
             p.unlink()
     for d in ("scoring_kaldi", "scoring"):
@@ -118,15 +115,16 @@ def write_decode_dir(
     clear_outputs(out)
     ok = {u: r for u, r in md.utts.items() if r.error is None}
     with_lattices = all(r.oracle_errors >= 0 for r in ok.values())
-    hyps: list[dict[str, str]] = []
-    for k in range(len(md.grid)):
-        hyps.append({u: " ".join(words[w] for w in r.best[k][0]) for u, r in ok.items()})
+    hyps = [
+        {u: " ".join(words[w] for w in r.best[k][0]) for u, r in ok.items()}
+        for k in range(len(md.grid))
+    ]
     results = [
         score_texts(
             ref,
             h,
             ref_name=str(out / "ref.txt"),
-            hyp_name=f"{out}/{cer_name(*md.grid[k])}",
+            hyp_name=f"{out}/{DecodeDir.cer_name(*md.grid[k])}",
             empty_ref="skip",
         )
         for k, h in enumerate(hyps)
@@ -137,9 +135,32 @@ def write_decode_dir(
         best = min(
             range(len(md.grid)), key=lambda k: (results[k].errors, md.grid[k][1], md.grid[k][0])
         )
+    _write_scoring(md, ref, hyps, results, best, utt2spk)
+    num_jobs = _write_lattices_and_nbest(md, ok, words, nj, with_lattices)
+    summary = {
+        **_summary(md, ref, ok, results[best], md.grid[best], with_lattices),
+        "num_jobs": num_jobs,
+        **info,
+        "timing": timing,
+    }
+    atomic_write_json(out / DecodeDir.SUMMARY, summary)
     lmwt, wip = md.grid[best]
-    res = results[best]
+    mark_done(
+        out, {"cer": summary["cer"], "lm_weight": lmwt, "word_ins_penalty": wip}, inputs=inputs
+    )
+    return summary
 
+
+def _write_scoring(
+    md: ModelDecode,
+    ref: dict[str, str],
+    hyps: list[dict[str, str]],
+    results: list[CerResult],
+    best: int,
+    utt2spk: dict[str, str] | None,
+) -> None:
+    """ref.txt, hyp.txt, cer, best_lmwt/best_wip, every cer_<lmwt>_<wip> and scoring_kaldi/."""
+    out, (lmwt, wip), res = md.out, md.grid[best], results[best]
     atomic_write_text(out / "ref.txt", _text(ref))
     sk = out / "scoring_kaldi"
     atomic_write_text(sk / "test_filt.txt", _text(ref))
@@ -147,8 +168,8 @@ def write_decode_dir(
         atomic_write_text(
             sk / f"penalty_{format_penalty(p)}" / f"{format_weight(lw)}.txt", _text(hyps[k])
         )
-        atomic_write_text(out / cer_name(lw, p), kaldi_lines(results[k]))
-    atomic_write_text(sk / "best_cer", f"{res.line('WER')} {out / cer_name(lmwt, wip)}\n")
+        atomic_write_text(out / DecodeDir.cer_name(lw, p), kaldi_lines(results[k]))
+    atomic_write_text(sk / "best_cer", f"{res.line('WER')} {out / DecodeDir.cer_name(lmwt, wip)}\n")
     det = sk / "cer_details"
     atomic_write_text(det / "lmwt", f"{format_weight(lmwt)}\n")
     atomic_write_text(det / "wip", f"{format_penalty(wip)}\n")
@@ -156,9 +177,15 @@ def write_decode_dir(
     atomic_write_text(det / "per_spk", format_per_speaker(per_speaker(res, utt2spk)))
     atomic_write_text(out / "hyp.txt", _text(hyps[best]))
     atomic_write_text(out / "cer", res.line() + "\n")
-    atomic_write_text(out / "best_lmwt", f"{format_weight(lmwt)}\n")
-    atomic_write_text(out / "best_wip", f"{format_penalty(wip)}\n")
+    atomic_write_text(out / DecodeDir.BEST_LMWT, f"{format_weight(lmwt)}\n")
+    atomic_write_text(out / DecodeDir.BEST_WIP, f"{format_penalty(wip)}\n")
 
+
+def _write_lattices_and_nbest(
+    md: ModelDecode, ok: dict[str, UttResult], words: dict[int, str], nj: int, with_lattices: bool
+) -> int:
+    """lat.<job>.gz (when the decode kept lattices), num_jobs and nbest.txt; the job count."""
+    out = md.out
     jobs = split_jobs(sorted(md.utts), nj)
     for j, part in enumerate(jobs if with_lattices else [], 1):
         write_lattice_archive(
@@ -172,7 +199,18 @@ def write_decode_dir(
             for i, (ws, g, a) in enumerate(ok[u].nbest, 1):
                 lines.append(f"{u}-{i} {g:.3f} {a:.3f} {' '.join(words[w] for w in ws)}".rstrip())
         atomic_write_text(out / "nbest.txt", "\n".join(lines) + "\n")
+    return len(jobs)
 
+
+def _summary(
+    md: ModelDecode,
+    ref: dict[str, str],
+    ok: dict[str, UttResult],
+    res: CerResult,
+    chosen: tuple[float, float],
+    with_lattices: bool,
+) -> dict[str, Any]:
+    """summary.json's scores and counts (the caller adds num_jobs, the search info, timing)."""
     scored = [u for u in res.utts]  # reference utterances that count (empty ones skipped)
     oracle = (
         sum(ok[u].oracle_errors if u in ok else len(normalize_text(ref[u])) for u in scored)
@@ -181,10 +219,10 @@ def write_decode_dir(
     )
     frames = sum(r.frames for r in ok.values())
     arcs = sum(r.lattice.num_arcs for r in ok.values() if r.lattice is not None)
-    summary: dict[str, Any] = {
+    return {
         **{k: v for k, v in res.to_dict().items() if k != "missing"},
-        "lm_weight": lmwt,
-        "word_ins_penalty": wip,
+        "lm_weight": chosen[0],
+        "word_ins_penalty": chosen[1],
         "chosen_on": str(md.chosen_from.source) if md.chosen_from else "this set",
         "oracle_errors": oracle,
         "oracle_cer": (round(100.0 * oracle / res.ref_len, 4) if res.ref_len else 0.0)
@@ -199,12 +237,4 @@ def write_decode_dir(
         "not_decoded": sorted(set(ref) - set(md.utts)),
         "lm_weights": sorted({g[0] for g in md.grid}),
         "word_ins_penalties": sorted({g[1] for g in md.grid}),
-        "num_jobs": len(jobs),
-        **info,
-        "timing": timing,
     }
-    atomic_write_json(out / "summary.json", summary)
-    mark_done(
-        out, {"cer": summary["cer"], "lm_weight": lmwt, "word_ins_penalty": wip}, inputs=inputs
-    )
-    return summary

@@ -183,29 +183,6 @@ class Chosen:
     source: Path
 
 
-def read_chosen(decode_dir: Path) -> Chosen:
-    """The dev decode dir's choice, from ``scoring_kaldi/best_cer``'s sibling files
-    ``best_lmwt`` and ``best_wip`` (the one reader of them)."""
-    d = Path(decode_dir)
-    p = d / "best_lmwt"
-    if not p.is_file():
-        raise DecodeError(
-            f"{p} not found; decode the dev set first and pass its decode dir with --lm-weight-from"
-        )
-    try:
-        lmwt = float(p.read_text(encoding="utf-8").split()[0])
-        q = d / "best_wip"
-        wip = float(q.read_text(encoding="utf-8").split()[0]) if q.is_file() else 0.0
-    except (ValueError, IndexError):
-        raise DecodeError(
-            f"{d}: best_lmwt/best_wip must each hold one number; decode the dev set again "
-            "with --force"
-        ) from None
-    if lmwt <= 0:
-        raise DecodeError(f"{p}: LM weight {lmwt:g} is not positive")
-    return Chosen(lmwt, wip, d)
-
-
 _TEST_RE = re.compile(r"(^|[_\-.])(test|eval)($|[_\-.])")
 
 

@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from steps_py.cli import add_jobs_options
 from steps_py.decode.api import DecodeRequest, decode_models
 from steps_py.decode.inputs import DecodeError, parse_lm_weights, parse_penalties
 from steps_py.decode.search import SearchConfig
@@ -91,13 +92,12 @@ def build_parser(
 
 
 def _add_job_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nj", type=int, default=2, help="decoding processes (default %(default)s)")
-    p.add_argument(
-        "--cmd",
-        default="local",
-        help="where the --nj jobs run: local (a pool of worker processes), or Kaldi's --cmd "
+    add_jobs_options(
+        p,
+        "decoding processes",
+        cmd_help="where the --nj jobs run: local (a pool of worker processes), or Kaldi's --cmd "
         "convention, e.g. 'slurm -p cpu --mem 4G' (steps_py.runner; job j logs to "
-        "<first --out>/log/decode.<j>.log) (default %(default)s)",
+        "<first --out>/log/decode.<j>.log)",
     )
 
 

@@ -35,7 +35,7 @@ import kaldi_native_io as kio
 import numpy as np
 import soundfile as sf
 
-from steps_py.cli import StepError, progress, step_main
+from steps_py.cli import CMD_HELP, StepError, add_jobs_options, progress, step_main
 from steps_py.data.audio import AudioError, open_audio, read_samples
 from steps_py.data.kaldi_dir import DataDirError, KaldiDataDir, Segment, write_kaldi_map
 from steps_py.features.cmvn import add_stats, merge_stats, utterance_stats, write_cmvn
@@ -357,13 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="speaker",
         help="CMVN stats per speaker (utt2spk) or per utterance (default: %(default)s)",
     )
-    p.add_argument("--nj", type=int, default=2, help="parallel jobs (default: %(default)s)")
-    p.add_argument(
-        "--cmd",
-        default="local",
-        help="where the jobs run: local, or 'slurm <srun options>' (Kaldi's run.pl / slurm.pl; "
-        "steps_py.runner) (default: %(default)s)",
-    )
+    add_jobs_options(p, cmd_help=CMD_HELP)
     p.add_argument(
         "--engine",
         choices=ENGINES,
@@ -375,8 +369,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.nj < 1:
-        raise FeatureError(f"--nj must be >= 1, got {args.nj}")
     try:
         cfg = read_feature_conf(args.conf, args.kind)
         pitch_cfg = read_pitch_conf(args.pitch_conf) if args.pitch_conf else None

@@ -263,7 +263,7 @@ def read_feature_conf(path: str | Path | None, kind: str) -> FeatureConfig:
 
 def audio_policy_from_conf(path: str | Path) -> AudioPolicy:
     """The audio options (``--sample-frequency``, ``--allow-downsample``, ``--allow-upsample``,
-    ``--channel``) of an MFCC or fbank config; its other options are left to stage 3."""
+    ``--channel``) of an MFCC or fbank config; its other options are left to ``steps_py.features.compute``."""
     where = str(path)
     values: dict[str, Any] = {
         "sample-frequency": 16000.0,

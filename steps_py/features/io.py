@@ -1,4 +1,4 @@
-"""Reading features written by stage 3: `FeatureReader(data_dir, kind, cmvn=True)`.
+"""Reading features written by `python -m steps_py.features.compute`: `FeatureReader(data_dir, kind, cmvn=True)`.
 
     reader = FeatureReader("data/train", "fbank")
     x = reader[reader.utts[0]]          # float32 (T, 40), speaker mean removed
@@ -6,9 +6,9 @@
 
 Matrices come from `data/<set>/<kind>/feats.scp` through kaldi-native-io's
 RandomAccessFloatMatrixReader. With `cmvn=True` the mean of the CMVN stats is subtracted,
-as Kaldi's `apply-cmvn --norm-vars=false`: the speaker's (`--utt2spk=...`) or, when stage 3
-computed stats per utterance (``--cmvn utterance``, recorded in `.done`), the utterance's own.
-If the data dir was moved after stage 3 (the scp holds absolute paths), the arks are
+as Kaldi's `apply-cmvn --norm-vars=false`: the speaker's (`--utt2spk=...`) or, when the
+features step computed stats per utterance (``--cmvn utterance``, recorded in `.done`), the utterance's own.
+If the data dir was moved after its features were computed (the scp holds absolute paths), the arks are
 looked up next to feats.scp instead.
 
 Note: kaldi-native-io's random-access readers return numpy views of one internal buffer
@@ -95,7 +95,7 @@ class FeatureReader(Mapping[str, np.ndarray]):
             if missing:
                 raise ValueError(
                     f"{self.feat_dir}: {len(missing)} utterances (e.g. {missing[0]}) have no "
-                    f"{self.cmvn_type} CMVN stats; re-run stage 3 with --force"
+                    f"{self.cmvn_type} CMVN stats; re-run python -m steps_py.features.compute with --force"
                 )
 
     def __getitem__(self, utt: str) -> np.ndarray:

@@ -17,18 +17,18 @@ from pathlib import Path
 
 import numpy as np
 
-from steps_py.cli import step_main
+from steps_py.cli import CMD_HELP, add_alignment_options, add_jobs_options, step_main
 from steps_py.fileio import atomic_write_text, mark_done
-from steps_py.gmm.ali_io import write_int32_vectors
+from steps_py.gmm.ali_io import AlignmentDir
 from steps_py.gmm.cd_model import find_cd_model, read_cd_model
 from steps_py.gmm.data import load_utterances
-from steps_py.gmm.errors import GmmError
 from steps_py.gmm.feats import open_mfcc
 from steps_py.gmm.jobs import AlignOptions, Job, JobPool, Utterance
 from steps_py.gmm.model_io import ModelError, read_model
 from steps_py.gmm.topo import Lang, LangError
 from steps_py.gmm.tri_init import from_kaldi_model
 from steps_py.gmm.tri_jobs import TriJob
+from steps_py.kaldi.int_vector_ark import write_int32_vectors
 from steps_py.kaldi.model_file import KaldiGmmModel
 from steps_py.kaldi.tree import ContextDependency
 from steps_py.runner import LocalRunner, Runner, parse_cmd, run_python_jobs
@@ -145,33 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("exp/mono_ali/train"),
         help="alignment dir (default %(default)s)",
     )
-    ap.add_argument("--nj", type=int, default=2, help="parallel jobs (default %(default)s)")
-    ap.add_argument(
-        "--cmd",
-        default="local",
-        help="where the jobs run: local, or 'slurm <srun options>' (Kaldi's run.pl / slurm.pl; "
-        "steps_py.runner); job j logs to <out>/log/align.<j>.log (default %(default)s)",
-    )
-    ap.add_argument("--beam", type=float, default=10.0, help="alignment beam (default %(default)s)")
-    ap.add_argument(
-        "--retry-beam",
-        type=float,
-        default=40.0,
-        help="beam of the second try for utterances that failed (default %(default)s)",
-    )
-    ap.add_argument(
-        "--boost-silence",
-        type=float,
-        default=1.0,
-        help="factor on silence Gaussian weights (default %(default)s)",
-    )
+    add_jobs_options(ap, cmd_help=f"{CMD_HELP}; job j logs to <out>/log/align.<j>.log")
+    add_alignment_options(ap)
     ap.add_argument("--force", action="store_true", help="realign even if --out is done")
     return ap
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.nj < 1:
-        raise GmmError(f"--nj {args.nj}: must be >= 1")
     t0 = time.time()
     runner = parse_cmd(args.cmd)
     lang = Lang.load(args.lang)
@@ -184,8 +164,10 @@ def run(args: argparse.Namespace) -> None:
         lang, args.model, utts, args.nj, opts, runner, args.out
     )
     tid2pdf, num_pdfs = model_tid2pdf(args.model)
-    write_int32_vectors(args.out, "ali", alis)
-    write_int32_vectors(args.out, "pdf", {u: tid2pdf[a] for u, a in alis.items()})
+    write_int32_vectors(args.out, AlignmentDir.TRANSITIONS.removesuffix(".scp"), alis)
+    write_int32_vectors(
+        args.out, AlignmentDir.PDFS.removesuffix(".scp"), {u: tid2pdf[a] for u, a in alis.items()}
+    )
     atomic_write_text(args.out.parent / "num_pdfs", f"{num_pdfs}\n")
     total = len(utts) + len(report.skipped)
     rate = 100.0 * len(alis) / max(1, total)
@@ -199,7 +181,7 @@ def run(args: argparse.Namespace) -> None:
         f"oov_tokens {sum(report.oov_tokens.values())}",
         f"not_aligned {len(not_aligned)}",
     ] + [f"{u} {why}" for u, why in sorted(not_aligned.items())]
-    atomic_write_text(args.out / "report.txt", "\n".join(lines) + "\n")
+    atomic_write_text(args.out / AlignmentDir.REPORT, "\n".join(lines) + "\n")
     mark_done(args.out, {"aligned": len(alis), "total": total, "success_rate": rate})
     log.info(
         "aligned %d of %d utterances (%.2f %%), %d retried, %d failed, %d skipped; %.1f s",

@@ -39,9 +39,7 @@ def load_utterances(
     """Utterances of `data_dir` with transcripts and features (plus deltas), sorted by id."""
     text_path = Path(data_dir) / "text"
     if not text_path.is_file():
-        raise GmmError(
-            f"{text_path} not found: run stage 1 (`python -m steps_py.data.prepare`) first"
-        )
+        raise GmmError(f"{text_path} not found: run `python -m steps_py.data.prepare` first")
     try:
         text = read_kaldi_map(text_path, allow_empty_value=True)
     except DataDirError as e:
@@ -52,7 +50,9 @@ def load_utterances(
     for utt in progress(sorted(text), desc=f"load {Path(data_dir).name}", unit="utt", leave=False):
         tokens = text[utt].split()
         if utt not in have:
-            report.skipped[utt] = "no-features: not in feats.scp (rerun stage 3)"
+            report.skipped[utt] = (
+                "no-features: not in feats.scp (rerun python -m steps_py.features.compute)"
+            )
             continue
         if not tokens:
             report.skipped[utt] = "empty-transcript"

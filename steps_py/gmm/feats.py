@@ -38,11 +38,11 @@ def add_deltas(feats: np.ndarray, order: int = 2, window: int = 2) -> np.ndarray
 
 
 def open_mfcc(data_dir: Path) -> FeatureSource:
-    """The stage-3 MFCC reader of a data dir, with per-speaker CMVN applied."""
+    """The MFCC reader of a data dir, with per-speaker CMVN applied."""
     try:
         from steps_py.features.io import FeatureReader
-    except ImportError as e:  # pragma: no cover - depends on stage 3 being installed
-        raise GmmError(f"steps_py.features.io is missing ({e}); run stage 3 code first") from e
+    except ImportError as e:  # pragma: no cover - depends on the features code being installed
+        raise GmmError(f"steps_py.features.io is missing ({e})") from e
     if not (Path(data_dir) / "mfcc" / "feats.scp").is_file():
         raise GmmError(
             f"{data_dir}/mfcc/feats.scp not found: run `python -m steps_py.features.compute --data {data_dir} --kind mfcc` first"

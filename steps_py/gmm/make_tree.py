@@ -25,11 +25,7 @@ import numpy as np
 
 from steps_py.cli import step_main
 from steps_py.fileio import atomic_write_json, atomic_write_text, mark_done
-from steps_py.gmm.ali_io import (
-    AlignmentReadError,
-    read_pdf_alignments,
-    read_transition_alignments,
-)
+from steps_py.gmm.ali_io import AlignmentDir
 from steps_py.gmm.data import load_utterances
 from steps_py.gmm.errors import GmmError
 from steps_py.gmm.feats import open_mfcc
@@ -45,6 +41,7 @@ from steps_py.gmm.questions import (
 from steps_py.gmm.topo import Lang, LangError
 from steps_py.gmm.tree_cluster import build_tree
 from steps_py.gmm.tree_stats import TreeStats, TreeStatsAccumulator
+from steps_py.kaldi.int_vector_ark import AlignmentReadError
 from steps_py.kaldi.transition_model import TransitionModel
 from steps_py.kaldi.tree import ContextDependency, write_tree
 
@@ -68,8 +65,9 @@ def read_checked_alignments(ali_dir: Path, tm: TransitionModel, model: Path) -> 
     """Transition-id alignments of `ali_dir`, checked to come from the model `tm` (read from
     `model`): their pdf.scp, where present, must be what `tm` maps them to."""
     try:
-        alis = read_transition_alignments(ali_dir)
-        pdfs = read_pdf_alignments(ali_dir) if (Path(ali_dir) / "pdf.scp").is_file() else {}
+        ad = AlignmentDir(Path(ali_dir))
+        alis = ad.transitions()
+        pdfs = ad.pdfs() if ad.has_pdfs() else {}
     except (FileNotFoundError, AlignmentReadError) as e:
         raise GmmError(str(e)) from None
     for utt in sorted(pdfs)[:20]:

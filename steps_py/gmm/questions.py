@@ -22,6 +22,7 @@ import numpy as np
 
 from steps_py.gmm.errors import GmmError
 from steps_py.gmm.tree_stats import TreeStats, gauss_objf
+from steps_py.lang.lang_dir import PRODUCER as LANG_PRODUCER
 
 PDF_CLASS_KEY = -1
 
@@ -36,7 +37,7 @@ class Roots:
 def read_int_lines(path: Path) -> list[list[int]]:
     """Sets of integers, one per line (phones/sets.int, extra_questions.int)."""
     if not Path(path).is_file():
-        raise GmmError(f"{path} not found: the lang dir is incomplete (rerun the lang stage)")
+        raise GmmError(f"{path} not found: the lang dir is incomplete (rerun {LANG_PRODUCER})")
     try:
         return [
             sorted({int(x) for x in ln.split()})
@@ -50,7 +51,7 @@ def read_int_lines(path: Path) -> list[list[int]]:
 def read_roots(path: Path) -> Roots:
     """phones/roots.int: `shared|not-shared split|not-split <phone ids>` per line."""
     if not Path(path).is_file():
-        raise GmmError(f"{path} not found: the lang dir is incomplete (rerun the lang stage)")
+        raise GmmError(f"{path} not found: the lang dir is incomplete (rerun {LANG_PRODUCER})")
     roots = Roots([], [], [])
     for n, line in enumerate(Path(path).read_text().splitlines(), 1):
         f = line.split()

@@ -13,11 +13,10 @@ import kaldi_hmm_gmm as khg
 import kaldifst
 
 from steps_py.gmm.model_io import monophone_tree, read_topology
+from steps_py.lang.lang_dir import LangDir, LangError
 from steps_py.lang.symbols import SymbolTableError, read_symbol_table
 
-
-class LangError(ValueError):
-    """A lang dir is incomplete; the message names the missing file and the step that writes it."""
+__all__ = ["GraphCompiler", "Lang", "LangError", "read_symbols"]
 
 
 def read_symbols(path: Path) -> dict[str, int]:
@@ -48,27 +47,24 @@ class Lang:
     @classmethod
     def load(cls, d: Path) -> Lang:
         d = Path(d)
-        for name in ("phones.txt", "words.txt", "topo", "L.fst"):
-            if not (d / name).is_file():
-                raise LangError(
-                    f"{d}/{name} is missing: run stage 2 (`python -m steps_py.lang.prepare`) first"
-                )
-        phones = read_symbols(d / "phones.txt")
-        words = read_symbols(d / "words.txt")
-        oov = (d / "oov.txt").read_text().strip() if (d / "oov.txt").is_file() else "<UNK>"
+        ld = LangDir(d)
+        ld.check()
+        phones = read_symbols(d / ld.PHONES)
+        words = read_symbols(d / ld.WORDS)
+        oov = (d / ld.OOV).read_text().strip() if (d / ld.OOV).is_file() else "<UNK>"
         if oov not in words:
             raise LangError(f"{d}: OOV word {oov!r} (oov.txt) is not in words.txt")
-        disambig = _read_ints(d / "phones" / "disambig.int") or [
+        disambig = _read_ints(d / ld.DISAMBIG_INT) or [
             i for p, i in phones.items() if p.startswith("#")
         ]
-        silence = _read_ints(d / "phones" / "silence.int") or [
+        silence = _read_ints(d / ld.SILENCE_INT) or [
             phones[p] for p in ("SIL", "SPN") if p in phones
         ]
         return cls(
             d,
             phones,
             words,
-            (d / "topo").read_text(),
+            (d / ld.TOPO).read_text(),
             sorted(disambig),
             sorted(silence),
             oov,
@@ -82,10 +78,7 @@ class Lang:
         return ids, sum(1 for t in tokens if t not in self.words)
 
     def read_fst(self, name: str) -> kaldifst.StdVectorFst:
-        p = self.dir / name
-        if not p.is_file():
-            raise LangError(f"{p} is missing: run stage 2 first")
-        return kaldifst.StdVectorFst.read(str(p))
+        return kaldifst.StdVectorFst.read(str(LangDir(self.dir).file(name)))
 
     def topology(self) -> khg.HmmTopology:
         return read_topology(self.topo_text)

@@ -21,7 +21,7 @@ from pathlib import Path
 import kaldi_hmm_gmm as khg
 import numpy as np
 
-from steps_py.cli import progress, step_main
+from steps_py.cli import add_alignment_options, add_jobs_options, progress, step_main
 from steps_py.fileio import atomic_write_json, atomic_write_text, mark_done
 from steps_py.gmm.accumulate import UpdateConfig, split_gmms, update_gmm, update_transitions
 from steps_py.gmm.data import load_utterances
@@ -183,12 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--out", type=Path, default=Path("exp/mono"), help="model dir (default %(default)s)"
     )
-    ap.add_argument(
-        "--nj",
-        type=int,
-        default=2,
-        help="parallel jobs for alignment and accumulation (default %(default)s)",
-    )
+    add_jobs_options(ap, "parallel jobs for alignment and accumulation")
     ap.add_argument("--num-iters", type=int, default=25, help="EM passes (default %(default)s)")
     ap.add_argument(
         "--max-gauss",
@@ -202,24 +197,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="space/comma separated passes to realign at (default: Kaldi's schedule below --num-iters)",
     )
-    ap.add_argument(
-        "--boost-silence",
-        type=float,
-        default=1.0,
-        help="factor on silence Gaussian weights during alignment (default %(default)s)",
-    )
-    ap.add_argument("--beam", type=float, default=10.0, help="alignment beam (default %(default)s)")
-    ap.add_argument(
-        "--retry-beam", type=float, default=40.0, help="alignment retry beam (default %(default)s)"
-    )
+    add_alignment_options(ap)
     ap.add_argument("--force", action="store_true", help="retrain even if --out is done")
     return ap
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.nj < 1 or args.num_iters < 1 or args.max_gauss < 1:
+    if args.num_iters < 1 or args.max_gauss < 1:
         raise GmmError(
-            f"--nj {args.nj}, --num-iters {args.num_iters}, --max-gauss {args.max_gauss}: each must be >= 1"
+            f"--num-iters {args.num_iters}, --max-gauss {args.max_gauss}: each must be >= 1"
         )
     t0 = time.time()
     lang = Lang.load(args.lang)

@@ -25,9 +25,14 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from steps_py.cli import StepError, step_main
+from steps_py.cli import StepError, add_jobs_options, step_main
 from steps_py.fileio import atomic_write_text
+
+if TYPE_CHECKING:
+    from steps_py.gmm.jobs import Utterance
+    from steps_py.gmm.topo import Lang
 
 log = logging.getLogger("kaldi.ctm")
 
@@ -71,9 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--frame-shift", type=float, default=0.01, help="seconds per frame (default: %(default)s)"
     )
-    ap.add_argument(
-        "--nj", type=int, default=2, help="parallel alignment jobs (default: %(default)s)"
-    )
+    add_jobs_options(ap, "parallel alignment jobs")
     ap.add_argument(
         "--beam", type=float, default=10.0, help="alignment beam (default: %(default)s)"
     )
@@ -123,11 +126,39 @@ def ctm_lines(
     ]
 
 
+def _utterances(
+    data: Path, lang_dir: Path, lang: Lang, text: dict[str, str]
+) -> tuple[list[Utterance], dict[str, str]]:
+    """The utterances to align (features with deltas, word ids) and the reasons for the others."""
+    from steps_py.gmm.feats import add_deltas, open_mfcc
+    from steps_py.gmm.jobs import Utterance
+
+    try:
+        feats = open_mfcc(data)
+    except SystemExit as e:  # open_mfcc reports a missing feats.scp this way
+        raise StepError(str(e)) from None
+    have = set(feats.utts)
+    report: dict[str, str] = {}
+    utts: list[Utterance] = []
+    for utt in sorted(text):
+        tokens = text[utt].split()
+        if utt not in have:
+            report[utt] = "no-features"
+        elif not tokens:
+            report[utt] = "empty-transcript"
+        else:
+            ids, n_oov = lang.word_ids(tokens)
+            if n_oov:
+                report[utt] = f"oov: {n_oov} words not in {lang_dir}/words.txt"
+            else:
+                utts.append(Utterance(utt, add_deltas(feats[utt]), ids))
+    return utts, report
+
+
 def run(args: argparse.Namespace) -> int:
     from steps_py.data.kaldi_dir import read_kaldi_map
     from steps_py.gmm.align import align_utterances
-    from steps_py.gmm.feats import add_deltas, open_mfcc
-    from steps_py.gmm.jobs import AlignOptions, Utterance
+    from steps_py.gmm.jobs import AlignOptions
     from steps_py.gmm.topo import Lang, LangError
     from steps_py.kaldi.alignment import split_to_phones
     from steps_py.kaldi.export import load_model
@@ -154,25 +185,7 @@ def run(args: argparse.Namespace) -> int:
     if not text_path.is_file():
         raise StepError(f"{text_path} not found")
     text = read_kaldi_map(text_path, allow_empty_value=True)
-    try:
-        feats = open_mfcc(args.data)
-    except SystemExit as e:  # open_mfcc reports a missing feats.scp this way
-        raise StepError(str(e)) from None
-    have = set(feats.utts)
-    report: dict[str, str] = {}
-    utts: list[Utterance] = []
-    for utt in sorted(text):
-        tokens = text[utt].split()
-        if utt not in have:
-            report[utt] = "no-features"
-        elif not tokens:
-            report[utt] = "empty-transcript"
-        else:
-            ids, n_oov = lang.word_ids(tokens)
-            if n_oov:
-                report[utt] = f"oov: {n_oov} words not in {args.lang}/words.txt"
-            else:
-                utts.append(Utterance(utt, add_deltas(feats[utt]), ids))
+    utts, report = _utterances(args.data, args.lang, lang, text)
     alis, failed, _ = align_utterances(
         lang, args.model, utts, args.nj, AlignOptions(beam=args.beam, retry_beam=args.retry_beam)
     )

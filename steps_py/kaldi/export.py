@@ -18,9 +18,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from steps_py.cli import StepError, step_main
+from steps_py.cli import StepError, add_jobs_options, step_main
 from steps_py.fileio import atomic_path, atomic_write_json, mark_done
 from steps_py.kaldi.exp_dir import KaldiExpDir, write_exp_dir
+from steps_py.kaldi.int_vector_ark import read_int32_vectors
 from steps_py.kaldi.model_file import from_mono_model, is_kaldi_model_file, read_kaldi_model
 from steps_py.kaldi.stream import KaldiFormatError
 from steps_py.kaldi.tree import ContextDependency, read_tree
@@ -64,9 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("exp/mono_kaldi"),
         help="output Kaldi exp dir (default: %(default)s)",
     )
-    ap.add_argument(
-        "--nj", type=int, default=4, help="number of ali.JOB.gz files (default: %(default)s)"
-    )
+    add_jobs_options(ap, "number of ali.JOB.gz files", nj_default=4)
     ap.add_argument(
         "--binary",
         action="store_true",
@@ -101,14 +100,12 @@ def run(args: argparse.Namespace) -> int:
     model, tree = load_model(args.model)
     alignments = None
     if args.ali is not None:
-        from steps_py.gmm.ali_io import read_transition_alignments
-
         scp = args.ali / "ali.scp"
         if not scp.is_file():
             raise StepError(
                 f"{scp} not found: align the set first (python -m steps_py.gmm.align --out {args.ali})"
             )
-        alignments = read_transition_alignments(args.ali)
+        alignments = read_int32_vectors(scp)
     utt2spk = None
     if args.data is not None and (args.data / "utt2spk").is_file():
         from steps_py.data.kaldi_dir import read_kaldi_map

@@ -9,22 +9,31 @@ vector object (``BasicVectorHolder<int32>``, ``util/kaldi-holder-inl.h``) is
 
 Entries of one archive may mix the two forms (Kaldi decides per object). Files ending in
 ``.gz`` (or starting with the gzip magic) are gunzipped, as Kaldi's ``ark:gunzip -c f|``
-rspecifier does. kaldi-native-io reads and writes such archives too, but not gzipped ones
-and only through its C++ streams (no pipes), so alignment dirs are read here; the tests
-check that both write the same bytes.
+rspecifier does.
+
+The one reader and writer of int32-vector tables (alignments): archives, gzipped or not
+(``read_int32_vector_archive(s)``, Kaldi's exp dirs) and ark+scp pairs
+(``read_int32_vectors`` / ``write_int32_vectors``, our alignment dirs, through
+kaldi-native-io). kaldi-native-io 1.23 reads a gzipped archive too, as
+``ark:gunzip -c ali.1.gz|`` (not as ``ark:ali.1.gz``), but a pipe that fails (a missing or
+damaged file) gives an empty or short table with only a warning on stderr; archives are
+therefore parsed here, so a damaged one is an error naming the file and entry. The tests
+check that both read the same entries from Kaldi's own files and write the same bytes.
 """
 
 from __future__ import annotations
 
 import gzip
+import os
 import re
 import struct
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
+import kaldi_native_io as kio
 import numpy as np
 
-from steps_py.fileio import atomic_path
+from steps_py.fileio import atomic_path, atomic_write_text, temp_sibling
 from steps_py.kaldi.stream import KaldiFormatError, read_bytes
 
 _ELEM = np.dtype([("size", "i1"), ("value", "<i4")])
@@ -155,3 +164,53 @@ def job_number(path: Path) -> int:
     """The JOB of ``ali.JOB.gz`` (0 when the name has none)."""
     m = re.search(r"\.(\d+)(\.gz)?$", Path(path).name)
     return int(m.group(1)) if m else 0
+
+
+def write_int32_vectors(out_dir: Path, name: str, vectors: dict[str, np.ndarray]) -> None:
+    """Write `<out_dir>/<name>.ark` and `<name>.scp` (keys sorted)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final_ark = (out_dir / f"{name}.ark").resolve()
+    tmp_ark = temp_sibling(out_dir / f"{name}.ark")
+    tmp_scp = temp_sibling(out_dir / f"{name}.scp")
+    w = kio.Int32VectorWriter(f"ark,scp:{tmp_ark},{tmp_scp}")
+    for key in sorted(vectors):
+        w.write(key, [int(x) for x in vectors[key]])
+    w.close()
+    lines = []
+    for line in tmp_scp.read_text(encoding="utf-8").splitlines():
+        key, loc = line.split(maxsplit=1)
+        lines.append(f"{key} {final_ark}:{loc.rsplit(':', 1)[1]}\n")
+    os.replace(tmp_ark, final_ark)
+    atomic_write_text(out_dir / f"{name}.scp", "".join(lines))
+    tmp_scp.unlink()
+
+
+class AlignmentReadError(ValueError):
+    """An alignment scp/ark that Kaldi's reader rejects; the message names the file and the fix."""
+
+
+def read_int32_vectors(scp: Path) -> dict[str, np.ndarray]:
+    """{key: int32 array} of a Kaldi int32-vector scp; the one reader of int32-vector scp files
+    (``ali.scp``, ``pdf.scp``).
+
+    A missing scp is a FileNotFoundError, a damaged one an `AlignmentReadError`; both name
+    the file and the command that rewrites it.
+    """
+    scp = Path(scp)
+    if not scp.is_file():
+        raise FileNotFoundError(
+            f"{scp} not found: run the alignment step ("
+            "`python -m steps_py.gmm.align`) for this set first"
+        )
+    out: dict[str, np.ndarray] = {}
+    try:
+        with kio.SequentialInt32VectorReader(f"scp:{scp}") as r:
+            for key, vec in r:
+                out[key] = np.asarray(vec, dtype=np.int32)
+    except RuntimeError as e:
+        raise AlignmentReadError(
+            f"cannot read {scp} as Kaldi int32 vectors ({str(e).strip()[:200]}); "
+            "re-run `python -m steps_py.gmm.align` for this set"
+        ) from None
+    return out

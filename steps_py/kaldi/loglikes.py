@@ -38,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument(
-        "--model", type=Path, required=True, help="acoustic model .safetensors (stage 6)"
+        "--model",
+        type=Path,
+        required=True,
+        help="acoustic model .safetensors (final/ of steps_py.parallel.train)",
     )
     ap.add_argument("--data", type=Path, required=True, help="data dir with fbank features")
     ap.add_argument("--out", type=Path, required=True, help="output dir for loglikes.{ark,scp}")

@@ -181,17 +181,21 @@ class KaldiInput:
             raise self.error(f"expected a number, got {w[:40]!r}") from None
 
     # ---- containers
-    def _bracketed_words(self) -> list[bytes]:
-        """Text ``[ a b c ]``: the words between the brackets (the brackets consumed)."""
+    def _bracketed(self) -> bytes:
+        """Text ``[ a b c ]``: the bytes between the brackets (the brackets consumed)."""
         self.skip_ws()
         if self.data[self.pos : self.pos + 1] != b"[":
             raise self.error(f"expected '[', got {self.data[self.pos : self.pos + 20]!r}")
         end = self.data.find(b"]", self.pos)
         if end < 0:
             raise self.error("'[' without a closing ']'")
-        words = self.data[self.pos + 1 : end].split()
+        inner = self.data[self.pos + 1 : end]
         self.pos = end + 1
-        return words
+        return inner
+
+    def _bracketed_words(self) -> list[bytes]:
+        """Text ``[ a b c ]``: the words between the brackets (the brackets consumed)."""
+        return self._bracketed().split()
 
     def read_int_vector(self) -> np.ndarray:
         """``ReadIntegerVector<int32>``."""
@@ -239,15 +243,8 @@ class KaldiInput:
             rows, cols = self.read_int32(), self.read_int32()
             a = self._array("<f4" if tok == "FM" else "<f8", rows * cols)
             return a.reshape(rows, cols).copy()
-        self.skip_ws()
-        if self.data[self.pos : self.pos + 1] != b"[":
-            raise self.error(f"expected '[', got {self.data[self.pos : self.pos + 20]!r}")
-        end = self.data.find(b"]", self.pos)
-        if end < 0:
-            raise self.error("'[' without a closing ']'")
-        lines = [ln.split() for ln in self.data[self.pos + 1 : end].splitlines()]
+        lines = [ln.split() for ln in self._bracketed().splitlines()]
         rows = [ln for ln in lines if ln]
-        self.pos = end + 1
         if not rows:
             return np.zeros((0, 0), dtype=np.float32)
         if len({len(r) for r in rows}) != 1:

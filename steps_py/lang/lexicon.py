@@ -15,8 +15,8 @@ no phone written ``#...``, ``..._B/_E/_I/_S`` or ``<eps>``, every lexicon phone 
 file and line of the first problem of each kind.
 
 `Lexicon.is_pronounceable(word)` is the one answer to "does this word have a
-pronunciation": stage 1 asks it of the corpus's lexicon file (``--lexicon``), stage 2 of
-the dict dir. `add_disambig_symbols` follows ``utils/add_lex_disambig.pl``.
+pronunciation": ``steps_py.data.prepare`` asks it of the corpus's lexicon file (``--lexicon``),
+``steps_py.lang.prepare`` of the dict dir. `add_disambig_symbols` follows ``utils/add_lex_disambig.pl``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Stage 2a: the lang directory from a Kaldi dict dir, as ``utils/prepare_lang.sh``.
+"""The lang directory from a Kaldi dict dir, as ``utils/prepare_lang.sh``.
 
     python -m steps_py.lang.prepare --dict-dir data/local/dict --out data/lang [--oov '<UNK>']
 
@@ -22,6 +22,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import kaldifst
@@ -30,6 +31,7 @@ from steps_py.cli import StepError, step_main
 from steps_py.fileio import atomic_path, atomic_write_text, is_done, mark_done
 from steps_py.lang.align_lexicon import write_align_lexicon
 from steps_py.lang.fst_build import add_disambig_self_loop, make_lexicon_fst, make_topo, write_fst
+from steps_py.lang.lang_dir import LangDir
 from steps_py.lang.lexicon import DictDir, LexiconError, add_disambig_symbols, read_dict_dir
 
 log = logging.getLogger("lang.prepare")
@@ -103,8 +105,7 @@ def prepare_lang(
             f"'{oov} {dd.optional_silence}' to lexicon.txt, or pass --oov WORD"
         )
     out.mkdir(parents=True, exist_ok=True)
-    phones_dir = out / "phones"
-    phones_dir.mkdir(exist_ok=True)
+    (out / "phones").mkdir(exist_ok=True)
     dis_entries, max_k = add_disambig_symbols(lex)
     ndisambig = max_k + 1  # one more for the silence arc of L_disambig, as prepare_lang.sh does
     disambig = [f"#{k}" for k in range(ndisambig + 1)]
@@ -116,38 +117,76 @@ def prepare_lang(
     # words.txt in C-locale (byte) order, as prepare_lang.sh's `sort` under LC_ALL=C
     words = ["<eps>", *sorted(lex.words, key=lambda w: w.encode("utf-8")), "#0", "<s>", "</s>"]
     word_ids = {w: i for i, w in enumerate(words)}
+    ids = _Ids(phone_ids, word_ids)
 
-    atomic_write_text(out / "phones.txt", symbol_table_text(phones))
-    atomic_write_text(out / "words.txt", symbol_table_text(words))
-    atomic_write_text(out / "oov.txt", f"{oov}\n")
-    atomic_write_text(out / "oov.int", f"{word_ids[oov]}\n")
+    _write_tables(out, dd, ids, phones, words, oov, dis_entries, num_sil_states, num_nonsil_states)
+    _write_phones_dir(out / "phones", dd, ids, disambig)
+    L, Ld = _write_lexicon_fsts(out, dd, ids, dis_entries, disambig[-1], sil_prob)
+    return {
+        "words": len(words),
+        "lexicon_entries": len(lex.entries),
+        "phones": len(phones),
+        "nonsilence_phones": len(nonsil),
+        "disambig_symbols": len(disambig),
+        "L_states": L.num_states,
+        "L_disambig_states": Ld.num_states,
+    }
+
+
+@dataclass(frozen=True)
+class _Ids:
+    phones: dict[str, int]
+    words: dict[str, int]
+
+
+def _write_tables(
+    out: Path,
+    dd: DictDir,
+    ids: _Ids,
+    phones: list[str],
+    words: list[str],
+    oov: str,
+    dis_entries: list[tuple[str, tuple[str, ...]]],
+    num_sil_states: int,
+    num_nonsil_states: int,
+) -> None:
+    """phones.txt, words.txt, oov.{txt,int}, topo, lexiconp{,_disambig}.txt."""
+    lex = dd.lexicon
+    atomic_write_text(out / LangDir.PHONES, symbol_table_text(phones))
+    atomic_write_text(out / LangDir.WORDS, symbol_table_text(words))
+    atomic_write_text(out / LangDir.OOV, f"{oov}\n")
+    atomic_write_text(out / LangDir.OOV_INT, f"{ids.words[oov]}\n")
     atomic_write_text(
-        out / "topo",
+        out / LangDir.TOPO,
         make_topo(
-            [phone_ids[p] for p in nonsil],
-            [phone_ids[p] for p in silence],
+            [ids.phones[p] for p in dd.nonsilence],
+            [ids.phones[p] for p in dd.silence],
             num_nonsil_states=num_nonsil_states,
             num_sil_states=num_sil_states,
         ),
     )
-    atomic_write_text(out / "lexiconp.txt", lex.to_text(with_probs=True))
+    atomic_write_text(out / LangDir.LEXICONP, lex.to_text(with_probs=True))
     atomic_write_text(
-        out / "lexiconp_disambig.txt",
+        out / LangDir.LEXICONP_DISAMBIG,
         "".join(
             f"{w} {e.prob:g} {' '.join(p)}\n"
             for (w, p), e in zip(dis_entries, lex.entries, strict=True)
         ),
     )
 
+
+def _write_phones_dir(phones_dir: Path, dd: DictDir, ids: _Ids, disambig: list[str]) -> None:
+    """phones/: the phone sets, the align lexicon, roots, questions, word disambiguation."""
+    phone_ids, silence = ids.phones, dd.silence
     write_phone_set(phones_dir, "silence", silence, phone_ids)
-    write_phone_set(phones_dir, "nonsilence", nonsil, phone_ids)
+    write_phone_set(phones_dir, "nonsilence", dd.nonsilence, phone_ids)
     write_phone_set(phones_dir, "optional_silence", [dd.optional_silence], phone_ids)
     write_align_lexicon(
         phones_dir,
-        [(e.word, e.phones) for e in lex.entries],
+        [(e.word, e.phones) for e in dd.lexicon.entries],
         dd.optional_silence,
         phone_ids,
-        word_ids,
+        ids.words,
     )
     write_phone_set(phones_dir, "disambig", disambig, phone_ids)
     write_phone_set(phones_dir, "context_indep", silence, phone_ids)
@@ -159,29 +198,31 @@ def prepare_lang(
     )
     atomic_write_text(phones_dir / "wdisambig.txt", "#0\n")
     atomic_write_text(phones_dir / "wdisambig_phones.int", f"{phone_ids['#0']}\n")
-    atomic_write_text(phones_dir / "wdisambig_words.int", f"{word_ids['#0']}\n")
+    atomic_write_text(phones_dir / "wdisambig_words.int", f"{ids.words['#0']}\n")
 
-    sil = dd.optional_silence
+
+def _write_lexicon_fsts(
+    out: Path,
+    dd: DictDir,
+    ids: _Ids,
+    dis_entries: list[tuple[str, tuple[str, ...]]],
+    sil_disambig: str,
+    sil_prob: float,
+) -> tuple[kaldifst.StdVectorFst, kaldifst.StdVectorFst]:
+    """L.fst and L_disambig.fst (olabel-sorted), as prepare_lang.sh's make_lexicon_fst.py."""
+    lex, sil = dd.lexicon, dd.optional_silence
     plain = [(e.word, e.phones, e.prob) for e in lex.entries]
-    L = make_lexicon_fst(plain, phone_ids, word_ids, sil_prob=sil_prob, sil_phone=sil)
+    L = make_lexicon_fst(plain, ids.phones, ids.words, sil_prob=sil_prob, sil_phone=sil)
     kaldifst.arcsort(L, sort_type="olabel")
-    write_fst(L, out / "L.fst")
+    write_fst(L, out / LangDir.L)
     with_dis = [(w, p, e.prob) for (w, p), e in zip(dis_entries, lex.entries, strict=True)]
     Ld = make_lexicon_fst(
-        with_dis, phone_ids, word_ids, sil_prob=sil_prob, sil_phone=sil, sil_disambig=disambig[-1]
+        with_dis, ids.phones, ids.words, sil_prob=sil_prob, sil_phone=sil, sil_disambig=sil_disambig
     )
-    add_disambig_self_loop(Ld, phone_ids["#0"], word_ids["#0"])
+    add_disambig_self_loop(Ld, ids.phones["#0"], ids.words["#0"])
     kaldifst.arcsort(Ld, sort_type="olabel")
-    write_fst(Ld, out / "L_disambig.fst")
-    return {
-        "words": len(words),
-        "lexicon_entries": len(lex.entries),
-        "phones": len(phones),
-        "nonsilence_phones": len(nonsil),
-        "disambig_symbols": len(disambig),
-        "L_states": L.num_states,
-        "L_disambig_states": Ld.num_states,
-    }
+    write_fst(Ld, out / LangDir.L_DISAMBIG)
+    return L, Ld
 
 
 def build_parser() -> argparse.ArgumentParser:

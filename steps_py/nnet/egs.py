@@ -65,6 +65,7 @@ import torch
 
 from steps_py.cli import StepError, progress, step_main
 from steps_py.fileio import atomic_path, atomic_write_json, is_done, mark_done
+from steps_py.nnet.egs_dir import EgsDir
 from steps_py.nnet.priors import log_priors_from_counts, save_log_priors
 
 log = logging.getLogger("nnet.egs")
@@ -316,7 +317,7 @@ def find_num_pdfs(ali_dir: Path, alignments: Mapping[str, np.ndarray]) -> int:
             if len(words) != 1 or not words[0].isdigit():
                 raise EgsError(
                     f"{cand}: expected one integer (the number of pdfs), got {' '.join(words)[:40]!r}; "
-                    "re-run the alignment stage or pass --num-pdfs"
+                    "re-run python -m steps_py.gmm.align or pass --num-pdfs"
                 )
             return int(words[0])
     n = 1 + max((int(a.max()) for a in alignments.values() if len(a)), default=-1)
@@ -402,8 +403,8 @@ def write_egs(
                 )
         info["frames"] = st.frames
         (tmp / "skipped.txt").write_text("".join(skipped_lines), encoding="utf-8")
-        save_log_priors(tmp / "priors.npy", log_priors_from_counts(counts, prior_floor))
-        atomic_write_json(tmp / "info.json", info)
+        save_log_priors(tmp / EgsDir.PRIORS, log_priors_from_counts(counts, prior_floor))
+        atomic_write_json(tmp / EgsDir.INFO, info)
         mark_done(tmp, {"frames": st.frames})
     return info
 
@@ -495,7 +496,7 @@ class EgsReader:
             raise EgsError(f"rank {rank} must be in [0, world_size={world_size})")
         if batch_size < 1:
             raise EgsError(f"batch_size must be >= 1, got {batch_size}")
-        self.info = json.loads((self.dir / "info.json").read_text())
+        self.info = EgsDir(self.dir).info()
         sdir = self.dir / split
         if not sdir.is_dir():
             raise EgsError(
@@ -704,7 +705,7 @@ def run(args: argparse.Namespace) -> None:
         args.num_shards,
         args.seed,
     )
-    from steps_py.features.io import FeatureReader  # the stage-3 reader
+    from steps_py.features.io import FeatureReader  # the features reader
 
     kaldi: tuple[dict[str, np.ndarray], int] | None = None
 
@@ -723,17 +724,14 @@ def run(args: argparse.Namespace) -> None:
             alis = {u: kaldi[0][u] for u in reader.utts if u in kaldi[0]}
             report_length_mismatch(list(reader.utts), reader.num_frames, alis, args.ali_dir)
         else:
-            from steps_py.gmm.ali_io import (
-                AlignmentReadError,
-                read_not_aligned,
-                read_pdf_alignments,
-            )
+            from steps_py.gmm.ali_io import AlignmentDir
+            from steps_py.kaldi.int_vector_ark import AlignmentReadError
 
             try:
-                alis = AlignmentMap(read_pdf_alignments(ali_dir))
+                alis = AlignmentMap(AlignmentDir(ali_dir).pdfs())
             except (FileNotFoundError, AlignmentReadError) as e:  # they name the scp and the fix
                 raise EgsError(str(e)) from None
-            alis.not_aligned = frozenset(read_not_aligned(ali_dir))
+            alis.not_aligned = frozenset(AlignmentDir(ali_dir).not_aligned())
         log.info(
             "%s: %d utterances with features, %d alignments", data, len(reader.utts), len(alis)
         )

@@ -2,14 +2,14 @@
 
 Two estimates:
 
-* from alignment counts (``log_priors_from_counts``, written by stage 6 next to the egs);
+* from alignment counts (``log_priors_from_counts``, written by ``python -m steps_py.nnet.egs`` next to the egs);
 * the model's own mean posterior over training frames (``average_log_posteriors``): Kaldi
   nnet3's "adjusted priors" (``nnet3-am-adjust-priors`` after ``compute-average-posterior``
   at the end of ``steps/nnet3/train_dnn.py``). The division then matches what the network
   actually predicts. It matters for averaged models (model averaging, EMA): their
   posteriors are flatter, so pdfs seen a handful of times get mean posteriors far above
   their count priors, and dividing by the count prior boosts them by several nats (README,
-  "Priors", says how to compare the two on a run). Training (stage 7) stores the adjusted
+  "Priors", says how to compare the two on a run). Training (``steps_py.parallel.train``) stores the adjusted
   priors as a model's ``log_priors`` and keeps the count priors beside them (``--priors``).
 
 Usage::

@@ -1,4 +1,4 @@
-"""Stage 6: parallel training engine (one loop; MA/BMUF/DDP sync objects; non-interfering averagers).
+"""The parallel training engine (one loop; MA/BMUF/DDP sync objects; non-interfering averagers).
 
 train.py (the loop), options.py (checked flags, run settings), workers.py (local workers,
 one step), sync.py (MA, BMUF, DDP, none; the interfering-EMA wrapper), group.py

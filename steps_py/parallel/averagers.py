@@ -30,6 +30,7 @@ from collections.abc import Callable
 
 import torch
 
+from steps_py.model_tag import ModelTag, TagKind
 from steps_py.parallel.ema import EmaSet
 
 
@@ -84,7 +85,7 @@ class EmaAverager(Averager):
 class IcefallAverage(Averager):
     """icefall's running uniform average of the model since the start."""
 
-    label = "icefall-avg"
+    label = str(ModelTag(TagKind.ICEFALL))
 
     def __init__(self, period: int) -> None:
         if period < 1:
@@ -134,7 +135,7 @@ class IcefallAverage(Averager):
 class LastModelsCombination(Averager):
     """Kaldi's final combination: the uniform average of the last k synchronized models."""
 
-    label = "kaldi-combine"
+    label = str(ModelTag(TagKind.COMBINE))
 
     def __init__(self, max_models: int, every_steps: int = 1) -> None:
         if max_models < 1:

@@ -1,6 +1,6 @@
 """Where the training loop gets models, examples and optimizers from.
 
-The loop is written against the stage-5/6 API of docs/INTERFACES.md
+The loop is written against the examples and model API of docs/INTERFACES.md
 (`steps_py.nnet.models.build_model`, `steps_py.nnet.egs.EgsReader`,
 `steps_py.nnet.model_io.save_acoustic_model`, `steps_py.nnet.optim.make_optimizer`).
 `NnetBackend` binds those (imported lazily, so `--help` works without them). Tests inject
@@ -10,7 +10,6 @@ calling `steps_py.parallel.train.run(args, backend=...)`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from steps_py.cli import StepError
+from steps_py.nnet.egs_dir import EgsDir
 
 
 class Reader(Protocol):
@@ -52,34 +51,13 @@ class Backend(Protocol):
     ) -> None: ...
 
 
-class EgsMissing(StepError):
-    """The examples dir is not one written by stage 5."""
-
-
-def read_egs_info(egs_dir: Path) -> dict[str, Any]:
-    f = Path(egs_dir) / "info.json"
-    if not f.is_file():
-        raise EgsMissing(
-            f"{f} not found: --egs must be an examples dir written by stage 5 "
-            "(python -m steps_py.nnet.egs ...)"
-        )
-    return json.loads(f.read_text(encoding="utf-8"))
-
-
-def read_log_priors(egs_dir: Path) -> np.ndarray:
-    f = Path(egs_dir) / "priors.npy"
-    if not f.is_file():
-        raise EgsMissing(f"{f} not found: stage 5 writes the log priors next to info.json")
-    return np.load(f, allow_pickle=False)
-
-
 class NnetBackend:
     """The project's models/egs/optimizers from steps_py.nnet."""
 
     name = "nnet"
 
     def egs_info(self, egs_dir: Path) -> dict[str, Any]:
-        return read_egs_info(egs_dir)
+        return EgsDir(egs_dir).info()
 
     def model_config(self, info: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
         cfg: dict[str, Any] = {}
@@ -122,7 +100,7 @@ class NnetBackend:
         return make_optimizer(model, **kwargs)
 
     def log_priors(self, egs_dir: Path) -> np.ndarray:
-        return read_log_priors(egs_dir)
+        return EgsDir(egs_dir).log_priors()
 
     def save_model(
         self,

@@ -32,14 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-
-def _num(x: float) -> str:
-    """1600000 (not 1.6e+06) for integral values, else the shortest form."""
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
-
-
-def _pct(fraction: float) -> str:
-    return f"{_num(round(100.0 * fraction, 6))}pct"
+from steps_py.model_tag import ModelTag
 
 
 @dataclass(frozen=True)
@@ -72,17 +65,19 @@ class EmaSpec:
             raise ValueError(f"EMA start must be a fraction of the run in [0, 1), got {self.start}")
 
     @property
+    def tag(self) -> ModelTag:
+        return ModelTag.ema(
+            decay=self.decay,
+            half_life=self.half_life,
+            half_life_fraction=self.half_life_fraction,
+            warmup=self.warmup,
+            start=self.start,
+            bias_correction=self.bias_correction,
+        )
+
+    @property
     def label(self) -> str:
-        if self.decay is not None:
-            base = f"{self.decay:g}"
-        elif self.half_life is not None:
-            base = f"hl{_num(self.half_life)}"
-        else:
-            base = f"hl{_pct(self.half_life_fraction)}"  # type: ignore[arg-type]
-        label = f"ema-warmup-upto-{base}" if self.warmup else f"ema-{base}"
-        if self.start:
-            label += f"-start{_pct(self.start)}"
-        return label + ("-bc" if self.bias_correction else "")
+        return str(self.tag)
 
     def half_life_frames(self, total_frames: float | None) -> float | None:
         """The half-life in frames (None for a fixed decay); a fraction needs the run's frames."""

@@ -10,7 +10,6 @@ write reconstructed EMAs.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from steps_py.parallel.averagers import Averager, LastModelsCombination
 from steps_py.parallel.backend import Backend, NnetBackend
 from steps_py.parallel.flat import FlatState
 from steps_py.parallel.metrics import IGNORE_LABEL
+from steps_py.parallel.run_dir import RunDir
 
 log = logging.getLogger("train")
 
@@ -52,12 +52,7 @@ class ModelWriter:
     @classmethod
     def for_run(cls, exp: Path, egs: Path, prior_frames: int) -> ModelWriter:
         """A writer for the models of a finished run (its summary.json gives the config)."""
-        from steps_py.cli import StepError
-
-        s = Path(exp) / "summary.json"
-        if not s.is_file():
-            raise StepError(f"{s} not found: {exp} is not a finished training run")
-        summary = json.loads(s.read_text(encoding="utf-8"))
+        summary = RunDir(Path(exp)).summary()
         return cls(
             NnetBackend(),
             summary["model_config"],

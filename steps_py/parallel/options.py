@@ -14,22 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from steps_py.cli import int_at_least
 from steps_py.nnet.optim import add_optimizer_args
 from steps_py.parallel.ema import EmaSpec, ema_specs
 from steps_py.parallel.sync import SYNC_CHOICES
-
-
-def int_at_least(lo: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {text!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {v}")
-        return v
-
-    return parse
 
 
 def positive_float(text: str) -> float:

@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 
 from steps_py.cli import StepError, step_main
 from steps_py.fileio import atomic_path, atomic_write_json
+from steps_py.model_tag import TagKind
 from steps_py.parallel.averagers import Averager
 from steps_py.parallel.ema import EmaSpec
 
@@ -241,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
     writer = ModelWriter.for_run(args.exp_dir, args.egs, args.prior_frames)
     for spec in specs:
         flat, info = reconstruct(args.exp_dir / "posthoc", spec)
-        name = "posthoc-" + spec.label.removeprefix("ema-")
+        name = str(spec.tag.as_kind(TagKind.POSTHOC))
         writer.write(out / f"{name}.safetensors", name, flat)
         log.info(
             "%s: least-squares residual %.2e of weight norm %.3f (%d snapshots)",

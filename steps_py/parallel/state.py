@@ -1,9 +1,9 @@
 """What a training run is at a point in time, and its checkpoint schema (written once, here).
 
-`TrainState` holds the counters and history of the loop. `snapshot(...)` turns the whole
-run (state, sync object, averagers, workers' optimizers, data positions and RNGs) into the
-two kinds of files of `checkpoint.py` (`global.pt` from rank 0, `worker-<r>.pt` per worker),
-and `restore(...)` reads them back into the same objects. The settings a run was started
+`TrainState` holds the counters and history of the loop. `RunParts.state_dict(...)` turns
+the whole run (state, sync object, averagers, workers' optimizers, data positions and RNGs)
+into the two kinds of files of `checkpoint.py` (`global.pt` from rank 0, `worker-<r>.pt` per
+worker), and `RunParts.load_state_dict(...)` reads them back into the same objects. The settings a run was started
 with (`settings`: everything that changes the maths) are stored too, and a resume with
 other settings is refused unless asked for (`--resume-any-settings`).
 """
@@ -51,60 +51,74 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def snapshot(
-    state: TrainState,
-    wall: float,
-    settings: dict[str, Any],
-    shapes: dict[str, Any],
-    sync: Sync,
-    averagers: dict[str, Averager],
-    workers: list[Worker],
-    timer: TimeSplit,
-    world_size: int,
-) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
-    """(global state for rank 0, {rank: worker state}) of the run now."""
-    counters = asdict(state)
-    counters["history"] = json.dumps(counters["history"])
-    counters["wall_before"] = wall
-    gstate = {
-        "version": VERSION,
-        "world_size": world_size,
-        "state": counters,
-        "settings": json.dumps(settings, sort_keys=True),
-        "shapes": json.dumps(shapes),
-        "sync": sync.state_dict(),
-        "averagers": {k: a.state_dict() for k, a in averagers.items()},
-        "time": timer.as_dict(),
-    }
-    wstates = {w.rank: w.state_dict() for w in workers}
-    return gstate, wstates
+@dataclass
+class RunParts:
+    """The parts of a run a checkpoint holds: the loop's counters, the settings and parameter
+    shapes it was started with, the sync object, the averagers, this process's workers and
+    the time split; `state_dict` / `load_state_dict` write and read the checkpoint schema."""
 
+    state: TrainState
+    settings: dict[str, Any]
+    shapes: dict[str, Any]
+    sync: Sync
+    averagers: dict[str, Averager]
+    workers: list[Worker]
+    timer: TimeSplit
+    world_size: int
 
-def settings_diff(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    keys = sorted(set(saved) | set(now))
-    return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in keys if saved.get(k) != now.get(k)]
+    def state_dict(self, wall: float) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
+        """(global state for rank 0, {rank: worker state}) of the run now."""
+        counters = asdict(self.state)
+        counters["history"] = json.dumps(counters["history"])
+        counters["wall_before"] = wall
+        gstate = {
+            "version": VERSION,
+            "world_size": self.world_size,
+            "state": counters,
+            "settings": json.dumps(self.settings, sort_keys=True),
+            "shapes": json.dumps(self.shapes),
+            "sync": self.sync.state_dict(),
+            "averagers": {k: a.state_dict() for k, a in self.averagers.items()},
+            "time": self.timer.as_dict(),
+        }
+        wstates = {w.rank: w.state_dict() for w in self.workers}
+        return gstate, wstates
 
+    def load_state_dict(self, ck: Path, device: torch.device, any_settings: bool = False) -> None:
+        """Load checkpoint `ck` into the run's objects.
 
-def restore(
-    ck: Path,
-    state: TrainState,
-    settings: dict[str, Any],
-    shapes: dict[str, Any],
-    sync: Sync,
-    averagers: dict[str, Averager],
-    workers: list[Worker],
-    timer: TimeSplit,
-    world_size: int,
-    device: torch.device,
-    any_settings: bool = False,
-) -> None:
-    """Load checkpoint `ck` into the run's objects.
+        Raises `DamagedCheckpoint` when a file of it cannot be read (the caller tries an older
+        one) and `ResumeError` when it cannot continue this run (other model, workers,
+        settings).
+        """
+        try:
+            g = load_global(ck, device)
+            self._check(ck, g, any_settings)
+            self.sync.load_state_dict(g["sync"])
+            for name, a in self.averagers.items():
+                if name not in g["averagers"]:
+                    raise ResumeError(
+                        f"checkpoint {ck} has no state for the {name} averager; "
+                        "resume with the same averager options"
+                    )
+                a.load_state_dict(g["averagers"][name])
+            for w in self.workers:
+                w.flat.set(self.sync.start_flat)
+                w.load_state_dict(load_worker(ck, w.rank, "cpu"))  # RNG states stay on the CPU
+        except DamagedCheckpoint:
+            raise
+        except (CheckpointError, ValueError, KeyError) as e:
+            raise ResumeError(f"cannot resume from {ck}: {e}") from None
+        counters = dict(g["state"])
+        counters["history"] = json.loads(counters["history"])
+        for k, v in counters.items():
+            setattr(self.state, k, type(getattr(self.state, k))(v) if k != "history" else v)
+        for k, v in g["time"].items():
+            self.timer.seconds[k] = float(v)
 
-    Raises `DamagedCheckpoint` when a file of it cannot be read (the caller tries an older
-    one) and `ResumeError` when it cannot continue this run (other model, workers, settings).
-    """
-    try:
-        g = load_global(ck, device)
+    def _check(self, ck: Path, g: dict[str, Any], any_settings: bool) -> None:
+        """The checkpoint's format, model, workers and settings are this run's."""
+        shapes = self.shapes
         if int(g.get("version", 1)) != VERSION:
             raise ResumeError(
                 f"checkpoint {ck} has format version {g.get('version', 1)}, this "
@@ -123,39 +137,23 @@ def restore(
                 f"{[saved_shapes.get(k) for k in diff[:3]]} vs {[shapes.get(k) for k in diff[:3]]}"
                 "); use the same egs and model config, a new --exp-dir, or --force"
             )
-        if int(g["world_size"]) != world_size:
+        if int(g["world_size"]) != self.world_size:
             raise ResumeError(
                 f"checkpoint {ck} has {g['world_size']} workers, this run "
-                f"{world_size}; resume with the same number of workers"
+                f"{self.world_size}; resume with the same number of workers"
             )
-        diff = settings_diff(json.loads(g["settings"]), settings)
+        diff = settings_diff(json.loads(g["settings"]), self.settings)
         if diff and not any_settings:
             raise ResumeError(
                 f"checkpoint {ck} was made with other settings ({'; '.join(diff)}); "
                 "rerun with the same options, or --force to start over, or "
                 "--resume-any-settings to continue anyway"
             )
-        sync.load_state_dict(g["sync"])
-        for name, a in averagers.items():
-            if name not in g["averagers"]:
-                raise ResumeError(
-                    f"checkpoint {ck} has no state for the {name} averager; "
-                    "resume with the same averager options"
-                )
-            a.load_state_dict(g["averagers"][name])
-        for w in workers:
-            w.flat.set(sync.start_flat)
-            w.load_state_dict(load_worker(ck, w.rank, "cpu"))  # RNG states stay on the CPU
-    except DamagedCheckpoint:
-        raise
-    except (CheckpointError, ValueError, KeyError) as e:
-        raise ResumeError(f"cannot resume from {ck}: {e}") from None
-    counters = dict(g["state"])
-    counters["history"] = json.loads(counters["history"])
-    for k, v in counters.items():
-        setattr(state, k, type(getattr(state, k))(v) if k != "history" else v)
-    for k, v in g["time"].items():
-        timer.seconds[k] = float(v)
+
+
+def settings_diff(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    keys = sorted(set(saved) | set(now))
+    return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in keys if saved.get(k) != now.get(k)]
 
 
 def resume_newest(

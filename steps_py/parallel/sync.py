@@ -32,6 +32,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import nn
 
+from steps_py.model_tag import TagKind
 from steps_py.parallel.ema import EmaSet
 from steps_py.parallel.flat import FlatState
 from steps_py.parallel.group import Group
@@ -238,7 +239,7 @@ class InterferingEma(Sync):
 
     @property
     def label(self) -> str:
-        return self.emas.labels[0].replace("ema-", "ema-interfering-", 1)
+        return str(self.emas.specs[0].tag.as_kind(TagKind.INTERFERING))
 
     def init(self, start: torch.Tensor) -> None:
         self.inner.init(start)

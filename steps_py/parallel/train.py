@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
-import json
 import logging
 import os
 import shutil
@@ -60,7 +59,8 @@ from steps_py.parallel.group import Group, choose_device, init_group, launched_b
 from steps_py.parallel.metrics import MetricsLog, TimeSplit, evaluate
 from steps_py.parallel.options import build_parser as _build_parser
 from steps_py.parallel.options import parse_args, settings
-from steps_py.parallel.state import TrainState, restore, resume_newest, snapshot
+from steps_py.parallel.run_dir import RunDir
+from steps_py.parallel.state import RunParts, TrainState, resume_newest
 from steps_py.parallel.sync import InterferingEma, Sync, make_sync
 from steps_py.parallel.workers import DivergedError, build_workers, check_model_dims
 
@@ -389,19 +389,22 @@ class Trainer:
             row[f"dev_ce_{name}"], row[f"dev_acc_{name}"] = m["ce"], m["acc"]
         self.mlog.row(row)
 
+    def run_parts(self) -> RunParts:
+        """What a checkpoint of this run holds (the trainer's own objects, not copies)."""
+        return RunParts(
+            self.state,
+            self.settings,
+            self.shapes,
+            self.sync,
+            self.averagers,
+            self.workers,
+            self.timer,
+            self.group.world_size,
+        )
+
     def checkpoint(self, t0: float) -> None:
         with self.timer.measure("checkpoint"):
-            gstate, wstates = snapshot(
-                self.state,
-                time.perf_counter() - t0,
-                self.settings,
-                self.shapes,
-                self.sync,
-                self.averagers,
-                self.workers,
-                self.timer,
-                self.group.world_size,
-            )
+            gstate, wstates = self.run_parts().state_dict(time.perf_counter() - t0)
             self.last_ckpt = ckpt.save_checkpoint(
                 self.exp, self.state.block, self.group, gstate, wstates, self.args.keep_checkpoints
             )
@@ -418,18 +421,8 @@ class Trainer:
             self.exp,
             self.args.resume,
             self.group,
-            lambda ck: restore(
-                ck,
-                self.state,
-                self.settings,
-                self.shapes,
-                self.sync,
-                self.averagers,
-                self.workers,
-                self.timer,
-                self.group.world_size,
-                self.device,
-                self.args.resume_any_settings,
+            lambda ck: self.run_parts().load_state_dict(
+                ck, self.device, self.args.resume_any_settings
             ),
         )
 
@@ -437,7 +430,7 @@ class Trainer:
         if not self.group.is_main:
             return {}
         a, t, st = self.args, self.timer.as_dict(), self.state
-        final = self.exp / "final"
+        final = RunDir(self.exp).final
         assert self.sync.global_flat is not None
         comb = self.averagers.get("combine")
         if isinstance(comb, LastModelsCombination):
@@ -466,7 +459,7 @@ class Trainer:
             "optimizer": a.optimizer,
             "lr_times_workers": a.lr_times_workers,
             "ddp_impl": a.ddp_impl if self.sync.name == "ddp" else None,
-            "ema_decays": [s.label.removeprefix("ema-") for s in a.ema_specs],
+            "ema_decays": [s.tag.profile for s in a.ema_specs],
             "ema_alphas": [  # full block, after any warm-up
                 s.alpha(10**9, self.frames_per_block, self.total_frames) for s in a.ema_specs
             ],
@@ -484,8 +477,8 @@ class Trainer:
             "time_split_s": t,
             "time_share": {k: v / max(wall, 1e-9) for k, v in t.items()},
         }
-        atomic_write_json(self.exp / "summary.json", summary)
-        mark_done(final, {"summary": "summary.json"})
+        atomic_write_json(RunDir(self.exp).summary_path, summary)
+        mark_done(final, {"summary": RunDir.SUMMARY})
         log.info(
             "done: %s (%.1f s, %.0f frames/s; comm %.2f %%, averagers %.3f %% of wall time)",
             final,
@@ -516,7 +509,7 @@ def prepare_exp_dir(args: argparse.Namespace, group: Group) -> bool:
         setup_logging("train", exp / "log" / "train.log")
     else:
         setup_logging(f"train r{group.rank}", None, level=logging.WARNING)
-    if is_done(exp / "final") and not args.force:
+    if RunDir(exp).is_finished() and not args.force:
         log.info("%s is done (final/.done exists); skipping, use --force to retrain", exp)
         return False
     restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
@@ -564,8 +557,8 @@ def run(
             or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         )
         if not prepare_exp_dir(args, group):
-            s = args.exp_dir / "summary.json"
-            return json.loads(s.read_text()) if s.is_file() else {}
+            rd = RunDir(args.exp_dir)
+            return rd.summary() if rd.summary_path.is_file() else {}
         trainer = Trainer(args, backend or NnetBackend(), group, device, hooks or Hooks())
         trainer.start()
         log.info(

@@ -46,11 +46,14 @@ from typing import Any
 import numpy as np
 
 from steps_py.cli import describe_os_error
+from steps_py.decode.artifact import DecodeDir, DecodeScore
 from steps_py.fileio import atomic_write_json, atomic_write_text
 from steps_py.log import setup_logging
+from steps_py.model_tag import is_ema
+from steps_py.parallel.run_dir import RunDir, RunDirError
 from steps_py.score import tb_hparams
-from steps_py.score.bootstrap import RelChangeCI, paired_bootstrap_rel_change
-from steps_py.score.cer import CerResult, ScoreError, score_files
+from steps_py.score.bootstrap import RelChangeCI, mean_std, paired_bootstrap_rel_change
+from steps_py.score.cer import CerResult, ScoreError
 
 log = logging.getLogger("scoreboard")
 
@@ -58,41 +61,6 @@ RUN_RE = re.compile(
     r"^(?P<base>(?P<model>[A-Za-z0-9]+)_(?P<sync>[A-Za-z0-9-]+)_n(?P<workers>\d+))"
     r"(?:_seed(?P<seed>\d+))?$"
 )
-DECODE_RE = re.compile(r"^decode(?:_(?P<tag>.+?))?_(?P<set>[^_]+)$")
-_CER_LINE = re.compile(r"%[A-Z]+\s+([0-9.]+)\s+\[\s*(\d+)\s*/\s*(\d+)")
-
-
-@dataclass
-class DecodeScore:
-    """CER of one decode dir; `result` (per-utterance details) when ref/hyp texts exist."""
-
-    cer: float
-    result: CerResult | None
-    summary: dict[str, Any] = field(default_factory=dict)  # the decode dir's summary.json
-
-    @property
-    def oracle(self) -> float | None:
-        v = self.summary.get("oracle_cer")
-        return float(v) if isinstance(v, (int, float)) else None
-
-    @property
-    def density(self) -> float | None:
-        v = self.summary.get("lattice_density")
-        return float(v) if isinstance(v, (int, float)) else None
-
-    @property
-    def rtf(self) -> float | None:
-        v = (self.summary.get("timing") or {}).get("rtf_per_core")
-        return float(v) if isinstance(v, (int, float)) else None
-
-    @property
-    def chosen(self) -> str | None:
-        lw, p = self.summary.get("lm_weight"), self.summary.get("word_ins_penalty")
-        return (
-            f"{lw:g}/{p:g}"
-            if isinstance(lw, (int, float)) and isinstance(p, (int, float))
-            else None
-        )
 
 
 @dataclass
@@ -176,19 +144,9 @@ class SystemRow:
         return d
 
 
-def mean_std(xs: list[float]) -> tuple[float | None, float | None]:
-    if not xs:
-        return None, None
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
-
-
 def default_model(name: str) -> str:
     """Model column for an exp dir without summary.json: 'gmm' for mono*/tri*, else '?'."""
     return "gmm" if re.match(r"^(mono|tri)", name) else "?"
-
-
-def is_ema(tag: str) -> bool:
-    return tag.startswith("ema")
 
 
 def tag_decay(tag: str, summary: dict[str, Any] | None = None) -> float | None:
@@ -196,7 +154,7 @@ def tag_decay(tag: str, summary: dict[str, Any] | None = None) -> float | None:
     derived (summary's ema_decays labels / ema_alphas); None for other tags."""
     if not is_ema(tag):
         return None
-    label = re.sub(r"^ema[-_]?", "", tag)
+    label = tag.removeprefix("ema-")
     if summary:
         labels, alphas = summary.get("ema_decays") or [], summary.get("ema_alphas") or []
         if len(labels) == len(alphas):
@@ -222,21 +180,20 @@ def discover(exp: Path, runs_glob: str, sets: tuple[str, str]) -> list[Run]:
     if not exp.is_dir():
         raise ScoreError(f"{exp}: no such directory; give the recipe's exp dir with --exp")
     for d in sorted(p for p in exp.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        summary_path = d / "summary.json"
         summary = None
-        if summary_path.is_file():
+        if RunDir(d).summary_path.is_file():
             if not d.match(runs_glob):
                 continue
             try:
-                summary = json.loads(summary_path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as e:
-                log.warning("skipping %s: unreadable summary.json (%s)", d, e)
+                summary = RunDir(d).summary()
+            except RunDirError as e:
+                log.warning("skipping %s: %s", d, e)
                 continue
         decodes = {}
         for dd in sorted(d.iterdir()):
-            m = DECODE_RE.match(dd.name)
-            if dd.is_dir() and m and m.group("set") in sets:
-                decodes[(m.group("tag") or "", m.group("set"))] = dd
+            name = DecodeDir.parse_name(dd.name)
+            if dd.is_dir() and name and name[1] in sets:
+                decodes[name] = dd
         if not decodes:
             continue
         m = RUN_RE.match(d.name)
@@ -259,14 +216,9 @@ def input_files(runs: list[Run]) -> list[Path]:
     files = []
     for r in runs:
         if r.summary is not None:
-            files.append(r.path / "summary.json")
+            files.append(RunDir(r.path).summary_path)
         for dd in r.decodes.values():
-            files.extend(
-                p
-                for p in (dd / "ref.txt", dd / "hyp.txt", dd / "cer", dd / "summary.json")
-                if p.is_file()
-            )
-            files.extend(sorted(dd.glob("cer_*")))
+            files.extend(DecodeDir(dd).scored_files())
     return sorted(files)
 
 
@@ -276,30 +228,6 @@ def fingerprint(files: list[Path], args_key: str) -> str:
         st = f.stat()
         h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
-
-
-def _summary(dd: Path) -> dict[str, Any]:
-    try:
-        obj = json.loads((dd / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    return obj if isinstance(obj, dict) else {}
-
-
-def score_decode_dir(dd: Path) -> DecodeScore | None:
-    """CER of a decode dir from ref.txt/hyp.txt, else from its `cer` line; None if neither."""
-    if (dd / "ref.txt").is_file() and (dd / "hyp.txt").is_file():
-        try:
-            res = score_files(dd / "ref.txt", dd / "hyp.txt", empty_ref="skip")
-            return DecodeScore(res.cer, res, _summary(dd))
-        except ScoreError as e:
-            log.warning("%s: cannot rescore (%s); trying its cer file", dd, e)
-    if (dd / "cer").is_file():
-        m = _CER_LINE.search((dd / "cer").read_text(encoding="utf-8"))
-        if m:
-            return DecodeScore(float(m.group(1)), None, _summary(dd))
-    log.warning("%s: no ref.txt/hyp.txt or cer line; left out", dd)
-    return None
 
 
 def _num(summary: dict[str, Any] | None, key: str) -> Any:
@@ -331,7 +259,7 @@ def score_runs(runs: list[Run]) -> Scores:
     scores: Scores = {}
     for r in runs:
         for (tag, s), dd in r.decodes.items():
-            sc = score_decode_dir(dd)
+            sc = DecodeDir(dd).score()
             if sc is not None:
                 scores[(r.path, tag, s)] = sc
     return scores
@@ -540,39 +468,12 @@ def markdown_table(rows: list[SystemRow], sets: tuple[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_KALDI_WER = re.compile(r"%WER\s+([0-9.]+)\s")
-
-
-def best_kaldi_line(dd: Path) -> str | None:
-    """``grep WER dd/cer_* | utils/best_wer.sh`` for one decode dir: the lowest %WER line of its
-    ``cer_<lmwt>_<wip>`` files (the first in file order on ties) with the file's name after it."""
-    best: tuple[float, str] | None = None
-    for f in sorted(dd.glob("cer_*"), key=_cer_file_order):
-        for line in f.read_text(encoding="utf-8").splitlines():
-            m = _KALDI_WER.match(line)
-            if m and (best is None or float(m.group(1)) < best[0]):
-                best = (float(m.group(1)), f"{line} {f}")
-    return None if best is None else best[1]
-
-
-def _cer_file_order(f: Path) -> tuple[float, float, str]:
-    parts = f.name.split("_")
-    try:
-        return (
-            float(parts[2]),
-            float(parts[1]),
-            f.name,
-        )  # penalty, then LM weight, as score.sh loops
-    except (IndexError, ValueError):
-        return math.inf, math.inf, f.name
-
-
 def results_text(runs: list[Run], exp: Path) -> str:
     """A Kaldi-style RESULTS file: the best_wer.sh line of every decode dir, by path."""
     lines = []
     for r in runs:
         for dd in sorted(r.decodes.values()):
-            line = best_kaldi_line(dd)
+            line = DecodeDir(dd).best_kaldi_line()
             if line is not None:
                 lines.append(
                     line.replace(f"{exp.parent}/", "") if str(exp.parent) not in ("", ".") else line

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from steps_py.cli import StepError
+from steps_py.decode.artifact import DecodeDir
 from steps_py.fileio import atomic_write_json, is_done
-from steps_py.score.scoreboard import score_decode_dir
+from steps_py.parallel.run_dir import RunDir
 
 SUMMARY_KEYS = (
     "model",
@@ -41,7 +42,7 @@ def decode_entry(decode_dir: Path) -> dict[str, Any] | None:
     """CER and per-utterance errors of a finished decode dir (None when not done)."""
     if not is_done(decode_dir):
         return None
-    score = score_decode_dir(decode_dir)
+    score = DecodeDir(decode_dir).score()
     if score is None or score.result is None:
         return None
     utts = sorted(score.result.utts)
@@ -51,9 +52,8 @@ def decode_entry(decode_dir: Path) -> dict[str, Any] | None:
         "errors": [score.result.utts[u].errors for u in utts],
         "ref_len": [len(score.result.utts[u].ref) for u in utts],
     }
-    s = decode_dir / "summary.json"
-    if s.is_file():
-        info = json.loads(s.read_text(encoding="utf-8"))
+    info = DecodeDir(decode_dir).summary(missing_ok=True)
+    if info:
         for k in ("best_lmwt", "best_wip", "oracle_cer", "rtf_per_core"):
             if k in info:
                 entry[k] = info[k]
@@ -67,7 +67,7 @@ def make_record(
 ) -> dict[str, Any]:
     """The record of a finished run: `tags` are its final models, `epoch_tags` the
     epoch-end models it decoded (`epoch<E>-<model>`)."""
-    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    summary = RunDir(run_dir).summary()
     models: dict[str, dict[str, Any]] = {}
     for tag in [*tags, *epoch_tags]:
         for split in ("dev", "test"):

@@ -35,7 +35,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -44,8 +43,11 @@ from collections import defaultdict
 from pathlib import Path
 
 from steps_py.cli import StepError, step_main
+from steps_py.decode.artifact import DecodeDir
 from steps_py.fileio import atomic_write_json, atomic_write_text, is_done
+from steps_py.model_tag import ModelTag, TagKind, format_number, is_ema
 from steps_py.parallel.errors import DivergenceError
+from steps_py.parallel.run_dir import RunDir
 from steps_py.study.plan import Plan, RunSpec, load_plan
 from steps_py.study.record import (
     diverged_record,
@@ -58,15 +60,9 @@ from steps_py.study.record import (
 
 log = logging.getLogger("study")
 
-NON_EMA_PREFIXES = ("global", "icefall", "kaldi-combine", "ema-interfering")
-
 
 class StudyError(StepError):
     """A step of the study failed; the message names the run and its log."""
-
-
-def is_tracked_ema(tag: str) -> bool:
-    return tag.startswith("ema-") and not tag.startswith("ema-interfering")
 
 
 class Study:
@@ -98,9 +94,9 @@ class Study:
     def update_record(self, run: RunSpec) -> None:
         """Merge what the run dir now holds into the run's record (never drops an entry)."""
         d = self.run_dir(run)
-        if not is_done(d / "final"):
+        if not RunDir(d).is_finished():
             return
-        epoch_tags = sorted(p.name[7:-4] for p in d.glob("decode_epoch*_dev"))
+        epoch_tags = sorted(DecodeDir.parse_name(p.name)[0] for p in d.glob("decode_epoch*_dev"))  # type: ignore[index]
         new = make_record(d, self.models(run) + self.models(run, posthoc=True), epoch_tags)
         old = self.record(run)
         if old is not None:
@@ -111,13 +107,12 @@ class Study:
 
     def models(self, run: RunSpec, posthoc: bool = False) -> list[str]:
         """Tags of the run's final models (`posthoc-*` only when asked), from its dir or record."""
-        final = self.run_dir(run) / "final"
-        if is_done(final):
-            tags = sorted(p.stem for p in final.glob("*.safetensors"))
-        else:
-            rec = self.record(run)
-            tags = sorted(rec["final_models"]) if rec else []
-        return [t for t in tags if t.startswith("posthoc-") == posthoc]
+        rd = RunDir(self.run_dir(run))
+        if rd.is_finished():
+            return rd.model_tags(posthoc)
+        rec = self.record(run)
+        tags = sorted(rec["final_models"]) if rec else []
+        return [t for t in tags if (ModelTag.parse(t).kind == TagKind.POSTHOC) == posthoc]
 
     def lr_scale(self, run: RunSpec) -> float:
         """The pilot's factor of a pilot run; for a plan run, the one its pilot chose on dev."""
@@ -144,10 +139,7 @@ class Study:
 
     def model_path(self, run: RunSpec, tag: str) -> Path:
         """`final/<tag>.safetensors`, or `epoch<E>/<model>.safetensors` for `epoch<E>-<model>`."""
-        head, _, rest = tag.partition("-")
-        if head.startswith("epoch") and head[5:].isdigit() and rest:
-            return self.run_dir(run) / head / f"{rest}.safetensors"
-        return self.run_dir(run) / "final" / f"{tag}.safetensors"
+        return RunDir(self.run_dir(run)).model_path(ModelTag.parse(tag))
 
     # ----------------------------------------------------------------- steps
     def train(self, run: RunSpec) -> bool:
@@ -162,7 +154,7 @@ class Study:
 
     def _train(self, run: RunSpec) -> bool:
         d = self.run_dir(run)
-        if is_done(d / "final"):
+        if RunDir(d).is_finished():
             return True
         if is_diverged(self.record(run)):
             return False
@@ -236,7 +228,7 @@ class Study:
             *self.plan.decode_opts,
         ]
         if split == "dev":
-            argv += ["--lm-weights", _hl(lmwt)]  # type: ignore[arg-type]
+            argv += ["--lm-weights", format_number(lmwt)]  # type: ignore[arg-type]
         else:
             argv += ["--lm-weight-from", *[str(d / f"decode_{t}_dev") for t in todo]]
         self._call(argv, d / "log" / f"study_decode_{split}.out", f"{run.name} {split} decode")
@@ -264,7 +256,7 @@ class Study:
                     "-m",
                     "steps_py.decode.nnet",
                     "--model",
-                    str(d / "final" / "global.safetensors"),
+                    str(RunDir(d).model_path(ModelTag(TagKind.GLOBAL))),
                     "--graph",
                     str(self.wd / self.plan.graph),
                     "--data",
@@ -278,8 +270,8 @@ class Study:
                     self.plan.calibrate_lm_weights,
                 ]
                 self._call(argv, d / "log" / "study_decode_calibrate.out", f"{run.name} LM weight")
-            summary = json.loads((out / "summary.json").read_text())
-            cer_lines = {p.name: p.read_text().split()[1] for p in out.glob("cer_*")}
+            summary = DecodeDir(out).summary()
+            cer_lines = DecodeDir(out).cer_by_file()
             with self.lock:
                 known = json.loads(path.read_text()) if path.is_file() else {}
                 known[model] = {
@@ -336,7 +328,7 @@ class Study:
             runs = [r for r in all_runs if not is_diverged(self.record(r))]
             if not runs:
                 continue
-            tags = [t for t in self.models(runs[0]) if is_tracked_ema(t)]
+            tags = [t for t in self.models(runs[0]) if is_ema(t)]
             if self.plan.global_candidate:
                 tags = ["global", *tags]  # half-life 0
             score = self.dev_ce if by_ce else self.dev_cer
@@ -398,10 +390,10 @@ class Study:
             return
         tags = self.models(run)
         by_ce = self.plan.choice_by == "dev_ce"  # then EMAs are decoded once chosen
-        self.decode(run, [t for t in tags if not (by_ce and is_tracked_ema(t))], "dev")
+        self.decode(run, [t for t in tags if not (by_ce and is_ema(t))], "dev")
         self.decode(
             run,
-            [t for t in tags if self.plan.test_models == "all" or t.startswith(NON_EMA_PREFIXES)],
+            [t for t in tags if self.plan.test_models == "all" or not is_ema(t)],
             "test",
         )
         with self.lock:
@@ -424,10 +416,10 @@ class Study:
     def decode_epochs(self, run: RunSpec, models: list[str]) -> None:
         """Dev decodes of the epoch-end models (`epoch<E>/`, from --save-epoch-models)."""
         d = self.run_dir(run)
-        epochs = sorted(int(p.name[5:]) for p in d.glob("epoch[0-9]*") if is_done(p))
-        if not epochs and self.record(run) and not is_done(d / "final"):
+        epochs = RunDir(d).epochs()
+        if not epochs and self.record(run) and not RunDir(d).is_finished():
             return  # a later session without the run dir: its record has what was decoded
-        tags = [f"epoch{e}-{m}" for e in epochs for m in dict.fromkeys(models)]
+        tags = [str(ModelTag.parse(m).at_epoch(e)) for e in epochs for m in dict.fromkeys(models)]
         todo = [t for t in tags if not self.has(run, t, "dev")]
         if todo:
             self.decode(run, todo, "dev")
@@ -441,19 +433,20 @@ class Study:
             and self.models(run, posthoc=True)
             and all(self.has(run, t, "dev") for t in self.models(run, posthoc=True))
         ):
-            if not compared.is_file() and is_done(self.run_dir(run) / "final"):
+            if not compared.is_file() and RunDir(self.run_dir(run)).is_finished():
                 compare_posthoc(self.run_dir(run) / "final", compared)
             return
         self.train(run)
         d = self.run_dir(run)
+        tags = [ModelTag.parse(t) for t in self.models(run)]
         tracked = [  # EMAs with a half-life in frames (not fractions, starts, corrections)
-            float(t.removeprefix("ema-hl"))
-            for t in self.models(run)
-            if re.fullmatch(r"ema-hl[0-9.]+", t)
+            t.half_life for t in tags if t.is_ema and t.is_plain_half_life
         ]
         wanted = sorted(set(self.plan.posthoc_half_lives) | set(tracked))
         todo = [
-            h for h in wanted if not (d / "final" / f"posthoc-hl{_hl(h)}.safetensors").is_file()
+            h
+            for h in wanted
+            if not RunDir(d).model_path(ModelTag(TagKind.POSTHOC, half_life=h)).is_file()
         ]
         if todo:
             argv = [
@@ -465,7 +458,7 @@ class Study:
                 "--egs",
                 str(self.wd / self.plan.egs[run.model]),
                 "--half-life-frames",
-                ",".join(_hl(h) for h in todo),
+                ",".join(format_number(h) for h in todo),
             ]
             self._call(argv, d / "log" / "study_posthoc.out", f"{run.name} post-hoc")
         self.decode(run, self.models(run, posthoc=True), "dev")
@@ -522,10 +515,6 @@ def compare_posthoc(final: Path, out: Path) -> dict[str, dict[str, float]]:
     return rows
 
 
-def _hl(h: float) -> str:
-    return str(int(h)) if float(h).is_integer() else f"{h:g}"
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m steps_py.study.run",
@@ -542,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workdir",
         type=Path,
         default=Path("study_work"),
-        help="where run.sh stages 0-4 and 6 of the study corpus wrote corpus/ data/ exp/ "
+        help="where run.sh prepared the study corpus (corpus/ data/ exp/: features, GMM, examples) "
         "(default %(default)s)",
     )
     p.add_argument(
@@ -587,7 +576,7 @@ def run(args: argparse.Namespace) -> int:
             if not (study.wd / key).exists():
                 raise StudyError(
                     f"{study.wd / key} does not exist: prepare the study corpus first "
-                    "(local/run_study.sh runs ./run.sh stages 0-4 and 6 for it)"
+                    "(local/run_study.sh runs ./run.sh up to the examples for it)"
                 )
     t0 = time.time()
     if not args.table_only:

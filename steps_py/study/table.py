@@ -21,13 +21,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from steps_py.fileio import atomic_write_json, atomic_write_text
-from steps_py.score.bootstrap import paired_bootstrap_rel_change
+from steps_py.model_tag import ModelTag, TagKind
+from steps_py.score.bootstrap import mean_std, paired_bootstrap_rel_change
 from steps_py.score.readme import ALL_ROWS  # README's copy of table.md stops there
 from steps_py.study.record import is_diverged, paired, paired_across
 
@@ -40,17 +40,11 @@ AVERAGERS = ("global", "ema", "icefall-avg", "kaldi-combine", "ema-interfering")
 RESAMPLES, BOOT_SEED = 1000, 0
 
 
-def mean_std(xs: list[float]) -> tuple[float | None, float | None]:
-    if not xs:
-        return None, None
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
-
-
 def _tag_for(averager: str, tags: list[str], chosen: str | None) -> str | None:
     if averager == "ema":
         return chosen
     if averager == "ema-interfering":
-        return next((t for t in tags if t.startswith("ema-interfering")), None)
+        return next((t for t in tags if ModelTag.parse(t).kind == TagKind.INTERFERING), None)
     return averager if averager in tags else None
 
 
@@ -516,16 +510,18 @@ def plot_dev_ce_vs_frames(study: Study, path: Path) -> None:
     plt.close(fig)
 
 
-def half_life_curve(study: Study, run: Any, prefix: str) -> list[tuple[float, float]]:
-    """(half-life, dev CER) of a run's decoded models whose tag starts with `prefix` + 'hl'."""
+def half_life_curve(study: Study, run: Any, kind: TagKind) -> list[tuple[float, float]]:
+    """(half-life, dev CER) of a run's decoded models of `kind` (EMA or post-hoc) given by a
+    half-life in frames alone."""
     pts = []
     rec = study.record(run) or {"models": {}}
     for t in rec["models"]:
-        if t.startswith(prefix + "hl") and not t.endswith("-warmup"):
+        tag = ModelTag.parse(t)
+        if tag.kind == kind and tag.epoch is None and tag.is_plain_half_life:
             cer = study.dev_cer(run, t)
             if cer is not None:
-                pts.append((float(t.removeprefix(prefix + "hl")), cer))
-    return sorted(pts)
+                pts.append((tag.half_life, cer))
+    return sorted(pts)  # type: ignore[arg-type]
 
 
 def plot_cer_vs_half_life(study: Study, path: Path) -> None:
@@ -536,8 +532,8 @@ def plot_cer_vs_half_life(study: Study, path: Path) -> None:
         return
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in runs:
-        rec = half_life_curve(study, r, "posthoc-")
-        tr = half_life_curve(study, r, "ema-")
+        rec = half_life_curve(study, r, TagKind.POSTHOC)
+        tr = half_life_curve(study, r, TagKind.EMA)
         line = ax.plot([p[0] for p in rec], [p[1] for p in rec], label=f"{r.config} post-hoc")
         ax.scatter(
             [p[0] for p in tr],
