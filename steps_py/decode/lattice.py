@@ -37,6 +37,11 @@ from os.path import commonprefix
 
 import numpy as np
 
+try:  # the compiled loops of determinization; without numba the Python ones run
+    from steps_py.decode import lattice_jit as _jit
+except ImportError:  # pragma: no cover - numba is a dependency; this keeps a broken install usable
+    _jit = None  # type: ignore[assignment]
+
 INF = math.inf
 Ali = tuple[int, ...]
 Arc = tuple[
@@ -207,13 +212,66 @@ RawArc = tuple[
 ]  # ilabel (transition id), olabel (word), graph, acoustic, next
 
 
-@dataclass
 class RawLattice:
-    """A state-level lattice as the decoder gives it (states roughly by frame)."""
+    """A state-level lattice as the decoder gives it (states roughly by frame): per state its
+    arcs (transition id, word, graph cost, acoustic cost, next state) and final weight.
 
-    start: int
-    arcs: list[list[RawArc]]
-    finals: list[tuple[float, float] | None]
+    Held as Python lists (``arcs``, ``finals``) or, when read from a file with the compiled
+    loops available (``lattice_jit``), as flat arrays (``arrays``); each form is made from
+    the other when asked for."""
+
+    def __init__(
+        self,
+        start: int,
+        arcs: list[list[RawArc]] | None = None,
+        finals: list[tuple[float, float] | None] | None = None,
+        arrays: RawArrays | None = None,
+    ) -> None:
+        if (arcs is None or finals is None) and arrays is None:
+            raise ValueError("RawLattice needs arcs and finals, or arrays")
+        self.start = start
+        self._arcs, self._finals, self._arrays = arcs, finals, arrays
+
+    @property
+    def arcs(self) -> list[list[RawArc]]:
+        if self._arcs is None:
+            assert self._arrays is not None
+            r = self._arrays
+            flat = list(
+                zip(
+                    r.il.tolist(),
+                    r.ol.tolist(),
+                    r.g.tolist(),
+                    r.a.tolist(),
+                    r.nx.tolist(),
+                    strict=True,
+                )
+            )
+            bounds = r.arc_start.tolist()
+            self._arcs = [flat[bounds[s] : bounds[s + 1]] for s in range(len(bounds) - 1)]
+        return self._arcs
+
+    @property
+    def finals(self) -> list[tuple[float, float] | None]:
+        if self._finals is None:
+            assert self._arrays is not None
+            self._finals = [
+                None if g == INF and a == INF else (g, a)
+                for g, a in zip(
+                    self._arrays.fin_g.tolist(), self._arrays.fin_a.tolist(), strict=True
+                )
+            ]
+        return self._finals
+
+    @property
+    def arrays(self) -> RawArrays:
+        if self._arrays is None:
+            self._arrays = RawArrays.from_lists(self.arcs, self.finals)
+        return self._arrays
+
+    @property
+    def num_states(self) -> int:
+        return len(self._arcs) if self._arcs is not None else len(self.arrays.fin_g)
 
     @classmethod
     def from_kaldifst_file(cls, path: str) -> RawLattice:
@@ -232,6 +290,12 @@ class RawLattice:
         pos += 4 + n
         _v, _fl, _props, start, num_states, _num_arcs = struct.unpack_from("<iiQqqq", buf, pos)
         pos += struct.calcsize("<iiQqqq")
+        if _jit is not None:
+            count = (len(buf) - pos) // 4
+            words = np.frombuffer(buf, dtype="<i4", count=count, offset=pos)
+            floats = np.frombuffer(buf, dtype="<f4", count=count, offset=pos)
+            parts = _jit.parse_states(words, floats, num_states, count // 5)
+            return cls(start=max(start, 0), arrays=RawArrays(*parts))
         arcs: list[list[RawArc]] = []
         finals: list[tuple[float, float] | None] = []
         for _ in range(num_states):
@@ -259,10 +323,45 @@ class RawLattice:
 
     @property
     def num_arcs(self) -> int:
-        return sum(len(a) for a in self.arcs)
+        if self._arcs is None:
+            return len(self.arrays.il)
+        return sum(len(a) for a in self._arcs)
 
     def topo_order(self) -> list[int]:
         return _topo([[a[4] for a in arcs] for arcs in self.arcs])
+
+
+@dataclass
+class RawArrays:
+    """A raw lattice as flat arrays (see ``lattice_jit``): arcs grouped by source state,
+    state ``s``'s from ``arc_start[s]`` to ``arc_start[s + 1]``; finals inf when not final."""
+
+    arc_start: np.ndarray
+    fin_g: np.ndarray
+    fin_a: np.ndarray
+    il: np.ndarray
+    ol: np.ndarray
+    g: np.ndarray
+    a: np.ndarray
+    nx: np.ndarray
+
+    @classmethod
+    def from_lists(
+        cls, arcs: list[list[RawArc]], finals: list[tuple[float, float] | None]
+    ) -> RawArrays:
+        flat = [arc for out in arcs for arc in out]
+        cols = list(zip(*flat, strict=True)) if flat else [(), (), (), (), ()]
+        fin = [(INF, INF) if f is None else f for f in finals]
+        return cls(
+            arc_start=np.concatenate([[0], np.cumsum([len(out) for out in arcs])]).astype(np.int64),
+            fin_g=np.array([f[0] for f in fin], dtype=np.float64),
+            fin_a=np.array([f[1] for f in fin], dtype=np.float64),
+            il=np.array(cols[0], dtype=np.int64),
+            ol=np.array(cols[1], dtype=np.int64),
+            g=np.array(cols[2], dtype=np.float64),
+            a=np.array(cols[3], dtype=np.float64),
+            nx=np.array(cols[4], dtype=np.int64),
+        )
 
 
 def scratch_file() -> str:
@@ -301,19 +400,38 @@ def _better(g1: float, a1: float, g2: float, a2: float) -> bool:
 Elem = tuple[float, float, Ali]  # residual graph cost, residual acoustic cost, residual string
 
 
-def determinize(raw: RawLattice, beam: float, acoustic_scale: float) -> CompactLattice:
+def determinize(
+    raw: RawLattice, beam: float, acoustic_scale: float, jit: bool | None = None
+) -> CompactLattice:
     """Word-level determinization with pruning (see the module docstring).
 
     ``raw`` has acoustic costs at the decoding scale; the result's are divided by
     ``acoustic_scale`` (unscaled), as Kaldi writes lattices. An empty lattice (no path)
-    comes back with no states.
+    comes back with no states. ``jit``: run the compiled loops (``lattice_jit``; default:
+    when numba is installed) or the Python ones (False); both give the same lattice.
     """
-    if not raw.arcs:
+    if raw.num_states == 0:
         return CompactLattice(start=0, arcs=[], finals=[])
-    det = _Determinizer(raw, beam)
+    use_jit = _jit is not None if jit is None else jit
+    if use_jit and _jit is None:
+        raise RuntimeError("determinize(jit=True) needs numba (pip install numba)")
+    det = _JitDeterminizer(raw, beam) if use_jit else _Determinizer(raw, beam)
     if det.beta[raw.start] == INF:
         return CompactLattice(start=0, arcs=[], finals=[])
     return _finish(*det.run(), 1.0 / acoustic_scale)
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's on-disk cache) the determinization loops now, so that
+    the first utterance's timing does not include it. Without numba it does nothing."""
+    if _jit is None:
+        return
+    body = struct.pack("<ffq", 0.0, 0.0, 1) + struct.pack("<iiffi", 1, 1, 0.5, 0.5, 1)
+    body += struct.pack("<ffq", 0.0, 0.0, 0)
+    words = np.frombuffer(body, dtype="<i4")
+    floats = np.frombuffer(body, dtype="<f4")
+    raw = RawLattice(start=0, arrays=RawArrays(*_jit.parse_states(words, floats, 2, 2)))
+    determinize(raw, 4.0, 1.0, jit=True)
 
 
 class _Determinizer:
@@ -474,6 +592,84 @@ class _Determinizer:
                     heapq.heappush(heap, (na_, nd))
                 out_arcs[d].append((word, nd, bg, ba, prefix))
         return out_arcs, out_finals
+
+
+class _JitDeterminizer(_Determinizer):
+    """``_Determinizer`` with the backward pass and the epsilon closures compiled
+    (``lattice_jit``) on the raw lattice's arrays; subsets, strings and output as before."""
+
+    def __init__(self, raw: RawLattice, beam: float) -> None:  # noqa: D107
+        assert _jit is not None
+        r = raw.arrays
+        n = len(r.fin_g)
+        self.raw = raw
+        if _jit.forward_only(r.arc_start, r.nx):
+            order = rank = np.arange(n, dtype=np.int64)
+        else:  # an arc to a lower id: the general (rarer) case
+            order = np.asarray(raw.topo_order(), dtype=np.int64)
+            rank = np.empty(n, dtype=np.int64)
+            rank[order] = np.arange(n, dtype=np.int64)
+        self._order, self._rank = order, rank
+        beta, tail, keep = _jit.index(order, r.arc_start, r.ol, r.g, r.a, r.nx, r.fin_g, r.fin_a)
+        self.beta, self._keep = beta, keep
+        self.cutoff = float(beta[raw.start]) + beam
+        src = np.repeat(np.arange(n, dtype=np.int64), np.diff(r.arc_start))
+        live = tail < INF
+        eps = live & (r.ol == 0)
+        eps_start = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(src[eps], minlength=n), out=eps_start[1:])
+        self._eps = (eps_start, r.il[eps], r.g[eps], r.a[eps], r.nx[eps], tail[eps])
+        wrd: list = [()] * n
+        k = np.flatnonzero(live & (r.ol != 0))
+        for s, arc in zip(
+            src[k].tolist(),
+            zip(
+                r.il[k].tolist(),
+                r.ol[k].tolist(),
+                r.g[k].tolist(),
+                r.a[k].tolist(),
+                r.nx[k].tolist(),
+                tail[k].tolist(),
+                strict=True,
+            ),
+            strict=True,
+        ):
+            if wrd[s] == ():
+                wrd[s] = []
+            wrd[s].append(arc)
+        self.wrd = wrd
+        finals: list[tuple[float, float] | None] = [None] * n
+        fk = np.flatnonzero((r.fin_g != INF) | (r.fin_a != INF))
+        for s, g, a in zip(fk.tolist(), r.fin_g[fk].tolist(), r.fin_a[fk].tolist(), strict=True):
+            finals[s] = (g, a)
+        self.finals = finals
+        self._work = _jit.work_arrays(n)
+
+    def closure(self, seeds: dict[int, Elem], alpha: float) -> dict[int, Elem]:
+        assert _jit is not None
+        items = list(seeds.items())
+        states = np.fromiter((s for s, _ in items), dtype=np.int64, count=len(items))
+        seed_g = np.fromiter((v[0] for _, v in items), dtype=np.float64, count=len(items))
+        seed_a = np.fromiter((v[1] for _, v in items), dtype=np.float64, count=len(items))
+        reached, g, a, root, bounds, labels = _jit.closure(
+            states,
+            seed_g,
+            seed_a,
+            self.cutoff - alpha,
+            self._order,
+            self._rank,
+            *self._eps,
+            self._keep,
+            self._work,
+        )
+        seed_t = [v[2] for _, v in items]
+        lab, b = labels.tolist(), bounds.tolist()
+        return {
+            s: (gg, aa, seed_t[r] + tuple(lab[b[j] : b[j + 1]]) if b[j + 1] > b[j] else seed_t[r])
+            for j, (s, gg, aa, r) in enumerate(
+                zip(reached.tolist(), g.tolist(), a.tolist(), root.tolist(), strict=True)
+            )
+        }
 
 
 def _finish(arcs: list[list[Arc]], finals: list[Final | None], ac_unscale: float) -> CompactLattice:

@@ -34,7 +34,7 @@ import numpy as np
 import kaldi_decoder as kd  # after kaldifst and kaldi_hmm_gmm: the other order deadlocks
 
 from steps_py.decode.inputs import GraphError, read_graph_fst
-from steps_py.decode.lattice import CompactLattice, RawLattice, determinize, scratch_file
+from steps_py.decode.lattice import CompactLattice, RawLattice, determinize, scratch_file, warm_up
 from steps_py.decode.lattice_faster import LatticeFasterSearch
 from steps_py.gmm.model_io import monophone_tree, read_topology
 
@@ -127,6 +127,7 @@ class Search:
             raise ValueError(f"unknown lattice decoder {cfg.decoder!r} (faster or simple)")
         self._faster: kd.FasterDecoder | None = None  # built at the first best_path
         self._tmp = scratch_file()  # the raw lattice's way from C++ to Python, one per search
+        warm_up()  # compile determinization's loops now, not inside the first utterance's timing
 
     def __del__(self) -> None:
         tmp = getattr(self, "_tmp", None)
@@ -152,9 +153,9 @@ class Search:
             scaled[low] -= np.float32(self.cfg.beam + 1.0)
         return np.ascontiguousarray(scaled[:, self.tid2pdf])
 
-    def lattice(self, loglikes: np.ndarray) -> tuple[CompactLattice, Timing]:
-        """Word lattice of one utterance (acoustic costs unscaled, as on disk). A decode that
-        reached no final state of the graph is kept (``Timing.extra["partial"] == 1``)."""
+    def raw_lattice(self, loglikes: np.ndarray) -> tuple[RawLattice, Timing]:
+        """The decoder's state-level lattice of one utterance (acoustic costs at the decoding
+        scale); ``Timing.extra["partial"] == 1`` when it reached no final state of the graph."""
         t = Timing(frames=int(loglikes.shape[0]))
         scaled = self._scaled(loglikes)
         t0 = time.process_time()
@@ -172,14 +173,20 @@ class Search:
         if raw.num_states == 0:
             raise RuntimeError("the decoder produced no lattice (no path within the beam)")
         rl = RawLattice.from_kaldifst(raw, self._tmp)
-        t2 = time.process_time()
-        lat = determinize(rl, self.cfg.lattice_beam, self.cfg.acoustic_scale)
-        t3 = time.process_time()
-        if lat.num_states == 0:
-            raise RuntimeError("the lattice has no complete path")
-        t.search, t.lattice, t.determinize = t1 - t0, t2 - t1, t3 - t2
+        t.search, t.lattice = t1 - t0, time.process_time() - t1
         t.extra["raw_arcs"] = float(rl.num_arcs)
         t.extra["partial"] = float(partial)
+        return rl, t
+
+    def lattice(self, loglikes: np.ndarray) -> tuple[CompactLattice, Timing]:
+        """Word lattice of one utterance (acoustic costs unscaled, as on disk). A decode that
+        reached no final state of the graph is kept (``Timing.extra["partial"] == 1``)."""
+        rl, t = self.raw_lattice(loglikes)
+        t0 = time.process_time()
+        lat = determinize(rl, self.cfg.lattice_beam, self.cfg.acoustic_scale)
+        t.determinize = time.process_time() - t0
+        if lat.num_states == 0:
+            raise RuntimeError("the lattice has no complete path")
         return lat, t
 
     def best_path(

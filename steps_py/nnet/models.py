@@ -26,10 +26,15 @@ Usage::
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+# torch warns at every LSTMP forward on CPU that oneDNN has no projection kernel (it then runs
+# its own, correctly); once per job log it is noise, so it is not shown
+warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
 
 DNN_DEFAULTS: dict[str, Any] = {
     "context": 5,
