@@ -97,3 +97,46 @@ def test_warm_up_and_empty() -> None:
     assert determinize(RawLattice(0, [], []), 5.0, 0.1, jit=True).num_states == 0
     with pytest.raises(ValueError, match="arcs and finals"):
         RawLattice(0)
+
+
+def _tied_lattice(rng: np.random.Generator) -> tuple:
+    """A frame lattice whose weights come from a few values, so that many paths tie exactly."""
+    arcs, finals = _frame_lattice(rng, frames=25, width=6, words=0.12)
+    tied = [
+        [
+            (il, ol, float(rng.choice([0.5, 1.0])), float(rng.choice([1.0, 2.0])), t)
+            for il, ol, _g, _a, t in out
+        ]
+        for out in arcs
+    ]
+    return tied, [None if f is None else (0.0, 0.0) for f in finals]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_numbering_does_not_change_the_lattice(seed: int) -> None:
+    """Kaldi's decoder numbers raw states by memory address order: the same lattice under
+    another numbering must determinize to the same word lattice, ties included."""
+    rng = np.random.default_rng(seed)
+    arcs, finals = _tied_lattice(rng)
+    s_arcs, s_finals, s_start = _shuffled(arcs, finals, rng)
+    for jit in (True, False):
+        a = determinize(RawLattice(0, arcs, finals), 1e9, 1.0, jit=jit)
+        b = determinize(RawLattice(s_start, s_arcs, s_finals), 1e9, 1.0, jit=jit)
+        assert (a.start, a.arcs, a.finals) == (b.start, b.arcs, b.finals)
+
+
+def test_ties_do_depend_on_numbering_without_canonical_order(monkeypatch) -> None:
+    """The test above can fail: without the canonical numbering, some tied lattice here
+    determinizes differently under another numbering."""
+    monkeypatch.setattr(
+        lattice.RawArrays, "canonical", lambda self, start: (self, start), raising=True
+    )
+    differ = 0
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        arcs, finals = _tied_lattice(rng)
+        s_arcs, s_finals, s_start = _shuffled(arcs, finals, rng)
+        a = determinize(RawLattice(0, arcs, finals), 1e9, 1.0, jit=True)
+        b = determinize(RawLattice(s_start, s_arcs, s_finals), 1e9, 1.0, jit=True)
+        differ += (a.arcs, a.finals) != (b.arcs, b.finals)
+    assert differ > 0

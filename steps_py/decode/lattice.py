@@ -345,6 +345,57 @@ class RawArrays:
     a: np.ndarray
     nx: np.ndarray
 
+    def canonical(self, start: int) -> tuple[RawArrays, int]:
+        """The same lattice numbered in an order that depends only on its structure (states by
+        (depth, key) of ``lattice_jit.structure_keys``, a topological order with every arc to
+        a higher id; each state's arcs by (next state, labels, weights)), and its start state
+        there. Determinization breaks
+        exact ties between paths by state and arc order, so without this the same raw
+        lattice under the decoder's address-dependent numbering could give (rarely) another
+        alignment or lattice size in another process."""
+        assert _jit is not None
+        n = len(self.fin_g)
+        if n == 0:
+            return self, start
+        order = np.asarray(_topo_arrays(self.arc_start, self.nx), dtype=np.int64)
+        depth, key = _jit.structure_keys(
+            start,
+            order,
+            self.arc_start,
+            self.il,
+            self.ol,
+            self.g.view(np.uint64),
+            self.a.view(np.uint64),
+            self.nx,
+        )
+        # states the start does not reach are dropped (they never enter a subset, and their
+        # place in the order would depend on the numbering); Kaldi's lattices have none
+        reach = np.flatnonzero(depth >= 0)
+        perm = reach[np.lexsort((reach, key[reach], depth[reach]))]  # new -> old
+        m = len(perm)
+        new_id = np.full(n, -1, dtype=np.int64)
+        new_id[perm] = np.arange(m, dtype=np.int64)
+        counts = np.diff(self.arc_start)
+        src = new_id[np.repeat(np.arange(n, dtype=np.int64), counts)]
+        nx = new_id[self.nx]
+        arc_order = np.lexsort((self.a, self.g, self.ol, self.il, nx, src))
+        arc_order = arc_order[src[arc_order] >= 0]
+        arc_start = np.zeros(m + 1, dtype=np.int64)
+        np.cumsum(counts[perm], out=arc_start[1:])
+        return (
+            RawArrays(
+                arc_start=arc_start,
+                fin_g=self.fin_g[perm],
+                fin_a=self.fin_a[perm],
+                il=self.il[arc_order],
+                ol=self.ol[arc_order],
+                g=self.g[arc_order],
+                a=self.a[arc_order],
+                nx=nx[arc_order],
+            ),
+            int(new_id[start]),
+        )
+
     @classmethod
     def from_lists(
         cls, arcs: list[list[RawArc]], finals: list[tuple[float, float] | None]
@@ -391,6 +442,17 @@ def _topo(succ: list[list[int]]) -> list[int]:
     return order
 
 
+def _topo_arrays(arc_start: np.ndarray, nx: np.ndarray) -> Sequence[int]:
+    """A topological order of a raw lattice in arrays: the identity when every arc goes to a
+    higher id (Kaldi's decoders), else Kahn's algorithm."""
+    n = len(arc_start) - 1
+    src = np.repeat(np.arange(n), np.diff(arc_start))
+    if bool(np.all(nx > src)):
+        return range(n)
+    bounds, nxl = arc_start.tolist(), nx.tolist()
+    return _topo([nxl[bounds[s] : bounds[s + 1]] for s in range(n)])
+
+
 def _better(g1: float, a1: float, g2: float, a2: float) -> bool:
     """Kaldi's LatticeWeight order: lower total cost, then lower graph cost."""
     t1, t2 = g1 + a1, g2 + a2
@@ -415,6 +477,9 @@ def determinize(
     use_jit = _jit is not None if jit is None else jit
     if use_jit and _jit is None:
         raise RuntimeError("determinize(jit=True) needs numba (pip install numba)")
+    if _jit is not None:  # one numbering for one lattice, whatever the decoder's was
+        arrays, start = raw.arrays.canonical(raw.start)
+        raw = RawLattice(start, arrays=arrays)
     det = _JitDeterminizer(raw, beam) if use_jit else _Determinizer(raw, beam)
     if det.beta[raw.start] == INF:
         return CompactLattice(start=0, arcs=[], finals=[])

@@ -257,3 +257,50 @@ def work_arrays(n: int) -> tuple:
         np.empty(n + 1, np.int64),
         np.zeros(1, np.int64),
     )
+
+
+@njit(cache=True)
+def _mix(x: np.uint64) -> np.uint64:
+    """splitmix64's finalizer: a well-spread 64-bit hash of a 64-bit value."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@njit(cache=True)
+def structure_keys(
+    start: int,
+    order: np.ndarray,
+    arc_start: np.ndarray,
+    il: np.ndarray,
+    ol: np.ndarray,
+    g_bits: np.ndarray,
+    a_bits: np.ndarray,
+    nx: np.ndarray,
+) -> tuple:
+    """Per state, keys that do not depend on how the states are numbered: ``depth`` (the most
+    arcs on a path from the start; every arc goes to a greater depth) and ``key``, a hash of
+    the state's incoming arcs (labels, weights' bits and their source's key), summed so that
+    arc order does not matter. Kaldi's LatticeFasterDecoder numbers the raw lattice's states
+    in an order that depends on memory addresses (``TopSortTokens`` walks an
+    ``unordered_map`` keyed by token pointers), so the same utterance gives the same lattice
+    under another numbering in another process; sorting states by (depth, key) undoes that."""
+    n = arc_start.shape[0] - 1
+    depth = np.full(n, -1, np.int64)
+    key = np.zeros(n, np.uint64)
+    depth[start] = 0
+    key[start] = np.uint64(0x9E3779B97F4A7C15)
+    for i in range(n):
+        s = order[i]
+        if depth[s] < 0:
+            continue
+        for k in range(arc_start[s], arc_start[s + 1]):
+            t = nx[k]
+            if depth[s] + 1 > depth[t]:
+                depth[t] = depth[s] + 1
+            h = _mix(key[s] ^ np.uint64(il[k]))
+            h = _mix(h ^ np.uint64(ol[k]))
+            h = _mix(h ^ g_bits[k])
+            h = _mix(h ^ a_bits[k])
+            key[t] += h
+    return depth, key
