@@ -57,12 +57,12 @@ def align_utterances(
 ) -> tuple[dict[str, np.ndarray], dict[str, str], int]:
     """Returns (transition-id alignments, failed utt -> reason, number retried).
 
-    With `out`, the `nj` jobs of a monophone model run through `runner` (default local), job j
-    logging to `<out>/log/align.<j>.log` as Kaldi's align_si.sh; without (and for a triphone
-    model, final.mdl + tree), in worker processes."""
+    With `out`, job j logs to `<out>/log/align.<j>.log` as Kaldi's align_si.sh: the `nj` jobs
+    of a monophone model run through `runner` (default local), a triphone model's (final.mdl
+    + tree) in worker processes; without `out`, in worker processes."""
     cd = find_cd_model(model_path)
     if cd is not None:
-        return align_cd(lang, *read_cd_model(*cd), utts, nj, opts)
+        return align_cd(lang, *read_cd_model(*cd), utts, nj, opts, out / "log" if out else None)
     alis: dict[str, np.ndarray] = {}
     failed: dict[str, str] = {}
     retried = 0
@@ -90,15 +90,17 @@ def align_cd(
     utts: list[Utterance],
     nj: int,
     opts: AlignOptions,
+    log_dir: Path | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, str], int]:
-    """Align with a context-dependent (triphone) model: final.mdl + tree."""
+    """Align with a context-dependent (triphone) model: final.mdl + tree; with `log_dir`, job j
+    logs to ``<log_dir>/align.<j>.log``."""
     tm = model.transition_model
     gmm = from_kaldi_model(model)
     factory = functools.partial(TriJob, tree=tree, tm=tm, alis={})
     alis: dict[str, np.ndarray] = {}
     failed: dict[str, str] = {}
     retried = 0
-    with JobPool(str(lang.dir), utts, nj, factory) as pool:
+    with JobPool(str(lang.dir), utts, nj, factory, log_dir, "align") as pool:
         for f, r in pool.call("realign", gmm, tm.log_probs, opts):
             failed.update({u: "alignment-failed: no path within the retry beam" for u in f})
             retried += r

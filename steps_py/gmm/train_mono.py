@@ -91,6 +91,7 @@ def train(
     retry_beam: float = 40.0,
     initial_beam: float = 6.0,
     seed: int = 0,
+    log_dir: Path | None = None,
 ) -> tuple[MonoModel, list[dict], list[str]]:
     """Run the whole monophone training; returns (model, per-pass rows, utterances that never aligned).
 
@@ -103,7 +104,7 @@ def train(
     num_gauss = num_pdfs
     inc_gauss = max(0, (max_gauss - num_gauss) // max_iter_inc)
     rows: list[dict] = []
-    with JobPool(str(lang.dir), utts, nj) as pool:
+    with JobPool(str(lang.dir), utts, nj, log_dir=log_dir) as pool:  # log/acc.<job>.log
         too_short = sum(pool.call("equal_align"), [])
         if too_short:
             log.warning(
@@ -234,6 +235,7 @@ def run(args: argparse.Namespace) -> None:
         args.boost_silence,
         args.beam,
         args.retry_beam,
+        log_dir=args.out / "log",
     )
     save_model(args.out / "final.npz", model)
     atomic_write_text(args.out / "num_pdfs", f"{model.gmm.num_pdfs}\n")

@@ -98,6 +98,7 @@ def train(
     max_iter_inc: int = 25,
     opts: AlignOptions | None = None,
     seed: int = 0,
+    log_dir: Path | None = None,
 ) -> tuple[TransitionModel, GmmParams, list[dict]]:
     """Initialise from the tree statistics and run the EM passes (see the module docstring)."""
     opts = opts or AlignOptions()
@@ -112,7 +113,7 @@ def train(
     inc = max(0, (tot_gauss - num_gauss) // max(1, max_iter_inc))
     rows: list[dict] = []
     factory = functools.partial(TriJob, tree=tree, tm=tm, alis=alis)
-    with JobPool(str(lang.dir), utts, nj, factory) as pool:
+    with JobPool(str(lang.dir), utts, nj, factory, log_dir) as pool:  # log/acc.<job>.log
         for it in progress(range(1, num_iters), desc="tri EM", unit="pass"):
             t0 = time.time()
             rng = np.random.default_rng([seed, it])
@@ -201,6 +202,7 @@ def run(args: argparse.Namespace) -> None:
         args.max_iter_inc,
         opts,
         args.seed,
+        log_dir=args.out / "log",
     )
     write_kaldi_model(args.out / "final.mdl", to_kaldi_model(tm, gmm), binary=True)
     atomic_write_text(args.out / "num_pdfs", f"{gmm.num_pdfs}\n")
