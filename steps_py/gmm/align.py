@@ -17,7 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from steps_py.cli import CMD_HELP, add_alignment_options, add_jobs_options, step_main
+from steps_py.cli import (
+    CMD_HELP,
+    add_alignment_options,
+    add_jobs_options,
+    add_output_options,
+    step_main,
+)
 from steps_py.fileio import atomic_write_text, mark_done
 from steps_py.gmm.ali_io import AlignmentDir
 from steps_py.gmm.cd_model import find_cd_model, read_cd_model
@@ -141,15 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("exp/mono"),
         help="model dir (final.npz, or final.mdl + tree of a triphone model) or model file (default %(default)s)",
     )
-    ap.add_argument(
-        "--out",
-        type=Path,
-        default=Path("exp/mono_ali/train"),
-        help="alignment dir (default %(default)s)",
+    add_output_options(
+        ap, "alignment dir", Path("exp/mono_ali/train"), force_help="realign even if --out is done"
     )
     add_jobs_options(ap, cmd_help=f"{CMD_HELP}; job j logs to <out>/log/align.<j>.log")
     add_alignment_options(ap)
-    ap.add_argument("--force", action="store_true", help="realign even if --out is done")
     return ap
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from steps_py.cli import progress, step_main
+from steps_py.cli import add_output_options, progress, step_main
 from steps_py.fileio import atomic_write_json, atomic_write_text, is_done, mark_done
 from steps_py.gmm.accumulate import UpdateConfig, split_gmms, update_gmm
 from steps_py.gmm.data import load_utterances
@@ -143,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--ali", type=Path, default=Path("exp/mono_ali/train"), help=f"monophone alignments {d}"
     )
     ap.add_argument("--ali-model", type=Path, default=Path("exp/mono"), help=f"model of --ali {d}")
-    ap.add_argument("--out", type=Path, default=Path("exp/tri1"), help=f"model dir {d}")
+    add_output_options(
+        ap, "model dir", Path("exp/tri1"), force_help="retrain (and rebuild the tree)"
+    )
     ap.add_argument("--nj", type=int, default=2, help=f"parallel jobs {d}")
     ap.add_argument("--num-leaves", type=int, default=2000, help=f"tree leaves (pdfs) at most {d}")
     ap.add_argument("--tot-gauss", type=int, default=10000, help=f"Gaussians in all {d}")
@@ -153,7 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--beam", type=float, default=10.0, help=f"alignment beam {d}")
     ap.add_argument("--retry-beam", type=float, default=40.0, help=f"alignment retry beam {d}")
     ap.add_argument("--seed", type=int, default=0, help=f"seed of questions and mix-up {d}")
-    ap.add_argument("--force", action="store_true", help="retrain (and rebuild the tree)")
     return ap
 
 
