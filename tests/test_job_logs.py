@@ -126,3 +126,23 @@ def test_a_failed_decode_job_names_its_log(tmp_path: Path, nj: int) -> None:
         run_pool(cfg, make_tasks(1, utts, nj, chunk=2), nj, lambda r: None, log_dir)
     path = re.search(r"see (\S+decode\.\d\.log)", str(e.value))
     assert path is not None and "job failed" in Path(path.group(1)).read_text(encoding="utf-8")
+
+
+def test_decode_step_with_two_jobs_logs_per_job_and_its_own_summary(tmp_path: Path) -> None:
+    """python -m steps_py.decode.gmm --nj 2: decode.1.log and decode.2.log hold the jobs' lines,
+    the step's decode.log what the step did (not the jobs' lines)."""
+    from steps_py.decode import gmm as decode_gmm
+
+    graph, model = build_graph(tmp_path / "toy")
+    dev = toy_data(tmp_path / "dev", n=6, seed=3)
+    out = tmp_path / "decode_dev"
+    argv = ["--model", str(model), "--graph", str(graph), "--data", str(dev), "--out", str(out)]
+    assert decode_gmm.main([*argv, "--nj", "2"]) == 0
+    step = (out / "log/decode.log").read_text(encoding="utf-8")
+    assert "%CER" in step and "utterances, " not in step
+    n = 0
+    for j in (1, 2):
+        text = (out / f"log/decode.{j}.log").read_text(encoding="utf-8")
+        assert f"[decode.{j}]" in text
+        n += sum(int(x) for x in re.findall(r"\(final\.npz\): (\d+) utterances", text))
+    assert n == 6
