@@ -144,5 +144,5 @@ def test_decode_step_with_two_jobs_logs_per_job_and_its_own_summary(tmp_path: Pa
     for j in (1, 2):
         text = (out / f"log/decode.{j}.log").read_text(encoding="utf-8")
         assert f"[decode.{j}]" in text
-        n += sum(int(x) for x in re.findall(r"\(final\.npz\): (\d+) utterances", text))
+        n += sum(int(x) for x in re.findall(r"final\.npz\): (\d+) utterances", text))
     assert n == 6

@@ -145,7 +145,7 @@ def decode_chunk(task: tuple[int, list[str]]) -> ChunkResult:
     jlog.info(
         "model %d (%s): %d utterances, %d frames, %.2f s CPU%s",
         result.model,
-        _W["cfg"].models[result.model].name,
+        Path(*Path(_W["cfg"].models[result.model]).parts[-3:]),  # <run>/final/<tag>.safetensors
         len(result.utts),
         result.timing.frames,
         result.timing.total,
