@@ -94,6 +94,25 @@ def add_jobs_options(
         p.add_argument("--cmd", default="local", help=f"{cmd_help} (default %(default)s)")
 
 
+def add_output_options(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup,
+    out_help: str,
+    default: Path | None = None,
+    force_help: str = "redo even if --out is done",
+) -> None:
+    """``--out`` (the one dir the step writes, marked done when it is complete) and
+    ``--force`` (redo it even when done), as every step with one output dir declares them;
+    without a `default`, ``--out`` is required."""
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=default is None,
+        default=default,
+        help=out_help if default is None else f"{out_help} (default %(default)s)",
+    )
+    p.add_argument("--force", action="store_true", help=force_help)
+
+
 def add_alignment_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """``--beam``, ``--retry-beam``, ``--boost-silence``: Kaldi's alignment options, as the
     steps that align with a GMM declare them (``gmm.align``, ``gmm.train_mono``)."""

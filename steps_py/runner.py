@@ -31,7 +31,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -275,11 +275,7 @@ def _forked_job(
     func: Callable[..., Any], args: tuple[Any, ...], log_path: Path, out: Path, job: str
 ) -> None:
     """The body of a forked local job: its output (Python's and the C libraries') to its log."""
-    log_file = open(log_path, "w", encoding="utf-8", buffering=1)  # noqa: SIM115 (the job's life)
-    os.dup2(log_file.fileno(), 1)
-    os.dup2(log_file.fileno(), 2)
-    sys.stdout = sys.stderr = log_file
-    setup_logging(job)
+    log_to_job_log(log_path, job)
     print(f"# {module_of(func)}.{func.__qualname__} (local job, pid {os.getpid()})")
     print(f"# started at {time.strftime('%c')}")
     try:
@@ -295,14 +291,54 @@ def _forked_job(
     print(f"# ended (exit 0) at {time.strftime('%c')}")
 
 
-def _in_process(name: str, func: Callable[..., Any], args: tuple[Any, ...], log_dir: Path) -> Any:
-    Path(log_dir).mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(job_log(log_dir, name, 1), mode="w", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s [%(name)s] %(levelname)s %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
+# ---------------------------------------------------------------------- a job's own log
+# Every way a step's jobs run writes job j's messages to ``<log dir>/<step>.<j>.log``: the
+# jobs above (forked, or through --cmd), the GMM trainers' persistent workers
+# (``steps_py.gmm.jobs.JobPool``) and the decoders' worker pool (``steps_py.decode.pool``).
+def log_to_job_log(log_path: Path, job: str) -> None:
+    """In a job's own process: stdout, stderr (Python's and the C libraries') and the
+    logging lines, tagged `job` (e.g. ``align.2``), to `log_path` from now on."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    log_file = open(log_path, "w", encoding="utf-8", buffering=1)  # noqa: SIM115 (the job's life)
+    os.dup2(log_file.fileno(), 1)
+    os.dup2(log_file.fileno(), 2)
+    sys.stdout = sys.stderr = log_file
+    setup_logging(job)
+
+
+@contextlib.contextmanager
+def job_log_lines(
+    log_path: Path, mode: str = "w", logger: str | None = None, label: str | None = None
+) -> Iterator[None]:
+    """A job run in the step's own process (``--nj 1``): while the body runs, the logging
+    lines also go to the job's log (``mode`` "a" to add to it). With `logger`, only that
+    logger's lines, and to the job's log alone (not the step's); `label` tags them."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_path, mode=mode, encoding="utf-8")
+    tag = f"[{label}]" if label else "[%(name)s]"
+    fmt = f"%(asctime)s {tag} %(levelname)s %(message)s"
+    handler.setFormatter(logging.Formatter(fmt, "%Y-%m-%d %H:%M:%S"))  # as setup_logging
+    target = logging.getLogger(logger)  # the root logger when None
+    propagate = target.propagate
+    if logger is not None:
+        target.propagate = False
+    target.addHandler(handler)
     try:
-        return func(*args)
+        yield
     finally:
-        root.removeHandler(handler)
+        target.removeHandler(handler)
+        target.propagate = propagate
         handler.close()
+
+
+def job_error(name: str, job: int, what: str, log_path: Path) -> JobError:
+    """The error of a failed job: which job of which step, why, and its log's last lines."""
+    tail = _tail(Path(log_path))
+    return JobError(
+        f"{name}: job {job} failed ({what}); see {log_path}" + (f":\n{tail}" if tail else "")
+    )
+
+
+def _in_process(name: str, func: Callable[..., Any], args: tuple[Any, ...], log_dir: Path) -> Any:
+    with job_log_lines(job_log(log_dir, name, 1)):
+        return func(*args)

@@ -303,3 +303,52 @@ def test_final_cers_are_tensorboard_hparams(exp: Path, tmp_path: Path) -> None:
     assert len(before) >= 3  # one set per training run (2 dnn seeds, 1 lstm)
     assert scoreboard_main(["--exp", str(exp), "--out", str(out / "b"), "--no-tensorboard"]) == 0
     assert {p: p.stat().st_mtime_ns for p in exp.rglob("events*")} == before
+
+
+def _train_csv(run: Path, evals_at: set[tuple[int, int]]) -> int:
+    """A run's log/train.csv as the trainer writes it (MetricsLog): 2 epochs of 3 blocks of
+    1000 frames, dev evaluations after the blocks `evals_at` (epoch, block) and at each epoch
+    end; returns the number of evaluations."""
+    from steps_py.parallel.metrics import MetricsLog
+
+    mlog = MetricsLog(run, ["global", "ema-0.99"], tensorboard=False)
+    block, n = 0, 0
+    for epoch in (1, 2):
+        for b in (1, 2, 3):
+            block += 1
+            row = {"kind": "block", "epoch": epoch, "block": block, "frames": 1000 * block}
+            row |= {"global_step": 4 * block, "train_loss": 3.0 / block}
+            if (epoch, b) in evals_at:
+                n += 1
+                row |= {"dev_acc_global": 0.3 + 0.01 * n, "dev_acc_ema-0.99": 0.31 + 0.01 * n}
+            mlog.row(row)
+        acc = 0.3 + 0.01 * (n + 1)
+        if (epoch, 3) not in evals_at:  # else the epoch end repeats that evaluation
+            n += 1
+        mlog.row(
+            {"kind": "epoch", "epoch": epoch, "block": block, "frames": 1000 * block}
+            | {"dev_acc_global": acc, "dev_acc_ema-0.99": acc + 0.01, "train_loss": 1.0}
+        )
+    mlog.close()
+    return n
+
+
+def test_training_curves_have_a_point_per_block_and_per_evaluation(
+    exp: Path, tmp_path: Path
+) -> None:
+    from steps_py.parallel.run_dir import RunDir
+    from steps_py.score.plots import training_curves
+
+    run = exp / "dnn_ma_n2_seed1"
+    n = _train_csv(run, {(1, 1), (2, 2), (2, 3)})  # 2 epoch ends, the second at an evaluation
+    assert n == 4
+    c = training_curves(RunDir(run).training_log())
+    assert c.train_ce == [(1000.0 * b, pytest.approx(3.0 / b)) for b in range(1, 7)]
+    assert c.epoch_ends == [3000.0, 6000.0]
+    assert set(c.dev_acc) == {"global", "ema-0.99"}
+    assert [f for f, _ in c.dev_acc["global"]] == [1000.0, 3000.0, 5000.0, 6000.0]
+    assert len(c.dev_acc["ema-0.99"]) == n
+    out = tmp_path / "results"
+    assert scoreboard_main(["--exp", str(exp), "--out", str(out)]) == 0
+    assert (out / "dev_acc_dnn_ma_n2_seed1.png").stat().st_size > 1000  # from train.csv
+    assert (out / "dev_acc_lstm_bmuf_n4.png").stat().st_size > 1000  # from the history

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -332,6 +334,71 @@ def _record(name: str, ce: dict[str, float], test: dict[str, list[int]]) -> dict
         "epoch_curve": [{"epoch": 1, "frames": 4000.0, **ce}],
         "lr": {"lr_initial": 0.3, "lr_final": 0.03, "lr_times_workers": True},
     }
+
+
+def test_every_decode_of_the_study_is_one_decode_nnet_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The LM-weight calibration and the dev and test decodes are all built by the one
+    `DecodeCall` and parse with steps_py.decode.nnet's own parser into what each asks for."""
+    from steps_py.decode.nnet import build_parser
+
+    plan = {**PLAN, "decode": {**PLAN["decode"], "nj": 3, "opts": ["--beam", "9"]}}
+    plan["decode"]["calibrate_lm_weights"] = "8:10"
+    plan_path = tmp_path / "study.json"
+    plan_path.write_text(json.dumps(plan), encoding="utf-8")
+    study = Study(load_plan(plan_path), tmp_path / "work", tmp_path / "results")
+    for run in study.plan.runs:
+        (study.run_dir(run) / "final").mkdir(parents=True)
+        for tag in ("global", "ema-hl1000"):
+            (study.run_dir(run) / "final" / f"{tag}.safetensors").write_bytes(b"")
+        mark_done(study.run_dir(run) / "final")
+    calls: list[argparse.Namespace] = []
+
+    def fake_call(argv: list[str], log_path: Path, what: str, allow: tuple[int, ...] = ()) -> int:
+        assert argv[:3] == [sys.executable, "-m", "steps_py.decode.nnet"]
+        args = build_parser().parse_args(argv[3:])
+        calls.append(args)
+        for out in args.out:  # what the step leaves: a done decode dir, its chosen LM weight
+            out.mkdir(parents=True)
+            summary = {"cer": 10.0, "lm_weight": 9.0, "word_ins_penalty": 0.5}
+            (out / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+            (out / "cer_9_0.5").write_text("%WER 10.00 [ 2 / 20, 0 ins, 0 del, 2 sub ]\n")
+            mark_done(out)
+        return 0
+
+    monkeypatch.setattr(study, "_call", fake_call)
+    calib, run = study.plan.runs
+    d, wd = study.run_dir(run), study.wd
+    study.decode(run, ["global", "ema-hl1000"], "dev")
+    study.decode(run, ["global"], "test")
+    assert len(calls) == 3  # the calibration first: the dev decodes need its LM weight
+    cal, dev, test = calls
+    assert cal.model == [study.run_dir(calib) / "final/global.safetensors"]
+    assert cal.out == [study.run_dir(calib) / "decode_global_dev"] and cal.log_file is None
+    assert (cal.data, cal.lm_weights, cal.lm_weight_from) == (wd / "data/dev", "8:10", None)
+    assert dev.model == [d / "final/global.safetensors", d / "final/ema-hl1000.safetensors"]
+    assert dev.out == [d / "decode_global_dev", d / "decode_ema-hl1000_dev"]
+    assert (dev.data, dev.lm_weights, dev.lm_weight_from) == (wd / "data/dev", "9", None)
+    assert dev.log_file == d / "log/decode_dev.log"
+    assert test.data == wd / "data/test" and test.out == [d / "decode_global_test"]
+    assert test.lm_weight_from == [d / "decode_global_dev"] and test.lm_weights == "7:17"
+    for a in calls:  # the plan's graph, jobs and options in every one
+        assert (a.graph, a.nj, a.beam) == (wd / "exp/mono/graph", 3, 9.0)
+    assert json.loads((study.results / "lm_weights.json").read_text())["dnn"]["lm_weight"] == 9.0
+
+
+def test_a_decode_call_refuses_mismatched_lists() -> None:
+    from steps_py.decode.inputs import DecodeError
+    from steps_py.decode.options import DecodeCall
+
+    m, g = [Path("a.safetensors"), Path("b.safetensors")], Path("graph")
+    with pytest.raises(DecodeError, match="one out dir per model"):
+        DecodeCall(m, g, Path("data/dev"), [Path("out_a")], 2)
+    with pytest.raises(DecodeError, match="one --lm-weight-from dir per model"):
+        DecodeCall(m, g, Path("data/test"), [Path("x"), Path("y")], 2, lm_weight_from=[Path("d")])
+    with pytest.raises(DecodeError, match="not both"):
+        DecodeCall(m[:1], g, Path("data/dev"), [Path("x")], 2, lm_weights="9", lm_weight_from=m[:1])
 
 
 def test_second_study_chooses_on_dev_ce_with_global_as_a_candidate(tmp_path: Path) -> None:

@@ -315,7 +315,7 @@ def run_decode(plan: DecodePlan, nj: int) -> DecodeRun:
     n_jobs = min(nj, max(1, len(tasks)))
     try:
         if is_local(req.cmd):
-            run_pool(cfg, tasks, n_jobs, on_result)
+            run_pool(cfg, tasks, n_jobs, on_result, plan.out_dirs[0] / "log")
         else:
             run_jobs(cfg, tasks, n_jobs, req.cmd, plan.out_dirs[0] / "log", on_result)
     finally:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steps_py.cli import step_main
+from steps_py.cli import add_output_options, step_main
 from steps_py.decode.artifact import DecodeDir
 from steps_py.decode.inputs import DecodeError, check_graph
 from steps_py.fileio import atomic_path, atomic_write_json, mark_done
@@ -178,13 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("data/train"),
         help="data dir whose fbank/ the model was trained on (default: %(default)s)",
     )
-    ap.add_argument("--out", type=Path, required=True, help="bundle dir to write")
+    add_output_options(ap, "bundle dir to write", force_help="rewrite a finished bundle")
     ap.add_argument(
         "--copy-graph",
         action="store_true",
         help="copy the graph into the bundle (default: a pointer)",
     )
-    ap.add_argument("--force", action="store_true", help="rewrite a finished bundle")
     return ap
 
 

@@ -36,7 +36,7 @@ from types import SimpleNamespace
 import kaldi_hmm_gmm as khg
 import kaldifst
 
-from steps_py.cli import StepError, step_main
+from steps_py.cli import StepError, add_output_options, step_main
 from steps_py.decode.h_transducer import (
     HBuildError,
     group_ilabels,
@@ -202,12 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("exp/mono"),
         help="GMM: model dir (final.npz) or npz, or a Kaldi final.mdl / exp dir holding one (default: %(default)s)",
     )
-    ap.add_argument(
-        "--out", type=Path, default=Path("exp/mono/graph"), help="graph dir (default: %(default)s)"
+    add_output_options(
+        ap, "graph dir", Path("exp/mono/graph"), force_help="rebuild even if --out is done"
     )
     ap.add_argument("--self-loop-scale", type=float, default=0.1, help="(default: %(default)s)")
     ap.add_argument("--transition-scale", type=float, default=1.0, help="(default: %(default)s)")
-    ap.add_argument("--force", action="store_true", help="rebuild even if --out is done")
     return ap
 
 

@@ -18,13 +18,14 @@ on dev; a test set takes it from the dev decode dir (``--lm-weight-from``), neve
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from steps_py.cli import step_main
 from steps_py.decode import options
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = options.build_parser(
         "python -m steps_py.decode.nnet",
         __doc__,
@@ -41,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         help="log priors to divide by: the model file's decoding priors or the "
         "alignment-count priors kept beside them (default %(default)s)",
     )
-    return step_main("decode.nnet", parser, options.run, argv, log_file=options.log_file)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return step_main("decode.nnet", build_parser(), options.run, argv, log_file=options.log_file)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from steps_py.cli import add_jobs_options
@@ -11,6 +13,59 @@ from steps_py.decode.api import DecodeRequest, decode_models
 from steps_py.decode.inputs import DecodeError, parse_lm_weights, parse_penalties
 from steps_py.decode.search import SearchConfig
 from steps_py.runner import is_local
+
+
+@dataclass(frozen=True)
+class DecodeCall:
+    """One run of a decode step as its command line, built in one place for the Python
+    callers (the study's decodes and its LM-weight calibration; run.sh writes the same flags
+    in bash). ``argv()`` parses with the step's own parser (tests/test_study.py checks it),
+    so a renamed flag cannot leave a caller behind.
+
+    ``lm_weights`` is the dev grid (``--lm-weights``); ``lm_weight_from`` the dev decode dir
+    per model of a test decode (``--lm-weight-from``); ``opts`` the plan's or run.conf's
+    decode options, given after the paths and before the LM weights."""
+
+    models: Sequence[Path]
+    graph: Path
+    data: Path
+    outs: Sequence[Path]
+    nj: int
+    step: str = "steps_py.decode.nnet"
+    lm_weights: str | None = None
+    lm_weight_from: Sequence[Path] = ()
+    log_file: Path | None = None
+    opts: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        if not self.models or len(self.models) != len(self.outs):
+            raise DecodeError(
+                f"give one out dir per model ({len(self.models)} models, {len(self.outs)} out dirs)"
+            )
+        if self.lm_weight_from and len(self.lm_weight_from) != len(self.models):
+            raise DecodeError(
+                f"give one --lm-weight-from dir per model ({len(self.models)} models, "
+                f"{len(self.lm_weight_from)} dirs)"
+            )
+        if self.lm_weights is not None and self.lm_weight_from:
+            raise DecodeError("give --lm-weights (dev) or --lm-weight-from (test), not both")
+
+    def argv(self) -> list[str]:
+        """The step's flags (without ``python -m <step>``)."""
+        argv = ["--model", *map(str, self.models), "--graph", str(self.graph)]
+        argv += ["--data", str(self.data), "--out", *map(str, self.outs), "--nj", str(self.nj)]
+        if self.log_file is not None:
+            argv += ["--log-file", str(self.log_file)]
+        argv += list(self.opts)
+        if self.lm_weights is not None:
+            argv += ["--lm-weights", self.lm_weights]
+        if self.lm_weight_from:
+            argv += ["--lm-weight-from", *map(str, self.lm_weight_from)]
+        return argv
+
+    def command(self, python: str) -> list[str]:
+        """The whole command line, run by `python`."""
+        return [python, "-m", self.step, *self.argv()]
 
 
 def build_parser(

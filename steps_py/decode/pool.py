@@ -16,6 +16,8 @@ the caller decides (``steps_py.decode.api`` stops when more than 5 % failed).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import multiprocessing as mp
 import os
 import time
@@ -69,11 +71,24 @@ class ChunkResult:
 _W: dict[str, Any] = {}
 
 
-def init_worker(cfg: PoolConfig) -> None:
+JOB_NAME = "decode"  # job j logs to <log dir>/decode.<j>.log, as Kaldi's decode.sh
+JOB_LOGGER = f"{__name__}.job"
+
+
+def init_worker(cfg: PoolConfig, log_dir: Path | None = None, slots: Any = None) -> None:
     """Pool initializer. It never raises (a raising initializer makes multiprocessing start
-    workers forever); the error is kept and raised by the first task."""
+    workers forever); the error is kept and raised by the first task. With `log_dir`, the
+    worker takes its job number from `slots` (a queue of 1..nj) and from then on writes its
+    messages, and the decoder libraries' output, to ``<log_dir>/decode.<j>.log``."""
     _W.clear()
     try:
+        if log_dir is not None and slots is not None:
+            from steps_py.runner import job_log, log_to_job_log
+
+            j = int(slots.get(timeout=60))
+            _W["job"] = (j, job_log(log_dir, JOB_NAME, j))
+            log_to_job_log(_W["job"][1], f"{JOB_NAME}.{j}")
+            logging.getLogger(JOB_LOGGER).info("decode job %d (pid %d)", j, os.getpid())
         import torch
 
         torch.set_num_threads(cfg.threads)
@@ -112,9 +127,36 @@ def _reader(kind: str, scorer: Any) -> Any:
 
 
 def decode_chunk(task: tuple[int, list[str]]) -> ChunkResult:
-    """Decode `task`'s utterances with model `task[0]`; failures are recorded, never raised."""
-    if "init_exc" in _W:
-        raise _W["init_exc"]
+    """Decode `task`'s utterances with model `task[0]`; an utterance's failure is recorded,
+    never raised; a failure of the job itself (set-up, model) is, naming the job's log."""
+    jlog = logging.getLogger(JOB_LOGGER)
+    try:
+        if "init_exc" in _W:
+            raise _W["init_exc"]
+        result = _decode_chunk(task)
+    except Exception as e:
+        jlog.exception("job failed")
+        if "job" not in _W:
+            raise
+        from steps_py.runner import job_error
+
+        raise job_error(JOB_NAME, _W["job"][0], f"{type(e).__name__}: {e}", _W["job"][1]) from e
+    failed = [r for r in result.utts if r.error]
+    jlog.info(
+        "model %d (%s): %d utterances, %d frames, %.2f s CPU%s",
+        result.model,
+        Path(*Path(_W["cfg"].models[result.model]).parts[-3:]),  # <run>/final/<tag>.safetensors
+        len(result.utts),
+        result.timing.frames,
+        result.timing.total,
+        f", {len(failed)} failed" if failed else "",
+    )
+    for r in failed:
+        jlog.warning("%s: %s", r.utt, r.error)
+    return result
+
+
+def _decode_chunk(task: tuple[int, list[str]]) -> ChunkResult:
     model_i, utts = task
     cfg: PoolConfig = _W["cfg"]
     scorer = _scorer(model_i)
@@ -163,9 +205,11 @@ def run_pool(
     tasks: list[tuple[int, list[str]]],
     nj: int,
     on_result: Callable[[ChunkResult], None],
+    log_dir: Path | None = None,
 ) -> None:
-    """Run `tasks` over `nj` spawned workers (in this process when nj == 1)."""
-    for r in _results(cfg, tasks, nj):
+    """Run `tasks` over `nj` spawned workers (in this process when nj == 1); with `log_dir`,
+    worker j's messages go to ``<log_dir>/decode.<j>.log``."""
+    for r in _results(cfg, tasks, nj, log_dir):
         on_result(r)
 
 
@@ -199,17 +243,33 @@ def run_jobs(
             on_result(r)
 
 
-def _results(cfg: PoolConfig, tasks: list[tuple[int, list[str]]], nj: int) -> Iterator[ChunkResult]:
+def _results(
+    cfg: PoolConfig, tasks: list[tuple[int, list[str]]], nj: int, log_dir: Path | None
+) -> Iterator[ChunkResult]:
     if nj <= 1:
-        init_worker(cfg)
-        try:
-            for t in tasks:
-                yield decode_chunk(t)
-        finally:
-            _W.clear()
+        from steps_py.runner import job_log, job_log_lines
+
+        lines = (
+            job_log_lines(job_log(log_dir, JOB_NAME, 1), logger=JOB_LOGGER, label=f"{JOB_NAME}.1")
+            if log_dir is not None
+            else contextlib.nullcontext()
+        )
+        with lines:
+            init_worker(cfg)
+            if log_dir is not None:
+                _W["job"] = (1, job_log(log_dir, JOB_NAME, 1))
+            try:
+                for t in tasks:
+                    yield decode_chunk(t)
+            finally:
+                _W.clear()
         return
     ctx = mp.get_context("spawn")
-    with ctx.Pool(nj, initializer=init_worker, initargs=(cfg,)) as pool:
+    slots = ctx.Queue()
+    for j in range(1, nj + 1):
+        slots.put(j)
+    initargs = (cfg, log_dir, slots if log_dir is not None else None)
+    with ctx.Pool(nj, initializer=init_worker, initargs=initargs) as pool:
         yield from pool.imap_unordered(decode_chunk, tasks)
 
 

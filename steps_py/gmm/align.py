@@ -17,7 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from steps_py.cli import CMD_HELP, add_alignment_options, add_jobs_options, step_main
+from steps_py.cli import (
+    CMD_HELP,
+    add_alignment_options,
+    add_jobs_options,
+    add_output_options,
+    step_main,
+)
 from steps_py.fileio import atomic_write_text, mark_done
 from steps_py.gmm.ali_io import AlignmentDir
 from steps_py.gmm.cd_model import find_cd_model, read_cd_model
@@ -57,12 +63,12 @@ def align_utterances(
 ) -> tuple[dict[str, np.ndarray], dict[str, str], int]:
     """Returns (transition-id alignments, failed utt -> reason, number retried).
 
-    With `out`, the `nj` jobs of a monophone model run through `runner` (default local), job j
-    logging to `<out>/log/align.<j>.log` as Kaldi's align_si.sh; without (and for a triphone
-    model, final.mdl + tree), in worker processes."""
+    With `out`, job j logs to `<out>/log/align.<j>.log` as Kaldi's align_si.sh: the `nj` jobs
+    of a monophone model run through `runner` (default local), a triphone model's (final.mdl
+    + tree) in worker processes; without `out`, in worker processes."""
     cd = find_cd_model(model_path)
     if cd is not None:
-        return align_cd(lang, *read_cd_model(*cd), utts, nj, opts)
+        return align_cd(lang, *read_cd_model(*cd), utts, nj, opts, out / "log" if out else None)
     alis: dict[str, np.ndarray] = {}
     failed: dict[str, str] = {}
     retried = 0
@@ -90,15 +96,17 @@ def align_cd(
     utts: list[Utterance],
     nj: int,
     opts: AlignOptions,
+    log_dir: Path | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, str], int]:
-    """Align with a context-dependent (triphone) model: final.mdl + tree."""
+    """Align with a context-dependent (triphone) model: final.mdl + tree; with `log_dir`, job j
+    logs to ``<log_dir>/align.<j>.log``."""
     tm = model.transition_model
     gmm = from_kaldi_model(model)
     factory = functools.partial(TriJob, tree=tree, tm=tm, alis={})
     alis: dict[str, np.ndarray] = {}
     failed: dict[str, str] = {}
     retried = 0
-    with JobPool(str(lang.dir), utts, nj, factory) as pool:
+    with JobPool(str(lang.dir), utts, nj, factory, log_dir, "align") as pool:
         for f, r in pool.call("realign", gmm, tm.log_probs, opts):
             failed.update({u: "alignment-failed: no path within the retry beam" for u in f})
             retried += r
@@ -139,15 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("exp/mono"),
         help="model dir (final.npz, or final.mdl + tree of a triphone model) or model file (default %(default)s)",
     )
-    ap.add_argument(
-        "--out",
-        type=Path,
-        default=Path("exp/mono_ali/train"),
-        help="alignment dir (default %(default)s)",
+    add_output_options(
+        ap, "alignment dir", Path("exp/mono_ali/train"), force_help="realign even if --out is done"
     )
     add_jobs_options(ap, cmd_help=f"{CMD_HELP}; job j logs to <out>/log/align.<j>.log")
     add_alignment_options(ap)
-    ap.add_argument("--force", action="store_true", help="realign even if --out is done")
     return ap
 
 

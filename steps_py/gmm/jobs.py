@@ -12,9 +12,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing as mp
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import kaldi_hmm_gmm as khg
@@ -24,6 +27,7 @@ import numpy as np
 from steps_py.gmm.accumulate import GmmStats, accumulate, boost_silence
 from steps_py.gmm.model_io import MonoModel
 from steps_py.gmm.topo import GraphCompiler, Lang
+from steps_py.runner import JobError, job_error, job_log, job_log_lines, log_to_job_log
 
 log = logging.getLogger(__name__)
 
@@ -181,18 +185,54 @@ def _tid2pdf(tm: khg.TransitionModel) -> np.ndarray:
 
 
 JobFactory = Callable[[str, list[Utterance]], Any]
+JOB_LOGGER = f"{__name__}.job"  # a job's own lines: to its log, never to the step's
 
 
-def _serve(conn: Connection, factory: JobFactory, lang_dir: str, utts: list[Utterance]) -> None:
+def _describe(method: str, value: Any, seconds: float) -> str:
+    """One line of a job's log for one call: what it did, in Kaldi's gmm-acc-stats-ali terms."""
+    line = f"{method}: {seconds:.2f} s"
+    if isinstance(value, PassResult):
+        per_frame = value.loglike / value.frames if value.frames else float("nan")
+        line += (
+            f", {value.frames} frames, avg loglike/frame {per_frame:.4f}, "
+            f"{len(value.failed)} failed to align, {value.retried} retried"
+        )
+    elif method == "equal_align":
+        line += f", {len(value)} too short for their transcript"
+    elif method in ("realign", "align_model"):
+        line += f", {len(value[0] if method == 'realign' else value[1])} failed to align"
+    return line
+
+
+def _serve(
+    conn: Connection,
+    factory: JobFactory,
+    lang_dir: str,
+    utts: list[Utterance],
+    log_path: Path | None,
+    label: str,
+) -> None:
+    """A forked job: its messages (and the C libraries' output) to its own log, when given."""
+    if log_path is not None:
+        log_to_job_log(log_path, label)
+    jlog = logging.getLogger(JOB_LOGGER)
     try:
         job = factory(lang_dir, utts)
+        if log_path is not None:
+            jlog.info("%d utterances, training graphs compiled (pid %d)", len(utts), os.getpid())
         conn.send(("ready", None))
         while True:
             msg, args = conn.recv()
             if msg == "stop":
                 break
-            conn.send(("ok", getattr(job, msg)(*args)))
+            t0 = time.perf_counter()
+            value = getattr(job, msg)(*args)
+            if log_path is not None:
+                jlog.info("%s", _describe(msg, value, time.perf_counter() - t0))
+            conn.send(("ok", value))
     except Exception as e:  # send the error to the main process, which raises it
+        if log_path is not None:
+            jlog.exception("job failed")
         conn.send(("error", f"{type(e).__name__}: {e}"))
 
 
@@ -200,42 +240,78 @@ class JobPool:
     """`nj` jobs over a fixed split of `utts`; `call(method, *args)` runs it on every job.
 
     `factory(lang_dir, share)` makes a job (default: the monophone `Job`); the triphone
-    trainer passes its own (steps_py.gmm.tri_jobs).
+    trainer passes its own (steps_py.gmm.tri_jobs). With `log_dir`, job j writes what it did
+    (each pass: frames, average log-likelihood, alignment failures) and its errors to
+    ``<log_dir>/<name>.<j>.log`` (Kaldi's ``log/acc.JOB.log``, ``log/align.JOB.log``), and
+    a failed job's error names that log.
     """
 
     def __init__(
-        self, lang_dir: str, utts: list[Utterance], nj: int, factory: JobFactory | None = None
+        self,
+        lang_dir: str,
+        utts: list[Utterance],
+        nj: int,
+        factory: JobFactory | None = None,
+        log_dir: Path | None = None,
+        name: str = "acc",
     ):
         factory = factory or Job
         self.nj = max(1, min(nj, len(utts)))
+        self.name, self.log_dir = name, log_dir
         shares = [utts[i :: self.nj] for i in range(self.nj)]
         self.local: Job | None = None
+        self.local_log: contextlib.ExitStack | None = None
         self.procs: list[tuple[Any, Connection]] = []
         if self.nj == 1:
             self.local = factory(lang_dir, shares[0])
+            path = self.log_path(1)
+            if path is not None:
+                self.local_log = contextlib.ExitStack()
+                self.local_log.enter_context(
+                    job_log_lines(path, logger=JOB_LOGGER, label=f"{name}.1")
+                )
+                logging.getLogger(JOB_LOGGER).info(
+                    "%d utterances, training graphs compiled (in the step's process)", len(utts)
+                )
             return
         ctx = mp.get_context("fork")
-        for share in shares:
+        for j, share in enumerate(shares, 1):
             parent, child = ctx.Pipe()
-            p = ctx.Process(target=_serve, args=(child, factory, lang_dir, share), daemon=True)
+            target = (child, factory, lang_dir, share, self.log_path(j), f"{name}.{j}")
+            p = ctx.Process(target=_serve, args=target, daemon=True)
             p.start()
             self.procs.append((p, parent))
-        for _, conn in self.procs:
-            self._check(conn.recv())
+        for j, (_, conn) in enumerate(self.procs, 1):
+            self._check(j, conn.recv())
 
-    @staticmethod
-    def _check(reply: tuple[str, Any]) -> Any:
+    def log_path(self, job: int) -> Path | None:
+        return None if self.log_dir is None else job_log(self.log_dir, self.name, job)
+
+    def _check(self, job: int, reply: tuple[str, Any]) -> Any:
         status, value = reply
         if status == "error":
-            raise RuntimeError(f"GMM job failed: {value}")
+            path = self.log_path(job)
+            if path is None:
+                raise JobError(f"GMM job {job} failed: {value}")
+            raise job_error(self.name, job, value, path)
         return value
 
     def call(self, method: str, *args: Any) -> list[Any]:
         if self.local is not None:
-            return [getattr(self.local, method)(*args)]
+            t0 = time.perf_counter()
+            jlog = logging.getLogger(JOB_LOGGER) if self.local_log is not None else None
+            try:
+                value = getattr(self.local, method)(*args)
+            except Exception:
+                if jlog is not None:
+                    jlog.exception("job failed")
+                raise
+            if jlog is not None:
+                jlog.info("%s", _describe(method, value, time.perf_counter() - t0))
+            return [value]
         for _, conn in self.procs:
             conn.send((method, args))
-        return [self._check(conn.recv()) for _, conn in self.procs]
+        return [self._check(j, conn.recv()) for j, (_, conn) in enumerate(self.procs, 1)]
 
     def close(self) -> None:
         for p, conn in self.procs:
@@ -243,6 +319,9 @@ class JobPool:
                 conn.send(("stop", None))
             p.join(timeout=10)
         self.procs = []
+        if self.local_log is not None:
+            self.local_log.close()
+            self.local_log = None
 
     def __enter__(self) -> JobPool:
         return self

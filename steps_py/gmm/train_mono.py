@@ -21,7 +21,13 @@ from pathlib import Path
 import kaldi_hmm_gmm as khg
 import numpy as np
 
-from steps_py.cli import add_alignment_options, add_jobs_options, progress, step_main
+from steps_py.cli import (
+    add_alignment_options,
+    add_jobs_options,
+    add_output_options,
+    progress,
+    step_main,
+)
 from steps_py.fileio import atomic_write_json, atomic_write_text, mark_done
 from steps_py.gmm.accumulate import UpdateConfig, split_gmms, update_gmm, update_transitions
 from steps_py.gmm.data import load_utterances
@@ -91,6 +97,7 @@ def train(
     retry_beam: float = 40.0,
     initial_beam: float = 6.0,
     seed: int = 0,
+    log_dir: Path | None = None,
 ) -> tuple[MonoModel, list[dict], list[str]]:
     """Run the whole monophone training; returns (model, per-pass rows, utterances that never aligned).
 
@@ -103,7 +110,7 @@ def train(
     num_gauss = num_pdfs
     inc_gauss = max(0, (max_gauss - num_gauss) // max_iter_inc)
     rows: list[dict] = []
-    with JobPool(str(lang.dir), utts, nj) as pool:
+    with JobPool(str(lang.dir), utts, nj, log_dir=log_dir) as pool:  # log/acc.<job>.log
         too_short = sum(pool.call("equal_align"), [])
         if too_short:
             log.warning(
@@ -180,8 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--lang", type=Path, default=Path("data/lang"), help="lang dir (default %(default)s)"
     )
-    ap.add_argument(
-        "--out", type=Path, default=Path("exp/mono"), help="model dir (default %(default)s)"
+    add_output_options(
+        ap, "model dir", Path("exp/mono"), force_help="retrain even if --out is done"
     )
     add_jobs_options(ap, "parallel jobs for alignment and accumulation")
     ap.add_argument("--num-iters", type=int, default=25, help="EM passes (default %(default)s)")
@@ -198,7 +205,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="space/comma separated passes to realign at (default: Kaldi's schedule below --num-iters)",
     )
     add_alignment_options(ap)
-    ap.add_argument("--force", action="store_true", help="retrain even if --out is done")
     return ap
 
 
@@ -234,6 +240,7 @@ def run(args: argparse.Namespace) -> None:
         args.boost_silence,
         args.beam,
         args.retry_beam,
+        log_dir=args.out / "log",
     )
     save_model(args.out / "final.npz", model)
     atomic_write_text(args.out / "num_pdfs", f"{model.gmm.num_pdfs}\n")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from steps_py.cli import progress, step_main
+from steps_py.cli import add_output_options, progress, step_main
 from steps_py.fileio import atomic_write_json, atomic_write_text, is_done, mark_done
 from steps_py.gmm.accumulate import UpdateConfig, split_gmms, update_gmm
 from steps_py.gmm.data import load_utterances
@@ -98,6 +98,7 @@ def train(
     max_iter_inc: int = 25,
     opts: AlignOptions | None = None,
     seed: int = 0,
+    log_dir: Path | None = None,
 ) -> tuple[TransitionModel, GmmParams, list[dict]]:
     """Initialise from the tree statistics and run the EM passes (see the module docstring)."""
     opts = opts or AlignOptions()
@@ -112,7 +113,7 @@ def train(
     inc = max(0, (tot_gauss - num_gauss) // max(1, max_iter_inc))
     rows: list[dict] = []
     factory = functools.partial(TriJob, tree=tree, tm=tm, alis=alis)
-    with JobPool(str(lang.dir), utts, nj, factory) as pool:
+    with JobPool(str(lang.dir), utts, nj, factory, log_dir) as pool:  # log/acc.<job>.log
         for it in progress(range(1, num_iters), desc="tri EM", unit="pass"):
             t0 = time.time()
             rng = np.random.default_rng([seed, it])
@@ -142,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--ali", type=Path, default=Path("exp/mono_ali/train"), help=f"monophone alignments {d}"
     )
     ap.add_argument("--ali-model", type=Path, default=Path("exp/mono"), help=f"model of --ali {d}")
-    ap.add_argument("--out", type=Path, default=Path("exp/tri1"), help=f"model dir {d}")
+    add_output_options(
+        ap, "model dir", Path("exp/tri1"), force_help="retrain (and rebuild the tree)"
+    )
     ap.add_argument("--nj", type=int, default=2, help=f"parallel jobs {d}")
     ap.add_argument("--num-leaves", type=int, default=2000, help=f"tree leaves (pdfs) at most {d}")
     ap.add_argument("--tot-gauss", type=int, default=10000, help=f"Gaussians in all {d}")
@@ -152,7 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--beam", type=float, default=10.0, help=f"alignment beam {d}")
     ap.add_argument("--retry-beam", type=float, default=40.0, help=f"alignment retry beam {d}")
     ap.add_argument("--seed", type=int, default=0, help=f"seed of questions and mix-up {d}")
-    ap.add_argument("--force", action="store_true", help="retrain (and rebuild the tree)")
     return ap
 
 
@@ -201,6 +203,7 @@ def run(args: argparse.Namespace) -> None:
         args.max_iter_inc,
         opts,
         args.seed,
+        log_dir=args.out / "log",
     )
     write_kaldi_model(args.out / "final.mdl", to_kaldi_model(tm, gmm), binary=True)
     atomic_write_text(args.out / "num_pdfs", f"{gmm.num_pdfs}\n")

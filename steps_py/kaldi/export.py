@@ -18,7 +18,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from steps_py.cli import StepError, add_jobs_options, step_main
+from steps_py.cli import StepError, add_jobs_options, add_output_options, step_main
 from steps_py.fileio import atomic_path, atomic_write_json, mark_done
 from steps_py.kaldi.exp_dir import KaldiExpDir, write_exp_dir
 from steps_py.kaldi.int_vector_ark import read_int32_vectors
@@ -59,11 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="data dir whose utt2spk keeps speakers in one job (default: none)",
     )
-    ap.add_argument(
-        "--out",
-        type=Path,
-        default=Path("exp/mono_kaldi"),
-        help="output Kaldi exp dir (default: %(default)s)",
+    add_output_options(
+        ap,
+        "output Kaldi exp dir",
+        Path("exp/mono_kaldi"),
+        force_help="rewrite even if --out is done",
     )
     add_jobs_options(ap, "number of ali.JOB.gz files", nj_default=4)
     ap.add_argument(
@@ -71,7 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write final.mdl and tree in Kaldi binary (default: text)",
     )
-    ap.add_argument("--force", action="store_true", help="rewrite even if --out is done")
     return ap
 
 

@@ -31,7 +31,7 @@ import re
 import shutil
 from pathlib import Path
 
-from steps_py.cli import StepError, step_main
+from steps_py.cli import StepError, add_output_options, step_main
 from steps_py.fileio import atomic_path, atomic_write_json, atomic_write_text, mark_done
 from steps_py.lang.symbols import SymbolTableError, read_symbol_table
 
@@ -331,8 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="OOV word when the lang dir has no oov.txt (default: <UNK>/<unk>/<SPOKEN_NOISE>, else <unk> added)",
     )
-    ap.add_argument("--out", type=Path, required=True, help="output lang dir")
-    ap.add_argument("--force", action="store_true", help="rewrite even if --out is done")
+    add_output_options(ap, "output lang dir", force_help="rewrite even if --out is done")
     return ap
 
 

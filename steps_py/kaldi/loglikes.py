@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from steps_py.cli import StepError, progress, step_main
+from steps_py.cli import StepError, add_output_options, progress, step_main
 from steps_py.fileio import atomic_path, atomic_write_json, mark_done
 
 log = logging.getLogger("kaldi.loglikes")
@@ -44,14 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="acoustic model .safetensors (final/ of steps_py.parallel.train)",
     )
     ap.add_argument("--data", type=Path, required=True, help="data dir with fbank features")
-    ap.add_argument("--out", type=Path, required=True, help="output dir for loglikes.{ark,scp}")
+    add_output_options(
+        ap, "output dir for loglikes.{ark,scp}", force_help="rewrite even if --out is done"
+    )
     ap.add_argument(
         "--priors",
         choices=["model", "counts"],
         default="model",
         help="log priors to subtract: the model's adjusted ones or the alignment counts' (default: %(default)s)",
     )
-    ap.add_argument("--force", action="store_true", help="rewrite even if --out is done")
     return ap
 
 

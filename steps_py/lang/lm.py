@@ -31,7 +31,7 @@ from pathlib import Path
 
 import kaldifst
 
-from steps_py.cli import StepError, step_main
+from steps_py.cli import StepError, add_output_options, step_main
 from steps_py.data.kaldi_dir import DataDirError, read_kaldi_map
 from steps_py.fileio import atomic_path, atomic_write_json, atomic_write_text, is_done, mark_done
 from steps_py.lang.arpa_lm import NoLmWordsError, fit_to_lang, prune_entropy
@@ -119,11 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("data/lang"),
         help="lang dir from steps_py.lang.prepare (default: %(default)s)",
     )
-    ap.add_argument(
-        "--out",
-        type=Path,
-        default=Path("data/lang_test"),
-        help="output lang dir with G.fst (default: %(default)s)",
+    add_output_options(
+        ap,
+        "output lang dir with G.fst",
+        Path("data/lang_test"),
+        force_help="redo even if <out>/.done exists",
     )
     ap.add_argument("--order", type=int, default=3, help="n-gram order to train (default: 3)")
     ap.add_argument(
@@ -148,7 +148,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Kaldi text for perplexity (default <data>/dev/text)",
     )
-    ap.add_argument("--force", action="store_true", help="redo even if <out>/.done exists")
     return ap
 
 

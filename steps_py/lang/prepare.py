@@ -27,7 +27,7 @@ from pathlib import Path
 
 import kaldifst
 
-from steps_py.cli import StepError, step_main
+from steps_py.cli import StepError, add_output_options, step_main
 from steps_py.fileio import atomic_path, atomic_write_text, is_done, mark_done
 from steps_py.lang.align_lexicon import write_align_lexicon
 from steps_py.lang.fst_build import add_disambig_self_loop, make_lexicon_fst, make_topo, write_fst
@@ -237,11 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("data/local/dict"),
         help="Kaldi dict dir written by the corpus's local/ code (default: %(default)s)",
     )
-    ap.add_argument(
-        "--out",
-        type=Path,
-        default=Path("data/lang"),
-        help="lang directory to write (default: %(default)s)",
+    add_output_options(
+        ap,
+        "lang directory to write",
+        Path("data/lang"),
+        force_help="redo even if <out>/.done matches",
     )
     ap.add_argument(
         "--oov",
@@ -266,7 +266,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=3,
         help="HMM states of non-silence phones (default: %(default)s)",
     )
-    ap.add_argument("--force", action="store_true", help="redo even if <out>/.done matches")
     return ap
 
 

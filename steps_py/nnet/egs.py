@@ -63,7 +63,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from steps_py.cli import StepError, progress, step_main
+from steps_py.cli import StepError, add_output_options, progress, step_main
 from steps_py.fileio import atomic_path, atomic_write_json, is_done, mark_done
 from steps_py.nnet.egs_dir import EgsDir
 from steps_py.nnet.priors import log_priors_from_counts, save_log_priors
@@ -654,7 +654,9 @@ def build_parser() -> argparse.ArgumentParser:
         "gives the number of pdfs; dev alignments come from it too unless --dev-ali is given",
     )
     ap.add_argument("--model-type", choices=("dnn", "lstm"), required=True)
-    ap.add_argument("--out", type=Path, required=True, help="output egs dir (e.g. exp/egs/dnn)")
+    add_output_options(
+        ap, "output egs dir (e.g. exp/egs/dnn)", force_help="rewrite even if the egs dir is done"
+    )
     ap.add_argument("--dev-feats", type=Path, help="dev data dir (validation examples)")
     ap.add_argument("--dev-ali", type=Path, help="dev alignment dir")
     ap.add_argument("--feat-kind", default="fbank", help="feature kind under the data dir")
@@ -670,7 +672,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--num-shards", type=int, default=4, help="train shards")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--prior-floor", type=float, default=1e-5, help="floor of the pdf priors")
-    ap.add_argument("--force", action="store_true", help="rewrite even if the egs dir is done")
     return ap
 
 

@@ -8,7 +8,8 @@
   `steps_py.model_tag.ModelTag` (``global``, ``ema-...``, ``icefall-avg``, ...); post-hoc
   models (``posthoc-...``) are added by ``python -m steps_py.parallel.posthoc``;
 * ``epoch<E>/<tag>.safetensors`` (and ``.done``): epoch-end models (``--save-epoch-models``);
-* ``log/train.csv``: the dev curve; ``decode_<tag>_<set>/``: decodes of its models
+* ``log/train.csv``: a row per block (train CE, frames, timing) and per epoch, with the dev
+  CE and accuracy of every model where it evaluated; ``decode_<tag>_<set>/``: decodes of its models
   (`steps_py.decode.artifact.DecodeDir`).
 
 The scoreboard, the study and the post-hoc step read a run only through this class; a
@@ -17,6 +18,7 @@ missing or damaged file is a `RunDirError` that names the training command.
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +74,15 @@ class RunDir:
         if not isinstance(obj, dict):
             raise RunDirError(f"{p}: not a JSON object; train again with {PRODUCER} --force")
         return obj
+
+    def training_log(self) -> list[dict[str, str]]:
+        """The rows of ``log/train.csv`` as written (empty cells for what a row lacks); [] when
+        the run has none (a run trained before it was written, or not yet started)."""
+        p = self.path / self.TRAIN_CSV
+        if not p.is_file():
+            return []
+        with open(p, encoding="utf-8", newline="") as f:
+            return list(csv.DictReader(f))
 
     def model_tags(self, posthoc: bool | None = None) -> list[str]:
         """Tags of ``final/*.safetensors``, sorted; only post-hoc ones (True), none (False)."""

@@ -209,7 +209,8 @@ class Trainer:
                 for _ in range(min(self.K, self.steps_per_epoch - st.step_in_epoch)):
                     self.step()
                     self.bar.update(1)
-                self.log_row("block", st.ep_loss / max(st.ep_frames, 1), self.end_block(), t0)
+                evals = self.end_block()  # first: the row's train CE includes this block
+                self.log_row("block", st.ep_loss / max(st.ep_frames, 1), evals, t0)
                 stop = bool(self.hooks.after_block and self.hooks.after_block(st, self.group))
                 if st.step_in_epoch < self.steps_per_epoch and (
                     stop

@@ -1,7 +1,12 @@
 """Scoreboard plots (matplotlib, Agg backend, PNG files).
 
+* `plot_training_curves`: one training run's curves against training frames (all workers),
+  from its ``log/train.csv`` (`training_curves`): the train cross entropy after every block
+  (the mean over the epoch so far, as logged) and the dev frame accuracy of the global model
+  and of every averaged model at every evaluation (each epoch end, and every
+  ``--eval-every-blocks``/``--evals`` evaluation), epoch ends marked;
 * `plot_dev_accuracy`: dev frame accuracy per epoch of the global model and of every EMA
-  model of one training run, read from `summary.json`'s `history`.
+  model of one training run, read from `summary.json`'s `history` (a run without train.csv).
 * `plot_cer_vs_decay`: CER against the EMA decay (one line per run and set, the global
   model's CER as a dashed line of the same colour), for runs that tracked several decays.
 
@@ -15,6 +20,7 @@ trainer's form).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +28,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import EngFormatter  # noqa: E402
 
 from steps_py.fileio import atomic_path  # noqa: E402
 
@@ -64,6 +71,71 @@ def dev_accuracy_curves(history: list[dict]) -> dict[str, list[tuple[float, floa
             if model is not None:
                 curves.setdefault(model, []).append((epoch, val))
     return curves
+
+
+@dataclass
+class TrainingCurves:
+    """What `plot_training_curves` draws, x in training frames (all workers)."""
+
+    train_ce: list[tuple[float, float]] = field(default_factory=list)  # one point per block
+    dev_acc: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # per evaluation
+    epoch_ends: list[float] = field(default_factory=list)
+
+
+def training_curves(rows: list[dict[str, str]]) -> TrainingCurves:
+    """The curves of a run's ``log/train.csv`` rows: a train CE point per ``block`` row, a dev
+    accuracy point per model at each evaluation (a row with ``dev_acc_<model>``; the epoch
+    row repeats an evaluation of the same frames, which counts once)."""
+    c = TrainingCurves()
+    for row in rows:
+        if not row.get("frames"):
+            continue
+        frames = float(row["frames"])
+        loss = float(row.get("train_loss") or 0.0)
+        if row.get("kind") == "block" and loss > 0:  # 0: an epoch's first block in logs
+            c.train_ce.append((frames, loss))  # written before the trainer counted it in
+        if row.get("kind") == "epoch":
+            c.epoch_ends.append(frames)
+        for key, val in row.items():
+            if key and key.startswith("dev_acc_") and val:
+                pts = c.dev_acc.setdefault(key.removeprefix("dev_acc_"), [])
+                if not pts or pts[-1][0] != frames:
+                    pts.append((frames, float(val)))
+    return c
+
+
+def plot_training_curves(rows: list[dict[str, str]], out_png: Path, title: str) -> bool:
+    """Train CE per block and dev accuracy per evaluation against frames; False (nothing
+    written) when the rows hold neither."""
+    c = training_curves(rows)
+    if not c.train_ce and not c.dev_acc:
+        return False
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    if c.train_ce:
+        top.plot([p[0] for p in c.train_ce], [p[1] for p in c.train_ce], marker=".", ms=3)
+    top.set_ylabel("train CE (epoch mean so far)")
+    top.set_title(title)
+    for model in sorted(c.dev_acc, key=lambda m: (m != "global", m)):
+        pts = c.dev_acc[model]
+        bottom.plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            marker="o",
+            ms=4,
+            label=f"{model} ({len(pts)} evaluations)",
+            linestyle="-" if model == "global" else "--",
+        )
+    bottom.set_ylabel("dev frame accuracy")
+    bottom.set_xlabel("training frames (all workers)")
+    bottom.xaxis.set_major_formatter(EngFormatter(sep=""))
+    for ax in (top, bottom):
+        for x in c.epoch_ends:
+            ax.axvline(x, color="grey", alpha=0.3, linewidth=0.8)
+        ax.grid(alpha=0.3)
+    if c.dev_acc:
+        bottom.legend(fontsize=8)
+    _save(fig, out_png)
+    return True
 
 
 def _save(fig: Any, out_png: Path) -> None:

@@ -22,8 +22,9 @@ weight, word insertion penalty) chosen on dev.
 
 Writes `<out>/scoreboard.md`, `<out>/scoreboard.json`, `<out>/RESULTS` (Kaldi style: the
 best `%WER` line of each decode dir's `cer_<lmwt>_<wip>` files with the file name, what
-`grep WER exp/*/decode*/cer_* | utils/best_wer.sh` gives per dir), `<out>/dev_acc_<run>.png` (dev frame
-accuracy per epoch, global vs EMA) and `<out>/cer_vs_ema_decay.png` (when a run tracked
+`grep WER exp/*/decode*/cer_* | utils/best_wer.sh` gives per dir), `<out>/dev_acc_<run>.png`
+(the run's training curves against frames, from its log/train.csv: train CE per block, dev
+frame accuracy of the global model and every EMA at each evaluation) and `<out>/cer_vs_ema_decay.png` (when a run tracked
 several decays), and each training run's CERs as TensorBoard hparams in
 `<run>/tensorboard/final_cer/` (`steps_py.score.tb_hparams`); prints the markdown table. It is rebuilt only when an input file changed
 (a fingerprint of the inputs is kept in scoreboard.json) or with --force.
@@ -488,15 +489,22 @@ def results_text(runs: list[Run], exp: Path) -> str:
 def make_plots(
     runs: list[Run], rows: list[SystemRow], out: Path, sets: tuple[str, str]
 ) -> list[str]:
-    from steps_py.score.plots import plot_cer_vs_decay, plot_dev_accuracy
+    from steps_py.score.plots import plot_cer_vs_decay, plot_dev_accuracy, plot_training_curves
 
     written = []
     for r in runs:
-        hist = (r.summary or {}).get("history")
-        if isinstance(hist, list) and hist:
-            png = out / f"dev_acc_{r.path.name}.png"
-            if plot_dev_accuracy(hist, png, f"{r.path.name}: dev frame accuracy"):
-                written.append(png.name)
+        if r.summary is None:
+            continue
+        png = out / f"dev_acc_{r.path.name}.png"
+        hist = r.summary.get("history")
+        if plot_training_curves(
+            RunDir(r.path).training_log(), png, f"{r.path.name}: training curves"
+        ) or (
+            isinstance(hist, list)
+            and hist
+            and plot_dev_accuracy(hist, png, f"{r.path.name}: dev frame accuracy")
+        ):
+            written.append(png.name)
     series: dict[str, dict[str, Any]] = {}
     glob_cer = {
         (r.base, s): mean_std(r.dev_cer if s == sets[0] else r.test_cer)[0]

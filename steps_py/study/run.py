@@ -44,6 +44,7 @@ from pathlib import Path
 
 from steps_py.cli import StepError, step_main
 from steps_py.decode.artifact import DecodeDir
+from steps_py.decode.options import DecodeCall
 from steps_py.fileio import atomic_write_json, atomic_write_text, is_done
 from steps_py.model_tag import ModelTag, TagKind, format_number, is_ema
 from steps_py.parallel.errors import DivergenceError
@@ -208,30 +209,43 @@ class Study:
         lmwt = self.lm_weight(run.model) if split == "dev" else None
         if not self.train(run):
             raise StudyError(f"{run.name} diverged: it has no models to decode")
-        data = self.wd / (self.plan.dev if split == "dev" else self.plan.test)
-        argv = [
-            self.python,
-            "-m",
-            "steps_py.decode.nnet",
-            "--model",
-            *[str(self.model_path(run, t)) for t in todo],
-            "--graph",
-            str(self.wd / self.plan.graph),
-            "--data",
-            str(data),
-            "--out",
-            *[str(d / f"decode_{t}_{split}") for t in todo],
-            "--nj",
-            str(self.plan.decode_nj),
-            "--log-file",
-            str(d / "log" / f"decode_{split}.log"),
-            *self.plan.decode_opts,
-        ]
-        if split == "dev":
-            argv += ["--lm-weights", format_number(lmwt)]  # type: ignore[arg-type]
-        else:
-            argv += ["--lm-weight-from", *[str(d / f"decode_{t}_dev") for t in todo]]
-        self._call(argv, d / "log" / f"study_decode_{split}.out", f"{run.name} {split} decode")
+        call = self.decode_call(
+            [self.model_path(run, t) for t in todo],
+            self.plan.dev if split == "dev" else self.plan.test,
+            [d / f"decode_{t}_{split}" for t in todo],
+            lm_weights=format_number(lmwt) if lmwt is not None else None,
+            lm_weight_from=[d / f"decode_{t}_dev" for t in todo] if split != "dev" else [],
+            log_file=d / "log" / f"decode_{split}.log",
+        )
+        self._call(
+            call.command(self.python),
+            d / "log" / f"study_decode_{split}.out",
+            f"{run.name} {split} decode",
+        )
+
+    def decode_call(
+        self,
+        models: list[Path],
+        data: str,
+        outs: list[Path],
+        *,
+        lm_weights: str | None = None,
+        lm_weight_from: list[Path] | None = None,
+        log_file: Path | None = None,
+    ) -> DecodeCall:
+        """The `steps_py.decode.nnet` run of `models` on the plan's data dir `data` (its dev or
+        test) with the plan's graph, jobs and decode options: every decode of the study."""
+        return DecodeCall(
+            models,
+            self.wd / self.plan.graph,
+            self.wd / data,
+            outs,
+            self.plan.decode_nj,
+            lm_weights=lm_weights,
+            lm_weight_from=lm_weight_from or [],
+            log_file=log_file,
+            opts=self.plan.decode_opts,
+        )
 
     def lm_weight(self, model: str) -> float:
         """The LM weight of every `model` decode: the best of `calibrate_lm_weights` for the
@@ -251,25 +265,17 @@ class Study:
                         f"{run.name} diverged, so it cannot set the {model} LM weight: give "
                         f"decode.calibrate.{model} another run in {self.plan.path}"
                     )
-                argv = [
-                    self.python,
-                    "-m",
-                    "steps_py.decode.nnet",
-                    "--model",
-                    str(RunDir(d).model_path(ModelTag(TagKind.GLOBAL))),
-                    "--graph",
-                    str(self.wd / self.plan.graph),
-                    "--data",
-                    str(self.wd / self.plan.dev),
-                    "--out",
-                    str(out),
-                    "--nj",
-                    str(self.plan.decode_nj),
-                    *self.plan.decode_opts,
-                    "--lm-weights",
-                    self.plan.calibrate_lm_weights,
-                ]
-                self._call(argv, d / "log" / "study_decode_calibrate.out", f"{run.name} LM weight")
+                call = self.decode_call(
+                    [RunDir(d).model_path(ModelTag(TagKind.GLOBAL))],
+                    self.plan.dev,
+                    [out],
+                    lm_weights=self.plan.calibrate_lm_weights,
+                )
+                self._call(
+                    call.command(self.python),
+                    d / "log" / "study_decode_calibrate.out",
+                    f"{run.name} LM weight",
+                )
             summary = DecodeDir(out).summary()
             cer_lines = DecodeDir(out).cer_by_file()
             with self.lock:
