@@ -1,13 +1,18 @@
-"""Copy the latest scoreboard (or the study table) into README.md, between its markers.
+"""Copy the latest scoreboard (or another generated table) into README.md, between its markers.
 
     python -m steps_py.score.readme --results results --readme README.md --command "./run.sh"
     python -m steps_py.score.readme --what study --command "local/run_study.sh" --note "..."
+    python -m steps_py.score.readme --what tri_sweep --command "python -m local.tri_sweep ..."
 
 The README's tables are never typed in: this step copies `results/scoreboard.md` (written by
 `python -m steps_py.score.scoreboard` from the exp dirs) between `<!-- scoreboard:begin -->`
 and `<!-- scoreboard:end -->`, or `results/study/table.md` (written by
 `python -m steps_py.study.run`) between `<!-- study:begin -->` and `<!-- study:end -->`, and
-says which command and which run log produced it.
+says which command and which run log produced it. The other tables (`--what`): the
+monophone-vs-triphone targets comparisons of `python -m steps_py.score.compare`
+(`results/targets.md`, `results/digits/targets.md`) and the triphone size sweeps of
+`python -m local.tri_sweep` (`results/tri_sweep.md`, `results/digits/tri_sweep.md`), each
+between `<!-- <what>:begin -->` and `<!-- <what>:end -->`.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ SECTIONS = {
     "scoreboard": ("scoreboard.md", "scoreboard", "results"),
     "study": ("study/table.md", "study", "results/study"),
     "targets": ("targets.md", "targets", "results"),
+    "digits_targets": ("digits/targets.md", "digits_targets", "results/digits"),
+    "tri_sweep": ("tri_sweep.md", "tri_sweep", "results"),
+    "digits_tri_sweep": ("digits/tri_sweep.md", "digits_tri_sweep", "results/digits"),
 }
 
 
@@ -69,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         "--what",
         choices=sorted(SECTIONS),
         default="scoreboard",
-        help="the scoreboard (results/scoreboard.md) or the study table (results/study/table.md) "
-        "(default %(default)s)",
+        help="which table: "
+        + ", ".join(f"{k} ({v[0]} under --results)" for k, v in sorted(SECTIONS.items()))
+        + " (default %(default)s)",
     )
     ap.add_argument(
         "--results",
@@ -84,11 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     board = args.results / SECTIONS[args.what][0]
     if not board.is_file():
-        maker = (
-            "`python -m steps_py.score.scoreboard` (the last step of run.sh)"
-            if args.what == "scoreboard"
-            else "local/run_study.sh"
-        )
+        maker = {
+            "scoreboard": "`python -m steps_py.score.scoreboard` (the last step of run.sh)",
+            "study": "local/run_study.sh",
+            "targets": "python -m steps_py.score.compare",
+            "digits_targets": "python -m steps_py.score.compare",
+        }.get(args.what, "python -m local.tri_sweep")
         raise SystemExit(f"{board} not found: run {maker} first")
     update_readme(
         args.readme, board.read_text(encoding="utf-8"), args.command, args.note, args.what
