@@ -3,18 +3,18 @@
     python -m local.tri_sweep --workdir /work/fresh4 --conf-dir egs/synth/conf \\
         --out sweep_work --leaves 500,1000,2000 --gauss 2000,4000,8000 --results results/tri_sweep
 
-Input: the workdir of a finished run of run.sh (stages 0-4): ``data/{train,dev}`` with MFCC
+Input: the workdir of a run of run.sh that trained its GMMs: ``data/{train,dev}`` with MFCC
 features, ``data/lang``, ``data/lang_test`` and tri1's input, the monophone GMM ``exp/mono``
 and its train alignments ``exp/mono_ali/train``. Nothing under it is written. The options
 come from ``<conf-dir>/run.conf`` (sourced from the recipe root, as run.sh does):
 ``tri_opts`` (its ``--num-leaves``/``--tot-gauss`` replaced by the point's), ``align_opts``,
 ``gmm_decode_opts`` and, for the time reference, ``gmm_opts``.
 
-For every (leaves, Gaussians) of the grid, in ``<out>/l<L>_g<G>/``, the tri1 part of run.sh's
-stage 4 runs as run.sh runs it, each step timed (wall): ``steps_py.gmm.train_tri`` (tree and
+For every (leaves, Gaussians) of the grid, in ``<out>/l<L>_g<G>/``, tri1's steps run as
+run.sh runs them, each step timed (wall): ``steps_py.gmm.train_tri`` (tree and
 EM), ``steps_py.gmm.align`` of train and of dev, ``steps_py.decode.graph``; then dev is decoded
 with ``steps_py.decode.gmm`` (not timed; test is never decoded). Before the points, the
-monophone part of stage 4 is timed the same way in ``<out>/mono_ref`` (``train_mono`` with
+monophone's steps are timed the same way in ``<out>/mono_ref`` (``train_mono`` with
 ``gmm_opts``, alignments of train and dev, graph), on the same machine under the same load,
 unless ``--mono-seconds`` gives its time.
 
@@ -158,7 +158,7 @@ def check_workdir(workdir: Path) -> None:
     if missing:
         raise SweepError(
             f"--workdir {workdir} lacks {', '.join(missing)}: give the workdir of a run of "
-            "run.sh that finished stage 4 (./run.sh --stop-stage 4 --workdir ...)"
+            "run.sh that trained the monophone GMM and aligned train with it (exp/mono, exp/mono_ali)"
         )
 
 
@@ -186,7 +186,7 @@ def timed(runner: Runner, args: list[str], log_file: Path) -> float:
 def align_and_graph(
     runner: Runner, workdir: Path, model: Path, ali_out: Path, conf: dict[str, str], nj: int
 ) -> dict[str, float]:
-    """Alignments of train and dev with `model` and its graph, as run.sh's stage 4: seconds each."""
+    """Alignments of train and dev with `model` and its graph, as run.sh runs them: seconds each."""
     data, secs = workdir / "data", {}
     for s in ("train", "dev"):
         args = ["steps_py.gmm.align", "--data", str(data / s), "--lang", str(data / "lang")]
@@ -212,7 +212,7 @@ def fresh_dir(d: Path, marker: str) -> None:
 def mono_reference(
     runner: Runner, workdir: Path, out: Path, conf: dict[str, str], nj: int
 ) -> float:
-    """Wall seconds of the monophone part of stage 4, measured once in ``<out>/mono_ref``."""
+    """Wall seconds of the monophone's steps, measured once in ``<out>/mono_ref``."""
     ref_dir = out / "mono_ref"
     ref_json = ref_dir / "ref.json"
     if ref_json.is_file():
@@ -335,7 +335,7 @@ def table_md(
     )
     return (
         "# Triphone system size chosen on dev\n\n"
-        f"Made by `{command}`. Each point: the tri1 part of stage 4 (train_tri = tree + EM, "
+        f"Made by `{command}`. Each point: tri1's steps as run.sh runs them (train_tri = tree + EM, "
         "alignments of train and dev, HCLG), wall seconds on a shared machine (load avg: the "
         f"1-minute load when the stage ended), then dev decoded with the recipe's gmm_decode_opts. "
         f"Monophone stage (train_mono, alignments, HCLG) measured the same way: {mono_seconds:.1f} s; "
@@ -405,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workdir",
         type=Path,
         required=True,
-        help="workdir of a run that finished stage 4 (read only)",
+        help="workdir of a run that trained exp/mono and wrote exp/mono_ali (read only)",
     )
     p.add_argument(
         "--conf-dir",
