@@ -11,7 +11,7 @@ come from ``<conf-dir>/run.conf`` (sourced from the recipe root, as run.sh does)
 ``gmm_decode_opts`` and, for the time reference, ``gmm_opts``.
 
 For every (leaves, Gaussians) of the grid, in ``<out>/l<L>_g<G>/``, tri1's steps run as
-run.sh runs them, each step timed (wall): ``steps_py.gmm.train_tri`` (tree and
+run.sh runs them, each step timed (wall and CPU): ``steps_py.gmm.train_tri`` (tree and
 EM), ``steps_py.gmm.align`` of train and of dev, ``steps_py.decode.graph``; then dev is decoded
 with ``steps_py.decode.gmm`` (not timed; test is never decoded). Before the points, the
 monophone's steps are timed the same way in ``<out>/mono_ref`` (``train_mono`` with
@@ -22,11 +22,14 @@ Resumable: a point (and the reference) is done when its ``point.json`` (``ref.js
 and is skipped; a point directory without it (an interrupted point) is removed and redone
 whole, so its times are never those of a half-skipped stage.
 
-Selection rule (fixed before the sweep ran): among the points whose tri1 stage wall time
+Selection rule (fixed before the sweep ran): among the points whose tri1 stage time
 (train_tri + both alignments + graph) is at most ``--time-factor`` (default 2: issue 21's
 "tree building and triphone training at most twice the monophone stage's time") times the
-monophone stage's wall time, the one with the lowest dev CER; ties go to fewer leaves, then
-fewer Gaussians. When no point is within the limit there is no choice, and the table says so.
+monophone stage's time, the one with the lowest dev CER; ties go to fewer leaves, then fewer
+Gaussians. When no point is within the limit there is no choice, and the table says so. The
+time compared is ``--time`` (default ``cpu``: user + system seconds of the steps and their
+worker processes; on a machine shared with other jobs, wall times measured minutes apart
+change with the load far more than CPU times do; ``wall`` on an otherwise idle machine).
 
 Writes ``<results>.md`` (a table for README, ``python -m steps_py.score.readme --what
 tri_sweep``) and ``<results>.json`` (every point, the reference, the limit and the choice).
@@ -38,6 +41,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import shlex
 import shutil
 import subprocess
@@ -60,7 +64,18 @@ GRID_FLAGS = ("--num-leaves", "--tot-gauss")
 
 # Runs one step: (python -m arguments, log file) -> None; raises SweepError when it fails.
 Runner = Callable[[list[str], Path], None]
-clock: Callable[[], float] = time.monotonic  # the steps' wall clock (tests replace it)
+MEASURES = ("cpu", "wall")
+
+
+def children_cpu_seconds() -> float:
+    """User + system seconds of this process's finished children (and theirs, once waited for)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+# the steps' clocks (tests replace them)
+clock: Callable[[], float] = time.monotonic
+cpu_clock: Callable[[], float] = children_cpu_seconds
 
 
 class SweepError(StepError):
@@ -78,14 +93,20 @@ class Point:
     dev_cer: float
     lm_weight: float
     penalty: float
-    seconds: dict[str, float]  # train_tri, align_train, align_dev, graph
-    stage_seconds: float  # the tri1 stage: the sum of `seconds`
+    seconds: dict[str, float]  # wall: train_tri, align_train, align_dev, graph
+    cpu_seconds: dict[str, float]  # the same steps' CPU seconds (user + system)
+    stage_seconds: float  # the tri1 stage's wall time: the sum of `seconds`
+    stage_cpu_seconds: float  # and its CPU time
     load_avg: float  # 1-minute load average when the stage ended
     options: dict[str, str]  # what made it (a point is only reused with the same)
 
     @property
     def name(self) -> str:
         return point_name(self.leaves, self.gauss)
+
+    def stage(self, measure: str) -> float:
+        """The tri1 stage's time: ``wall`` or ``cpu`` seconds."""
+        return self.stage_cpu_seconds if measure == "cpu" else self.stage_seconds
 
 
 def point_name(leaves: int, gauss: int) -> str:
@@ -177,17 +198,25 @@ def run_step(args: list[str], log_file: Path) -> None:
         )
 
 
-def timed(runner: Runner, args: list[str], log_file: Path) -> float:
-    t0 = clock()
+Times = dict[str, dict[str, float]]  # step -> {"wall": s, "cpu": s}
+
+
+def timed(runner: Runner, args: list[str], log_file: Path) -> dict[str, float]:
+    t0, c0 = clock(), cpu_clock()
     runner(args, log_file)
-    return round(clock() - t0, 1)
+    return {"wall": round(clock() - t0, 1), "cpu": round(cpu_clock() - c0, 1)}
+
+
+def stage_total(times: Times, measure: str) -> float:
+    return round(sum(t[measure] for t in times.values()), 1)
 
 
 def align_and_graph(
     runner: Runner, workdir: Path, model: Path, ali_out: Path, conf: dict[str, str], nj: int
-) -> dict[str, float]:
-    """Alignments of train and dev with `model` and its graph, as run.sh runs them: seconds each."""
-    data, secs = workdir / "data", {}
+) -> Times:
+    """Alignments of train and dev with `model` and its graph, as run.sh runs them: times each."""
+    data = workdir / "data"
+    secs: Times = {}
     for s in ("train", "dev"):
         args = ["steps_py.gmm.align", "--data", str(data / s), "--lang", str(data / "lang")]
         args += ["--model", str(model), "--out", str(ali_out / s), "--nj", str(nj)]
@@ -211,30 +240,27 @@ def fresh_dir(d: Path, marker: str) -> None:
 
 def mono_reference(
     runner: Runner, workdir: Path, out: Path, conf: dict[str, str], nj: int
-) -> float:
-    """Wall seconds of the monophone's steps, measured once in ``<out>/mono_ref``."""
+) -> dict[str, float]:
+    """{"wall": s, "cpu": s} of the monophone's steps, measured once in ``<out>/mono_ref``."""
     ref_dir = out / "mono_ref"
     ref_json = ref_dir / "ref.json"
     if ref_json.is_file():
         ref = json.loads(ref_json.read_text(encoding="utf-8"))
-        log.info("monophone stage reference: %.1f s (from %s)", ref["stage_seconds"], ref_json)
-        return float(ref["stage_seconds"])
+        log.info("monophone stage reference: %s s (from %s)", ref["stage_seconds"], ref_json)
+        return {m: float(ref["stage_seconds"][m]) for m in MEASURES}
     fresh_dir(ref_dir, "ref.json")
     log.info("timing the monophone stage (train_mono, alignments, graph) in %s", ref_dir)
     data, mono = workdir / "data", ref_dir / "mono"
     args = ["steps_py.gmm.train_mono", "--data", str(data / "train"), "--lang", str(data / "lang")]
     args += ["--out", str(mono), "--nj", str(nj), *shlex.split(conf["gmm_opts"])]
-    secs = {"train_mono": timed(runner, args, ref_dir / "log/train_mono.log")}
-    secs |= align_and_graph(runner, workdir, mono, ref_dir / "mono_ali", conf, nj)
-    total = round(sum(secs.values()), 1)
-    if total <= 0:
-        raise SweepError(
-            f"the monophone stage took {total} s in {ref_dir}: not a usable time limit"
-        )
-    atomic_write_json(
-        ref_json, {"seconds": secs, "stage_seconds": total, "load_avg": os.getloadavg()[0]}
-    )
-    log.info("monophone stage reference: %.1f s (%s)", total, secs)
+    times = {"train_mono": timed(runner, args, ref_dir / "log/train_mono.log")}
+    times |= align_and_graph(runner, workdir, mono, ref_dir / "mono_ali", conf, nj)
+    total = {m: stage_total(times, m) for m in MEASURES}
+    if min(total.values()) <= 0:
+        raise SweepError(f"the monophone stage took {total} s in {ref_dir}: not a time limit")
+    load = round(os.getloadavg()[0], 2)
+    atomic_write_json(ref_json, {"seconds": times, "stage_seconds": total, "load_avg": load})
+    log.info("monophone stage reference: %s s (%s)", total, times)
     return total
 
 
@@ -272,17 +298,15 @@ def run_point(
         log.info("%s: done (dev CER %.2f), skipping", d, p.dev_cer)
         return p
     fresh_dir(d, "point.json")
-    log.info(
-        "%s: %d leaves, %d Gaussians: train_tri, alignments, graph, dev decode", d, leaves, gauss
-    )
+    log.info("%s: %d leaves, %d Gaussians: train_tri, alignments, graph, dev", d, leaves, gauss)
     data, tri1 = workdir / "data", d / "tri1"
     args = ["steps_py.gmm.train_tri", "--data", str(data / "train"), "--lang", str(data / "lang")]
     args += ["--ali", str(workdir / "exp/mono_ali/train"), "--ali-model", str(workdir / "exp/mono")]
     args += ["--out", str(tri1), "--nj", str(nj), *without_grid_flags(conf["tri_opts"])]
     args += ["--num-leaves", str(leaves), "--tot-gauss", str(gauss)]
-    secs = {"train_tri": timed(runner, args, d / "log/train_tri.log")}
-    secs |= align_and_graph(runner, workdir, tri1, d / "tri1_ali", conf, nj)
-    load = os.getloadavg()[0]
+    times = {"train_tri": timed(runner, args, d / "log/train_tri.log")}
+    times |= align_and_graph(runner, workdir, tri1, d / "tri1_ali", conf, nj)
+    load = round(os.getloadavg()[0], 2)
     dec = ["steps_py.decode.gmm", "--model", str(tri1), "--graph", str(tri1 / "graph")]
     dec += ["--data", str(data / "dev"), "--out", str(tri1 / "decode_dev"), "--nj", str(nj)]
     runner(dec + shlex.split(conf["gmm_decode_opts"]), d / "log/decode_dev.log")
@@ -290,19 +314,37 @@ def run_point(
     info: dict[str, Any] = {}
     if (tri1 / "info.json").is_file():
         info = json.loads((tri1 / "info.json").read_text(encoding="utf-8"))
+    wall = {k: t["wall"] for k, t in times.items()}
+    cpu = {k: t["cpu"] for k, t in times.items()}
     p = Point(
         leaves, gauss, read_int(tri1 / "num_pdfs"), info.get("num_gauss"), cer, lmwt, wip,
-        secs, round(sum(secs.values()), 1), round(load, 2), options,
+        wall, cpu, stage_total(times, "wall"), stage_total(times, "cpu"), load, options,
     )  # fmt: skip
     atomic_write_json(d / "point.json", asdict(p))
-    log.info("%s: dev CER %.2f, tri1 stage %.1f s %s", d, cer, p.stage_seconds, secs)
+    log.info("%s: dev CER %.2f, tri1 stage %s s wall, %s s CPU", d, cer, wall, cpu)
     return p
 
 
 # ---------------------------------------------------------------------- the choice and table
-def choose(points: Sequence[Point], mono_seconds: float, factor: float) -> Point | None:
-    """The rule of the module docstring: best dev CER within factor x the monophone stage."""
-    ok = [p for p in points if p.stage_seconds <= factor * mono_seconds]
+@dataclass(frozen=True)
+class Limit:
+    """The time limit: `factor` x the monophone stage's `mono` seconds of `measure`."""
+
+    mono: dict[str, float]  # {"wall": s, "cpu": s} (a given --mono-seconds: only its measure)
+    factor: float
+    measure: str  # "cpu" or "wall"
+
+    @property
+    def seconds(self) -> float:
+        return self.factor * self.mono[self.measure]
+
+    def within(self, p: Point) -> bool:
+        return p.stage(self.measure) <= self.seconds
+
+
+def choose(points: Sequence[Point], limit: Limit) -> Point | None:
+    """The rule of the module docstring: best dev CER within the time limit."""
+    ok = [p for p in points if limit.within(p)]
     return min(ok, key=lambda p: (p.dev_cer, p.leaves, p.gauss), default=None)
 
 
@@ -310,56 +352,60 @@ def _cell(v: Any) -> str:
     return "-" if v is None else str(v)
 
 
-def table_md(
-    points: Sequence[Point], mono_seconds: float, factor: float, chosen: Point | None, command: str
-) -> str:
-    limit = factor * mono_seconds
+def _row(p: Point, limit: Limit, chosen: Point | None) -> str:
+    align = p.seconds.get("align_train", 0.0) + p.seconds.get("align_dev", 0.0)
+    mark = " (chosen)" if chosen is not None and p.name == chosen.name else ""
+    cells = [p.leaves, p.gauss, _cell(p.pdfs), _cell(p.num_gauss), f"{p.dev_cer:.2f}{mark}"]
+    cells += [f"{p.lm_weight:g}/{p.penalty:g}", f"{p.seconds.get('train_tri', 0.0):.1f}"]
+    cells += [f"{align:.1f}", f"{p.seconds.get('graph', 0.0):.1f}", f"{p.stage_seconds:.1f}"]
+    cells += [
+        f"{p.stage_cpu_seconds:.1f}",
+        f"{p.stage(limit.measure) / limit.mono[limit.measure]:.2f}",
+    ]
+    cells += ["yes" if limit.within(p) else "no", f"{p.load_avg:.2f}"]
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def table_md(points: Sequence[Point], limit: Limit, chosen: Point | None, command: str) -> str:
     head = (
         "| leaves | Gaussians | pdfs | Gaussians (final) | dev CER % | LM wt/pen. | train_tri s "
-        "| align s | graph s | tri1 stage s | x mono | within limit | load avg |"
+        f"| align s | graph s | tri1 stage s | tri1 stage CPU s | x mono ({limit.measure}) "
+        "| within limit | load avg |"
     )
-    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
-    for p in sorted(points, key=lambda p: (p.leaves, p.gauss)):
-        align = p.seconds.get("align_train", 0.0) + p.seconds.get("align_dev", 0.0)
-        mark = " (chosen)" if chosen is not None and p.name == chosen.name else ""
-        lines.append(
-            f"| {p.leaves} | {p.gauss} | {_cell(p.pdfs)} | {_cell(p.num_gauss)} | {p.dev_cer:.2f}{mark} "
-            f"| {p.lm_weight:g}/{p.penalty:g} | {p.seconds.get('train_tri', 0.0):.1f} | {align:.1f} "
-            f"| {p.seconds.get('graph', 0.0):.1f} | {p.stage_seconds:.1f} | {p.stage_seconds / mono_seconds:.2f} "
-            f"| {'yes' if p.stage_seconds <= limit else 'no'} | {p.load_avg:.2f} |"
-        )
+    lines = [head, "|" + "---|" * (head.count(" | ") + 1)]
+    lines += [_row(p, limit, chosen) for p in sorted(points, key=lambda p: (p.leaves, p.gauss))]
     verdict = (
         f"Chosen: **{chosen.leaves} leaves, {chosen.gauss} Gaussians** (dev CER {chosen.dev_cer:.2f})."
         if chosen is not None
-        else f"No point's tri1 stage is within {limit:.1f} s: no choice."
+        else f"No point's tri1 stage is within {limit.seconds:.1f} s ({limit.measure}): no choice."
     )
+    mono = ", ".join(f"{v:.1f} s {m}" for m, v in sorted(limit.mono.items()))
     return (
         "# Triphone system size chosen on dev\n\n"
-        f"Made by `{command}`. Each point: tri1's steps as run.sh runs them (train_tri = tree + EM, "
-        "alignments of train and dev, HCLG), wall seconds on a shared machine (load avg: the "
-        f"1-minute load when the stage ended), then dev decoded with the recipe's gmm_decode_opts. "
-        f"Monophone stage (train_mono, alignments, HCLG) measured the same way: {mono_seconds:.1f} s; "
-        f"limit {factor:g} x that = {limit:.1f} s. Rule: the lowest dev CER among points within "
-        "the limit (ties: fewer leaves, then fewer Gaussians).\n\n"
-        + "\n".join(lines)
-        + f"\n\n{verdict}\n"
+        f"Made by `{command}`. Each point: tri1's steps as run.sh runs them (train_tri = tree + "
+        "EM, alignments of train and dev, HCLG), wall seconds per step and the stage's wall and "
+        "CPU (user + system, worker processes included) seconds on a shared machine (load avg: "
+        "the 1-minute load when the stage ended); then dev decoded with the recipe's "
+        f"gmm_decode_opts. The monophone stage (train_mono, alignments, HCLG) timed the same way: "
+        f"{mono}; limit {limit.factor:g} x its {limit.measure} time = {limit.seconds:.1f} s. "
+        "Rule: the lowest dev CER among points within the limit (ties: fewer leaves, then fewer "
+        "Gaussians).\n\n" + "\n".join(lines) + f"\n\n{verdict}\n"
     )
 
 
 def write_results(
-    prefix: Path, points: Sequence[Point], mono_seconds: float, factor: float, command: str
+    prefix: Path, points: Sequence[Point], limit: Limit, command: str
 ) -> Point | None:
-    chosen = choose(points, mono_seconds, factor)
-    atomic_write_text(
-        prefix.with_suffix(".md"), table_md(points, mono_seconds, factor, chosen, command)
-    )
+    chosen = choose(points, limit)
+    atomic_write_text(prefix.with_suffix(".md"), table_md(points, limit, chosen, command))
     atomic_write_json(
         prefix.with_suffix(".json"),
         {
             "command": command,
-            "mono_stage_seconds": mono_seconds,
-            "time_factor": factor,
-            "limit_seconds": round(factor * mono_seconds, 1),
+            "mono_stage_seconds": limit.mono,
+            "time": limit.measure,
+            "time_factor": limit.factor,
+            "limit_seconds": round(limit.seconds, 1),
             "chosen": None if chosen is None else {"leaves": chosen.leaves, "gauss": chosen.gauss},
             "points": [asdict(p) for p in points],
         },
@@ -372,7 +418,11 @@ def sweep(args: argparse.Namespace, runner: Runner = run_step) -> Point | None:
     check_workdir(args.workdir)
     conf = read_conf(args.conf_dir)
     leaves, gauss = parse_grid(args.leaves, "--leaves"), parse_grid(args.gauss, "--gauss")
-    mono = args.mono_seconds or mono_reference(runner, args.workdir, args.out, conf, args.nj)
+    if args.mono_seconds is not None:
+        mono = {args.time: float(args.mono_seconds)}
+    else:
+        mono = mono_reference(runner, args.workdir, args.out, conf, args.nj)
+    limit = Limit(mono, args.time_factor, args.time)
     points = []
     for n_leaves in leaves:
         for n_gauss in gauss:
@@ -387,7 +437,7 @@ def sweep(args: argparse.Namespace, runner: Runner = run_step) -> Point | None:
                 run_point(runner, args.workdir, args.out, conf, n_leaves, n_gauss, args.nj)
             )
     command = "python -m local.tri_sweep " + shlex.join(args.argv)
-    chosen = write_results(args.results, points, mono, args.time_factor, command)
+    chosen = write_results(args.results, points, limit, command)
     log.info(
         "wrote %s.{md,json}; chosen: %s", args.results,
         "none within the time limit" if chosen is None else f"{chosen.leaves} leaves, {chosen.gauss} Gaussians",
@@ -433,10 +483,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="tri1 stage at most this many times the monophone stage (default %(default)s)",
     )
     p.add_argument(
+        "--time",
+        choices=MEASURES,
+        default="cpu",
+        help="the time the limit compares: CPU (user + system) or wall seconds (default %(default)s)",
+    )
+    p.add_argument(
         "--mono-seconds",
         type=float,
         default=None,
-        help="the monophone stage's wall seconds; default: time it here in <out>/mono_ref",
+        help="the monophone stage's --time seconds; default: time it here in <out>/mono_ref",
     )
     p.add_argument(
         "--nj", type=int_at_least(1), default=2, help="parallel jobs per step (default %(default)s)"

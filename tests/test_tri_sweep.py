@@ -10,31 +10,35 @@ from pathlib import Path
 import pytest
 
 from local import tri_sweep
-from local.tri_sweep import Point, SweepError, choose, run_step, without_grid_flags
+from local.tri_sweep import Limit, Point, SweepError, choose, run_step, without_grid_flags
 
 
-def _point(leaves: int, gauss: int, cer: float, seconds: float) -> Point:
-    return Point(
-        leaves, gauss, leaves, gauss, cer, 10.0, 0.0, {"train_tri": seconds}, seconds, 1.0, {}
-    )
+def _point(leaves: int, gauss: int, cer: float, wall: float, cpu: float | None = None) -> Point:
+    cpu = wall if cpu is None else cpu
+    times = ({"train_tri": wall}, {"train_tri": cpu}, wall, cpu)
+    return Point(leaves, gauss, leaves, gauss, cer, 10.0, 0.0, *times, 1.0, {})
 
 
 def test_choice_is_best_dev_cer_within_the_time_limit() -> None:
     pts = [
         _point(500, 2000, 30.0, 50.0),
         _point(1000, 4000, 28.0, 90.0),
-        _point(2000, 8000, 25.0, 130.0),  # best CER, but over 2 x 60 s
+        _point(2000, 8000, 25.0, 130.0, cpu=110.0),  # best CER; over 2 x 60 s of wall, not of CPU
     ]
-    assert choose(pts, 60.0, 2.0) == pts[1]
-    assert choose(pts, 70.0, 2.0) == pts[2]  # limit 140 s: now within it
-    assert choose(pts, 20.0, 2.0) is None  # nothing within 40 s
+    mono = {"wall": 60.0, "cpu": 60.0}
+    assert choose(pts, Limit(mono, 2.0, "wall")) == pts[1]
+    assert choose(pts, Limit(mono, 2.0, "cpu")) == pts[2]
+    assert choose(pts, Limit({"wall": 70.0}, 2.0, "wall")) == pts[2]  # limit 140 s
+    assert choose(pts, Limit(mono, 0.5, "cpu")) is None  # nothing within 30 s
     tie = [
         _point(1000, 8000, 28.0, 10.0),
         _point(1000, 4000, 28.0, 10.0),
         _point(500, 8000, 28.0, 10.0),
     ]
-    assert choose(tie, 60.0, 2.0) == tie[2]  # fewer leaves first, then fewer Gaussians
-    assert choose(tie[:2], 60.0, 2.0) == tie[1]
+    assert (
+        choose(tie, Limit(mono, 2.0, "cpu")) == tie[2]
+    )  # fewer leaves first, then fewer Gaussians
+    assert choose(tie[:2], Limit(mono, 2.0, "cpu")) == tie[1]
 
 
 def test_grid_flags_are_replaced_and_the_rest_kept() -> None:
@@ -44,8 +48,9 @@ def test_grid_flags_are_replaced_and_the_rest_kept() -> None:
 
 class FakeSteps:
     """A double for the steps: records each call, writes the outputs the sweep reads and
-    advances a fake clock: train_mono 20 s, an alignment 3 s, a graph 10 s, train_tri 3 s
-    per leaf (the monophone stage 36 s; tri1 46 s at 10 leaves, 76 s at 20)."""
+    advances fake clocks: train_mono 20 s, an alignment 3 s, a graph 10 s, train_tri 3 s per
+    leaf, wall; CPU twice that but for the graph (the monophone stage 36 s wall, 62 s CPU;
+    tri1 46 s and 82 s at 10 leaves, 76 s and 142 s at 20)."""
 
     SECONDS = {
         "steps_py.gmm.train_mono": 20.0,
@@ -54,13 +59,15 @@ class FakeSteps:
     }
 
     def __init__(self, cers: dict[tuple[int, int], float]) -> None:
-        self.cers, self.calls, self.now = cers, [], 1000.0
+        self.cers, self.calls, self.now, self.cpu = cers, [], 1000.0, 50.0
 
     def __call__(self, args: list[str], log_file: Path) -> None:
         self.calls.append(args)
-        self.now += self.SECONDS.get(args[0], 0.0)
+        wall = self.SECONDS.get(args[0], 0.0)
         if args[0] == "steps_py.gmm.train_tri":
-            self.now += 3.0 * int(args[args.index("--num-leaves") + 1])
+            wall = 3.0 * int(args[args.index("--num-leaves") + 1])
+        self.now += wall
+        self.cpu += wall if args[0] == "steps_py.decode.graph" else 2 * wall
         log_file.parent.mkdir(parents=True, exist_ok=True)
         log_file.write_text("ok\n", encoding="utf-8")
         out = Path(args[args.index("--out") + 1])
@@ -128,6 +135,7 @@ def test_sweep_runs_each_point_once_and_redoes_an_interrupted_one(
     cers = {(10, 40): 31.0, (10, 80): 29.5, (20, 40): 30.0, (20, 80): 29.0}
     steps = FakeSteps(cers)
     monkeypatch.setattr(tri_sweep, "clock", lambda: steps.now)
+    monkeypatch.setattr(tri_sweep, "cpu_clock", lambda: steps.cpu)
     chosen = tri_sweep.sweep(args, steps)
     # the monophone reference once, then per point: train_tri, 2 alignments, graph, dev decode
     mono = [
@@ -150,18 +158,25 @@ def test_sweep_runs_each_point_once_and_redoes_an_interrupted_one(
     assert sorted(grid) == sorted(cers)
     decode = next(c for c in steps.calls if c[0] == "steps_py.decode.gmm")
     assert decode[-4:] == ["--beam", "9", "--lm-weights", "8:20"]  # the conf's gmm_decode_opts
-    # monophone stage 36 s, limit 72 s: the 20-leaf points (76 s) are out despite their CER
+    # monophone stage 62 s CPU, limit 124 s: the 20-leaf points (142 s) are out despite their CER
     assert chosen is not None and (chosen.leaves, chosen.gauss) == (10, 80)
     res = json.loads((tmp_path / "res" / "tri_sweep.json").read_text(encoding="utf-8"))
     assert res["chosen"] == {"leaves": 10, "gauss": 80}
-    assert (res["mono_stage_seconds"], res["limit_seconds"]) == (36.0, 72.0)
+    assert res["mono_stage_seconds"] == {"wall": 36.0, "cpu": 62.0}
+    assert (res["time"], res["limit_seconds"]) == ("cpu", 124.0)
     assert {(p["leaves"], p["gauss"]): p["dev_cer"] for p in res["points"]} == cers
     md = (tmp_path / "res" / "tri_sweep.md").read_text(encoding="utf-8")
-    assert (
-        "| 10 | 80 | 3 | 83 | 29.50 (chosen) | 12/0.5 | 30.0 | 6.0 | 10.0 | 46.0 | 1.28 | yes |"
-        in md
-    )
-    assert "| 20 | 80 | 13 | 83 | 29.00 | 12/0.5 | 60.0 | 6.0 | 10.0 | 76.0 | 2.11 | no |" in md
+    rows = [
+        line
+        for line in md.splitlines()
+        if line.startswith("| 10 | 80 |") or line.startswith("| 20 | 80 |")
+    ]
+    assert rows == [
+        "| 10 | 80 | 3 | 83 | 29.50 (chosen) | 12/0.5 | 30.0 | 6.0 | 10.0 | 46.0 | 82.0 | 1.32 | yes | "
+        + rows[0].split(" | ")[-1],
+        "| 20 | 80 | 13 | 83 | 29.00 | 12/0.5 | 60.0 | 6.0 | 10.0 | 76.0 | 142.0 | 2.29 | no | "
+        + rows[1].split(" | ")[-1],
+    ]  # the last cell: the machine's load average
 
     # resumed: nothing is run again
     steps.calls.clear()
@@ -185,6 +200,7 @@ def test_a_done_point_with_other_options_is_refused(
     args = _setup(tmp_path)
     steps = FakeSteps({(10, 40): 1.0, (10, 80): 1.0, (20, 40): 1.0, (20, 80): 1.0})
     monkeypatch.setattr(tri_sweep, "clock", lambda: steps.now)
+    monkeypatch.setattr(tri_sweep, "cpu_clock", lambda: steps.cpu)
     tri_sweep.sweep(args, steps)
     args = _setup(tmp_path, tri_opts="--num-leaves 9 --tot-gauss 99 --num-iters 20")
     with pytest.raises(SweepError, match="other options"):
@@ -211,8 +227,10 @@ def test_bad_input_names_the_item_and_the_fix(
         tri_sweep.sweep(args, FakeSteps({}))
 
 
-def test_a_failing_step_names_its_log(tmp_path: Path) -> None:
+def test_a_failing_step_names_its_log_and_its_cpu_time_counts(tmp_path: Path) -> None:
+    cpu0 = tri_sweep.children_cpu_seconds()
     with pytest.raises(
         SweepError, match=r"no_such_step failed \(exit 1\); its log .*x\.log ends: .*No module"
     ):
         run_step(["steps_py.no_such_step"], tmp_path / "x.log")
+    assert tri_sweep.children_cpu_seconds() > cpu0  # the child's Python start-up, at least
