@@ -240,6 +240,13 @@ def test_digits_tables_go_between_their_own_markers(tmp_path: Path) -> None:
     assert text.index("<!-- digits_targets:begin -->") < text.index("| tri1 | 3.1 |")
     assert "Produced by `compare digits`" in text
     # a table not made yet: the error names the step that makes it
+    # --no-plots: a scoreboard's plot images (left in the run's workdir) are not linked
+    readme.write_text("<!-- scoreboard:begin -->\n<!-- scoreboard:end -->\n")
+    (tmp_path / "results" / "digits" / "scoreboard.md").write_text("| a |\n\n![p](dev_acc_r.png)\n")
+    argv = ["--results", str(tmp_path / "results" / "digits"), "--readme", str(readme)]
+    assert readme_main([*argv, "--no-plots"]) == 0
+    assert "| a |" in readme.read_text() and "dev_acc_r.png" not in readme.read_text()
+    assert readme_main(argv) == 0 and "![p](results/dev_acc_r.png)" in readme.read_text()
     with pytest.raises(SystemExit, match="tri_sweep.md not found: run python -m local.tri_sweep"):
         readme_main(["--what", "digits_tri_sweep", "--results", str(tmp_path / "results")])
 

@@ -38,11 +38,16 @@ SECTIONS = {
 }
 
 
-def render(board_md: str, command: str, note: str, what: str = "scoreboard") -> str:
+def render(
+    board_md: str, command: str, note: str, what: str = "scoreboard", plots_shown: bool = True
+) -> str:
     _, name, plots = SECTIONS[what]
     body = board_md.strip()
     body = re.sub(r"^# [^\n]*\s*", "", body)  # README has its own heading
-    body = re.sub(r"!\[([^\]]*)\]\(([^)/]+\.png)\)", rf"![\1]({plots}/\2)", body)
+    if plots_shown:
+        body = re.sub(r"!\[([^\]]*)\]\(([^)/]+\.png)\)", rf"![\1]({plots}/\2)", body)
+    else:  # the plots stay in the run's workdir
+        body = re.sub(r"\n*^!\[[^\]]*\]\([^)/]+\.png\)$", "", body, flags=re.MULTILINE)
     if ALL_ROWS in body:  # the study's long per-averager table stays in its own file
         body = (
             body[: body.index(ALL_ROWS)].rstrip()
@@ -58,7 +63,12 @@ def render(board_md: str, command: str, note: str, what: str = "scoreboard") -> 
 
 
 def update_readme(
-    readme: Path, board_md: str, command: str, note: str = "", what: str = "scoreboard"
+    readme: Path,
+    board_md: str,
+    command: str,
+    note: str = "",
+    what: str = "scoreboard",
+    plots_shown: bool = True,
 ) -> None:
     _, name, _ = SECTIONS[what]
     begin, end_marker = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
@@ -66,7 +76,8 @@ def update_readme(
     if begin not in text or end_marker not in text:
         raise SystemExit(f"{readme}: no '{begin}' ... '{end_marker}' markers to replace")
     start, end = text.index(begin), text.index(end_marker) + len(end_marker)
-    atomic_write_text(readme, text[:start] + render(board_md, command, note, what) + text[end:])
+    block = render(board_md, command, note, what, plots_shown)
+    atomic_write_text(readme, text[:start] + block + text[end:])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--readme", type=Path, default=Path("README.md"))
     ap.add_argument("--command", default="./run.sh", help="the command that produced the results")
     ap.add_argument("--note", default="", help="e.g. the run log and its wall time")
+    ap.add_argument(
+        "--no-plots",
+        action="store_true",
+        help="leave out the table's plot images (when they are not committed beside the README)",
+    )
     args = ap.parse_args(argv)
     board = args.results / SECTIONS[args.what][0]
     if not board.is_file():
@@ -100,9 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             "digits_targets": "python -m steps_py.score.compare",
         }.get(args.what, "python -m local.tri_sweep")
         raise SystemExit(f"{board} not found: run {maker} first")
-    update_readme(
-        args.readme, board.read_text(encoding="utf-8"), args.command, args.note, args.what
-    )
+    board_md = board.read_text(encoding="utf-8")
+    update_readme(args.readme, board_md, args.command, args.note, args.what, not args.no_plots)
     print(f"updated {args.readme} from {board}")
     return 0
 
