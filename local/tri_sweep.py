@@ -282,6 +282,15 @@ def dev_result(decode: Path) -> tuple[float, float, float]:
     return score.cer, chosen.lm_weight, chosen.penalty
 
 
+def what_counts(options: dict[str, str]) -> dict[str, str]:
+    """The options a point's result depends on: the conf's leaves and Gaussians are the
+    point's own (setting tri_opts to the chosen point keeps the sweep's points), and
+    gmm_opts only times the reference."""
+    out = {k: v for k, v in options.items() if k != "gmm_opts"}
+    out["tri_opts"] = shlex.join(without_grid_flags(options.get("tri_opts", "")))
+    return out
+
+
 def run_point(
     runner: Runner, workdir: Path, out: Path, conf: dict[str, str], leaves: int, gauss: int, nj: int
 ) -> Point:
@@ -290,10 +299,10 @@ def run_point(
     options = {"workdir": str(workdir.resolve()), **conf}
     if (d / "point.json").is_file():
         p = Point(**json.loads((d / "point.json").read_text(encoding="utf-8")))
-        if p.options != options:
+        if what_counts(p.options) != what_counts(options):
             raise SweepError(
-                f"{d} was made with other options ({p.options} vs {options}); give another --out "
-                "or remove it"
+                f"{d} was made with other options ({what_counts(p.options)} vs "
+                f"{what_counts(options)}); give another --out or remove it"
             )
         log.info("%s: done (dev CER %.2f), skipping", d, p.dev_cer)
         return p

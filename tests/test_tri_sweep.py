@@ -194,7 +194,7 @@ def test_sweep_runs_each_point_once_and_redoes_an_interrupted_one(
     assert chosen is not None and (chosen.leaves, chosen.gauss) == (10, 40)
 
 
-def test_a_done_point_with_other_options_is_refused(
+def test_a_done_point_is_kept_for_its_own_size_and_refused_for_other_options(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     args = _setup(tmp_path)
@@ -202,6 +202,12 @@ def test_a_done_point_with_other_options_is_refused(
     monkeypatch.setattr(tri_sweep, "clock", lambda: steps.now)
     monkeypatch.setattr(tri_sweep, "cpu_clock", lambda: steps.cpu)
     tri_sweep.sweep(args, steps)
+    # the conf's tri_opts set to the chosen point: the points are still the sweep's
+    steps.calls.clear()
+    tri_sweep.sweep(
+        _setup(tmp_path, tri_opts="--num-leaves 10 --tot-gauss 40 --num-iters 12"), steps
+    )
+    assert steps.calls == []
     args = _setup(tmp_path, tri_opts="--num-leaves 9 --tot-gauss 99 --num-iters 20")
     with pytest.raises(SweepError, match="other options"):
         tri_sweep.sweep(args, FakeSteps({}))
