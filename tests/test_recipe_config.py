@@ -73,6 +73,11 @@ def test_dry_run_accepts_every_shipped_config(tmp_path: Path) -> None:
         if (ROOT / conf / "run.conf").is_file():
             p = _run("--conf-dir", str(ROOT / conf), "--dry-run")
             assert p.returncode == 0 and "are valid" in p.stdout, (conf, p.stderr)
+    conf = ROOT / "egs/digits/conf_tritgt"
+    p = _run(
+        "--corpus", "digits", "--corpus-dir", str(tmp_path), "--conf-dir", str(conf), "--dry-run"
+    )
+    assert p.returncode == 0 and "are valid" in p.stdout, p.stderr
     p = _run("--conf-dir", str(TINY.parent), "--dry-run", "--seeds", "3 4", "--stop-stage", "100")
     assert p.returncode == 0, p.stderr
     assert "stages 0..9 would run" in p.stdout  # a --stop-stage beyond the end means "to the end"

@@ -223,6 +223,34 @@ def test_readme_gets_the_study_table_between_its_own_markers(tmp_path: Path) -> 
     assert "| long | row |" not in text and "(results/study/table.md)" in text
 
 
+def test_digits_tables_go_between_their_own_markers(tmp_path: Path) -> None:
+    from steps_py.score.readme import main as readme_main
+
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "<!-- targets:begin -->\nsynth\n<!-- targets:end -->\n"
+        "<!-- digits_targets:begin -->\nold\n<!-- digits_targets:end -->\n"
+    )
+    (tmp_path / "results" / "digits").mkdir(parents=True)
+    (tmp_path / "results" / "digits" / "targets.md").write_text("# Compared\n\n| tri1 | 3.1 |\n")
+    argv = ["--what", "digits_targets", "--results", str(tmp_path / "results")]
+    assert readme_main([*argv, "--readme", str(readme), "--command", "compare digits"]) == 0
+    text = readme.read_text()
+    assert "synth" in text and "old" not in text and "# Compared" not in text
+    assert text.index("<!-- digits_targets:begin -->") < text.index("| tri1 | 3.1 |")
+    assert "Produced by `compare digits`" in text
+    # a table not made yet: the error names the step that makes it
+    # --no-plots: a scoreboard's plot images (left in the run's workdir) are not linked
+    readme.write_text("<!-- scoreboard:begin -->\n<!-- scoreboard:end -->\n")
+    (tmp_path / "results" / "digits" / "scoreboard.md").write_text("| a |\n\n![p](dev_acc_r.png)\n")
+    argv = ["--results", str(tmp_path / "results" / "digits"), "--readme", str(readme)]
+    assert readme_main([*argv, "--no-plots"]) == 0
+    assert "| a |" in readme.read_text() and "dev_acc_r.png" not in readme.read_text()
+    assert readme_main(argv) == 0 and "![p](results/dev_acc_r.png)" in readme.read_text()
+    with pytest.raises(SystemExit, match="tri_sweep.md not found: run python -m local.tri_sweep"):
+        readme_main(["--what", "digits_tri_sweep", "--results", str(tmp_path / "results")])
+
+
 def test_oracle_chosen_pair_columns_and_kaldi_results_file(tmp_path: Path) -> None:
     exp = tmp_path / "exp"
     for s, wrong in (("dev", 6), ("test", 9)):

@@ -1,13 +1,18 @@
-"""Copy the latest scoreboard (or the study table) into README.md, between its markers.
+"""Copy the latest scoreboard (or another generated table) into README.md, between its markers.
 
     python -m steps_py.score.readme --results results --readme README.md --command "./run.sh"
     python -m steps_py.score.readme --what study --command "local/run_study.sh" --note "..."
+    python -m steps_py.score.readme --what tri_sweep --command "python -m local.tri_sweep ..."
 
 The README's tables are never typed in: this step copies `results/scoreboard.md` (written by
 `python -m steps_py.score.scoreboard` from the exp dirs) between `<!-- scoreboard:begin -->`
 and `<!-- scoreboard:end -->`, or `results/study/table.md` (written by
 `python -m steps_py.study.run`) between `<!-- study:begin -->` and `<!-- study:end -->`, and
-says which command and which run log produced it.
+says which command and which run log produced it. The other tables (`--what`): the
+monophone-vs-triphone targets comparisons of `python -m steps_py.score.compare`
+(`results/targets.md`, `results/digits/targets.md`) and the triphone size sweeps of
+`python -m local.tri_sweep` (`results/tri_sweep.md`, `results/digits/tri_sweep.md`), each
+between `<!-- <what>:begin -->` and `<!-- <what>:end -->`.
 """
 
 from __future__ import annotations
@@ -27,14 +32,22 @@ SECTIONS = {
     "scoreboard": ("scoreboard.md", "scoreboard", "results"),
     "study": ("study/table.md", "study", "results/study"),
     "targets": ("targets.md", "targets", "results"),
+    "digits_targets": ("digits/targets.md", "digits_targets", "results/digits"),
+    "tri_sweep": ("tri_sweep.md", "tri_sweep", "results"),
+    "digits_tri_sweep": ("digits/tri_sweep.md", "digits_tri_sweep", "results/digits"),
 }
 
 
-def render(board_md: str, command: str, note: str, what: str = "scoreboard") -> str:
+def render(
+    board_md: str, command: str, note: str, what: str = "scoreboard", plots_shown: bool = True
+) -> str:
     _, name, plots = SECTIONS[what]
     body = board_md.strip()
     body = re.sub(r"^# [^\n]*\s*", "", body)  # README has its own heading
-    body = re.sub(r"!\[([^\]]*)\]\(([^)/]+\.png)\)", rf"![\1]({plots}/\2)", body)
+    if plots_shown:
+        body = re.sub(r"!\[([^\]]*)\]\(([^)/]+\.png)\)", rf"![\1]({plots}/\2)", body)
+    else:  # the plots stay in the run's workdir
+        body = re.sub(r"\n*^!\[[^\]]*\]\([^)/]+\.png\)$", "", body, flags=re.MULTILINE)
     if ALL_ROWS in body:  # the study's long per-averager table stays in its own file
         body = (
             body[: body.index(ALL_ROWS)].rstrip()
@@ -50,7 +63,12 @@ def render(board_md: str, command: str, note: str, what: str = "scoreboard") -> 
 
 
 def update_readme(
-    readme: Path, board_md: str, command: str, note: str = "", what: str = "scoreboard"
+    readme: Path,
+    board_md: str,
+    command: str,
+    note: str = "",
+    what: str = "scoreboard",
+    plots_shown: bool = True,
 ) -> None:
     _, name, _ = SECTIONS[what]
     begin, end_marker = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
@@ -58,7 +76,8 @@ def update_readme(
     if begin not in text or end_marker not in text:
         raise SystemExit(f"{readme}: no '{begin}' ... '{end_marker}' markers to replace")
     start, end = text.index(begin), text.index(end_marker) + len(end_marker)
-    atomic_write_text(readme, text[:start] + render(board_md, command, note, what) + text[end:])
+    block = render(board_md, command, note, what, plots_shown)
+    atomic_write_text(readme, text[:start] + block + text[end:])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         "--what",
         choices=sorted(SECTIONS),
         default="scoreboard",
-        help="the scoreboard (results/scoreboard.md) or the study table (results/study/table.md) "
-        "(default %(default)s)",
+        help="which table: "
+        + ", ".join(f"{k} ({v[0]} under --results)" for k, v in sorted(SECTIONS.items()))
+        + " (default %(default)s)",
     )
     ap.add_argument(
         "--results",
@@ -81,18 +101,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--readme", type=Path, default=Path("README.md"))
     ap.add_argument("--command", default="./run.sh", help="the command that produced the results")
     ap.add_argument("--note", default="", help="e.g. the run log and its wall time")
+    ap.add_argument(
+        "--no-plots",
+        action="store_true",
+        help="leave out the table's plot images (when they are not committed beside the README)",
+    )
     args = ap.parse_args(argv)
     board = args.results / SECTIONS[args.what][0]
     if not board.is_file():
-        maker = (
-            "`python -m steps_py.score.scoreboard` (the last step of run.sh)"
-            if args.what == "scoreboard"
-            else "local/run_study.sh"
-        )
+        maker = {
+            "scoreboard": "`python -m steps_py.score.scoreboard` (the last step of run.sh)",
+            "study": "local/run_study.sh",
+            "targets": "python -m steps_py.score.compare",
+            "digits_targets": "python -m steps_py.score.compare",
+        }.get(args.what, "python -m local.tri_sweep")
         raise SystemExit(f"{board} not found: run {maker} first")
-    update_readme(
-        args.readme, board.read_text(encoding="utf-8"), args.command, args.note, args.what
-    )
+    board_md = board.read_text(encoding="utf-8")
+    update_readme(args.readme, board_md, args.command, args.note, args.what, not args.no_plots)
     print(f"updated {args.readme} from {board}")
     return 0
 
