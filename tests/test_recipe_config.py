@@ -73,7 +73,7 @@ def test_dry_run_accepts_every_shipped_config(tmp_path: Path) -> None:
         if (ROOT / conf / "run.conf").is_file():
             p = _run("--conf-dir", str(ROOT / conf), "--dry-run")
             assert p.returncode == 0 and "are valid" in p.stdout, (conf, p.stderr)
-    conf = ROOT / "egs/digits/conf_tritgt"
+    conf = ROOT / "egs/digits/conf_monotgt"
     p = _run(
         "--corpus", "digits", "--corpus-dir", str(tmp_path), "--conf-dir", str(conf), "--dry-run"
     )
