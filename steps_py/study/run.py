@@ -15,7 +15,7 @@ this session or a later one, and continues where it stopped. Per run, in plan or
    with warm-up) with the lowest mean dev CER over the seeds, write it to
    `results/study/choices.json`, and decode that EMA on test for every seed.
 A plan of the second study (`plan.py`) first trains its learning-rate pilot (short runs at
-the plan's factors (x0.5-x16), each group's factor chosen by the final whole-dev CE of the global model,
+the plan's factors (x0.5-x32), each group's factor chosen by the final whole-dev CE of the global model,
 `pilot.json`); chooses by final whole-dev CE instead of dev CER when it says so (then only
 the chosen model is decoded, on dev and test) and with the global model as a candidate;
 decodes the epoch-end models of its convergence configs on dev; and runs each
