@@ -332,7 +332,9 @@ def table_md(folds: list[Study], rows: list[dict[str, Any]]) -> str:
             f"| {g} | {', '.join(v['applies_to'])} | x{v['factor']:g} | "
             + ", ".join(
                 f"x{f}: {'diverged' if ce is None else f'{ce:.4f}'}"
-                for f, ce in v["dev_ce_global_by_factor"].items()
+                for f, ce in sorted(
+                    v["dev_ce_global_by_factor"].items(), key=lambda kv: float(kv[0])
+                )
             )
             + " |"
             for g, v in json.loads(pilot.read_text(encoding="utf-8")).items()
