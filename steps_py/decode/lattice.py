@@ -668,12 +668,9 @@ class _JitDeterminizer(_Determinizer):
         r = raw.arrays
         n = len(r.fin_g)
         self.raw = raw
-        if _jit.forward_only(r.arc_start, r.nx):
-            order = rank = np.arange(n, dtype=np.int64)
-        else:  # an arc to a lower id: the general (rarer) case
-            order = np.asarray(raw.topo_order(), dtype=np.int64)
-            rank = np.empty(n, dtype=np.int64)
-            rank[order] = np.arange(n, dtype=np.int64)
+        order = np.asarray(_topo_arrays(r.arc_start, r.nx), dtype=np.int64)  # identity if
+        rank = np.empty(n, dtype=np.int64)  # every arc goes to a higher id (the canonical order)
+        rank[order] = np.arange(n, dtype=np.int64)
         self._order, self._rank = order, rank
         beta, tail, keep = _jit.index(order, r.arc_start, r.ol, r.g, r.a, r.nx, r.fin_g, r.fin_a)
         self.beta, self._keep = beta, keep
@@ -723,7 +720,7 @@ class _JitDeterminizer(_Determinizer):
             self.cutoff - alpha,
             self._order,
             self._rank,
-            *self._eps,
+            self._eps,
             self._keep,
             self._work,
         )

@@ -63,16 +63,6 @@ def parse_states(words: np.ndarray, floats: np.ndarray, num_states: int, max_arc
 
 
 @njit(cache=True)
-def forward_only(arc_start: np.ndarray, nx: np.ndarray) -> bool:
-    """True when every arc goes to a higher state id (Kaldi's decoders number states so)."""
-    for s in range(arc_start.shape[0] - 1):
-        for k in range(arc_start[s], arc_start[s + 1]):
-            if nx[k] <= s:
-                return False
-    return True
-
-
-@njit(cache=True)
 def index(
     order: np.ndarray,
     arc_start: np.ndarray,
@@ -143,32 +133,9 @@ def _heap_pop(heap: np.ndarray, size: int) -> int:
 
 
 @njit(cache=True)
-def closure(
-    seeds: np.ndarray,
-    seed_g: np.ndarray,
-    seed_a: np.ndarray,
-    lim: float,
-    order: np.ndarray,
-    rank: np.ndarray,
-    eps_start: np.ndarray,
-    eps_il: np.ndarray,
-    eps_g: np.ndarray,
-    eps_a: np.ndarray,
-    eps_nx: np.ndarray,
-    eps_tail: np.ndarray,
-    keep: np.ndarray,
-    work: tuple,
-) -> tuple:
-    """The epsilon closure of ``_Determinizer.closure``: the best (graph, acoustic) per raw
-    state reached through epsilon arcs within ``lim``, the states popped in topological
-    order. Returns the kept states (final or with word arcs), their costs, the seed each
-    one's best path starts from and its transition ids after that seed (``labels`` from
-    ``label_start[i]`` to ``label_start[i + 1]``).
-
-    ``work`` holds arrays the size of the raw lattice reused across calls: ``stamp`` marks
-    the states this call reached (``stamp[s] == mark``), ``cur_g``/``cur_a`` their costs,
-    ``back``/``back_il`` their best predecessor and its label (-1: a seed, ``root`` its
-    index), ``heap`` the ranks to visit."""
+def _seed(seeds: np.ndarray, seed_g: np.ndarray, seed_a: np.ndarray, rank: np.ndarray, work: tuple):
+    """Start a closure: a new ``mark``, the seeds reached at their costs (each its own root)
+    and on the heap. Returns (mark, heap size, the states reached so far)."""
     stamp, cur_g, cur_a, back, back_il, root, heap, counter = work
     counter[0] += 1
     mark = counter[0]
@@ -186,6 +153,24 @@ def closure(
         root[s] = i
         touched.append(s)
         size = _heap_push(heap, size, rank[s])
+    return mark, size, touched
+
+
+@njit(cache=True)
+def _relax(
+    mark: int,
+    size: int,
+    touched,
+    lim: float,
+    order: np.ndarray,
+    rank: np.ndarray,
+    eps: tuple,
+    work: tuple,
+) -> None:
+    """Pop reached states in topological order and follow their epsilon arcs within ``lim``,
+    keeping per state the best (graph + acoustic, then graph) path; ties keep the first."""
+    eps_start, eps_il, eps_g, eps_a, eps_nx, eps_tail = eps
+    stamp, cur_g, cur_a, back, back_il, root, heap, counter = work
     while size > 0:
         s = order[_heap_pop(heap, size)]
         size -= 1
@@ -211,6 +196,13 @@ def closure(
             cur_a[t] = na
             back[t] = s
             back_il[t] = eps_il[k]
+
+
+@njit(cache=True)
+def _collect(touched, keep: np.ndarray, work: tuple) -> tuple:
+    """The kept states among those reached, their costs, roots and label strings (each
+    read back along its best predecessors to its seed)."""
+    stamp, cur_g, cur_a, back, back_il, root, heap, counter = work
     nkept = 0
     for s in touched:
         if keep[s]:
@@ -243,6 +235,34 @@ def closure(
     for q in range(len(labels)):
         lab[q] = labels[q]
     return reached, out_g, out_a, out_root, label_start, lab
+
+
+@njit(cache=True)
+def closure(
+    seeds: np.ndarray,
+    seed_g: np.ndarray,
+    seed_a: np.ndarray,
+    lim: float,
+    order: np.ndarray,
+    rank: np.ndarray,
+    eps: tuple,
+    keep: np.ndarray,
+    work: tuple,
+) -> tuple:
+    """The epsilon closure of ``_Determinizer.closure``: the best (graph, acoustic) per raw
+    state reached through epsilon arcs within ``lim``, the states popped in topological
+    order. Returns the kept states (final or with word arcs), their costs, the seed each
+    one's best path starts from and its transition ids after that seed (``labels`` from
+    ``label_start[i]`` to ``label_start[i + 1]``).
+
+    ``eps`` is the epsilon arcs as CSR arrays (start per state, ilabel, graph, acoustic, next,
+    tail). ``work`` holds arrays the size of the raw lattice reused across calls: ``stamp``
+    marks the states this call reached (``stamp[s] == mark``), ``cur_g``/``cur_a`` their
+    costs, ``back``/``back_il`` their best predecessor and its label (-1: a seed, ``root`` its
+    index), ``heap`` the ranks to visit."""
+    mark, size, touched = _seed(seeds, seed_g, seed_a, rank, work)
+    _relax(mark, size, touched, lim, order, rank, eps, work)
+    return _collect(touched, keep, work)
 
 
 def work_arrays(n: int) -> tuple:
