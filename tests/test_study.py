@@ -529,6 +529,42 @@ def test_the_pilot_chooses_each_groups_learning_rate_on_dev_ce(tmp_path: Path) -
     assert argv[2:6] == ["--lr-initial", "0.6", "--lr-final", "0.6"]
 
 
+@pytest.mark.parametrize(
+    ("ces", "factor", "tried"),
+    [  # CE by factor 0.5, 1, 2, 4, 8, 16 (None: not to be trained)
+        ((1.3, 1.2, 1.1, 1.0, 1.05, None), 4.0, ["0.5", "1", "2", "4", "8"]),
+        ((1.3, 1.2, 1.1, 1.0, 0.9, None), 8.0, ["0.5", "1", "2", "4", "8"]),  # extend_to: 8
+        ((1.0, 1.2, 1.1, None, None, None), 0.5, ["0.5", "1", "2"]),  # interior/bottom: no more
+    ],
+)
+def test_a_pilot_best_at_the_top_of_its_grid_is_extended_up_to_extend_to(
+    tmp_path: Path, ces: tuple[float | None, ...], factor: float, tried: list[str]
+) -> None:
+    plan = {
+        **PLAN2,
+        "pilot": {
+            "factors": [0.5, 1, 2],
+            "extend_to": 8,
+            "groups": [{"pilot": "dnn_ma_n2", "configs": ["dnn_ma_n2"]}],
+        },
+    }
+    plan_path = tmp_path / "study.json"
+    plan_path.write_text(json.dumps(plan), encoding="utf-8")
+    study = Study(load_plan(plan_path), tmp_path / "work", tmp_path / "results")
+    for f, ce in zip((0.5, 1, 2, 4, 8, 16), ces, strict=True):
+        run = study.plan.pilot_run("dnn_ma_n2", f)
+        assert study.record_path(run).parent.name == ("pilot" if f <= 8 else "runs")
+        if ce is not None:
+            study.record_path(run).parent.mkdir(parents=True, exist_ok=True)
+            study.record_path(run).write_text(json.dumps(_record(run.name, {"global": ce}, {})))
+    trained: list[str] = []
+    study.train = lambda run: bool(trained.append(run.name))  # type: ignore[method-assign]
+    chosen = study.run_pilot(jobs=1)["dnn_ma_n2"]
+    assert trained == []  # every run the rule asked for had its record
+    assert chosen["factor"] == factor
+    assert list(chosen["dev_ce_global_by_factor"]) == tried
+
+
 def test_frames_to_reach_a_dev_ce_interpolates_between_evaluations() -> None:
     from steps_py.study.contrast import frames_to_reach, speaker_of
 

@@ -30,7 +30,7 @@ The second study (`egs/synth/conf_study_kaldi/study.json`) adds optional keys:
     "choice": {"by": "dev_ce" | "dev_cer", "global_candidate": true},
     "statistics": {"bootstrap": "hierarchical" | "utterances", "resamples": 2000, "seed": 0,
                    "equivalence_margin_percent": 2.0, "primary": ["dnn_ma_n16", ...]},
-    "pilot": {"factors": [0.5, 1, 2], "seed": 1, "train_extra": ["--epochs", "1"],
+    "pilot": {"factors": [0.5, 1, 2], "extend_to": 8, "seed": 1, "train_extra": ["--epochs", "1"],
               "groups": [{"pilot": "dnn_ma_n16", "configs": ["dnn_ma_n4", "dnn_ma_n16"]}]},
     "convergence": {"configs": ["dnn_ma_n16"]},     # epoch-end models decoded on dev
     "folds": {"speakers": ["fsi001", ...], "workdir": "fold_{speaker}"}   # leave one out
@@ -80,7 +80,7 @@ NESTED_KEYS = {
     "decode": ("nj", "opts", "calibrate", "calibrate_lm_weights", "test_models"),
     "choice": ("by", "global_candidate"),
     "statistics": ("bootstrap", "resamples", "seed", "equivalence_margin_percent", "primary"),
-    "pilot": ("factors", "seed", "train_extra", "groups"),
+    "pilot": ("factors", "extend_to", "seed", "train_extra", "groups"),
     "pilot.groups": ("pilot", "configs"),
     "convergence": ("configs",),
     "folds": ("speakers", "workdir"),
@@ -118,9 +118,12 @@ class Statistics:
 @dataclass(frozen=True)
 class Pilot:
     """Short runs at `factors` x the plan's learning rates; each group's factor is chosen by
-    the dev CE of the pilot config's global model and applies to the group's configs."""
+    the dev CE of the pilot config's global model and applies to the group's configs. A group
+    whose best factor is the largest it tried gets a pilot at twice that factor, again and
+    again while it stays at the top and the factor is at most `extend_to` (0: never)."""
 
     factors: tuple[float, ...] = ()
+    extend_to: float = 0.0
     seed: int = 1
     train_extra: tuple[str, ...] = ()
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # pilot config -> configs
@@ -177,26 +180,22 @@ class Plan:
             return argv
         return scale_lr(argv, lr_scale, run.lr_final_ratio)
 
-    def pilot_runs(self) -> list[tuple[str, float, RunSpec]]:
-        """(pilot config, factor, run) of every pilot run; named `<config>_pilot-lrx<f>`."""
-        by_config = {r.config: r for r in self.runs}
-        out = []
-        for config in self.pilot.groups:
-            base = by_config[config]
-            for f in self.pilot.factors:
-                tag = "_".join(t for t in (base.tag, f"pilot-lrx{f:g}") if t)
-                extra = (*base.extra, *self.pilot.train_extra)
-                run = RunSpec(
-                    base.model,
-                    base.sync,
-                    base.workers,
-                    self.pilot.seed,
-                    tag,
-                    extra,
-                    base.lr_final_ratio,
-                )
-                out.append((config, f, run))
-        return out
+    def pilot_runs(self, extended: bool = False) -> list[tuple[str, float, RunSpec]]:
+        """(pilot config, factor, run) of every pilot run of the grid (with `extended`, also
+        every run the top-edge rule may add); named `<config>_pilot-lrx<f>`."""
+        factors = list(self.pilot.factors)
+        while extended and factors and max(factors) * 2 <= self.pilot.extend_to:
+            factors.append(max(factors) * 2)
+        return [(c, f, self.pilot_run(c, f)) for c in self.pilot.groups for f in factors]
+
+    def pilot_run(self, config: str, factor: float) -> RunSpec:
+        """The pilot run of `config` at `factor` x the plan's learning rates."""
+        base = next(r for r in self.runs if r.config == config)
+        tag = "_".join(t for t in (base.tag, f"pilot-lrx{factor:g}") if t)
+        extra = (*base.extra, *self.pilot.train_extra)
+        return RunSpec(
+            base.model, base.sync, base.workers, self.pilot.seed, tag, extra, base.lr_final_ratio
+        )
 
     def pilot_group_of(self, config: str) -> str | None:
         return next((p for p, cs in self.pilot.groups.items() if config in cs), None)
@@ -365,6 +364,7 @@ def _second_study(raw: dict[str, Any], runs: list[RunSpec], path: Path) -> dict[
         "stats": stats,
         "pilot": Pilot(
             tuple(float(f) for f in pl.get("factors", [])),
+            float(pl.get("extend_to", 0)),
             int(pl.get("seed", 1)),
             tuple(str(x) for x in pl.get("train_extra", [])),
             groups,

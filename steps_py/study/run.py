@@ -74,7 +74,7 @@ class Study:
         self.root = self.wd / "exp" / self.results.name  # exp/study, exp/study_kaldi, ...
         self.lock = threading.RLock()
         self.calib_locks = {m: threading.Lock() for m in plan.egs}
-        self.pilot_factor = {r.name: f for _, f, r in plan.pilot_runs()}
+        self.pilot_factor = {r.name: f for _, f, r in plan.pilot_runs(extended=True)}
         self.run_locks: dict[str, threading.Lock] = {}
 
     def run_dir(self, run: RunSpec) -> Path:
@@ -351,32 +351,27 @@ class Study:
     # ----------------------------------------------------------------- learning-rate pilot
     def run_pilot(self, jobs: int) -> dict[str, dict[str, object]]:
         """Train every pilot run (short; no decodes) and choose each group's factor by the
-        final whole-dev CE of the pilot's global model (never test); `results/pilot.json`."""
-        from concurrent.futures import ThreadPoolExecutor
-
+        final whole-dev CE of the pilot's global model (never test); a group whose best factor
+        is the largest it tried gets the next one while the plan's `extend_to` allows (run
+        and chosen the same way); `results/pilot.json`."""
         pilots = self.plan.pilot_runs()
         if not pilots:
             return {}
-
-        def one(run: RunSpec) -> None:
-            if self.record(run) is None and self.train(run):
-                with self.lock:
-                    write_record(self.record_path(run), make_record(self.run_dir(run), []))
-
-        with ThreadPoolExecutor(max_workers=jobs) as ex:
-            for f in [ex.submit(one, r) for _, _, r in pilots]:
-                f.result()
-        chosen: dict[str, dict[str, object]] = {}
-        for group in self.plan.pilot.groups:
-            ce = {f: self.dev_ce(r, "global") for g, f, r in pilots if g == group}
-            ok = {f: v for f, v in ce.items() if v is not None}  # a diverged pilot: None
-            best = min(ok, key=lambda f: (ok[f], abs(f - 1.0))) if ok else None
-            chosen[group] = {
-                "factor": best,
-                "dev_ce_global_by_factor": {f"{f:g}": v for f, v in ce.items()},
-                "applies_to": list(self.plan.pilot.groups[group]),
-            }
-            if best is None:  # a result, not a failure: the group's configs are not run
+        while True:
+            self._train_pilots([r for _, _, r in pilots], jobs)
+            chosen = self._choose_pilot(pilots)
+            more = []
+            for g, c in chosen.items():
+                top = max(f for p, f, _ in pilots if p == g)
+                if c["factor"] == top and 2 * top <= self.plan.pilot.extend_to:
+                    more.append((g, 2 * top, self.plan.pilot_run(g, 2 * top)))
+            if not more:
+                break
+            for g, f, _ in more:
+                log.info("learning-rate pilot of %s: best at the top of its grid, adding x%g", g, f)
+            pilots += more
+        for group, c in chosen.items():
+            if c["factor"] is None:  # a result, not a failure: the group's configs are not run
                 log.warning(
                     "every learning-rate pilot of %s diverged; %s are not run (lower the "
                     "plan's rates to run them)",
@@ -384,8 +379,46 @@ class Study:
                     ", ".join(self.plan.pilot.groups[group]),
                 )
             else:
-                log.info("learning-rate pilot of %s: x%g (dev CE by factor %s)", group, best, ce)
+                log.info(
+                    "learning-rate pilot of %s: x%g (dev CE by factor %s)",
+                    group,
+                    c["factor"],
+                    c["dev_ce_global_by_factor"],
+                )
         atomic_write_json(self.results / "pilot.json", chosen)
+        return chosen
+
+    def _train_pilots(self, runs: list[RunSpec], jobs: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(run: RunSpec) -> None:
+            if self.record(run) is None and self.train(run):
+                with self.lock:
+                    write_record(self.record_path(run), make_record(self.run_dir(run), []))
+
+        with ThreadPoolExecutor(max_workers=jobs) as ex:
+            for f in [ex.submit(one, r) for r in runs]:
+                f.result()
+
+    def _choose_pilot(
+        self, pilots: list[tuple[str, float, RunSpec]]
+    ) -> dict[str, dict[str, object]]:
+        """Per group: the factor with the lowest final dev CE of the global model (ties: the
+        one nearest x1; a diverged pilot has none) and the CE of every factor tried."""
+        chosen: dict[str, dict[str, object]] = {}
+        for group in self.plan.pilot.groups:
+            ce = {
+                f: self.dev_ce(r, "global")
+                for g, f, r in sorted(pilots, key=lambda p: p[1])
+                if g == group
+            }
+            ok = {f: v for f, v in ce.items() if v is not None}  # a diverged pilot: None
+            best = min(ok, key=lambda f: (ok[f], abs(f - 1.0))) if ok else None
+            chosen[group] = {
+                "factor": best,
+                "dev_ce_global_by_factor": {f"{f:g}": v for f, v in ce.items()},
+                "applies_to": list(self.plan.pilot.groups[group]),
+            }
         return chosen
 
     # ----------------------------------------------------------------- whole study
