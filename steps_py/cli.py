@@ -28,7 +28,9 @@ then propagates instead of leaving stale outputs downstream).
 * ``KeyboardInterrupt``: exit code 130.
 
 Library code raises ``StepError`` subclasses, never ``SystemExit``: only ``main()`` decides
-how a process ends. Anything else is a bug and keeps its traceback.
+how a process ends. Anything else is a bug and keeps its traceback. Nor does it take the
+``argparse.Namespace``: ``run(args)`` builds the step's typed config once
+(``dataclass_from_args``) and hands that on (tests/test_cli_layer.py).
 
 ``progress(iterable, ...)`` is tqdm on a terminal and silent otherwise, so log files never
 fill with carriage-return frames (pass ``log_every`` to get a plain INFO line every so many
@@ -38,6 +40,7 @@ items instead).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import logging
 import sys
@@ -58,6 +61,14 @@ from steps_py.fileio import (
 from steps_py.log import setup_logging
 
 T = TypeVar("T")
+C = TypeVar("C")
+
+
+def dataclass_from_args(cls: type[C], args: argparse.Namespace, **given: Any) -> C:
+    """The config dataclass `cls` of parsed options: the fields in `given` as given, every
+    other field the option of its name (``--lm-text`` -> ``lm_text``)."""
+    rest = [f.name for f in dataclasses.fields(cls) if f.name not in given]
+    return cls(**{name: getattr(args, name) for name in rest}, **given)
 
 
 # ---------------------------------------------------------------------- shared options

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 from pathlib import Path
@@ -318,3 +319,31 @@ def test_nan_audio_a_long_wav_with_a_short_text_and_a_nul_byte_are_rejected(
     assert rej["trainspk0-nul"].startswith("nul-byte: ") and ":" in rej["trainspk0-nul"]
     kd = KaldiDataDir.load(tmp_path / "data" / "train")
     assert "\0" not in "".join(kd.utt2spk.values()) and len(kd.utts) == len(train) - 3
+
+
+def test_the_library_takes_a_prepare_config(tmp_path: Path) -> None:
+    """`PrepareConfig.from_args` carries every option (and only those); `prepare(config)`,
+    without a command line, writes what the step writes."""
+    from steps_py.data.prepare import PrepareConfig, build_parser, prepare
+
+    argv = ["--kaldi-dirs", "in", "--sets", "dev", "train", "--nj", "3", "--speaker-prefix"]
+    ns = build_parser().parse_args(argv)
+    config = PrepareConfig.from_args(ns)
+    assert {f: getattr(config, f) for f in vars(ns)} == {**vars(ns), "sets": ("dev", "train")}
+    assert set(config.__dataclass_fields__) == set(vars(ns))
+    kaldi_corpus(tmp_path, n=6)
+    assert run_prepare(tmp_path, "--sets", "dev") == 0
+    direct = dataclasses.replace(  # a config made in code, no command line
+        config,
+        kaldi_dirs=tmp_path / "in",
+        out=tmp_path / "lib",
+        sets=("dev",),
+        nj=1,
+        lexicon=tmp_path / "lexicon.txt",
+        speaker_prefix=False,
+    )
+    assert prepare(direct) == 0
+    for name in ("text", "utt2spk", "wav.scp", "report.txt"):
+        assert (tmp_path / "lib" / "dev" / name).read_text(encoding="utf-8") == (
+            tmp_path / "data" / "dev" / name
+        ).read_text(encoding="utf-8"), name

@@ -141,9 +141,8 @@ def test_the_combination_keeps_the_final_model_of_a_short_block() -> None:
     """Fix: a sync fewer than K steps after the last kept model (the short last block of an
     epoch) was dropped for MA/BMUF too, so G(T) was never combined; the spacing is for
     per-step syncs only, and their final G(T) is kept as well."""
-    import argparse
-
     from steps_py.parallel.averager_set import build_averagers
+    from steps_py.parallel.config import AveragerConfig
 
     gs = _sequence(11, seed=3)
     block = LastModelsCombination(max_models=10)  # MA/BMUF: syncs at steps 4, 8, 10
@@ -159,8 +158,14 @@ def test_the_combination_keeps_the_final_model_of_a_short_block() -> None:
         per_step.update(gs[steps], frames=1.0, steps=steps)
     per_step.finish(gs[10], 10)
     assert [v.tolist() for v in per_step.kept] == [gs[4].tolist(), gs[8].tolist(), gs[10].tolist()]
-    opts = dict(ema_specs=[], icefall_average_period=0, combine_max_models=5, posthoc_snapshots=0)
+    config = AveragerConfig(
+        ema_specs=(),
+        ema_interfering=False,
+        icefall_average_period=0,
+        combine_max_models=5,
+        posthoc_snapshots=0,
+        posthoc_sigma_rels=(),
+    )
     for sync, every in (("ma", 1), ("bmuf-nbm", 1), ("ddp", 4), ("none", 4)):
-        args = argparse.Namespace(sync=sync, ema_interfering=False, **opts)
-        comb = build_averagers(args, Path("."), 4, 10, 1000.0)["combine"]
+        comb = build_averagers(config, sync, Path("."), 4, 10, 1000.0)["combine"]
         assert isinstance(comb, LastModelsCombination) and comb.every_steps == every

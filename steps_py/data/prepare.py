@@ -32,10 +32,11 @@ import sys
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from steps_py.cli import StepError, add_jobs_options, progress, step_main
+from steps_py.cli import StepError, add_jobs_options, dataclass_from_args, progress, step_main
 from steps_py.data.audio import AudioPolicy, is_piped
 from steps_py.data.kaldi_dir import (
     DataDirError,
@@ -66,6 +67,30 @@ SETS = ("train", "dev", "test")
 
 class DataPrepError(StepError):
     """Data preparation cannot make a usable data dir; the message names the set, file and fix."""
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """What a data preparation is asked to do: its input (`manifests` or `kaldi_dirs`, one
+    of them), outputs and checks. Fields are named as the flags (``--lm-text`` -> `lm_text`)."""
+
+    manifests: Path | None  # lhotse manifest dir
+    kaldi_dirs: Path | None  # dir of one Kaldi data dir per set
+    out: Path
+    sets: tuple[str, ...]
+    lexicon: Path | None  # None: transcripts not checked for pronunciations
+    token_unit: str  # one of TOKEN_UNITS
+    encoding: str  # of Kaldi data-dir files and the LM text
+    audio_conf: Path | None  # Kaldi feature config the audio must meet (None: 16 kHz mono)
+    lm_text: Path | None  # None: the train transcripts
+    speaker_prefix: bool  # prepend '<speaker>-' to utterance ids
+    nj: int  # processes for the audio checks
+    force: bool  # redo finished sets
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> PrepareConfig:
+        """The configuration of `build_parser`'s options (built once, in `run`)."""
+        return dataclass_from_args(cls, args, sets=tuple(args.sets))
 
 
 def check_recordings(
@@ -135,7 +160,7 @@ def report_notes(
     changes: list[str],
     policy: AudioPolicy,
     ids_line: str,
-    args: argparse.Namespace,
+    lexicon_path: Path | None,
     lexicon: Lexicon | None,
 ) -> list[str]:
     """The report's lines after its first: audio, notes, changes, ids, lexicon."""
@@ -146,7 +171,7 @@ def report_notes(
         *changes,
         *piped_line(checked),
         ids_line,
-        f"lexicon: {args.lexicon}"
+        f"lexicon: {lexicon_path}"
         if lexicon is not None
         else "lexicon: none (transcripts not checked for pronunciations)",
     ]
@@ -155,14 +180,16 @@ def report_notes(
 def prepare_set(
     raw: RawSet,
     out_dir: Path,
-    args: argparse.Namespace,
+    config: PrepareConfig,
     policy: AudioPolicy,
     lexicon: Lexicon | None,
 ) -> KaldiDataDir:
     """Check, write `out_dir` atomically (with rejected.txt, report.txt, .done), enforce 5 %."""
     paths = list(dict.fromkeys(u.wav for u in raw.utts))
-    recs = check_recordings(paths, policy, args.nj, f"check {raw.name}")
-    checked = [check_utterance(u, recs[u.wav], policy, lexicon, args.token_unit) for u in raw.utts]
+    recs = check_recordings(paths, policy, config.nj, f"check {raw.name}")
+    checked = [
+        check_utterance(u, recs[u.wav], policy, lexicon, config.token_unit) for u in raw.utts
+    ]
     rejected = dict(raw.rejected)
     rejected.update({c.raw.utt: c.reason for c in checked if c.reason})
     total = len(raw.utts) + len(raw.rejected)
@@ -183,11 +210,11 @@ def prepare_set(
     ok = [c for c in checked if c.reason is None]
     if not ok:
         raise DataDirError(f"{raw.name}: no utterances left; see {listing}")
-    kd = build_data_dir(ok, args.speaker_prefix)
+    kd = build_data_dir(ok, config.speaker_prefix)
     changes = summarize_changes(ok)
     for line in changes:
         log.warning("%s: %s", raw.name, line)
-    ids_line = ids_note(kd, raw.name, args.speaker_prefix)
+    ids_line = ids_note(kd, raw.name, config.speaker_prefix)
     hours = sum(kd.utt2dur.values()) / 3600
     codes = Counter(r.split(":", 1)[0].split()[0] for r in rejected.values())
     head = (
@@ -199,7 +226,8 @@ def prepare_set(
             else ""
         )
     )
-    report = [head, *report_notes(raw, checked, changes, policy, ids_line, args, lexicon)]
+    notes = report_notes(raw, checked, changes, policy, ids_line, config.lexicon, lexicon)
+    report = [head, *notes]
     with atomic_path(out_dir) as tmp:
         kd.write(tmp)
         if rejected:
@@ -256,28 +284,28 @@ def normalize_lm_lines(
 
 
 def write_lm_text(
-    args: argparse.Namespace, train: KaldiDataDir | None, lexicon: Lexicon | None
+    config: PrepareConfig, train: KaldiDataDir | None, lexicon: Lexicon | None
 ) -> None:
-    target = args.out / "local" / "lm_text.txt"
-    lm_file: Path | None = args.lm_text
+    target = config.out / "local" / "lm_text.txt"
+    lm_file = config.lm_text
     if lm_file is not None:
         if not lm_file.is_file():
             raise DataPrepError(
                 f"LM text {lm_file} not found; pass --lm-text FILE (one sentence per line)"
             )
         try:
-            with open(lm_file, encoding=args.encoding) as f:
-                lines = normalize_lm_lines(f, str(lm_file), lexicon, args.token_unit)
+            with open(lm_file, encoding=config.encoding) as f:
+                lines = normalize_lm_lines(f, str(lm_file), lexicon, config.token_unit)
         except UnicodeDecodeError as e:
             raise DataPrepError(
-                f"LM text {lm_file} is not valid {args.encoding} ({e}); pass --encoding"
+                f"LM text {lm_file} is not valid {config.encoding} ({e}); pass --encoding"
             ) from None
     else:
-        if train is None and "train" not in args.sets:
+        if train is None and "train" not in config.sets:
             log.info("LM text: not written (no --lm-text, and train is not among --sets)")
             return
         if train is None:
-            train = KaldiDataDir.load(args.out / "train")
+            train = KaldiDataDir.load(config.out / "train")
         lines = [train.text[u] for u in train.utts]
         log.info("LM text: using the %d train transcripts", len(lines))
     if not lines:
@@ -290,72 +318,86 @@ def write_lm_text(
     )
 
 
-def import_sets(args: argparse.Namespace, sets: tuple[str, ...]) -> dict[str, RawSet]:
-    if args.manifests is not None:
+def import_sets(config: PrepareConfig, sets: tuple[str, ...]) -> dict[str, RawSet]:
+    manifests, kaldi_dirs = config.manifests, config.kaldi_dirs
+    if manifests is not None:
         from steps_py.data.manifests import import_manifest_set
 
-        if not args.manifests.is_dir():
-            raise DataPrepError(f"--manifests {args.manifests} does not exist (prepare the corpus first, e.g. python -m local.synth or python -m local.aishell.prepare)")
-        base = args.manifests.parent
-        return {s: import_manifest_set(args.manifests, s, base_dir=base) for s in sets}
+        if not manifests.is_dir():
+            raise DataPrepError(
+                f"--manifests {manifests} does not exist (prepare the corpus first, e.g. python -m local.synth or python -m local.aishell.prepare)"
+            )
+        base = manifests.parent
+        return {s: import_manifest_set(manifests, s, base_dir=base) for s in sets}
     from steps_py.data.kaldi_import import import_kaldi_corpus
 
-    if not args.kaldi_dirs.is_dir():
-        raise DataPrepError(f"--kaldi-dirs {args.kaldi_dirs} does not exist")
-    return import_kaldi_corpus(args.kaldi_dirs, sets, args.encoding)
+    assert kaldi_dirs is not None  # the parser asks for one of the two
+    if not kaldi_dirs.is_dir():
+        raise DataPrepError(f"--kaldi-dirs {kaldi_dirs} does not exist")
+    return import_kaldi_corpus(kaldi_dirs, sets, config.encoding)
 
 
-def audio_policy(args: argparse.Namespace) -> AudioPolicy:
-    if args.audio_conf is None:
+def audio_policy(audio_conf: Path | None) -> AudioPolicy:
+    if audio_conf is None:
         return AudioPolicy()
     from steps_py.features.conf import ConfError, audio_policy_from_conf
 
     try:
-        return audio_policy_from_conf(args.audio_conf)
+        return audio_policy_from_conf(audio_conf)
     except ConfError as e:
         raise DataPrepError(str(e)) from None
 
 
-def run(args: argparse.Namespace) -> int:
-    sets = tuple(args.sets)
-    lm_target = args.out / "local" / "lm_text.txt"
-    todo = [s for s in sets if args.force or not is_done(args.out / s)]
-    if not todo and lm_target.is_file() and not args.force:
+def read_checked_lexicon(path: Path | None) -> Lexicon | None:
+    """The lexicon transcripts are checked against (None: no --lexicon, not checked)."""
+    if path is None:
+        log.warning("no --lexicon: transcripts are not checked for words without a pronunciation")
+        return None
+    try:
+        lexicon = read_lexicon(path)
+    except (LexiconError, OSError) as e:
+        raise DataPrepError(f"--lexicon {path}: {e}") from None
+    log.info("checking transcripts against %s (%d words)", path, len(lexicon.words))
+    return lexicon
+
+
+def prepare(config: PrepareConfig) -> int:
+    """Prepare `config.sets` not done yet (all with `force`) and the LM text; exit status."""
+    sets, out = config.sets, config.out
+    lm_target = out / "local" / "lm_text.txt"
+    todo = [s for s in sets if config.force or not is_done(out / s)]
+    if not todo and lm_target.is_file() and not config.force:
         log.info(
             "%s: data dirs %s and %s already done; skipping (use --force to redo)",
-            args.out,
+            out,
             ", ".join(sets),
             lm_target,
         )
         return 0
     for s in sets:
         if s not in todo:
-            log.info("%s already done; skipping it (use --force to redo)", args.out / s)
-    lexicon = None
-    if args.lexicon is not None:
-        try:
-            lexicon = read_lexicon(args.lexicon)
-        except (LexiconError, OSError) as e:
-            raise DataPrepError(f"--lexicon {args.lexicon}: {e}") from None
-        log.info("checking transcripts against %s (%d words)", args.lexicon, len(lexicon.words))
-    else:
-        log.warning("no --lexicon: transcripts are not checked for words without a pronunciation")
-    policy = audio_policy(args)
+            log.info("%s already done; skipping it (use --force to redo)", out / s)
+    lexicon = read_checked_lexicon(config.lexicon)
+    policy = audio_policy(config.audio_conf)
     try:
-        raw_sets = import_sets(args, tuple(todo)) if todo else {}
+        raw_sets = import_sets(config, tuple(todo)) if todo else {}
         prepared: dict[str, KaldiDataDir] = {}
         errors: list[str] = []
         for s in todo:
             try:
-                prepared[s] = prepare_set(raw_sets[s], args.out / s, args, policy, lexicon)
+                prepared[s] = prepare_set(raw_sets[s], out / s, config, policy, lexicon)
             except (RejectionLimitError, DataDirError) as e:
                 errors.append(str(e))
         if errors:
             raise DataPrepError("\n".join(errors))
-        write_lm_text(args, prepared.get("train"), lexicon)
+        write_lm_text(config, prepared.get("train"), lexicon)
     except (DataDirError, RejectionLimitError) as e:
         raise DataPrepError(str(e)) from None
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return prepare(PrepareConfig.from_args(args))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,8 @@
 * ``lr_at(progress, initial, final)``: exponential decay
   ``lr(p) = initial * (final / initial) ** p``, ``p`` = fraction of training done in [0, 1].
 * ``set_lr(optimizer, lr)`` sets every group's lr.
-* ``add_optimizer_args(parser)`` / ``optimizer_kwargs(args)``: the CLI options, for the loop.
+* ``OptimizerConfig`` / ``optimizer_kwargs(opt, lr)``: a worker's optimizer options (the
+  trainer's flags, ``steps_py.parallel.options``), as make_optimizer's kwargs.
 
 Usage::
 
@@ -19,7 +20,7 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -76,59 +77,29 @@ def make_optimizer(
     raise ValueError(f"unknown optimizer '{name}': choose one of {', '.join(OPTIMIZERS)}")
 
 
-def add_optimizer_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("local optimizer")
-    g.add_argument(
-        "--optimizer",
-        choices=OPTIMIZERS,
-        default="ngsgd",
-        help="local optimizer (default %(default)s)",
-    )
-    g.add_argument(
-        "--lr-initial",
-        type=float,
-        default=0.002,
-        help="initial learning rate (default %(default)s)",
-    )
-    g.add_argument(
-        "--lr-final", type=float, default=0.0002, help="final learning rate (default %(default)s)"
-    )
-    g.add_argument("--momentum", type=float, default=0.0, help="momentum (default %(default)s)")
-    g.add_argument(
-        "--max-change",
-        type=float,
-        default=0.75,
-        help="per-layer max Frobenius norm of an update, 0 = off (default %(default)s)",
-    )
-    g.add_argument(
-        "--max-change-global",
-        type=float,
-        default=2.0,
-        help="max norm of the whole update, 0 = off (default %(default)s)",
-    )
-    g.add_argument(
-        "--ng-rank-in", type=int, default=20, help="NG input-side rank (default %(default)s)"
-    )
-    g.add_argument(
-        "--ng-rank-out", type=int, default=80, help="NG output-side rank (default %(default)s)"
-    )
-    g.add_argument(
-        "--ng-update-period",
-        type=int,
-        default=4,
-        help="re-estimate the Fisher matrices every N minibatches (default %(default)s)",
-    )
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """A worker's local optimizer: its name (one of `OPTIMIZERS`) and options; the learning
+    rate is the schedule's (`lr_at`)."""
+
+    name: str
+    momentum: float
+    max_change: float
+    max_change_global: float
+    ng_rank_in: int
+    ng_rank_out: int
+    ng_update_period: int
 
 
-def optimizer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """kwargs for make_optimizer from add_optimizer_args' options (lr = --lr-initial)."""
+def optimizer_kwargs(opt: OptimizerConfig, lr: float) -> dict[str, Any]:
+    """kwargs for make_optimizer: `opt` at learning rate `lr`."""
     return dict(
-        name=args.optimizer,
-        lr=args.lr_initial,
-        momentum=args.momentum,
-        max_change=args.max_change,
-        max_change_global=args.max_change_global,
-        rank_in=args.ng_rank_in,
-        rank_out=args.ng_rank_out,
-        update_period=args.ng_update_period,
+        name=opt.name,
+        lr=lr,
+        momentum=opt.momentum,
+        max_change=opt.max_change,
+        max_change_global=opt.max_change_global,
+        rank_in=opt.ng_rank_in,
+        rank_out=opt.ng_rank_out,
+        update_period=opt.ng_update_period,
     )

@@ -1,4 +1,4 @@
-"""The averagers a training run keeps (rank 0 only), built from the trainer's options.
+"""The averagers a training run keeps (rank 0 only), built from its `AveragerConfig`.
 
 Apart from ``averagers.py`` because it also builds the post-hoc snapshots (``posthoc.py``),
 which are an ``Averager`` themselves: ``averagers`` imports neither.
@@ -6,7 +6,6 @@ which are an ``Averager`` themselves: ``averagers`` imports neither.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from steps_py.parallel.averagers import (
@@ -16,30 +15,33 @@ from steps_py.parallel.averagers import (
     IcefallAverage,
     LastModelsCombination,
 )
+from steps_py.parallel.config import AveragerConfig
 from steps_py.parallel.ema import EmaSet
 from steps_py.parallel.posthoc import PowerEmaSnapshots
 
 
 def build_averagers(
-    args: argparse.Namespace, exp: Path, block: int, syncs: int, total_frames: float
+    config: AveragerConfig, sync: str, exp: Path, block: int, syncs: int, total_frames: float
 ) -> dict[str, Averager]:
-    """The averagers the trainer's options ask for (rank 0 only), by name.
+    """The averagers `config` asks for (rank 0 only), by name.
 
+    `sync`: the run's sync method (a per-step one spaces the combination's models);
     `block`: minibatches per block asked for (the combination's step for none/ddp);
     `syncs`: synchronizations the run will do (spaces the post-hoc snapshots);
     `total_frames`: the run's training frames (EMA half-life fractions and starts).
     """
+    c = config
     out: dict[str, Averager] = {}
-    if args.ema_specs and not args.ema_interfering:
-        out["ema"] = EmaAverager(EmaSet(args.ema_specs, total_frames))
-    if args.icefall_average_period:
-        out["icefall"] = IcefallAverage(args.icefall_average_period)
-    if args.combine_max_models:
+    if c.ema_specs and not c.ema_interfering:
+        out["ema"] = EmaAverager(EmaSet(list(c.ema_specs), total_frames))
+    if c.icefall_average_period:
+        out["icefall"] = IcefallAverage(c.icefall_average_period)
+    if c.combine_max_models:
         out["combine"] = LastModelsCombination(
-            args.combine_max_models, every_steps=block if args.sync in PER_STEP_SYNCS else 1
+            c.combine_max_models, every_steps=block if sync in PER_STEP_SYNCS else 1
         )
-    if args.posthoc_snapshots:
+    if c.posthoc_snapshots:
         out["posthoc"] = PowerEmaSnapshots(
-            exp / "posthoc", args.posthoc_sigma_rels, max(1, syncs // args.posthoc_snapshots)
+            exp / "posthoc", list(c.posthoc_sigma_rels), max(1, syncs // c.posthoc_snapshots)
         )
     return out

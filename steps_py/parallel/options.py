@@ -1,9 +1,10 @@
-"""Command-line options of the trainer, checked before any work, and the run's settings.
+"""Command-line options of the trainer, checked before any work, and the typed config of them.
 
 Every flag with a range is parsed by a checking type, so a bad value is an argparse error
 naming the flag and the allowed range (``--block-minibatches 0`` -> "must be an integer >=
-1"), before anything is read or written. `settings(args, ...)` is the part of the options
-that changes the maths of a run; a checkpoint stores it and a resume compares it.
+1"), before anything is read or written. `from_args` turns the parsed options into the
+`TrainConfig` (`config.py`) the library code reads; this is the only module of the package
+below the trainer's own entry (`train.run`/`main`) that sees an `argparse.Namespace`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from steps_py.cli import int_at_least
-from steps_py.nnet.optim import add_optimizer_args
+from steps_py.cli import dataclass_from_args, int_at_least
+from steps_py.nnet.optim import OPTIMIZERS, OptimizerConfig
+from steps_py.parallel.config import (
+    AveragerConfig,
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    RunConfig,
+    ScheduleConfig,
+    SyncConfig,
+    TrainConfig,
+)
 from steps_py.parallel.ema import EmaSpec, ema_specs
 from steps_py.parallel.sync import SYNC_CHOICES
 
@@ -127,7 +138,52 @@ def _training_args(p: argparse.ArgumentParser) -> None:
         help="Kaldi nnet3's convention: each worker's learning rate is the given one "
         "times N (the given rates are 'effective' rates)",
     )
-    add_optimizer_args(p)  # --optimizer, --lr-initial/--lr-final (exponential decay), ...
+    _optimizer_args(p)  # --optimizer, --lr-initial/--lr-final (exponential decay), ...
+
+
+def _optimizer_args(p: argparse.ArgumentParser) -> None:
+    """Options: the local optimizer (`OptimizerConfig`) and its learning rates."""
+    g = p.add_argument_group("local optimizer")
+    g.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default="ngsgd",
+        help="local optimizer (default %(default)s)",
+    )
+    g.add_argument(
+        "--lr-initial",
+        type=float,
+        default=0.002,
+        help="initial learning rate (default %(default)s)",
+    )
+    g.add_argument(
+        "--lr-final", type=float, default=0.0002, help="final learning rate (default %(default)s)"
+    )
+    g.add_argument("--momentum", type=float, default=0.0, help="momentum (default %(default)s)")
+    g.add_argument(
+        "--max-change",
+        type=float,
+        default=0.75,
+        help="per-layer max Frobenius norm of an update, 0 = off (default %(default)s)",
+    )
+    g.add_argument(
+        "--max-change-global",
+        type=float,
+        default=2.0,
+        help="max norm of the whole update, 0 = off (default %(default)s)",
+    )
+    g.add_argument(
+        "--ng-rank-in", type=int, default=20, help="NG input-side rank (default %(default)s)"
+    )
+    g.add_argument(
+        "--ng-rank-out", type=int, default=80, help="NG output-side rank (default %(default)s)"
+    )
+    g.add_argument(
+        "--ng-update-period",
+        type=int,
+        default=4,
+        help="re-estimate the Fisher matrices every N minibatches (default %(default)s)",
+    )
 
 
 def _sync_args(p: argparse.ArgumentParser) -> None:
@@ -386,15 +442,7 @@ def parse_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     if any(s <= 0 for s in args.posthoc_sigma_rels):
         p.error("argument --posthoc-sigma-rels: every value must be > 0")
     try:
-        args.ema_specs = ema_specs(
-            args.ema_decays,
-            args.ema_half_life_frames,
-            args.ema_warmup_half_life_frames,
-            args.ema_warmup,
-            args.ema_half_life_fractions,
-            args.ema_start,
-            args.ema_bias_correction,
-        )
+        args.ema_specs = _ema_specs(args)
     except ValueError as e:
         p.error(f"EMA options: {e}")
     if args.ema_interfering and len(args.ema_specs) != 1:
@@ -408,41 +456,33 @@ def parse_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     return args
 
 
-def settings(args: argparse.Namespace, cfg: dict[str, Any], block: int) -> dict[str, Any]:
-    """What changes the maths of a run (a resume with other values is refused)."""
-    specs: list[EmaSpec] = args.ema_specs
-    keys = (
-        "sync",
-        "epochs",
-        "batch_size",
-        "seed",
-        "optimizer",
-        "lr_initial",
-        "lr_final",
-        "momentum",
-        "max_change",
-        "max_change_global",
-        "ng_rank_in",
-        "ng_rank_out",
-        "ng_update_period",
-        "bmuf_momentum",
-        "bmuf_lr",
-        "warmup_blocks",
-        "lr_times_workers",
-        "ema_interfering",
-        "icefall_average_period",
-        "combine_max_models",
-        "posthoc_snapshots",
-        "posthoc_sigma_rels",
-        "priors",
-        "prior_frames",
-        "ddp_impl",
+def _ema_specs(args: argparse.Namespace) -> list[EmaSpec]:
+    """The EMAs the --ema-* options ask for (ValueError: a contradiction among them)."""
+    return ema_specs(
+        args.ema_decays,
+        args.ema_half_life_frames,
+        args.ema_warmup_half_life_frames,
+        args.ema_warmup,
+        args.ema_half_life_fractions,
+        args.ema_start,
+        args.ema_bias_correction,
     )
-    out = {k: getattr(args, k) for k in keys}
-    out.update(
-        egs=str(Path(args.egs).resolve()),
-        model_config=cfg,
-        block_minibatches=block,
-        emas=[s.label for s in specs],
+
+
+def from_args(args: argparse.Namespace) -> TrainConfig:
+    """The typed configuration of options `parse_args` has checked (built once, at the entry)."""
+    return TrainConfig(
+        data=dataclass_from_args(DataConfig, args),
+        model=dataclass_from_args(ModelConfig, args, overrides=dict(args.model_config)),
+        schedule=dataclass_from_args(ScheduleConfig, args),
+        optimizer=dataclass_from_args(OptimizerConfig, args, name=args.optimizer),
+        sync=dataclass_from_args(SyncConfig, args),
+        averagers=dataclass_from_args(
+            AveragerConfig,
+            args,
+            ema_specs=tuple(_ema_specs(args)),
+            posthoc_sigma_rels=tuple(args.posthoc_sigma_rels),
+        ),
+        evals=dataclass_from_args(EvalConfig, args),
+        run=dataclass_from_args(RunConfig, args, tensorboard=not args.no_tensorboard),
     )
-    return out

@@ -47,18 +47,19 @@ from steps_py.fileio import (
     mark_done,
 )
 from steps_py.log import setup_logging
-from steps_py.nnet.optim import lr_at, optimizer_kwargs
+from steps_py.nnet.optim import optimizer_kwargs
 from steps_py.parallel import checkpoint as ckpt
 from steps_py.parallel.averager_set import build_averagers
 from steps_py.parallel.averagers import LastModelsCombination
 from steps_py.parallel.backend import Backend, NnetBackend
+from steps_py.parallel.config import RunConfig, SyncConfig, TrainConfig, settings
 from steps_py.parallel.ema import EmaSet
 from steps_py.parallel.errors import DivergenceError, TrainingError
 from steps_py.parallel.export import ModelWriter, write_final_models
 from steps_py.parallel.group import Group, choose_device, init_group, launched_by_torchrun
 from steps_py.parallel.metrics import MetricsLog, TimeSplit, evaluate
 from steps_py.parallel.options import build_parser as _build_parser
-from steps_py.parallel.options import parse_args, settings
+from steps_py.parallel.options import from_args, parse_args
 from steps_py.parallel.run_dir import RunDir
 from steps_py.parallel.state import RunParts, TrainState, resume_newest
 from steps_py.parallel.sync import InterferingEma, Sync, make_sync
@@ -81,107 +82,107 @@ def build_parser() -> argparse.ArgumentParser:
 class Trainer:
     def __init__(
         self,
-        args: argparse.Namespace,
+        config: TrainConfig,
         backend: Backend,
         group: Group,
         device: torch.device,
         hooks: Hooks,
     ) -> None:
-        self.args, self.backend, self.group, self.device, self.hooks = (
-            args,
+        self.config, self.backend, self.group, self.device, self.hooks = (
+            config,
             backend,
             group,
             device,
             hooks,
         )
-        self.exp: Path = args.exp_dir
+        data, model = config.data, config.model
+        self.exp: Path = config.run.exp_dir
         if group.is_main:  # a rerun (lower lr, --resume) is not the diverged run any more
             (self.exp / "diverged.json").unlink(missing_ok=True)
-        info = backend.egs_info(args.egs)
-        self.cfg = backend.model_config(info, args.model_config)
-        torch.manual_seed(args.seed)
+        info = backend.egs_info(data.egs)
+        self.cfg = backend.model_config(info, model.overrides)
+        torch.manual_seed(data.seed)
         try:
             base = backend.build_model(self.cfg).to(device)
         except (TypeError, ValueError) as e:
-            raise TrainingError(f"--model-config {args.model_config}: {e}") from None
+            raise TrainingError(f"--model-config {model.overrides}: {e}") from None
         self.workers = build_workers(
             backend,
             base,
             group,
-            args.egs,
-            args.batch_size,
-            args.seed,
+            data.egs,
+            data.batch_size,
+            data.seed,
             device,
-            optimizer_kwargs(args),
+            optimizer_kwargs(config.optimizer, config.schedule.lr_initial),
         )
         self.writer = ModelWriter(
             backend,
             self.cfg,
-            args.egs,
-            args.priors,
-            args.prior_frames,
-            args.batch_size,
-            args.seed,
+            data.egs,
+            model.priors,
+            model.prior_frames,
+            data.batch_size,
+            data.seed,
             device,
         )
         self.dev = (
-            backend.make_reader(args.egs, 0, 1, args.batch_size, args.seed, "dev")
+            backend.make_reader(data.egs, 0, 1, data.batch_size, data.seed, "dev")
             if group.is_main
             else None
         )
         self.dev_start = self.dev.state_dict() if self.dev is not None else None
-        self.steps_per_epoch = steps_per_epoch(self.workers, group, args)
-        self._setup_sync(args, group)
-        self.settings = settings(args, self.cfg, self.K)
+        self.steps_per_epoch = steps_per_epoch(self.workers, group, data.egs, data.batch_size)
+        self._setup_sync(config, group)
+        self.settings = settings(config, self.cfg, self.K)
         self.shapes = self.workers[0].flat.describe()
         for w in self.workers:
             w.fwd = self.sync.wrap(w.model, group)
-        check_model_dims(self.workers[0], int(info.get("num_pdfs", 0)), args.egs)
+        check_model_dims(self.workers[0], int(info.get("num_pdfs", 0)), data.egs)
         self.state, self.timer = TrainState(), TimeSplit()
         self.last_ckpt: Path | None = None
-        self.lr = args.lr_initial
+        self.lr = config.schedule.lr_initial
 
-    def _setup_sync(self, args: argparse.Namespace, group: Group) -> None:
+    def _setup_sync(self, config: TrainConfig, group: Group) -> None:
         """The sync object, the block size K, the run's frames, the averagers, the evals."""
+        c, av = config.sync, config.averagers
         r0 = self.workers[0].reader
         frames_per_mb = r0.frames_per_epoch / max(1, r0.minibatches_per_epoch)
-        k = args.block_minibatches or (
-            max(1, round(args.block_frames / frames_per_mb)) if args.block_frames else 16
-        )
+        k = c.block_size(frames_per_mb)
         sync = make_sync(
-            args.sync,
+            c.sync,
             group.world_size,
-            args.bmuf_momentum,
-            args.bmuf_lr,
-            args.warmup_blocks,
-            args.ddp_impl,
+            c.bmuf_momentum,
+            c.bmuf_lr,
+            c.warmup_blocks,
+            c.ddp_impl,
         )
-        self.total_steps = args.epochs * self.steps_per_epoch
+        self.total_steps = config.schedule.epochs * self.steps_per_epoch
         # what EMA half-life fractions and starts are fractions of (all workers)
         self.total_frames = group.world_size * frames_per_mb * self.total_steps
         try:
-            emas = EmaSet(args.ema_specs, self.total_frames) if args.ema_interfering else None
+            emas = EmaSet(list(av.ema_specs), self.total_frames) if av.ema_interfering else None
         except ValueError as e:
             raise TrainingError(f"EMA options: {e}") from None
         self.sync: Sync = InterferingEma(sync, emas) if emas is not None else sync
         self.K = self.sync.block_minibatches(k)
         self.frames_per_block = group.world_size * frames_per_mb * self.K  # all workers
-        syncs = args.epochs * -(-self.steps_per_epoch // self.K)
+        syncs = config.schedule.epochs * -(-self.steps_per_epoch // self.K)
         self.averagers = (
-            build_averagers(args, self.exp, k, syncs, self.total_frames) if group.is_main else {}
+            build_averagers(av, c.sync, self.exp, k, syncs, self.total_frames)
+            if group.is_main
+            else {}
         )
-        self.eval_every = args.eval_every_blocks or (
-            max(1, syncs // args.evals) if args.evals else 0
-        )
+        self.eval_every = config.evals.every(syncs)
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
-        st, a = self.state, self.args
+        st, run, epochs = self.state, self.config.run, self.config.schedule.epochs
         self.mlog = (
             MetricsLog(
                 self.exp,
                 [n for n, _ in self.models()],
-                not a.no_tensorboard,
+                run.tensorboard,
                 st.global_step if self.last_ckpt else None,
             )
             if self.group.is_main
@@ -198,7 +199,7 @@ class Trainer:
         )
         t0 = time.perf_counter() - st.wall_before
         stop = False
-        for epoch in range(st.epoch, a.epochs):
+        for epoch in range(st.epoch, epochs):
             if epoch != st.epoch:
                 st.epoch, st.step_in_epoch, st.ep_loss, st.ep_frames = epoch, 0, 0.0, 0
             if st.step_in_epoch >= self.steps_per_epoch:
@@ -214,17 +215,17 @@ class Trainer:
                 stop = bool(self.hooks.after_block and self.hooks.after_block(st, self.group))
                 if st.step_in_epoch < self.steps_per_epoch and (
                     stop
-                    or (a.checkpoint_every_blocks and st.block % a.checkpoint_every_blocks == 0)
+                    or (run.checkpoint_every_blocks and st.block % run.checkpoint_every_blocks == 0)
                 ):
                     self.checkpoint(t0)
                     if stop:
                         return self.stopped()
             evals = self.end_epoch()
             self.log_row("epoch", st.history[-1]["train_loss"], evals, t0)
-            if a.save_epoch_models and epoch + 1 < a.epochs:
+            if run.save_epoch_models and epoch + 1 < epochs:
                 self.save_epoch_models(epoch + 1)
             self.checkpoint(t0)
-            if stop and epoch + 1 < a.epochs:
+            if stop and epoch + 1 < epochs:
                 return self.stopped()
         self.close_logs()
         return self.finish(time.perf_counter() - t0)
@@ -259,9 +260,9 @@ class Trainer:
 
     def step(self) -> None:
         st = self.state
-        lr = lr_at(
-            st.global_step / max(1, self.total_steps - 1), self.args.lr_initial, self.args.lr_final
-        ) * (self.group.world_size if self.args.lr_times_workers else 1)
+        lr = self.config.schedule.lr(
+            st.global_step / max(1, self.total_steps - 1), self.group.world_size
+        )
         where = f"epoch {st.epoch + 1}, minibatch {st.step_in_epoch + 1}"
         try:
             with self.timer.measure("compute", self.device):
@@ -357,7 +358,7 @@ class Trainer:
         assert self.dev is not None and self.dev_start is not None
         self.dev.load_state_dict(self.dev_start)
         return evaluate(
-            self.writer.load(flat), self.dev, self.device, self.args.dev_max_minibatches
+            self.writer.load(flat), self.dev, self.device, self.config.evals.dev_max_minibatches
         )
 
     def evaluate(self) -> dict[str, dict[str, float]]:
@@ -407,7 +408,12 @@ class Trainer:
         with self.timer.measure("checkpoint"):
             gstate, wstates = self.run_parts().state_dict(time.perf_counter() - t0)
             self.last_ckpt = ckpt.save_checkpoint(
-                self.exp, self.state.block, self.group, gstate, wstates, self.args.keep_checkpoints
+                self.exp,
+                self.state.block,
+                self.group,
+                gstate,
+                wstates,
+                self.config.run.keep_checkpoints,
             )
 
     def start(self) -> None:
@@ -420,17 +426,18 @@ class Trainer:
             a.init(start)
         self.last_ckpt = resume_newest(
             self.exp,
-            self.args.resume,
+            self.config.run.resume,
             self.group,
             lambda ck: self.run_parts().load_state_dict(
-                ck, self.device, self.args.resume_any_settings
+                ck, self.device, self.config.run.resume_any_settings
             ),
         )
 
     def finish(self, wall: float) -> dict[str, Any]:
         if not self.group.is_main:
             return {}
-        a, t, st = self.args, self.timer.as_dict(), self.state
+        c, t, st = self.config, self.timer.as_dict(), self.state
+        specs = c.averagers.ema_specs
         final = RunDir(self.exp).final
         assert self.sync.global_flat is not None
         comb = self.averagers.get("combine")
@@ -454,18 +461,18 @@ class Trainer:
             else ("simulate" if self.group.world_size > 1 else "single"),
             "block_minibatches": self.K,
             "syncs": self.sync.blocks,
-            "epochs": a.epochs,
-            "batch_size": a.batch_size,
-            "seed": a.seed,
-            "optimizer": a.optimizer,
-            "lr_times_workers": a.lr_times_workers,
-            "ddp_impl": a.ddp_impl if self.sync.name == "ddp" else None,
-            "ema_decays": [s.tag.profile for s in a.ema_specs],
+            "epochs": c.schedule.epochs,
+            "batch_size": c.data.batch_size,
+            "seed": c.data.seed,
+            "optimizer": c.optimizer.name,
+            "lr_times_workers": c.schedule.lr_times_workers,
+            "ddp_impl": c.sync.ddp_impl if self.sync.name == "ddp" else None,
+            "ema_decays": [s.tag.profile for s in specs],
             "ema_alphas": [  # full block, after any warm-up
-                s.alpha(10**9, self.frames_per_block, self.total_frames) for s in a.ema_specs
+                s.alpha(10**9, self.frames_per_block, self.total_frames) for s in specs
             ],
             "ema_total_frames": self.total_frames,
-            "ema_interfering": a.ema_interfering,
+            "ema_interfering": c.averagers.ema_interfering,
             "frames": st.frames,
             "history": st.history,
             "settings": self.settings,
@@ -491,32 +498,32 @@ class Trainer:
         return summary
 
 
-def steps_per_epoch(workers: list[Any], group: Group, args: argparse.Namespace) -> int:
+def steps_per_epoch(workers: list[Any], group: Group, egs: Path, batch_size: int) -> int:
     """Minibatches per epoch every worker has (the smallest share)."""
     n = group.all_reduce_min_int([w.reader.minibatches_per_epoch for w in workers])
     if n < 1:
         raise TrainingError(
-            f"{args.egs}: a worker's share has no full minibatch of "
-            f"{args.batch_size}; lower --batch-size or use fewer workers"
+            f"{egs}: a worker's share has no full minibatch of "
+            f"{batch_size}; lower --batch-size or use fewer workers"
         )
     return n
 
 
-def prepare_exp_dir(args: argparse.Namespace, group: Group) -> bool:
+def prepare_exp_dir(run: RunConfig, group: Group) -> bool:
     """Logging; False when the run is already done. --force clears the run's old outputs."""
-    exp: Path = args.exp_dir
+    exp = run.exp_dir
     if group.is_main:
         exp.mkdir(parents=True, exist_ok=True)
         setup_logging("train", exp / "log" / "train.log")
     else:
         setup_logging(f"train r{group.rank}", None, level=logging.WARNING)
-    if RunDir(exp).is_finished() and not args.force:
+    if RunDir(exp).is_finished() and not run.force:
         log.info("%s is done (final/.done exists); skipping, use --force to retrain", exp)
         return False
     restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
-    if args.force and restarted:
+    if run.force and restarted:
         log.info("torchrun restart: --force applies only to the first attempt; not deleting")
-    elif args.force and group.is_main:
+    elif run.force and group.is_main:
         for d in (
             *(p.name for p in exp.glob("epoch[0-9]*")),
             "checkpoints",
@@ -533,39 +540,46 @@ def prepare_exp_dir(args: argparse.Namespace, group: Group) -> bool:
     return True
 
 
-def run(
-    args: argparse.Namespace, backend: Backend | None = None, hooks: Hooks | None = None
+def check_workers(sync: SyncConfig) -> None:
+    """--workers agrees with how the workers were started (torchrun or --simulate)."""
+    if sync.workers and launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) != sync.workers:
+        raise TrainingError(
+            f"--workers {sync.workers} but torchrun started {os.environ['WORLD_SIZE']} processes"
+        )
+    if sync.workers and sync.workers > 1 and not launched_by_torchrun() and not sync.simulate:
+        raise TrainingError(
+            f"--workers {sync.workers}: start with `torchrun --nproc_per_node "
+            f"{sync.workers} -m steps_py.parallel.train ...` or add --simulate "
+            f"{sync.workers}"
+        )
+
+
+def run_training(
+    config: TrainConfig, backend: Backend | None = None, hooks: Hooks | None = None
 ) -> dict[str, Any]:
+    """Train as `config` asks (on this process's share of the workers); the run's summary."""
     device = choose_device()
-    if args.workers and launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) != args.workers:
-        raise TrainingError(
-            f"--workers {args.workers} but torchrun started {os.environ['WORLD_SIZE']} processes"
-        )
-    if args.workers and args.workers > 1 and not launched_by_torchrun() and not args.simulate:
-        raise TrainingError(
-            f"--workers {args.workers}: start with `torchrun --nproc_per_node "
-            f"{args.workers} -m steps_py.parallel.train ...` or add --simulate "
-            f"{args.workers}"
-        )
-    group = init_group(args.simulate, device)
+    check_workers(config.sync)
+    exp = config.run.exp_dir
+    group = init_group(config.sync.simulate, device)
     lock = None
     try:
         # one trainer per exp dir: a second one (a rerun while the first still trains) is refused
         if group.is_main:
-            lock = hold_lock(args.exp_dir, ".train.lock", "training")
+            lock = hold_lock(exp, ".train.lock", "training")
         torch.set_num_threads(
-            args.threads
+            config.sync.threads
             or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         )
-        if not prepare_exp_dir(args, group):
-            rd = RunDir(args.exp_dir)
+        if not prepare_exp_dir(config.run, group):
+            rd = RunDir(exp)
             return rd.summary() if rd.summary_path.is_file() else {}
-        trainer = Trainer(args, backend or NnetBackend(), group, device, hooks or Hooks())
+        trainer = Trainer(config, backend or NnetBackend(), group, device, hooks or Hooks())
         trainer.start()
         log.info(
             "%s: %s model (%d parameters), --sync %s, %d workers (%s), K=%d, %d "
             "minibatches/epoch/worker, models %s",
-            args.exp_dir,
+            exp,
             trainer.cfg.get("type"),
             trainer.workers[0].flat.numel,
             trainer.sync.name,
@@ -584,10 +598,18 @@ def run(
         group.close()
 
 
-def check_model_config(args: argparse.Namespace, backend: Backend) -> str | None:
+def run(
+    args: argparse.Namespace, backend: Backend | None = None, hooks: Hooks | None = None
+) -> dict[str, Any]:
+    """`run_training` of options `parse_args` has checked."""
+    return run_training(from_args(args), backend, hooks)
+
+
+def check_model_config(config: TrainConfig, backend: Backend) -> str | None:
     """Why --model-config cannot build a model for --egs (None when it can), before any work."""
     try:
-        backend.build_model(backend.model_config(backend.egs_info(args.egs), args.model_config))
+        info = backend.egs_info(config.data.egs)
+        backend.build_model(backend.model_config(info, config.model.overrides))
     except (TypeError, ValueError) as e:
         return str(e)
     return None
@@ -597,17 +619,17 @@ def main(
     argv: list[str] | None = None, backend: Backend | None = None, hooks: Hooks | None = None
 ) -> int:
     parser = build_parser()
-    args = parse_args(parser, argv)
+    config = from_args(parse_args(parser, argv))
     backend = backend or NnetBackend()
     try:
-        problem = check_model_config(args, backend)
+        problem = check_model_config(config, backend)
     except StepError as e:  # no examples dir
         parser.error(f"argument --egs: {e}")
     if problem:
         parser.error(f"argument --model-config: {problem}")
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: stack dump
     try:
-        run(args, backend, hooks)
+        run_training(config, backend, hooks)
     except DivergenceError as e:
         logging.getLogger("train").error("%s", e)
         return DivergenceError.exit_status
