@@ -287,11 +287,14 @@ on_exit() { local rc=$?; exec 1>&3 2>&4; wait "$tee_pid" 2> /dev/null || true; e
 # The steps run in the background while run.sh waits for them, so that a SIGTERM or SIGINT
 # to run.sh (kill <pid>, Ctrl-C) reaches them too: run.sh stops the step and then itself,
 # instead of ending alone and leaving, say, a trainer running under init.
-child=""; cur_cmd=""
+# A signal that lands after a step started but before `child=$!` finds the step as $!, which
+# then differs from bg_before.
+child=""; cur_cmd=""; bg_before=""
 run_py() {
   cur_cmd="python $*"
+  bg_before=$!
   python "$@" &
-  child=$!
+  child=$!; bg_before=""
   local rc=0
   wait "$child" || rc=$?
   child=""
@@ -301,6 +304,7 @@ run_py() {
 descendants() { local c; for c in $(ps -o pid= --ppid "$1" 2> /dev/null); do echo "$c"; descendants "$c"; done; }
 on_signal() {  # forward to the running step (SIGTERM: a background step ignores SIGINT), then stop
   trap '' INT TERM
+  if [ -z "$child" ] && [ -n "$bg_before" ] && [ "$!" != "$bg_before" ]; then child=$!; fi
   if [ -n "$child" ]; then
     log "run.sh: got SIG$1; stopping '${cur_cmd%% --*}' (pid $child) and exiting"
     local tree; tree=$(descendants "$child")

@@ -5,7 +5,13 @@ no function outside the entry points has a parameter annotated `argparse.Namespa
 from __future__ import annotations
 
 import ast
+import dataclasses
+import importlib
 from pathlib import Path
+
+import pytest
+
+from steps_py.cli import dataclass_from_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -13,17 +19,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CLI_MODULES = {"steps_py/cli.py", "steps_py/parallel/options.py", "steps_py/decode/options.py"}
 # entry points: a step's body and parser, the Namespace -> config constructors
 ENTRY_NAMES = {"run", "main", "build_parser", "parse_args", "from_args"}
-# older steps whose helpers still take the Namespace (outside issue 22: the trainer and data
-# preparation). Convert one, then take it off this list; the test fails while a listed one
-# is gone or no longer takes a Namespace, so the list only shrinks.
-NOT_YET_CONVERTED = {
-    "steps_py/gmm/train_tri.py:ensure_tree",
-    "steps_py/lang/lm.py:lm_source",
-    "steps_py/lang/lm.py:up_to_date",
-    "steps_py/lang/lm.py:train_lm",
-    "steps_py/nnet/egs.py:_inputs",
-    "steps_py/score/scoreboard.py:build",
-}
 
 
 def is_namespace(annotation: ast.expr | None) -> bool:
@@ -95,14 +90,39 @@ def typed(config: dict, body: Callable[[argparse.Namespace], int]) -> None: ...
 
 
 def test_library_code_takes_no_namespace() -> None:
-    found = library_namespace_takers()
-    new = sorted(found - NOT_YET_CONVERTED)
-    assert not new, (
+    found = sorted(library_namespace_takers())
+    assert not found, (
         "library functions taking an argparse.Namespace (give them a typed config, built "
-        f"once in the step's run(args) or options.from_args): {new}"
+        f"once in the step's run(args) or options.from_args): {found}"
     )
-    gone = sorted(NOT_YET_CONVERTED - found)
-    assert not gone, f"converted: take these off NOT_YET_CONVERTED: {gone}"
+
+
+@pytest.mark.parametrize(
+    ("module", "config", "argv", "every_option"),
+    [
+        ("steps_py.lang.lm", "LmConfig", [], True),
+        ("steps_py.score.scoreboard", "ScoreboardConfig", [], True),
+        ("steps_py.gmm.train_tri", "TreeConfig", [], False),
+        (
+            "steps_py.nnet.egs",
+            "EgsSources",
+            ["--feats", "d", "--model-type", "dnn", "--out", "o"],
+            False,
+        ),
+    ],
+)
+def test_a_step_config_is_its_options(
+    module: str, config: str, argv: list[str], every_option: bool
+) -> None:
+    """Each field is the option of its name (a field without one fails here, not in a run);
+    a config that replaces the Namespace in the whole body carries every option."""
+    mod = importlib.import_module(module)
+    args = mod.build_parser().parse_args(argv)
+    cfg = dataclass_from_args(getattr(mod, config), args)
+    names = [f.name for f in dataclasses.fields(cfg)]
+    assert {n: getattr(cfg, n) for n in names} == {n: getattr(args, n) for n in names}
+    if every_option:
+        assert sorted(names) == sorted(vars(args))
 
 
 def imports_argparse(source: str) -> bool:

@@ -154,3 +154,37 @@ def test_pdf_loglikes_of_a_subset_match_all_pdfs(tri) -> None:
     np.testing.assert_allclose(
         pdf_loglikes_subset(x, gmm, pdfs), pdf_loglikes(x, gmm)[:, pdfs], rtol=1e-5, atol=1e-3
     )
+
+
+def test_ensure_tree_runs_make_tree_with_the_step_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """train_tri's tree options reach make_tree's flags; a done tree is not rebuilt."""
+    from steps_py.cli import dataclass_from_args
+    from steps_py.fileio import mark_done
+    from steps_py.gmm import train_tri
+
+    calls: list[dict] = []
+    monkeypatch.setattr(train_tri, "run_make_tree", lambda a: calls.append(vars(a)))
+    monkeypatch.setattr(train_tri, "read_tree", lambda p: p)
+    monkeypatch.setattr(train_tri.TreeStats, "load", lambda p: p)
+    argv = ["--data", "d", "--lang", "l", "--ali", "a", "--ali-model", "m", "--out", str(tmp_path)]
+    args = train_tri.build_parser().parse_args([*argv, "--num-leaves", "7", "--seed", "3"])
+    config = dataclass_from_args(train_tri.TreeConfig, args)
+    tree, stats = train_tri.ensure_tree(config)
+    assert (tree, stats) == (tmp_path / "tree", tmp_path / "tree_build" / "treeacc.npz")
+    (call,) = calls
+    assert {k: call[k] for k in ("data", "lang", "ali", "model", "out")} == {
+        "data": Path("d"),
+        "lang": Path("l"),
+        "ali": Path("a"),
+        "model": Path("m"),
+        "out": tmp_path,
+    }
+    assert (call["num_leaves"], call["seed"]) == (7, 3)
+    (tmp_path / "tree").write_text("")
+    mark_done(tmp_path / "tree_build", {})
+    train_tri.ensure_tree(config)
+    assert len(calls) == 1
+    train_tri.ensure_tree(dataclass_from_args(train_tri.TreeConfig, args, force=True))
+    assert len(calls) == 2

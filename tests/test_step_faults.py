@@ -165,3 +165,14 @@ def test_egs_names_a_damaged_or_missing_pdf_scp(
     assert len(errors) == 1 and errors[0].startswith(f"{scp} not found: run the alignment step"), (
         errors
     )
+
+
+def test_egs_without_alignments_is_one_line(
+    tmp_path: Path, egs_inputs: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Neither --ali nor --ali-dir: the step's message, not a traceback of the input stamps."""
+    i = egs_inputs.index("--ali")
+    assert egs.main(egs_inputs[:i] + egs_inputs[i + 2 :]) == 1
+    assert _errors(capsys) == [
+        "give exactly one of --ali (project alignments) and --ali-dir (a Kaldi exp dir)"
+    ]

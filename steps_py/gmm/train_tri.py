@@ -21,11 +21,12 @@ import argparse
 import functools
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from steps_py.cli import add_output_options, progress, step_main
+from steps_py.cli import add_output_options, dataclass_from_args, progress, step_main
 from steps_py.fileio import atomic_write_json, atomic_write_text, is_done, mark_done
 from steps_py.gmm.accumulate import UpdateConfig, split_gmms, update_gmm
 from steps_py.gmm.data import load_utterances
@@ -158,22 +159,38 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def ensure_tree(args: argparse.Namespace) -> tuple[ContextDependency, TreeStats]:
+@dataclass(frozen=True)
+class TreeConfig:
+    """What the tree of --out is built from (steps_py.gmm.make_tree's options); fields are
+    named as the flags (``--ali-model`` -> `ali_model`)."""
+
+    data: Path
+    lang: Path
+    ali: Path  # the monophone alignments
+    ali_model: Path  # the model of --ali (make_tree's --model)
+    out: Path
+    num_leaves: int
+    seed: int
+    force: bool  # rebuild the tree even if <out>/tree_build is done
+
+
+def ensure_tree(config: TreeConfig) -> tuple[ContextDependency, TreeStats]:
     """The tree of --out, built with steps_py.gmm.make_tree unless already there."""
-    build = args.out / "tree_build"
-    if args.force or not is_done(build) or not (args.out / "tree").is_file():
-        argv = ["--data", str(args.data), "--lang", str(args.lang), "--ali", str(args.ali)]
-        argv += ["--model", str(args.ali_model), "--out", str(args.out)]
-        argv += ["--num-leaves", str(args.num_leaves), "--seed", str(args.seed)]
+    c = config
+    build = c.out / "tree_build"
+    if c.force or not is_done(build) or not (c.out / "tree").is_file():
+        argv = ["--data", str(c.data), "--lang", str(c.lang), "--ali", str(c.ali)]
+        argv += ["--model", str(c.ali_model), "--out", str(c.out)]
+        argv += ["--num-leaves", str(c.num_leaves), "--seed", str(c.seed)]
         run_make_tree(tree_parser().parse_args(argv))
-    return read_tree(args.out / "tree"), TreeStats.load(build / "treeacc.npz")
+    return read_tree(c.out / "tree"), TreeStats.load(build / "treeacc.npz")
 
 
 def run(args: argparse.Namespace) -> None:
     if min(args.nj, args.num_leaves, args.tot_gauss, args.num_iters) < 1:
         raise GmmError("--nj, --num-leaves, --tot-gauss and --num-iters must be >= 1")
     t0 = time.time()
-    tree, stats = ensure_tree(args)
+    tree, stats = ensure_tree(dataclass_from_args(TreeConfig, args))
     lang = Lang.load(args.lang)
     utts, report = load_utterances(args.data, lang, open_mfcc(args.data))
     mono_tm = alignment_transition_model(args.ali_model)

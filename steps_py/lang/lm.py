@@ -27,11 +27,12 @@ import logging
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import kaldifst
 
-from steps_py.cli import StepError, add_output_options, step_main
+from steps_py.cli import StepError, add_output_options, dataclass_from_args, step_main
 from steps_py.data.kaldi_dir import DataDirError, read_kaldi_map
 from steps_py.fileio import atomic_path, atomic_write_json, atomic_write_text, is_done, mark_done
 from steps_py.lang.arpa_lm import NoLmWordsError, fit_to_lang, prune_entropy
@@ -151,29 +152,44 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def lm_source(args: argparse.Namespace) -> dict[str, object]:
+@dataclass(frozen=True)
+class LmConfig:
+    """What an LM step is asked to do; fields are named as the flags (``--lm-dir`` -> `lm_dir`)."""
+
+    data: Path  # data root: local/lm_text.txt, dev/text
+    lang: Path
+    out: Path  # the lang dir with G.fst
+    force: bool  # redo even if <out>/.done exists
+    order: int  # n-gram order to train
+    arpa: Path | None  # an ARPA LM of one's own (None: train one)
+    prune: float  # entropy-pruning threshold (0: none)
+    lm_dir: Path | None  # where lm.arpa goes (None: <data>/local/lm)
+    dev_text: Path | None  # Kaldi text for perplexity (None: <data>/dev/text)
+
+
+def lm_source(config: LmConfig) -> dict[str, object]:
     """What the LM is made of, recorded in <out>/.done: a change of it redoes the step."""
-    if args.arpa is None:
-        return {"source": "trained", "order": args.order, "prune": args.prune}
-    if not args.arpa.is_file():
-        raise LmError(f"--arpa {args.arpa} not found")
-    sha = hashlib.sha1(args.arpa.read_bytes()).hexdigest()
-    return {"source": str(args.arpa), "arpa_sha1": sha, "prune": args.prune}
+    if config.arpa is None:
+        return {"source": "trained", "order": config.order, "prune": config.prune}
+    if not config.arpa.is_file():
+        raise LmError(f"--arpa {config.arpa} not found")
+    sha = hashlib.sha1(config.arpa.read_bytes()).hexdigest()
+    return {"source": str(config.arpa), "arpa_sha1": sha, "prune": config.prune}
 
 
-def up_to_date(args: argparse.Namespace, source: dict[str, object]) -> bool:
-    if not is_done(args.out) or args.force:
+def up_to_date(config: LmConfig, source: dict[str, object]) -> bool:
+    """True if --out is done, not --force, from the current lang and the same LM `source`."""
+    out, lang = config.out, config.lang
+    if not is_done(out) or config.force:
         return False
-    done = json.loads((args.out / ".done").read_text(encoding="utf-8"))
-    if not same_lang(args.lang, args.out):
-        log.info(
-            "%s has other words/phones than %s (lang was rebuilt); rebuilding", args.out, args.lang
-        )
+    done = json.loads((out / ".done").read_text(encoding="utf-8"))
+    if not same_lang(lang, out):
+        log.info("%s has other words/phones than %s (lang was rebuilt); rebuilding", out, lang)
         return False
     if "source" not in done:  # written before --arpa existed: a trained LM, unpruned
         done = {"source": "trained", "order": done.get("order"), "prune": 0.0}
     if {k: done.get(k) for k in source} != source:
-        log.info("%s was made from another LM or pruning; rebuilding", args.out)
+        log.info("%s was made from another LM or pruning; rebuilding", out)
         return False
     return True
 
@@ -188,27 +204,27 @@ def lang_words(lang: Path) -> list[str]:
         raise LmError(str(e)) from None
 
 
-def train_lm(args: argparse.Namespace, vocab: set[str], lm_dir: Path) -> tuple[Path, dict]:
+def train_lm(config: LmConfig, vocab: set[str], lm_dir: Path) -> tuple[Path, dict]:
     """Train the MKN LM on <data>/local/lm_text.txt; its ARPA file and what to record."""
-    sents, n_unk = read_lm_text(args.data / "local" / "lm_text.txt", vocab)
+    sents, n_unk = read_lm_text(config.data / "local" / "lm_text.txt", vocab)
     if n_unk:
         log.warning(
             "%d LM-text tokens are not in %s/words.txt and were mapped to %s; "
             "re-run steps_py.lang.prepare --force to include them",
             n_unk,
-            args.lang,
+            config.lang,
             UNK,
         )
     if not sents:
-        raise LmError(f"{args.data / 'local' / 'lm_text.txt'} has no sentences")
+        raise LmError(f"{config.data / 'local' / 'lm_text.txt'} has no sentences")
     log.info(
         "training a %d-gram MKN LM on %d sentences, %d tokens, vocabulary %d",
-        args.order,
+        config.order,
         len(sents),
         sum(map(len, sents)),
         len(vocab),
     )
-    lm = train_mkn(sents, order=args.order, vocab=vocab, unk=UNK)
+    lm = train_mkn(sents, order=config.order, vocab=vocab, unk=UNK)
     for n, d in sorted(lm.discounts.items()):
         log.info(
             "order %d: %d n-grams, discounts D1=%.3f D2=%.3f D3+=%.3f",
@@ -237,26 +253,33 @@ def dev_perplexity(lm: NgramLM, dev_text: Path, lm_dir: Path) -> dict[str, objec
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.order < 1:
-        raise LmError(f"--order must be >= 1, got {args.order}")
-    if args.prune < 0:
-        raise LmError(f"--prune must be >= 0 (a relative perplexity change), got {args.prune}")
-    source = lm_source(args)
-    if up_to_date(args, source):
-        log.info("%s is already done (.done marker); skipping. Use --force to redo.", args.out)
+    return make_lm(dataclass_from_args(LmConfig, args))
+
+
+def make_lm(config: LmConfig) -> int:
+    """Build the LM of `config` (trained or given, pruned, fitted to the lang's words) into
+    --lm-dir and its G.fst beside a copy of the lang files into --out, with the dev
+    perplexity; 0, also when --out is up to date."""
+    if config.order < 1:
+        raise LmError(f"--order must be >= 1, got {config.order}")
+    if config.prune < 0:
+        raise LmError(f"--prune must be >= 0 (a relative perplexity change), got {config.prune}")
+    source = lm_source(config)
+    if up_to_date(config, source):
+        log.info("%s is already done (.done marker); skipping. Use --force to redo.", config.out)
         return 0
-    lm_dir = args.lm_dir or args.data / "local" / "lm"
+    lm_dir = config.lm_dir or config.data / "local" / "lm"
     lm_dir.mkdir(parents=True, exist_ok=True)
-    words = lang_words(args.lang)
+    words = lang_words(config.lang)
     info: dict[str, object] = dict(source)
-    if args.arpa is None:
-        arpa, extra = train_lm(args, {w for w in words if w not in NOT_LM_WORDS}, lm_dir)
+    if config.arpa is None:
+        arpa, extra = train_lm(config, {w for w in words if w not in NOT_LM_WORDS}, lm_dir)
         info.update(extra)
     else:
-        arpa = args.arpa
-    if args.prune > 0:
+        arpa = config.arpa
+    if config.prune > 0:
         pruned = lm_dir / "lm_pruned.arpa.tmp"
-        prune_entropy(arpa, pruned, args.prune)
+        prune_entropy(arpa, pruned, config.prune)
         arpa = pruned
     try:
         lm, extra = fit_to_lang(read_arpa(arpa), words, lm_dir / "oovs_lm.txt")
@@ -269,19 +292,19 @@ def run(args: argparse.Namespace) -> int:
         lm.write_arpa(lm_dir / "lm.arpa")
     elif arpa != lm_dir / "lm.arpa":
         shutil.copyfile(arpa, lm_dir / "lm.arpa")
-    if args.prune > 0:
+    if config.prune > 0:
         (lm_dir / "lm_pruned.arpa.tmp").unlink()
     info.update({"order": lm.order, "ngrams": lm.counts_per_order()})
-    info.update(dev_perplexity(lm, args.dev_text or args.data / "dev" / "text", lm_dir))
-    with atomic_path(args.out) as tmp:
-        shutil.copytree(args.lang, tmp, ignore=shutil.ignore_patterns(".done", ".*.tmp*"))
+    info.update(dev_perplexity(lm, config.dev_text or config.data / "dev" / "text", lm_dir))
+    with atomic_path(config.out) as tmp:
+        shutil.copytree(config.lang, tmp, ignore=shutil.ignore_patterns(".done", ".*.tmp*"))
         g = build_g_fst(lm_dir / "lm.arpa", tmp / "words.txt", tmp / "G.fst", lm.order)
         info.update(
             {"G_states": g.num_states, "G_arcs": sum(g.num_arcs(s) for s in range(g.num_states))}
         )
         mark_done(tmp, info)
     atomic_write_json(lm_dir / "info.json", info)
-    log.info("wrote %s (G.fst: %d states, %d arcs)", args.out, info["G_states"], info["G_arcs"])
+    log.info("wrote %s (G.fst: %d states, %d arcs)", config.out, info["G_states"], info["G_arcs"])
     return 0
 
 

@@ -63,7 +63,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from steps_py.cli import StepError, add_output_options, progress, step_main
+from steps_py.cli import StepError, add_output_options, dataclass_from_args, progress, step_main
 from steps_py.fileio import atomic_path, atomic_write_json, is_done, mark_done
 from steps_py.nnet.egs_dir import EgsDir
 from steps_py.nnet.priors import log_priors_from_counts, save_log_priors
@@ -675,13 +675,27 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _inputs(args: argparse.Namespace) -> list[Path]:
-    """What the examples are made of (their stamps go into .done; a change means a redo)."""
-    ins = [args.feats, args.feats / args.feat_kind, args.ali or args.ali_dir]
-    if args.dev_feats is not None:
-        ins += [args.dev_feats, args.dev_feats / args.feat_kind]
-        if args.dev_ali is not None:
-            ins.append(args.dev_ali)
+@dataclass(frozen=True)
+class EgsSources:
+    """The data dirs the examples are made of; fields are named as the flags."""
+
+    feats: Path
+    feat_kind: str  # the features under a data dir
+    ali: Path | None
+    ali_dir: Path | None  # instead of --ali: a Kaldi exp dir
+    dev_feats: Path | None
+    dev_ali: Path | None
+
+
+def _inputs(src: EgsSources) -> list[Path]:
+    """What the examples are made of (their stamps go into .done; a change means a redo).
+    Without --ali and --ali-dir there are no alignments to stamp (`run` then says so)."""
+    ali = src.ali or src.ali_dir
+    ins = [src.feats, src.feats / src.feat_kind, *([ali] if ali is not None else [])]
+    if src.dev_feats is not None:
+        ins += [src.dev_feats, src.dev_feats / src.feat_kind]
+        if src.dev_ali is not None:
+            ins.append(src.dev_ali)
     return ins
 
 
@@ -765,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
         argv,
         log_file=lambda a: a.out.parent / "log" / f"egs_{a.out.name}.log",
         done_dir=lambda a: a.out,
-        inputs=_inputs,
+        inputs=lambda a: _inputs(dataclass_from_args(EgsSources, a)),
     )
 
 

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from steps_py.cli import describe_os_error
+from steps_py.cli import dataclass_from_args, describe_os_error
 from steps_py.decode.artifact import DecodeDir, DecodeScore
 from steps_py.fileio import atomic_write_json, atomic_write_text
 from steps_py.log import setup_logging
@@ -559,11 +559,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@dataclass(frozen=True)
+class ScoreboardConfig:
+    """What a scoreboard is built of and where; fields are named as the flags."""
+
+    exp: Path
+    out: Path
+    runs_glob: str  # training-run dir names to include
+    dev_set: str
+    test_set: str
+    resamples: int  # bootstrap resamples
+    seed: int  # bootstrap random seed
+    no_plots: bool
+    no_tensorboard: bool  # no CERs as TensorBoard hparams
+    force: bool  # rebuild even if no input changed
+
+    @property
+    def sets(self) -> tuple[str, str]:
+        """The dev and the test set."""
+        return (self.dev_set, self.test_set)
+
+    def options_key(self) -> str:
+        """The options the scoreboard depends on, as its fingerprint of the inputs has them."""
+        opts = [self.runs_glob, self.sets, self.resamples, self.seed, self.no_plots]
+        return json.dumps([*opts, self.no_tensorboard])
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    config = dataclass_from_args(ScoreboardConfig, build_parser().parse_args(argv))
     setup_logging("scoreboard")
     try:
-        return build(args)
+        return build(config)
     except OSError as e:  # a full disk, a read-only --out: one line naming the file
         msg = describe_os_error(e)
         if msg is None:
@@ -572,33 +598,28 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def build(args: argparse.Namespace) -> int:
+def build(config: ScoreboardConfig) -> int:
     """Score every run under --exp and write the scoreboard to --out (unless up to date)."""
-    sets = (args.dev_set, args.test_set)
+    sets = config.sets
     try:
-        runs = discover(args.exp, args.runs_glob, sets)
+        runs = discover(config.exp, config.runs_glob, sets)
     except ScoreError as e:
         log.error("%s", e)
         return 1
     if not runs:
         log.error(
             "%s: no decode dirs (decode[_<tag>]_{%s,%s}) found; run the decoding stage first",
-            args.exp,
+            config.exp,
             *sets,
         )
         return 1
-    fp = fingerprint(
-        input_files(runs),
-        json.dumps(
-            [args.runs_glob, sets, args.resamples, args.seed, args.no_plots, args.no_tensorboard]
-        ),
-    )
-    out_json, out_md = args.out / "scoreboard.json", args.out / "scoreboard.md"
+    fp = fingerprint(input_files(runs), config.options_key())
+    out_json, out_md = config.out / "scoreboard.json", config.out / "scoreboard.md"
     # the inputs' sizes and mtimes live beside the scoreboard, not in it, so that the same
     # runs give a byte-identical scoreboard.json
-    stamp = args.out / ".scoreboard.inputs"
+    stamp = config.out / ".scoreboard.inputs"
     if (
-        not args.force
+        not config.force
         and out_json.is_file()
         and out_md.is_file()
         and stamp.is_file()
@@ -608,11 +629,11 @@ def build(args: argparse.Namespace) -> int:
         print(out_md.read_text(encoding="utf-8"), end="")
         return 0
     scores = score_runs(runs)
-    rows = build_rows(runs, sets, args.resamples, args.seed, scores)
+    rows = build_rows(runs, sets, config.resamples, config.seed, scores)
     table = markdown_table(rows, sets)
     power = power_summary(scores, rows, sets[1])
-    plots = [] if args.no_plots else make_plots(runs, rows, args.out, sets)
-    if not args.no_tensorboard:
+    plots = [] if config.no_plots else make_plots(runs, rows, config.out, sets)
+    if not config.no_tensorboard:
         n = tb_hparams.write_all(runs, scores)
         log.info(
             "wrote the CERs of %d run(s) as TensorBoard hparams (<run>/tensorboard/%s)",
@@ -623,7 +644,7 @@ def build(args: argparse.Namespace) -> int:
         "# Scoreboard\n\nCER in %; mean ± std over seeds where a system has several. "
         "EMA vs global: relative change of the EMA model's test CER vs the same run's global "
         f"model (negative = EMA better), paired bootstrap 95 % CI over utterances, "
-        f"{args.resamples} resamples, seed {args.seed}. " + power_text(power) + "\n" + table
+        f"{config.resamples} resamples, seed {config.seed}. " + power_text(power) + "\n" + table
     )
     if plots:
         md += "\n" + "".join(f"![{p}]({p})\n" for p in plots)
@@ -638,12 +659,12 @@ def build(args: argparse.Namespace) -> int:
     )
     atomic_write_text(out_md, md)
     atomic_write_text(stamp, fp + "\n")
-    atomic_write_text(args.out / "RESULTS", results_text(runs, args.exp))
+    atomic_write_text(config.out / "RESULTS", results_text(runs, config.exp))
     log.info(
         "wrote %s, %s, %s and %d plot(s) for %d system(s)",
         out_md,
         out_json,
-        args.out / "RESULTS",
+        config.out / "RESULTS",
         len(plots),
         len(rows),
     )
