@@ -292,7 +292,7 @@ on_exit() { local rc=$?; exec 1>&3 2>&4; wait "$tee_pid" 2> /dev/null || true; e
 child=""; cur_cmd=""; bg_before=""
 run_py() {
   cur_cmd="python $*"
-  bg_before=$!
+  bg_before=${!:-}
   python "$@" &
   child=$!; bg_before=""
   local rc=0
@@ -304,7 +304,7 @@ run_py() {
 descendants() { local c; for c in $(ps -o pid= --ppid "$1" 2> /dev/null); do echo "$c"; descendants "$c"; done; }
 on_signal() {  # forward to the running step (SIGTERM: a background step ignores SIGINT), then stop
   trap '' INT TERM
-  if [ -z "$child" ] && [ -n "$bg_before" ] && [ "$!" != "$bg_before" ]; then child=$!; fi
+  if [ -z "$child" ] && [ -n "$bg_before" ] && [ "${!:-}" != "$bg_before" ]; then child=$!; fi
   if [ -n "$child" ]; then
     log "run.sh: got SIG$1; stopping '${cur_cmd%% --*}' (pid $child) and exiting"
     local tree; tree=$(descendants "$child")
