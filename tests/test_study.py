@@ -388,6 +388,43 @@ def test_every_decode_of_the_study_is_one_decode_nnet_command(
     assert json.loads((study.results / "lm_weights.json").read_text())["dnn"]["lm_weight"] == 9.0
 
 
+def test_two_threads_asking_for_the_same_decodes_decode_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every study thread's test_chosen asks for the chosen models of every run: the second
+    thread waits for the first one's decode of a run and then finds it done."""
+    import threading
+    import time
+
+    plan_path = tmp_path / "study.json"
+    plan_path.write_text(json.dumps(PLAN), encoding="utf-8")
+    study = Study(load_plan(plan_path), tmp_path / "work", tmp_path / "results")
+    for run in study.plan.runs:
+        (study.run_dir(run) / "final").mkdir(parents=True)
+        (study.run_dir(run) / "final" / "global.safetensors").write_bytes(b"")
+        mark_done(study.run_dir(run) / "final")
+    outs: list[Path] = []
+
+    def slow_call(argv: list[str], log_path: Path, what: str, allow: tuple[int, ...] = ()) -> int:
+        out = Path(argv[argv.index("--out") + 1])
+        outs.append(out)
+        time.sleep(0.3)  # the other thread asks meanwhile
+        out.mkdir(parents=True)
+        mark_done(out)
+        return 0
+
+    monkeypatch.setattr(study, "_call", slow_call)
+    run = study.plan.runs[1]
+    threads = [
+        threading.Thread(target=study.decode, args=(run, ["global"], "test")) for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outs == [study.run_dir(run) / "decode_global_test"]
+
+
 def test_a_decode_call_refuses_mismatched_lists() -> None:
     from steps_py.decode.inputs import DecodeError
     from steps_py.decode.options import DecodeCall

@@ -76,6 +76,7 @@ class Study:
         self.calib_locks = {m: threading.Lock() for m in plan.egs}
         self.pilot_factor = {r.name: f for _, f, r in plan.pilot_runs(extended=True)}
         self.run_locks: dict[str, threading.Lock] = {}
+        self.decode_locks: dict[str, threading.Lock] = {}
 
     def run_dir(self, run: RunSpec) -> Path:
         return self.root / run.name
@@ -198,15 +199,26 @@ class Study:
         Every model of a model type is decoded at the same LM weight, chosen on dev once
         (`lm_weight`); test reads it from the model's dev decode dir.
         """
+        if not self._to_decode(run, tags, split):
+            return
+        lmwt = self.lm_weight(run.model) if split == "dev" else None
+        with self.lock:
+            decode_lock = self.decode_locks.setdefault(run.name, threading.Lock())
+        with decode_lock:  # another thread's test_chosen may want the same decodes: once
+            todo = self._to_decode(run, tags, split)
+            if todo:
+                self._decode(run, todo, split, lmwt)
+
+    def _to_decode(self, run: RunSpec, tags: list[str], split: str) -> list[str]:
         d = self.run_dir(run)
-        todo = [
+        return [
             t
             for t in tags
             if not is_done(d / f"decode_{t}_{split}") and not self.has(run, t, split)
         ]
-        if not todo:
-            return
-        lmwt = self.lm_weight(run.model) if split == "dev" else None
+
+    def _decode(self, run: RunSpec, todo: list[str], split: str, lmwt: float | None) -> None:
+        d = self.run_dir(run)
         if not self.train(run):
             raise StudyError(f"{run.name} diverged: it has no models to decode")
         call = self.decode_call(
