@@ -423,6 +423,14 @@ def test_two_threads_asking_for_the_same_decodes_decode_once(
     for t in threads:
         t.join()
     assert outs == [study.run_dir(run) / "decode_global_test"]
+    other = study.plan.runs[0]  # while a thread decodes a run, wait=False leaves it to it
+    with study.lock:
+        lock = study.decode_locks.setdefault(other.name, threading.Lock())
+    with lock:
+        study.decode(other, ["global"], "test", wait=False)
+    assert len(outs) == 1
+    study.decode(other, ["global"], "test", wait=False)
+    assert outs[1:] == [study.run_dir(other) / "decode_global_test"]
 
 
 def test_a_decode_call_refuses_mismatched_lists() -> None:

@@ -193,21 +193,26 @@ class Study:
         log.info("trained %s in %.0f s", run.name, time.time() - t0)
         return True
 
-    def decode(self, run: RunSpec, tags: list[str], split: str) -> None:
+    def decode(self, run: RunSpec, tags: list[str], split: str, wait: bool = True) -> None:
         """Decode the run's models `tags` on dev or test (one pool, the graph read once).
 
         Every model of a model type is decoded at the same LM weight, chosen on dev once
-        (`lm_weight`); test reads it from the model's dev decode dir.
+        (`lm_weight`); test reads it from the model's dev decode dir. One thread decodes a
+        run at a time; another waits for it, or with `wait=False` leaves the decodes to it.
         """
         if not self._to_decode(run, tags, split):
             return
         lmwt = self.lm_weight(run.model) if split == "dev" else None
         with self.lock:
             decode_lock = self.decode_locks.setdefault(run.name, threading.Lock())
-        with decode_lock:  # another thread's test_chosen may want the same decodes: once
+        if not decode_lock.acquire(blocking=wait):
+            return
+        try:
             todo = self._to_decode(run, tags, split)
             if todo:
                 self._decode(run, todo, split, lmwt)
+        finally:
+            decode_lock.release()
 
     def _to_decode(self, run: RunSpec, tags: list[str], split: str) -> list[str]:
         d = self.run_dir(run)
@@ -450,7 +455,10 @@ class Study:
         with self.lock:
             self.update_record(run)
 
-    def test_chosen(self, choices: dict[str, dict[str, object]]) -> None:
+    def test_chosen(self, choices: dict[str, dict[str, object]], wait: bool = True) -> None:
+        """Dev and test decodes of each config's chosen model (and its epoch-end models where
+        the plan tracks convergence); with `wait=False` a run another thread is decoding is
+        left to it (every thread calls this after each run; the last call waits)."""
         for r in self.plan.runs:
             c = choices.get(r.config)
             if is_diverged(self.record(r)) or c is None:
@@ -458,13 +466,13 @@ class Study:
             tag = str(c["ema"])
             for split in ("dev", "test"):
                 if not self.has(r, tag, split):
-                    self.decode(r, [tag], split)
+                    self.decode(r, [tag], split, wait)
                     with self.lock:
                         self.update_record(r)
             if r.config in self.plan.convergence:
-                self.decode_epochs(r, ["global", tag])
+                self.decode_epochs(r, ["global", tag], wait)
 
-    def decode_epochs(self, run: RunSpec, models: list[str]) -> None:
+    def decode_epochs(self, run: RunSpec, models: list[str], wait: bool = True) -> None:
         """Dev decodes of the epoch-end models (`epoch<E>/`, from --save-epoch-models)."""
         d = self.run_dir(run)
         epochs = RunDir(d).epochs()
@@ -473,7 +481,7 @@ class Study:
         tags = [str(ModelTag.parse(m).at_epoch(e)) for e in epochs for m in dict.fromkeys(models)]
         todo = [t for t in tags if not self.has(run, t, "dev")]
         if todo:
-            self.decode(run, todo, "dev")
+            self.decode(run, todo, "dev", wait)
             with self.lock:
                 self.update_record(run)
 
@@ -529,7 +537,7 @@ class Study:
             self.run_one(run)
             with self.lock:
                 choices = self.choose()
-            self.test_chosen(choices)
+            self.test_chosen(choices, wait=False)  # the others' runs: the last call waits
 
         self.run_pilot(jobs)
         with ThreadPoolExecutor(max_workers=jobs) as ex:
