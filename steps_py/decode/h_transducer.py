@@ -6,7 +6,10 @@ labels of C: for every ilabel (a phone window) the HMM of its central phone with
 pdfs the tree gives that window, entered from and returning to one start/final state; the
 window's label is output on the first arc. Disambiguation ilabels (``[-d]``, and ``[0]``
 for ``#-1``) become loops with new ids above the transition ids, returned so the caller
-can remove them after determinization, as mkgraph.sh does.
+can remove them after determinization, as mkgraph.sh does. ``WindowHmms`` keeps each
+window's HMM once computed, for the training graphs of many utterances; ``group_windows``
+merges the windows of a CLG that have the same HMM (phone and pdfs), so H has one entry
+per distinct HMM.
 
 Unlike Kaldi's H, this one carries the HMM self-loops (not reordered) and no weights:
 kaldi-hmm-gmm's ``add_self_loops`` and ``add_transition_probs`` need its own
@@ -55,19 +58,39 @@ def _phone_tids(
     return out
 
 
+class WindowHmms:
+    """The HMM transitions of phone windows (``_phone_tids``), each window's computed once:
+    the training graphs of thousands of utterances share most of their windows, and every
+    window costs two tree lookups per HMM state."""
+
+    def __init__(self, tree: ContextDependency, tm: TransitionModel) -> None:
+        self.tree, self.tm = tree, tm
+        self.state_of = {tuple(t): s for s, t in enumerate(tm.tuples, 1)}
+        self.known: dict[tuple[int, ...], list[list[tuple[int, int]]]] = {}
+
+    def __call__(self, window: list[int]) -> list[list[tuple[int, int]]]:
+        key = tuple(window)
+        hmm = self.known.get(key)
+        if hmm is None:
+            hmm = self.known[key] = _phone_tids(window, self.tree, self.tm, self.state_of)
+        return hmm
+
+
 def h_transducer(
     ilabel_info: list[list[int]],
     tree: ContextDependency,
     tm: TransitionModel,
     compact: bool = False,
+    hmms: WindowHmms | None = None,
 ) -> tuple[kaldifst.StdVectorFst, list[int]]:
     """(H with self-loops and no weights, disambiguation transition ids).
 
     With `compact` the input labels are 1..K instead, and the second value lists the K
     transition ids they stand for (label k is tids[k - 1]); disambiguation ilabels are not
-    allowed then (training graphs have none).
+    allowed then (training graphs have none). `hmms`: the windows' HMMs of this tree and
+    transition model, computed so far (to share between calls).
     """
-    state_of = {tuple(t): s for s, t in enumerate(tm.tuples, 1)}
+    hmms = hmms or WindowHmms(tree, tm)
     arcs: list[tuple[int, int, int, int]] = []
     disambig: list[int] = []
     num_states = 1
@@ -81,7 +104,7 @@ def h_transducer(
             disambig.append(tid)
             arcs.append((0, 0, tid, label))
             continue
-        hmm = _phone_tids(window, tree, tm, state_of)
+        hmm = hmms(window)
         final = len(hmm)
         base = num_states  # H state of HMM state j is base + j
         num_states += final
@@ -135,42 +158,60 @@ def weight_fst(costs: np.ndarray) -> kaldifst.StdVectorFst:
     return fst
 
 
+def ilabel_windows(ilabel_info: list[list[int]], width: int) -> np.ndarray:
+    """Kaldi's ilabel info as lists (e.g. from kaldifst's compose_context) as the rows
+    (length, phones..., padding) ``group_windows`` takes."""
+    width = max([width, *map(len, ilabel_info)])
+    windows = np.zeros((len(ilabel_info), 1 + width), dtype=np.int64)
+    for j, w in enumerate(ilabel_info):
+        windows[j, 0] = len(w)
+        windows[j, 1 : 1 + len(w)] = w
+    return windows
+
+
 def group_ilabels(
     ilabel_info: list[list[int]], tree: ContextDependency, tm: TransitionModel
 ) -> tuple[np.ndarray, list[list[int]]]:
+    """``group_windows`` of Kaldi's ilabel info as lists."""
+    return group_windows(ilabel_windows(ilabel_info, tree.context_width), tree, tm)
+
+
+def group_windows(
+    windows: np.ndarray, tree: ContextDependency, tm: TransitionModel
+) -> tuple[np.ndarray, list[list[int]]]:
     """Merge the context-dependent labels that have the same HMM (phone and pdfs).
 
-    Returns (new label of every old label, the ilabel info of the new labels: one
-    representative window per HMM, then the disambiguation entries). Composing C with many
-    thousands of phone windows gives far fewer distinct HMMs, so H stays small (the
-    ilabel remapping of Kaldi's make-ilabel-transducer); the pdfs come from the tree for all
-    windows at once (``steps_py.gmm.build_tree.map_events``).
+    `windows[j]` is label j's ilabel info as (length, phones..., padding). Returns (new
+    label of every old label, the ilabel info of the new labels: one representative window
+    per HMM, then the disambiguation entries). Composing C with many thousands of phone
+    windows gives far fewer distinct HMMs, so H stays small (the ilabel remapping of
+    Kaldi's make-ilabel-transducer); the pdfs come from the tree for all windows at once
+    (``steps_py.gmm.build_tree.map_events``).
     """
     from steps_py.gmm.build_tree import map_events
 
-    real = [j for j, w in enumerate(ilabel_info) if len(w) == tree.context_width]
-    windows = np.array([ilabel_info[j] for j in real], dtype=np.int64).reshape(
-        -1, tree.context_width
-    )
-    phones = windows[:, tree.central_position]
+    n = tree.context_width
+    lengths = windows[:, 0]
+    real = np.nonzero(lengths == n)[0]
+    phone_windows = np.ascontiguousarray(windows[real, 1 : 1 + n], dtype=np.int64)
+    phones = phone_windows[:, tree.central_position]
     n_classes = np.asarray(tm.topo.phone2num_pdf_classes())[phones]
     keys = [phones]
     for c in range(int(n_classes.max(initial=0))):
         pdf = np.full(len(real), -1, dtype=np.int64)
         has = np.nonzero(n_classes > c)[0]
-        events = np.concatenate([np.full((len(has), 1), c), windows[has]], axis=1)
+        events = np.concatenate([np.full((len(has), 1), c), phone_windows[has]], axis=1)
         pdf[has] = map_events(tree.to_pdf, events)
         keys.append(pdf)
     _, first, inverse = np.unique(
         _row_codes(np.stack(keys, 1)), return_index=True, return_inverse=True
     )
-    new = np.zeros(len(ilabel_info), dtype=np.int64)
+    new = np.zeros(len(windows), dtype=np.int64)
     new[real] = inverse.reshape(-1) + 1
-    info: list[list[int]] = [[]] + [list(ilabel_info[real[i]]) for i in first]
-    for j, w in enumerate(ilabel_info):
-        if w and len(w) != tree.context_width:  # disambiguation symbols keep their own labels
-            new[j] = len(info)
-            info.append(list(w))
+    info: list[list[int]] = [[]] + phone_windows[first].tolist()
+    other = np.nonzero((lengths > 0) & (lengths != n))[0]  # disambiguation symbols: own labels
+    new[other] = len(info) + np.arange(len(other))
+    info += [windows[j, 1 : 1 + lengths[j]].tolist() for j in other]
     return new, info
 
 
