@@ -15,6 +15,7 @@ from steps_py.decode.fst_arrays import ALL_PROPERTIES, FstArrays, from_arrays, t
 from steps_py.decode.graph import make_cd_hclg, parsed_costs, relabel_input
 from steps_py.decode.h_transducer import (
     WindowHmms,
+    _phone_tids,
     group_ilabels,
     h_transducer,
     weight_fst,
@@ -111,17 +112,52 @@ def test_triphone_graph_is_the_same_by_both_paths(tmp_path: Path) -> None:
     assert pdf == (tmp_path / "kaldifst_pdf.fst").read_bytes()
 
 
-def test_shared_window_hmms_give_the_same_h(tmp_path: Path) -> None:
+def reference_h(ilabel_info, tree, tm, compact=False):  # noqa: ANN001, ANN201
+    """h_transducer as it was written first: arc by arc, sorted, compiled from text."""
+    state_of = {tuple(t): s for s, t in enumerate(tm.tuples, 1)}
+    arcs, disambig, num_states = [], [], 1
+    for label, window in enumerate(ilabel_info):
+        if not window:
+            continue
+        if len(window) == 1 and window[0] <= 0:
+            tid = tm.num_transition_ids + 1 + len(disambig)
+            disambig.append(tid)
+            arcs.append((0, 0, tid, label))
+            continue
+        hmm = _phone_tids(window, tree, tm, state_of)
+        final, base = len(hmm), num_states
+        num_states += final
+        for j, out in enumerate(hmm):
+            for dst, tid in out:
+                to = 0 if dst == final else base + dst
+                arcs.append((base + j, to, tid, 0))
+                if j == 0:
+                    arcs.append((0, to, tid, label))
+    if compact:
+        used = sorted({a[2] for a in arcs})
+        index = {t: k for k, t in enumerate(used, 1)}
+        arcs = [(a, b, index[t], o) for a, b, t, o in arcs]
+        disambig = used
+    arcs.sort(key=lambda arc: arc[0] != 0)
+    lines = [f"{a} {b} {t} {o}" for a, b, t, o in arcs] + ["0"]
+    return kaldifst.compile(s="\n".join(lines) + "\n", acceptor=False), disambig
+
+
+def test_h_transducer_is_the_arc_by_arc_one(tmp_path: Path) -> None:
     lang = Lang.load(make_toy_lang(tmp_path / "lang"))
     topo = HmmTopology.from_text(lang.topo_text)
     tree = full_context_tree(topo, lang.silence_phones, max(topo.phones))
     tm = TransitionModel.from_tree(tree, topo)
-    a, b, sil = lang.phones["a"], lang.phones["b"], lang.phones["SIL"]
-    info = [[], [0], [0, a, b], [a, b, 0], [sil, a, b], [b, sil, 0]]
+    a, b, c, sil = (lang.phones[p] for p in ("a", "b", "c", "SIL"))
+    info = [[], [0], [0, a, b], [-7], [a, b, 0], [sil, a, b], [b, sil, 0], [c, a, c], [-8]]
     hmms = WindowHmms(tree, tm)
-    h_transducer(info[:4], tree, tm, hmms=hmms)  # fills in part of the cache
-    shared, _ = h_transducer(info, tree, tm, hmms=hmms)
-    alone, _ = h_transducer(info, tree, tm)
-    assert shared.to_str() == alone.to_str()
+    h_transducer(info[2:5:2], tree, tm, hmms=hmms)  # part of the windows computed before
+    for compact in (False, True):
+        windows = [w for w in info if len(w) != 1] if compact else info
+        ref, ref_ids = reference_h(windows, tree, tm, compact)
+        for shared in (hmms, None):
+            ours, ids = h_transducer(windows, tree, tm, compact=compact, hmms=shared)
+            assert ours.to_str() == ref.to_str() and ids == ref_ids
+    assert h_transducer([[]], tree, tm)[0].to_str() == reference_h([[]], tree, tm)[0].to_str()
     new, merged = group_ilabels(info, tree, tm)
-    assert new[0] == 0 and merged[new[1]] == [0]
+    assert new[0] == 0 and merged[new[1]] == [0] and merged[new[3]] == [-7]

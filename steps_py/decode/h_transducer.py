@@ -25,6 +25,7 @@ Kaldi triphone models and the project's own are handled alike.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import kaldifst
 import numpy as np
@@ -58,22 +59,42 @@ def _phone_tids(
     return out
 
 
+@dataclass(frozen=True)
+class HmmArcs:
+    """A window's HMM as arcs of H numbered from its first state: `inner` rows (HMM state,
+    destination state or -1 for H's start/final state, transition id), `entry` rows
+    (destination or -1, transition id) of the arcs into it from the start state (those out
+    of its first state), and its number of states."""
+
+    inner: np.ndarray
+    entry: np.ndarray
+    states: int
+
+
 class WindowHmms:
-    """The HMM transitions of phone windows (``_phone_tids``), each window's computed once:
-    the training graphs of thousands of utterances share most of their windows, and every
+    """The HMM arcs of phone windows (``_phone_tids``), each window's computed once: the
+    training graphs of thousands of utterances share most of their windows, and every
     window costs two tree lookups per HMM state."""
 
     def __init__(self, tree: ContextDependency, tm: TransitionModel) -> None:
         self.tree, self.tm = tree, tm
         self.state_of = {tuple(t): s for s, t in enumerate(tm.tuples, 1)}
-        self.known: dict[tuple[int, ...], list[list[tuple[int, int]]]] = {}
+        self.known: dict[tuple[int, ...], HmmArcs] = {}
 
-    def __call__(self, window: list[int]) -> list[list[tuple[int, int]]]:
+    def __call__(self, window: list[int]) -> HmmArcs:
         key = tuple(window)
-        hmm = self.known.get(key)
-        if hmm is None:
-            hmm = self.known[key] = _phone_tids(window, self.tree, self.tm, self.state_of)
-        return hmm
+        arcs = self.known.get(key)
+        if arcs is None:
+            hmm = _phone_tids(window, self.tree, self.tm, self.state_of)
+            final = len(hmm)
+            inner = [(j, -1 if d == final else d, t) for j, out in enumerate(hmm) for d, t in out]
+            entry = [(-1 if d == final else d, t) for d, t in (hmm[0] if hmm else [])]
+            arcs = self.known[key] = HmmArcs(
+                np.array(inner, np.int64).reshape(-1, 3),
+                np.array(entry, np.int64).reshape(-1, 2),
+                final,
+            )
+        return arcs
 
 
 def h_transducer(
@@ -89,40 +110,60 @@ def h_transducer(
     transition ids they stand for (label k is tids[k - 1]); disambiguation ilabels are not
     allowed then (training graphs have none). `hmms`: the windows' HMMs of this tree and
     transition model, computed so far (to share between calls).
+
+    The window of label l gets the next states of H (its HMM state j is the j-th); its
+    first state's arcs are also arcs out of the start state 0, with output l. The arcs are
+    compiled from text with the start state's first, label after label, then the others
+    window after window (fstcompile numbers states in order of appearance).
     """
     hmms = hmms or WindowHmms(tree, tm)
-    arcs: list[tuple[int, int, int, int]] = []
-    disambig: list[int] = []
-    num_states = 1
+    parts: list[HmmArcs] = []
+    labels: list[int] = []
+    loops: list[tuple[int, int, int, int]] = []  # disambiguation symbols: loops on state 0
     for label, window in enumerate(ilabel_info):
         if not window:
             continue
         if len(window) == 1 and window[0] <= 0:
             if compact:
                 raise HBuildError(f"disambiguation ilabel {window} in a compact H")
-            tid = tm.num_transition_ids + 1 + len(disambig)
-            disambig.append(tid)
-            arcs.append((0, 0, tid, label))
+            loops.append((0, 0, tm.num_transition_ids + 1 + len(loops), label))
             continue
-        hmm = hmms(window)
-        final = len(hmm)
-        base = num_states  # H state of HMM state j is base + j
-        num_states += final
-        for j, out in enumerate(hmm):
-            for dst, tid in out:
-                to = 0 if dst == final else base + dst
-                arcs.append((base + j, to, tid, 0))
-                if j == 0:  # entering the phone: the same arc from the start, with the label
-                    arcs.append((0, to, tid, label))
+        parts.append(hmms(window))
+        labels.append(label)
+    start, inner = _h_arcs(parts, labels)
+    start = np.concatenate([start, np.array(loops, np.int64).reshape(-1, 4)])
+    arcs = np.concatenate([start[np.argsort(start[:, 3], kind="stable")], inner])
+    disambig = [t for _, _, t, _ in loops]
     if compact:
-        used = sorted({a[2] for a in arcs})
-        index = {t: k for k, t in enumerate(used, 1)}
-        arcs = [(a, b, index[t], o) for a, b, t, o in arcs]
-        disambig = used
-    # fstcompile numbers states in order of appearance and starts at the first line's source
-    arcs.sort(key=lambda arc: arc[0] != 0)
-    lines = [f"{a} {b} {t} {o}" for a, b, t, o in arcs] + ["0"]
-    return kaldifst.compile(s="\n".join(lines) + "\n", acceptor=False), disambig
+        used, index = np.unique(arcs[:, 2], return_inverse=True)
+        arcs[:, 2] = index.reshape(-1) + 1
+        disambig = used.tolist()
+    text = ("%d %d %d %d\n" * len(arcs)) % tuple(arcs.ravel().tolist()) + "0\n"
+    return kaldifst.compile(s=text, acceptor=False), disambig
+
+
+def _h_arcs(parts: list[HmmArcs], labels: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The arcs (source, destination, tid, output label) of H out of its start state, and
+    the others, for the windows' HMMs in order (`labels`: their output labels)."""
+    if not parts:
+        return np.zeros((0, 4), np.int64), np.zeros((0, 4), np.int64)
+    states = np.array([p.states for p in parts])
+    base = 1 + np.cumsum(states) - states  # the first state of each window's HMM
+    inner = np.concatenate([p.inner for p in parts])
+    at = np.repeat(base, [len(p.inner) for p in parts])
+    entry = np.concatenate([p.entry for p in parts])
+    entry_count = [len(p.entry) for p in parts]
+    entry_at = np.repeat(base, entry_count)
+    zeros = np.zeros(len(inner), np.int64)
+    inner_arcs = np.stack([at + inner[:, 0], _dest(inner[:, 1], at), inner[:, 2], zeros], 1)
+    out = np.repeat(np.asarray(labels, np.int64), entry_count)
+    start = np.stack([np.zeros_like(out), _dest(entry[:, 0], entry_at), entry[:, 1], out], 1)
+    return start, inner_arcs
+
+
+def _dest(relative: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """H states of HMM states numbered from `base` (-1: H's start/final state 0)."""
+    return np.where(relative < 0, 0, base + relative)
 
 
 def transition_weights(
