@@ -3,7 +3,8 @@ triphone training at most twice the monophone stage's time), each step as ``run.
 it, on the inputs of a finished default run.
 
     python benchmarks/bench_tri_stage.py --workdir /work/fresh6 --out /tmp/bench_tri \\
-        [--baseline-code DIR] [--nj 2] [--conf egs/synth/conf/run.conf]
+        [--baseline-code DIR] [--repeat 3] [--steps train_tri,tri_graph] [--nj 2] \\
+        [--conf egs/synth/conf/run.conf]
 
 Run from the repository root; the steps run in --workdir (its data/, exp/mono and
 exp/mono_ali are the inputs) with their outputs under --out, each in its own process:
@@ -19,8 +20,9 @@ triphone HCLG is built twice, side by side: by ``graph.make_cd_hclg`` (array ste
 ``steps_py.decode.cd_graph``) and by ``make_cd_hclg(arrays=False)`` (kaldifst's
 compose_context and relabelling by composition, the code before), which must give the
 same bytes. With --baseline-code (a checkout of an older commit) every step also runs
-with that code, alternating with this one's. Prints a table, the triphone/monophone
-ratios of CPU and wall time, and one JSON line (also written to <out>/bench.json).
+with that code, alternating with this one's; --repeat N runs each step N times per code
+(alternating) and keeps the medians. Prints a table, the triphone/monophone ratios of CPU
+and wall time (when all steps ran), and one JSON line (also written to <out>/bench.json).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = {"mono": ("train_mono", "mono_ali_train", "mono_ali_dev", "mono_graph")}
@@ -134,7 +138,20 @@ def kaldifst_graph(argv: list[str]) -> int:
     return graph.main(argv)
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The median CPU and wall seconds of the runs of a step (same outputs in all of them)."""
+    return {
+        "cpu_s": round(float(np.median([r["cpu_s"] for r in runs])), 2),
+        "wall_s": round(float(np.median([r["wall_s"] for r in runs])), 2),
+        "same": all(r["same"] for r in runs),
+        "runs": len(runs),
+    }
+
+
 def ratios(rows: dict[str, dict]) -> dict[str, float]:
+    """The stages' CPU seconds and the triphone/monophone ratios (when all steps ran)."""
+    if not all(step in rows for steps in STAGES.values() for step in steps):
+        return {}
     tot = {
         st: {k: sum(rows[s][k] for s in steps) for k in ("cpu_s", "wall_s")}
         for st, steps in STAGES.items()
@@ -148,10 +165,10 @@ def ratios(rows: dict[str, dict]) -> dict[str, float]:
 
 
 def report(results: dict[str, dict[str, dict]]) -> dict:
+    """Print the table and the ratios; return the summary (steps, ratios per code)."""
     names = list(results)
-    head = f"{'step':22}" + "".join(f"{n + ' CPU s':>16}{'wall s':>9}{'same':>6}" for n in names)
-    print(head)
-    for step in next(iter(results.values())):
+    print(f"{'step':22}" + "".join(f"{n + ' CPU s':>16}{'wall s':>9}{'same':>6}" for n in names))
+    for step in results["this"]:
         row = f"{step:22}"
         for n in names:
             r = results[n].get(step)
@@ -159,13 +176,14 @@ def report(results: dict[str, dict[str, dict]]) -> dict:
         print(row)
     summary: dict = {"steps": results}
     for n in names:
-        summary[n] = ratios(results[n])
-        s = summary[n]
-        print(
-            f"{n}: mono stage {s['mono_cpu_s']:.1f} s CPU, tri stage {s['tri_cpu_s']:.1f} s CPU; "
-            f"tri/mono {s['tri_over_mono_cpu']:.2f} (CPU), {s['tri_over_mono_wall']:.2f} (wall)"
-        )
-    if "tri_graph_kaldifst" in results["this"]:
+        summary[n] = s = ratios(results[n])
+        if s:
+            print(
+                f"{n}: mono stage {s['mono_cpu_s']:.1f} s CPU, tri stage {s['tri_cpu_s']:.1f} s "
+                f"CPU; tri/mono {s['tri_over_mono_cpu']:.2f} (CPU), "
+                f"{s['tri_over_mono_wall']:.2f} (wall)"
+            )
+    if {"tri_graph_kaldifst", "tri_graph"} <= results["this"].keys():
         old, new = results["this"]["tri_graph_kaldifst"], results["this"]["tri_graph"]
         print(f"tri graph: kaldifst path / array path CPU {old['cpu_s'] / new['cpu_s']:.2f}x")
     return summary
@@ -183,22 +201,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline-code", type=Path, default=None, help="older code to compare")
     p.add_argument("--nj", type=int, default=2, help="jobs, as run.sh (default %(default)s)")
     p.add_argument("--conf", type=Path, default=ROOT / "egs/synth/conf/run.conf")
+    p.add_argument(
+        "--repeat", type=int, default=1, help="runs of each step per code, median kept (default 1)"
+    )
+    p.add_argument("--steps", default="", help="only these steps (comma-separated; default all)")
     args = p.parse_args(argv)
     args.workdir, args.out = args.workdir.resolve(), args.out.resolve()
     codes = {"this": ROOT}
     if args.baseline_code:
         codes["baseline"] = args.baseline_code.resolve()
     opts = conf_opts(args.conf)
+    steps = [*STAGES["mono"], *STAGES["tri"], "tri_graph_kaldifst"]
+    steps = [s for s in steps if s in args.steps.split(",")] if args.steps else steps
     results: dict[str, dict[str, dict]] = {name: {} for name in codes}
-    for stage in ("mono", "tri"):
-        for step in STAGES[stage] + (("tri_graph_kaldifst",) if stage == "tri" else ()):
+    for step in steps:
+        runs: dict[str, list[dict]] = {name: [] for name in codes}
+        for _ in range(args.repeat):  # the code versions alternate, run after run
             for name, code in codes.items():
-                out = args.out / name
-                out.mkdir(parents=True, exist_ok=True)
-                cmd = step_commands(out, args.nj, opts)[step.replace("_kaldifst", "")]
                 if name == "this" or step != "tri_graph_kaldifst":
-                    results[name][step] = run_step(step, cmd, args, code, out)
-                    print(f"{name:9} {step:20} {results[name][step]}", flush=True)
+                    out = args.out / name
+                    out.mkdir(parents=True, exist_ok=True)
+                    cmd = step_commands(out, args.nj, opts)[step.replace("_kaldifst", "")]
+                    runs[name].append(run_step(step, cmd, args, code, out))
+                    print(f"{name:9} {step:20} {runs[name][-1]}", flush=True)
+        for name, done in runs.items():
+            if done:
+                results[name][step] = median_run(done)
     summary = report(results)
     (args.out / "bench.json").write_text(json.dumps(summary) + "\n")
     print(json.dumps(summary))
