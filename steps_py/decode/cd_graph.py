@@ -143,7 +143,9 @@ class _StateTable:
         return uid[inv.reshape(-1)], u[by_first]
 
 
-def _expand(right: FstArrays, ctx: np.ndarray, lg: np.ndarray, kind: np.ndarray, k: int):  # noqa: ANN202
+def _expand(
+    right: FstArrays, ctx: np.ndarray, lg: np.ndarray, kind: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The arcs out of composed states (context a * k + b, state of LG): (their source's
     position, LG arc index, next context, window key) of those InverseContextFst allows."""
     idx, owner = arc_ranges(right.starts, lg)

@@ -20,6 +20,7 @@ file claims and kaldifst takes over (``from_arrays``).
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import tempfile
 from dataclasses import dataclass
@@ -34,7 +35,8 @@ _HEAD = struct.Struct("<iiQqqq")  # version, flags, properties, start, num_state
 
 
 class FstFormatError(ValueError):
-    """A file kaldifst wrote is not the standard vector FST expected (never seen)."""
+    """An FST could not go through its file: kaldifst could not write or read it, or what
+    it wrote is not the standard vector FST expected."""
 
 
 @dataclass
@@ -95,10 +97,12 @@ def _positions(starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return state_at, is_arc
 
 
-def _scratch_file() -> str:
+def _scratch_file(nbytes: int) -> str:
+    """A new file for an FST of about `nbytes`: in /dev/shm (memory) when it has room to
+    spare, else in the temporary directory (TMPDIR)."""
     shm = Path("/dev/shm")
-    where = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
-    fd, name = tempfile.mkstemp(suffix=".fst", dir=where)
+    roomy = shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > 2 * nbytes
+    fd, name = tempfile.mkstemp(suffix=".fst", dir=shm if roomy else None)
     os.close(fd)
     return name
 
@@ -114,9 +118,10 @@ def to_arrays(fst: kaldifst.StdVectorFst, starts: np.ndarray | None = None) -> F
         counts = np.fromiter(map(fst.num_arcs, range(n)), np.int64, n)
         starts = np.concatenate([[0], np.cumsum(counts)])
     counts = np.diff(starts)
-    name = _scratch_file()
+    name = _scratch_file(4 * (3 * n + 4 * int(starts[-1])))
     try:
-        fst.write(name)
+        if not fst.write(name):
+            raise FstFormatError(f"kaldifst could not write an FST to {name} (disk full?)")
         with open(name, "rb") as f:
             head = _header_size(f.read(256), n)
         words = np.fromfile(name, dtype=np.int32, offset=head)
@@ -143,11 +148,14 @@ def from_arrays(a: FstArrays) -> kaldifst.StdVectorFst:
     words[state_at + 1] = (counts & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
     words[state_at + 2] = counts >> 32
     words[is_arc] = np.ascontiguousarray(a.arcs, np.int32).reshape(-1)
-    name = _scratch_file()
+    name = _scratch_file(4 * len(words))
     try:
         with open(name, "wb") as f:
             f.write(_header(a.props, a.start if n else -1, n))
             words.tofile(f)
-        return kaldifst.StdVectorFst.read(name)
+        fst = kaldifst.StdVectorFst.read(name)
     finally:
         os.unlink(name)
+    if fst is None:
+        raise FstFormatError(f"kaldifst could not read the FST written to {name}")
+    return fst
