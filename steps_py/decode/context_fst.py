@@ -11,9 +11,10 @@ whose centre is still 0 emits ``#-1`` (ilabel ``[0]``), as Kaldi does when disam
 symbols are present. The ilabels are numbered in the order the states are expanded
 (breadth first from the start state).
 
-Graph building itself uses kaldifst's ``compose_context`` (Kaldi's ComposeContext, which
-expands only the states a lexicon needs, with the same ilabel conventions); this explicit
-form is for inspection and for the tests that check those conventions.
+Graph building itself uses Kaldi's ComposeContext, which expands only the states a lexicon
+needs, with the same ilabel conventions (kaldifst's ``compose_context``, or for triphones
+its numpy form ``steps_py.decode.cd_graph.compose_context``); this explicit form is for
+inspection and for the tests that check those conventions.
 """
 
 from __future__ import annotations

@@ -6,7 +6,10 @@ labels of C: for every ilabel (a phone window) the HMM of its central phone with
 pdfs the tree gives that window, entered from and returning to one start/final state; the
 window's label is output on the first arc. Disambiguation ilabels (``[-d]``, and ``[0]``
 for ``#-1``) become loops with new ids above the transition ids, returned so the caller
-can remove them after determinization, as mkgraph.sh does.
+can remove them after determinization, as mkgraph.sh does. ``WindowHmms`` keeps each
+window's HMM once computed, for the training graphs of many utterances; ``group_windows``
+merges the windows of a CLG that have the same HMM (phone and pdfs), so H has one entry
+per distinct HMM.
 
 Unlike Kaldi's H, this one carries the HMM self-loops (not reordered) and no weights:
 kaldi-hmm-gmm's ``add_self_loops`` and ``add_transition_probs`` need its own
@@ -22,6 +25,7 @@ Kaldi triphone models and the project's own are handled alike.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import kaldifst
 import numpy as np
@@ -55,51 +59,111 @@ def _phone_tids(
     return out
 
 
+@dataclass(frozen=True)
+class HmmArcs:
+    """A window's HMM as arcs of H numbered from its first state: `inner` rows (HMM state,
+    destination state or -1 for H's start/final state, transition id), `entry` rows
+    (destination or -1, transition id) of the arcs into it from the start state (those out
+    of its first state), and its number of states."""
+
+    inner: np.ndarray
+    entry: np.ndarray
+    states: int
+
+
+class WindowHmms:
+    """The HMM arcs of phone windows (``_phone_tids``), each window's computed once: the
+    training graphs of thousands of utterances share most of their windows, and every
+    window costs two tree lookups per HMM state."""
+
+    def __init__(self, tree: ContextDependency, tm: TransitionModel) -> None:
+        self.tree, self.tm = tree, tm
+        self.state_of = {tuple(t): s for s, t in enumerate(tm.tuples, 1)}
+        self.known: dict[tuple[int, ...], HmmArcs] = {}
+
+    def __call__(self, window: list[int]) -> HmmArcs:
+        key = tuple(window)
+        arcs = self.known.get(key)
+        if arcs is None:
+            hmm = _phone_tids(window, self.tree, self.tm, self.state_of)
+            final = len(hmm)
+            inner = [(j, -1 if d == final else d, t) for j, out in enumerate(hmm) for d, t in out]
+            entry = [(-1 if d == final else d, t) for d, t in (hmm[0] if hmm else [])]
+            arcs = self.known[key] = HmmArcs(
+                np.array(inner, np.int64).reshape(-1, 3),
+                np.array(entry, np.int64).reshape(-1, 2),
+                final,
+            )
+        return arcs
+
+
 def h_transducer(
     ilabel_info: list[list[int]],
     tree: ContextDependency,
     tm: TransitionModel,
     compact: bool = False,
+    hmms: WindowHmms | None = None,
 ) -> tuple[kaldifst.StdVectorFst, list[int]]:
     """(H with self-loops and no weights, disambiguation transition ids).
 
     With `compact` the input labels are 1..K instead, and the second value lists the K
     transition ids they stand for (label k is tids[k - 1]); disambiguation ilabels are not
-    allowed then (training graphs have none).
+    allowed then (training graphs have none). `hmms`: the windows' HMMs of this tree and
+    transition model, computed so far (to share between calls).
+
+    The window of label l gets the next states of H (its HMM state j is the j-th); its
+    first state's arcs are also arcs out of the start state 0, with output l. The arcs are
+    compiled from text with the start state's first, label after label, then the others
+    window after window (fstcompile numbers states in order of appearance).
     """
-    state_of = {tuple(t): s for s, t in enumerate(tm.tuples, 1)}
-    arcs: list[tuple[int, int, int, int]] = []
-    disambig: list[int] = []
-    num_states = 1
+    hmms = hmms or WindowHmms(tree, tm)
+    parts: list[HmmArcs] = []
+    labels: list[int] = []
+    loops: list[tuple[int, int, int, int]] = []  # disambiguation symbols: loops on state 0
     for label, window in enumerate(ilabel_info):
         if not window:
             continue
         if len(window) == 1 and window[0] <= 0:
             if compact:
                 raise HBuildError(f"disambiguation ilabel {window} in a compact H")
-            tid = tm.num_transition_ids + 1 + len(disambig)
-            disambig.append(tid)
-            arcs.append((0, 0, tid, label))
+            loops.append((0, 0, tm.num_transition_ids + 1 + len(loops), label))
             continue
-        hmm = _phone_tids(window, tree, tm, state_of)
-        final = len(hmm)
-        base = num_states  # H state of HMM state j is base + j
-        num_states += final
-        for j, out in enumerate(hmm):
-            for dst, tid in out:
-                to = 0 if dst == final else base + dst
-                arcs.append((base + j, to, tid, 0))
-                if j == 0:  # entering the phone: the same arc from the start, with the label
-                    arcs.append((0, to, tid, label))
+        parts.append(hmms(window))
+        labels.append(label)
+    start, inner = _h_arcs(parts, labels)
+    start = np.concatenate([start, np.array(loops, np.int64).reshape(-1, 4)])
+    arcs = np.concatenate([start[np.argsort(start[:, 3], kind="stable")], inner])
+    disambig = [t for _, _, t, _ in loops]
     if compact:
-        used = sorted({a[2] for a in arcs})
-        index = {t: k for k, t in enumerate(used, 1)}
-        arcs = [(a, b, index[t], o) for a, b, t, o in arcs]
-        disambig = used
-    # fstcompile numbers states in order of appearance and starts at the first line's source
-    arcs.sort(key=lambda arc: arc[0] != 0)
-    lines = [f"{a} {b} {t} {o}" for a, b, t, o in arcs] + ["0"]
-    return kaldifst.compile(s="\n".join(lines) + "\n", acceptor=False), disambig
+        used, index = np.unique(arcs[:, 2], return_inverse=True)
+        arcs[:, 2] = index.reshape(-1) + 1
+        disambig = used.tolist()
+    text = ("%d %d %d %d\n" * len(arcs)) % tuple(arcs.ravel().tolist()) + "0\n"
+    return kaldifst.compile(s=text, acceptor=False), disambig
+
+
+def _h_arcs(parts: list[HmmArcs], labels: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The arcs (source, destination, tid, output label) of H out of its start state, and
+    the others, for the windows' HMMs in order (`labels`: their output labels)."""
+    if not parts:
+        return np.zeros((0, 4), np.int64), np.zeros((0, 4), np.int64)
+    states = np.array([p.states for p in parts])
+    base = 1 + np.cumsum(states) - states  # the first state of each window's HMM
+    inner = np.concatenate([p.inner for p in parts])
+    at = np.repeat(base, [len(p.inner) for p in parts])
+    entry = np.concatenate([p.entry for p in parts])
+    entry_count = [len(p.entry) for p in parts]
+    entry_at = np.repeat(base, entry_count)
+    zeros = np.zeros(len(inner), np.int64)
+    inner_arcs = np.stack([at + inner[:, 0], _dest(inner[:, 1], at), inner[:, 2], zeros], 1)
+    out = np.repeat(np.asarray(labels, np.int64), entry_count)
+    start = np.stack([np.zeros_like(out), _dest(entry[:, 0], entry_at), entry[:, 1], out], 1)
+    return start, inner_arcs
+
+
+def _dest(relative: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """H states of HMM states numbered from `base` (-1: H's start/final state 0)."""
+    return np.where(relative < 0, 0, base + relative)
 
 
 def transition_weights(
@@ -135,42 +199,60 @@ def weight_fst(costs: np.ndarray) -> kaldifst.StdVectorFst:
     return fst
 
 
+def ilabel_windows(ilabel_info: list[list[int]], width: int) -> np.ndarray:
+    """Kaldi's ilabel info as lists (e.g. from kaldifst's compose_context) as the rows
+    (length, phones..., padding) ``group_windows`` takes."""
+    width = max([width, *map(len, ilabel_info)])
+    windows = np.zeros((len(ilabel_info), 1 + width), dtype=np.int64)
+    for j, w in enumerate(ilabel_info):
+        windows[j, 0] = len(w)
+        windows[j, 1 : 1 + len(w)] = w
+    return windows
+
+
 def group_ilabels(
     ilabel_info: list[list[int]], tree: ContextDependency, tm: TransitionModel
 ) -> tuple[np.ndarray, list[list[int]]]:
+    """``group_windows`` of Kaldi's ilabel info as lists."""
+    return group_windows(ilabel_windows(ilabel_info, tree.context_width), tree, tm)
+
+
+def group_windows(
+    windows: np.ndarray, tree: ContextDependency, tm: TransitionModel
+) -> tuple[np.ndarray, list[list[int]]]:
     """Merge the context-dependent labels that have the same HMM (phone and pdfs).
 
-    Returns (new label of every old label, the ilabel info of the new labels: one
-    representative window per HMM, then the disambiguation entries). Composing C with many
-    thousands of phone windows gives far fewer distinct HMMs, so H stays small (the
-    ilabel remapping of Kaldi's make-ilabel-transducer); the pdfs come from the tree for all
-    windows at once (``steps_py.gmm.build_tree.map_events``).
+    `windows[j]` is label j's ilabel info as (length, phones..., padding). Returns (new
+    label of every old label, the ilabel info of the new labels: one representative window
+    per HMM, then the disambiguation entries). Composing C with many thousands of phone
+    windows gives far fewer distinct HMMs, so H stays small (the ilabel remapping of
+    Kaldi's make-ilabel-transducer); the pdfs come from the tree for all windows at once
+    (``steps_py.gmm.build_tree.map_events``).
     """
     from steps_py.gmm.build_tree import map_events
 
-    real = [j for j, w in enumerate(ilabel_info) if len(w) == tree.context_width]
-    windows = np.array([ilabel_info[j] for j in real], dtype=np.int64).reshape(
-        -1, tree.context_width
-    )
-    phones = windows[:, tree.central_position]
+    n = tree.context_width
+    lengths = windows[:, 0]
+    real = np.nonzero(lengths == n)[0]
+    phone_windows = np.ascontiguousarray(windows[real, 1 : 1 + n], dtype=np.int64)
+    phones = phone_windows[:, tree.central_position]
     n_classes = np.asarray(tm.topo.phone2num_pdf_classes())[phones]
     keys = [phones]
     for c in range(int(n_classes.max(initial=0))):
         pdf = np.full(len(real), -1, dtype=np.int64)
         has = np.nonzero(n_classes > c)[0]
-        events = np.concatenate([np.full((len(has), 1), c), windows[has]], axis=1)
+        events = np.concatenate([np.full((len(has), 1), c), phone_windows[has]], axis=1)
         pdf[has] = map_events(tree.to_pdf, events)
         keys.append(pdf)
     _, first, inverse = np.unique(
         _row_codes(np.stack(keys, 1)), return_index=True, return_inverse=True
     )
-    new = np.zeros(len(ilabel_info), dtype=np.int64)
+    new = np.zeros(len(windows), dtype=np.int64)
     new[real] = inverse.reshape(-1) + 1
-    info: list[list[int]] = [[]] + [list(ilabel_info[real[i]]) for i in first]
-    for j, w in enumerate(ilabel_info):
-        if w and len(w) != tree.context_width:  # disambiguation symbols keep their own labels
-            new[j] = len(info)
-            info.append(list(w))
+    info: list[list[int]] = [[]] + phone_windows[first].tolist()
+    other = np.nonzero((lengths > 0) & (lengths != n))[0]  # disambiguation symbols: own labels
+    new[other] = len(info) + np.arange(len(other))
+    info += [windows[j, 1 : 1 + lengths[j]].tolist() for j in other]
     return new, info
 
 

@@ -92,10 +92,14 @@ def map_events(em: EventMap | None, events: np.ndarray) -> np.ndarray:
         if (vals == ABSENT).any():
             stack.append((None, idx[vals == ABSENT]))
             continue
-        if isinstance(node, TableEventMap):
-            for v in np.unique(vals):
+        if isinstance(node, TableEventMap):  # rows grouped by value, in order within each
+            order = np.argsort(vals, kind="stable")
+            cuts = np.flatnonzero(np.diff(vals[order])) + 1
+            for v, rows in zip(
+                vals[order][np.r_[0, cuts]], np.split(idx[order], cuts), strict=True
+            ):
                 child = node.table[v] if v < len(node.table) else None
-                stack.append((child, idx[vals == v]))
+                stack.append((child, rows))
         else:
             yes = np.isin(vals, node.yes_set)
             stack += [(node.yes, idx[yes]), (node.no, idx[~yes])]

@@ -109,7 +109,8 @@ def train(
     if empty:
         log.warning("%d leaves have no statistics; initialised from the global mean", empty)
     lookup = transition_lookup(tm)
-    alis = {u: convert_alignment(a, mono_tm, tm, tree, lookup) for u, a in mono_alis.items()}
+    known: dict = {}  # (phone window, HMM state) -> transition state, shared by all utterances
+    alis = {u: convert_alignment(a, mono_tm, tm, tree, lookup, known) for u, a in mono_alis.items()}
     num_gauss = gmm.num_pdfs
     inc = max(0, (tot_gauss - num_gauss) // max(1, max_iter_inc))
     rows: list[dict] = []
@@ -212,7 +213,7 @@ def run(args: argparse.Namespace) -> None:
         usable,
         tree,
         stats,
-        alignment_transition_model(args.ali_model),
+        mono_tm,
         {u.utt: mono_alis[u.utt] for u in usable},
         args.nj,
         args.num_iters,

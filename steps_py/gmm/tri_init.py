@@ -55,28 +55,39 @@ def convert_alignment(
     new: TransitionModel,
     tree: ContextDependency,
     lookup: dict[tuple[int, int, int, int], int],
+    known: dict[tuple[tuple[int, ...], int], int] | None = None,
 ) -> np.ndarray:
-    """The alignment `ali` (ids of `old`) in transition ids of `new` (convert-ali)."""
+    """The alignment `ali` (ids of `old`) in transition ids of `new` (convert-ali).
+
+    `known`: the transition states of (phone window, HMM state) found so far, to share
+    between utterances (each one costs two tree lookups).
+    """
+    known = {} if known is None else known
     ali = np.asarray(ali, dtype=np.int64)
     segs = split_to_phones(old, ali)
     phones = [p for p, _, _ in segs]
     out = np.empty(len(ali), dtype=np.int32)
     p_pos = tree.central_position
     for k, (phone, a, b) in enumerate(segs):
-        window = [
+        window = tuple(
             phones[k + j - p_pos] if 0 <= k + j - p_pos < len(phones) else 0
             for j in range(tree.context_width)
-        ]
+        )
         entry = new.topo.entry_for_phone(phone)
         for t in range(a, b):
             tid = int(ali[t])
             hmm_state = int(old.tid2hmm_state[tid])
-            hs = entry[hmm_state]
-            fwd = tree.compute(window, hs.forward_pdf_class)
-            loop = tree.compute(window, hs.self_loop_pdf_class)
-            ts = lookup.get((phone, hmm_state, fwd, loop))  # type: ignore[arg-type]
+            ts = known.get((window, hmm_state))
             if ts is None:
-                raise ValueError(f"no transition state for {window}, HMM state {hmm_state}")
+                hs = entry[hmm_state]
+                fwd = tree.compute(window, hs.forward_pdf_class)
+                loop = tree.compute(window, hs.self_loop_pdf_class)
+                ts = lookup.get((phone, hmm_state, fwd, loop))  # type: ignore[arg-type]
+                if ts is None:
+                    raise ValueError(
+                        f"no transition state for {list(window)}, HMM state {hmm_state}"
+                    )
+                known[(window, hmm_state)] = ts
             index = tid - int(old.state2id[int(old.tid2state[tid])])
             out[t] = int(new.state2id[ts]) + index
     return out

@@ -18,7 +18,12 @@ import kaldi_hmm_gmm as khg
 import kaldifst
 import numpy as np
 
-from steps_py.decode.h_transducer import h_transducer, transition_weights, weight_fst
+from steps_py.decode.h_transducer import (
+    WindowHmms,
+    h_transducer,
+    transition_weights,
+    weight_fst,
+)
 from steps_py.gmm.accumulate import GmmStats, accumulate, component_loglikes
 from steps_py.gmm.jobs import AlignOptions, PassResult, Utterance, align_compiled
 from steps_py.gmm.model_io import GmmParams
@@ -28,9 +33,14 @@ from steps_py.kaldi.tree import ContextDependency
 
 
 def compile_train_graph(
-    lex: kaldifst.StdVectorFst, tree: ContextDependency, tm: TransitionModel, word_ids: list[int]
+    lex: kaldifst.StdVectorFst,
+    tree: ContextDependency,
+    tm: TransitionModel,
+    word_ids: list[int],
+    hmms: WindowHmms | None = None,
 ) -> tuple[kaldifst.StdVectorFst, np.ndarray]:
-    """(graph with compact input labels, the transition id of each label 1..K)."""
+    """(graph with compact input labels, the transition id of each label 1..K); `hmms` as
+    ``h_transducer`` takes it, to share between the utterances."""
     words = kaldifst.make_linear_acceptor(word_ids)
     phone2word = kaldifst.compose(lex, words, connect=True)
     clg, ilabels = kaldifst.compose_context(
@@ -40,7 +50,7 @@ def compile_train_graph(
         ifst=phone2word,
     )
     kaldifst.arcsort(clg, sort_type="ilabel")
-    h, tids = h_transducer(ilabels, tree, tm, compact=True)
+    h, tids = h_transducer(ilabels, tree, tm, compact=True, hmms=hmms)
     kaldifst.arcsort(h, sort_type="olabel")
     graph = kaldifst.compose(h, clg, connect=True)
     kaldifst.determinize_star(graph, use_log=True)
@@ -48,13 +58,30 @@ def compile_train_graph(
     return graph, np.asarray(tids, dtype=np.int64)
 
 
-def pdf_loglikes_subset(x: np.ndarray, gmm: GmmParams, pdfs: np.ndarray) -> np.ndarray:
+class FlatGmm:
+    """The Gaussians of all pdfs of a GMM in flat float64 arrays (weights, means, variances),
+    for gathering any pdfs' Gaussians per utterance without rebuilding lists of arrays."""
+
+    def __init__(self, gmm: GmmParams) -> None:
+        self.counts = np.array([len(w) for w in gmm.weights])
+        self.offsets = np.concatenate([[0], np.cumsum(self.counts)])
+        self.weights = np.concatenate(gmm.weights).astype(np.float64)
+        self.means = np.concatenate(gmm.means).astype(np.float64)
+        self.variances = np.concatenate(gmm.variances).astype(np.float64)
+
+    def rows(self, pdfs: np.ndarray) -> np.ndarray:
+        """The rows of the Gaussians of `pdfs`, pdf after pdf."""
+        counts = self.counts[pdfs]
+        first = np.cumsum(counts) - counts
+        return np.arange(counts.sum()) - np.repeat(first - self.offsets[pdfs], counts)
+
+
+def pdf_loglikes_subset(x: np.ndarray, gmm: GmmParams | FlatGmm, pdfs: np.ndarray) -> np.ndarray:
     """[T, len(pdfs)] log-likelihoods of the listed pdfs (all their Gaussians in one product)."""
-    w = np.concatenate([gmm.weights[j] for j in pdfs]).astype(np.float64)
-    mu = np.concatenate([gmm.means[j] for j in pdfs]).astype(np.float64)
-    var = np.concatenate([gmm.variances[j] for j in pdfs]).astype(np.float64)
-    comp = component_loglikes(x, w, mu, var)  # [T, G]
-    counts = np.array([len(gmm.weights[j]) for j in pdfs])
+    flat = gmm if isinstance(gmm, FlatGmm) else FlatGmm(gmm)
+    rows = flat.rows(np.asarray(pdfs))
+    comp = component_loglikes(x, flat.weights[rows], flat.means[rows], flat.variances[rows])
+    counts = flat.counts[pdfs]
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     mx = np.maximum.reduceat(comp, starts, axis=1)
     s = np.add.reduceat(np.exp(comp - np.repeat(mx, counts, axis=1)), starts, axis=1)
@@ -76,7 +103,8 @@ class TriJob:
         lex = lang.read_fst("L.fst")
         kaldifst.arcsort(lex, sort_type="olabel")
         self.tm, self.utts = tm, utts
-        self.graphs = {u.utt: compile_train_graph(lex, tree, tm, u.word_ids) for u in utts}
+        hmms = WindowHmms(tree, tm)
+        self.graphs = {u.utt: compile_train_graph(lex, tree, tm, u.word_ids, hmms) for u in utts}
         self.ali = {u.utt: alis[u.utt] for u in utts if u.utt in alis}
         sil = set(lang.silence_phones)
         self.sil_pdfs = {t.forward_pdf for t in tm.tuples if t.phone in sil}
@@ -91,12 +119,13 @@ class TriJob:
         boost = math.log(opts.boost_silence)
         failed: list[str] = []
         retried = 0
+        flat = FlatGmm(gmm)
         for u in self.utts:
             graph, tids = self.graphs[u.utt]
             w = weight_fst(np.concatenate([[0.0], costs[tids]]))
             fst = kaldifst.compose(w, graph, connect=True)
             pdfs, col = np.unique(tm.tid2pdf[tids], return_inverse=True)
-            ll = pdf_loglikes_subset(u.feats, gmm, pdfs)
+            ll = pdf_loglikes_subset(u.feats, flat, pdfs)
             if boost:
                 ll[:, [k for k, j in enumerate(pdfs) if j in self.sil_pdfs]] += boost
             mat = (ll[:, col] * opts.acoustic_scale).astype(np.float32)
