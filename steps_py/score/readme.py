@@ -7,7 +7,8 @@
 The README's tables are never typed in: this step copies `results/scoreboard.md` (written by
 `python -m steps_py.score.scoreboard` from the exp dirs) between `<!-- scoreboard:begin -->`
 and `<!-- scoreboard:end -->`, or `results/study/table.md` (written by
-`python -m steps_py.study.run`) between `<!-- study:begin -->` and `<!-- study:end -->`, and
+`python -m steps_py.study.run`) between `<!-- study:begin -->` and `<!-- study:end -->` (the
+second study's `results/study_kaldi/table.md`: `--what study_kaldi`), and
 says which command and which run log produced it. The other tables (`--what`): the
 monophone-vs-triphone targets comparisons of `python -m steps_py.score.compare`
 (`results/targets.md`, `results/digits/targets.md`) and the triphone size sweeps of
@@ -31,6 +32,7 @@ END = "<!-- scoreboard:end -->"
 SECTIONS = {
     "scoreboard": ("scoreboard.md", "scoreboard", "results"),
     "study": ("study/table.md", "study", "results/study"),
+    "study_kaldi": ("study_kaldi/table.md", "study_kaldi", "results/study_kaldi"),
     "targets": ("targets.md", "targets", "results"),
     "digits_targets": ("digits/targets.md", "digits_targets", "results/digits"),
     "tri_sweep": ("tri_sweep.md", "tri_sweep", "results"),
@@ -112,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         maker = {
             "scoreboard": "`python -m steps_py.score.scoreboard` (the last step of run.sh)",
             "study": "local/run_study.sh",
+            "study_kaldi": "local/run_study.sh --plan egs/synth/conf_study_kaldi/study.json",
             "targets": "python -m steps_py.score.compare",
             "digits_targets": "python -m steps_py.score.compare",
         }.get(args.what, "python -m local.tri_sweep")
