@@ -459,16 +459,18 @@ class Study:
         """Dev and test decodes of each config's chosen model (and its epoch-end models where
         the plan tracks convergence); with `wait=False` a run another thread is decoding is
         left to it (every thread calls this after each run; the last call waits)."""
-        for r in self.plan.runs:
-            c = choices.get(r.config)
-            if is_diverged(self.record(r)) or c is None:
-                continue
-            tag = str(c["ema"])
+        chosen = [
+            (r, str(c["ema"]))
+            for r in self.plan.runs
+            if (c := choices.get(r.config)) is not None and not is_diverged(self.record(r))
+        ]
+        for r, tag in chosen:  # the contrasts first, then the (longer) convergence decodes
             for split in ("dev", "test"):
                 if not self.has(r, tag, split):
                     self.decode(r, [tag], split, wait)
                     with self.lock:
                         self.update_record(r)
+        for r, tag in chosen:
             if r.config in self.plan.convergence:
                 self.decode_epochs(r, ["global", tag], wait)
 
