@@ -128,6 +128,10 @@ class Pilot:
     train_extra: tuple[str, ...] = ()
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # pilot config -> configs
 
+    def next_factor(self, top: float) -> float | None:
+        """The factor the top-edge rule adds after `top` (None: `extend_to` reached)."""
+        return 2 * top if 2 * top <= self.extend_to else None
+
 
 @dataclass
 class Plan:
@@ -184,8 +188,8 @@ class Plan:
         """(pilot config, factor, run) of every pilot run of the grid (with `extended`, also
         every run the top-edge rule may add); named `<config>_pilot-lrx<f>`."""
         factors = list(self.pilot.factors)
-        while extended and factors and max(factors) * 2 <= self.pilot.extend_to:
-            factors.append(max(factors) * 2)
+        while extended and factors and (f := self.pilot.next_factor(max(factors))) is not None:
+            factors.append(f)
         return [(c, f, self.pilot_run(c, f)) for c in self.pilot.groups for f in factors]
 
     def pilot_run(self, config: str, factor: float) -> RunSpec:

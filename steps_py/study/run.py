@@ -78,6 +78,11 @@ class Study:
         self.run_locks: dict[str, threading.Lock] = {}
         self.decode_locks: dict[str, threading.Lock] = {}
 
+    def _named_lock(self, locks: dict[str, threading.Lock], name: str) -> threading.Lock:
+        """The lock of `name` in `locks` (per-run train or decode locks), made once."""
+        with self.lock:
+            return locks.setdefault(name, threading.Lock())
+
     def run_dir(self, run: RunSpec) -> Path:
         return self.root / run.name
 
@@ -149,9 +154,7 @@ class Study:
 
         One run is trained by one thread: the LM-weight calibration of another thread waits
         for the calibration run that is training instead of starting it a second time."""
-        with self.lock:
-            run_lock = self.run_locks.setdefault(run.name, threading.Lock())
-        with run_lock:
+        with self._named_lock(self.run_locks, run.name):
             return self._train(run)
 
     def _train(self, run: RunSpec) -> bool:
@@ -203,8 +206,7 @@ class Study:
         if not self._to_decode(run, tags, split):
             return
         lmwt = self.lm_weight(run.model) if split == "dev" else None
-        with self.lock:
-            decode_lock = self.decode_locks.setdefault(run.name, threading.Lock())
+        decode_lock = self._named_lock(self.decode_locks, run.name)
         if not decode_lock.acquire(blocking=wait):
             return
         try:
@@ -380,8 +382,9 @@ class Study:
             more = []
             for g, c in chosen.items():
                 top = max(f for p, f, _ in pilots if p == g)
-                if c["factor"] == top and 2 * top <= self.plan.pilot.extend_to:
-                    more.append((g, 2 * top, self.plan.pilot_run(g, 2 * top)))
+                nxt = self.plan.pilot.next_factor(top)
+                if c["factor"] == top and nxt is not None:
+                    more.append((g, nxt, self.plan.pilot_run(g, nxt)))
             if not more:
                 break
             for g, f, _ in more:
