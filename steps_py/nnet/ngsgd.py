@@ -575,6 +575,11 @@ class NGSGD(torch.optim.Optimizer):
         defaults = dict(lr=lr, momentum=momentum, max_change=max_change)
         super().__init__(groups, defaults)
         self.max_change_global = max_change_global
+        # what the last step did (Kaldi logs how often max-change was active): layers whose
+        # update was scaled down, layers updated, and whether the global limit applied
+        self.num_max_change_applied = 0
+        self.num_layer_updates = 0
+        self.global_max_change_applied = False
         self.natural_gradient = natural_gradient
         self.ng_opts = dict(
             alpha=alpha, num_samples_history=num_samples_history, update_period=update_period
@@ -717,6 +722,8 @@ class NGSGD(torch.optim.Optimizer):
             gsc = self.max_change_global / total
         self.last_update_norm = total * gsc
         self.num_max_change_applied = sum(1 for s in scales if 0 < s < 1.0)
+        self.num_layer_updates = sum(1 for s in scales if s > 0)
+        self.global_max_change_applied = gsc < 1.0
         for group, sc in zip(self.param_groups, scales, strict=True):
             if sc == 0.0:
                 continue

@@ -313,23 +313,53 @@ class Trainer:
 
     def end_epoch(self) -> dict[str, dict[str, float]]:
         st = self.state
+        mc = self.max_change_activity()
         evals = self.evaluate() if self.group.is_main else {}
         h: dict[str, Any] = {
             "epoch": st.epoch + 1,
             "train_loss": st.ep_loss / max(st.ep_frames, 1),
             "blocks": st.block,
             "frames": st.frames,
+            **mc,
         }
         for name, m in evals.items():
             h[f"dev_ce_{name}"], h[f"dev_acc_{name}"] = m["ce"], m["acc"]
         st.history.append(h)
         log.info(
-            "epoch %d: train CE %.4f | %s",
+            "epoch %d: train CE %.4f%s | %s",
             st.epoch + 1,
             h["train_loss"],
+            (
+                f" | max-change active on {mc['max_change_layer_pct']:.1f} % of layer updates, "
+                f"global max-change on {mc['max_change_global_pct']:.1f} % of minibatches"
+                if mc
+                else ""
+            ),
             " | ".join(f"{k} dev CE {v['ce']:.4f} acc {v['acc']:.4f}" for k, v in evals.items()),
         )
         return evals
+
+    def max_change_activity(self) -> dict[str, float]:
+        """How often max-change limited this epoch's updates, over every worker (percent of
+        layer updates scaled down by the per-layer limit, of minibatches by the global one),
+        as Kaldi's progress logs report it; the counts then restart. Empty for an optimizer
+        without max-change. At a high learning rate most updates are limited, so the update
+        size no longer follows the rate."""
+        counts = self.group.all_reduce_sum(
+            [
+                torch.tensor(w.max_change_counts, dtype=torch.float64, device=self.device)
+                for w in self.workers
+            ]
+        ).tolist()
+        for w in self.workers:
+            w.max_change_counts = [0, 0, 0, 0]
+        steps, global_hit, layers, layer_hit = counts
+        if not steps:
+            return {}
+        return {
+            "max_change_layer_pct": 100.0 * layer_hit / max(layers, 1.0),
+            "max_change_global_pct": 100.0 * global_hit / steps,
+        }
 
     def save_epoch_models(self, epoch: int) -> None:
         """`<exp>/epoch<E>/`: the global model and the averagers' models at the end of epoch

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,9 @@ class Worker:
     it: Any = None
     loss_sum: float = 0.0
     frames: int = 0
+    # max-change activity since the epoch started: minibatches, minibatches where the global
+    # limit applied, layer updates, layer updates scaled down (NG-SGD and sgd-mc only)
+    max_change_counts: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
 
     def start_epoch(self, epoch: int) -> None:
         self.reader.set_epoch(epoch)
@@ -51,6 +54,7 @@ class Worker:
             "optimizer": self.opt.state_dict(),
             "reader": self.reader.state_dict(),
             "rng": self.rng,
+            "max_change_counts": list(self.max_change_counts),
         }
         if self.cuda_rng is not None:
             st["cuda_rng"] = self.cuda_rng
@@ -60,6 +64,7 @@ class Worker:
         self.opt.load_state_dict(st["optimizer"])
         self.reader.load_state_dict(st["reader"])
         self.rng = st["rng"]
+        self.max_change_counts = list(st.get("max_change_counts", [0, 0, 0, 0]))
         if "cuda_rng" in st and self.cuda_rng is not None:
             self.cuda_rng = st["cuda_rng"].cpu()
 
@@ -97,8 +102,19 @@ class Worker:
     def update(self) -> None:
         self._swap_in_rng()
         self.opt.step()
+        self._count_max_change()
         self.opt.zero_grad(set_to_none=True)
         self._swap_out_rng()
+
+    def _count_max_change(self) -> None:
+        layers = getattr(self.opt, "num_layer_updates", None)
+        if layers is None:  # an optimizer without max-change (sgd, adam)
+            return
+        c = self.max_change_counts
+        c[0] += 1
+        c[1] += int(self.opt.global_max_change_applied)  # type: ignore[attr-defined]
+        c[2] += layers
+        c[3] += self.opt.num_max_change_applied  # type: ignore[attr-defined]
 
 
 def build_workers(
