@@ -464,9 +464,15 @@ def test_second_study_chooses_on_dev_ce_with_global_as_a_candidate(tmp_path: Pat
             "kaldi-combine": base,
             "ema-hl5pct-bc": [1] * 30 + [1 + run.seed % 2] * 10,
         }
+        rec = _record(run.name, ce, test)
+        if run.tag and run.seed == 1:  # one run counted max-change (trained since bf73266)
+            rec["max_change"] = [
+                {"epoch": 1, "layer_pct": 50.0, "global_pct": 10.0},
+                {"epoch": 2, "layer_pct": 97.0, "global_pct": 40.0},
+            ]
         write_record_ = study.record_path(run)
         write_record_.parent.mkdir(parents=True, exist_ok=True)
-        write_record_.write_text(json.dumps(_record(run.name, ce, test)))
+        write_record_.write_text(json.dumps(rec))
     choices = study.choose()
     assert choices["dnn_ma_n2"]["ema"] == "ema-hl5pct-bc"
     assert choices["dnn_ma_n2_lrconst"]["ema"] == "global"
@@ -486,6 +492,29 @@ def test_second_study_chooses_on_dev_ce_with_global_as_a_candidate(tmp_path: Pat
     md = table_md([study], rows)
     assert "Primary contrasts" in md and "| dnn_ma_n2 | 2 | ema (ema-hl5pct-bc)" in md
     assert "**helps**" in md and "mechanism" in md
+    mech = {ln.split(" | ")[0]: ln for ln in md.splitlines() if "(x0.1)" in ln or "(x1)" in ln}
+    assert mech["| dnn_ma_n2_lrconst"].endswith("| 97 % / 40 % (1 of 2 runs) |")
+    assert mech["| dnn_ma_n2"].endswith("| not counted |")
+    assert const["max_change_last_epoch"] == {
+        "layer_pct": 97.0,
+        "global_pct": 40.0,
+        "runs": 1,
+        "of_runs": 2,
+    }
+
+
+def test_a_record_keeps_the_max_change_counts_of_each_epoch() -> None:
+    from steps_py.study.record import max_change_curve
+
+    hist = [
+        {"epoch": 1, "frames": 10, "max_change_layer_pct": 80.0, "max_change_global_pct": 5.0},
+        {"epoch": 2, "frames": 20, "max_change_layer_pct": 20.0, "max_change_global_pct": 0.0},
+    ]
+    assert max_change_curve({"history": hist}) == [
+        {"epoch": 1, "layer_pct": 80.0, "global_pct": 5.0},
+        {"epoch": 2, "layer_pct": 20.0, "global_pct": 0.0},
+    ]
+    assert max_change_curve({"history": [{"epoch": 1, "frames": 10}]}) == []
 
 
 def test_leave_one_speaker_out_folds_pool_every_folds_test_decodes(tmp_path: Path) -> None:

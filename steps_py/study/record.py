@@ -86,7 +86,25 @@ def make_record(
         rec["epoch_curve"] = curve
         settings = summary.get("settings", {})
         rec["lr"] = {k: settings.get(k) for k in ("lr_initial", "lr_final", "lr_times_workers")}
+    mc = max_change_curve(summary)
+    if mc:
+        rec["max_change"] = mc
     return rec
+
+
+def max_change_curve(summary: dict[str, Any]) -> list[dict[str, float]]:
+    """[{"epoch": E, "layer_pct": %, "global_pct": %}]: how often max-change limited the
+    updates in each epoch (runs trained since the trainer counts it; a resumed run's epoch
+    counts from its last checkpoint when that checkpoint predates the counts)."""
+    return [
+        {
+            "epoch": h["epoch"],
+            "layer_pct": h["max_change_layer_pct"],
+            "global_pct": h["max_change_global_pct"],
+        }
+        for h in summary.get("history", [])
+        if "max_change_layer_pct" in h
+    ]
 
 
 def epoch_curve(summary: dict[str, Any]) -> list[dict[str, float]]:

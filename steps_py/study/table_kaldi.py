@@ -115,6 +115,22 @@ def _convergence(
     return out
 
 
+def _last_epoch_max_change(ok: dict[int, dict[str, Any]]) -> dict[str, Any] | None:
+    """Mean over the runs (seeds, folds) that counted it: percent of layer updates and of
+    minibatches that max-change limited in the last epoch (how far the learning rate still
+    sets the step)."""
+    recs = [rec for v in ok.values() for rec in v["records"]]
+    last = [mc[-1] for rec in recs if (mc := rec.get("max_change"))]
+    if not last:
+        return None
+    return {
+        "layer_pct": statistics.fmean(m["layer_pct"] for m in last),
+        "global_pct": statistics.fmean(m["global_pct"] for m in last),
+        "runs": len(last),
+        "of_runs": len(recs),
+    }
+
+
 def config_rows(folds: list[Study], config: str) -> list[dict[str, Any]]:
     plan, st = folds[0].plan, folds[0].plan.stats
     spec = next(r for r in plan.runs if r.config == config)
@@ -153,6 +169,7 @@ def config_rows(folds: list[Study], config: str) -> list[dict[str, Any]]:
             "syncs": first["summary"].get("syncs"),
             "frames": first["summary"].get("frames"),
             "lr": first.get("lr"),
+            "max_change_last_epoch": _last_epoch_max_change(ok),
             "train_wall_s": [v["records"][0]["summary"]["wall_time_s"] for v in ok.values()],
             "vs_global": None,
             "dev_vs_global_per_seed": None,
@@ -249,6 +266,7 @@ def mechanism_lines(rows: list[dict[str, Any]]) -> list[str]:
         for r in sorted(group, key=lambda r: -r["lr"]["lr_final"] / r["lr"]["lr_initial"]):
             ratio = r["lr"]["lr_final"] / r["lr"]["lr_initial"]
             c = r["vs_global"]
+            mc = r.get("max_change_last_epoch")
             lines.append(
                 f"| {r['config']} | {r['lr']['lr_initial']:g} -> {r['lr']['lr_final']:g} "
                 f"(x{ratio:g}) | {len(r['seeds'])} | {_cer(r['test_cer'])} | "
@@ -256,6 +274,12 @@ def mechanism_lines(rows: list[dict[str, Any]]) -> list[str]:
                     f"{c['percent']:+.1f} % [{c['ci95_low']:+.1f}, {c['ci95_high']:+.1f}] | {c['verdict']} |"
                     if c
                     else "- | - |"
+                )
+                + (
+                    f" {mc['layer_pct']:.0f} % / {mc['global_pct']:.0f} % ({mc['runs']} of "
+                    f"{mc['of_runs']} runs) |"
+                    if mc
+                    else " not counted |"
                 )
             )
     return lines
@@ -313,9 +337,13 @@ def table_md(folds: list[Study], rows: list[dict[str, Any]]) -> str:
     if mech:
         parts.append(
             "The mechanism: the same config with different final learning rates; does the "
-            "dev-chosen EMA gain more where the final rate is higher?\n\n| config | learning "
-            "rate | seeds | test CER % (chosen) | change vs global (95 % CI) | verdict |\n"
-            "|---|---|---|---|---|---|\n" + "\n".join(mech)
+            "dev-chosen EMA gain more where the final rate is higher? The last column: how "
+            "often max-change limited the updates in the last epoch (layer updates / "
+            "minibatches under the global limit; counted by runs trained since bf73266): where "
+            "it is near 100 %, max-change, not the learning rate, sets the step size.\n\n"
+            "| config | learning rate | seeds | test CER % (chosen) | change vs global (95 % "
+            "CI) | verdict | max-change active, last epoch |\n"
+            "|---|---|---|---|---|---|---|\n" + "\n".join(mech)
         )
     conv = convergence_lines(rows)
     if conv:
