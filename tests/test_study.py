@@ -690,3 +690,24 @@ def test_a_truncated_or_incomplete_record_is_an_error_naming_the_file(tmp_path: 
         study.record(run)
     path.write_text(good)
     assert study.record(run) == json.loads(good)
+
+
+def test_examples_whose_pdfs_differ_from_the_graph_stop_the_study_before_training(
+    tmp_path: Path,
+) -> None:
+    from steps_py.study.run import StudyError, check_targets_match_graph
+
+    plan_path = tmp_path / "study.json"
+    plan_path.write_text(json.dumps(PLAN2), encoding="utf-8")
+    study = Study(load_plan(plan_path), tmp_path / "work", tmp_path / "results")
+    graph = study.wd / study.plan.graph
+    graph.mkdir(parents=True)
+    (graph / "num_pdfs").write_text("33\n")
+    for egs in study.plan.egs.values():
+        (study.wd / egs).mkdir(parents=True)
+        (study.wd / egs / "info.json").write_text(json.dumps({"num_pdfs": 33}))
+    check_targets_match_graph(study)  # the same pdfs: fine
+    egs = study.wd / next(iter(study.plan.egs.values()))
+    (egs / "info.json").write_text(json.dumps({"num_pdfs": 34}))
+    with pytest.raises(StudyError, match=r"have 34 pdfs but its graph .* has 33: set the plan's"):
+        check_targets_match_graph(study)

@@ -8,7 +8,8 @@ The README's tables are never typed in: this step copies `results/scoreboard.md`
 `python -m steps_py.score.scoreboard` from the exp dirs) between `<!-- scoreboard:begin -->`
 and `<!-- scoreboard:end -->`, or `results/study/table.md` (written by
 `python -m steps_py.study.run`) between `<!-- study:begin -->` and `<!-- study:end -->` (the
-second study's `results/study_kaldi/table.md`: `--what study_kaldi`), and
+second study's `results/study_kaldi/table.md`: `--what study_kaldi`; its real-speech part,
+`results/study_digits/table.md`: `--what study_digits`), and
 says which command and which run log produced it. The other tables (`--what`): the
 monophone-vs-triphone targets comparisons of `python -m steps_py.score.compare`
 (`results/targets.md`, `results/digits/targets.md`) and the triphone size sweeps of
@@ -33,6 +34,7 @@ SECTIONS = {
     "scoreboard": ("scoreboard.md", "scoreboard", "results"),
     "study": ("study/table.md", "study", "results/study"),
     "study_kaldi": ("study_kaldi/table.md", "study_kaldi", "results/study_kaldi"),
+    "study_digits": ("study_digits/table.md", "study_digits", "results/study_digits"),
     "targets": ("targets.md", "targets", "results"),
     "digits_targets": ("digits/targets.md", "digits_targets", "results/digits"),
     "tri_sweep": ("tri_sweep.md", "tri_sweep", "results"),
@@ -115,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             "scoreboard": "`python -m steps_py.score.scoreboard` (the last step of run.sh)",
             "study": "local/run_study.sh",
             "study_kaldi": "local/run_study.sh --plan egs/synth/conf_study_kaldi/study.json",
+            "study_digits": "local/run_study.sh --plan egs/digits/conf_study/study.json "
+            "--results results/study_digits --workdir study_digits_work",
             "targets": "python -m steps_py.score.compare",
             "digits_targets": "python -m steps_py.score.compare",
         }.get(args.what, "python -m local.tri_sweep")

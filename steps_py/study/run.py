@@ -629,6 +629,22 @@ def fold_studies(plan: Plan, workdir: Path, results: Path) -> list[Study]:
     ]
 
 
+def check_targets_match_graph(study: Study) -> None:
+    """Every examples dir of the plan has the graph's pdfs (its targets come from the alignments
+    the graph was built with): checked before any training, not at the first decode."""
+    graph = study.wd / study.plan.graph
+    want = int((graph / "num_pdfs").read_text().split()[0])
+    for model, egs in study.plan.egs.items():
+        info = json.loads((study.wd / egs / "info.json").read_text(encoding="utf-8"))
+        if int(info["num_pdfs"]) != want:
+            raise StudyError(
+                f"the plan's examples for {model} ({study.wd / egs}) have {info['num_pdfs']} "
+                f"pdfs but its graph {graph} has {want}: set the plan's 'graph' to the one built "
+                "from the alignments the examples were made from (e.g. exp/tri1/graph for "
+                "triphone targets)"
+            )
+
+
 def run(args: argparse.Namespace) -> int:
     from steps_py.study.table import write_study_table
     from steps_py.study.table_kaldi import write_kaldi_table
@@ -642,6 +658,7 @@ def run(args: argparse.Namespace) -> int:
                     f"{study.wd / key} does not exist: prepare the study corpus first "
                     "(local/run_study.sh runs ./run.sh up to the examples for it)"
                 )
+        check_targets_match_graph(study)
     t0 = time.time()
     if not args.table_only:
         if args.jobs < 1:
