@@ -61,6 +61,19 @@ def plot_change_vs_workers(rows: list[dict[str, Any]], path: Path) -> bool:
         for j, s in enumerate(syncs):
             ax = axes[i][j]
             here = [r for r in rows if r["model"] == m and r["sync"] == s and r["variant"] == "-"]
+            if not here:  # e.g. LSTMP with DDP: not a config of the plan
+                ax.set_title(f"{m} {s}")
+                ax.text(
+                    0.5,
+                    0.5,
+                    "not in the plan",
+                    ha="center",
+                    va="center",
+                    color="grey",
+                    transform=ax.transAxes,
+                )
+                ax.set_axis_off()
+                continue
             for k, averager in enumerate(RIVALS):
                 pts = sorted(
                     (r["workers"], r["vs_global"])
@@ -97,8 +110,13 @@ def plot_change_vs_workers(rows: list[dict[str, Any]], path: Path) -> bool:
             ax.set_xlabel("workers N")
             ax.set_ylabel("test CER change vs global, % (95 % CI)")
             ax.grid(alpha=0.3)
-    if axes[0][0].get_legend_handles_labels()[0]:
-        axes[0][0].legend(fontsize=7)
+    handles: dict[str, Any] = {}
+    for ax in axes.flat:  # one legend, on the first panel with points (the others have the same)
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, h)
+    if handles:
+        first = next(ax for ax in axes.flat if ax.get_legend_handles_labels()[0])
+        first.legend(list(handles.values()), list(handles), fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
