@@ -519,7 +519,7 @@ def test_a_record_keeps_the_max_change_counts_of_each_epoch() -> None:
 
 def test_leave_one_speaker_out_folds_pool_every_folds_test_decodes(tmp_path: Path) -> None:
     from steps_py.study.run import fold_studies
-    from steps_py.study.table_kaldi import build_rows, seed_entries
+    from steps_py.study.table_kaldi import build_rows, seed_entries, table_md
 
     plan = {**PLAN2, "families": PLAN2["families"][:1], "folds": {"speakers": ["a", "b"]}}
     plan_path = tmp_path / "study.json"
@@ -545,6 +545,10 @@ def test_leave_one_speaker_out_folds_pool_every_folds_test_decodes(tmp_path: Pat
     row = next(r for r in build_rows(folds) if r["averager"] == "ema")
     assert row["vs_global"]["percent"] == pytest.approx(-50.0)
     assert row["vs_global"]["speakers"] == 2 and row["vs_global"]["utterances"] == 10
+    md = table_md(folds, build_rows(folds))  # each fold's progress, named by its left-out speaker
+    n = len(folds[0].plan.runs)
+    assert f"- fold-a: Runs of the plan with results: {n} of {n}." in md
+    assert f"- fold-b: Runs of the plan with results: {n} of {n}." in md
 
 
 def _diverged(name: str) -> dict:

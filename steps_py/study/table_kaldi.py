@@ -323,7 +323,10 @@ def table_md(folds: list[Study], rows: list[dict[str, Any]]) -> str:
         + (" with the global model (half-life 0) as a candidate" if plan.global_candidate else "")
         + ". Verdicts: helps / hurts (95 % CI excludes 0), equivalent (TOST p < 0.05), "
         "inconclusive (neither).",
-        *(progress(f) for f in folds),
+        progress(folds[0])
+        if len(folds) == 1
+        else "Folds (the left-out speaker is test, the next one dev):\n\n"
+        + "\n".join(f"- {f.results.name}: {progress(f)}" for f in folds),
         "Primary contrasts (named in the plan before the runs): the model chosen on dev vs the "
         "global model, test, end of the last epoch.\n\n" + CONTRAST_HEAD + "\n".join(prim)
         if prim
