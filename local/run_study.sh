@@ -23,6 +23,7 @@
 # <results>/invocations.tsv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+invocation="local/run_study.sh $*"  # as typed, for invocations.tsv
 workdir=study_work
 plan=egs/synth/conf_study/study.json
 results=results/study
@@ -62,4 +63,4 @@ done
 python -m steps_py.study.run --plan "$plan" --workdir "$workdir" --results "$results" "${extra[@]}"
 mkdir -p "$results"
 printf '%s\t%s\t%d s\t%s\n' "$(date -u -d "@$t0" '+%Y-%m-%d %H:%M:%S')" "$(hostname)" \
-  "$(( $(date +%s) - t0 ))" "local/run_study.sh --plan $plan ${extra[*]:-}" >> "$results/invocations.tsv"
+  "$(( $(date +%s) - t0 ))" "$invocation" >> "$results/invocations.tsv"

@@ -106,6 +106,9 @@ def plot_change_vs_workers(rows: list[dict[str, Any]], path: Path) -> bool:
                     ax.annotate(short, (r["workers"], 0.0), fontsize=7, rotation=90, va="bottom")
             ax.axhline(0.0, color="black", lw=0.8)
             ax.set_xscale("log", base=2)
+            ns = [r["workers"] for r in here]
+            ax.set_xlim(min(ns) / 1.6, max(ns) * 1.6)  # one N alone still gets a readable axis
+            ax.set_xticks(sorted(set(ns)), [str(n) for n in sorted(set(ns))])
             ax.set_title(f"{m} {s}")
             ax.set_xlabel("workers N")
             ax.set_ylabel("test CER change vs global, % (95 % CI)")
@@ -154,7 +157,10 @@ def plot_dev_ce_vs_half_life(folds: list[Study], path: Path) -> bool:
     ax.axhline(0.0, color="black", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("EMA half-life (fraction of the run's frames, ordered by value)")
-    ax.set_ylabel("final dev CE vs global, % (seed 1)")
+    ax.set_ylabel(
+        "final dev CE vs global, % (seed 1"
+        + (f", {folds[0].results.name})" if len(folds) > 1 else ")")
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
@@ -191,7 +197,8 @@ def plot_convergence(folds: list[Study], rows: list[dict[str, Any]], path: Path)
             )
         xy = [(p["frames"], p["global"]) for p in pts if "global" in p]
         ax.plot(*zip(*xy, strict=True), color="black", lw=2, label="global")
-        ax.set_title(f"{rec['run']} (dev CE; CER on the right axis)", fontsize=8)
+        where = f", {folds[0].results.name}" if len(folds) > 1 else ""  # the first fold's run
+        ax.set_title(f"{rec['run']}{where} (dev CE; CER on the right axis)", fontsize=8)
         ax.set_xlabel("training frames")
         ax.set_ylabel("dev CE (nats/frame)")
         ax.grid(alpha=0.3)
