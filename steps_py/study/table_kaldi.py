@@ -254,7 +254,10 @@ def contrast_lines(rows: list[dict[str, Any]], keep: Any) -> list[str]:
 
 
 def mechanism_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """The configs that differ only in the final learning rate (lr_final_ratio), by ratio."""
+    """The configs that differ only in the final learning rate (lr_final_ratio), by ratio:
+    the rate each worker ran at, the global and the dev-chosen model's test CER, the change,
+    and how often max-change limited the last epoch's updates."""
+    glob = {r["config"]: r for r in rows if r["averager"] == "global"}
     lines = []
     keyed = defaultdict(list)
     for r in rows:
@@ -264,12 +267,14 @@ def mechanism_lines(rows: list[dict[str, Any]]) -> list[str]:
         if not any(r["lr_final_ratio"] is not None for r in group):
             continue
         for r in sorted(group, key=lambda r: -r["lr"]["lr_final"] / r["lr"]["lr_initial"]):
-            ratio = r["lr"]["lr_final"] / r["lr"]["lr_initial"]
+            lr = r["lr"]
+            times = r["workers"] if lr.get("lr_times_workers") else 1
             c = r["vs_global"]
             mc = r.get("max_change_last_epoch")
             lines.append(
-                f"| {r['config']} | {r['lr']['lr_initial']:g} -> {r['lr']['lr_final']:g} "
-                f"(x{ratio:g}) | {len(r['seeds'])} | {_cer(r['test_cer'])} | "
+                f"| {r['config']} | {lr['lr_initial'] * times:g} -> {lr['lr_final'] * times:g} "
+                f"(x{lr['lr_final'] / lr['lr_initial']:g}) | {len(r['seeds'])} | "
+                f"{_cer(glob[r['config']]['test_cer'])} | {_cer(r['test_cer'])} | "
                 + (
                     f"{c['percent']:+.1f} % [{c['ci95_low']:+.1f}, {c['ci95_high']:+.1f}] | {c['verdict']} |"
                     if c
@@ -344,9 +349,9 @@ def table_md(folds: list[Study], rows: list[dict[str, Any]]) -> str:
             "often max-change limited the updates in the last epoch (layer updates / "
             "minibatches under the global limit; counted by runs trained since bf73266): where "
             "it is near 100 %, max-change, not the learning rate, sets the step size.\n\n"
-            "| config | learning rate | seeds | test CER % (chosen) | change vs global (95 % "
-            "CI) | verdict | max-change active, last epoch |\n"
-            "|---|---|---|---|---|---|---|\n" + "\n".join(mech)
+            "| config | learning rate per worker (first -> last) | seeds | global test CER % "
+            "| chosen test CER % | change vs global (95 % CI) | verdict | max-change active, "
+            "last epoch |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(mech)
         )
     conv = convergence_lines(rows)
     if conv:
