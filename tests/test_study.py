@@ -501,6 +501,23 @@ def test_second_study_chooses_on_dev_ce_with_global_as_a_candidate(tmp_path: Pat
         "runs": 1,
         "of_runs": 2,
     }
+    # a recount of the other run fills it in; a recount that did not reproduce its run is ignored
+    study.results.mkdir(parents=True, exist_ok=True)
+    (study.results / "max_change_recount.tsv").write_text(
+        "run\tepoch\tmax_change_layer_pct\tmax_change_global_pct\tfinal_global_bit_identical\n"
+        "dnn_ma_n2_lrconst_seed2\t2\t99.00\t0.00\tTrue\n"
+        "dnn_ma_n2_seed1\t2\t30.00\t0.00\tFalse\n"
+    )
+    rows = build_rows([study])
+    const = next(r for r in rows if r["config"] == "dnn_ma_n2_lrconst" and r["averager"] == "ema")
+    assert const["max_change_last_epoch"] == {
+        "layer_pct": 98.0,
+        "global_pct": 20.0,
+        "runs": 2,
+        "of_runs": 2,
+    }
+    ema = next(r for r in rows if r["config"] == "dnn_ma_n2" and r["averager"] == "ema")
+    assert ema["max_change_last_epoch"] is None
 
 
 def test_a_record_keeps_the_max_change_counts_of_each_epoch() -> None:

@@ -115,12 +115,31 @@ def _convergence(
     return out
 
 
-def _last_epoch_max_change(ok: dict[int, dict[str, Any]]) -> dict[str, Any] | None:
+def recounted_max_change(folds: list[Study]) -> dict[str, dict[str, float]]:
+    """Last-epoch max-change counts of runs trained before the trainer counted it, from
+    `max_change_recount.tsv` beside the records (`python -m local.recount_max_change`); only
+    the runs whose retrained final model was bit-identical to their own."""
+    out: dict[str, dict[str, float]] = {}
+    for f in folds:
+        path = f.results / "max_change_recount.tsv"
+        if not path.is_file():
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines()[1:]
+        for run, _epoch, layer, glob, same in (ln.split("\t") for ln in lines if ln):
+            if same == "True":
+                out[run] = {"layer_pct": float(layer), "global_pct": float(glob)}
+    return out
+
+
+def _last_epoch_max_change(
+    ok: dict[int, dict[str, Any]], recounted: dict[str, dict[str, float]]
+) -> dict[str, Any] | None:
     """Mean over the runs (seeds, folds) that counted it: percent of layer updates and of
     minibatches that max-change limited in the last epoch (how far the learning rate still
-    sets the step)."""
+    sets the step); a run's own count, else its recount."""
     recs = [rec for v in ok.values() for rec in v["records"]]
-    last = [mc[-1] for rec in recs if (mc := rec.get("max_change"))]
+    last = [mc[-1] if (mc := rec.get("max_change")) else recounted.get(rec["run"]) for rec in recs]
+    last = [m for m in last if m]
     if not last:
         return None
     return {
@@ -169,7 +188,7 @@ def config_rows(folds: list[Study], config: str) -> list[dict[str, Any]]:
             "syncs": first["summary"].get("syncs"),
             "frames": first["summary"].get("frames"),
             "lr": first.get("lr"),
-            "max_change_last_epoch": _last_epoch_max_change(ok),
+            "max_change_last_epoch": _last_epoch_max_change(ok, recounted_max_change(folds)),
             "train_wall_s": [v["records"][0]["summary"]["wall_time_s"] for v in ok.values()],
             "vs_global": None,
             "dev_vs_global_per_seed": None,
@@ -347,7 +366,8 @@ def table_md(folds: list[Study], rows: list[dict[str, Any]]) -> str:
             "The mechanism: the same config with different final learning rates; does the "
             "dev-chosen EMA gain more where the final rate is higher? The last column: how "
             "often max-change limited the updates in the last epoch (layer updates / "
-            "minibatches under the global limit; counted by runs trained since bf73266): where "
+            "minibatches under the global limit; counted by runs trained since bf73266, recounted "
+            "for earlier ones by python -m local.recount_max_change): where "
             "it is near 100 %, max-change, not the learning rate, sets the step size.\n\n"
             "| config | learning rate per worker (first -> last) | seeds | global test CER % "
             "| chosen test CER % | change vs global (95 % CI) | verdict | max-change active, "
