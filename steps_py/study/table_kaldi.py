@@ -201,6 +201,9 @@ def config_rows(folds: list[Study], config: str) -> list[dict[str, Any]]:
                 row["vs_global"] = contrast(pe[:3], pe[3], st.resamples, st.seed, st.margin)
                 if all(t == "global" for v in have.values() for t in v["tags"]):
                     row["vs_global"].update(verdict="dev chose global", equivalent=None)
+                elif all(have[k]["test"] == ok[k]["global"]["test"] for k in both):
+                    # e.g. Kaldi's combination of only the last model: the global model itself
+                    row["vs_global"].update(verdict="same decodes as global", equivalent=None)
             row["dev_vs_global_per_seed"] = [
                 100.0
                 * (have[k]["dev"]["cer"] - ok[k]["global"]["dev"]["cer"])
@@ -346,7 +349,8 @@ def table_md(folds: list[Study], rows: list[dict[str, Any]]) -> str:
         f"±{plan.stats.margin:g} % relative; the model chosen on dev by {plan.choice_by}"
         + (" with the global model (half-life 0) as a candidate" if plan.global_candidate else "")
         + ". Verdicts: helps / hurts (95 % CI excludes 0), equivalent (TOST p < 0.05), "
-        "inconclusive (neither).",
+        "inconclusive (neither); dev chose global and same decodes as global: the row is the global "
+        "model itself.",
         progress(folds[0])
         if len(folds) == 1
         else "Folds (the left-out speaker is test, the next one dev):\n\n"
