@@ -632,10 +632,12 @@ def fold_studies(plan: Plan, workdir: Path, results: Path) -> list[Study]:
 def check_targets_match_graph(study: Study) -> None:
     """Every examples dir of the plan has the graph's pdfs (its targets come from the alignments
     the graph was built with): checked before any training, not at the first decode."""
+    from steps_py.nnet.egs_dir import EgsDir
+
     graph = study.wd / study.plan.graph
-    want = int((graph / "num_pdfs").read_text().split()[0])
+    want = int((graph / "num_pdfs").read_text().split()[0])  # decode.inputs checks it fully
     for model, egs in study.plan.egs.items():
-        info = json.loads((study.wd / egs / "info.json").read_text(encoding="utf-8"))
+        info = EgsDir(study.wd / egs).info()
         if int(info["num_pdfs"]) != want:
             raise StudyError(
                 f"the plan's examples for {model} ({study.wd / egs}) have {info['num_pdfs']} "

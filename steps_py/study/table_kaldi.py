@@ -150,7 +150,9 @@ def _last_epoch_max_change(
     }
 
 
-def config_rows(folds: list[Study], config: str) -> list[dict[str, Any]]:
+def config_rows(
+    folds: list[Study], config: str, recounted: dict[str, dict[str, float]] | None = None
+) -> list[dict[str, Any]]:
     plan, st = folds[0].plan, folds[0].plan.stats
     spec = next(r for r in plan.runs if r.config == config)
     seeds = seed_entries(folds, config)
@@ -188,7 +190,7 @@ def config_rows(folds: list[Study], config: str) -> list[dict[str, Any]]:
             "syncs": first["summary"].get("syncs"),
             "frames": first["summary"].get("frames"),
             "lr": first.get("lr"),
-            "max_change_last_epoch": _last_epoch_max_change(ok, recounted_max_change(folds)),
+            "max_change_last_epoch": _last_epoch_max_change(ok, recounted or {}),
             "train_wall_s": [v["records"][0]["summary"]["wall_time_s"] for v in ok.values()],
             "vs_global": None,
             "dev_vs_global_per_seed": None,
@@ -225,7 +227,8 @@ def config_rows(folds: list[Study], config: str) -> list[dict[str, Any]]:
 
 def build_rows(folds: list[Study]) -> list[dict[str, Any]]:
     configs = list(dict.fromkeys(r.config for r in folds[0].plan.runs))
-    return [row for c in configs for row in config_rows(folds, c)]
+    recounted = recounted_max_change(folds)  # read once for the whole table
+    return [row for c in configs for row in config_rows(folds, c, recounted)]
 
 
 def _pct(v: float | None) -> str:
