@@ -8,10 +8,12 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from steps_py.fileio import mark_done
 from steps_py.study.plan import PlanError, load_plan
+from steps_py.study.record import examples_fingerprint, model_fingerprint, same_training
 from steps_py.study.run import Study, StudyError
 from steps_py.study.table import (
     ablation_rows,
@@ -734,3 +736,64 @@ def test_examples_whose_pdfs_differ_from_the_graph_stop_the_study_before_trainin
     (egs / "info.json").write_text(json.dumps({"num_pdfs": 34}))
     with pytest.raises(StudyError, match=r"have 34 pdfs but its graph .* has 33: set the plan's"):
         check_targets_match_graph(study)
+
+
+def test_a_retraining_that_does_not_reproduce_a_record_supersedes_it(tmp_path: Path) -> None:
+    """A run retrained (its dir gone, e.g. a later session) into another model than its record
+    holds must not mix the new decodes with the record's: the record is set aside and the run's
+    decodes are redone; a bit-identical retraining just adds its decodes."""
+    n = len(REF)
+    study = _fake_study(tmp_path, {"global": [3] * n, "ema-hl1000": [2] * n}, {"global": [3] * n})
+    run = study.plan.runs[0]
+    d = study.run_dir(run)
+    first = study.record(run)
+    assert first is not None and first["fingerprint"] == model_fingerprint(d)
+    # the same training again, one more decode: merged into the record
+    _decode_dir(d / "decode_ema-hl1000_test", [1] * n)
+    study.update_record(run)
+    rec = study.record(run)
+    assert rec is not None and set(rec["models"]["global"]) == {"dev", "test"}
+    assert set(rec["models"]["ema-hl1000"]) == {"dev", "test"} and not study.superseded
+    # another training (other bytes): only its own decodes, the old record kept aside
+    shutil.rmtree(d / "decode_global_test")
+    shutil.rmtree(d / "decode_ema-hl1000_dev")
+    (d / "final" / "global.safetensors").write_bytes(b"another model")
+    study.update_record(run)
+    rec = study.record(run)
+    assert rec is not None and rec["fingerprint"] == model_fingerprint(d) != first["fingerprint"]
+    assert set(rec["models"]) == {"global", "ema-hl1000"}
+    assert set(rec["models"]["global"]) == {"dev"} and set(rec["models"]["ema-hl1000"]) == {"test"}
+    assert study.superseded == {run.name}
+    kept = study.results / "superseded" / f"{run.name}.{first['fingerprint']}.json"
+    assert json.loads(kept.read_text())["models"]["global"]["test"]["cer"] == pytest.approx(30.0)
+    assert "Records superseded by a retraining that did not reproduce them" in progress(study)
+    assert f": {run.name}." in progress(study)
+
+
+def test_a_record_without_a_fingerprint_is_compared_by_its_final_dev_ce() -> None:
+    old = {"epoch_curve": [{"epoch": 1, "frames": 10.0, "global": 2.0506275556107076}]}
+    same = {"fingerprint": "ab", "epoch_curve": [dict(old["epoch_curve"][0])]}
+    other = {"fingerprint": "cd", "epoch_curve": [{"epoch": 1, "frames": 10.0, "global": 2.03}]}
+    assert same_training(old, same) is True and same_training(old, other) is False
+    assert same_training({"fingerprint": "ab"}, other) is False
+    assert same_training({}, other) is None  # the first study's records: nothing to compare
+
+
+def test_runs_on_different_examples_are_named_in_the_progress_line(tmp_path: Path) -> None:
+    n = len(REF)
+    study = _fake_study(tmp_path, {"global": [3] * n}, {"global": [3] * n})
+    egs = tmp_path / "egs"
+    for split in ("train", "dev"):
+        (egs / split / "shard-0").mkdir(parents=True)
+        np.save(egs / split / "shard-0" / "targets.npy", np.arange(5))
+        np.save(egs / split / "shard-0" / "feats.npy", np.zeros((5, 2), np.float32))
+    fp = examples_fingerprint(egs)
+    assert len(fp) == 16 and progress(study).endswith("2 of 2.")
+    rec = study.record(study.plan.runs[0])
+    assert rec is not None
+    rec["examples"] = fp
+    study.record_path(study.plan.runs[0]).write_text(json.dumps(rec))
+    line = progress(study)
+    assert "did not all train on the same examples" in line
+    assert f"1 runs on examples {fp}" in line
+    assert "1 runs recorded before records named their examples" in line

@@ -10,6 +10,7 @@ repository alone: a run with a record is not trained or decoded again.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 from steps_py.cli import StepError
 from steps_py.decode.artifact import DecodeDir
 from steps_py.fileio import atomic_write_json, is_done
+from steps_py.model_tag import ModelTag, TagKind
 from steps_py.parallel.run_dir import RunDir
 
 SUMMARY_KEYS = (
@@ -89,7 +91,59 @@ def make_record(
     mc = max_change_curve(summary)
     if mc:
         rec["max_change"] = mc
+    fp = model_fingerprint(run_dir)
+    if fp is not None:
+        rec["fingerprint"] = fp
+    egs = summary.get("settings", {}).get("egs")
+    if egs and Path(egs).is_dir():
+        rec["examples"] = examples_fingerprint(Path(egs))
     return rec
+
+
+def _sha(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def model_fingerprint(run_dir: Path) -> str | None:
+    """sha256 (16 hex digits) of the run's final global model: two trainings with the same
+    fingerprint made the same model, bit for bit. None before the run has a global model."""
+    path = RunDir(run_dir).model_path(ModelTag(TagKind.GLOBAL))
+    return _sha([path]) if path.is_file() else None
+
+
+_EXAMPLES_FP: dict[tuple[str, float], str] = {}
+
+
+def examples_fingerprint(egs: Path) -> str:
+    """sha256 (16 hex digits) of an examples dir's targets and features, train and dev: runs
+    with the same value trained on the same examples (a workdir rebuilt by other code, e.g.
+    another GMM, gives other alignments and so another value). Cached per dir and .done."""
+    done = egs / ".done"
+    key = (str(egs.resolve()), done.stat().st_mtime if done.is_file() else 0.0)
+    if key not in _EXAMPLES_FP:
+        files = sorted(egs.glob("*/shard-*/targets.npy")) + sorted(egs.glob("*/shard-*/feats.npy"))
+        _EXAMPLES_FP[key] = _sha(files)
+    return _EXAMPLES_FP[key]
+
+
+def same_training(old: dict[str, Any], new: dict[str, Any]) -> bool | None:
+    """Whether two records of a run come from the same training: by their global models'
+    fingerprints, or, for a record made before records had one, by the global model's final
+    whole-dev CE (a bit-identical training evaluates to the same number). None when neither
+    record says."""
+    if "fingerprint" in old and "fingerprint" in new:
+        return bool(old["fingerprint"] == new["fingerprint"])
+    ce_old, ce_new = (
+        r["epoch_curve"][-1].get("global") if r.get("epoch_curve") else None for r in (old, new)
+    )
+    if ce_old is None or ce_new is None:
+        return None
+    return bool(ce_old == ce_new)
 
 
 def max_change_curve(summary: dict[str, Any]) -> list[dict[str, float]]:

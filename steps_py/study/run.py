@@ -26,7 +26,10 @@ and the tracked half-lives reconstructed for the comparison with the tracked EMA
 After each step a run's record (`results/study/runs/<run>.json`, `record.py`) is brought up
 to date; the table and plots (`steps_py.study.table`) are built from the records, and a
 decode already in a record is never redone, so a later session needs only the repository
-(and regenerates the deterministic corpus) to continue. Nothing is ever chosen on test.
+(and regenerates the deterministic corpus) to continue. If such a session must retrain a run
+(for a model its record lacks) and gets another model than the record's (its workdir rebuilt
+by other code), the record is superseded, not merged: kept in `<results>/superseded/`, and the
+run decoded again (`Study.supersede`). Nothing is ever chosen on test.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from steps_py.study.record import (
     make_record,
     read_choices,
     read_record,
+    same_training,
     write_record,
 )
 
@@ -77,6 +81,7 @@ class Study:
         self.pilot_factor = {r.name: f for _, f, r in plan.pilot_runs(extended=True)}
         self.run_locks: dict[str, threading.Lock] = {}
         self.decode_locks: dict[str, threading.Lock] = {}
+        self.superseded: set[str] = set()  # runs whose record a retraining replaced
 
     def _named_lock(self, locks: dict[str, threading.Lock], name: str) -> threading.Lock:
         """The lock of `name` in `locks` (per-run train or decode locks), made once."""
@@ -106,11 +111,34 @@ class Study:
         epoch_tags = sorted(DecodeDir.parse_name(p.name)[0] for p in d.glob("decode_epoch*_dev"))  # type: ignore[index]
         new = make_record(d, self.models(run) + self.models(run, posthoc=True), epoch_tags)
         old = self.record(run)
-        if old is not None:
+        if old is not None and same_training(old, new) is False:
+            self.supersede(run, old, new)
+        elif old is not None:
             for tag, splits in old["models"].items():
                 for split, e in splits.items():
                     new["models"].setdefault(tag, {}).setdefault(split, e)
         write_record(self.record_path(run), new)
+
+    def supersede(self, run: RunSpec, old: dict, new: dict) -> None:
+        """The run dir holds another training than the run's record (the run was retrained in
+        a workdir rebuilt by other code, so other examples): its decodes must not join the
+        record's. The record moves to `<results>/superseded/` and every decode is redone from
+        the run dir (`run_all` goes over the run again)."""
+        keep = self.results / "superseded" / f"{run.name}.{old.get('fingerprint', 'legacy')}.json"
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        write_record(keep, old)
+        self.superseded.add(run.name)
+        log.warning(
+            "%s: retrained, and not into the training its record holds (global model %s, final "
+            "dev CE %s; the record's: %s, %s), so the examples or the code differ from the "
+            "record's; the record is kept as %s and every decode is redone from the new training",
+            run.name,
+            new.get("fingerprint"),
+            (new.get("epoch_curve") or [{}])[-1].get("global"),
+            old.get("fingerprint", "(none)"),
+            (old.get("epoch_curve") or [{}])[-1].get("global"),
+            keep,
+        )
 
     def models(self, run: RunSpec, posthoc: bool = False) -> list[str]:
         """Tags of the run's final models (`posthoc-*` only when asked), from its dir or record."""
@@ -552,6 +580,12 @@ class Study:
             return
         self.test_chosen(self.choose())
         names = {r.name: r for r in self.plan.runs}
+        while self.superseded:  # their decodes again, from the training their dirs hold
+            redo = [names[n] for n in sorted(self.superseded) if n in names]
+            self.superseded.clear()
+            for run in redo:
+                self.run_one(run)
+            self.test_chosen(self.choose())
         for name in self.plan.posthoc_runs:
             self.posthoc(names[name])
 

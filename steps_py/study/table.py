@@ -349,7 +349,39 @@ def progress(study: Study) -> str:
         line += (
             " Not run yet (`local/run_study.sh` continues with them): " + ", ".join(missing) + "."
         )
-    return line
+    return line + examples_note(study)
+
+
+def examples_note(study: Study) -> str:
+    """Which examples (alignments and features: the record's `examples` fingerprint) the runs
+    trained on, when more than one set; and the records a retraining superseded."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for r in study.plan.runs:
+        rec = study.record(r)
+        if rec is not None and not is_diverged(rec):
+            groups[rec.get("examples", "")].append(r.name)
+    out = ""
+    if len(groups) > 1:
+        parts = [
+            f"{len(names)} runs on examples {fp}"
+            if fp
+            else f"{len(names)} runs recorded before records named their examples"
+            for fp, names in sorted(groups.items(), key=lambda kv: -len(kv[1]))
+        ]
+        out += (
+            " The runs did not all train on the same examples (a workdir rebuilt by other "
+            "code): " + "; ".join(parts) + ". Every contrast compares models of the same runs, "
+            "so it is unaffected; comparisons of global models across configs are not."
+        )
+    kept = sorted((study.results / "superseded").glob("*.json"))
+    if kept:
+        out += (
+            " Records superseded by a retraining that did not reproduce them (kept in "
+            f"{study.results / 'superseded'}; their runs decoded again): "
+            + ", ".join(p.name.rsplit(".", 2)[0] for p in kept)
+            + "."
+        )
+    return out
 
 
 def posthoc_table(study: Study) -> str:
