@@ -797,3 +797,19 @@ def test_runs_on_different_examples_are_named_in_the_progress_line(tmp_path: Pat
     assert "did not all train on the same examples" in line
     assert f"1 runs on examples {fp}" in line
     assert "1 runs recorded before records named their examples" in line
+
+
+def test_the_dev_curve_counts_an_evaluation_a_resumed_run_logged_again_once(tmp_path: Path) -> None:
+    from steps_py.study.record import dev_curve
+
+    csv_path = tmp_path / "train.csv"
+    rows = [("block", 100, 2.5), ("block", 200, 2.2), ("epoch", 200, ""), ("block", 100, 2.5)]
+    rows += [("block", 200, 2.2), ("block", 300, 2.0)]  # resumed from the checkpoint at 100
+    csv_path.write_text(
+        "kind,frames,dev_ce_global\n" + "".join(f"{k},{f},{v}\n" for k, f, v in rows)
+    )
+    assert dev_curve(csv_path) == [
+        {"frames": 100.0, "global": 2.5},
+        {"frames": 200.0, "global": 2.2},
+        {"frames": 300.0, "global": 2.0},
+    ]

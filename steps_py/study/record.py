@@ -193,10 +193,11 @@ def is_diverged(record: dict[str, Any] | None) -> bool:
 
 
 def dev_curve(train_csv: Path) -> list[dict[str, float]]:
-    """The dev cross entropy of every model at each evaluation: [{"frames": F, "<model>": CE}]."""
+    """The dev cross entropy of every model at each evaluation: [{"frames": F, "<model>": CE}],
+    by frames; an evaluation logged again by a resumed run counts once (the later row)."""
     if not train_csv.is_file():
         return []
-    out = []
+    out: list[dict[str, float]] = []
     with open(train_csv, encoding="utf-8", newline="") as f:
         for row in csv.DictReader(f):
             if row.get("kind") == "block" and row.get("dev_ce_global"):
@@ -209,7 +210,7 @@ def dev_curve(train_csv: Path) -> list[dict[str, float]]:
                     }
                 )
                 out.append(point)
-    return out
+    return sorted({p["frames"]: p for p in out}.values(), key=lambda p: p["frames"])
 
 
 def write_record(path: Path, record: dict[str, Any]) -> None:
