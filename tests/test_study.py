@@ -794,9 +794,16 @@ def test_runs_on_different_examples_are_named_in_the_progress_line(tmp_path: Pat
     rec["examples"] = fp
     study.record_path(study.plan.runs[0]).write_text(json.dumps(rec))
     line = progress(study)
+    assert f"Examples (sha256 of their targets and features): {fp} for the 1 runs" in line
+    assert "the other 1 were recorded before." in line
+    assert "did not all train on the same examples" not in line
+    rec2 = study.record(study.plan.runs[1])
+    assert rec2 is not None
+    rec2["examples"] = "0123456789abcdef"
+    study.record_path(study.plan.runs[1]).write_text(json.dumps(rec2))
+    line = progress(study)
     assert "did not all train on the same examples" in line
-    assert f"1 runs on examples {fp}" in line
-    assert "1 runs recorded before records named their examples" in line
+    assert f"1 runs on examples {fp}" in line and "1 runs on examples 0123456789abcdef" in line
 
 
 def test_the_dev_curve_counts_an_evaluation_a_resumed_run_logged_again_once(tmp_path: Path) -> None:

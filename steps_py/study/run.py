@@ -27,8 +27,8 @@ After each step a run's record (`results/study/runs/<run>.json`, `record.py`) is
 to date; the table and plots (`steps_py.study.table`) are built from the records, and a
 decode already in a record is never redone, so a later session needs only the repository
 (and regenerates the deterministic corpus) to continue. If such a session must retrain a run
-(for a model its record lacks) and gets another model than the record's (its workdir rebuilt
-by other code), the record is superseded, not merged: kept in `<results>/superseded/`, and the
+(for a model its record lacks) and gets another model than the record's (other examples,
+code or machine), the record is superseded, not merged: kept in `<results>/superseded/`, and the
 run decoded again (`Study.supersede`). Nothing is ever chosen on test.
 """
 
@@ -121,8 +121,8 @@ class Study:
 
     def supersede(self, run: RunSpec, old: dict, new: dict) -> None:
         """The run dir holds another training than the run's record (the run was retrained in
-        a workdir rebuilt by other code, so other examples): its decodes must not join the
-        record's. The record moves to `<results>/superseded/` and every decode is redone from
+        a later session: other examples, other code, or another machine whose floating point
+        differs): its decodes must not join the record's. The record moves to `<results>/superseded/` and every decode is redone from
         the run dir (`run_all` goes over the run again)."""
         keep = self.results / "superseded" / f"{run.name}.{old.get('fingerprint', 'legacy')}.json"
         keep.parent.mkdir(parents=True, exist_ok=True)
@@ -130,8 +130,8 @@ class Study:
         self.superseded.add(run.name)
         log.warning(
             "%s: retrained, and not into the training its record holds (global model %s, final "
-            "dev CE %s; the record's: %s, %s), so the examples or the code differ from the "
-            "record's; the record is kept as %s and every decode is redone from the new training",
+            "dev CE %s; the record's: %s, %s): the examples, the code or the machine differ from "
+            "the record's; the record is kept as %s and every decode is redone from the new training",
             run.name,
             new.get("fingerprint"),
             (new.get("epoch_curve") or [{}])[-1].get("global"),

@@ -354,24 +354,27 @@ def progress(study: Study) -> str:
 
 def examples_note(study: Study) -> str:
     """Which examples (alignments and features: the record's `examples` fingerprint) the runs
-    trained on, when more than one set; and the records a retraining superseded."""
+    trained on; and the records a retraining superseded."""
     groups: dict[str, list[str]] = defaultdict(list)
     for r in study.plan.runs:
         rec = study.record(r)
         if rec is not None and not is_diverged(rec):
             groups[rec.get("examples", "")].append(r.name)
+    legacy = groups.pop("", [])
     out = ""
     if len(groups) > 1:
-        parts = [
-            f"{len(names)} runs on examples {fp}"
-            if fp
-            else f"{len(names)} runs recorded before records named their examples"
-            for fp, names in sorted(groups.items(), key=lambda kv: -len(kv[1]))
-        ]
         out += (
             " The runs did not all train on the same examples (a workdir rebuilt by other "
-            "code): " + "; ".join(parts) + ". Every contrast compares models of the same runs, "
-            "so it is unaffected; comparisons of global models across configs are not."
+            "code): "
+            + "; ".join(f"{len(v)} runs on examples {fp}" for fp, v in sorted(groups.items()))
+            + ". Every contrast compares models of the same runs, so it is unaffected; "
+            "comparisons of global models across configs are not."
+        )
+    elif groups and legacy:
+        ((fp, names),) = groups.items()
+        out += (
+            f" Examples (sha256 of their targets and features): {fp} for the {len(names)} runs "
+            f"recorded since records name them; the other {len(legacy)} were recorded before."
         )
     kept = sorted((study.results / "superseded").glob("*.json"))
     if kept:
