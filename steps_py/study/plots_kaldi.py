@@ -87,7 +87,9 @@ def plot_change_vs_workers(rows: list[dict[str, Any]], path: Path) -> bool:
                         [p[1]["percent"] - p[1]["ci95_low"] for p in pts],
                         [p[1]["ci95_high"] - p[1]["percent"] for p in pts],
                     ]
-                    ax.errorbar(x, y, yerr=err, marker="o", capsize=3, ls="-", label=averager)
+                    ax.errorbar(
+                        x, y, yerr=err, marker="o", capsize=3, ls="-", label=averager, color=f"C{k}"
+                    )  # one colour per averager in every panel, whichever rows it has
             for r in here:  # what dev chose, beside its point
                 if r["averager"] == "ema" and r.get("vs_global"):
                     chosen = sorted({t for ts in r["model_tags"].values() for t in ts})
