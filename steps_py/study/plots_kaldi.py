@@ -44,6 +44,27 @@ def _plt():  # noqa: ANN202
     return plt
 
 
+def _draw_rivals(ax: Any, here: list[dict[str, Any]]) -> None:
+    """Each averager's change vs global with its CI against N, side by side; one colour per
+    averager in every panel, whichever rows the panel has."""
+    for k, averager in enumerate(RIVALS):
+        pts = sorted(
+            (r["workers"], r["vs_global"])
+            for r in here
+            if r["averager"] == averager and r.get("vs_global")
+        )
+        if pts:
+            x = [p[0] * (1.0 + 0.06 * (k - 1)) for p in pts]  # side by side
+            y = [p[1]["percent"] for p in pts]
+            err = [
+                [p[1]["percent"] - p[1]["ci95_low"] for p in pts],
+                [p[1]["ci95_high"] - p[1]["percent"] for p in pts],
+            ]
+            ax.errorbar(
+                x, y, yerr=err, marker="o", capsize=3, ls="-", label=averager, color=f"C{k}"
+            )
+
+
 def plot_change_vs_workers(rows: list[dict[str, Any]], path: Path) -> bool:
     plt = _plt()
     models = sorted({r["model"] for r in rows})
@@ -74,22 +95,7 @@ def plot_change_vs_workers(rows: list[dict[str, Any]], path: Path) -> bool:
                 )
                 ax.set_axis_off()
                 continue
-            for k, averager in enumerate(RIVALS):
-                pts = sorted(
-                    (r["workers"], r["vs_global"])
-                    for r in here
-                    if r["averager"] == averager and r.get("vs_global")
-                )
-                if pts:
-                    x = [p[0] * (1.0 + 0.06 * (k - 1)) for p in pts]  # side by side
-                    y = [p[1]["percent"] for p in pts]
-                    err = [
-                        [p[1]["percent"] - p[1]["ci95_low"] for p in pts],
-                        [p[1]["ci95_high"] - p[1]["percent"] for p in pts],
-                    ]
-                    ax.errorbar(
-                        x, y, yerr=err, marker="o", capsize=3, ls="-", label=averager, color=f"C{k}"
-                    )  # one colour per averager in every panel, whichever rows it has
+            _draw_rivals(ax, here)
             for r in here:  # what dev chose, beside its point
                 if r["averager"] == "ema" and r.get("vs_global"):
                     chosen = sorted({t for ts in r["model_tags"].values() for t in ts})

@@ -101,6 +101,8 @@ def make_record(
 
 
 def _sha(paths: list[Path]) -> str:
+    """sha256 (16 hex digits) of the files' contents, in order: content, not
+    `fileio.input_stamp`'s sizes and times, so that two machines can agree on it."""
     h = hashlib.sha256()
     for p in paths:
         with open(p, "rb") as f:
@@ -138,12 +140,16 @@ def same_training(old: dict[str, Any], new: dict[str, Any]) -> bool | None:
     record says."""
     if "fingerprint" in old and "fingerprint" in new:
         return bool(old["fingerprint"] == new["fingerprint"])
-    ce_old, ce_new = (
-        r["epoch_curve"][-1].get("global") if r.get("epoch_curve") else None for r in (old, new)
-    )
+    ce_old, ce_new = final_global_ce(old), final_global_ce(new)
     if ce_old is None or ce_new is None:
         return None
     return bool(ce_old == ce_new)
+
+
+def final_global_ce(record: dict[str, Any]) -> float | None:
+    """The global model's whole-dev CE at the end of training (None without an epoch curve)."""
+    curve = record.get("epoch_curve")
+    return curve[-1].get("global") if curve else None
 
 
 def max_change_curve(summary: dict[str, Any]) -> list[dict[str, float]]:

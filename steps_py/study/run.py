@@ -55,6 +55,7 @@ from steps_py.parallel.run_dir import RunDir
 from steps_py.study.plan import Plan, RunSpec, load_plan
 from steps_py.study.record import (
     diverged_record,
+    final_global_ce,
     is_diverged,
     make_record,
     read_choices,
@@ -122,8 +123,9 @@ class Study:
     def supersede(self, run: RunSpec, old: dict, new: dict) -> None:
         """The run dir holds another training than the run's record (the run was retrained in
         a later session: other examples, other code, or another machine whose floating point
-        differs): its decodes must not join the record's. The record moves to `<results>/superseded/` and every decode is redone from
-        the run dir (`run_all` goes over the run again)."""
+        differs): its decodes must not join the record's. The record moves to
+        `<results>/superseded/` and every decode is redone from the run dir (`run_all` goes
+        over the run again)."""
         keep = self.results / "superseded" / f"{run.name}.{old.get('fingerprint', 'legacy')}.json"
         keep.parent.mkdir(parents=True, exist_ok=True)
         write_record(keep, old)
@@ -134,9 +136,9 @@ class Study:
             "the record's; the record is kept as %s and every decode is redone from the new training",
             run.name,
             new.get("fingerprint"),
-            (new.get("epoch_curve") or [{}])[-1].get("global"),
+            final_global_ce(new),
             old.get("fingerprint", "(none)"),
-            (old.get("epoch_curve") or [{}])[-1].get("global"),
+            final_global_ce(old),
             keep,
         )
 
